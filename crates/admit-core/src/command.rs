@@ -1,0 +1,200 @@
+//! Commands in, outputs out. A command carries no time of its own: the replicated log
+//! stamps one, and [`crate::Engine::apply`] takes it as an argument.
+
+use crate::decision::{AdmissionId, Decision};
+use crate::ids::{IdempotencyKey, NumberId, PortfolioId, TemplateId, WaId};
+use crate::policy::{Category, Limit, Policy, Quality, TierInput};
+use crate::time::Ts;
+use serde::{Deserialize, Serialize};
+
+/// What is being sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SendKind {
+    Template { id: TemplateId, category: Category },
+    FreeForm,
+}
+
+/// One send to decide (R3.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmitRequest {
+    pub number: NumberId,
+    pub customer: WaId,
+    pub kind: SendKind,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InboundKind {
+    Message,
+    Call,
+}
+
+/// The customer messaged (or called) the number: the service window opens (R2.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inbound {
+    pub number: NumberId,
+    pub customer: WaId,
+    pub kind: InboundKind,
+    /// The text, for opt-out and opt-in keywords (R7.1).
+    pub text: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryStatus {
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+/// Meta's answer for a send, reported by the sender (SPEC section 9).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub number: NumberId,
+    pub customer: WaId,
+    pub admission: Option<AdmissionId>,
+    pub status: DeliveryStatus,
+    pub error_code: Option<u32>,
+    pub template: Option<TemplateId>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NumberStatus {
+    Connected,
+    Flagged,
+    Disconnected,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    Number(NumberId),
+    Portfolio(PortfolioId),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TemplateEvent {
+    Approved,
+    /// `title` is Meta's FIRST_PAUSE / SECOND_PAUSE; `until` overrides the policy's pause.
+    Paused {
+        title: Option<String>,
+        until: Option<Ts>,
+    },
+    Unpaused,
+    Disabled,
+}
+
+/// Facts reported by the platform: authoritative, applied at once (R5.6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlatformEvent {
+    NumberQuality {
+        number: NumberId,
+        quality: Quality,
+    },
+    NumberStatus {
+        number: NumberId,
+        status: NumberStatus,
+    },
+    /// A tier or limit, in any of section 10's forms.
+    LimitChange {
+        target: Target,
+        tier: TierInput,
+    },
+    TemplateStatus {
+        template: TemplateId,
+        event: TemplateEvent,
+    },
+    TemplateQuality {
+        template: TemplateId,
+        quality: Quality,
+    },
+    /// Meta restricted the account until `until` (`None`: until lifted); `lifted` ends it.
+    AccountRestriction {
+        target: Target,
+        until: Option<Ts>,
+        lifted: bool,
+    },
+    UserPreference {
+        number: NumberId,
+        customer: WaId,
+        stop: bool,
+    },
+    /// R2.3: a free entry point window opens for the customer.
+    FreeEntryPoint {
+        number: NumberId,
+        customer: WaId,
+    },
+    DisplayName {
+        number: NumberId,
+        approved: bool,
+    },
+}
+
+/// Register a number, or update the fields given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberRegistration {
+    pub number: Option<NumberId>,
+    pub portfolio: Option<PortfolioId>,
+    pub profile: Option<String>,
+    /// An admin-set limit: authoritative like a platform event.
+    pub limit: Option<Limit>,
+    pub quality: Option<Quality>,
+    pub display_name_approved: Option<bool>,
+    pub status: Option<NumberStatus>,
+    /// R8.1 per-number override (1,000 upgraded, 20 coexistence).
+    pub throughput_mps: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortfolioRegistration {
+    pub portfolio: PortfolioId,
+    pub profile: Option<String>,
+    pub limit: Option<Limit>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    RegisterNumber(NumberRegistration),
+    RegisterPortfolio(PortfolioRegistration),
+    SetPolicy(Policy),
+    Admit(AdmitRequest),
+    Release(AdmissionId),
+    Inbound(Inbound),
+    Outcome(Outcome),
+    Platform {
+        event: PlatformEvent,
+        /// A stable key of the delivery: a repeated delivery is applied at most once.
+        event_key: Option<String>,
+    },
+    /// Time passes: reclaims expired state and runs due transitions. The log stamps it
+    /// like any command, so every replica reclaims the same entries.
+    Tick,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OptChange {
+    OptedOut,
+    OptedIn,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    Decision(Decision),
+    Released {
+        released: bool,
+    },
+    Inbound {
+        window_end: Ts,
+        opt: Option<OptChange>,
+    },
+    Outcome {
+        released: bool,
+    },
+    Event {
+        applied: bool,
+        note: Option<String>,
+    },
+    Registered,
+    Ticked {
+        reclaimed: u64,
+    },
+}

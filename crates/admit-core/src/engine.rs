@@ -1,0 +1,1029 @@
+//! The single writer: applies commands in log order, deterministically.
+
+use crate::command::*;
+use crate::decision::{AdmissionId, Decision, Reason, ScopeKey};
+use crate::error::CoreError;
+use crate::ids::{NumberId, PortfolioId};
+use crate::log::EventLog;
+use crate::policy::{Limit, Policy, ScopeKind, TierMeaning};
+use crate::rules::{self, Member, Pre, Tier};
+use crate::state::*;
+use crate::time::{Dur, PackedTs, Ts};
+use crate::Reader;
+use admit_sketch::{SketchConfig, WindowedSketch};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+/// State only the writer touches (it is in snapshots too).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct WriterState {
+    pub last_now: Ts,
+    pub applied: u64,
+    pub next_number: u32,
+    pub next_scope: u32,
+    pub policies: BTreeMap<String, Policy>,
+    /// Idempotency keys in expiry order (time only moves forward).
+    pub idem_expiry: VecDeque<(Ts, crate::ids::IdempotencyKey)>,
+    /// Platform deliveries already applied, by event key (at most once).
+    pub seen_events: BTreeMap<String, Ts>,
+    pub seen_expiry: VecDeque<(Ts, String)>,
+    /// Tier values that could not be understood (kept the limit: fail safe).
+    pub tier_errors: u64,
+}
+
+/// How long a platform delivery's key is remembered: Meta retries deliveries for days.
+const EVENT_KEY_TTL: crate::Dur = crate::Dur::days(7);
+
+/// The rule engine of one shard: commands in, outputs out.
+///
+/// Cheap to read from other threads through [`Engine::reader`]; only `apply` changes it.
+#[derive(Debug)]
+pub struct Engine {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) w: WriterState,
+    pub(crate) policies: BTreeMap<String, Arc<Policy>>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Engine {
+    /// An empty engine with the built-in profiles `seeds` (default) and `meta`.
+    pub fn new() -> Self {
+        let mut e = Engine {
+            shared: Arc::new(Shared::new()),
+            w: WriterState::default(),
+            policies: BTreeMap::new(),
+        };
+        for p in [Policy::seeds(), Policy::meta()] {
+            e.w.policies.insert(p.name.clone(), p.clone());
+            e.policies.insert(p.name.clone(), Arc::new(p));
+        }
+        e
+    }
+
+    /// A handle for concurrent reads (fast-path decisions, status).
+    pub fn reader(&self) -> Reader {
+        Reader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    pub fn policy(&self, name: &str) -> Option<Arc<Policy>> {
+        self.policies.get(name).cloned()
+    }
+
+    /// Commands applied so far.
+    pub fn applied(&self) -> u64 {
+        self.w.applied
+    }
+
+    /// The time of the latest command: the engine's clock never goes back.
+    pub fn now(&self) -> Ts {
+        self.w.last_now
+    }
+
+    /// Tier values from the platform that were not understood (and ignored).
+    pub fn tier_errors(&self) -> u64 {
+        self.w.tier_errors
+    }
+
+    /// Applies one command at `now`. Deterministic: the same commands at the same times
+    /// give the same outputs and state on every replica. A `now` earlier than a previous
+    /// command's is taken as that previous time.
+    pub fn apply(&mut self, cmd: Command, now: Ts) -> Result<Output, CoreError> {
+        let now = now.max(self.w.last_now);
+        self.w.last_now = now;
+        self.w.applied += 1;
+        match cmd {
+            Command::Admit(req) => self.admit(&req, now).map(Output::Decision),
+            Command::Release(id) => Ok(Output::Released {
+                released: self.release(&id, now),
+            }),
+            Command::Inbound(i) => self.inbound(&i, now),
+            Command::Outcome(o) => self.outcome(&o, now),
+            Command::Platform { event, event_key } => self.platform(event, event_key, now),
+            Command::RegisterNumber(r) => self.register_number(r, now),
+            Command::RegisterPortfolio(r) => self.register_portfolio(r, now),
+            Command::SetPolicy(p) => self.set_policy(p, now),
+            Command::Tick => Ok(Output::Ticked {
+                reclaimed: self.tick(now),
+            }),
+        }
+    }
+
+    // ---- admission -----------------------------------------------------------------
+
+    fn admit(&mut self, req: &AdmitRequest, now: Ts) -> Result<Decision, CoreError> {
+        if let Some(key) = &req.idempotency_key {
+            if let Some(e) = self.shared.idempotency.get(key) {
+                if e.expires > now {
+                    if e.request != *req {
+                        return Err(CoreError::IdempotencyConflict(key.as_str().to_owned()));
+                    }
+                    return Ok(e.decision.clone());
+                }
+            }
+        }
+        let d = self.decide(req, now);
+        if let Some(key) = &req.idempotency_key {
+            let ttl = self
+                .shared
+                .numbers
+                .get(&req.number)
+                .map_or(Policy::seeds().idempotency_ttl, |n| {
+                    n.policy.idempotency_ttl
+                });
+            let expires = now.plus(ttl);
+            self.shared.idempotency.insert(
+                key.clone(),
+                IdemEntry {
+                    request: req.clone(),
+                    decision: d.clone(),
+                    expires,
+                },
+            );
+            self.w.idem_expiry.push_back((expires, key.clone()));
+        }
+        Ok(d)
+    }
+
+    fn decide(&mut self, req: &AdmitRequest, now: Ts) -> Decision {
+        let Some(scope) = self.shared.numbers.get(&req.number).map(|n| n.scope) else {
+            return Decision::deny(Reason::UnknownNumber, None);
+        };
+        self.advance_scope(scope, now);
+        let (pre, idx, policy) = {
+            let ns = self.shared.numbers.get(&req.number).expect("known number");
+            (
+                rules::precheck(&self.shared, &ns, req, now),
+                ns.idx,
+                ns.policy.clone(),
+            )
+        };
+        let customer = req.customer.get();
+        let mut sc = self
+            .shared
+            .scopes
+            .get_mut(&scope)
+            .expect("scope of a number");
+        let mut d = match pre {
+            Pre::Final(d) => d,
+            Pre::NeedsCount => {
+                let already = sc.log.day_counts(customer);
+                let full = sc.limit.cap().is_some_and(|cap| sc.log.day.unique >= cap);
+                if full && !already {
+                    Decision::deny(Reason::LimitReached, sc.log.next_release(now))
+                } else {
+                    // R3.2 step 4: a conversation opens (counted unless this portfolio
+                    // already counts the customer in the window)
+                    let seq = sc.log.push(now, customer, idx);
+                    sc.sketch.insert(customer, now.ms());
+                    let mut d = Decision::allow(
+                        Reason::NewConversation,
+                        now.plus(policy.conversation_window),
+                    );
+                    d.counted = !already;
+                    d.admission = Some(AdmissionId {
+                        scope: sc.key.clone(),
+                        seq,
+                    });
+                    self.shared
+                        .pairs
+                        .entry(PairKey::new(idx, customer))
+                        .or_default()
+                        .bic = PackedTs::new(now);
+                    d
+                }
+            }
+        };
+        d.limit = Some(sc.limit);
+        d.used = sc.log.day.unique;
+        let crossing = d.reason == Reason::NewConversation;
+        drop(sc);
+        if crossing {
+            self.check_crossing(scope, now);
+        }
+        d
+    }
+
+    /// R5.2-R5.4: after a conversation opens, a scope whose count reached the threshold
+    /// (with every other condition holding) starts its wait for the next tier.
+    fn check_crossing(&mut self, scope: u32, now: Ts) {
+        let (tier, members, unique, policy) = {
+            let sc = self.shared.scopes.get(&scope).expect("scope");
+            if sc.pending_upgrade.is_some() {
+                return;
+            }
+            let Some(unique) = sc.log.long.as_ref().map(|l| l.unique) else {
+                return;
+            };
+            (tier_of(&sc), sc.members.clone(), unique, sc.policy.clone())
+        };
+        let ms = self.members(&members);
+        if !rules::upgrade_conditions(&policy, &tier, &ms, unique) {
+            return;
+        }
+        let delay = policy
+            .rule_for(tier.model_limit)
+            .map_or(0, |r| r.delay.ms());
+        self.shared
+            .scopes
+            .get_mut(&scope)
+            .expect("scope")
+            .pending_upgrade = Some(now.plus(crate::Dur(delay)));
+        if delay == 0 {
+            self.advance_scope(scope, now);
+        }
+    }
+
+    fn members(&self, ids: &[NumberId]) -> Vec<Member> {
+        ids.iter()
+            .filter_map(|id| self.shared.numbers.get(id).map(|n| Member::of(&n)))
+            .collect()
+    }
+
+    /// Brings a scope to `now`: due delayed effects at their exact times, then the windows.
+    pub(crate) fn advance_scope(&mut self, scope: u32, now: Ts) {
+        let (mut tier, ids, policy) = {
+            let sc = self.shared.scopes.get(&scope).expect("scope");
+            (tier_of(&sc), sc.members.clone(), sc.policy.clone())
+        };
+        let mut ms = self.members(&ids);
+        let changed = {
+            let sc = self.shared.scopes.get(&scope).expect("scope");
+            !rules::run_due(&policy, &mut tier, &mut ms, &sc.log, now).is_empty()
+        };
+        if changed {
+            for (id, m) in ids.iter().zip(&ms) {
+                if let Some(mut n) = self.shared.numbers.get_mut(id) {
+                    m.store(&mut n);
+                }
+            }
+        }
+        let mut sc = self.shared.scopes.get_mut(&scope).expect("scope");
+        if changed {
+            set_tier(&mut sc, &tier);
+        }
+        let long = policy.rule_for(sc.model_limit).map(|r| r.window);
+        sc.log.set_long(long, now);
+        sc.log.advance(now);
+    }
+
+    fn release(&mut self, id: &AdmissionId, now: Ts) -> bool {
+        let Some(scope) = self.shared.scope_ids.get(&id.scope).map(|s| *s) else {
+            return false;
+        };
+        self.advance_scope(scope, now);
+        let ev = self
+            .shared
+            .scopes
+            .get_mut(&scope)
+            .and_then(|mut sc| sc.log.release(id.seq));
+        let Some(e) = ev else { return false };
+        // the pair's conversation is no longer open either, so a new template opens (and
+        // counts) a new one
+        if let Some(mut w) = self
+            .shared
+            .pairs
+            .get_mut(&PairKey::new(e.number, e.customer))
+        {
+            if w.bic.get() == Some(e.ts) {
+                w.bic = PackedTs::NONE;
+            }
+        }
+        true
+    }
+
+    // ---- inbound messages and outcomes ---------------------------------------------
+
+    fn number(&self, id: &NumberId) -> Result<(u32, u32, Arc<Policy>), CoreError> {
+        self.shared
+            .numbers
+            .get(id)
+            .map(|n| (n.idx, n.scope, n.policy.clone()))
+            .ok_or_else(|| CoreError::UnknownNumber(id.to_string()))
+    }
+
+    fn inbound(&mut self, i: &Inbound, now: Ts) -> Result<Output, CoreError> {
+        let (idx, scope, policy) = self.number(&i.number)?;
+        let customer = i.customer.get();
+        self.shared
+            .pairs
+            .entry(PairKey::new(idx, customer))
+            .or_default()
+            .csw = PackedTs::new(now);
+        let opt = i.text.as_deref().and_then(|t| keyword(&policy, t));
+        if let Some(o) = opt {
+            self.set_opt(scope, customer, o);
+        }
+        Ok(Output::Inbound {
+            window_end: now.plus(policy.service_window),
+            opt,
+        })
+    }
+
+    fn set_opt(&mut self, scope: u32, customer: u64, o: OptChange) {
+        let key = PairKey::new(scope, customer);
+        let changed = match o {
+            OptChange::OptedOut => self.shared.optouts.insert(key, ()).is_none(),
+            OptChange::OptedIn => self.shared.optouts.remove(&key).is_some(),
+        };
+        if changed {
+            if let Some(mut sc) = self.shared.scopes.get_mut(&scope) {
+                match o {
+                    OptChange::OptedOut => sc.opt_outs += 1,
+                    OptChange::OptedIn => sc.opt_outs = sc.opt_outs.saturating_sub(1),
+                }
+            }
+        }
+    }
+
+    fn outcome(&mut self, o: &Outcome, now: Ts) -> Result<Output, CoreError> {
+        let (idx, scope, p) = self.number(&o.number)?;
+        let customer = o.customer.get();
+        let pair = PairKey::new(idx, customer);
+        let mut released = false;
+        if o.status == DeliveryStatus::Failed {
+            // R3.5: a send that failed before delivery gives its conversation back
+            if let Some(a) = &o.admission {
+                released = self.release(a, now);
+            }
+        } else {
+            self.shared.pair_backoff.remove(&pair);
+            if let Some(mut n) = self.shared.numbers.get_mut(&o.number) {
+                n.throughput = Backoff::default();
+            }
+        }
+        let backoff = |b: &mut Backoff, base: crate::Dur, max: crate::Dur| {
+            // 4^x: 1, 4, 16, ... times the base, capped
+            let factor = 4u64.saturating_pow(b.strikes.min(31));
+            b.until = Some(now.plus(crate::Dur(base.ms().saturating_mul(factor).min(max.ms()))));
+            b.strikes += 1;
+        };
+        match o.error_code {
+            Some(131056) => {
+                let mut b = self.shared.pair_backoff.entry(pair).or_default();
+                backoff(&mut b, p.pair_backoff_base, p.pair_backoff_max);
+            }
+            Some(130429) => {
+                if let Some(mut n) = self.shared.numbers.get_mut(&o.number) {
+                    backoff(
+                        &mut n.throughput,
+                        p.throughput_backoff_base,
+                        p.throughput_backoff_max,
+                    );
+                }
+            }
+            Some(131048) => {
+                if let Some(mut n) = self.shared.numbers.get_mut(&o.number) {
+                    n.spam_hold_until = Some(now.plus(p.spam_cooldown));
+                    n.quality_risks += 1;
+                }
+            }
+            Some(131049) => {
+                self.shared
+                    .marketing_holds
+                    .insert(PairKey::new(scope, customer), now.plus(p.marketing_hold));
+            }
+            Some(131050) => self.set_opt(scope, customer, OptChange::OptedOut),
+            Some(131047) => {
+                if let Some(mut w) = self.shared.pairs.get_mut(&pair) {
+                    w.csw = PackedTs::NONE;
+                }
+            }
+            Some(132015) => {
+                if let Some(t) = &o.template {
+                    self.template_event(
+                        t,
+                        TemplateEvent::Paused {
+                            title: None,
+                            until: None,
+                        },
+                        now,
+                    );
+                }
+            }
+            Some(132016) => {
+                if let Some(t) = &o.template {
+                    self.template_event(t, TemplateEvent::Disabled, now);
+                }
+            }
+            _ => {}
+        }
+        Ok(Output::Outcome { released })
+    }
+
+    // ---- platform events -------------------------------------------------------------
+
+    fn platform(
+        &mut self,
+        ev: PlatformEvent,
+        key: Option<String>,
+        now: Ts,
+    ) -> Result<Output, CoreError> {
+        if let Some(k) = &key {
+            if self.w.seen_events.get(k).is_some_and(|exp| *exp > now) {
+                return Ok(Output::Event {
+                    applied: false,
+                    note: Some("duplicate delivery".into()),
+                });
+            }
+        }
+        let out = self.platform_event(ev, now)?;
+        if let Some(k) = key {
+            let exp = now.plus(EVENT_KEY_TTL);
+            self.w.seen_events.insert(k.clone(), exp);
+            self.w.seen_expiry.push_back((exp, k));
+        }
+        Ok(out)
+    }
+
+    fn with_member(
+        &mut self,
+        id: &NumberId,
+        now: Ts,
+        f: impl FnOnce(&mut Member, &Policy),
+    ) -> Result<(), CoreError> {
+        let (_, scope, policy) = self.number(id)?;
+        self.advance_scope(scope, now);
+        let mut n = self.shared.numbers.get_mut(id).expect("known");
+        let mut m = Member::of(&n);
+        f(&mut m, &policy);
+        m.store(&mut n);
+        drop(n);
+        // an upgrade waiting on conditions may now hold or fail; due effects re-run
+        self.advance_scope(scope, now);
+        Ok(())
+    }
+
+    fn platform_event(&mut self, ev: PlatformEvent, now: Ts) -> Result<Output, CoreError> {
+        let applied = |note: Option<String>| {
+            Ok(Output::Event {
+                applied: true,
+                note,
+            })
+        };
+        match ev {
+            PlatformEvent::NumberQuality { number, quality } => {
+                self.with_member(&number, now, |m, p| m.set_quality(quality, p, now))?;
+                applied(None)
+            }
+            PlatformEvent::NumberStatus { number, status } => {
+                self.with_member(&number, now, |m, _| m.set_status(status, now))?;
+                applied(None)
+            }
+            PlatformEvent::DisplayName { number, approved } => {
+                self.with_member(&number, now, |m, _| m.display_name_approved = approved)?;
+                applied(None)
+            }
+            PlatformEvent::LimitChange { target, tier } => match tier.meaning() {
+                Ok(TierMeaning::Set(limit)) => {
+                    let scope = self.target_scope(&target)?;
+                    self.set_limit(scope, limit, now);
+                    applied(None)
+                }
+                Ok(TierMeaning::NotSet) => Ok(Output::Event {
+                    applied: false,
+                    note: Some("tier not set: limit kept".into()),
+                }),
+                Err(why) => {
+                    // fail safe: keep the current limit, count the error
+                    self.w.tier_errors += 1;
+                    Ok(Output::Event {
+                        applied: false,
+                        note: Some(format!("{why}: limit kept")),
+                    })
+                }
+            },
+            PlatformEvent::TemplateStatus { template, event } => {
+                self.template_event(&template, event, now);
+                applied(None)
+            }
+            PlatformEvent::TemplateQuality { template, quality } => {
+                self.template_entry(&template).quality = quality;
+                applied(None)
+            }
+            PlatformEvent::AccountRestriction {
+                target,
+                until,
+                lifted,
+            } => {
+                let until = if lifted {
+                    None
+                } else {
+                    Some(until.unwrap_or(Ts(u64::MAX)))
+                };
+                match target {
+                    Target::Number(n) => {
+                        self.number(&n)?;
+                        self.shared
+                            .numbers
+                            .get_mut(&n)
+                            .expect("known")
+                            .restricted_until = until;
+                    }
+                    Target::Portfolio(p) => {
+                        self.shared
+                            .portfolios
+                            .entry(p)
+                            .or_default()
+                            .restricted_until = until;
+                    }
+                }
+                applied(None)
+            }
+            PlatformEvent::UserPreference {
+                number,
+                customer,
+                stop,
+            } => {
+                let (_, scope, _) = self.number(&number)?;
+                let o = if stop {
+                    OptChange::OptedOut
+                } else {
+                    OptChange::OptedIn
+                };
+                self.set_opt(scope, customer.get(), o);
+                applied(None)
+            }
+            PlatformEvent::FreeEntryPoint { number, customer } => {
+                let (idx, _, p) = self.number(&number)?;
+                let until = now.plus(p.free_entry_window);
+                self.shared
+                    .fep
+                    .insert(PairKey::new(idx, customer.get()), until);
+                applied(None)
+            }
+        }
+    }
+
+    fn template_entry(
+        &self,
+        t: &crate::ids::TemplateId,
+    ) -> dashmap::mapref::one::RefMut<'_, crate::ids::TemplateId, TemplateState> {
+        self.shared
+            .templates
+            .entry(t.clone())
+            .or_insert(TemplateState {
+                status: TemplateStatus::Active,
+                quality: crate::Quality::Unknown,
+                pauses: 0,
+            })
+    }
+
+    /// R6.2: first pause 3 h, second 6 h, a third means disabled.
+    fn template_event(&mut self, t: &crate::ids::TemplateId, ev: TemplateEvent, now: Ts) {
+        // templates belong to the portfolio, not to a number: the default profile's pauses
+        let (first, second) = self
+            .policies
+            .get("seeds")
+            .map_or((Dur::hours(3), Dur::hours(6)), |p| {
+                (p.first_pause, p.second_pause)
+            });
+        let mut e = self.template_entry(t);
+        match ev {
+            TemplateEvent::Approved | TemplateEvent::Unpaused => {
+                if !matches!(e.status, TemplateStatus::Disabled) || ev == TemplateEvent::Approved {
+                    e.status = TemplateStatus::Active;
+                }
+            }
+            TemplateEvent::Disabled => e.status = TemplateStatus::Disabled,
+            TemplateEvent::Paused { title, until } => {
+                let nth = match title.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                    Some("FIRST_PAUSE") => 1,
+                    Some("SECOND_PAUSE") => 2,
+                    _ => e.pauses + 1,
+                };
+                e.pauses = e.pauses.max(nth);
+                e.status = match (until, nth) {
+                    (Some(u), _) => TemplateStatus::Paused { until: u },
+                    (None, 1) => TemplateStatus::Paused {
+                        until: now.plus(first),
+                    },
+                    (None, 2) => TemplateStatus::Paused {
+                        until: now.plus(second),
+                    },
+                    (None, _) => TemplateStatus::Disabled,
+                };
+            }
+        }
+    }
+
+    fn target_scope(&self, t: &Target) -> Result<u32, CoreError> {
+        match t {
+            Target::Number(n) => Ok(self.number(n)?.1),
+            Target::Portfolio(p) => self
+                .shared
+                .scope_ids
+                .get(&ScopeKey::Portfolio(p.clone()))
+                .map(|s| *s)
+                .ok_or_else(|| CoreError::UnknownPortfolio(p.to_string())),
+        }
+    }
+
+    /// A limit from the platform or an admin: authoritative (R5.6). The model follows it.
+    fn set_limit(&mut self, scope: u32, limit: Limit, now: Ts) {
+        self.advance_scope(scope, now);
+        if let Some(mut sc) = self.shared.scopes.get_mut(&scope) {
+            sc.limit = limit;
+            sc.model_limit = limit;
+            sc.pending_upgrade = None;
+        }
+        self.advance_scope(scope, now);
+    }
+
+    // ---- registration and policy -----------------------------------------------------
+
+    fn profile(&self, name: &str) -> Result<Arc<Policy>, CoreError> {
+        self.policies
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CoreError::UnknownProfile(name.to_owned()))
+    }
+
+    fn ensure_scope(
+        &mut self,
+        key: ScopeKey,
+        policy: &Arc<Policy>,
+        limit: Option<Limit>,
+        now: Ts,
+    ) -> u32 {
+        if let Some(s) = self.shared.scope_ids.get(&key) {
+            return *s;
+        }
+        let idx = self.w.next_scope;
+        self.w.next_scope += 1;
+        let limit = limit.unwrap_or(policy.initial_limit);
+        let dedupe = matches!(key, ScopeKey::Portfolio(_));
+        let mut log = EventLog::new(policy.conversation_window, dedupe);
+        log.set_long(policy.rule_for(limit).map(|r| r.window), now);
+        self.shared.scopes.insert(
+            idx,
+            ScopeState {
+                key: key.clone(),
+                profile: policy.name.clone(),
+                policy: policy.clone(),
+                limit,
+                model_limit: limit,
+                pending_upgrade: None,
+                log,
+                members: Vec::new(),
+                opt_outs: 0,
+                sketch: WindowedSketch::new(SketchConfig::default()),
+                upgrades: 0,
+                downgrades: 0,
+            },
+        );
+        self.shared.scope_ids.insert(key, idx);
+        idx
+    }
+
+    fn register_portfolio(
+        &mut self,
+        r: PortfolioRegistration,
+        now: Ts,
+    ) -> Result<Output, CoreError> {
+        let profile = r.profile.clone().unwrap_or_else(|| {
+            self.shared
+                .portfolios
+                .get(&r.portfolio)
+                .map_or("meta".to_owned(), |p| p.profile.clone())
+        });
+        let policy = self.profile(&profile)?;
+        {
+            let mut p = self
+                .shared
+                .portfolios
+                .entry(r.portfolio.clone())
+                .or_default();
+            if !p.members.is_empty() && p.profile != profile {
+                return Err(CoreError::Conflict(
+                    "profile: a portfolio with numbers keeps its profile".into(),
+                ));
+            }
+            p.profile = profile;
+        }
+        if policy.scope == ScopeKind::Portfolio {
+            let scope = self.ensure_scope(ScopeKey::Portfolio(r.portfolio), &policy, r.limit, now);
+            if let Some(l) = r.limit {
+                self.set_limit(scope, l, now);
+            }
+        }
+        Ok(Output::Registered)
+    }
+
+    fn register_number(&mut self, r: NumberRegistration, now: Ts) -> Result<Output, CoreError> {
+        let id = r
+            .number
+            .ok_or_else(|| CoreError::invalid("number", "is required"))?;
+        if let Some(mps) = r.throughput_mps {
+            if mps == 0 {
+                return Err(CoreError::invalid("throughput_mps", "must be at least 1"));
+            }
+        }
+        let existing = self
+            .shared
+            .numbers
+            .get(&id)
+            .map(|n| (n.profile.clone(), n.portfolio.clone(), n.scope));
+        let scope = match existing {
+            Some((profile, portfolio, scope)) => {
+                let new_profile = r.profile.clone().unwrap_or(profile.clone());
+                let policy = self.profile(&new_profile)?;
+                let new_portfolio = r.portfolio.clone().or(portfolio.clone());
+                let old_kind = self.profile(&profile)?.scope;
+                if policy.scope != old_kind
+                    || (policy.scope == ScopeKind::Portfolio && new_portfolio != portfolio)
+                {
+                    return Err(CoreError::Conflict(
+                        "profile: a registered number keeps its limit scope; register a new number"
+                            .into(),
+                    ));
+                }
+                if new_portfolio != portfolio {
+                    self.move_portfolio(&id, portfolio.as_ref(), new_portfolio.as_ref());
+                }
+                let mut n = self.shared.numbers.get_mut(&id).expect("known");
+                n.profile = new_profile.clone();
+                n.policy = policy.clone();
+                n.portfolio = new_portfolio;
+                drop(n);
+                if policy.scope == ScopeKind::Number {
+                    let mut sc = self.shared.scopes.get_mut(&scope).expect("scope");
+                    sc.profile = new_profile;
+                    sc.policy = policy;
+                }
+                scope
+            }
+            None => {
+                let portfolio_profile = r
+                    .portfolio
+                    .as_ref()
+                    .and_then(|p| self.shared.portfolios.get(p).map(|p| p.profile.clone()))
+                    .filter(|p| !p.is_empty());
+                let profile = r
+                    .profile
+                    .clone()
+                    .or(portfolio_profile)
+                    .unwrap_or_else(|| "seeds".into());
+                let policy = self.profile(&profile)?;
+                let key = match policy.scope {
+                    ScopeKind::Number => ScopeKey::Number(id),
+                    ScopeKind::Portfolio => {
+                        ScopeKey::Portfolio(r.portfolio.clone().ok_or_else(|| {
+                            CoreError::invalid(
+                                "portfolio",
+                                "is required by a profile whose limit belongs to the portfolio",
+                            )
+                        })?)
+                    }
+                };
+                if let Some(p) = &r.portfolio {
+                    let mut ps = self.shared.portfolios.entry(p.clone()).or_default();
+                    if ps.profile.is_empty() {
+                        ps.profile = profile.clone();
+                    }
+                    ps.members.push(id);
+                }
+                let scope = self.ensure_scope(key.clone(), &policy, r.limit, now);
+                let idx = self.w.next_number;
+                self.w.next_number += 1;
+                self.shared.numbers.insert(
+                    id,
+                    NumberState {
+                        id,
+                        idx,
+                        portfolio: r.portfolio.clone(),
+                        profile,
+                        policy: policy.clone(),
+                        scope,
+                        scope_key: key,
+                        quality: policy.initial_quality,
+                        status: NumberStatus::Connected,
+                        display_name_approved: true,
+                        flagged_since: None,
+                        recovering_since: None,
+                        restricted_until: None,
+                        spam_hold_until: None,
+                        quality_risks: 0,
+                        throughput: Backoff::default(),
+                        throughput_mps: None,
+                        registered_at: now,
+                    },
+                );
+                self.shared
+                    .scopes
+                    .get_mut(&scope)
+                    .expect("scope")
+                    .members
+                    .push(id);
+                scope
+            }
+        };
+        if let Some(mps) = r.throughput_mps {
+            self.shared
+                .numbers
+                .get_mut(&id)
+                .expect("known")
+                .throughput_mps = Some(mps);
+        }
+        if let Some(q) = r.quality {
+            self.with_member(&id, now, |m, p| m.set_quality(q, p, now))?;
+        }
+        if let Some(s) = r.status {
+            self.with_member(&id, now, |m, _| m.set_status(s, now))?;
+        }
+        if let Some(a) = r.display_name_approved {
+            self.with_member(&id, now, |m, _| m.display_name_approved = a)?;
+        }
+        if let Some(l) = r.limit {
+            self.set_limit(scope, l, now);
+        }
+        self.advance_scope(scope, now);
+        Ok(Output::Registered)
+    }
+
+    fn move_portfolio(
+        &mut self,
+        id: &NumberId,
+        from: Option<&PortfolioId>,
+        to: Option<&PortfolioId>,
+    ) {
+        if let Some(f) = from {
+            if let Some(mut p) = self.shared.portfolios.get_mut(f) {
+                p.members.retain(|m| m != id);
+            }
+        }
+        if let Some(t) = to {
+            self.shared
+                .portfolios
+                .entry(t.clone())
+                .or_default()
+                .members
+                .push(*id);
+        }
+    }
+
+    fn set_policy(&mut self, p: Policy, now: Ts) -> Result<Output, CoreError> {
+        p.validate()?;
+        if let Some(old) = self.policies.get(&p.name) {
+            let in_use = self.shared.numbers.iter().any(|n| n.profile == p.name);
+            if in_use && old.scope != p.scope {
+                return Err(CoreError::Conflict(
+                    "policy.scope: a profile in use keeps its limit scope".into(),
+                ));
+            }
+        }
+        let arc = Arc::new(p.clone());
+        self.w.policies.insert(p.name.clone(), p.clone());
+        self.policies.insert(p.name.clone(), arc.clone());
+        for mut n in self.shared.numbers.iter_mut() {
+            if n.profile == p.name {
+                n.policy = arc.clone();
+            }
+        }
+        let scopes: Vec<u32> = self
+            .shared
+            .scopes
+            .iter_mut()
+            .filter(|s| s.profile == p.name)
+            .map(|mut s| {
+                s.policy = arc.clone();
+                *s.key()
+            })
+            .collect();
+        for s in scopes {
+            self.advance_scope(s, now);
+        }
+        Ok(Output::Registered)
+    }
+
+    // ---- reclaiming ------------------------------------------------------------------
+
+    /// Drops everything that has expired by `now`, so memory returns to its baseline once
+    /// every window has ended. Expired and absent entries decide alike, so this changes
+    /// no decision; it runs as a logged command so that replicas stay byte-identical.
+    fn tick(&mut self, now: Ts) -> u64 {
+        let mut reclaimed = 0u64;
+        let scopes: Vec<u32> = self.shared.scopes.iter().map(|s| *s.key()).collect();
+        for s in scopes {
+            self.advance_scope(s, now);
+        }
+        let longest = self
+            .policies
+            .values()
+            .map(|p| p.service_window.max(p.conversation_window))
+            .max()
+            .unwrap_or_default();
+        let ended = |t: Option<Ts>| t.is_none_or(|t| t.plus(longest) <= now);
+        let sh = &self.shared;
+        let before = sh.pairs.len();
+        sh.pairs
+            .retain(|_, w| !(ended(w.csw.get()) && ended(w.bic.get())));
+        reclaimed += (before - sh.pairs.len()) as u64;
+        for m in [&sh.fep, &sh.marketing_holds] {
+            let before = m.len();
+            m.retain(|_, until| *until > now);
+            reclaimed += (before - m.len()) as u64;
+        }
+        let before = sh.pair_backoff.len();
+        sh.pair_backoff
+            .retain(|_, b| b.until.is_some_and(|u| u > now));
+        reclaimed += (before - sh.pair_backoff.len()) as u64;
+        while let Some((exp, _)) = self.w.idem_expiry.front() {
+            if *exp > now {
+                break;
+            }
+            let (exp, key) = self.w.idem_expiry.pop_front().expect("front");
+            // a key re-bound later has a later expiry: remove only the one that ended
+            if sh
+                .idempotency
+                .remove_if(&key, |_, e| e.expires <= exp)
+                .is_some()
+            {
+                reclaimed += 1;
+            }
+        }
+        while let Some((exp, _)) = self.w.seen_expiry.front() {
+            if *exp > now {
+                break;
+            }
+            let (exp, key) = self.w.seen_expiry.pop_front().expect("front");
+            if self.w.seen_events.get(&key).is_some_and(|e| *e <= exp) {
+                self.w.seen_events.remove(&key);
+            }
+        }
+        for m in [
+            &sh.pairs as &dyn Shrink,
+            &sh.fep,
+            &sh.marketing_holds,
+            &sh.pair_backoff,
+            &sh.idempotency,
+        ] {
+            m.shrink_if_sparse();
+        }
+        if self.w.idem_expiry.is_empty() {
+            self.w.idem_expiry.shrink_to_fit();
+        }
+        reclaimed
+    }
+}
+
+trait Shrink {
+    fn shrink_if_sparse(&self);
+}
+
+impl<K: Eq + std::hash::Hash, V> Shrink for Map<K, V> {
+    fn shrink_if_sparse(&self) {
+        if self.capacity() > 4 * self.len() + 1024 {
+            self.shrink_to_fit();
+        }
+    }
+}
+
+pub(crate) fn tier_of(sc: &ScopeState) -> Tier {
+    Tier {
+        limit: sc.limit,
+        model_limit: sc.model_limit,
+        pending_upgrade: sc.pending_upgrade,
+        upgrades: sc.upgrades,
+        downgrades: sc.downgrades,
+    }
+}
+
+fn set_tier(sc: &mut ScopeState, t: &Tier) {
+    sc.limit = t.limit;
+    sc.model_limit = t.model_limit;
+    sc.pending_upgrade = t.pending_upgrade;
+    sc.upgrades = t.upgrades;
+    sc.downgrades = t.downgrades;
+}
+
+/// R7.1: a whole message that is an opt-out or opt-in keyword, ignoring case and spaces.
+pub(crate) fn keyword(p: &Policy, text: &str) -> Option<OptChange> {
+    let norm: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_uppercase)
+        .collect();
+    let hit = |ks: &[String]| {
+        ks.iter().any(|k| {
+            k.chars()
+                .filter(|c| !c.is_whitespace())
+                .flat_map(char::to_uppercase)
+                .eq(norm.chars())
+        })
+    };
+    if hit(&p.opt_out_keywords) {
+        Some(OptChange::OptedOut)
+    } else if hit(&p.opt_in_keywords) {
+        Some(OptChange::OptedIn)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,409 @@
+//! Policies are data (SPEC R5.1, section 10): the seeds profile is the default, the meta
+//! profile follows Meta's current rules, and either can be replaced at run time.
+
+use crate::ids::FieldError;
+use crate::time::Dur;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A messaging limit: unique customers with business-initiated conversations opened in a
+/// rolling 24 h window (R3.1), or no cap at all (R3.3).
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Limit {
+    Capped(u32),
+    Unlimited,
+}
+
+impl Limit {
+    pub fn cap(self) -> Option<u32> {
+        match self {
+            Limit::Capped(n) => Some(n),
+            Limit::Unlimited => None,
+        }
+    }
+    /// Room left when `used` are counted (`None` = unlimited).
+    pub fn headroom(self, used: u32) -> Option<u32> {
+        self.cap().map(|c| c.saturating_sub(used))
+    }
+}
+
+impl fmt::Debug for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::Capped(n) => write!(f, "{n}"),
+            Limit::Unlimited => f.write_str("unlimited"),
+        }
+    }
+}
+
+/// A tier as Meta reports it (SPEC section 10): a name or an integer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TierInput {
+    Name(String),
+    Value(i64),
+}
+
+/// What a reported tier means.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TierMeaning {
+    Set(Limit),
+    /// `TIER_NOT_SET`: Meta has not set one; the current limit stays.
+    NotSet,
+}
+
+impl TierInput {
+    /// Every form of section 10; anything else is an error, and the caller keeps the
+    /// current limit (fail safe).
+    pub fn meaning(&self) -> Result<TierMeaning, String> {
+        use TierMeaning::*;
+        match self {
+            TierInput::Name(s) => match s.trim().to_ascii_uppercase().as_str() {
+                "TIER_50" => Ok(Set(Limit::Capped(50))),
+                "TIER_250" => Ok(Set(Limit::Capped(250))),
+                "TIER_1K" => Ok(Set(Limit::Capped(1_000))),
+                "TIER_2K" => Ok(Set(Limit::Capped(2_000))),
+                "TIER_10K" => Ok(Set(Limit::Capped(10_000))),
+                "TIER_100K" => Ok(Set(Limit::Capped(100_000))),
+                "TIER_UNLIMITED" | "UNLIMITED" => Ok(Set(Limit::Unlimited)),
+                "TIER_NOT_SET" => Ok(NotSet),
+                other => match other.parse::<i64>() {
+                    Ok(v) => TierInput::Value(v).meaning(),
+                    Err(_) => Err(format!("unknown tier name {s:?}")),
+                },
+            },
+            TierInput::Value(v) => match *v {
+                -1 => Ok(Set(Limit::Unlimited)),
+                50 | 250 | 1_000 | 2_000 | 10_000 | 100_000 => Ok(Set(Limit::Capped(*v as u32))),
+                other => Err(format!("unknown tier value {other}")),
+            },
+        }
+    }
+}
+
+/// Where a messaging limit lives (SPEC section 1).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScopeKind {
+    /// Seeds: each business number has its own limit.
+    Number,
+    /// Meta: the limit belongs to the portfolio and is shared by its numbers.
+    Portfolio,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Quality {
+    Low,
+    Unknown,
+    Medium,
+    High,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Category {
+    Marketing,
+    Utility,
+    Authentication,
+}
+
+/// How many unique customers an upgrade needs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Threshold {
+    /// A fixed count (R5.2: 1,000 in 30 days).
+    Absolute(u32),
+    /// A share of the current limit, in percent, rounded up (R5.3, R5.4: 50%).
+    PercentOfLimit(u32),
+}
+
+/// One upgrade rule (R5.2-R5.4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeRule {
+    /// Unique customers with conversations opened in this trailing window are counted.
+    pub window: Dur,
+    pub threshold: Threshold,
+    /// `High` needs High; `Medium` takes Medium or High (and Unknown: no rating yet is not
+    /// a bad rating).
+    pub min_quality: Quality,
+    pub require_connected: bool,
+    pub require_display_name: bool,
+    /// From the crossing to the upgrade; at the end every condition is checked again.
+    pub delay: Dur,
+}
+
+impl UpgradeRule {
+    pub fn threshold_for(&self, limit: Limit) -> Option<u32> {
+        match (self.threshold, limit) {
+            (Threshold::Absolute(n), _) => Some(n),
+            (Threshold::PercentOfLimit(p), Limit::Capped(l)) => {
+                Some(((l as u64 * p as u64).div_ceil(100)) as u32)
+            }
+            (Threshold::PercentOfLimit(_), Limit::Unlimited) => None,
+        }
+    }
+    pub fn quality_ok(&self, q: Quality) -> bool {
+        match self.min_quality {
+            Quality::High => q == Quality::High,
+            _ => q != Quality::Low,
+        }
+    }
+}
+
+/// A policy profile: every parameter the rules depend on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub name: String,
+    /// Ascending tiers; the last may be `Unlimited`.
+    pub ladder: Vec<Limit>,
+    pub initial_limit: Limit,
+    pub initial_quality: Quality,
+    pub scope: ScopeKind,
+    /// The rule that lifts a scope off the lowest tier (seeds R5.2), if different.
+    pub first_upgrade: Option<UpgradeRule>,
+    /// The rule for every other tier (R5.3 / R5.4); `None` disables local upgrades.
+    pub upgrade: Option<UpgradeRule>,
+    /// R5.5: 7 continuous Low days downgrade one tier.
+    pub flagged_downgrade: bool,
+    pub flag_period: Dur,
+    /// R5.6: the local tier model only predicts.
+    pub observe_only: bool,
+    pub conversation_window: Dur,
+    pub service_window: Dur,
+    pub free_entry_window: Dur,
+    pub opt_out_keywords: Vec<String>,
+    pub opt_in_keywords: Vec<String>,
+    /// Categories an opted-out customer may not receive; marketing always (R7.2).
+    pub opt_out_blocks: Vec<Category>,
+    /// R8.1 default throughput, messages per second.
+    pub throughput_mps: u32,
+    /// R8.2: one message per `pair_interval` sustained, bursts of `pair_burst`.
+    pub pair_interval: Dur,
+    pub pair_burst: u32,
+    /// Section 9 reactions.
+    pub spam_cooldown: Dur,
+    pub marketing_hold: Dur,
+    pub pair_backoff_base: Dur,
+    pub pair_backoff_max: Dur,
+    pub throughput_backoff_base: Dur,
+    pub throughput_backoff_max: Dur,
+    /// R6.2: the first and second pause of a template.
+    pub first_pause: Dur,
+    pub second_pause: Dur,
+    /// How long a decision stays bound to its idempotency key.
+    pub idempotency_ttl: Dur,
+}
+
+impl Policy {
+    /// The seeds' rules (SPEC sections 2-9): the default profile.
+    pub fn seeds() -> Policy {
+        Policy {
+            name: "seeds".into(),
+            ladder: vec![
+                Limit::Capped(250),
+                Limit::Capped(1_000),
+                Limit::Capped(10_000),
+                Limit::Capped(100_000),
+                Limit::Unlimited,
+            ],
+            initial_limit: Limit::Capped(250),
+            initial_quality: Quality::High,
+            scope: ScopeKind::Number,
+            first_upgrade: Some(UpgradeRule {
+                window: Dur::days(30),
+                threshold: Threshold::Absolute(1_000),
+                min_quality: Quality::High,
+                require_connected: false,
+                require_display_name: false,
+                delay: Dur(0),
+            }),
+            upgrade: Some(UpgradeRule {
+                window: Dur::days(7),
+                threshold: Threshold::PercentOfLimit(50),
+                min_quality: Quality::Medium,
+                require_connected: true,
+                require_display_name: true,
+                delay: Dur::hours(24),
+            }),
+            flagged_downgrade: true,
+            flag_period: Dur::days(7),
+            observe_only: false,
+            conversation_window: Dur::hours(24),
+            service_window: Dur::hours(24),
+            free_entry_window: Dur::hours(72),
+            opt_out_keywords: vec!["STOP".into(), "UNSUBSCRIBE".into()],
+            opt_in_keywords: vec!["START".into(), "SUBSCRIBE".into()],
+            opt_out_blocks: vec![Category::Marketing],
+            throughput_mps: 80,
+            pair_interval: Dur::secs(6),
+            pair_burst: 45,
+            spam_cooldown: Dur::hours(6),
+            marketing_hold: Dur::hours(24),
+            pair_backoff_base: Dur::secs(1),
+            pair_backoff_max: Dur::hours(1),
+            throughput_backoff_base: Dur::secs(1),
+            throughput_backoff_max: Dur::secs(64),
+            first_pause: Dur::hours(3),
+            second_pause: Dur::hours(6),
+            idempotency_ttl: Dur::hours(24),
+        }
+    }
+
+    /// Meta's current rules (SPEC section 10).
+    pub fn meta() -> Policy {
+        let rule = UpgradeRule {
+            window: Dur::days(7),
+            threshold: Threshold::PercentOfLimit(50),
+            min_quality: Quality::High,
+            require_connected: false,
+            require_display_name: false,
+            delay: Dur::hours(6),
+        };
+        Policy {
+            name: "meta".into(),
+            ladder: vec![
+                Limit::Capped(250),
+                Limit::Capped(2_000),
+                Limit::Capped(10_000),
+                Limit::Capped(100_000),
+                Limit::Unlimited,
+            ],
+            scope: ScopeKind::Portfolio,
+            first_upgrade: None,
+            upgrade: Some(rule),
+            flagged_downgrade: false,
+            ..Policy::seeds()
+        }
+        .named("meta")
+    }
+
+    fn named(mut self, name: &str) -> Policy {
+        self.name = name.into();
+        self
+    }
+
+    /// The rule that applies at `limit`, if the scope can go higher.
+    pub fn rule_for(&self, limit: Limit) -> Option<&UpgradeRule> {
+        self.next_tier(limit)?;
+        let lowest = *self.ladder.first()?;
+        if limit <= lowest {
+            self.first_upgrade.as_ref().or(self.upgrade.as_ref())
+        } else {
+            self.upgrade.as_ref()
+        }
+    }
+
+    /// One tier up: the first ladder step above `limit`.
+    pub fn next_tier(&self, limit: Limit) -> Option<Limit> {
+        self.ladder.iter().copied().find(|&l| l > limit)
+    }
+
+    /// One tier down, never below the lowest step (R5.5).
+    pub fn prev_tier(&self, limit: Limit) -> Limit {
+        self.ladder
+            .iter()
+            .rev()
+            .copied()
+            .find(|&l| l < limit)
+            .unwrap_or(limit)
+    }
+
+    /// Checks a policy before it is accepted, naming the field at fault.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let err = |f: &'static str, m: &str| Err(FieldError::new(f, m.to_string()));
+        if self.name.is_empty() || self.name.len() > 64 {
+            return err("policy.name", "must be 1 to 64 characters");
+        }
+        if self.ladder.is_empty() {
+            return err("policy.ladder", "must hold at least one tier");
+        }
+        if self.ladder.windows(2).any(|w| w[0] >= w[1]) {
+            return err("policy.ladder", "must be strictly ascending");
+        }
+        if self.ladder.contains(&Limit::Capped(0)) {
+            return err("policy.ladder", "a tier must allow at least one customer");
+        }
+        for (f, d) in [
+            ("policy.conversation_window", self.conversation_window),
+            ("policy.service_window", self.service_window),
+            ("policy.flag_period", self.flag_period),
+            ("policy.pair_interval", self.pair_interval),
+        ] {
+            if d.0 == 0 {
+                return err(f, "must be longer than zero");
+            }
+        }
+        for r in [&self.first_upgrade, &self.upgrade].into_iter().flatten() {
+            if r.window < self.conversation_window {
+                return err(
+                    "policy.upgrade.window",
+                    "must be at least the conversation window",
+                );
+            }
+            if let Threshold::PercentOfLimit(0) | Threshold::Absolute(0) = r.threshold {
+                return err("policy.upgrade.threshold", "must be above zero");
+            }
+        }
+        if self.throughput_mps == 0 {
+            return err("policy.throughput_mps", "must be at least 1");
+        }
+        if self.pair_burst == 0 {
+            return err("policy.pair_burst", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl Default for Policy {
+    /// The seeds profile.
+    fn default() -> Self {
+        Policy::seeds()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_inputs_of_section_10() {
+        use TierMeaning::*;
+        let n = |s: &str| TierInput::Name(s.into()).meaning();
+        assert_eq!(n("TIER_1K"), Ok(Set(Limit::Capped(1_000))));
+        assert_eq!(n("tier_2k"), Ok(Set(Limit::Capped(2_000))));
+        assert_eq!(n("TIER_UNLIMITED"), Ok(Set(Limit::Unlimited)));
+        assert_eq!(n("TIER_NOT_SET"), Ok(NotSet));
+        assert_eq!(n("TIER_50"), Ok(Set(Limit::Capped(50))));
+        assert!(n("TIER_3K").is_err());
+        assert_eq!(TierInput::Value(-1).meaning(), Ok(Set(Limit::Unlimited)));
+        assert_eq!(
+            TierInput::Value(100_000).meaning(),
+            Ok(Set(Limit::Capped(100_000)))
+        );
+        assert!(TierInput::Value(7).meaning().is_err());
+    }
+
+    #[test]
+    fn ladders_step_one_tier() {
+        let p = Policy::seeds();
+        assert_eq!(p.next_tier(Limit::Capped(250)), Some(Limit::Capped(1_000)));
+        assert_eq!(p.next_tier(Limit::Capped(50)), Some(Limit::Capped(250)));
+        assert_eq!(p.next_tier(Limit::Unlimited), None);
+        assert_eq!(p.prev_tier(Limit::Capped(250)), Limit::Capped(250));
+        assert_eq!(p.prev_tier(Limit::Unlimited), Limit::Capped(100_000));
+        assert_eq!(p.rule_for(Limit::Capped(250)).unwrap().delay, Dur(0));
+        assert_eq!(
+            p.rule_for(Limit::Capped(1_000)).unwrap().delay,
+            Dur::hours(24)
+        );
+        assert!(p.rule_for(Limit::Unlimited).is_none());
+        let m = Policy::meta();
+        assert_eq!(m.name, "meta");
+        assert_eq!(m.next_tier(Limit::Capped(250)), Some(Limit::Capped(2_000)));
+        assert_eq!(m.rule_for(Limit::Capped(250)).unwrap().delay, Dur::hours(6));
+        assert!(p.validate().is_ok() && m.validate().is_ok());
+    }
+
+    #[test]
+    fn thresholds_round_up() {
+        let r = Policy::seeds().upgrade.unwrap();
+        assert_eq!(r.threshold_for(Limit::Capped(1_000)), Some(500));
+        assert_eq!(r.threshold_for(Limit::Capped(1_001)), Some(501));
+    }
+}

@@ -1,0 +1,349 @@
+//! Concurrent reads: fast-path decisions and status (SPEC section 11).
+
+use crate::command::NumberStatus;
+use crate::decision::{Decision, ScopeKey};
+use crate::engine::tier_of;
+use crate::ids::{NumberId, PortfolioId};
+use crate::policy::{Limit, Quality};
+use crate::rules::{self, Member, Pre};
+use crate::state::{NumberState, Shared};
+use crate::time::{Dur, Ts};
+use crate::AdmitRequest;
+use admit_sketch::WindowedSketch;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A read handle on an [`crate::Engine`]'s state, usable from any thread while the writer
+/// applies commands.
+#[derive(Clone, Debug)]
+pub struct Reader {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// R4: what the account status shows.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountStatus {
+    Healthy,
+    AtRisk,
+    Restricted,
+}
+
+/// A unique-customer count from a sketch: an estimate unless `exact`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UniqueCount {
+    pub value: u64,
+    pub exact: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberView {
+    pub number: NumberId,
+    pub portfolio: Option<PortfolioId>,
+    pub profile: String,
+    pub status: NumberStatus,
+    pub quality: Quality,
+    pub account_status: AccountStatus,
+    pub display_name_approved: bool,
+    pub flagged_since: Option<Ts>,
+    /// R5.5: when 7 continuous Low days end (a downgrade, if the model is active).
+    pub downgrade_at: Option<Ts>,
+    /// When 7 recovered days end the Flagged period without a downgrade.
+    pub recovery_at: Option<Ts>,
+    pub restricted_until: Option<Ts>,
+    pub spam_hold_until: Option<Ts>,
+    pub quality_risks: u32,
+    pub throughput_mps: u32,
+}
+
+/// The status of a limit scope (a number under the seeds profile, a portfolio under meta).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeStatus {
+    pub scope: ScopeKey,
+    pub profile: String,
+    pub limit: Limit,
+    /// Conversations counted in the rolling 24 h window (exact).
+    pub used: u32,
+    pub headroom: Option<u32>,
+    /// R4.1: the limit is used up; lifts by itself at `restricted_until`.
+    pub restricted: bool,
+    pub restricted_until: Option<Ts>,
+    pub account_status: AccountStatus,
+    pub quality: Quality,
+    /// Every upgrade condition holds now.
+    pub upgrade_eligible: bool,
+    /// Unique customers the upgrade rule counts now (exact) and its threshold.
+    pub upgrade_count: u32,
+    pub upgrade_threshold: Option<u32>,
+    /// When a pending upgrade takes effect (conditions are checked again then).
+    pub upgrade_at: Option<Ts>,
+    pub next_limit: Option<Limit>,
+    /// The local model's limit when the profile is observe-only (R5.6).
+    pub predicted_limit: Option<Limit>,
+    pub downgrade_at: Option<Ts>,
+    /// Sketch estimates (labelled so) of unique customers in the last 7 and 30 days.
+    pub unique_7d: UniqueCount,
+    pub unique_30d: UniqueCount,
+    pub opt_outs: u32,
+    pub upgrades: u32,
+    pub downgrades: u32,
+    pub numbers: Vec<NumberView>,
+}
+
+/// A portfolio's view: its numbers' scopes (seeds) or its own scope (meta).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortfolioStatus {
+    pub portfolio: PortfolioId,
+    pub profile: String,
+    pub restricted_until: Option<Ts>,
+    pub scopes: Vec<ScopeStatus>,
+    /// Unique customers over all the portfolio's numbers (sketch union: an estimate).
+    pub unique_7d: UniqueCount,
+    pub unique_30d: UniqueCount,
+}
+
+fn active(t: Option<Ts>, now: Ts) -> Option<Ts> {
+    t.filter(|t| *t > now)
+}
+
+fn account_status(restricted: bool, q: Quality) -> AccountStatus {
+    if restricted {
+        AccountStatus::Restricted
+    } else if q == Quality::Low {
+        AccountStatus::AtRisk
+    } else {
+        AccountStatus::Healthy
+    }
+}
+
+impl Reader {
+    /// Decides a send from memory when no count is involved: a denial by a check before
+    /// counting, a send inside an open window, or a retry of a recorded decision.
+    /// `None` means the send may open a conversation and must go through the log.
+    ///
+    /// Only valid on a replica that is certainly the leader and has applied every
+    /// committed command (the server guarantees that with its lease).
+    pub fn try_fast(&self, req: &AdmitRequest, now: Ts) -> Option<Decision> {
+        let sh = &self.shared;
+        if let Some(key) = &req.idempotency_key {
+            if let Some(e) = sh.idempotency.get(key) {
+                if e.expires > now {
+                    // a conflicting reuse is reported by the writer
+                    return (e.request == *req).then(|| e.decision.clone());
+                }
+            }
+        }
+        let ns = sh.numbers.get(&req.number)?;
+        let pre = rules::precheck(sh, &ns, req, now);
+        let scope = ns.scope;
+        drop(ns);
+        match pre {
+            Pre::NeedsCount => None,
+            Pre::Final(mut d) => {
+                if let Some(sc) = sh.scopes.get(&scope) {
+                    d.limit = Some(sc.limit);
+                    d.used = sc.log.day_unique_at(now);
+                }
+                Some(d)
+            }
+        }
+    }
+
+    /// R8.1: the number's throughput (messages per second), for the leader's token bucket.
+    pub fn throughput_mps(&self, number: &NumberId) -> Option<u32> {
+        self.shared
+            .numbers
+            .get(number)
+            .map(|n| n.throughput_mps.unwrap_or(n.policy.throughput_mps))
+    }
+
+    /// R8.2: the pair rate of the number's profile: (interval, burst).
+    pub fn pair_rate(&self, number: &NumberId) -> Option<(Dur, u32)> {
+        self.shared
+            .numbers
+            .get(number)
+            .map(|n| (n.policy.pair_interval, n.policy.pair_burst))
+    }
+
+    /// The limit scope a number's sends count against (for routing).
+    pub fn scope_of(&self, number: &NumberId) -> Option<ScopeKey> {
+        self.shared.numbers.get(number).map(|n| n.scope_key.clone())
+    }
+
+    pub fn numbers(&self) -> Vec<NumberId> {
+        let mut v: Vec<NumberId> = self.shared.numbers.iter().map(|n| *n.key()).collect();
+        v.sort();
+        v
+    }
+
+    pub fn portfolios(&self) -> Vec<PortfolioId> {
+        let mut v: Vec<PortfolioId> = self
+            .shared
+            .portfolios
+            .iter()
+            .map(|p| p.key().clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn number_view(&self, n: &NumberState, restricted: bool, now: Ts) -> NumberView {
+        let portfolio_until = n.portfolio.as_ref().and_then(|p| {
+            self.shared
+                .portfolios
+                .get(p)
+                .and_then(|p| p.restricted_until)
+        });
+        let restricted_until = active(n.restricted_until, now).max(active(portfolio_until, now));
+        NumberView {
+            number: n.id,
+            portfolio: n.portfolio.clone(),
+            profile: n.profile.clone(),
+            status: n.status,
+            quality: n.quality,
+            account_status: account_status(restricted || restricted_until.is_some(), n.quality),
+            display_name_approved: n.display_name_approved,
+            flagged_since: n.flagged_since,
+            downgrade_at: n.downgrade_at(),
+            recovery_at: n.recovery_at(),
+            restricted_until,
+            spam_hold_until: active(n.spam_hold_until, now),
+            quality_risks: n.quality_risks,
+            throughput_mps: n.throughput_mps.unwrap_or(n.policy.throughput_mps),
+        }
+    }
+
+    fn scope_status(&self, idx: u32, now: Ts) -> Option<ScopeStatus> {
+        let sh = &self.shared;
+        let (mut tier, ids, policy) = {
+            let sc = sh.scopes.get(&idx)?;
+            (tier_of(&sc), sc.members.clone(), sc.policy.clone())
+        };
+        let mut numbers: Vec<NumberState> = ids
+            .iter()
+            .filter_map(|id| sh.numbers.get(id).map(|n| n.clone()))
+            .collect();
+        let mut members: Vec<Member> = numbers.iter().map(Member::of).collect();
+        let sc = sh.scopes.get(&idx)?;
+        // delayed effects due by now are shown as they are, applied or not yet
+        rules::run_due(&policy, &mut tier, &mut members, &sc.log, now);
+        for (n, m) in numbers.iter_mut().zip(&members) {
+            m.store(n);
+        }
+        let used = sc.log.day_unique_at(now);
+        let restricted = tier.limit.cap().is_some_and(|c| used >= c);
+        let restricted_until = restricted.then(|| sc.log.next_release(now)).flatten();
+        let rule = policy.rule_for(tier.model_limit);
+        let upgrade_count = rule.map_or(0, |r| match &sc.log.long {
+            Some(l) if l.len == r.window => sc.log.long_unique_at(now).unwrap_or(0),
+            _ => sc.log.unique_between(now.minus(r.window), now),
+        });
+        let quality = rules::scope_quality(&members);
+        let sketch: &WindowedSketch = &sc.sketch;
+        let est = |d: Dur| {
+            let e = sketch.estimate(d.ms(), now.ms());
+            UniqueCount {
+                value: e.value,
+                exact: e.exact,
+            }
+        };
+        let views = numbers
+            .iter()
+            .map(|n| self.number_view(n, restricted, now))
+            .collect::<Vec<_>>();
+        Some(ScopeStatus {
+            scope: sc.key.clone(),
+            profile: sc.profile.clone(),
+            limit: tier.limit,
+            used,
+            headroom: tier.limit.headroom(used),
+            restricted,
+            restricted_until,
+            account_status: account_status(restricted, quality),
+            quality,
+            upgrade_eligible: rules::upgrade_conditions(&policy, &tier, &members, upgrade_count),
+            upgrade_count,
+            upgrade_threshold: rule.and_then(|r| r.threshold_for(tier.model_limit)),
+            upgrade_at: tier.pending_upgrade,
+            next_limit: policy.next_tier(tier.model_limit),
+            predicted_limit: policy.observe_only.then_some(tier.model_limit),
+            downgrade_at: numbers.iter().filter_map(|n| n.downgrade_at()).min(),
+            unique_7d: est(Dur::days(7)),
+            unique_30d: est(Dur::days(30)),
+            opt_outs: sc.opt_outs,
+            upgrades: tier.upgrades,
+            downgrades: tier.downgrades,
+            numbers: views,
+        })
+    }
+
+    /// Status of a number's limit scope, with this number's view first.
+    pub fn number_status(&self, number: &NumberId, now: Ts) -> Option<ScopeStatus> {
+        let idx = self.shared.numbers.get(number)?.scope;
+        let mut s = self.scope_status(idx, now)?;
+        if let Some(i) = s.numbers.iter().position(|v| v.number == *number) {
+            s.numbers.swap(0, i);
+        }
+        Some(s)
+    }
+
+    pub fn portfolio_status(&self, id: &PortfolioId, now: Ts) -> Option<PortfolioStatus> {
+        let sh = &self.shared;
+        let (profile, restricted_until, members) = {
+            let p = sh.portfolios.get(id)?;
+            (p.profile.clone(), p.restricted_until, p.members.clone())
+        };
+        let mut idxs: Vec<u32> = members
+            .iter()
+            .filter_map(|n| sh.numbers.get(n).map(|n| n.scope))
+            .collect();
+        if let Some(s) = sh.scope_ids.get(&ScopeKey::Portfolio(id.clone())) {
+            idxs.push(*s);
+        }
+        idxs.sort_unstable();
+        idxs.dedup();
+        let scopes: Vec<ScopeStatus> = idxs
+            .iter()
+            .filter_map(|i| self.scope_status(*i, now))
+            .collect();
+        let sketches: Vec<_> = idxs.iter().filter_map(|i| sh.scopes.get(i)).collect();
+        let refs: Vec<&WindowedSketch> = sketches.iter().map(|s| &s.sketch).collect();
+        let est = |d: Dur| {
+            let e = WindowedSketch::union_estimate(&refs, d.ms(), now.ms());
+            UniqueCount {
+                value: e.value,
+                exact: e.exact,
+            }
+        };
+        let (unique_7d, unique_30d) = (est(Dur::days(7)), est(Dur::days(30)));
+        drop(refs);
+        drop(sketches);
+        Some(PortfolioStatus {
+            portfolio: id.clone(),
+            profile,
+            restricted_until: active(restricted_until, now),
+            scopes,
+            unique_7d,
+            unique_30d,
+        })
+    }
+
+    /// Every scope's status, lowest headroom first (unlimited last).
+    pub fn list_by_headroom(&self, now: Ts) -> Vec<ScopeStatus> {
+        let mut idxs: Vec<u32> = self.shared.scopes.iter().map(|s| *s.key()).collect();
+        idxs.sort_unstable();
+        let mut v: Vec<ScopeStatus> = idxs
+            .iter()
+            .filter_map(|i| self.scope_status(*i, now))
+            .collect();
+        v.sort_by(|a, b| {
+            let h = |s: &ScopeStatus| s.headroom.map_or(u64::MAX, u64::from);
+            h(a).cmp(&h(b)).then_with(|| a.scope.cmp(&b.scope))
+        });
+        v
+    }
+
+    /// Entries in the per-customer window table (for memory accounting and metrics).
+    pub fn window_entries(&self) -> usize {
+        self.shared.pairs.len()
+    }
+}

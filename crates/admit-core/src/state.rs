@@ -1,0 +1,189 @@
+//! The state the rules depend on, split by who touches it.
+//!
+//! Everything lives in [`Shared`], a set of sharded concurrent maps (dashmap) behind one
+//! `Arc`: the single writer ([`crate::Engine::apply`], driven by the replicated log) mutates
+//! it entry by entry, and any number of readers ([`crate::Reader`]) decide open-window sends
+//! and compute status concurrently, each taking only the read lock of the one map shard
+//! that holds the entry it needs. No lock spans numbers, and the writer never holds one
+//! entry while it asks for another, so readers and writer cannot deadlock.
+
+use crate::command::NumberStatus;
+use crate::decision::{Decision, ScopeKey};
+use crate::ids::{IdempotencyKey, NumberId, PortfolioId, TemplateId};
+use crate::log::EventLog;
+use crate::policy::{Limit, Policy, Quality};
+use crate::time::{PackedTs, Ts};
+use admit_sketch::WindowedSketch;
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub(crate) type Map<K, V> = DashMap<K, V, ahash::RandomState>;
+
+pub(crate) fn new_map<K: Eq + std::hash::Hash, V>() -> Map<K, V> {
+    DashMap::with_hasher(ahash::RandomState::new())
+}
+
+/// Key of per-customer entries: a dense number (or scope) index and the customer.
+/// Three `u32`s keep it 12 bytes with 4-byte alignment, so a window entry is 28 bytes.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+pub(crate) struct PairKey {
+    owner: u32,
+    hi: u32,
+    lo: u32,
+}
+
+impl PairKey {
+    pub fn new(owner: u32, customer: u64) -> Self {
+        PairKey {
+            owner,
+            hi: (customer >> 32) as u32,
+            lo: customer as u32,
+        }
+    }
+}
+
+/// The windows of one (number, customer) pair: the customer's latest inbound message
+/// (the service window runs 24 h from it, R2.1) and the open business-initiated
+/// conversation (24 h from its first message, R2.2).
+#[derive(Copy, Clone, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub(crate) struct PairWindows {
+    pub csw: PackedTs,
+    pub bic: PackedTs,
+}
+
+#[derive(Copy, Clone, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub(crate) struct Backoff {
+    pub until: Option<Ts>,
+    pub strikes: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct NumberState {
+    pub id: NumberId,
+    pub idx: u32,
+    pub portfolio: Option<PortfolioId>,
+    pub profile: String,
+    #[serde(skip)]
+    pub policy: Arc<Policy>,
+    pub scope: u32,
+    pub scope_key: ScopeKey,
+    pub quality: Quality,
+    pub status: NumberStatus,
+    pub display_name_approved: bool,
+    /// R5.5: the start of the current Flagged period, and of a recovery within it.
+    pub flagged_since: Option<Ts>,
+    pub recovering_since: Option<Ts>,
+    /// Account restriction reported by Meta on the number itself.
+    pub restricted_until: Option<Ts>,
+    /// Section 9 holds.
+    pub spam_hold_until: Option<Ts>,
+    pub quality_risks: u32,
+    pub throughput: Backoff,
+    pub throughput_mps: Option<u32>,
+    pub registered_at: Ts,
+}
+
+impl NumberState {
+    /// When the 7 continuous Low days end (R5.5), if they are running.
+    pub fn downgrade_at(&self) -> Option<Ts> {
+        if !self.policy.flagged_downgrade || self.recovering_since.is_some() {
+            return None;
+        }
+        self.flagged_since.map(|t| t.plus(self.policy.flag_period))
+    }
+    /// When 7 days of recovered quality end a Flagged period without a downgrade.
+    pub fn recovery_at(&self) -> Option<Ts> {
+        if !self.policy.flagged_downgrade {
+            return None;
+        }
+        self.recovering_since
+            .map(|t| t.plus(self.policy.flag_period))
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct PortfolioState {
+    pub profile: String,
+    pub restricted_until: Option<Ts>,
+    pub members: Vec<NumberId>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ScopeState {
+    pub key: ScopeKey,
+    pub profile: String,
+    #[serde(skip)]
+    pub policy: Arc<Policy>,
+    /// The limit in force.
+    pub limit: Limit,
+    /// The local tier model's limit: equal to `limit` unless the policy is observe-only,
+    /// when it only predicts (R5.6).
+    pub model_limit: Limit,
+    pub pending_upgrade: Option<Ts>,
+    pub log: EventLog,
+    pub members: Vec<NumberId>,
+    pub opt_outs: u32,
+    pub sketch: WindowedSketch,
+    pub upgrades: u32,
+    pub downgrades: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum TemplateStatus {
+    Active,
+    Paused { until: Ts },
+    Disabled,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct TemplateState {
+    pub status: TemplateStatus,
+    pub quality: Quality,
+    pub pauses: u8,
+}
+
+/// What a retried request is checked against (R3.4).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct IdemEntry {
+    pub request: crate::AdmitRequest,
+    pub decision: Decision,
+    pub expires: Ts,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub numbers: Map<NumberId, NumberState>,
+    pub portfolios: Map<PortfolioId, PortfolioState>,
+    pub scope_ids: Map<ScopeKey, u32>,
+    pub scopes: Map<u32, ScopeState>,
+    pub pairs: Map<PairKey, PairWindows>,
+    /// R2.3 free entry point windows: end time by (number, customer).
+    pub fep: Map<PairKey, Ts>,
+    /// R7 opt-outs by (scope, customer).
+    pub optouts: Map<PairKey, ()>,
+    /// 131049 marketing holds by (scope, customer).
+    pub marketing_holds: Map<PairKey, Ts>,
+    /// 131056 pair back-off by (number, customer).
+    pub pair_backoff: Map<PairKey, Backoff>,
+    pub templates: Map<TemplateId, TemplateState>,
+    pub idempotency: Map<IdempotencyKey, IdemEntry>,
+}
+
+impl Shared {
+    pub fn new() -> Self {
+        Shared {
+            numbers: new_map(),
+            portfolios: new_map(),
+            scope_ids: new_map(),
+            scopes: new_map(),
+            pairs: new_map(),
+            fep: new_map(),
+            optouts: new_map(),
+            marketing_holds: new_map(),
+            pair_backoff: new_map(),
+            templates: new_map(),
+            idempotency: new_map(),
+        }
+    }
+}

@@ -1,0 +1,935 @@
+//! Every rule of SPEC R2-R9 at its edges: one millisecond before and at the end of each
+//! window or delay. Test names carry the rule they check.
+
+mod support;
+use admit_core::*;
+use support::*;
+
+const N: &str = "1001";
+
+fn h_with(limit: u32) -> H {
+    let mut h = H::new();
+    h.register(N, Some(Limit::Capped(limit)), T0);
+    h
+}
+
+#[test]
+fn r2_1_service_window_lasts_24h_from_the_latest_message() {
+    let mut h = h_with(250);
+    let t = at(1, 9, 0);
+    h.inbound(N, 1, Some("hi"), t);
+    let d = h.admit(N, 1, SendKind::FreeForm, Ts(t.0 + DAY - 1));
+    assert_eq!((d.allowed, d.reason), (true, Reason::ServiceWindow));
+    assert_eq!(d.window_end, Some(Ts(t.0 + DAY)));
+    assert!(!d.counted);
+    let d = h.admit(N, 1, SendKind::FreeForm, Ts(t.0 + DAY));
+    assert_eq!((d.allowed, d.reason), (false, Reason::OutsideServiceWindow));
+    // a later message moves the window's end
+    h.inbound(N, 2, None, t);
+    h.inbound(N, 2, None, Ts(t.0 + HOUR));
+    let d = h.admit(N, 2, SendKind::FreeForm, Ts(t.0 + DAY + HOUR - 1));
+    assert_eq!(d.reason, Reason::ServiceWindow);
+    assert_eq!(
+        h.status(N, t).used,
+        0,
+        "service-window sends are not counted"
+    );
+}
+
+#[test]
+fn r2_2_conversation_lasts_24h_from_its_first_message() {
+    let mut h = h_with(250);
+    let t = at(1, 10, 0);
+    let d = h.admit(N, 1, mkt(), t);
+    assert_eq!(
+        (d.allowed, d.reason, d.counted),
+        (true, Reason::NewConversation, true)
+    );
+    assert_eq!(d.window_end, Some(Ts(t.0 + DAY)));
+    assert!(d.admission.is_some());
+    let d = h.admit(N, 1, mkt(), Ts(t.0 + DAY - 1));
+    assert_eq!(
+        (d.reason, d.counted, d.used),
+        (Reason::OpenConversation, false, 1)
+    );
+    // free-form inside an open conversation is allowed too
+    let d = h.admit(N, 1, SendKind::FreeForm, Ts(t.0 + DAY - 1));
+    assert_eq!(d.reason, Reason::OpenConversation);
+    // at exactly +24 h it is over: a template opens (and counts) a new one
+    let d = h.admit(N, 1, mkt(), Ts(t.0 + DAY));
+    assert_eq!(
+        (d.reason, d.counted, d.used),
+        (Reason::NewConversation, true, 1)
+    );
+}
+
+#[test]
+fn r2_3_free_entry_point_window_lasts_72h() {
+    let mut h = h_with(250);
+    let t = at(1, 0, 0);
+    h.event(
+        PlatformEvent::FreeEntryPoint {
+            number: num(N),
+            customer: cust(5),
+        },
+        t,
+    );
+    let d = h.admit(N, 5, mkt(), Ts(t.0 + 72 * HOUR - 1));
+    assert_eq!(
+        (d.allowed, d.reason, d.counted),
+        (true, Reason::FreeEntryPoint, false)
+    );
+    let d = h.admit(N, 5, SendKind::FreeForm, Ts(t.0 + 72 * HOUR));
+    assert_eq!(d.reason, Reason::OutsideServiceWindow);
+}
+
+#[test]
+fn r3_2_limit_reached_until_the_oldest_conversation_ends() {
+    let mut h = h_with(250);
+    let t = at(1, 8, 0);
+    h.open_many(N, 0, 1, t);
+    h.open_many(N, 1, 249, Ts(t.0 + HOUR));
+    let d = h.admit(N, 999, mkt(), Ts(t.0 + 2 * HOUR));
+    assert_eq!((d.allowed, d.reason), (false, Reason::LimitReached));
+    assert_eq!(
+        d.retry_at,
+        Some(Ts(t.0 + DAY)),
+        "when the oldest counted conversation ends"
+    );
+    assert_eq!(
+        (d.limit, d.used, d.headroom()),
+        (Some(Limit::Capped(250)), 250, Some(0))
+    );
+    let d = h.admit(N, 999, mkt(), Ts(t.0 + DAY - 1));
+    assert_eq!(d.reason, Reason::LimitReached);
+    let d = h.admit(N, 999, mkt(), Ts(t.0 + DAY));
+    assert_eq!((d.reason, d.used), (Reason::NewConversation, 250));
+    // the next slot frees when the 249 of hour +1 end
+    let d = h.admit(N, 1000, mkt(), Ts(t.0 + DAY));
+    assert_eq!(d.retry_at, Some(Ts(t.0 + HOUR + DAY)));
+}
+
+#[test]
+fn r3_2_free_form_needs_a_window_and_denials_come_first() {
+    let mut h = h_with(250);
+    let d = h.admit(N, 1, SendKind::FreeForm, T0);
+    assert_eq!(
+        (d.allowed, d.reason, d.retry_at),
+        (false, Reason::OutsideServiceWindow, None)
+    );
+    let d = h.admit("777", 1, mkt(), T0);
+    assert_eq!((d.allowed, d.reason), (false, Reason::UnknownNumber));
+}
+
+#[test]
+fn r3_3_unlimited_tier_counts_but_never_caps() {
+    let mut h = H::new();
+    h.register(N, Some(Limit::Unlimited), T0);
+    h.open_many(N, 0, 300, T0);
+    let s = h.status(N, T0);
+    assert_eq!(
+        (s.limit, s.used, s.headroom, s.restricted),
+        (Limit::Unlimited, 300, None, false)
+    );
+}
+
+#[test]
+fn r3_4_idempotent_retries_get_the_same_decision_and_count_once() {
+    let mut h = h_with(2);
+    let req = |c: u64, key: &str| AdmitRequest {
+        number: num(N),
+        customer: cust(c),
+        kind: mkt(),
+        idempotency_key: Some(IdempotencyKey::parse("idempotency_key", key).unwrap()),
+    };
+    let first = h.admit_req(req(1, "k1"), T0).unwrap();
+    let again = h.admit_req(req(1, "k1"), Ts(T0.0 + 5)).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(h.status(N, T0).used, 1);
+    h.admit_req(req(2, "k2"), T0).unwrap();
+    let denied = h.admit_req(req(3, "k3"), T0).unwrap();
+    assert_eq!(denied.reason, Reason::LimitReached);
+    // the same key for another request is an error, and changes nothing
+    let e = h.admit_req(req(4, "k1"), T0).unwrap_err();
+    assert!(matches!(e, CoreError::IdempotencyConflict(_)));
+    assert_eq!(h.status(N, T0).used, 2);
+    // a denial is replayed too, even once room frees up
+    h.apply(Command::Release(first.admission.unwrap()), T0)
+        .unwrap();
+    assert_eq!(h.admit_req(req(3, "k3"), T0).unwrap(), denied);
+}
+
+#[test]
+fn r3_5_release_gives_the_conversation_back() {
+    let mut h = h_with(1);
+    let d = h.admit(N, 1, mkt(), T0);
+    let id = d.admission.clone().unwrap();
+    assert_eq!(h.admit(N, 2, mkt(), T0).reason, Reason::LimitReached);
+    let out = h.apply(Command::Release(id.clone()), T0).unwrap();
+    assert_eq!(out, Output::Released { released: true });
+    assert_eq!(
+        h.apply(Command::Release(id.clone()), T0).unwrap(),
+        Output::Released { released: false }
+    );
+    assert_eq!(h.status(N, T0).used, 0);
+    // the released pair has no open conversation: a new template counts again
+    let d = h.admit(N, 1, mkt(), T0);
+    assert_eq!((d.reason, d.counted), (Reason::NewConversation, true));
+    // a failed send reported with its admission id releases it too
+    let out = h
+        .apply(
+            Command::Outcome(Outcome {
+                number: num(N),
+                customer: cust(1),
+                admission: d.admission,
+                status: DeliveryStatus::Failed,
+                error_code: Some(131026),
+                template: None,
+            }),
+            T0,
+        )
+        .unwrap();
+    assert_eq!(out, Output::Outcome { released: true });
+    assert_eq!(h.status(N, T0).used, 0);
+    let parsed = AdmissionId::parse("admission_id", &id.to_string()).unwrap();
+    assert_eq!(parsed, id);
+}
+
+#[test]
+fn r3_6_denied_sends_never_use_up_the_limit() {
+    let mut h = h_with(1);
+    h.inbound(N, 1, Some("STOP"), T0);
+    let d = h.admit(N, 1, mkt(), T0);
+    assert_eq!(d.reason, Reason::OptedOut);
+    assert_eq!(h.status(N, T0).used, 0);
+    h.event(
+        PlatformEvent::TemplateStatus {
+            template: TemplateId::parse("t", "receipt").unwrap(),
+            event: TemplateEvent::Disabled,
+        },
+        T0,
+    );
+    assert_eq!(h.admit(N, 2, util(), T0).reason, Reason::TemplateDisabled);
+    assert_eq!(h.status(N, T0).used, 0);
+    assert_eq!(
+        h.admit(N, 2, tpl("other", Category::Utility), T0).reason,
+        Reason::NewConversation
+    );
+}
+
+#[test]
+fn r3_1_portfolio_scope_counts_a_customer_once_across_its_numbers() {
+    let mut h = H::new();
+    // meta's rules without local upgrades, so the limit stays at 2
+    let mut flat = Policy::meta();
+    flat.name = "meta-flat".into();
+    flat.upgrade = None;
+    h.apply(Command::SetPolicy(flat), T0).unwrap();
+    let p = PortfolioId::parse("portfolio", "waba1").unwrap();
+    for n in ["201", "202"] {
+        h.register_with(
+            NumberRegistration {
+                number: Some(num(n)),
+                portfolio: Some(p.clone()),
+                profile: Some("meta-flat".into()),
+                limit: Some(Limit::Capped(2)),
+                ..Default::default()
+            },
+            T0,
+        );
+    }
+    let a = h.admit("201", 1, mkt(), T0);
+    assert!(a.counted);
+    // the same customer from the other number: a conversation opens, not counted again
+    let b = h.admit("202", 1, mkt(), Ts(T0.0 + HOUR));
+    assert_eq!(
+        (b.reason, b.counted, b.used),
+        (Reason::NewConversation, false, 1)
+    );
+    h.admit("202", 2, mkt(), Ts(T0.0 + HOUR));
+    assert_eq!(
+        h.admit("201", 3, mkt(), Ts(T0.0 + HOUR)).reason,
+        Reason::LimitReached
+    );
+    // customer 1 stays counted until its latest conversation (number 202's) ends
+    let d = h.admit("201", 3, mkt(), Ts(T0.0 + DAY));
+    assert_eq!(d.reason, Reason::LimitReached);
+    assert_eq!(d.retry_at, Some(Ts(T0.0 + DAY + HOUR)));
+    assert_eq!(
+        h.admit("201", 3, mkt(), Ts(T0.0 + DAY + HOUR)).reason,
+        Reason::NewConversation
+    );
+    let ps = h.e.reader().portfolio_status(&p, T0).unwrap();
+    assert_eq!(ps.scopes.len(), 1);
+    assert_eq!(ps.scopes[0].numbers.len(), 2);
+    // a portfolio-scoped profile needs the portfolio
+    let e = h
+        .apply(
+            Command::RegisterNumber(NumberRegistration {
+                number: Some(num("203")),
+                profile: Some("meta".into()),
+                ..Default::default()
+            }),
+            T0,
+        )
+        .unwrap_err();
+    assert!(matches!(e, CoreError::Invalid { ref field, .. } if field == "portfolio"));
+}
+
+#[test]
+fn r4_account_status_and_restricted_state() {
+    let mut h = h_with(2);
+    assert_eq!(h.status(N, T0).account_status, AccountStatus::Healthy);
+    h.inbound(N, 9, None, T0);
+    h.open_many(N, 0, 2, T0);
+    let s = h.status(N, Ts(T0.0 + 1));
+    assert_eq!(
+        (s.account_status, s.restricted),
+        (AccountStatus::Restricted, true)
+    );
+    assert_eq!(s.restricted_until, Some(Ts(T0.0 + DAY)));
+    // R4.2: open service windows and conversations still work; new ones do not
+    assert_eq!(
+        h.admit(N, 9, mkt(), Ts(T0.0 + 2)).reason,
+        Reason::ServiceWindow
+    );
+    assert_eq!(
+        h.admit(N, 0, mkt(), Ts(T0.0 + 2)).reason,
+        Reason::OpenConversation
+    );
+    assert_eq!(
+        h.admit(N, 5, mkt(), Ts(T0.0 + 2)).reason,
+        Reason::LimitReached
+    );
+    // it lifts by itself as conversations age out
+    let s = h.status(N, Ts(T0.0 + DAY - 1));
+    assert!(s.restricted);
+    let s = h.status(N, Ts(T0.0 + DAY));
+    assert_eq!(
+        (s.restricted, s.account_status, s.used),
+        (false, AccountStatus::Healthy, 0)
+    );
+    // R4.3: At Risk when quality is Low and not restricted
+    h.event(
+        PlatformEvent::NumberQuality {
+            number: num(N),
+            quality: Quality::Low,
+        },
+        Ts(T0.0 + DAY),
+    );
+    assert_eq!(
+        h.status(N, Ts(T0.0 + DAY)).account_status,
+        AccountStatus::AtRisk
+    );
+}
+
+fn seeds_1k() -> H {
+    let mut h = H::new();
+    h.register(N, Some(Limit::Capped(1_000)), T0);
+    h
+}
+
+#[test]
+fn r5_3_seed_example_1_upgrade_24h_after_the_500th() {
+    let mut h = seeds_1k();
+    h.open_many(N, 0, 499, at(1, 9, 0));
+    h.open_many(N, 499, 1, at(1, 15, 0));
+    let s = h.status(N, at(1, 15, 0));
+    assert_eq!(s.upgrade_at, Some(at(2, 15, 0)));
+    assert!(s.upgrade_eligible);
+    assert_eq!((s.upgrade_count, s.upgrade_threshold), (500, Some(500)));
+    assert_eq!(
+        h.status(N, Ts(at(2, 15, 0).0 - 1)).limit,
+        Limit::Capped(1_000)
+    );
+    assert_eq!(h.status(N, at(2, 15, 0)).limit, Limit::Capped(10_000));
+    // day 2's 500: the 7-day count reaches 1,000, as in the seed's table
+    h.open_many(N, 500, 500, at(2, 15, 0));
+    let s = h.status(N, at(2, 15, 0));
+    assert_eq!(
+        (s.limit, s.used, s.upgrade_count),
+        (Limit::Capped(10_000), 500, 1_000)
+    );
+    assert_eq!(s.upgrades, 1);
+}
+
+#[test]
+fn r5_3_seed_example_2_upgrade_on_day_4_at_19_00() {
+    let mut h = seeds_1k();
+    h.open_many(N, 0, 100, at(1, 10, 0));
+    h.open_many(N, 100, 200, at(2, 10, 0));
+    h.open_many(N, 300, 199, at(3, 12, 0));
+    assert_eq!(h.status(N, at(3, 18, 0)).upgrade_at, None);
+    h.open_many(N, 499, 1, at(3, 19, 0));
+    assert_eq!(h.status(N, at(3, 19, 0)).upgrade_at, Some(at(4, 19, 0)));
+    h.open_many(N, 500, 100, at(4, 9, 0));
+    assert_eq!(
+        h.status(N, Ts(at(4, 19, 0).0 - 1)).limit,
+        Limit::Capped(1_000)
+    );
+    let d = h.admit(N, 600, util(), at(4, 19, 0));
+    assert_eq!(
+        (d.reason, d.limit),
+        (Reason::NewConversation, Some(Limit::Capped(10_000)))
+    );
+    h.open_many(N, 601, 199, at(4, 20, 0));
+    let s = h.status(N, at(4, 20, 0));
+    assert_eq!(s.limit, Limit::Capped(10_000));
+    assert_eq!(s.upgrade_count, 800, "day 4's 300 count in the 7-day total");
+}
+
+#[test]
+fn r5_3_conditions_are_checked_again_when_the_wait_ends() {
+    let mut h = seeds_1k();
+    h.open_many(N, 0, 500, at(1, 15, 0));
+    assert_eq!(h.status(N, at(1, 15, 0)).upgrade_at, Some(at(2, 15, 0)));
+    h.event(
+        PlatformEvent::DisplayName {
+            number: num(N),
+            approved: false,
+        },
+        at(2, 10, 0),
+    );
+    let s = h.status(N, at(2, 15, 0));
+    assert_eq!(
+        (s.limit, s.upgrade_at),
+        (Limit::Capped(1_000), None),
+        "no upgrade"
+    );
+    h.event(
+        PlatformEvent::DisplayName {
+            number: num(N),
+            approved: true,
+        },
+        at(2, 16, 0),
+    );
+    // the next crossing (the next conversation while at the threshold) starts a new wait
+    h.open_many(N, 500, 1, at(2, 17, 0));
+    assert_eq!(h.status(N, at(2, 17, 0)).upgrade_at, Some(at(3, 17, 0)));
+    assert_eq!(h.status(N, at(3, 17, 0)).limit, Limit::Capped(10_000));
+}
+
+#[test]
+fn r5_3_seven_day_count_is_taken_at_the_end_of_the_wait() {
+    let mut h = seeds_1k();
+    // 250 on day 1, 250 on day 7 at 12:00: the 500th crosses on day 7 at 12:00 ...
+    h.open_many(N, 0, 250, at(1, 11, 0));
+    h.open_many(N, 250, 250, at(7, 12, 0));
+    assert_eq!(h.status(N, at(7, 12, 0)).upgrade_at, Some(at(8, 12, 0)));
+    // ... but by day 8 at 12:00 day 1's 250 have left the 7-day window: no upgrade
+    let s = h.status(N, at(8, 12, 0));
+    assert_eq!(s.limit, Limit::Capped(1_000));
+}
+
+#[test]
+fn r5_2_250_to_1k_after_1000_unique_customers_in_30_days_with_high_quality() {
+    let mut h = H::new();
+    h.register(N, None, T0);
+    assert_eq!(h.status(N, T0).limit, Limit::Capped(250));
+    for day in 1..=4 {
+        h.open_many(N, (day - 1) * 250, 250, at(day, 9, 0));
+    }
+    // the 1,000th at day 4 09:00: takes effect at the crossing (no delay by default)
+    let s = h.status(N, at(4, 9, 0));
+    assert_eq!(s.limit, Limit::Capped(1_000));
+    // with Medium quality it would not have happened
+    let mut h = H::new();
+    h.register_with(
+        NumberRegistration {
+            number: Some(num(N)),
+            quality: Some(Quality::Medium),
+            ..Default::default()
+        },
+        T0,
+    );
+    for day in 1..=4 {
+        h.open_many(N, (day - 1) * 250, 250, at(day, 9, 0));
+    }
+    assert_eq!(h.status(N, at(4, 9, 0)).limit, Limit::Capped(250));
+}
+
+#[test]
+fn r5_4_meta_profile_upgrades_after_its_delay_with_high_quality() {
+    let mut h = H::new();
+    let p = PortfolioId::parse("portfolio", "w").unwrap();
+    h.register_with(
+        NumberRegistration {
+            number: Some(num(N)),
+            portfolio: Some(p.clone()),
+            profile: Some("meta".into()),
+            ..Default::default()
+        },
+        T0,
+    );
+    assert_eq!(h.status(N, T0).limit, Limit::Capped(250));
+    h.open_many(N, 0, 125, at(1, 10, 0));
+    let s = h.status(N, at(1, 10, 0));
+    assert_eq!(s.upgrade_at, Some(at(1, 16, 0)));
+    assert_eq!(
+        h.status(N, Ts(at(1, 16, 0).0 - 1)).limit,
+        Limit::Capped(250)
+    );
+    assert_eq!(h.status(N, at(1, 16, 0)).limit, Limit::Capped(2_000));
+    // status through the portfolio shows the same scope
+    let ps = h.e.reader().portfolio_status(&p, at(1, 16, 0)).unwrap();
+    assert_eq!(ps.scopes[0].limit, Limit::Capped(2_000));
+}
+
+fn low(h: &mut H, q: Quality, t: Ts) {
+    h.event(
+        PlatformEvent::NumberQuality {
+            number: num(N),
+            quality: q,
+        },
+        t,
+    );
+}
+
+#[test]
+fn r5_5_seven_low_days_downgrade_one_tier_and_flag_again() {
+    let mut h = H::new();
+    h.register(N, Some(Limit::Capped(10_000)), T0);
+    let t = at(1, 8, 0);
+    low(&mut h, Quality::Low, t);
+    let s = h.status(N, t);
+    assert_eq!(s.numbers[0].status, NumberStatus::Flagged);
+    assert_eq!(s.numbers[0].flagged_since, Some(t));
+    assert_eq!(s.downgrade_at, Some(Ts(t.0 + 7 * DAY)));
+    assert_eq!(
+        h.status(N, Ts(t.0 + 7 * DAY - 1)).limit,
+        Limit::Capped(10_000)
+    );
+    let s = h.status(N, Ts(t.0 + 7 * DAY));
+    assert_eq!(s.limit, Limit::Capped(1_000));
+    // still Low: a new Flagged period starts at once
+    assert_eq!(s.numbers[0].status, NumberStatus::Flagged);
+    assert_eq!(s.numbers[0].flagged_since, Some(Ts(t.0 + 7 * DAY)));
+    // the model's state is the same whether read or applied
+    let d = h.admit(N, 1, util(), Ts(t.0 + 14 * DAY));
+    assert_eq!(d.limit, Some(Limit::Capped(250)));
+    let d = h.admit(N, 2, util(), Ts(t.0 + 21 * DAY));
+    assert_eq!(
+        d.limit,
+        Some(Limit::Capped(250)),
+        "never below the lowest tier"
+    );
+}
+
+#[test]
+fn r5_5_recovery_for_seven_days_unflags_without_downgrade() {
+    let mut h = H::new();
+    h.register(N, Some(Limit::Capped(10_000)), T0);
+    let t = at(1, 0, 0);
+    low(&mut h, Quality::Low, t);
+    low(&mut h, Quality::Medium, Ts(t.0 + 2 * DAY));
+    let s = h.status(N, Ts(t.0 + 9 * DAY - 1));
+    assert_eq!(
+        (s.numbers[0].status, s.limit),
+        (NumberStatus::Flagged, Limit::Capped(10_000))
+    );
+    let s = h.status(N, Ts(t.0 + 9 * DAY));
+    assert_eq!(
+        (s.numbers[0].status, s.limit),
+        (NumberStatus::Connected, Limit::Capped(10_000))
+    );
+    assert_eq!(s.numbers[0].flagged_since, None);
+    // a fall back to Low during recovery restarts the 7 Low days from that moment
+    let t2 = Ts(t.0 + 20 * DAY);
+    low(&mut h, Quality::Low, t2);
+    low(&mut h, Quality::High, Ts(t2.0 + 3 * DAY));
+    low(&mut h, Quality::Low, Ts(t2.0 + 5 * DAY));
+    assert_eq!(
+        h.status(N, Ts(t2.0 + 12 * DAY - 1)).limit,
+        Limit::Capped(10_000)
+    );
+    assert_eq!(h.status(N, Ts(t2.0 + 12 * DAY)).limit, Limit::Capped(1_000));
+}
+
+#[test]
+fn r5_5_no_upgrade_while_flagged() {
+    let mut h = seeds_1k();
+    low(&mut h, Quality::Low, at(1, 0, 0));
+    h.open_many(N, 0, 500, at(1, 15, 0));
+    let s = h.status(N, at(1, 15, 0));
+    assert_eq!((s.upgrade_at, s.upgrade_eligible), (None, false));
+}
+
+#[test]
+fn r5_6_platform_tiers_are_authoritative_in_every_form() {
+    let mut h = h_with(250);
+    let set = |h: &mut H, tier: TierInput| {
+        h.event(
+            PlatformEvent::LimitChange {
+                target: Target::Number(num(N)),
+                tier,
+            },
+            T0,
+        )
+    };
+    set(&mut h, TierInput::Name("TIER_10K".into()));
+    assert_eq!(h.status(N, T0).limit, Limit::Capped(10_000));
+    set(&mut h, TierInput::Value(-1));
+    assert_eq!(h.status(N, T0).limit, Limit::Unlimited);
+    set(&mut h, TierInput::Value(2_000));
+    assert_eq!(h.status(N, T0).limit, Limit::Capped(2_000));
+    let out = set(&mut h, TierInput::Name("TIER_NOT_SET".into()));
+    assert!(matches!(out, Output::Event { applied: false, .. }));
+    // an unknown value fails safe: the limit stays, the error is counted
+    let out = set(&mut h, TierInput::Name("TIER_7".into()));
+    assert!(matches!(out, Output::Event { applied: false, .. }));
+    assert_eq!(h.status(N, T0).limit, Limit::Capped(2_000));
+    assert_eq!(h.e.tier_errors(), 1);
+}
+
+#[test]
+fn r5_6_observe_only_predicts_without_changing_the_limit() {
+    let mut h = H::new();
+    let mut p = Policy::seeds();
+    p.name = "watch".into();
+    p.observe_only = true;
+    h.apply(Command::SetPolicy(p), T0).unwrap();
+    h.register_with(
+        NumberRegistration {
+            number: Some(num(N)),
+            profile: Some("watch".into()),
+            limit: Some(Limit::Capped(1_000)),
+            ..Default::default()
+        },
+        T0,
+    );
+    h.open_many(N, 0, 500, at(1, 15, 0));
+    let s = h.status(N, at(2, 15, 0));
+    assert_eq!(s.limit, Limit::Capped(1_000));
+    assert_eq!(s.predicted_limit, Some(Limit::Capped(10_000)));
+}
+
+#[test]
+fn r6_3_paused_template_until_the_pause_ends_then_disabled() {
+    let mut h = h_with(250);
+    let id = TemplateId::parse("template", "promo").unwrap();
+    let pause = |h: &mut H, title: &str, t: Ts| {
+        h.event(
+            PlatformEvent::TemplateStatus {
+                template: id.clone(),
+                event: TemplateEvent::Paused {
+                    title: Some(title.into()),
+                    until: None,
+                },
+            },
+            t,
+        )
+    };
+    let t = at(1, 12, 0);
+    pause(&mut h, "FIRST_PAUSE", t);
+    h.inbound(N, 1, None, t);
+    let d = h.admit(N, 1, mkt(), Ts(t.0 + 3 * HOUR - 1));
+    assert_eq!(
+        (d.allowed, d.reason, d.retry_at),
+        (false, Reason::TemplatePaused, Some(Ts(t.0 + 3 * HOUR)))
+    );
+    assert_eq!(h.status(N, t).used, 0);
+    assert_eq!(
+        h.admit(N, 1, mkt(), Ts(t.0 + 3 * HOUR)).reason,
+        Reason::ServiceWindow
+    );
+    let t2 = Ts(t.0 + 4 * HOUR);
+    pause(&mut h, "SECOND_PAUSE", t2);
+    let d = h.admit(N, 2, mkt(), t2);
+    assert_eq!(d.retry_at, Some(Ts(t2.0 + 6 * HOUR)));
+    h.event(
+        PlatformEvent::TemplateStatus {
+            template: id.clone(),
+            event: TemplateEvent::Disabled,
+        },
+        t2,
+    );
+    let d = h.admit(N, 2, mkt(), Ts(t.0 + DAY));
+    assert_eq!((d.reason, d.retry_at), (Reason::TemplateDisabled, None));
+}
+
+#[test]
+fn r7_1_keywords_opt_out_and_in_ignoring_case_and_spaces() {
+    let mut h = h_with(250);
+    let out = h.inbound(N, 1, Some("  s t o p "), T0);
+    assert!(matches!(
+        out,
+        Output::Inbound {
+            opt: Some(OptChange::OptedOut),
+            ..
+        }
+    ));
+    assert_eq!(h.status(N, T0).opt_outs, 1);
+    assert!(matches!(
+        h.inbound(N, 1, Some("Start"), T0),
+        Output::Inbound {
+            opt: Some(OptChange::OptedIn),
+            ..
+        }
+    ));
+    assert_eq!(h.status(N, T0).opt_outs, 0);
+    assert!(matches!(
+        h.inbound(N, 1, Some("stop please"), T0),
+        Output::Inbound { opt: None, .. }
+    ));
+    h.inbound(N, 2, Some("unsubscribe"), T0);
+    h.event(
+        PlatformEvent::UserPreference {
+            number: num(N),
+            customer: cust(3),
+            stop: true,
+        },
+        T0,
+    );
+    assert_eq!(h.status(N, T0).opt_outs, 2);
+}
+
+#[test]
+fn r7_2_opted_out_customers_get_no_marketing_even_in_a_service_window() {
+    let mut h = h_with(250);
+    h.inbound(N, 1, Some("STOP"), T0);
+    let d = h.admit(N, 1, mkt(), Ts(T0.0 + 1));
+    assert_eq!(
+        (d.allowed, d.reason, d.retry_at),
+        (false, Reason::OptedOut, None)
+    );
+    // utility and free-form replies stay allowed by default
+    assert_eq!(
+        h.admit(N, 1, util(), Ts(T0.0 + 1)).reason,
+        Reason::ServiceWindow
+    );
+    assert_eq!(
+        h.admit(N, 1, SendKind::FreeForm, Ts(T0.0 + 1)).reason,
+        Reason::ServiceWindow
+    );
+    // a profile can block utility too
+    let mut p = Policy::seeds();
+    p.name = "strict".into();
+    p.opt_out_blocks = vec![Category::Marketing, Category::Utility];
+    h.apply(Command::SetPolicy(p), T0).unwrap();
+    h.register_with(
+        NumberRegistration {
+            number: Some(num("2002")),
+            profile: Some("strict".into()),
+            ..Default::default()
+        },
+        T0,
+    );
+    h.inbound("2002", 1, Some("STOP"), T0);
+    assert_eq!(h.admit("2002", 1, util(), T0).reason, Reason::OptedOut);
+    assert_eq!(
+        h.admit("2002", 1, tpl("otp", Category::Authentication), T0)
+            .reason,
+        Reason::ServiceWindow
+    );
+}
+
+#[test]
+fn section_9_outcomes_back_off_and_hold() {
+    let mut h = h_with(250);
+    let t = at(1, 0, 0);
+    let ms = |x: u64| Ts(t.0 + x);
+    h.inbound(N, 1, None, t);
+    // 131056: pair back-off 4^x seconds
+    h.outcome(N, 1, Some(131056), t);
+    let d = h.admit(N, 1, SendKind::FreeForm, t);
+    assert_eq!(
+        (d.reason, d.retry_at),
+        (Reason::PairRateLimited, Some(ms(1_000)))
+    );
+    assert_eq!(
+        h.admit(N, 1, SendKind::FreeForm, ms(999)).reason,
+        Reason::PairRateLimited
+    );
+    assert_eq!(
+        h.admit(N, 1, SendKind::FreeForm, ms(1_000)).reason,
+        Reason::ServiceWindow
+    );
+    h.outcome(N, 1, Some(131056), ms(1_000));
+    let d = h.admit(N, 1, SendKind::FreeForm, ms(1_000));
+    assert_eq!(d.retry_at, Some(ms(5_000)));
+    // 130429: the whole number backs off
+    h.outcome(N, 1, Some(130429), ms(6_000));
+    assert_eq!(
+        h.admit(N, 7, mkt(), ms(6_999)).reason,
+        Reason::ThroughputLimited
+    );
+    assert_eq!(
+        h.admit(N, 7, mkt(), ms(7_000)).reason,
+        Reason::NewConversation
+    );
+    // 131048: new conversations of the number are held; open ones still work
+    h.outcome(N, 1, Some(131048), ms(10_000));
+    let d = h.admit(N, 8, mkt(), ms(10_000));
+    assert_eq!(
+        (d.reason, d.retry_at),
+        (Reason::SpamCooldown, Some(ms(10_000 + 6 * HOUR)))
+    );
+    assert_eq!(
+        h.admit(N, 7, mkt(), ms(10_000)).reason,
+        Reason::OpenConversation
+    );
+    assert_eq!(h.status(N, ms(10_000)).numbers[0].quality_risks, 1);
+    assert_eq!(
+        h.admit(N, 8, mkt(), ms(10_000 + 6 * HOUR)).reason,
+        Reason::NewConversation
+    );
+    // 131049: no marketing to that customer for 24 h
+    let t2 = ms(7 * HOUR);
+    h.outcome(N, 7, Some(131049), t2);
+    assert_eq!(
+        h.admit(N, 7, mkt(), Ts(t2.0 + DAY - 1)).reason,
+        Reason::MarketingHold
+    );
+    assert_eq!(
+        h.admit(N, 7, util(), Ts(t2.0 + DAY - 1)).reason,
+        Reason::NewConversation
+    );
+    // 131050: opt-out
+    h.outcome(N, 9, Some(131050), Ts(t2.0 + DAY));
+    assert_eq!(
+        h.admit(N, 9, mkt(), Ts(t2.0 + DAY)).reason,
+        Reason::OptedOut
+    );
+    // 131047: the service window is closed
+    h.inbound(N, 10, None, Ts(t2.0 + DAY));
+    h.outcome(N, 10, Some(131047), Ts(t2.0 + DAY));
+    assert_eq!(
+        h.admit(N, 10, SendKind::FreeForm, Ts(t2.0 + DAY)).reason,
+        Reason::OutsideServiceWindow
+    );
+}
+
+#[test]
+fn account_restriction_denies_until_it_expires() {
+    let mut h = h_with(250);
+    let t = at(1, 0, 0);
+    h.inbound(N, 1, None, t);
+    h.event(
+        PlatformEvent::AccountRestriction {
+            target: Target::Number(num(N)),
+            until: Some(Ts(t.0 + HOUR)),
+            lifted: false,
+        },
+        t,
+    );
+    let d = h.admit(N, 1, SendKind::FreeForm, Ts(t.0 + HOUR - 1));
+    assert_eq!(
+        (d.reason, d.retry_at),
+        (Reason::NumberRestricted, Some(Ts(t.0 + HOUR)))
+    );
+    assert_eq!(
+        h.admit(N, 1, SendKind::FreeForm, Ts(t.0 + HOUR)).reason,
+        Reason::ServiceWindow
+    );
+}
+
+#[test]
+fn repeated_platform_deliveries_apply_once() {
+    let mut h = h_with(250);
+    let ev = |k: &str| Command::Platform {
+        event: PlatformEvent::UserPreference {
+            number: num(N),
+            customer: cust(1),
+            stop: true,
+        },
+        event_key: Some(k.into()),
+    };
+    assert!(matches!(
+        h.apply(ev("e1"), T0).unwrap(),
+        Output::Event { applied: true, .. }
+    ));
+    assert!(matches!(
+        h.apply(ev("e1"), T0).unwrap(),
+        Output::Event { applied: false, .. }
+    ));
+}
+
+#[test]
+fn r12_time_never_goes_back() {
+    let mut h = h_with(250);
+    h.admit(N, 1, mkt(), Ts(T0.0 + DAY));
+    // an earlier stamp is taken as the latest time seen
+    let d = h.admit(N, 1, mkt(), T0);
+    assert_eq!(d.reason, Reason::OpenConversation);
+    assert_eq!(h.e.now(), Ts(T0.0 + DAY));
+}
+
+#[test]
+fn expired_state_is_reclaimed_and_snapshots_round_trip() {
+    let mut h = h_with(10_000);
+    for c in 0..2_000 {
+        h.inbound(N, c, None, T0);
+        h.admit(N, c + 5_000, util(), T0);
+    }
+    assert_eq!(h.e.reader().window_entries(), 4_000);
+    let snap = h.e.snapshot();
+    let restored = Engine::restore(&snap).unwrap();
+    assert_eq!(
+        restored.snapshot(),
+        snap,
+        "restore then snapshot gives the same bytes"
+    );
+    assert_eq!(
+        restored.reader().number_status(&num(N), T0),
+        h.e.reader().number_status(&num(N), T0)
+    );
+    h.apply(Command::Tick, Ts(T0.0 + DAY - 1)).unwrap();
+    assert_eq!(h.e.reader().window_entries(), 4_000);
+    h.apply(Command::Tick, Ts(T0.0 + DAY)).unwrap();
+    assert_eq!(h.e.reader().window_entries(), 0);
+    assert_eq!(h.status(N, Ts(T0.0 + DAY)).used, 0);
+    assert!(Engine::restore(&[]).is_err());
+    assert!(Engine::restore(&[99, 1, 2]).is_err());
+    assert!(Engine::restore(&[1, 255, 255]).is_err());
+}
+
+#[test]
+fn the_fast_path_decides_open_windows_and_defers_new_conversations() {
+    let mut h = h_with(250);
+    h.inbound(N, 1, None, T0);
+    let req = |c: u64| AdmitRequest {
+        number: num(N),
+        customer: cust(c),
+        kind: mkt(),
+        idempotency_key: None,
+    };
+    let r = h.e.reader();
+    assert_eq!(
+        r.try_fast(&req(1), T0).unwrap().reason,
+        Reason::ServiceWindow
+    );
+    assert!(
+        r.try_fast(&req(2), T0).is_none(),
+        "a new conversation needs the log"
+    );
+    h.admit(N, 2, mkt(), T0);
+    assert_eq!(
+        r.try_fast(&req(2), T0).unwrap().reason,
+        Reason::OpenConversation
+    );
+}
+
+#[test]
+fn policies_are_validated_naming_the_field() {
+    let mut h = H::new();
+    let mut p = Policy::seeds();
+    p.name = "bad".into();
+    p.ladder = vec![Limit::Capped(1_000), Limit::Capped(250)];
+    let e = h.apply(Command::SetPolicy(p), T0).unwrap_err();
+    assert!(matches!(e, CoreError::Invalid { ref field, .. } if field == "policy.ladder"));
+    let e = h
+        .apply(
+            Command::RegisterNumber(NumberRegistration {
+                number: Some(num("5")),
+                profile: Some("nope".into()),
+                ..Default::default()
+            }),
+            T0,
+        )
+        .unwrap_err();
+    assert!(matches!(e, CoreError::UnknownProfile(_)));
+    assert!(
+        h.e.reader().numbers().is_empty(),
+        "a refused command changes nothing"
+    );
+}

@@ -1,0 +1,52 @@
+//! Compiles `proto/admit/v1/*.proto` (at the workspace root) with `protox`, a
+//! pure-Rust protobuf compiler, so no system `protoc` is needed. Generates the
+//! prost messages and tonic clients/servers into `OUT_DIR/admit.v1.rs`, and
+//! writes the encoded `FileDescriptorSet` (with source info, so reflection
+//! clients see the comments) to `OUT_DIR/admit_v1_descriptor.bin`.
+
+use std::path::PathBuf;
+
+/// The proto files of the `admit.v1` package, relative to the include root.
+const PROTOS: &[&str] = &[
+    "admit/v1/types.proto",
+    "admit/v1/admit.proto",
+    "admit/v1/admin.proto",
+    "admit/v1/cluster.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let proto_root = manifest_dir.join("../../proto");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+
+    // Only this package's directory: other protos under proto/ (e.g. internal
+    // ones owned by other crates) do not affect this crate.
+    println!(
+        "cargo:rerun-if-changed={}",
+        proto_root.join("admit/v1").display()
+    );
+    for proto in PROTOS {
+        println!(
+            "cargo:rerun-if-changed={}",
+            proto_root.join(proto).display()
+        );
+    }
+
+    let mut compiler = protox::Compiler::new([&proto_root])?;
+    compiler.include_source_info(true).include_imports(true);
+    for proto in PROTOS {
+        // A parse or type error names the file and span; build fails with it.
+        compiler.open_file(proto)?;
+    }
+
+    std::fs::write(
+        out_dir.join("admit_v1_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(compiler.file_descriptor_set())?;
+    Ok(())
+}

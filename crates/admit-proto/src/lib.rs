@@ -1,0 +1,43 @@
+//! The `admit.v1` gRPC API of the admit service.
+//!
+//! The protobuf sources live in `proto/admit/v1/` at the workspace root:
+//! `admit.proto` (service `AdmitSend`), `admin.proto` (services `Admin` and
+//! `TestClock`), `cluster.proto` (service `Cluster`) and `types.proto`
+//! (shared messages). They are compiled at build time with `protox` (no
+//! system `protoc`), and this crate owns the generated code:
+//!
+//! - messages and enums: `admit_proto::v1::Decision`, `admit_proto::v1::Reason`, ...
+//! - clients: `admit_proto::v1::admit_send_client::AdmitSendClient`, ...
+//! - servers: `admit_proto::v1::admit_send_server::{AdmitSend, AdmitSendServer}`, ...
+//! - [`FILE_DESCRIPTOR_SET`] for `tonic-reflection`.
+
+/// Generated code of the protobuf package `admit.v1`.
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
+    rustdoc::all
+)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/admit.v1.rs"));
+}
+
+/// The protobuf package name of this API version.
+pub const PACKAGE: &str = "admit.v1";
+
+/// Fully qualified names of the services of `admit.v1`, as used by gRPC
+/// reflection and health checking.
+pub const SERVICE_NAMES: &[&str] = &[
+    "admit.v1.AdmitSend",
+    "admit.v1.Admin",
+    "admit.v1.TestClock",
+    "admit.v1.Cluster",
+];
+
+/// The encoded `google.protobuf.FileDescriptorSet` of all `admit.v1` proto
+/// files (imports and source info, i.e. comments, included), for
+/// `tonic_reflection::server::Builder::register_encoded_file_descriptor_set`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/admit_v1_descriptor.bin"));
