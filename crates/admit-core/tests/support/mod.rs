@@ -35,6 +35,8 @@ pub fn at(day: u64, hour: u64, minute: u64) -> Ts {
 pub struct H {
     pub e: Engine,
     pub fast_hits: u64,
+    /// Every command applied, with its time: a log to replay.
+    pub log: Vec<(Command, Ts)>,
 }
 
 impl H {
@@ -42,10 +44,12 @@ impl H {
         H {
             e: Engine::new(),
             fast_hits: 0,
+            log: Vec::new(),
         }
     }
 
     pub fn apply(&mut self, c: Command, now: Ts) -> Result<Output, CoreError> {
+        self.log.push((c.clone(), now));
         self.e.apply(c, now)
     }
 
