@@ -1,0 +1,80 @@
+//! Readers decide open-window sends while the writer applies commands: no deadlock, and
+//! a reader never sees a window close while it is open (windows only open or move on
+//! while time stands still).
+
+mod support;
+use admit_core::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use support::*;
+
+#[test]
+fn readers_run_alongside_the_writer() {
+    let mut e = Engine::new();
+    for n in 0..8 {
+        e.apply(
+            Command::RegisterNumber(NumberRegistration {
+                number: Some(num(&(100 + n).to_string())),
+                limit: Some(Limit::Unlimited),
+                ..Default::default()
+            }),
+            T0,
+        )
+        .unwrap();
+    }
+    let reader = e.reader();
+    let done = Arc::new(AtomicBool::new(false));
+    // the highest customer id whose window the writer has opened, per reader's view
+    let opened = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (r, done, opened) = (reader.clone(), done.clone(), opened.clone());
+            std::thread::spawn(move || {
+                let mut checked = 0u64;
+                while !done.load(Ordering::Acquire) {
+                    let upto = opened.load(Ordering::Acquire);
+                    for c in upto.saturating_sub(50)..upto {
+                        let req = AdmitRequest {
+                            number: num(&(100 + c % 8).to_string()),
+                            customer: cust(c),
+                            kind: SendKind::FreeForm,
+                            idempotency_key: None,
+                        };
+                        let d = r.try_fast(&req, T0).expect("an open window decides fast");
+                        assert_eq!(d.reason, Reason::ServiceWindow);
+                        checked += 1;
+                    }
+                    let _ = r.number_status(&num("100"), T0);
+                }
+                checked
+            })
+        })
+        .collect();
+    for c in 0..20_000u64 {
+        e.apply(
+            Command::Inbound(Inbound {
+                number: num(&(100 + c % 8).to_string()),
+                customer: cust(c),
+                kind: InboundKind::Message,
+                text: None,
+            }),
+            T0,
+        )
+        .unwrap();
+        e.apply(
+            Command::Admit(AdmitRequest {
+                number: num(&(100 + c % 8).to_string()),
+                customer: cust(1_000_000 + c),
+                kind: util(),
+                idempotency_key: None,
+            }),
+            T0,
+        )
+        .unwrap();
+        opened.store(c + 1, Ordering::Release);
+    }
+    done.store(true, Ordering::Release);
+    let checked: u64 = readers.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(checked > 0, "readers made decisions while the writer ran");
+    assert_eq!(e.reader().number_status(&num("100"), T0).unwrap().used, 2_500);
+}
