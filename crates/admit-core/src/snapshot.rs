@@ -48,6 +48,14 @@ fn sorted<K: Ord + Clone + Eq + std::hash::Hash, V: Clone>(m: &Map<K, V>) -> Vec
     v
 }
 
+fn move_map<K: Eq + std::hash::Hash + Clone, V>(to: &Map<K, V>, from: Map<K, V>) {
+    to.clear();
+    for (k, v) in from {
+        to.insert(k, v);
+    }
+    to.shrink_to_fit();
+}
+
 fn fill<K: Eq + std::hash::Hash, V>(m: &Map<K, V>, v: Vec<(K, V)>) {
     for (k, x) in v {
         m.insert(k, x);
@@ -76,6 +84,35 @@ impl Engine {
         let mut out = vec![SNAPSHOT_VERSION];
         out.extend(postcard::to_stdvec(&snap).expect("state encodes"));
         out
+    }
+
+    /// Replaces this engine's state with a snapshot's, in place: [`crate::Reader`]s taken
+    /// before stay valid and see the new state (a replica installing a snapshot from its
+    /// leader, or a restart, keeps the handles the server already holds). On error the
+    /// state is unchanged.
+    pub fn load_snapshot(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let fresh = Engine::restore(bytes)?;
+        let Engine {
+            shared,
+            w,
+            policies,
+        } = fresh;
+        let new = Arc::try_unwrap(shared).expect("a fresh engine has no readers");
+        let sh = &self.shared;
+        move_map(&sh.numbers, new.numbers);
+        move_map(&sh.portfolios, new.portfolios);
+        move_map(&sh.scope_ids, new.scope_ids);
+        move_map(&sh.scopes, new.scopes);
+        move_map(&sh.pairs, new.pairs);
+        move_map(&sh.fep, new.fep);
+        move_map(&sh.optouts, new.optouts);
+        move_map(&sh.marketing_holds, new.marketing_holds);
+        move_map(&sh.pair_backoff, new.pair_backoff);
+        move_map(&sh.templates, new.templates);
+        move_map(&sh.idempotency, new.idempotency);
+        self.w = w;
+        self.policies = policies;
+        Ok(())
     }
 
     /// Rebuilds an engine from [`Engine::snapshot`]'s bytes.

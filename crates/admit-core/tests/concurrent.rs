@@ -76,5 +76,8 @@ fn readers_run_alongside_the_writer() {
     done.store(true, Ordering::Release);
     let checked: u64 = readers.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(checked > 0, "readers made decisions while the writer ran");
-    assert_eq!(e.reader().number_status(&num("100"), T0).unwrap().used, 2_500);
+    assert_eq!(
+        e.reader().number_status(&num("100"), T0).unwrap().used,
+        2_500
+    );
 }

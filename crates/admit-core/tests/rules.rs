@@ -873,6 +873,14 @@ fn expired_state_is_reclaimed_and_snapshots_round_trip() {
         restored.reader().number_status(&num(N), T0),
         h.e.reader().number_status(&num(N), T0)
     );
+    // loading a snapshot in place keeps earlier readers valid
+    let mut other = Engine::new();
+    let r = other.reader();
+    other.load_snapshot(&snap).unwrap();
+    assert_eq!(other.snapshot(), snap);
+    assert_eq!(r.window_entries(), 4_000);
+    assert!(other.load_snapshot(&[7]).is_err());
+    assert_eq!(other.snapshot(), snap, "a bad snapshot changes nothing");
     h.apply(Command::Tick, Ts(T0.0 + DAY - 1)).unwrap();
     assert_eq!(h.e.reader().window_entries(), 4_000);
     h.apply(Command::Tick, Ts(T0.0 + DAY)).unwrap();

@@ -1,0 +1,485 @@
+//! admit-bench: the project's load generator.
+//!
+//! Drives an admit server over gRPC with many concurrent callers and reports decisions/s
+//! and p50/p99/p999 latency per scenario. In the same run it measures an empty tonic
+//! unary service (the standard health `Check`, served in this process on loopback): the
+//! floor no gRPC service on this machine can beat. Every figure is also given as a ratio
+//! to that floor, because this machine is shared and absolute numbers drift between runs.
+//!
+//! ```sh
+//! cargo run --release -p admitd &                      # or any running admitd
+//! cargo run --release -p admit-bench -- --target http://127.0.0.1:50051
+//! ```
+
+use admit_proto::v1 as pb;
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use pb::admin_client::AdminClient;
+use pb::admit_send_client::AdmitSendClient;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Load generator for admit (gRPC AdmitSend)")]
+struct Args {
+    /// The admit server's gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// Concurrent callers (each one request in flight at a time).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections the callers share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Seconds each scenario runs (after a short warm-up).
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Business numbers registered for the run (spread over the shards).
+    #[arg(long, default_value_t = 64)]
+    numbers: u32,
+    /// Customers with an open service window per number.
+    #[arg(long, default_value_t = 100)]
+    window_customers: u32,
+    /// Sends per AdmitBatch call.
+    #[arg(long, default_value_t = 100)]
+    batch: u32,
+    /// Scenarios to run, in order: floor, open, new, batch, mixed, half.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "floor,open,new,batch,mixed,half"
+    )]
+    scenarios: Vec<String>,
+}
+
+/// What one scenario measured.
+struct Report {
+    name: String,
+    decisions: u64,
+    calls: u64,
+    errors: u64,
+    elapsed: Duration,
+    hist: Histogram<u64>,
+}
+
+impl Report {
+    fn per_sec(&self) -> f64 {
+        self.decisions as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1_000.0
+    }
+}
+
+async fn connect(target: &str, n: usize) -> Result<Vec<Channel>> {
+    let mut chans = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let ch = Endpoint::from_shared(target.to_owned())?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {target}"))?;
+        chans.push(ch);
+    }
+    Ok(chans)
+}
+
+/// Runs `call` from `concurrency` callers for `dur`; `call` returns how many decisions the
+/// call made (a batch makes many). With `rate`, callers pace themselves to that many
+/// calls per second in total.
+async fn drive<F, Fut>(name: &str, args: &Args, dur: Duration, rate: Option<f64>, call: F) -> Report
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<u64, tonic::Status>> + Send,
+{
+    let call = Arc::new(call);
+    let seq = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + dur;
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency {
+        let (call, seq) = (call.clone(), seq.clone());
+        let pace = rate.map(|r| Duration::from_secs_f64(args.concurrency as f64 / r));
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let (mut decisions, mut calls, mut errors) = (0u64, 0u64, 0u64);
+            let mut next = Instant::now();
+            while Instant::now() < deadline {
+                if let Some(p) = pace {
+                    next += p;
+                    tokio::time::sleep_until(next.into()).await;
+                }
+                let i = seq.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                match call(w, i).await {
+                    Ok(d) => {
+                        decisions += d;
+                        calls += 1;
+                        let _ = hist.record(t.elapsed().as_micros() as u64);
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (hist, decisions, calls, errors)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let (mut decisions, mut calls, mut errors) = (0, 0, 0);
+    for t in tasks {
+        let (h, d, c, e) = t.await.expect("caller task");
+        hist.add(h).expect("same bounds");
+        decisions += d;
+        calls += c;
+        errors += e;
+    }
+    Report {
+        name: name.to_owned(),
+        decisions,
+        calls,
+        errors,
+        elapsed: start.elapsed(),
+        hist,
+    }
+}
+
+/// An empty unary tonic service on loopback: the health service's `Check`.
+async fn start_floor() -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(async move {
+        let incoming = tokio_stream_incoming(listener);
+        let _ = tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    Ok(addr)
+}
+
+fn tokio_stream_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream_shim::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream_shim::TcpIncoming(listener)
+}
+
+/// A minimal `Stream` of accepted connections, so the bench needs no extra crate.
+mod tokio_stream_shim {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    pub use tonic::codegen::tokio_stream::Stream;
+
+    pub struct TcpIncoming(pub tokio::net::TcpListener);
+
+    impl Stream for TcpIncoming {
+        type Item = std::io::Result<tokio::net::TcpStream>;
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            match self.0.poll_accept(cx) {
+                Poll::Ready(Ok((s, _))) => {
+                    let _ = s.set_nodelay(true);
+                    Poll::Ready(Some(Ok(s)))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+                Poll::Pending => Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Ids unique to this run, so that runs against one server do not collide.
+struct Ids {
+    run: u64,
+}
+
+impl Ids {
+    fn number(&self, i: u32) -> String {
+        format!("9{:06}{:05}", self.run, i)
+    }
+    /// Customer ids: 13 digits, never starting with 0.
+    fn customer(&self, space: u64, i: u64) -> String {
+        format!(
+            "{}{:03}{:09}",
+            1 + space % 9,
+            self.run % 1_000,
+            i % 1_000_000_000
+        )
+    }
+}
+
+fn template(category: pb::TemplateCategory) -> Option<pb::send::Kind> {
+    Some(pb::send::Kind::Template(pb::Template {
+        template_id: "bench_tpl".into(),
+        category: category as i32,
+        name: "bench".into(),
+        language: "en".into(),
+    }))
+}
+
+fn free_form() -> Option<pb::send::Kind> {
+    Some(pb::send::Kind::FreeForm(pb::FreeForm {}))
+}
+
+async fn setup(args: &Args, chans: &[Channel], ids: &Ids) -> Result<()> {
+    let mut admin = AdminClient::new(chans[0].clone());
+    let mut send = AdmitSendClient::new(chans[0].clone());
+    for n in 0..args.numbers {
+        admin
+            .register_number(pb::RegisterNumberRequest {
+                number_id: ids.number(n),
+                profile: "seeds".into(),
+                initial_tier: Some(pb::TierValue {
+                    tier: Some(pb::tier_value::Tier::TierValue(-1)),
+                }),
+                throughput_mps: Some(1_000_000),
+                ..Default::default()
+            })
+            .await
+            .context("registering bench numbers")?;
+        for c in 0..args.window_customers {
+            send.record_inbound(pb::RecordInboundRequest {
+                number_id: ids.number(n),
+                customer_id: ids.customer(1, c as u64),
+                text: Some("hi".into()),
+                ..Default::default()
+            })
+            .await
+            .context("opening service windows")?;
+        }
+    }
+    Ok(())
+}
+
+fn print(reports: &[Report], floor: Option<f64>) {
+    println!(
+        "{:<28} {:>12} {:>10} {:>9} {:>9} {:>9} {:>8} {:>9}",
+        "scenario", "decisions/s", "calls", "p50 ms", "p99 ms", "p999 ms", "errors", "vs floor"
+    );
+    for r in reports {
+        let ratio = floor.map_or("-".to_owned(), |f| format!("{:.2}", r.per_sec() / f));
+        println!(
+            "{:<28} {:>12.0} {:>10} {:>9.3} {:>9.3} {:>9.3} {:>8} {:>9}",
+            r.name,
+            r.per_sec(),
+            r.calls,
+            r.pct(0.5),
+            r.pct(0.99),
+            r.pct(0.999),
+            r.errors,
+            ratio
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.concurrency == 0 || args.seconds == 0 || args.numbers == 0 || args.batch == 0 {
+        bail!("--concurrency, --seconds, --numbers and --batch must be at least 1");
+    }
+    let dur = Duration::from_secs(args.seconds);
+    let run = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64 % 1_000_000;
+    let ids = Arc::new(Ids { run });
+    let wants = |s: &str| args.scenarios.iter().any(|x| x == s);
+    let mut reports = Vec::new();
+    let mut floor_rate = None;
+
+    if wants("floor") {
+        let addr = start_floor().await?;
+        let chans = connect(&format!("http://{addr}"), args.connections).await?;
+        let clients: Vec<_> = chans
+            .iter()
+            .map(|c| tonic_health::pb::health_client::HealthClient::new(c.clone()))
+            .collect();
+        let clients = Arc::new(clients);
+        let r = drive(
+            "floor: empty unary (health)",
+            &args,
+            dur,
+            None,
+            move |w, _| {
+                let mut c = clients[w % clients.len()].clone();
+                async move {
+                    c.check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .map(|_| 1)
+                }
+            },
+        )
+        .await;
+        floor_rate = Some(r.per_sec());
+        reports.push(r);
+    }
+
+    let needs_server = args.scenarios.iter().any(|s| s != "floor");
+    if needs_server {
+        let chans = connect(&args.target, args.connections).await?;
+        setup(&args, &chans, &ids).await?;
+        let clients: Arc<Vec<_>> = Arc::new(
+            chans
+                .iter()
+                .map(|c| AdmitSendClient::new(c.clone()))
+                .collect(),
+        );
+        let numbers = args.numbers as u64;
+        let wc = args.window_customers as u64;
+
+        let open = {
+            let (clients, ids) = (clients.clone(), ids.clone());
+            move |w: usize, i: u64| {
+                let mut c = clients[w % clients.len()].clone();
+                let req = pb::AdmitRequest {
+                    send: Some(pb::Send {
+                        number_id: ids.number((i % numbers) as u32),
+                        customer_id: ids.customer(1, (i / numbers) % wc),
+                        kind: free_form(),
+                        ..Default::default()
+                    }),
+                };
+                async move { c.admit(req).await.map(|_| 1) }
+            }
+        };
+        let mut open_rate = None;
+        if wants("open") {
+            let r = drive("open-window admits", &args, dur, None, open.clone()).await;
+            open_rate = Some(r.per_sec());
+            reports.push(r);
+        }
+        let fresh = Arc::new(AtomicU64::new(0));
+        if wants("new") {
+            let (clients, ids, fresh) = (clients.clone(), ids.clone(), fresh.clone());
+            let r = drive("new-conversation admits", &args, dur, None, move |w, i| {
+                let mut c = clients[w % clients.len()].clone();
+                let k = fresh.fetch_add(1, Ordering::Relaxed);
+                let req = pb::AdmitRequest {
+                    send: Some(pb::Send {
+                        number_id: ids.number((i % numbers) as u32),
+                        customer_id: ids.customer(2, k),
+                        kind: template(pb::TemplateCategory::Utility),
+                        ..Default::default()
+                    }),
+                };
+                async move {
+                    let d = c.admit(req).await?.into_inner();
+                    match d.decision {
+                        Some(d) if d.counted => Ok(1),
+                        _ => Err(tonic::Status::internal(
+                            "expected a new counted conversation",
+                        )),
+                    }
+                }
+            })
+            .await;
+            reports.push(r);
+        }
+        if wants("batch") {
+            let (clients, ids, fresh) = (clients.clone(), ids.clone(), fresh.clone());
+            let size = args.batch as u64;
+            let r = drive(
+                &format!("AdmitBatch of {size} (new)"),
+                &args,
+                dur,
+                None,
+                move |w, i| {
+                    let mut c = clients[w % clients.len()].clone();
+                    let base = fresh.fetch_add(size, Ordering::Relaxed);
+                    let sends = (0..size)
+                        .map(|j| pb::Send {
+                            number_id: ids.number(((i + j) % numbers) as u32),
+                            customer_id: ids.customer(2, base + j),
+                            kind: template(pb::TemplateCategory::Utility),
+                            ..Default::default()
+                        })
+                        .collect();
+                    async move {
+                        let resp = c
+                            .admit_batch(pb::AdmitBatchRequest { sends })
+                            .await?
+                            .into_inner();
+                        Ok(resp.results.len() as u64)
+                    }
+                },
+            )
+            .await;
+            reports.push(r);
+        }
+        if wants("mixed") {
+            let (clients, ids, fresh) = (clients.clone(), ids.clone(), fresh.clone());
+            let r = drive("mixed 80/15/5", &args, dur, None, move |w, i| {
+                let mut c = clients[w % clients.len()].clone();
+                let number = ids.number((i % numbers) as u32);
+                let ids = ids.clone();
+                let k = fresh.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    match i % 20 {
+                        0 => {
+                            c.record_inbound(pb::RecordInboundRequest {
+                                number_id: number,
+                                customer_id: ids.customer(3, k),
+                                text: Some("hello".into()),
+                                ..Default::default()
+                            })
+                            .await?;
+                        }
+                        1..=3 => {
+                            c.admit(pb::AdmitRequest {
+                                send: Some(pb::Send {
+                                    number_id: number,
+                                    customer_id: ids.customer(2, k),
+                                    kind: template(pb::TemplateCategory::Marketing),
+                                    ..Default::default()
+                                }),
+                            })
+                            .await?;
+                        }
+                        _ => {
+                            c.admit(pb::AdmitRequest {
+                                send: Some(pb::Send {
+                                    number_id: number,
+                                    customer_id: ids.customer(1, (i / numbers) % wc),
+                                    kind: free_form(),
+                                    ..Default::default()
+                                }),
+                            })
+                            .await?;
+                        }
+                    }
+                    Ok(1)
+                }
+            })
+            .await;
+            reports.push(r);
+        }
+        if wants("half") {
+            let max = match open_rate {
+                Some(r) => r,
+                None => drive(
+                    "open-window (max, for half)",
+                    &args,
+                    dur,
+                    None,
+                    open.clone(),
+                )
+                .await
+                .per_sec(),
+            };
+            let r = drive(
+                "open-window at half max load",
+                &args,
+                dur,
+                Some(max / 2.0),
+                open,
+            )
+            .await;
+            reports.push(r);
+        }
+    }
+    print(&reports, floor_rate);
+    Ok(())
+}
