@@ -1,0 +1,311 @@
+//! Raft transport over gRPC (tonic): one HTTP/2 channel per destination node,
+//! shared by every Raft group; each call names its group. Raft messages are
+//! postcard-encoded openraft structures inside `proto/admit/internal/raft.proto`
+//! frames.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::impls::BasicNode;
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, Raft};
+use openraft_multi::{GroupNetworkAdapter, GroupRouter};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::journal::io_err;
+use crate::pb::raft_transport_client::RaftTransportClient;
+use crate::pb::raft_transport_server::RaftTransport;
+use crate::pb::{RaftReply, RaftRequest, RaftRpcKind};
+use crate::sm::StateMachine;
+use crate::store::{decode, encode};
+use crate::types::{SnapshotMetaT, SnapshotT, VoteT, C};
+use crate::App;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Default)]
+struct RouterInner {
+    /// node id -> (address, lazily connected channel)
+    peers: Mutex<HashMap<u64, (String, RaftTransportClient<Channel>)>>,
+}
+
+/// Connection pool shared by all groups of a node.
+pub(crate) struct GrpcRouter<A> {
+    inner: Arc<RouterInner>,
+    _app: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for GrpcRouter<A> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            _app: PhantomData,
+        }
+    }
+}
+
+impl<A> std::fmt::Debug for GrpcRouter<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcRouter").finish_non_exhaustive()
+    }
+}
+
+impl<A: App> GrpcRouter<A> {
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: Arc::default(),
+            _app: PhantomData,
+        }
+    }
+
+    /// Register (or update) the address of `node`. A changed address replaces the channel.
+    pub(crate) fn set_addr(&self, node: u64, addr: &str) -> Result<(), tonic::transport::Error> {
+        let mut peers = lock(&self.inner.peers);
+        if peers.get(&node).is_some_and(|(a, _)| a == addr) {
+            return Ok(());
+        }
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let channel = Endpoint::from_shared(uri)?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .connect_lazy();
+        peers.insert(node, (addr.to_string(), RaftTransportClient::new(channel)));
+        Ok(())
+    }
+
+    fn client(&self, node: u64) -> Result<RaftTransportClient<Channel>, RPCError<C<A>>> {
+        lock(&self.inner.peers)
+            .get(&node)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| {
+                RPCError::Unreachable(Unreachable::new(&io_err(format!(
+                    "no address for node {node}"
+                ))))
+            })
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        target: u64,
+        group: u32,
+        kind: RaftRpcKind,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<C<A>>> {
+        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = self.client(target)?;
+        let request = RaftRequest {
+            group,
+            kind: kind as i32,
+            payload,
+        };
+        let reply = match tokio::time::timeout(ttl, client.call(request)).await {
+            Err(_) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&io_err(format!(
+                    "rpc to node {target} timed out after {ttl:?}"
+                )))))
+            }
+            Ok(Err(status)) => return Err(RPCError::Unreachable(Unreachable::new(&status))),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let res: Result<Resp, String> =
+            decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        res.map_err(|e| RPCError::Network(NetworkError::new(&io_err(e))))
+    }
+}
+
+impl<A: App> GroupRouter<C<A>, u32> for GrpcRouter<A> {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &self,
+        target: u64,
+        group_id: u32,
+        rpc: AppendEntriesRequest<C<A>>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C<A>>, RPCError<C<A>>> {
+        self.call(
+            target,
+            group_id,
+            RaftRpcKind::AppendEntries,
+            &rpc,
+            option.hard_ttl(),
+        )
+        .await
+    }
+
+    async fn vote(
+        &self,
+        target: u64,
+        group_id: u32,
+        rpc: VoteRequest<C<A>>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C<A>>, RPCError<C<A>>> {
+        self.call(target, group_id, RaftRpcKind::Vote, &rpc, option.hard_ttl())
+            .await
+    }
+
+    async fn pre_vote(
+        &self,
+        target: u64,
+        group_id: u32,
+        rpc: VoteRequest<C<A>>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C<A>>, RPCError<C<A>>> {
+        self.call(
+            target,
+            group_id,
+            RaftRpcKind::PreVote,
+            &rpc,
+            option.hard_ttl(),
+        )
+        .await
+    }
+
+    async fn full_snapshot(
+        &self,
+        target: u64,
+        group_id: u32,
+        vote: VoteT<A>,
+        snapshot: SnapshotT<A>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<C<A>>, StreamingError<C<A>>> {
+        let req = (vote, snapshot.meta, snapshot.snapshot);
+        // Snapshots may be large: allow a generous multiple of the soft TTL.
+        let ttl = option.hard_ttl().max(Duration::from_secs(30));
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            r = self.call(target, group_id, RaftRpcKind::FullSnapshot, &req, ttl) => r.map_err(StreamingError::from),
+        }
+    }
+
+    async fn transfer_leader(
+        &self,
+        target: u64,
+        group_id: u32,
+        req: TransferLeaderRequest<C<A>>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C<A>>, RPCError<C<A>>> {
+        self.call(
+            target,
+            group_id,
+            RaftRpcKind::TransferLeader,
+            &req,
+            option.hard_ttl(),
+        )
+        .await
+    }
+}
+
+/// Per-group network factory handed to openraft.
+pub(crate) struct NetFactory<A> {
+    pub(crate) router: GrpcRouter<A>,
+    pub(crate) group: u32,
+}
+
+impl<A: App> RaftNetworkFactory<C<A>> for NetFactory<A> {
+    type Network = GroupNetworkAdapter<C<A>, u32, GrpcRouter<A>>;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        if let Err(e) = self.router.set_addr(target, &node.addr) {
+            tracing::warn!(target, addr = %node.addr, error = %e, "bad raft peer address");
+        }
+        GroupNetworkAdapter::new(self.router.clone(), target, self.group)
+    }
+}
+
+pub(crate) type GroupRaft<A> = Raft<C<A>, StateMachine<A>>;
+
+/// gRPC service that receives Raft RPCs for every group of this node.
+///
+/// Mount it on a tonic server with [`RaftNode::grpc_service`](crate::RaftNode::grpc_service),
+/// or let the node serve it on [`NodeConfig::listen_addr`](crate::NodeConfig::listen_addr).
+pub struct RaftGrpcService<A: App> {
+    pub(crate) groups: Arc<Vec<GroupRaft<A>>>,
+}
+
+impl<A: App> std::fmt::Debug for RaftGrpcService<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftGrpcService")
+            .field("groups", &self.groups.len())
+            .finish()
+    }
+}
+
+fn reply<T: Serialize>(r: Result<T, String>) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+    let payload = encode(&r).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    Ok(tonic::Response::new(RaftReply { payload }))
+}
+
+fn req<T: DeserializeOwned>(b: &[u8]) -> Result<T, tonic::Status> {
+    decode(b).map_err(|e| tonic::Status::invalid_argument(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl<A: App> RaftTransport for RaftGrpcService<A> {
+    async fn call(
+        &self,
+        request: tonic::Request<RaftRequest>,
+    ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+        let r = request.into_inner();
+        let raft = self
+            .groups
+            .get(r.group as usize)
+            .ok_or_else(|| tonic::Status::not_found(format!("no raft group {}", r.group)))?;
+        let kind = RaftRpcKind::try_from(r.kind)
+            .map_err(|_| tonic::Status::invalid_argument("unknown raft rpc kind"))?;
+        match kind {
+            RaftRpcKind::AppendEntries => {
+                let rpc: AppendEntriesRequest<C<A>> = req(&r.payload)?;
+                reply(raft.append_entries(rpc).await.map_err(|e| e.to_string()))
+            }
+            RaftRpcKind::Vote => {
+                let rpc: VoteRequest<C<A>> = req(&r.payload)?;
+                reply(raft.vote(rpc).await.map_err(|e| e.to_string()))
+            }
+            RaftRpcKind::PreVote => {
+                let rpc: VoteRequest<C<A>> = req(&r.payload)?;
+                reply(raft.pre_vote(rpc).await.map_err(|e| e.to_string()))
+            }
+            RaftRpcKind::FullSnapshot => {
+                let (vote, meta, data): (VoteT<A>, SnapshotMetaT<A>, Vec<u8>) = req(&r.payload)?;
+                let snapshot = openraft::storage::Snapshot {
+                    meta,
+                    snapshot: data,
+                };
+                reply(
+                    raft.install_full_snapshot(vote, snapshot)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            RaftRpcKind::TransferLeader => {
+                let rpc: TransferLeaderRequest<C<A>> = req(&r.payload)?;
+                reply(
+                    raft.handle_transfer_leader(rpc)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            RaftRpcKind::Unspecified => Err(tonic::Status::invalid_argument("unspecified rpc")),
+        }
+    }
+}

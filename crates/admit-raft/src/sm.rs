@@ -1,0 +1,196 @@
+//! The openraft state machine of one group: the [`App`] in memory plus its
+//! latest snapshot in the journal.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use futures_util::{Stream, TryStreamExt};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership};
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{io_err, Journal, Ks, Mutation};
+use crate::store::{decode, encode};
+use crate::types::{LogIdT, SnapshotMetaT, SnapshotT, StoredMembershipT, C};
+use crate::App;
+
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub(crate) struct StoredSnapshot<A: App> {
+    pub(crate) meta: SnapshotMetaT<A>,
+    pub(crate) data: Vec<u8>,
+}
+
+impl<A: App> Clone for StoredSnapshot<A> {
+    fn clone(&self) -> Self {
+        Self {
+            meta: self.meta.clone(),
+            data: self.data.clone(),
+        }
+    }
+}
+
+pub(crate) fn snap_key(shard: u32) -> Vec<u8> {
+    shard.to_be_bytes().to_vec()
+}
+
+type Current<A> = Arc<Mutex<Option<Arc<StoredSnapshot<A>>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// State machine of one group. Owned by openraft's state-machine task.
+pub(crate) struct StateMachine<A: App> {
+    shard: u32,
+    pub(crate) app: A,
+    applied: Option<LogIdT<A>>,
+    membership: StoredMembershipT<A>,
+    journal: Arc<Journal>,
+    current: Current<A>,
+}
+
+impl<A: App> StateMachine<A> {
+    /// Build the state machine of `shard`, restoring `app` from the group's
+    /// latest snapshot if there is one. Log entries after the snapshot are
+    /// replayed by openraft afterwards.
+    pub(crate) fn open(shard: u32, mut app: A, journal: Arc<Journal>) -> io::Result<Self> {
+        let stored: Option<StoredSnapshot<A>> = journal
+            .snaps
+            .get(snap_key(shard))
+            .map_err(io_err)?
+            .map(|b| decode(&b))
+            .transpose()?;
+        let (applied, membership, current) = match stored {
+            Some(s) => {
+                app.restore(&s.data).map_err(io_err)?;
+                (
+                    s.meta.last_log_id,
+                    s.meta.last_membership.clone(),
+                    Some(Arc::new(s)),
+                )
+            }
+            None => (None, StoredMembership::default(), None),
+        };
+        Ok(Self {
+            shard,
+            app,
+            applied,
+            membership,
+            journal,
+            current: Arc::new(Mutex::new(current)),
+        })
+    }
+}
+
+async fn persist_snapshot<A: App>(
+    journal: &Journal,
+    shard: u32,
+    snap: &StoredSnapshot<A>,
+) -> io::Result<()> {
+    let bytes = encode(snap)?;
+    journal
+        .submit_wait(vec![Mutation::Put(Ks::Snapshots, snap_key(shard), bytes)])
+        .await
+}
+
+/// Holds a copy of the state taken on the state-machine task; persists it.
+pub(crate) struct SnapBuilder<A: App> {
+    shard: u32,
+    snap: Option<StoredSnapshot<A>>,
+    journal: Arc<Journal>,
+    current: Current<A>,
+}
+
+impl<A: App> RaftSnapshotBuilder<C<A>> for SnapBuilder<A> {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotT<A>, io::Error> {
+        let snap = self
+            .snap
+            .take()
+            .ok_or_else(|| io_err("snapshot builder used twice"))?;
+        persist_snapshot(&self.journal, self.shard, &snap).await?;
+        let out = Snapshot {
+            meta: snap.meta.clone(),
+            snapshot: snap.data.clone(),
+        };
+        *lock(&self.current) = Some(Arc::new(snap));
+        Ok(out)
+    }
+}
+
+impl<A: App> RaftStateMachine<C<A>> for StateMachine<A> {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = SnapBuilder<A>;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdT<A>>, StoredMembershipT<A>), io::Error> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<C<A>>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id();
+            let resp = match entry.payload {
+                EntryPayload::Blank => A::Response::default(),
+                EntryPayload::Normal(cmd) => self.app.apply(log_id.index, cmd.0),
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(log_id), m);
+                    A::Response::default()
+                }
+            };
+            self.applied = Some(log_id);
+            if let Some(r) = responder {
+                r.send(resp);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let meta = SnapshotMetaT::<A> {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+        };
+        SnapBuilder {
+            shard: self.shard,
+            snap: Some(StoredSnapshot {
+                meta,
+                data: self.app.snapshot(),
+            }),
+            journal: self.journal.clone(),
+            current: self.current.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaT<A>,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        self.app.restore(&snapshot).map_err(io_err)?;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        let snap = StoredSnapshot {
+            meta: meta.clone(),
+            data: snapshot,
+        };
+        persist_snapshot(&self.journal, self.shard, &snap).await?;
+        *lock(&self.current) = Some(Arc::new(snap));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotT<A>>, io::Error> {
+        let cur = lock(&self.current).clone();
+        Ok(cur.map(|s| Snapshot {
+            meta: s.meta.clone(),
+            snapshot: s.data.clone(),
+        }))
+    }
+}

@@ -1,0 +1,67 @@
+//! A tiny test App: named counters that remember which command ids they applied.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use admit_raft::{App, NodeConfig};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Add {
+    pub key: String,
+    pub id: u64,
+    pub by: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// key -> (total, ids applied in order)
+    pub counters: BTreeMap<String, (u64, Vec<u64>)>,
+    /// last applied log index (must only grow)
+    pub last_index: u64,
+    /// set if apply ever saw a non-increasing index
+    pub index_went_back: bool,
+}
+
+/// The App keeps its state behind an `Arc<Mutex<_>>` so tests can hold a reader handle.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub state: Arc<Mutex<State>>,
+}
+
+impl App for Counters {
+    type Command = Add;
+    type Response = u64;
+
+    fn apply(&mut self, index: u64, cmd: Add) -> u64 {
+        let mut s = self.state.lock().unwrap();
+        if index <= s.last_index {
+            s.index_went_back = true;
+        }
+        s.last_index = index;
+        let e = s.counters.entry(cmd.key).or_default();
+        e.0 += cmd.by;
+        e.1.push(cmd.id);
+        e.0
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        postcard::to_allocvec(&*self.state.lock().unwrap()).unwrap()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let s: State = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        *self.state.lock().unwrap() = s;
+        Ok(())
+    }
+}
+
+pub fn config(dir: &std::path::Path, shards: u32) -> NodeConfig {
+    let mut c = NodeConfig::new(1, dir, shards);
+    c.heartbeat = Duration::from_millis(50);
+    c.election_timeout = (Duration::from_millis(200), Duration::from_millis(400));
+    c
+}

@@ -1,0 +1,294 @@
+//! Single-node behaviour: writes, restart, snapshot + purge, kill -9.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use admit_raft::{RaftNode, WriteError};
+use common::{config, Add, Counters, State};
+
+async fn states(node: &RaftNode<Counters>) -> Vec<State> {
+    let mut out = Vec::new();
+    for shard in 0..node.shards() {
+        let s = node
+            .with_app(shard, |a: &Counters| a.state.lock().unwrap().clone())
+            .await
+            .unwrap();
+        out.push(s);
+    }
+    out
+}
+
+fn add(key: &str, id: u64) -> Add {
+    Add {
+        key: key.to_string(),
+        id,
+        by: id % 7 + 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reads_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = RaftNode::start(config(dir.path(), 4), |_| Counters::default())
+        .await
+        .unwrap();
+
+    let mut expected: BTreeMap<(u32, String), u64> = BTreeMap::new();
+    for id in 0..200u64 {
+        let shard = (id % 4) as u32;
+        let key = format!("k{}", id % 5);
+        let resp = node.write(shard, add(&key, id)).await.unwrap();
+        let e = expected.entry((shard, key)).or_default();
+        *e += id % 7 + 1;
+        assert_eq!(resp, *e);
+    }
+
+    // Concurrent writes from many tasks.
+    let mut tasks = Vec::new();
+    for t in 0..32u64 {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20u64 {
+                let id = 1_000 + t * 100 + i;
+                node.write((t % 4) as u32, add("c", id)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let st = states(&node).await;
+    let total_c: usize = st
+        .iter()
+        .map(|s| s.counters.get("c").map_or(0, |c| c.1.len()))
+        .sum();
+    assert_eq!(total_c, 32 * 20);
+    assert!(st.iter().all(|s| !s.index_went_back));
+
+    // Batched writes.
+    let rs = node
+        .write_many(1, (0..10).map(|i| add("m", 5_000 + i)).collect())
+        .await
+        .unwrap();
+    assert_eq!(rs.len(), 10);
+    assert!(rs.iter().all(|r| r.is_ok()));
+
+    // Reads.
+    for shard in 0..4 {
+        node.ensure_linearizable(shard).await.unwrap();
+        assert!(node.is_leader_with_lease(shard), "lease on shard {shard}");
+        assert_eq!(node.leader(shard), Some(1));
+    }
+
+    // Bad input never panics.
+    assert_eq!(
+        node.write(99, add("x", 1)).await,
+        Err(WriteError::NoSuchShard(99))
+    );
+    assert!(node.ensure_linearizable(99).await.is_err());
+    assert!(!node.is_leader_with_lease(99));
+
+    let c = node.journal_counters();
+    assert!(c.fsyncs > 0 && c.ops >= c.fsyncs);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_recovers_identical_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let node = RaftNode::start(config(dir.path(), 3), |_| Counters::default())
+            .await
+            .unwrap();
+        for id in 0..150u64 {
+            node.write((id % 3) as u32, add(&format!("k{}", id % 4), id))
+                .await
+                .unwrap();
+        }
+        let s = states(&node).await;
+        node.shutdown().await.unwrap();
+        s
+    };
+    let node = RaftNode::start(config(dir.path(), 3), |_| Counters::default())
+        .await
+        .unwrap();
+    assert_eq!(states(&node).await, before);
+    // And it keeps working.
+    node.write(0, add("after", 1)).await.unwrap();
+    node.shutdown().await.unwrap();
+
+    // A different shard count on the same data dir is refused.
+    let err = RaftNode::start(config(dir.path(), 5), |_| Counters::default()).await;
+    assert!(err.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_purge_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 2);
+    cfg.snapshot_every = 50;
+    cfg.keep_logs_after_snapshot = 0;
+    cfg.purge_batch_size = 1;
+    let before = {
+        let node = RaftNode::start(cfg.clone(), |_| Counters::default())
+            .await
+            .unwrap();
+        for id in 0..400u64 {
+            node.write((id % 2) as u32, add(&format!("k{}", id % 3), id))
+                .await
+                .unwrap();
+        }
+        // Automatic snapshots (every 50 entries) purged the log.
+        for shard in 0..2 {
+            let t0 = Instant::now();
+            while node.purged_index(shard).is_none() && t0.elapsed() < Duration::from_secs(5) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(node.purged_index(shard).is_some(), "shard {shard} purged");
+        }
+        // Explicit snapshot; then a few writes after it (replayed on restart).
+        node.snapshot(0).await.unwrap();
+        for id in 400..410u64 {
+            node.write(0, add("tail", id)).await.unwrap();
+        }
+        let s = states(&node).await;
+        node.shutdown().await.unwrap();
+        s
+    };
+    let node = RaftNode::start(cfg, |_| Counters::default()).await.unwrap();
+    assert!(node.purged_index(0).is_some());
+    assert_eq!(states(&node).await, before);
+    node.shutdown().await.unwrap();
+}
+
+const CHILD_DIR: &str = "ADMIT_RAFT_TEST_CHILD_DIR";
+const CHILD_ROUND: &str = "ADMIT_RAFT_TEST_CHILD_ROUND";
+
+/// Not a real test: the body of the child process of `kill_9_keeps_acknowledged_writes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_writer_process() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let round: u64 = std::env::var(CHILD_ROUND).unwrap().parse().unwrap();
+    let mut cfg = config(std::path::Path::new(&dir), 8);
+    cfg.snapshot_every = 100;
+    cfg.keep_logs_after_snapshot = 10;
+    let node = RaftNode::start(cfg, |_| Counters::default()).await.unwrap();
+    println!("READY");
+    let mut tasks = Vec::new();
+    for t in 0..16u64 {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0.. {
+                let id = round * 1_000_000_000 + t * 1_000_000 + i;
+                let shard = ((t + i) % 8) as u32;
+                let key = format!("k{}", i % 3);
+                let total = node
+                    .write(
+                        shard,
+                        Add {
+                            key: key.clone(),
+                            id,
+                            by: 1,
+                        },
+                    )
+                    .await
+                    .unwrap();
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "ACK {shard} {key} {id} {total}").unwrap();
+                out.flush().unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_keeps_acknowledged_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked: Vec<(u32, String, u64)> = Vec::new();
+    for round in 0..2 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_writer_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR, dir.path())
+            .env(CHILD_ROUND, round.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("ACK ") {
+                    let p: Vec<&str> = rest.split(' ').collect();
+                    lines.push((
+                        p[0].parse::<u32>().unwrap(),
+                        p[1].to_string(),
+                        p[2].parse::<u64>().unwrap(),
+                    ));
+                }
+            }
+            lines
+        });
+        // Let it write for a while, then SIGKILL mid-flight.
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(1500 + 500 * round as u64) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().unwrap(); // SIGKILL on Unix
+        let _ = child.wait();
+        let got = reader.join().unwrap();
+        assert!(!got.is_empty(), "child acknowledged nothing");
+        acked.extend(got);
+    }
+
+    let node = RaftNode::start(
+        {
+            let mut c = config(dir.path(), 8);
+            c.snapshot_every = 100;
+            c.keep_logs_after_snapshot = 10;
+            c
+        },
+        |_| Counters::default(),
+    )
+    .await
+    .unwrap();
+    let st = states(&node).await;
+    for (shard, s) in st.iter().enumerate() {
+        assert!(!s.index_went_back, "shard {shard} replayed out of order");
+        for (key, (total, ids)) in &s.counters {
+            let uniq: BTreeSet<u64> = ids.iter().copied().collect();
+            assert_eq!(
+                uniq.len(),
+                ids.len(),
+                "shard {shard} key {key}: applied twice"
+            );
+            assert_eq!(*total, ids.len() as u64, "shard {shard} key {key}: total");
+        }
+    }
+    for (shard, key, id) in &acked {
+        let s = &st[*shard as usize];
+        let ids = &s.counters.get(key).expect("acked key missing").1;
+        assert!(ids.contains(id), "acked write {id} on shard {shard} lost");
+    }
+    eprintln!(
+        "kill -9 test: {} acknowledged writes all present",
+        acked.len()
+    );
+    node.shutdown().await.unwrap();
+}
