@@ -1,0 +1,7 @@
+//! Hosts admit's top-level end-to-end tests (`tests/e2e.rs` at the workspace
+//! root, helpers in `tests/support/`). Run them with `cargo test -p admit-it`.
+//!
+//! The tests start real servers: in-process through `admit-server` on an
+//! ephemeral 127.0.0.1 port with a temporary data dir, and, for the crash
+//! test, the `admitd` binary as a child process (built on demand). They talk
+//! gRPC over loopback only, run on the test clock, and stop what they start.

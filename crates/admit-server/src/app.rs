@@ -1,0 +1,137 @@
+//! The Raft state machine of one shard: [`admit_core::Engine`] behind the
+//! [`admit_raft::App`] contract.
+//!
+//! A log entry is a [`Stamped`] command: the core command plus the time the
+//! proposing leader read from its clock. Every replica applies it at that time,
+//! so they all decide alike; the decision that opens (and counts) a
+//! conversation is taken here, when the entry is applied, never on the leader
+//! before commit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use admit_core::{AdmitRequest, Command, CoreError, Engine, Output, Reader, Reason, Ts};
+use serde::{Deserialize, Serialize};
+
+/// A command as it is stored in the log: the core command and its time.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Stamped {
+    /// The service-clock time the proposer stamped (UTC ms).
+    pub at: Ts,
+    pub cmd: Command,
+}
+
+/// What applying a [`Stamped`] command gave. `out` is `None` only for Raft's
+/// internal entries (blank, membership), which carry no command; admit-raft
+/// needs a `Default` response for them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Reply {
+    pub out: Option<Result<Output, CoreError>>,
+    /// The decision is one recorded earlier for the same idempotency key.
+    pub replayed: bool,
+}
+
+/// A reader handle that survives snapshot installs.
+///
+/// Snapshots are loaded in place ([`Engine::load_snapshot`]), so readers stay
+/// valid; the slot is refreshed on restore anyway, so the server does not
+/// depend on that detail. Handlers clone the current reader out of it (one
+/// uncontended read lock, a pointer copy).
+#[derive(Clone, Debug)]
+pub struct ReaderSlot {
+    reader: Arc<RwLock<Reader>>,
+    applied: Arc<AtomicU64>,
+}
+
+impl ReaderSlot {
+    /// The current reader of the shard's applied state.
+    pub fn get(&self) -> Reader {
+        self.reader
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The Raft log index of the last entry applied (0 before any).
+    pub fn applied_index(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+}
+
+/// One shard's replicated state machine.
+#[derive(Debug)]
+pub struct ShardApp {
+    engine: Engine,
+    slot: ReaderSlot,
+}
+
+impl ShardApp {
+    /// A fresh, empty shard and the reader slot that follows it.
+    pub fn new() -> (ShardApp, ReaderSlot) {
+        let engine = Engine::new();
+        let slot = ReaderSlot {
+            reader: Arc::new(RwLock::new(engine.reader())),
+            applied: Arc::new(AtomicU64::new(0)),
+        };
+        (
+            ShardApp {
+                engine,
+                slot: slot.clone(),
+            },
+            slot,
+        )
+    }
+
+    /// The engine (for reads on the state-machine task, e.g. policies).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// Whether the engine holds a recorded NEW_CONVERSATION decision for this
+/// keyed request. The core does not say when it returns a recorded decision;
+/// but `try_fast` answers NEW_CONVERSATION only from the idempotency record
+/// (a conversation is never opened from memory), so that answer identifies a
+/// replay. Read-only.
+pub fn is_replay(reader: &Reader, req: &AdmitRequest, now: Ts) -> bool {
+    req.idempotency_key.is_some()
+        && reader
+            .try_fast(req, now)
+            .is_some_and(|d| d.reason == Reason::NewConversation)
+}
+
+impl admit_raft::App for ShardApp {
+    type Command = Stamped;
+    type Response = Reply;
+
+    fn apply(&mut self, index: u64, cmd: Stamped) -> Reply {
+        let replayed = match &cmd.cmd {
+            Command::Admit(req) if req.idempotency_key.is_some() => {
+                is_replay(&self.engine.reader(), req, cmd.at)
+            }
+            _ => false,
+        };
+        let out = self.engine.apply(cmd.cmd, cmd.at);
+        self.slot.applied.store(index, Ordering::Release);
+        Reply {
+            out: Some(out),
+            replayed,
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        // the applied index is not part of the bytes: admit-raft keeps it in
+        // the snapshot's metadata, and replicas must produce identical bytes
+        self.engine.snapshot()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        // in place: readers handed out before keep seeing the state
+        self.engine
+            .load_snapshot(bytes)
+            .map_err(|e| e.to_string())?;
+        // and the slot follows the engine in any case
+        *self.slot.reader.write().unwrap_or_else(|p| p.into_inner()) = self.engine.reader();
+        Ok(())
+    }
+}

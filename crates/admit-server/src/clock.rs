@@ -1,0 +1,105 @@
+//! The service clock (SPEC section 12): UTC milliseconds from the system, or a
+//! controllable test clock when the server was started in test mode.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use admit_core::Ts;
+
+/// Why the test clock refused a change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClockError {
+    #[error("the clock is not controllable: the server was not started in test mode")]
+    NotTestMode,
+    #[error("now_unix_ms {requested} is before the current clock {current}: time never goes back")]
+    Backwards { requested: u64, current: u64 },
+}
+
+/// The clock every rule runs on. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Clock {
+    /// The system's UTC clock, made monotonic (a step back of the system clock
+    /// reads as the latest value seen).
+    System(Arc<AtomicU64>),
+    /// A clock that moves only when told to (test mode).
+    Test(Arc<AtomicU64>),
+}
+
+fn system_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock::System(Arc::new(AtomicU64::new(system_ms())))
+    }
+
+    /// A test clock starting at `start` (or at the system time).
+    pub fn test(start: Option<Ts>) -> Clock {
+        Clock::Test(Arc::new(AtomicU64::new(
+            start.map_or_else(system_ms, |t| t.ms()),
+        )))
+    }
+
+    pub fn is_test(&self) -> bool {
+        matches!(self, Clock::Test(_))
+    }
+
+    pub fn now(&self) -> Ts {
+        match self {
+            Clock::System(last) => {
+                let s = system_ms();
+                Ts(last.fetch_max(s, Ordering::AcqRel).max(s))
+            }
+            Clock::Test(t) => Ts(t.load(Ordering::Acquire)),
+        }
+    }
+
+    /// Sets the test clock; never backwards.
+    pub fn set(&self, to: Ts) -> Result<Ts, ClockError> {
+        let Clock::Test(t) = self else {
+            return Err(ClockError::NotTestMode);
+        };
+        let prev = t.fetch_max(to.ms(), Ordering::AcqRel);
+        if prev > to.ms() {
+            return Err(ClockError::Backwards {
+                requested: to.ms(),
+                current: prev,
+            });
+        }
+        Ok(to)
+    }
+
+    /// Moves the test clock forward by `by_ms`.
+    pub fn advance(&self, by_ms: u64) -> Result<Ts, ClockError> {
+        let Clock::Test(t) = self else {
+            return Err(ClockError::NotTestMode);
+        };
+        let prev = t.fetch_add(by_ms, Ordering::AcqRel);
+        Ok(Ts(prev.saturating_add(by_ms)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_clock_never_goes_back() {
+        let c = Clock::test(Some(Ts(1_000)));
+        assert_eq!(c.now(), Ts(1_000));
+        assert_eq!(c.advance(500).unwrap(), Ts(1_500));
+        assert!(matches!(
+            c.set(Ts(1_499)),
+            Err(ClockError::Backwards { .. })
+        ));
+        assert_eq!(c.now(), Ts(1_500));
+        assert_eq!(c.set(Ts(2_000)).unwrap(), Ts(2_000));
+        assert_eq!(c.now(), Ts(2_000));
+        assert_eq!(Clock::system().set(Ts(1)), Err(ClockError::NotTestMode));
+    }
+}

@@ -1,0 +1,271 @@
+//! Starting, running and stopping one admit node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use admit_core::rate::RateLimiter;
+use admit_core::{Command, Ts};
+use admit_proto::v1::admin_server::AdminServer;
+use admit_proto::v1::admit_send_server::AdmitSendServer;
+use admit_proto::v1::cluster_server::ClusterServer;
+use admit_proto::v1::test_clock_server::TestClockServer;
+use admit_raft::{NodeConfig, RaftNode};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::{ReaderSlot, ShardApp};
+use crate::clock::Clock;
+use crate::ctx::Ctx;
+use crate::protect::{Protect, Quota};
+use crate::routing::Router;
+use crate::service::admin::AdminService;
+use crate::service::admit::AdmitService;
+use crate::service::clock::ClockService;
+use crate::service::cluster::ClusterService;
+
+/// Everything a node needs to start. [`ServerConfig::new`] gives the defaults.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Raft node id (never 0).
+    pub node_id: u64,
+    /// The gRPC address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The address others reach this node at; defaults to the bound address.
+    pub advertise: Option<String>,
+    /// Where the journal lives.
+    pub data_dir: PathBuf,
+    /// Raft groups (shards); fixed for the life of the data dir.
+    pub shards: u32,
+    /// Start with the controllable test clock (TestClock RPCs accepted).
+    pub test_clock: bool,
+    /// Where the test clock starts (default: the system time).
+    pub test_clock_start: Option<Ts>,
+    /// How often each shard's leader logs a `Tick` (reclaims expired state).
+    pub tick_interval: Duration,
+    /// Requests served at once; beyond it UNAVAILABLE (R8.4).
+    pub max_in_flight: usize,
+    /// Optional per-caller quota (requests/s, burst); `None`: off.
+    pub caller_quota: Option<Quota>,
+    /// fsync the journal before acknowledging (turn off only in tests).
+    pub fsync: bool,
+    /// Raft timing: heartbeat and election timeout range.
+    pub heartbeat: Duration,
+    pub election_timeout: (Duration, Duration),
+    /// Snapshot a shard after this many entries.
+    pub snapshot_every: u64,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> ServerConfig {
+        ServerConfig {
+            node_id: 1,
+            listen,
+            advertise: None,
+            data_dir: data_dir.into(),
+            shards: 64,
+            test_clock: false,
+            test_clock_start: None,
+            tick_interval: Duration::from_secs(10),
+            max_in_flight: 4_096,
+            caller_quota: None,
+            fsync: true,
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1_000)),
+            snapshot_every: 10_000,
+        }
+    }
+}
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Raft(#[from] admit_raft::StartError),
+}
+
+/// A running node. Dropping it does not stop it: call [`Running::shutdown`].
+#[derive(Debug)]
+pub struct Running {
+    addr: SocketAddr,
+    ctx: Arc<Ctx>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    ticker: JoinHandle<()>,
+}
+
+/// Starts a node: opens (or recovers) the journal, starts the Raft groups,
+/// binds the gRPC port and serves AdmitSend, Admin, TestClock, Cluster,
+/// health, reflection and the Raft transport on it.
+pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
+    if cfg.node_id == 0 {
+        return Err(StartError::Config("node_id must not be 0".into()));
+    }
+    if cfg.shards == 0 || cfg.shards > 4_096 {
+        return Err(StartError::Config("shards must be 1 to 4096".into()));
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
+    let advertise = cfg.advertise.clone().unwrap_or_else(|| addr.to_string());
+
+    let mut nc = NodeConfig::new(cfg.node_id, &cfg.data_dir, cfg.shards);
+    nc.advertise_addr = advertise.clone();
+    nc.listen_addr = None;
+    nc.fsync = cfg.fsync;
+    nc.heartbeat = cfg.heartbeat;
+    nc.election_timeout = cfg.election_timeout;
+    nc.snapshot_every = cfg.snapshot_every;
+    let slots: Mutex<Vec<Option<ReaderSlot>>> = Mutex::new(vec![None; cfg.shards as usize]);
+    let raft = RaftNode::start(nc, |shard| {
+        let (app, slot) = ShardApp::new();
+        slots.lock().unwrap_or_else(|p| p.into_inner())[shard as usize] = Some(slot);
+        app
+    })
+    .await?;
+    let slots: Vec<ReaderSlot> = slots
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .collect::<Option<_>>()
+        .ok_or_else(|| StartError::Config("a shard was not created".into()))?;
+
+    let clock = if cfg.test_clock {
+        Clock::test(cfg.test_clock_start)
+    } else {
+        Clock::system()
+    };
+    let ctx = Arc::new(Ctx {
+        raft: raft.clone(),
+        slots,
+        router: Router::new(cfg.shards),
+        clock,
+        rates: RateLimiter::default(),
+        protect: Protect::new(cfg.max_in_flight, cfg.caller_quota),
+        advertise,
+    });
+
+    let (stop, stop_rx) = watch::channel(false);
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    for name in admit_proto::SERVICE_NAMES {
+        health
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(admit_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Config(format!("reflection: {e}")))?;
+
+    let router = tonic::transport::Server::builder()
+        .add_service(health_svc)
+        .add_service(reflection)
+        .add_service(AdmitSendServer::new(AdmitService { ctx: ctx.clone() }))
+        .add_service(AdminServer::new(AdminService { ctx: ctx.clone() }))
+        .add_service(TestClockServer::new(ClockService { ctx: ctx.clone() }))
+        .add_service(ClusterServer::new(ClusterService { ctx: ctx.clone() }))
+        .add_service(raft.grpc_service());
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut rx = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        let stopping = async move {
+            let _ = rx.wait_for(|s| *s).await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        };
+        router
+            .serve_with_incoming_shutdown(incoming, stopping)
+            .await
+    });
+    let ticker = tokio::spawn(tick_loop(ctx.clone(), cfg.tick_interval, stop_rx));
+    tracing::info!(%addr, node_id = cfg.node_id, shards = cfg.shards, test_clock = cfg.test_clock, "admit node serving");
+    Ok(Running {
+        addr,
+        ctx,
+        stop,
+        server,
+        ticker,
+    })
+}
+
+/// Every `every`, each shard this node leads logs a `Tick`, so expired state
+/// is reclaimed through the log (alike on every replica). Also sweeps the
+/// leader-local token buckets and quota buckets.
+async fn tick_loop(ctx: Arc<Ctx>, every: Duration, mut stop: watch::Receiver<bool>) {
+    if every.is_zero() {
+        return;
+    }
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        for shard in 0..ctx.router.shards() {
+            if *stop.borrow() {
+                return;
+            }
+            if ctx.raft.leader(shard) != Some(ctx.raft.node_id()) {
+                continue;
+            }
+            match ctx.write(shard, Command::Tick).await {
+                Ok(admit_core::Output::Ticked { reclaimed }) if reclaimed > 0 => {
+                    tracing::debug!(shard, reclaimed, "tick reclaimed expired state");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(shard, error = %e, "tick not applied"),
+            }
+        }
+        ctx.rates.sweep(ctx.now());
+        ctx.protect.sweep();
+    }
+}
+
+impl Running {
+    /// The bound gRPC address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether the node runs on the test clock.
+    pub fn test_clock(&self) -> bool {
+        self.ctx.clock.is_test()
+    }
+
+    /// Stops accepting, lets requests in flight finish, then stops the Raft
+    /// groups and flushes the journal.
+    pub async fn shutdown(self) -> Result<(), std::io::Error> {
+        let _ = self.stop.send(true);
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "grpc server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "grpc server task failed"),
+        }
+        let _ = self.ticker.await;
+        let r = self.ctx.raft.shutdown().await;
+        tracing::info!("admit node stopped");
+        r
+    }
+}

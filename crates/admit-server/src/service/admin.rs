@@ -1,0 +1,544 @@
+//! `admit.v1.Admin`: registration, platform events, status, policies.
+
+use std::sync::Arc;
+
+use admit_core::{
+    Command, NumberId, NumberRegistration, Output, PlatformEvent, PortfolioId,
+    PortfolioRegistration, ScopeKey, ScopeKind, ScopeStatus, Target, TemplateEvent, Ts,
+};
+use admit_proto::v1 as pb;
+use admit_proto::v1::admin_server::Admin;
+use admit_proto::v1::apply_event_request::Event;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use crate::convert::{self, ts_in};
+use crate::ctx::Ctx;
+use crate::error::ApiError;
+
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    pub(crate) ctx: Arc<Ctx>,
+}
+
+/// Where an event is applied.
+enum Dest {
+    Number(NumberId),
+    Portfolio(PortfolioId),
+    All,
+}
+
+impl AdminService {
+    fn number_view(&self, number: &NumberId, now: Ts) -> Result<pb::StatusView, ApiError> {
+        let (_, shard) = self.ctx.number_shard(number)?;
+        let s = self
+            .ctx
+            .reader(shard)
+            .number_status(number, now)
+            .ok_or_else(|| ApiError::NotFound(format!("unknown number {number}")))?;
+        let n = s
+            .numbers
+            .first()
+            .ok_or_else(|| ApiError::Internal("a number's scope lists it".into()))?;
+        Ok(convert::number_status_view(&s, n, now))
+    }
+
+    /// A portfolio's status, gathered from every shard (its numbers may live
+    /// on many under the seeds profile).
+    fn portfolio_view(&self, id: &PortfolioId, now: Ts) -> Result<pb::StatusView, ApiError> {
+        let home = self.ctx.router.shard_of(&ScopeKey::Portfolio(id.clone()));
+        let mut profile: Option<String> = None;
+        let mut restricted: Option<Ts> = None;
+        let mut scopes: Vec<ScopeStatus> = Vec::new();
+        let mut found = false;
+        for shard in 0..self.ctx.router.shards() {
+            let Some(p) = self.ctx.reader(shard).portfolio_status(id, now) else {
+                continue;
+            };
+            found = true;
+            if (shard == home || profile.is_none()) && !p.profile.is_empty() {
+                profile = Some(p.profile.clone());
+            }
+            restricted = restricted.max(p.restricted_until);
+            for s in p.scopes {
+                if !scopes.iter().any(|x| x.scope == s.scope) {
+                    scopes.push(s);
+                }
+            }
+        }
+        if !found {
+            return Err(ApiError::NotFound(format!("unknown portfolio {id}")));
+        }
+        let profile = profile.unwrap_or_else(|| "seeds".into());
+        Ok(convert::portfolio_status_view(
+            id, &profile, restricted, &scopes, now,
+        ))
+    }
+
+    /// The profile a portfolio was registered with, from its home shard.
+    fn portfolio_profile(&self, id: &PortfolioId) -> Option<String> {
+        let home = self.ctx.router.shard_of(&ScopeKey::Portfolio(id.clone()));
+        self.ctx
+            .reader(home)
+            .portfolio_status(id, self.ctx.now())
+            .map(|p| p.profile)
+            .filter(|p| !p.is_empty())
+    }
+
+    async fn apply_to(&self, dest: Dest, cmd: Command) -> Result<Vec<Output>, ApiError> {
+        match dest {
+            Dest::Number(n) => {
+                let (_, shard) = self.ctx.number_shard(&n)?;
+                Ok(vec![self.ctx.write(shard, cmd).await?])
+            }
+            Dest::Portfolio(p) => {
+                let shard = self.ctx.router.shard_of(&ScopeKey::Portfolio(p));
+                Ok(vec![self.ctx.write(shard, cmd).await?])
+            }
+            Dest::All => self.ctx.write_all(cmd).await,
+        }
+    }
+}
+
+fn expect_registered(out: Output) -> Result<(), ApiError> {
+    match out {
+        Output::Registered => Ok(()),
+        other => Err(ApiError::Internal(format!("unexpected output {other:?}"))),
+    }
+}
+
+/// An event from the API, and where it must be applied.
+fn event_in(ev: Option<&Event>) -> Result<(PlatformEvent, Dest), ApiError> {
+    let ev = ev.ok_or_else(|| ApiError::invalid("event", "exactly one event is required"))?;
+    Ok(match ev {
+        Event::NumberQuality(e) => {
+            let number = convert::number("number_quality.number_id", &e.number_id)?;
+            let quality = convert::number_quality("number_quality.quality", e.quality)?
+                .ok_or_else(|| ApiError::invalid("number_quality.quality", "is required"))?;
+            (
+                PlatformEvent::NumberQuality { number, quality },
+                Dest::Number(number),
+            )
+        }
+        Event::NumberStatus(e) => {
+            let number = convert::number("number_status.number_id", &e.number_id)?;
+            let status = convert::number_status("number_status.status", e.status)?
+                .ok_or_else(|| ApiError::invalid("number_status.status", "is required"))?;
+            (
+                PlatformEvent::NumberStatus { number, status },
+                Dest::Number(number),
+            )
+        }
+        Event::Tier(e) => {
+            let target = convert::target("tier.target", e.target.as_ref())?;
+            let tier = convert::tier_input(e.tier.as_ref())
+                .ok_or_else(|| ApiError::invalid("tier.tier", "is required"))?;
+            let dest = match &target {
+                Target::Number(n) => Dest::Number(*n),
+                Target::Portfolio(p) => Dest::Portfolio(p.clone()),
+            };
+            (PlatformEvent::LimitChange { target, tier }, dest)
+        }
+        Event::TemplateStatus(e) => {
+            let template = convert::template("template_status.template_id", &e.template_id)?;
+            let event = match pb::TemplateStatusEvent::try_from(e.event) {
+                Ok(pb::TemplateStatusEvent::Approved) => TemplateEvent::Approved,
+                Ok(pb::TemplateStatusEvent::Unpaused) => TemplateEvent::Unpaused,
+                Ok(pb::TemplateStatusEvent::Disabled) => TemplateEvent::Disabled,
+                Ok(pb::TemplateStatusEvent::Paused) => TemplateEvent::Paused {
+                    title: match pb::PauseTitle::try_from(e.pause_title) {
+                        Ok(pb::PauseTitle::FirstPause) => Some("FIRST_PAUSE".into()),
+                        Ok(pb::PauseTitle::SecondPause) => Some("SECOND_PAUSE".into()),
+                        _ => None,
+                    },
+                    until: e
+                        .paused_until_unix_ms
+                        .map(|t| ts_in("template_status.paused_until_unix_ms", t))
+                        .transpose()?,
+                },
+                _ => {
+                    return Err(ApiError::invalid(
+                        "template_status.event",
+                        "is required: APPROVED, PAUSED, UNPAUSED or DISABLED",
+                    ))
+                }
+            };
+            (PlatformEvent::TemplateStatus { template, event }, Dest::All)
+        }
+        Event::TemplateQuality(e) => {
+            let template = convert::template("template_quality.template_id", &e.template_id)?;
+            let quality = convert::template_quality(e.quality)?;
+            (
+                PlatformEvent::TemplateQuality { template, quality },
+                Dest::All,
+            )
+        }
+        Event::AccountRestriction(e) => {
+            let target = convert::target("account_restriction.target", e.target.as_ref())?;
+            let until = e
+                .expires_at_unix_ms
+                .map(|t| ts_in("account_restriction.expires_at_unix_ms", t))
+                .transpose()?;
+            let dest = match &target {
+                Target::Number(n) => Dest::Number(*n),
+                // the portfolio's numbers may live on every shard
+                Target::Portfolio(_) => Dest::All,
+            };
+            (
+                PlatformEvent::AccountRestriction {
+                    target,
+                    until,
+                    lifted: e.lifted,
+                },
+                dest,
+            )
+        }
+        Event::UserPreference(e) => {
+            let number = convert::number("user_preference.number_id", &e.number_id)?;
+            let customer = convert::customer("user_preference.customer_id", &e.customer_id)?;
+            let stop = match pb::UserPreferenceValue::try_from(e.preference) {
+                Ok(pb::UserPreferenceValue::Stop) => true,
+                Ok(pb::UserPreferenceValue::Resume) => false,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "user_preference.preference",
+                        "is required: STOP or RESUME",
+                    ))
+                }
+            };
+            (
+                PlatformEvent::UserPreference {
+                    number,
+                    customer,
+                    stop,
+                },
+                Dest::Number(number),
+            )
+        }
+        Event::FreeEntryPoint(e) => {
+            let number = convert::number("free_entry_point.number_id", &e.number_id)?;
+            let customer = convert::customer("free_entry_point.customer_id", &e.customer_id)?;
+            (
+                PlatformEvent::FreeEntryPoint { number, customer },
+                Dest::Number(number),
+            )
+        }
+        Event::DisplayName(e) => {
+            let number = convert::number("display_name.number_id", &e.number_id)?;
+            (
+                PlatformEvent::DisplayName {
+                    number,
+                    approved: e.approved,
+                },
+                Dest::Number(number),
+            )
+        }
+    })
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    #[instrument(skip_all, fields(number))]
+    async fn register_number(
+        &self,
+        request: Request<pb::RegisterNumberRequest>,
+    ) -> Result<Response<pb::RegisterNumberResponse>, Status> {
+        let _permit = self.ctx.protect.enter(&request)?;
+        let r = request.get_ref();
+        let number = convert::number("number_id", &r.number_id)?;
+        tracing::Span::current().record("number", tracing::field::display(&number));
+        let portfolio = convert::portfolio("portfolio_id", &r.portfolio_id)?;
+        let quality = match r.quality {
+            Some(q) => convert::number_quality("quality", q)?,
+            None => None,
+        };
+        let status = match r.status {
+            Some(s) => convert::number_status("status", s)?,
+            None => None,
+        };
+        if let Some(t) = r.throughput_mps {
+            if t > 10_000 {
+                return Err(ApiError::invalid("throughput_mps", "must be 0 to 10000").into());
+            }
+        }
+        if !r.display_phone_number.is_empty() {
+            convert::customer("display_phone_number", &r.display_phone_number)?;
+        }
+        let existing = self.ctx.scope_of(&number);
+        let created = existing.is_none();
+        let profile_name = if !r.profile.is_empty() {
+            r.profile.clone()
+        } else if let Some(s) = &existing {
+            let shard = self.ctx.router.shard_of(s);
+            self.ctx
+                .reader(shard)
+                .number_status(&number, self.ctx.now())
+                .and_then(|s| s.numbers.first().map(|n| n.profile.clone()))
+                .unwrap_or_else(|| "seeds".into())
+        } else {
+            self.portfolio_profile(&portfolio)
+                .unwrap_or_else(|| "seeds".into())
+        };
+        let policy = self.ctx.policy(&profile_name).await?;
+        let scope = match (&existing, policy.scope) {
+            (Some(s), _) => s.clone(),
+            (None, ScopeKind::Number) => ScopeKey::Number(number),
+            (None, ScopeKind::Portfolio) => ScopeKey::Portfolio(portfolio.clone()),
+        };
+        let limit = match policy.scope {
+            ScopeKind::Number => {
+                convert::tier_limit("initial_tier", r.initial_tier.as_ref(), &policy.ladder)?
+            }
+            ScopeKind::Portfolio => None,
+        };
+        let throughput_mps = r
+            .throughput_mps
+            .map(|t| if t == 0 { policy.throughput_mps } else { t });
+        let reg = NumberRegistration {
+            number: Some(number),
+            portfolio: Some(portfolio),
+            profile: Some(profile_name),
+            limit,
+            // unset on creation: the engine's defaults (the profile's initial
+            // quality, display name approved), so that a plainly registered number
+            // follows the seeds' worked examples; admin.proto documents this
+            quality,
+            display_name_approved: r.display_name_approved,
+            status,
+            throughput_mps,
+        };
+        let shard = self.ctx.router.shard_of(&scope);
+        expect_registered(self.ctx.write(shard, Command::RegisterNumber(reg)).await?)?;
+        self.ctx.router.remember(number, scope);
+        let status = self.number_view(&number, self.ctx.now())?;
+        tracing::info!(%number, created, "number registered");
+        Ok(Response::new(pb::RegisterNumberResponse {
+            created,
+            status: Some(status),
+        }))
+    }
+
+    #[instrument(skip_all, fields(portfolio))]
+    async fn register_portfolio(
+        &self,
+        request: Request<pb::RegisterPortfolioRequest>,
+    ) -> Result<Response<pb::RegisterPortfolioResponse>, Status> {
+        let _permit = self.ctx.protect.enter(&request)?;
+        let r = request.get_ref();
+        let id = convert::portfolio("portfolio_id", &r.portfolio_id)?;
+        tracing::Span::current().record("portfolio", tracing::field::display(&id));
+        let existing = self.portfolio_profile(&id);
+        let created = existing.is_none();
+        let name = if r.profile.is_empty() {
+            existing.unwrap_or_else(|| "seeds".into())
+        } else {
+            r.profile.clone()
+        };
+        let policy = self.ctx.policy(&name).await?;
+        let limit = convert::tier_limit("tier", r.tier.as_ref(), &policy.ladder)?;
+        let reg = PortfolioRegistration {
+            portfolio: id.clone(),
+            profile: Some(name),
+            limit: if policy.scope == ScopeKind::Portfolio {
+                limit
+            } else {
+                None
+            },
+        };
+        let shard = self.ctx.router.shard_of(&ScopeKey::Portfolio(id.clone()));
+        expect_registered(
+            self.ctx
+                .write(shard, Command::RegisterPortfolio(reg))
+                .await?,
+        )?;
+        let status = self.portfolio_view(&id, self.ctx.now())?;
+        Ok(Response::new(pb::RegisterPortfolioResponse {
+            created,
+            status: Some(status),
+        }))
+    }
+
+    #[instrument(skip_all, fields(event_key))]
+    async fn apply_event(
+        &self,
+        request: Request<pb::ApplyEventRequest>,
+    ) -> Result<Response<pb::ApplyEventResponse>, Status> {
+        let _permit = self.ctx.protect.enter(&request)?;
+        let r = request.get_ref();
+        if r.event_key.chars().count() > 256 {
+            return Err(ApiError::invalid("event_key", "must be at most 256 characters").into());
+        }
+        tracing::Span::current().record("event_key", r.event_key.as_str());
+        let (event, dest) = event_in(r.event.as_ref())?;
+        let cmd = Command::Platform {
+            event,
+            event_key: (!r.event_key.is_empty()).then(|| r.event_key.clone()),
+        };
+        let outs = self.apply_to(dest, cmd).await?;
+        let mut applied = false;
+        let mut duplicate = !outs.is_empty();
+        let mut ignored = String::new();
+        for o in outs {
+            match o {
+                Output::Event { applied: a, note } => {
+                    applied |= a;
+                    let dup = note.as_deref() == Some("duplicate delivery");
+                    duplicate &= dup;
+                    if !a && !dup {
+                        if let Some(n) = note {
+                            ignored = n;
+                        }
+                    }
+                }
+                other => {
+                    return Err(ApiError::Internal(format!("unexpected output {other:?}")).into())
+                }
+            }
+        }
+        if !ignored.is_empty() {
+            tracing::warn!(reason = %ignored, "platform event ignored");
+        }
+        Ok(Response::new(pb::ApplyEventResponse {
+            applied,
+            duplicate,
+            ignored_reason: ignored,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_status(
+        &self,
+        request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let _permit = self.ctx.protect.enter(&request)?;
+        let target = convert::target("target", request.get_ref().target.as_ref())?;
+        let now = self.ctx.now();
+        let (status, shard) = match &target {
+            Target::Number(n) => {
+                let v = self.number_view(n, now)?;
+                (v, self.ctx.number_shard(n)?.1)
+            }
+            Target::Portfolio(p) => (
+                self.portfolio_view(p, now)?,
+                self.ctx.router.shard_of(&ScopeKey::Portfolio(p.clone())),
+            ),
+        };
+        let leader_hint = self.ctx.raft.leader(shard).map(|id| pb::NodeRef {
+            node_id: id,
+            address: if id == self.ctx.raft.node_id() {
+                self.ctx.advertise.clone()
+            } else {
+                self.ctx.raft.leader_addr(shard).unwrap_or_default()
+            },
+        });
+        Ok(Response::new(pb::GetStatusResponse {
+            status: Some(status),
+            leader_hint,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_numbers(
+        &self,
+        request: Request<pb::ListNumbersRequest>,
+    ) -> Result<Response<pb::ListNumbersResponse>, Status> {
+        let _permit = self.ctx.protect.enter(&request)?;
+        let r = request.get_ref();
+        let limit = match r.limit {
+            0 => 100,
+            n @ 1..=1_000 => n as usize,
+            _ => return Err(ApiError::invalid("limit", "must be 0 to 1000").into()),
+        };
+        let offset: usize = if r.page_token.is_empty() {
+            0
+        } else {
+            r.page_token
+                .parse()
+                .map_err(|_| ApiError::invalid("page_token", "is not a token from this API"))?
+        };
+        let only = if r.portfolio_id.is_empty() {
+            None
+        } else {
+            Some(convert::portfolio("portfolio_id", &r.portfolio_id)?)
+        };
+        let now = self.ctx.now();
+        let mut rows: Vec<(u64, NumberId, pb::StatusView)> = Vec::new();
+        for shard in 0..self.ctx.router.shards() {
+            for s in self.ctx.reader(shard).list_by_headroom(now) {
+                let headroom = s.headroom.map_or(u64::MAX, u64::from);
+                for n in &s.numbers {
+                    if only
+                        .as_ref()
+                        .is_some_and(|p| n.portfolio.as_ref() != Some(p))
+                    {
+                        continue;
+                    }
+                    rows.push((headroom, n.number, convert::number_status_view(&s, n, now)));
+                }
+            }
+        }
+        rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        let total = rows.len();
+        let numbers: Vec<pb::StatusView> = rows
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|r| r.2)
+            .collect();
+        let next = offset + numbers.len();
+        Ok(Response::new(pb::ListNumbersResponse {
+            numbers,
+            next_page_token: if next < total {
+                next.to_string()
+            } else {
+                String::new()
+            },
+            leader_hint: self.ctx.raft.leader(0).map(|id| pb::NodeRef {
+                node_id: id,
+                address: self.ctx.raft.leader_addr(0).unwrap_or_default(),
+            }),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn set_policy(
+        &self,
+        request: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::SetPolicyResponse>, Status> {
+        let _permit = self.ctx.protect.enter(&request)?;
+        let name = request
+            .get_ref()
+            .policy
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let existing = self.ctx.policy(&name).await.ok();
+        let created = existing.is_none();
+        let base = existing.map_or_else(admit_core::Policy::seeds, |p| (*p).clone());
+        let policy = convert::policy_in(request.get_ref().policy.as_ref(), &base)?;
+        self.ctx
+            .write_all(Command::SetPolicy(policy.clone()))
+            .await?;
+        tracing::info!(profile = %policy.name, created, "policy set");
+        Ok(Response::new(pb::SetPolicyResponse {
+            created,
+            policy: Some(convert::policy_out(&policy)),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_policy(
+        &self,
+        request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        let _permit = self.ctx.protect.enter(&request)?;
+        let name = &request.get_ref().name;
+        if name.is_empty() {
+            return Err(ApiError::invalid("name", "is required").into());
+        }
+        let p = self.ctx.policy(name).await?;
+        Ok(Response::new(pb::GetPolicyResponse {
+            policy: Some(convert::policy_out(&p)),
+        }))
+    }
+}

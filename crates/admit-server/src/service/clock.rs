@@ -1,0 +1,73 @@
+//! `admit.v1.TestClock`: the controllable clock of test mode (SPEC section 12).
+
+use std::sync::Arc;
+
+use admit_proto::v1 as pb;
+use admit_proto::v1::test_clock_server::TestClock;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use crate::clock::ClockError;
+use crate::convert::{ms, ts_in};
+use crate::ctx::Ctx;
+use crate::error::ApiError;
+
+#[derive(Debug, Clone)]
+pub struct ClockService {
+    pub(crate) ctx: Arc<Ctx>,
+}
+
+fn clock_err(e: ClockError) -> ApiError {
+    match e {
+        ClockError::NotTestMode => ApiError::FailedPrecondition(e.to_string()),
+        ClockError::Backwards { .. } => ApiError::invalid("now_unix_ms", e.to_string()),
+    }
+}
+
+impl ClockService {
+    fn reply(&self) -> Response<pb::ClockResponse> {
+        Response::new(pb::ClockResponse {
+            now_unix_ms: ms(self.ctx.now()),
+            test_mode: self.ctx.clock.is_test(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl TestClock for ClockService {
+    #[instrument(skip_all)]
+    async fn set_clock(
+        &self,
+        request: Request<pb::SetClockRequest>,
+    ) -> Result<Response<pb::ClockResponse>, Status> {
+        if !self.ctx.clock.is_test() {
+            return Err(clock_err(ClockError::NotTestMode).into());
+        }
+        let to = ts_in("now_unix_ms", request.get_ref().now_unix_ms)?;
+        let now = self.ctx.clock.set(to).map_err(clock_err)?;
+        tracing::debug!(now = now.ms(), "test clock set");
+        Ok(self.reply())
+    }
+
+    #[instrument(skip_all)]
+    async fn advance_clock(
+        &self,
+        request: Request<pb::AdvanceClockRequest>,
+    ) -> Result<Response<pb::ClockResponse>, Status> {
+        if !self.ctx.clock.is_test() {
+            return Err(clock_err(ClockError::NotTestMode).into());
+        }
+        let by = u64::try_from(request.get_ref().by_ms)
+            .map_err(|_| ApiError::invalid("by_ms", "must not be negative"))?;
+        let now = self.ctx.clock.advance(by).map_err(clock_err)?;
+        tracing::debug!(now = now.ms(), "test clock advanced");
+        Ok(self.reply())
+    }
+
+    async fn get_clock(
+        &self,
+        _request: Request<pb::GetClockRequest>,
+    ) -> Result<Response<pb::ClockResponse>, Status> {
+        Ok(self.reply())
+    }
+}

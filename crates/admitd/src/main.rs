@@ -1,0 +1,62 @@
+//! `admitd`: runs one admit node. With no arguments: a single-node cluster on
+//! 127.0.0.1:50051 with its data in `./admit-data`. See `admitd --help`.
+
+mod config;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn,fjall=warn,lsm_tree=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let flags = config::Flags::parse();
+    let cfg = match config::load(&flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("admitd: {e}");
+            std::process::exit(2);
+        }
+    };
+    let data_dir = cfg.data_dir.clone();
+    let running = admit_server::start(cfg)
+        .await
+        .context("admitd failed to start")?;
+    println!(
+        "admitd listening on {} (gRPC: admit.v1 AdmitSend, Admin, TestClock, Cluster; grpc.health.v1; reflection; raft transport){}",
+        running.local_addr(),
+        if running.test_clock() { " [test clock]" } else { "" }
+    );
+    println!("admitd data dir {}", data_dir.display());
+    shutdown_signal().await;
+    tracing::info!("shutdown requested; draining");
+    running.shutdown().await.context("flushing the journal")?;
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
