@@ -422,6 +422,10 @@ async fn bad_input_names_the_field_and_changes_nothing() {
         let mut expect = before.clone();
         expect.usage.as_mut().unwrap().used = 1;
         expect.usage.as_mut().unwrap().headroom -= 1;
+        // the counted conversation ends in 24 h: that is the next release
+        let next = after.usage.as_ref().unwrap().next_release_unix_ms;
+        assert!(next.is_some());
+        expect.usage.as_mut().unwrap().next_release_unix_ms = next;
         let mut after_cmp = after.clone();
         after_cmp.unique_customers = expect.unique_customers;
         after_cmp.upgrade = expect.upgrade.clone();

@@ -235,7 +235,7 @@ async fn setup(args: &Args, chans: &[Channel], ids: &Ids) -> Result<()> {
                 initial_tier: Some(pb::TierValue {
                     tier: Some(pb::tier_value::Tier::TierValue(-1)),
                 }),
-                throughput_mps: Some(1_000_000),
+                throughput_mps: Some(10_000),
                 ..Default::default()
             })
             .await

@@ -54,6 +54,7 @@ fn engine() -> Engine {
                     customer: cust(c),
                     kind: InboundKind::Message,
                     text: None,
+                    event_key: None,
                 }),
                 T0,
             )

@@ -37,6 +37,8 @@ pub struct Inbound {
     pub kind: InboundKind,
     /// The text, for opt-out and opt-in keywords (R7.1).
     pub text: Option<String>,
+    /// A stable key of the delivery (Meta's message id): applied at most once.
+    pub event_key: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +58,8 @@ pub struct Outcome {
     pub status: DeliveryStatus,
     pub error_code: Option<u32>,
     pub template: Option<TemplateId>,
+    /// A stable key of the report: applied at most once.
+    pub event_key: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,9 +189,13 @@ pub enum Output {
     Inbound {
         window_end: Ts,
         opt: Option<OptChange>,
+        duplicate: bool,
     },
     Outcome {
         released: bool,
+        /// The end of a hold or back-off this outcome set (section 9).
+        hold_until: Option<Ts>,
+        duplicate: bool,
     },
     Event {
         applied: bool,

@@ -137,6 +137,11 @@ pub struct Decision {
     pub admission: Option<AdmissionId>,
     /// Whether this send took one unit of the limit.
     pub counted: bool,
+    /// When the decision was made (for a replay: when it was first made).
+    pub decided_at: Ts,
+    /// The decision was recorded earlier for the same idempotency key and is returned
+    /// again (R3.4): nothing was counted now.
+    pub replayed: bool,
 }
 
 impl Decision {
@@ -153,6 +158,8 @@ impl Decision {
             window_end: None,
             admission: None,
             counted: false,
+            decided_at: Ts::ZERO,
+            replayed: false,
         }
     }
     pub(crate) fn allow(reason: Reason, window_end: Ts) -> Decision {
@@ -165,6 +172,15 @@ impl Decision {
             window_end: Some(window_end),
             admission: None,
             counted: false,
+            decided_at: Ts::ZERO,
+            replayed: false,
+        }
+    }
+    /// The recorded decision, as returned to a retry.
+    pub(crate) fn replay(&self) -> Decision {
+        Decision {
+            replayed: true,
+            ..self.clone()
         }
     }
 }

@@ -104,8 +104,37 @@ impl Engine {
             Command::Release(id) => Ok(Output::Released {
                 released: self.release(&id, now),
             }),
-            Command::Inbound(i) => self.inbound(&i, now),
-            Command::Outcome(o) => self.outcome(&o, now),
+            Command::Inbound(i) => {
+                if self.seen(i.event_key.as_deref(), now) {
+                    return self.number(&i.number).map(|(idx, _, p)| {
+                        let csw = self
+                            .shared
+                            .pairs
+                            .get(&PairKey::new(idx, i.customer.get()))
+                            .and_then(|w| w.csw.get());
+                        Output::Inbound {
+                            window_end: csw.map_or(now, |t| t.plus(p.service_window)),
+                            opt: None,
+                            duplicate: true,
+                        }
+                    });
+                }
+                let out = self.inbound(&i, now);
+                self.remember(i.event_key, &out, now);
+                out
+            }
+            Command::Outcome(o) => {
+                if self.seen(o.event_key.as_deref(), now) {
+                    return Ok(Output::Outcome {
+                        released: false,
+                        hold_until: None,
+                        duplicate: true,
+                    });
+                }
+                let out = self.outcome(&o, now);
+                self.remember(o.event_key, &out, now);
+                out
+            }
             Command::Platform { event, event_key } => self.platform(event, event_key, now),
             Command::RegisterNumber(r) => self.register_number(r, now),
             Command::RegisterPortfolio(r) => self.register_portfolio(r, now),
@@ -125,11 +154,12 @@ impl Engine {
                     if e.request != *req {
                         return Err(CoreError::IdempotencyConflict(key.as_str().to_owned()));
                     }
-                    return Ok(e.decision.clone());
+                    return Ok(e.decision.replay());
                 }
             }
         }
-        let d = self.decide(req, now);
+        let mut d = self.decide(req, now);
+        d.decided_at = now;
         if let Some(key) = &req.idempotency_key {
             let ttl = self
                 .shared
@@ -324,6 +354,7 @@ impl Engine {
         Ok(Output::Inbound {
             window_end: now.plus(policy.service_window),
             opt,
+            duplicate: false,
         })
     }
 
@@ -348,6 +379,7 @@ impl Engine {
         let customer = o.customer.get();
         let pair = PairKey::new(idx, customer);
         let mut released = false;
+        let mut hold_until = None;
         if o.status == DeliveryStatus::Failed {
             // R3.5: a send that failed before delivery gives its conversation back
             if let Some(a) = &o.admission {
@@ -369,6 +401,7 @@ impl Engine {
             Some(131056) => {
                 let mut b = self.shared.pair_backoff.entry(pair).or_default();
                 backoff(&mut b, p.pair_backoff_base, p.pair_backoff_max);
+                hold_until = b.until;
             }
             Some(130429) => {
                 if let Some(mut n) = self.shared.numbers.get_mut(&o.number) {
@@ -383,9 +416,11 @@ impl Engine {
                 if let Some(mut n) = self.shared.numbers.get_mut(&o.number) {
                     n.spam_hold_until = Some(now.plus(p.spam_cooldown));
                     n.quality_risks += 1;
+                    hold_until = n.spam_hold_until;
                 }
             }
             Some(131049) => {
+                hold_until = Some(now.plus(p.marketing_hold));
                 self.shared
                     .marketing_holds
                     .insert(PairKey::new(scope, customer), now.plus(p.marketing_hold));
@@ -415,10 +450,28 @@ impl Engine {
             }
             _ => {}
         }
-        Ok(Output::Outcome { released })
+        Ok(Output::Outcome {
+            released,
+            hold_until,
+            duplicate: false,
+        })
     }
 
     // ---- platform events -------------------------------------------------------------
+
+    /// Whether a delivery with this key was applied already (and is still remembered).
+    fn seen(&self, key: Option<&str>, now: Ts) -> bool {
+        key.is_some_and(|k| self.w.seen_events.get(k).is_some_and(|exp| *exp > now))
+    }
+
+    /// Remembers an applied delivery's key; a refused one can be delivered again.
+    fn remember(&mut self, key: Option<String>, out: &Result<Output, CoreError>, now: Ts) {
+        if let (Some(k), Ok(_)) = (key, out) {
+            let exp = now.plus(EVENT_KEY_TTL);
+            self.w.seen_events.insert(k.clone(), exp);
+            self.w.seen_expiry.push_back((exp, k));
+        }
+    }
 
     fn platform(
         &mut self,
@@ -426,21 +479,15 @@ impl Engine {
         key: Option<String>,
         now: Ts,
     ) -> Result<Output, CoreError> {
-        if let Some(k) = &key {
-            if self.w.seen_events.get(k).is_some_and(|exp| *exp > now) {
-                return Ok(Output::Event {
-                    applied: false,
-                    note: Some("duplicate delivery".into()),
-                });
-            }
+        if self.seen(key.as_deref(), now) {
+            return Ok(Output::Event {
+                applied: false,
+                note: Some("duplicate delivery".into()),
+            });
         }
-        let out = self.platform_event(ev, now)?;
-        if let Some(k) = key {
-            let exp = now.plus(EVENT_KEY_TTL);
-            self.w.seen_events.insert(k.clone(), exp);
-            self.w.seen_expiry.push_back((exp, k));
-        }
-        Ok(out)
+        let out = self.platform_event(ev, now);
+        self.remember(key, &out, now);
+        out
     }
 
     fn with_member(

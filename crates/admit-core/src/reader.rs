@@ -67,6 +67,8 @@ pub struct ScopeStatus {
     /// R4.1: the limit is used up; lifts by itself at `restricted_until`.
     pub restricted: bool,
     pub restricted_until: Option<Ts>,
+    /// When the oldest counted conversation ends (one unit of room comes back).
+    pub next_release: Option<Ts>,
     pub account_status: AccountStatus,
     pub quality: Quality,
     /// Every upgrade condition holds now.
@@ -128,7 +130,7 @@ impl Reader {
             if let Some(e) = sh.idempotency.get(key) {
                 if e.expires > now {
                     // a conflicting reuse is reported by the writer
-                    return (e.request == *req).then(|| e.decision.clone());
+                    return (e.request == *req).then(|| e.decision.replay());
                 }
             }
         }
@@ -139,6 +141,7 @@ impl Reader {
         match pre {
             Pre::NeedsCount => None,
             Pre::Final(mut d) => {
+                d.decided_at = now;
                 if let Some(sc) = sh.scopes.get(&scope) {
                     d.limit = Some(sc.limit);
                     d.used = sc.log.day_unique_at(now);
@@ -231,7 +234,8 @@ impl Reader {
         }
         let used = sc.log.day_unique_at(now);
         let restricted = tier.limit.cap().is_some_and(|c| used >= c);
-        let restricted_until = restricted.then(|| sc.log.next_release(now)).flatten();
+        let next_release = sc.log.next_release(now);
+        let restricted_until = next_release.filter(|_| restricted);
         let rule = policy.rule_for(tier.model_limit);
         let upgrade_count = rule.map_or(0, |r| match &sc.log.long {
             Some(l) if l.len == r.window => sc.log.long_unique_at(now).unwrap_or(0),
@@ -258,6 +262,7 @@ impl Reader {
             headroom: tier.limit.headroom(used),
             restricted,
             restricted_until,
+            next_release,
             account_status: account_status(restricted, quality),
             quality,
             upgrade_eligible: rules::upgrade_conditions(&policy, &tier, &members, upgrade_count),

@@ -57,6 +57,7 @@ fn readers_run_alongside_the_writer() {
                 customer: cust(c),
                 kind: InboundKind::Message,
                 text: None,
+                event_key: None,
             }),
             T0,
         )

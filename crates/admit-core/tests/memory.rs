@@ -61,6 +61,7 @@ fn window_entries_are_compact_and_reclaimed() {
                     customer: cust(c),
                     kind: InboundKind::Message,
                     text: None,
+                    event_key: None,
                 }),
                 Ts(T0.0 + n),
             )

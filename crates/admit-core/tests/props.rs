@@ -223,7 +223,14 @@ fn run(ops: &[Op], check: bool) -> H {
                         if exp > now {
                             if check {
                                 if (n, c, t) == (number, customer, template) {
-                                    assert_eq!(got.as_ref().unwrap(), &d, "replayed decision");
+                                    assert_eq!(
+                                        got.as_ref().unwrap(),
+                                        &Decision {
+                                            replayed: true,
+                                            ..d
+                                        },
+                                        "replayed decision"
+                                    );
                                 } else {
                                     assert!(matches!(got, Err(CoreError::IdempotencyConflict(_))));
                                 }

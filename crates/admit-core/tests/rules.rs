@@ -144,7 +144,18 @@ fn r3_4_idempotent_retries_get_the_same_decision_and_count_once() {
     };
     let first = h.admit_req(req(1, "k1"), T0).unwrap();
     let again = h.admit_req(req(1, "k1"), Ts(T0.0 + 5)).unwrap();
-    assert_eq!(first, again);
+    assert!(!first.replayed && again.replayed);
+    assert_eq!(
+        first,
+        Decision {
+            replayed: false,
+            ..again.clone()
+        }
+    );
+    assert_eq!(
+        again.decided_at, T0,
+        "a replay carries the first decision's time"
+    );
     assert_eq!(h.status(N, T0).used, 1);
     h.admit_req(req(2, "k2"), T0).unwrap();
     let denied = h.admit_req(req(3, "k3"), T0).unwrap();
@@ -156,7 +167,13 @@ fn r3_4_idempotent_retries_get_the_same_decision_and_count_once() {
     // a denial is replayed too, even once room frees up
     h.apply(Command::Release(first.admission.unwrap()), T0)
         .unwrap();
-    assert_eq!(h.admit_req(req(3, "k3"), T0).unwrap(), denied);
+    assert_eq!(
+        h.admit_req(req(3, "k3"), T0).unwrap(),
+        Decision {
+            replayed: true,
+            ..denied.clone()
+        }
+    );
 }
 
 #[test]
@@ -185,11 +202,12 @@ fn r3_5_release_gives_the_conversation_back() {
                 status: DeliveryStatus::Failed,
                 error_code: Some(131026),
                 template: None,
+                event_key: None,
             }),
             T0,
         )
         .unwrap();
-    assert_eq!(out, Output::Outcome { released: true });
+    assert!(matches!(out, Output::Outcome { released: true, .. }));
     assert_eq!(h.status(N, T0).used, 0);
     let parsed = AdmissionId::parse("admission_id", &id.to_string()).unwrap();
     assert_eq!(parsed, id);
@@ -842,6 +860,75 @@ fn repeated_platform_deliveries_apply_once() {
         h.apply(ev("e1"), T0).unwrap(),
         Output::Event { applied: false, .. }
     ));
+}
+
+#[test]
+fn inbound_and_outcome_deliveries_with_a_key_apply_once() {
+    let mut h = h_with(250);
+    let inbound = |k: &str, text: &str| {
+        Command::Inbound(Inbound {
+            number: num(N),
+            customer: cust(1),
+            kind: InboundKind::Message,
+            text: Some(text.into()),
+            event_key: Some(k.into()),
+        })
+    };
+    let out = h.apply(inbound("wamid.1", "STOP"), T0).unwrap();
+    assert!(matches!(
+        out,
+        Output::Inbound {
+            opt: Some(OptChange::OptedOut),
+            duplicate: false,
+            ..
+        }
+    ));
+    h.apply(inbound("wamid.2", "START"), T0).unwrap();
+    // the first message delivered again changes nothing: the customer stays opted in
+    let out = h.apply(inbound("wamid.1", "STOP"), Ts(T0.0 + 1)).unwrap();
+    assert_eq!(
+        out,
+        Output::Inbound {
+            window_end: Ts(T0.0 + DAY),
+            opt: None,
+            duplicate: true
+        }
+    );
+    assert_eq!(h.status(N, T0).opt_outs, 0);
+    let outcome = |k: &str| {
+        Command::Outcome(Outcome {
+            number: num(N),
+            customer: cust(1),
+            admission: None,
+            status: DeliveryStatus::Failed,
+            error_code: Some(131056),
+            template: None,
+            event_key: Some(k.into()),
+        })
+    };
+    let t = Ts(T0.0 + 1);
+    let out = h.apply(outcome("s1"), t).unwrap();
+    assert_eq!(
+        out,
+        Output::Outcome {
+            released: false,
+            hold_until: Some(Ts(t.0 + 1_000)),
+            duplicate: false
+        }
+    );
+    let out = h.apply(outcome("s1"), t).unwrap();
+    assert!(matches!(
+        out,
+        Output::Outcome {
+            duplicate: true,
+            ..
+        }
+    ));
+    // one strike only: the back-off is still the first one
+    assert_eq!(
+        h.admit(N, 1, SendKind::FreeForm, Ts(t.0 + 1_000)).reason,
+        Reason::ServiceWindow
+    );
 }
 
 #[test]

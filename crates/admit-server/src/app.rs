@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use admit_core::{AdmitRequest, Command, CoreError, Engine, Output, Reader, Reason, Ts};
+use admit_core::{Command, CoreError, Engine, Output, Reader, Ts};
 use serde::{Deserialize, Serialize};
 
 /// A command as it is stored in the log: the core command and its time.
@@ -88,30 +88,13 @@ impl ShardApp {
     }
 }
 
-/// Whether the engine holds a recorded NEW_CONVERSATION decision for this
-/// keyed request. The core does not say when it returns a recorded decision;
-/// but `try_fast` answers NEW_CONVERSATION only from the idempotency record
-/// (a conversation is never opened from memory), so that answer identifies a
-/// replay. Read-only.
-pub fn is_replay(reader: &Reader, req: &AdmitRequest, now: Ts) -> bool {
-    req.idempotency_key.is_some()
-        && reader
-            .try_fast(req, now)
-            .is_some_and(|d| d.reason == Reason::NewConversation)
-}
-
 impl admit_raft::App for ShardApp {
     type Command = Stamped;
     type Response = Reply;
 
     fn apply(&mut self, index: u64, cmd: Stamped) -> Reply {
-        let replayed = match &cmd.cmd {
-            Command::Admit(req) if req.idempotency_key.is_some() => {
-                is_replay(&self.engine.reader(), req, cmd.at)
-            }
-            _ => false,
-        };
         let out = self.engine.apply(cmd.cmd, cmd.at);
+        let replayed = matches!(&out, Ok(Output::Decision(d)) if d.replayed);
         self.slot.applied.store(index, Ordering::Release);
         Reply {
             out: Some(out),

@@ -277,9 +277,6 @@ fn scope_out(k: &ScopeKey) -> (i32, String) {
     }
 }
 
-/// The length of a conversation under both built-in profiles.
-const CONVERSATION: Dur = Dur::hours(24);
-
 /// A core decision as the API shows it, decided at `now` for `scope`.
 /// `replayed`: a recorded decision returned again for its idempotency key.
 pub(crate) fn decision_out(
@@ -288,13 +285,13 @@ pub(crate) fn decision_out(
     now: Ts,
     replayed: bool,
 ) -> pb::Decision {
-    // The core keeps no decision time with a recorded decision; a replayed
-    // NEW_CONVERSATION carries its start in its window end (start + 24 h).
-    let decided_at = match (replayed, d.reason, d.window_end) {
-        (true, Reason::NewConversation, Some(end)) => end.minus(CONVERSATION).min(now),
-        _ => now,
+    // a replay carries the time it was first decided; the wait runs from now
+    let decided_at = if d.decided_at == Ts::ZERO {
+        now
+    } else {
+        d.decided_at.min(now)
     };
-    let retry = d.retry_at.map(|at| at.max(decided_at));
+    let retry = d.retry_at.map(|at| at.max(now));
     let usage = match (d.limit, scope) {
         (Some(limit), Some(scope)) => {
             let (kind, id) = scope_out(scope);
@@ -316,7 +313,7 @@ pub(crate) fn decision_out(
     pb::Decision {
         allowed: d.allowed,
         reason: reason_out(d.reason) as i32,
-        retry_after_ms: retry.map(|at| ms(at) - ms(decided_at)),
+        retry_after_ms: retry.map(|at| ms(at) - ms(now)),
         retry_at_unix_ms: retry.map(ms),
         usage,
         window_end_unix_ms: if d.allowed {
@@ -346,6 +343,8 @@ pub(crate) fn rate_denial(reason: Reason, retry_at: Ts) -> Decision {
         window_end: None,
         admission: None,
         counted: false,
+        decided_at: Ts::ZERO,
+        replayed: false,
     }
 }
 
@@ -359,7 +358,7 @@ pub(crate) fn usage_out(s: &ScopeStatus) -> pb::LimitUsage {
         tier: Some(tier_out(s.limit)),
         used: s.used,
         headroom: s.headroom.unwrap_or(0),
-        next_release_unix_ms: s.restricted_until.map(ms),
+        next_release_unix_ms: s.next_release.map(ms),
     }
 }
 

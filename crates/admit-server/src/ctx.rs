@@ -121,6 +121,9 @@ impl Ctx {
 
     /// R8: takes the number's throughput cell and the pair's cell, or returns
     /// the denial. Unknown numbers take nothing (the core answers them).
+    // the denial is the answer itself, moved out once; boxing it would add an
+    // allocation to every rate-limited request
+    #[allow(clippy::result_large_err)]
     fn take_rate(
         &self,
         reader: &Reader,
@@ -184,6 +187,8 @@ impl Ctx {
                 window_end: None,
                 admission: None,
                 counted: false,
+                decided_at: now,
+                replayed: false,
             });
         }
         reader.try_fast(req, now)
@@ -194,15 +199,19 @@ impl Ctx {
         let now = self.now();
         let route = self.route(&req.number);
         let reader = self.reader(route.shard);
+        let fast = self.fast(&route, &reader, &req, now);
+        // a retry of a recorded decision gets it back without using rate tokens
+        if let Some(d) = fast.as_ref().filter(|d| d.replayed) {
+            return Ok(((d.clone(), route.scope, true), now));
+        }
         let taken = match self.take_rate(&reader, &req, now) {
             Ok(t) => t,
             Err(d) => return Ok(((d, route.scope, false), now)),
         };
-        if let Some(d) = self.fast(&route, &reader, &req, now) {
+        if let Some(d) = fast {
             self.settle(taken, d.allowed);
             tracing::trace!(number = %req.number, reason = d.reason.as_str(), "fast path");
-            let replayed = d.reason == Reason::NewConversation;
-            return Ok(((d, route.scope, replayed), now));
+            return Ok(((d, route.scope, false), now));
         }
         let at = self.now();
         let reply = self
@@ -257,6 +266,11 @@ impl Ctx {
             };
             let route = self.route(&req.number);
             let reader = self.reader(route.shard);
+            let fast = self.fast(&route, &reader, &req, now);
+            if let Some(d) = fast.as_ref().filter(|d| d.replayed) {
+                results.push(Some(Ok((d.clone(), route.scope, true))));
+                continue;
+            }
             let taken = match self.take_rate(&reader, &req, now) {
                 Ok(t) => t,
                 Err(d) => {
@@ -264,10 +278,9 @@ impl Ctx {
                     continue;
                 }
             };
-            if let Some(d) = self.fast(&route, &reader, &req, now) {
+            if let Some(d) = fast {
                 self.settle(taken, d.allowed);
-                let replayed = d.reason == Reason::NewConversation;
-                results.push(Some(Ok((d, route.scope, replayed))));
+                results.push(Some(Ok((d, route.scope, false))));
                 continue;
             }
             results.push(None);

@@ -72,7 +72,8 @@ impl H {
     }
 
     pub fn admit_req(&mut self, req: AdmitRequest, now: Ts) -> Result<Decision, CoreError> {
-        let fast = self.e.reader().try_fast(&req, now);
+        // the writer never goes back in time; a leader's clock does not either
+        let fast = self.e.reader().try_fast(&req, now.max(self.e.now()));
         let out = self.apply(Command::Admit(req), now)?;
         let Output::Decision(d) = out else {
             panic!("admit gives a decision")
@@ -104,6 +105,7 @@ impl H {
                 customer: cust(c),
                 kind: InboundKind::Message,
                 text: text.map(str::to_owned),
+                event_key: None,
             }),
             now,
         )
@@ -130,6 +132,7 @@ impl H {
                 status: DeliveryStatus::Failed,
                 error_code: code,
                 template: None,
+                event_key: None,
             }),
             now,
         )

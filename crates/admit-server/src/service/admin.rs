@@ -247,7 +247,12 @@ impl Admin for AdminService {
         let r = request.get_ref();
         let number = convert::number("number_id", &r.number_id)?;
         tracing::Span::current().record("number", tracing::field::display(&number));
-        let portfolio = convert::portfolio("portfolio_id", &r.portfolio_id)?;
+        // optional under a per-number profile; required where the limit is the portfolio's
+        let portfolio = if r.portfolio_id.is_empty() {
+            None
+        } else {
+            Some(convert::portfolio("portfolio_id", &r.portfolio_id)?)
+        };
         let quality = match r.quality {
             Some(q) => convert::number_quality("quality", q)?,
             None => None,
@@ -276,14 +281,23 @@ impl Admin for AdminService {
                 .and_then(|s| s.numbers.first().map(|n| n.profile.clone()))
                 .unwrap_or_else(|| "seeds".into())
         } else {
-            self.portfolio_profile(&portfolio)
+            portfolio
+                .as_ref()
+                .and_then(|p| self.portfolio_profile(p))
                 .unwrap_or_else(|| "seeds".into())
         };
         let policy = self.ctx.policy(&profile_name).await?;
         let scope = match (&existing, policy.scope) {
             (Some(s), _) => s.clone(),
             (None, ScopeKind::Number) => ScopeKey::Number(number),
-            (None, ScopeKind::Portfolio) => ScopeKey::Portfolio(portfolio.clone()),
+            (None, ScopeKind::Portfolio) => {
+                ScopeKey::Portfolio(portfolio.clone().ok_or_else(|| {
+                    ApiError::invalid(
+                        "portfolio_id",
+                        "is required: this profile's limit belongs to the portfolio",
+                    )
+                })?)
+            }
         };
         let limit = match policy.scope {
             ScopeKind::Number => {
@@ -296,7 +310,7 @@ impl Admin for AdminService {
             .map(|t| if t == 0 { policy.throughput_mps } else { t });
         let reg = NumberRegistration {
             number: Some(number),
-            portfolio: Some(portfolio),
+            portfolio,
             profile: Some(profile_name),
             limit,
             // unset on creation: the engine's defaults (the profile's initial

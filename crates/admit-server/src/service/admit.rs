@@ -164,14 +164,20 @@ impl AdmitSend for AdmitService {
                     customer,
                     kind,
                     text: r.text.clone(),
+                    event_key: (!r.event_key.is_empty()).then(|| r.event_key.clone()),
                 }),
             )
             .await?;
-        let Output::Inbound { window_end, opt } = out else {
+        let Output::Inbound {
+            window_end,
+            opt,
+            duplicate,
+        } = out
+        else {
             return Err(ApiError::Internal(format!("unexpected output {out:?}")).into());
         };
         let mut fep_end = None;
-        if r.free_entry_point {
+        if r.free_entry_point && !duplicate {
             let ev = Command::Platform {
                 event: PlatformEvent::FreeEntryPoint { number, customer },
                 event_key: None,
@@ -188,7 +194,7 @@ impl AdmitSend for AdmitService {
                 Some(admit_core::OptChange::OptedIn) => pb::OptChange::OptedIn as i32,
                 None => pb::OptChange::None as i32,
             },
-            duplicate: false,
+            duplicate,
         }))
     }
 
@@ -264,6 +270,7 @@ impl AdmitSend for AdmitService {
             } else {
                 template
             },
+            event_key: (!r.event_key.is_empty()).then(|| r.event_key.clone()),
         };
         // a release must reach the admission's own shard (a portfolio scope)
         let outcome_shard = admission
@@ -274,9 +281,23 @@ impl AdmitSend for AdmitService {
             .write(outcome_shard, Command::Outcome(outcome))
             .await?
         {
-            Output::Outcome { released } => released,
+            Output::Outcome {
+                duplicate: true, ..
+            } => {
+                return Ok(Response::new(pb::ReportOutcomeResponse {
+                    effects: Vec::new(),
+                    hold_until_unix_ms: None,
+                    duplicate: true,
+                }))
+            }
+            Output::Outcome {
+                released,
+                hold_until,
+                ..
+            } => (released, hold_until),
             other => return Err(ApiError::Internal(format!("unexpected output {other:?}")).into()),
         };
+        let (released, hold_until) = released;
         if let Some((template, event)) = template_event {
             self.ctx
                 .write_all(Command::Platform {
@@ -305,7 +326,7 @@ impl AdmitSend for AdmitService {
         effects.extend(effect.map(|e| e as i32));
         Ok(Response::new(pb::ReportOutcomeResponse {
             effects,
-            hold_until_unix_ms: None,
+            hold_until_unix_ms: hold_until.map(ms),
             duplicate: false,
         }))
     }
