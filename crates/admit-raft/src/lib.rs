@@ -13,8 +13,12 @@
 //!   App's response once the entry is committed and applied;
 //! * [`RaftNode::ensure_linearizable`] / [`RaftNode::is_leader_with_lease`]
 //!   tell the server when it may answer from memory;
+//! * [`NodeConfig::peers`] / [`NodeConfig::replicas`] bootstrap a cluster
+//!   from static config; [`RaftNode::add_node`] / [`RaftNode::remove_node`]
+//!   change it, and a reconcile loop moves replicas to follow
+//!   [`placement`] (see [Cluster](#cluster));
 //! * [`RaftNode::grpc_service`], [`RaftNode::add_learner`] and
-//!   [`RaftNode::change_membership`] spread groups over several nodes.
+//!   [`RaftNode::change_membership`] are the lower-level tools.
 //!
 //! No openraft type appears in that API; the server does not depend on
 //! openraft.
@@ -114,16 +118,122 @@
 //! `GroupNetworkAdapter` binds (target, group) onto it). Payloads are
 //! postcard-encoded openraft messages; the proto only routes them.
 //!
-//! ## Not done yet (multi-node)
+//! ## Cluster
+//!
+//! ### Placement
+//!
+//! [`placement::placement_table`] maps every shard to `min(replicas, N)`
+//! active nodes, preferred leader first. It is a pure function of (shard
+//! count, active node ids, replicas): rendezvous hashing with a stable hash
+//! (SplitMix64), made exactly balanced by per-node quotas (a stable matching
+//! of shards to node slots, see the module docs). Replica and preferred-leader
+//! counts are within ±2 of even, and adding or removing a node moves close
+//! to the minimum number of replicas (unit tests measure both).
+//!
+//! ### Bootstrap from static config
+//!
+//! [`NodeConfig::peers`] lists the initial cluster (id → Raft address,
+//! including this node) and [`NodeConfig::replicas`] the replication factor
+//! (default 3). With `bootstrap`, each never-initialized group is initialized
+//! by every node of its placement over the peers, all with the *identical*
+//! voter set. openraft documents this as safe (identical initial configs at
+//! log index 0; the vote decides the leader), and unlike "only the lowest id
+//! initializes" it doesn't need one particular node to be up for the group to
+//! form. Empty `peers` (the default) is the single-node mode, as before.
+//! A node joining later starts with `bootstrap = false` and is registered with
+//! [`RaftNode::add_node`].
+//!
+//! ### Node registry: one extra Raft group
+//!
+//! The set of nodes (id → address, `Active`/`Leaving`/`Removed`) lives in a
+//! dedicated cluster-metadata Raft group with group id `shards` (one past the
+//! last shard), on the same journal and transport. Voters: the rendezvous
+//! placement of that group over the active nodes (`replicas` of them); every
+//! other active node is a learner, so every node has a local, eventually
+//! consistent copy ([`RaftNode::nodes`]). A separate group (rather than a
+//! special command in every shard's log) keeps the App's log and snapshot
+//! format untouched, gives the registry one total order (no 64-way
+//! agreement), and lets it use the same machinery (log, snapshots,
+//! membership changes) as the shards. The registry refuses to register an
+//! id that was removed, so ids are never reused. The metadata leader seeds
+//! the registry from the static peers (one `Seed` entry; later ones are
+//! ignored).
+//!
+//! `add_node`/`remove_node` can be called on any node. They are forwarded
+//! (transport RPC kind `META_WRITE`) to the metadata leader, following leader
+//! hints.
+//!
+//! ### Reconcile loop
+//!
+//! Every [`NodeConfig::reconcile_interval`], each node reconciles the groups
+//! it leads with the placement over its registry copy, one step at a time,
+//! only through openraft membership changes:
+//!
+//! 1. a missing replica is added as a **learner**. openraft streams it the
+//!    log, or sends a snapshot if the log was purged;
+//! 2. once every new learner is within a few entries of the leader, they are
+//!    promoted with `change_membership` (joint consensus) *while all old
+//!    voters stay*. So a replacement is a voter before anything is removed;
+//! 3. voters outside the target (replicas on `Leaving` nodes, or displaced by
+//!    a new node) are removed with another joint-consensus change. If the
+//!    leader itself must go, it first transfers leadership to a target voter.
+//!
+//! With the membership at its target, the leader transfers leadership to the
+//! shard's preferred leader when that one is caught up and acknowledged
+//! recently (cooldown: 4 leases per group). Members unknown to the registry
+//! are left alone, so manual [`RaftNode::add_learner`] /
+//! [`RaftNode::change_membership`] keep working. The metadata leader marks a
+//! `Leaving` node `Removed` once the leader of every group (asked with the
+//! `STATUS` RPC) reports it as neither voter nor learner.
+//! [`RaftNode::shard_infos`] (local view), [`RaftNode::cluster_shard_infos`]
+//! (each group's leader's view: members, matched index and lag per replica,
+//! target) and [`RaftNode::nodes`] expose the progress.
+//!
+//! ### Shutdown, failures, lease reads
+//!
+//! [`RaftNode::shutdown`] first transfers the leadership of every group this
+//! node leads to the most up-to-date voter that acknowledged within the
+//! lease, and waits for the handover (at most
+//! [`NodeConfig::handoff_timeout`]). Then it stops.
+//!
+//! **Why lease reads are safe.** openraft's leader lease is
+//! `election_timeout_max`. The leader measures it from the *send* time `t` of
+//! the last heartbeat a quorum acknowledged. A follower that receives that
+//! heartbeat (at `≥ t`) refuses to vote for anyone else until
+//! `election_timeout_max` after receiving it, so no other leader can exist,
+//! and no entry can commit elsewhere, before `t + election_timeout_max` by
+//! the follower's clock. [`RaftNode::is_leader_with_lease`] is stricter. It
+//! only says `true` until `t + election_timeout_max / 2` on the leader's
+//! clock, and only after the leader's first entry of its term is committed
+//! and everything committed is applied. The half-lease margin absorbs clock
+//! *rate* drift between nodes (monotonic clocks; up to a 2× rate difference
+//! would still be safe), scheduling delay and metrics lag. The
+//! assumption is bounded drift, not synchronized clocks. Pre-vote is enabled,
+//! so a node that was cut off cannot inflate its term and depose a healthy
+//! leader when it returns.
+//!
+//! A node cut off from the others loses `is_leader_with_lease` within half a
+//! lease of its last acknowledged heartbeat (test: ≈ 200 ms for a 400 ms
+//! lease). It cannot commit anything alone: its writes are never acknowledged
+//! ([`NodeConfig::write_timeout`] bounds the wait), and its uncommitted entries
+//! are truncated when it rejoins.
+//!
+//! ### Limits
 //!
 //! Forwarding client writes to the leader is left to the server
-//! ([`WriteError::ForwardToLeader`] carries the leader's address); snapshots
-//! are sent whole in one RPC (fine for MB-sized states, not for GB); heartbeats
-//! are per group (64 groups × followers), not coalesced per node pair.
+//! ([`WriteError::ForwardToLeader`] carries the leader's address). Snapshots
+//! are sent whole in one RPC (fine for MB-sized states, not for GB).
+//! Heartbeats are per group (64 groups × followers), not coalesced per node
+//! pair. A crashed node stays `Active` (its groups run on the remaining
+//! majority) until an operator calls `remove_node`. There is no automatic
+//! failure detector that re-replicates. All groups may move at once when a
+//! node joins: no rate limit on concurrent snapshot transfers.
 
+mod cluster;
 mod journal;
 mod network;
 mod node;
+pub mod placement;
 mod sm;
 mod store;
 mod types;
@@ -134,6 +244,7 @@ pub mod pb {
     tonic::include_proto!("admit.internal.raft");
 }
 
+pub use cluster::{ClusterNode, NodeState, ReplicaInfo, ShardInfo};
 pub use network::RaftGrpcService;
 pub use node::{JournalCounters, NodeConfig, RaftNode};
 pub use types::{CmdData, TypeConfig};

@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -22,7 +23,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::cluster::{MetaCmd, MetaFwd, Registry, ShardInfo};
 use crate::journal::io_err;
+use crate::node::{local_infos, meta_write_local, Inner};
 use crate::pb::raft_transport_client::RaftTransportClient;
 use crate::pb::raft_transport_server::RaftTransport;
 use crate::pb::{RaftReply, RaftRequest, RaftRpcKind};
@@ -39,6 +42,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct RouterInner {
     /// node id -> (address, lazily connected channel)
     peers: Mutex<HashMap<u64, (String, RaftTransportClient<Channel>)>>,
+    /// Test switch: drop every outgoing and incoming RPC of this node.
+    isolated: Arc<AtomicBool>,
 }
 
 /// Connection pool shared by all groups of a node.
@@ -68,6 +73,24 @@ impl<A: App> GrpcRouter<A> {
             inner: Arc::default(),
             _app: PhantomData,
         }
+    }
+
+    /// The same connection pool, typed for another App (the metadata group).
+    pub(crate) fn retype<B>(&self) -> GrpcRouter<B> {
+        GrpcRouter {
+            inner: self.inner.clone(),
+            _app: PhantomData,
+        }
+    }
+
+    /// The isolation switch shared with the gRPC service.
+    pub(crate) fn isolated(&self) -> Arc<AtomicBool> {
+        self.inner.isolated.clone()
+    }
+
+    /// Known address of `node`.
+    pub(crate) fn addr(&self, node: u64) -> Option<String> {
+        lock(&self.inner.peers).get(&node).map(|(a, _)| a.clone())
     }
 
     /// Register (or update) the address of `node`. A changed address replaces the channel.
@@ -101,7 +124,7 @@ impl<A: App> GrpcRouter<A> {
             })
     }
 
-    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         target: u64,
         group: u32,
@@ -109,6 +132,11 @@ impl<A: App> GrpcRouter<A> {
         req: &Req,
         ttl: Duration,
     ) -> Result<Resp, RPCError<C<A>>> {
+        if self.inner.isolated.load(Ordering::Relaxed) {
+            return Err(RPCError::Unreachable(Unreachable::new(&io_err(
+                "node isolated (test switch)",
+            ))));
+        }
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = self.client(target)?;
         let request = RaftRequest {
@@ -240,6 +268,9 @@ pub(crate) type GroupRaft<A> = Raft<C<A>, StateMachine<A>>;
 /// or let the node serve it on [`NodeConfig::listen_addr`](crate::NodeConfig::listen_addr).
 pub struct RaftGrpcService<A: App> {
     pub(crate) groups: Arc<Vec<GroupRaft<A>>>,
+    pub(crate) meta: GroupRaft<Registry>,
+    pub(crate) node: Weak<Inner<A>>,
+    pub(crate) isolated: Arc<AtomicBool>,
 }
 
 impl<A: App> std::fmt::Debug for RaftGrpcService<A> {
@@ -265,28 +296,62 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
         &self,
         request: tonic::Request<RaftRequest>,
     ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+        if self.isolated.load(Ordering::Relaxed) {
+            return Err(tonic::Status::unavailable("node isolated (test switch)"));
+        }
         let r = request.into_inner();
+        let kind = RaftRpcKind::try_from(r.kind)
+            .map_err(|_| tonic::Status::invalid_argument("unknown raft rpc kind"))?;
+        match kind {
+            RaftRpcKind::MetaWrite => {
+                let cmd: MetaCmd = req(&r.payload)?;
+                let node = self
+                    .node
+                    .upgrade()
+                    .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
+                return reply::<MetaFwd>(Ok(meta_write_local(&node, cmd).await));
+            }
+            RaftRpcKind::Status => {
+                let node = self
+                    .node
+                    .upgrade()
+                    .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
+                return reply::<Vec<ShardInfo>>(Ok(local_infos(&node)));
+            }
+            _ => {}
+        }
+        if r.group as usize == self.groups.len() {
+            return dispatch(&self.meta, kind, &r.payload).await;
+        }
         let raft = self
             .groups
             .get(r.group as usize)
             .ok_or_else(|| tonic::Status::not_found(format!("no raft group {}", r.group)))?;
-        let kind = RaftRpcKind::try_from(r.kind)
-            .map_err(|_| tonic::Status::invalid_argument("unknown raft rpc kind"))?;
+        dispatch(raft, kind, &r.payload).await
+    }
+}
+
+async fn dispatch<X: App>(
+    raft: &GroupRaft<X>,
+    kind: RaftRpcKind,
+    payload: &[u8],
+) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+    {
         match kind {
             RaftRpcKind::AppendEntries => {
-                let rpc: AppendEntriesRequest<C<A>> = req(&r.payload)?;
+                let rpc: AppendEntriesRequest<C<X>> = req(payload)?;
                 reply(raft.append_entries(rpc).await.map_err(|e| e.to_string()))
             }
             RaftRpcKind::Vote => {
-                let rpc: VoteRequest<C<A>> = req(&r.payload)?;
+                let rpc: VoteRequest<C<X>> = req(payload)?;
                 reply(raft.vote(rpc).await.map_err(|e| e.to_string()))
             }
             RaftRpcKind::PreVote => {
-                let rpc: VoteRequest<C<A>> = req(&r.payload)?;
+                let rpc: VoteRequest<C<X>> = req(payload)?;
                 reply(raft.pre_vote(rpc).await.map_err(|e| e.to_string()))
             }
             RaftRpcKind::FullSnapshot => {
-                let (vote, meta, data): (VoteT<A>, SnapshotMetaT<A>, Vec<u8>) = req(&r.payload)?;
+                let (vote, meta, data): (VoteT<X>, SnapshotMetaT<X>, Vec<u8>) = req(payload)?;
                 let snapshot = openraft::storage::Snapshot {
                     meta,
                     snapshot: data,
@@ -298,14 +363,16 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
                 )
             }
             RaftRpcKind::TransferLeader => {
-                let rpc: TransferLeaderRequest<C<A>> = req(&r.payload)?;
+                let rpc: TransferLeaderRequest<C<X>> = req(payload)?;
                 reply(
                     raft.handle_transfer_leader(rpc)
                         .await
                         .map_err(|e| e.to_string()),
                 )
             }
-            RaftRpcKind::Unspecified => Err(tonic::Status::invalid_argument("unspecified rpc")),
+            RaftRpcKind::Unspecified | RaftRpcKind::MetaWrite | RaftRpcKind::Status => {
+                Err(tonic::Status::invalid_argument("unexpected rpc kind"))
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! [`RaftNode`]: many openraft groups on one node, one journal.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -13,11 +13,16 @@ use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::impls::BasicNode;
 use openraft::raft::ReadPolicy;
 use openraft::Instant as _;
-use openraft::{Config, Raft, ServerState, SnapshotPolicy};
+use openraft::{ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
 
+use crate::cluster::{
+    ClusterNode, MetaCmd, MetaFwd, NodeState, Registry, RegistryState, ReplicaInfo, ShardInfo,
+};
 use crate::journal::{io_err, Journal};
 use crate::network::{GroupRaft, GrpcRouter, NetFactory, RaftGrpcService};
 use crate::pb::raft_transport_server::RaftTransportServer;
+use crate::pb::RaftRpcKind;
+use crate::placement::{placement_table, rendezvous};
 use crate::sm::StateMachine;
 use crate::store::{decode, encode, LogStore};
 use crate::types::{CmdData, C};
@@ -58,6 +63,30 @@ pub struct NodeConfig {
     pub group_commit_linger: Duration,
     /// How long `start` waits for groups to recover and elect a leader.
     pub startup_timeout: Duration,
+    /// The initial cluster (node id -> Raft address), including this node.
+    /// Empty (the default): a single node, exactly as before clustering.
+    /// With `bootstrap`, a fresh group is initialized by every node of its
+    /// placement over these peers, all with the identical voter set (safe in
+    /// Raft: identical initial configs at log index 0). A node joining an
+    /// existing cluster starts with `bootstrap = false` (`peers` then only
+    /// serve as contact points) and is registered with
+    /// [`RaftNode::add_node`] on any member.
+    pub peers: BTreeMap<u64, String>,
+    /// Replicas per group (voters), capped by the number of active nodes.
+    pub replicas: usize,
+    /// Period of the reconcile loop (membership towards placement, leader
+    /// balance, registry upkeep). Zero disables the loop.
+    pub reconcile_interval: Duration,
+    /// Transfer each group's leadership to its preferred leader (placement).
+    pub balance_leaders: bool,
+    /// How long [`RaftNode::shutdown`] waits for the groups it leads to hand
+    /// leadership to another voter.
+    pub handoff_timeout: Duration,
+    /// Give up waiting for a write after this long
+    /// ([`WriteError::Unavailable`], outcome unknown). `None`: wait as long as
+    /// openraft does (an isolated leader may then wait until it learns of a
+    /// newer leader).
+    pub write_timeout: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -78,6 +107,12 @@ impl NodeConfig {
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
             group_commit_linger: Duration::ZERO,
             startup_timeout: Duration::from_secs(10),
+            peers: BTreeMap::new(),
+            replicas: 3,
+            reconcile_interval: Duration::from_secs(1),
+            balance_leaders: true,
+            handoff_timeout: Duration::from_secs(3),
+            write_timeout: None,
         }
     }
 
@@ -91,6 +126,9 @@ impl NodeConfig {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: self.keep_logs_after_snapshot,
             purge_batch_size: self.purge_batch_size.max(1),
+            // A node that was cut off must not inflate its term and depose a
+            // healthy leader when it comes back.
+            enable_pre_vote: Some(true),
             ..Default::default()
         };
         cfg.validate()
@@ -100,18 +138,29 @@ impl NodeConfig {
 
 const NODE_INFO_KEY: &[u8] = b"admit-node-info";
 
+/// Rendezvous key of the cluster-metadata group's placement.
+const META_KEY: u64 = u64::MAX;
+/// A learner within this many entries of the leader counts as caught up.
+const CATCH_UP_SLACK: u64 = 64;
+
 struct ServerHandle {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
-struct Inner<A: App> {
+pub(crate) struct Inner<A: App> {
     config: NodeConfig,
     groups: Arc<Vec<GroupRaft<A>>>,
+    /// The cluster-metadata group (group id `shards`): the node registry.
+    meta: GroupRaft<Registry>,
+    registry: Registry,
     journal: Arc<Journal>,
     router: GrpcRouter<A>,
     lease: Duration,
     server: Mutex<Option<ServerHandle>>,
+    reconciler: Mutex<Option<ServerHandle>>,
+    /// Last leadership transfer per group (leader-balance cooldown).
+    transfers: Mutex<HashMap<u32, Instant>>,
 }
 
 /// A node hosting one Raft group per shard over one durable journal.
@@ -191,6 +240,17 @@ impl<A: App> RaftNode<A> {
         check_node_info(&journal, &config).await?;
 
         let router = GrpcRouter::<A>::new();
+        for (id, addr) in &config.peers {
+            router
+                .set_addr(*id, addr)
+                .map_err(|e| StartError::Config(format!("peer {id} address {addr}: {e}")))?;
+        }
+        let me = config.node_id;
+        if config.bootstrap && !config.peers.is_empty() && !config.peers.contains_key(&me) {
+            return Err(StartError::Config(format!(
+                "peers must include this node ({me}) to bootstrap"
+            )));
+        }
         let mut groups = Vec::with_capacity(config.shards as usize);
         for shard in 0..config.shards {
             let log = LogStore::<A>::open(shard, journal.clone()).map_err(StartError::Storage)?;
@@ -200,75 +260,96 @@ impl<A: App> RaftNode<A> {
                 router: router.clone(),
                 group: shard,
             };
-            let raft = Raft::new(config.node_id, raft_config.clone(), net, log, sm)
+            let raft = Raft::new(me, raft_config.clone(), net, log, sm)
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
             groups.push(raft);
         }
+        let meta_id = config.shards;
+        let registry = Registry::default();
+        let meta = {
+            let log = LogStore::<Registry>::open(meta_id, journal.clone())
+                .map_err(StartError::Storage)?;
+            let sm = StateMachine::open(meta_id, registry.clone(), journal.clone())
+                .map_err(StartError::Storage)?;
+            let net = NetFactory {
+                router: router.retype::<Registry>(),
+                group: meta_id,
+            };
+            Raft::new(me, raft_config.clone(), net, log, sm)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?
+        };
 
         let mut fresh = vec![false; groups.len()];
+        let mut meta_fresh = false;
         if config.bootstrap {
-            let me = BasicNode::new(config.advertise_addr.clone());
-            for (raft, fresh) in groups.iter().zip(fresh.iter_mut()) {
-                let initialized = raft
-                    .is_initialized()
-                    .await
-                    .map_err(|e| StartError::Raft(e.to_string()))?;
-                if !initialized {
-                    let members = BTreeMap::from([(config.node_id, me.clone())]);
-                    raft.initialize(members)
-                        .await
-                        .map_err(|e| StartError::Raft(e.to_string()))?;
-                    *fresh = true;
+            // Voters of every fresh group: this node alone, or the group's
+            // placement over the static peers.
+            let (table, meta_voters) = if config.peers.is_empty() {
+                (vec![vec![me]; groups.len()], vec![me])
+            } else {
+                let ids: BTreeSet<u64> = config.peers.keys().copied().collect();
+                (
+                    placement_table(config.shards, &ids, config.replicas),
+                    rendezvous(META_KEY, &ids, config.replicas),
+                )
+            };
+            let members = |voters: &[u64]| -> BTreeMap<u64, BasicNode> {
+                voters
+                    .iter()
+                    .map(|id| {
+                        let addr = config
+                            .peers
+                            .get(id)
+                            .cloned()
+                            .unwrap_or_else(|| config.advertise_addr.clone());
+                        (*id, BasicNode::new(addr))
+                    })
+                    .collect()
+            };
+            for ((raft, fresh), voters) in groups.iter().zip(fresh.iter_mut()).zip(&table) {
+                if voters.contains(&me) && init_if_fresh(raft, members(voters)).await? {
+                    *fresh = voters.len() == 1;
                 }
+            }
+            if meta_voters.contains(&me) && init_if_fresh(&meta, members(&meta_voters)).await? {
+                meta_fresh = meta_voters.len() == 1;
             }
         }
 
         let node = Self {
             inner: Arc::new(Inner {
                 groups: Arc::new(groups),
+                meta,
+                registry,
                 journal,
                 router,
                 lease,
                 server: Mutex::new(None),
+                reconciler: Mutex::new(None),
+                transfers: Mutex::new(HashMap::new()),
                 config,
             }),
         };
         if let Some(addr) = node.inner.config.listen_addr {
             node.serve(addr).await?;
         }
-        if let Err(e) = node.wait_ready(&fresh).await {
+        if let Err(e) = node.wait_ready(&fresh, meta_fresh).await {
             let _ = node.shutdown().await;
             return Err(e);
         }
+        node.spawn_reconciler();
         Ok(node)
     }
 
-    async fn wait_ready(&self, fresh: &[bool]) -> Result<(), StartError> {
+    async fn wait_ready(&self, fresh: &[bool], meta_fresh: bool) -> Result<(), StartError> {
         let deadline = Instant::now() + self.inner.config.startup_timeout;
         let me = self.inner.config.node_id;
         for (raft, fresh) in self.inner.groups.iter().zip(fresh) {
-            // Only groups this node can commit alone are waited for; in a
-            // cluster, recovery needs the peers, and reads are guarded by
-            // `ensure_linearizable` anyway.
-            let sole_voter = *fresh || raft.voter_ids().eq([me]);
-            if !sole_voter {
-                continue;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            raft.wait_for_recovery(Some(left))
-                .await
-                .map_err(|e| StartError::Raft(format!("recovery: {e}")))?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            raft.wait(Some(left))
-                .metrics(
-                    |m| m.current_leader == Some(me) && m.last_applied >= m.local_committed,
-                    "leader of own group",
-                )
-                .await
-                .map_err(|e| StartError::Raft(format!("election: {e}")))?;
+            wait_sole_voter(raft, me, *fresh, deadline).await?;
         }
-        Ok(())
+        wait_sole_voter(&self.inner.meta, me, meta_fresh, deadline).await
     }
 
     async fn serve(&self, addr: SocketAddr) -> Result<(), StartError> {
@@ -299,6 +380,9 @@ impl<A: App> RaftNode<A> {
     pub fn grpc_service(&self) -> RaftTransportServer<RaftGrpcService<A>> {
         RaftTransportServer::new(RaftGrpcService {
             groups: self.inner.groups.clone(),
+            meta: self.inner.meta.clone(),
+            node: Arc::downgrade(&self.inner),
+            isolated: self.inner.router.isolated(),
         })
         .max_decoding_message_size(256 * 1024 * 1024)
         .max_encoding_message_size(256 * 1024 * 1024)
@@ -327,9 +411,14 @@ impl<A: App> RaftNode<A> {
     /// idempotency key.
     pub async fn write(&self, shard: u32, cmd: A::Command) -> Result<A::Response, WriteError> {
         let raft = self.group(shard).ok_or(WriteError::NoSuchShard(shard))?;
-        raft.client_write(CmdData(cmd))
-            .await
-            .map(|r| r.data)
+        let fut = raft.client_write(CmdData(cmd));
+        let r = match self.inner.config.write_timeout {
+            None => fut.await,
+            Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
+                WriteError::Unavailable(format!("write timed out after {t:?}; outcome unknown"))
+            })?,
+        };
+        r.map(|r| r.data)
             .map_err(|e| map_write_err::<A>(self.node_id(), e))
     }
 
@@ -530,8 +619,37 @@ impl<A: App> RaftNode<A> {
         }
     }
 
-    /// Stop serving, stop every group, then flush and fsync the journal.
+    /// Stop the reconcile loop, hand the leadership of every group this node
+    /// leads to another up-to-date voter (waiting at most
+    /// [`NodeConfig::handoff_timeout`]), stop serving, stop every group, then
+    /// flush and fsync the journal.
     pub async fn shutdown(&self) -> Result<(), std::io::Error> {
+        self.stop(true).await
+    }
+
+    /// Test helper: stop like a crash (no leadership handoff, RPCs cut
+    /// first). The journal is still closed cleanly, which a real crash would
+    /// not do; `kill -9` durability is tested separately.
+    #[doc(hidden)]
+    pub async fn crash(&self) {
+        self.set_isolated(true);
+        let _ = self.stop(false).await;
+    }
+
+    async fn stop(&self, handoff: bool) -> Result<(), std::io::Error> {
+        let rec = self
+            .inner
+            .reconciler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(r) = rec {
+            let _ = r.stop.send(());
+            let _ = r.task.await;
+        }
+        if handoff {
+            self.handoff().await;
+        }
         let server = self
             .inner
             .server
@@ -547,13 +665,16 @@ impl<A: App> RaftNode<A> {
                 tracing::warn!(error = %e, "raft group shutdown");
             }
         }
+        if let Err(e) = self.inner.meta.shutdown().await {
+            tracing::warn!(error = %e, "raft metadata group shutdown");
+        }
         self.inner.journal.sync().await.ok();
         self.inner.journal.close()
     }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
-struct NodeInfo {
+struct DirInfo {
     node_id: u64,
     shards: u32,
 }
@@ -565,7 +686,7 @@ async fn check_node_info(journal: &Journal, config: &NodeConfig) -> Result<(), S
         .map_err(|e| StartError::Storage(io_err(e)))?;
     match existing {
         Some(b) => {
-            let info: NodeInfo = decode(&b).map_err(StartError::Storage)?;
+            let info: DirInfo = decode(&b).map_err(StartError::Storage)?;
             if info.node_id != config.node_id || info.shards != config.shards {
                 return Err(StartError::Config(format!(
                     "data dir belongs to node {} with {} shards, config says node {} with {} shards",
@@ -575,7 +696,7 @@ async fn check_node_info(journal: &Journal, config: &NodeConfig) -> Result<(), S
             Ok(())
         }
         None => {
-            let info = NodeInfo {
+            let info = DirInfo {
                 node_id: config.node_id,
                 shards: config.shards,
             };
@@ -589,5 +710,701 @@ async fn check_node_info(journal: &Journal, config: &NodeConfig) -> Result<(), S
                 .await
                 .map_err(StartError::Storage)
         }
+    }
+}
+
+/// Initialize `raft` with `members` unless it already is. Returns whether it
+/// was initialized now.
+async fn init_if_fresh<X: App>(
+    raft: &GroupRaft<X>,
+    members: BTreeMap<u64, BasicNode>,
+) -> Result<bool, StartError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    if initialized {
+        return Ok(false);
+    }
+    raft.initialize(members)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    Ok(true)
+}
+
+/// Wait until a group this node can commit alone has recovered and elected
+/// itself. Groups shared with peers recover in the background (their reads
+/// are guarded by the lease anyway).
+async fn wait_sole_voter<X: App>(
+    raft: &GroupRaft<X>,
+    me: u64,
+    fresh: bool,
+    deadline: Instant,
+) -> Result<(), StartError> {
+    let sole_voter = fresh || raft.voter_ids().eq([me]);
+    if !sole_voter {
+        return Ok(());
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    raft.wait_for_recovery(Some(left))
+        .await
+        .map_err(|e| StartError::Raft(format!("recovery: {e}")))?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    raft.wait(Some(left))
+        .metrics(
+            |m| m.current_leader == Some(me) && m.last_applied >= m.local_committed,
+            "leader of own group",
+        )
+        .await
+        .map_err(|e| StartError::Raft(format!("election: {e}")))?;
+    Ok(())
+}
+
+/// This node's view of group `raft` (id `shard`).
+fn group_info<X: App>(raft: &GroupRaft<X>, shard: u32, me: u64, target: Vec<u64>) -> ShardInfo {
+    let m = raft.metrics().borrow_watched().clone();
+    let mem = m.membership_config.membership();
+    let voters: BTreeSet<u64> = mem.voter_ids().collect();
+    let learners: BTreeSet<u64> = mem.learner_ids().collect();
+    let changing = mem.get_joint_config().len() > 1
+        || m.membership_config.log_id() != m.committed_membership_config.log_id();
+    let last = m.last_log_index;
+    let mut replicas = Vec::new();
+    if m.state == ServerState::Leader {
+        let repl = m.replication.clone().unwrap_or_default();
+        let hb = m.heartbeat.clone().unwrap_or_default();
+        for n in voters.iter().chain(learners.iter()) {
+            let matched = if *n == me {
+                last
+            } else {
+                repl.get(n).cloned().flatten().map(|l| l.index)
+            };
+            let last_ack_ms = if *n == me {
+                Some(0)
+            } else {
+                hb.get(n)
+                    .cloned()
+                    .flatten()
+                    .map(|t| t.into_inner().elapsed().as_millis() as u64)
+            };
+            replicas.push(ReplicaInfo {
+                node: *n,
+                voter: voters.contains(n),
+                matched,
+                lag: matched.map(|i| last.unwrap_or(0).saturating_sub(i)),
+                last_ack_ms,
+            });
+        }
+    }
+    ShardInfo {
+        shard,
+        reporter: me,
+        leader: m.current_leader,
+        term: m.current_term,
+        voters,
+        learners,
+        changing,
+        last_log_index: last,
+        committed: m.local_committed.map(|l| l.index),
+        applied: m.last_applied.map(|l| l.index),
+        purged: m.purged.map(|l| l.index),
+        replicas,
+        target,
+    }
+}
+
+/// Views of every group of this node, the metadata group last.
+pub(crate) fn local_infos<A: App>(inner: &Arc<Inner<A>>) -> Vec<ShardInfo> {
+    let node = RaftNode {
+        inner: inner.clone(),
+    };
+    let mut v = node.shard_infos();
+    v.push(node.meta_info());
+    v
+}
+
+/// Propose `cmd` to the metadata group if this node leads it.
+pub(crate) async fn meta_write_local<A: App>(inner: &Arc<Inner<A>>, cmd: MetaCmd) -> MetaFwd {
+    let meta = &inner.meta;
+    match meta.client_write(CmdData(cmd)).await {
+        Ok(r) => MetaFwd::Done(r.data.err),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            MetaFwd::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr)))
+        }
+        Err(e) => MetaFwd::Done(Some(format!("unavailable: {e}"))),
+    }
+}
+
+/// What the reconcile step of one group did.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Idle,
+    Busy,
+}
+
+impl<A: App> RaftNode<A> {
+    fn spawn_reconciler(&self) {
+        let every = self.inner.config.reconcile_interval;
+        if every.is_zero() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let Some(inner) = weak.upgrade() else { break };
+                let node = RaftNode { inner };
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    _ = node.reconcile_once() => {}
+                }
+            }
+        });
+        *self
+            .inner
+            .reconciler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(ServerHandle { stop, task });
+    }
+
+    /// The node registry as replicated to this node (empty until this node
+    /// holds a replica of the metadata group).
+    pub fn nodes(&self) -> Vec<ClusterNode> {
+        self.inner.registry.read().list()
+    }
+
+    /// Learner ids of `shard` as known here.
+    pub fn learners(&self, shard: u32) -> BTreeSet<u64> {
+        self.group(shard)
+            .map(|r| r.learner_ids().collect())
+            .unwrap_or_default()
+    }
+
+    fn targets(&self) -> Vec<Vec<u64>> {
+        let reg = self.inner.registry.read();
+        let active = reg.active();
+        if active.is_empty() {
+            return vec![Vec::new(); self.shards() as usize];
+        }
+        placement_table(self.shards(), &active, self.inner.config.replicas)
+    }
+
+    /// This node's view of every shard's group: leader, voters, learners,
+    /// log positions, and (on groups this node leads) each replica's matched
+    /// index and lag; `target` is the placement over this node's registry copy.
+    pub fn shard_infos(&self) -> Vec<ShardInfo> {
+        let me = self.node_id();
+        let targets = self.targets();
+        self.inner
+            .groups
+            .iter()
+            .zip(targets)
+            .enumerate()
+            .map(|(i, (raft, t))| group_info(raft, i as u32, me, t))
+            .collect()
+    }
+
+    /// This node's view of the cluster-metadata group (shard id `shards`).
+    pub fn meta_info(&self) -> ShardInfo {
+        let reg = self.inner.registry.read();
+        let target = rendezvous(META_KEY, &reg.active(), self.inner.config.replicas);
+        group_info(&self.inner.meta, self.shards(), self.node_id(), target)
+    }
+
+    /// Cluster-wide view: for every shard, the view of its leader (asked over
+    /// the network, 1 s timeout per node), else the freshest view reachable.
+    pub async fn cluster_shard_infos(&self) -> Vec<ShardInfo> {
+        let reg = self.inner.registry.read();
+        let mut all = self.gather(&reg).await;
+        all.truncate(self.shards() as usize);
+        all.into_iter()
+            .enumerate()
+            .map(|(i, v)| v.unwrap_or_else(|| self.shard_infos().swap_remove(i)))
+            .collect()
+    }
+
+    /// Best view per group (index = group id, metadata group last) from this
+    /// node and every registered, non-removed node.
+    async fn gather(&self, reg: &RegistryState) -> Vec<Option<ShardInfo>> {
+        let me = self.node_id();
+        let peers: Vec<u64> = reg
+            .nodes
+            .iter()
+            .filter(|(id, (_, st))| **id != me && *st != NodeState::Removed)
+            .map(|(id, _)| *id)
+            .collect();
+        let router = self.inner.router.clone();
+        let calls = peers.into_iter().map(|id| {
+            let router = router.clone();
+            async move {
+                router
+                    .call::<(), Vec<ShardInfo>>(
+                        id,
+                        0,
+                        RaftRpcKind::Status,
+                        &(),
+                        Duration::from_secs(1),
+                    )
+                    .await
+                    .ok()
+            }
+        });
+        let mut reports: Vec<ShardInfo> = local_infos(&self.inner);
+        for r in futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            reports.extend(r);
+        }
+        let n = self.shards() as usize + 1;
+        let mut best: Vec<Option<ShardInfo>> = vec![None; n];
+        for r in reports {
+            let Some(slot) = best.get_mut(r.shard as usize) else {
+                continue;
+            };
+            let key = |x: &ShardInfo| (x.is_leader_view(), x.term);
+            if slot.as_ref().is_none_or(|b| key(&r) > key(b)) {
+                *slot = Some(r);
+            }
+        }
+        best
+    }
+
+    /// Register node `id` reachable at `addr` (Raft transport) as Active; the
+    /// reconcile loops then move replicas onto it (learner, catch-up by log or
+    /// snapshot, joint-consensus membership change). Callable on any node:
+    /// forwarded to the metadata group's leader. Refused for an id that was
+    /// removed (ids are never reused). Start the new node with
+    /// `bootstrap = false` before calling this.
+    pub async fn add_node(&self, id: u64, addr: &str) -> Result<(), AdminError> {
+        self.meta_write(MetaCmd::Add {
+            id,
+            addr: addr.to_string(),
+        })
+        .await
+    }
+
+    /// Mark node `id` Leaving: placement stops counting it, the reconcile
+    /// loops move its replicas to other nodes (each replacement becomes a
+    /// voter before the old replica is removed), and once no group has it as
+    /// a member it is marked Removed (see [`Self::nodes`]); then it can be
+    /// stopped. Callable on any node. Refused for the last active node.
+    pub async fn remove_node(&self, id: u64) -> Result<(), AdminError> {
+        self.meta_write(MetaCmd::Leave { id }).await
+    }
+
+    async fn meta_write(&self, cmd: MetaCmd) -> Result<(), AdminError> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let me = self.node_id();
+        let mut hint: Option<(u64, String)> = None;
+        let mut round = 0usize;
+        loop {
+            if Instant::now() > deadline {
+                return Err(AdminError::Raft(
+                    "metadata group: no reachable leader".into(),
+                ));
+            }
+            let outcome = if self.inner.meta.metrics().borrow_watched().current_leader == Some(me) {
+                Some(meta_write_local(&self.inner, cmd.clone()).await)
+            } else {
+                let target = hint.take().or_else(|| self.meta_leader_hint()).or_else(|| {
+                    // No leader known here: try every known contact in turn.
+                    let mut c: Vec<(u64, String)> = self
+                        .inner
+                        .registry
+                        .read()
+                        .nodes
+                        .into_iter()
+                        .filter(|(_, (_, st))| *st == NodeState::Active)
+                        .map(|(id, (a, _))| (id, a))
+                        .chain(self.inner.config.peers.clone())
+                        .filter(|(id, _)| *id != me)
+                        .collect();
+                    c.sort();
+                    c.dedup();
+                    (!c.is_empty()).then(|| c[round % c.len()].clone())
+                });
+                round += 1;
+                match target {
+                    None => None,
+                    Some((id, addr)) => {
+                        let _ = self.inner.router.set_addr(id, &addr);
+                        self.inner
+                            .router
+                            .call::<MetaCmd, MetaFwd>(
+                                id,
+                                self.shards(),
+                                RaftRpcKind::MetaWrite,
+                                &cmd,
+                                Duration::from_secs(5),
+                            )
+                            .await
+                            .ok()
+                    }
+                }
+            };
+            match outcome {
+                Some(MetaFwd::Done(None)) => return Ok(()),
+                Some(MetaFwd::Done(Some(e))) if !e.starts_with("unavailable") => {
+                    return Err(AdminError::Raft(e))
+                }
+                Some(MetaFwd::NotLeader(h)) if h.as_ref().is_some_and(|(id, _)| *id != me) => {
+                    hint = h;
+                    continue;
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn meta_leader_hint(&self) -> Option<(u64, String)> {
+        let m = self.inner.meta.metrics();
+        let m = m.borrow_watched();
+        let l = m.current_leader.filter(|l| *l != self.node_id())?;
+        let addr = m.membership_config.membership().get_node(&l)?.addr.clone();
+        Some((l, addr))
+    }
+
+    /// Test switch: drop every Raft RPC this node sends or receives (a
+    /// network partition around it). Not for production use.
+    #[doc(hidden)]
+    pub fn set_isolated(&self, isolated: bool) {
+        self.inner
+            .router
+            .isolated()
+            .store(isolated, Ordering::Relaxed);
+    }
+
+    /// Ask the leader of `shard` (this node) to hand leadership to `to`.
+    pub async fn transfer_leader(&self, shard: u32, to: u64) -> Result<(), AdminError> {
+        let raft = self.group(shard).ok_or(AdminError::NoSuchShard(shard))?;
+        raft.trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| AdminError::Raft(e.to_string()))
+    }
+
+    /// One pass of the reconcile loop.
+    async fn reconcile_once(&self) {
+        let reg = self.inner.registry.read();
+        for (id, (addr, st)) in &reg.nodes {
+            if *st != NodeState::Removed && *id != self.node_id() {
+                let _ = self.inner.router.set_addr(*id, addr);
+            }
+        }
+        let me = self.node_id();
+        let replicas = self.inner.config.replicas;
+        if self.inner.meta.metrics().borrow_watched().current_leader == Some(me) {
+            if !reg.seeded {
+                let peers = if self.inner.config.peers.is_empty() {
+                    BTreeMap::from([(me, self.inner.config.advertise_addr.clone())])
+                } else {
+                    self.inner.config.peers.clone()
+                };
+                let _ = meta_write_local(&self.inner, MetaCmd::Seed(peers)).await;
+                return;
+            }
+            let active = reg.active();
+            let voters = rendezvous(META_KEY, &active, replicas);
+            let learners: BTreeSet<u64> = active
+                .iter()
+                .filter(|n| !voters.contains(n))
+                .copied()
+                .collect();
+            self.reconcile_group(&self.inner.meta, self.shards(), &voters, &learners, &reg)
+                .await;
+            for x in reg.with_state(NodeState::Leaving) {
+                if self.holds_no_replica(x, &reg).await {
+                    let r = meta_write_local(&self.inner, MetaCmd::MarkRemoved { id: x }).await;
+                    tracing::info!(node = x, outcome = ?r, "leaving node holds no replica: removed");
+                }
+            }
+        }
+        if !reg.seeded || reg.active().is_empty() {
+            return;
+        }
+        let table = placement_table(self.shards(), &reg.active(), replicas);
+        let none = BTreeSet::new();
+        let steps = self
+            .inner
+            .groups
+            .iter()
+            .zip(table.iter())
+            .enumerate()
+            .filter(|(_, (raft, _))| raft.metrics().borrow_watched().current_leader == Some(me))
+            .map(|(i, (raft, target))| self.reconcile_group(raft, i as u32, target, &none, &reg));
+        futures_util::future::join_all(steps).await;
+    }
+
+    /// Whether no group has `x` as voter or learner, according to each
+    /// group's leader (every group must have a reachable leader).
+    async fn holds_no_replica(&self, x: u64, reg: &RegistryState) -> bool {
+        let best = self.gather(reg).await;
+        best.iter().all(|v| {
+            v.as_ref().is_some_and(|i| {
+                i.is_leader_view() && !i.voters.contains(&x) && !i.learners.contains(&x)
+            })
+        })
+    }
+
+    /// Move the voters of a group this node leads one step towards `desired`
+    /// (preferred leader first), keep `want_learners` as learners, and
+    /// balance leadership. Nodes unknown to the registry are left alone (they
+    /// are managed by hand with `add_learner`/`change_membership`).
+    async fn reconcile_group<X: App>(
+        &self,
+        raft: &GroupRaft<X>,
+        gid: u32,
+        desired: &[u64],
+        want_learners: &BTreeSet<u64>,
+        reg: &RegistryState,
+    ) -> Step {
+        let me = self.node_id();
+        let m = raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader || m.current_leader != Some(me) || desired.is_empty() {
+            return Step::Idle;
+        }
+        let mem = m.membership_config.membership();
+        if m.membership_config.log_id() != m.committed_membership_config.log_id() {
+            return Step::Busy; // a change is being committed
+        }
+        let joint = mem.get_joint_config().len() > 1;
+        let voters: BTreeSet<u64> = mem.voter_ids().collect();
+        let learners: BTreeSet<u64> = mem.learner_ids().collect();
+        let mut target: BTreeSet<u64> = desired.iter().copied().collect();
+        target.extend(voters.iter().filter(|v| !reg.nodes.contains_key(v)));
+        let last = m.last_log_index.unwrap_or(0);
+        let repl = m.replication.clone().unwrap_or_default();
+        let hb = m.heartbeat.clone().unwrap_or_default();
+        let lease = self.inner.lease;
+        let caught_up = |n: u64| {
+            n == me
+                || repl
+                    .get(&n)
+                    .cloned()
+                    .flatten()
+                    .is_some_and(|l| l.index + CATCH_UP_SLACK >= last)
+        };
+        let fresh = |n: u64| {
+            n == me
+                || hb
+                    .get(&n)
+                    .cloned()
+                    .flatten()
+                    .is_some_and(|t| t.into_inner().elapsed() < lease)
+        };
+        let op_timeout = Duration::from_secs(10);
+        let addr_of = |n: u64| {
+            reg.addr(n)
+                .map(str::to_string)
+                .or_else(|| self.inner.router.addr(n))
+        };
+
+        if !joint && voters == target {
+            let stray: BTreeSet<u64> = learners
+                .iter()
+                .filter(|l| reg.nodes.contains_key(l) && !want_learners.contains(l))
+                .copied()
+                .collect();
+            if !stray.is_empty() {
+                tracing::info!(group = gid, ?stray, "removing learners");
+                let r = tokio::time::timeout(
+                    op_timeout,
+                    raft.change_membership(ChangeMembers::RemoveNodes(stray), false),
+                )
+                .await;
+                log_op(gid, "remove learners", r);
+                return Step::Busy;
+            }
+            let mut busy = false;
+            for l in want_learners
+                .iter()
+                .filter(|l| !voters.contains(l) && !learners.contains(l))
+            {
+                if let Some(addr) = addr_of(*l) {
+                    busy = true;
+                    let r = tokio::time::timeout(
+                        op_timeout,
+                        raft.add_learner(*l, BasicNode::new(addr), false),
+                    )
+                    .await;
+                    log_op(gid, "add learner", r);
+                }
+            }
+            if busy {
+                return Step::Busy;
+            }
+            let preferred = desired[0];
+            if self.inner.config.balance_leaders
+                && preferred != me
+                && voters.contains(&preferred)
+                && caught_up(preferred)
+                && fresh(preferred)
+                && self.transfer_allowed(gid)
+            {
+                tracing::debug!(group = gid, to = preferred, "leader balance");
+                let _ = raft.trigger().transfer_leader(preferred).await;
+                return Step::Busy;
+            }
+            return Step::Idle;
+        }
+
+        let missing: Vec<u64> = target.difference(&voters).copied().collect();
+        if !missing.is_empty() {
+            // 1. Every new replica first joins as a learner and catches up
+            //    (openraft streams the log, or a snapshot if it was purged).
+            let mut pending = false;
+            for x in &missing {
+                if !learners.contains(x) {
+                    pending = true;
+                    if let Some(addr) = addr_of(*x) {
+                        tracing::info!(group = gid, node = x, "adding learner");
+                        let r = tokio::time::timeout(
+                            op_timeout,
+                            raft.add_learner(*x, BasicNode::new(addr), false),
+                        )
+                        .await;
+                        log_op(gid, "add learner", r);
+                    }
+                } else if !caught_up(*x) {
+                    pending = true;
+                }
+            }
+            if pending {
+                return Step::Busy;
+            }
+            // 2. Promote them (joint consensus inside openraft) while every
+            //    old voter stays: replacements are voters before anything is
+            //    removed.
+            let all: BTreeSet<u64> = voters.union(&target).copied().collect();
+            tracing::info!(group = gid, ?voters, to = ?all, "promoting learners");
+            let r = tokio::time::timeout(
+                op_timeout,
+                raft.change_membership(ChangeMembers::ReplaceAllVoters(all), false),
+            )
+            .await;
+            log_op(gid, "promote", r);
+            return Step::Busy;
+        }
+        // 3. Drop the voters outside the target (joint consensus again). If
+        //    this node is one of them, hand leadership to a target voter first.
+        if !target.contains(&me) {
+            let to = desired
+                .iter()
+                .copied()
+                .find(|n| voters.contains(n) && caught_up(*n) && fresh(*n));
+            if let Some(to) = to {
+                if self.transfer_allowed(gid) {
+                    tracing::info!(group = gid, to, "handing leadership to a remaining voter");
+                    let _ = raft.trigger().transfer_leader(to).await;
+                }
+            }
+            return Step::Busy;
+        }
+        tracing::info!(group = gid, ?voters, to = ?target, "removing voters");
+        let r = tokio::time::timeout(
+            op_timeout,
+            raft.change_membership(ChangeMembers::ReplaceAllVoters(target), false),
+        )
+        .await;
+        log_op(gid, "remove voters", r);
+        Step::Busy
+    }
+
+    fn transfer_allowed(&self, gid: u32) -> bool {
+        let mut t = self
+            .inner
+            .transfers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let cooldown = self.inner.lease * 4;
+        match t.get(&gid) {
+            Some(at) if at.elapsed() < cooldown => false,
+            _ => {
+                t.insert(gid, Instant::now());
+                true
+            }
+        }
+    }
+
+    /// Hand every group this node leads (with other voters) to the most
+    /// up-to-date other voter that acknowledged recently; wait for it.
+    async fn handoff(&self) {
+        let me = self.node_id();
+        let timeout = self.inner.config.handoff_timeout;
+        if timeout.is_zero() {
+            return;
+        }
+        let lease = self.inner.lease;
+        let app = futures_util::future::join_all(
+            self.inner
+                .groups
+                .iter()
+                .map(|r| handoff_group(r, me, lease, timeout)),
+        );
+        let meta = handoff_group(&self.inner.meta, me, lease, timeout);
+        let (app, meta) = tokio::join!(app, meta);
+        let tried = app.iter().chain([&meta]).filter(|r| r.is_some()).count();
+        let done = app
+            .iter()
+            .chain([&meta])
+            .filter(|r| **r == Some(true))
+            .count();
+        if tried > 0 {
+            tracing::info!(tried, done, "leadership handed over before shutdown");
+        }
+    }
+}
+
+/// Transfer the leadership of `raft` away from `me` if it leads with other
+/// voters; `Some(handed over within timeout)`, `None` if nothing to do.
+async fn handoff_group<X: App>(
+    raft: &GroupRaft<X>,
+    me: u64,
+    lease: Duration,
+    timeout: Duration,
+) -> Option<bool> {
+    let m = raft.metrics().borrow_watched().clone();
+    if m.state != ServerState::Leader || m.current_leader != Some(me) {
+        return None;
+    }
+    let repl = m.replication.clone().unwrap_or_default();
+    let hb = m.heartbeat.clone().unwrap_or_default();
+    let to = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|n| *n != me)
+        .filter(|n| {
+            hb.get(n)
+                .cloned()
+                .flatten()
+                .is_some_and(|t| t.into_inner().elapsed() < lease)
+        })
+        .max_by_key(|n| (repl.get(n).cloned().flatten().map(|l| l.index), *n))?;
+    raft.trigger().transfer_leader(to).await.ok()?;
+    Some(
+        raft.wait(Some(timeout))
+            .metrics(|m| m.current_leader != Some(me), "leadership handed over")
+            .await
+            .is_ok(),
+    )
+}
+
+fn log_op<T, E: std::fmt::Display>(
+    gid: u32,
+    what: &str,
+    r: Result<Result<T, E>, tokio::time::error::Elapsed>,
+) {
+    match r {
+        Ok(Ok(_)) => tracing::info!(group = gid, "{what}: done"),
+        Ok(Err(e)) => tracing::info!(group = gid, error = %e, "{what}: failed"),
+        Err(_) => tracing::info!(group = gid, "{what}: timed out"),
     }
 }

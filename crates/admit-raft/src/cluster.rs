@@ -1,0 +1,280 @@
+//! Cluster metadata: the node registry (replicated in its own Raft group) and
+//! the public status types.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::App;
+
+/// Lifecycle of a node in the registry. Transitions only go forward:
+/// `Active -> Leaving -> Removed`; a removed id is never accepted again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Holds replicas; counted by placement.
+    Active,
+    /// Being drained: placement ignores it, its replicas are moved away.
+    Leaving,
+    /// Holds no replica any more; its id is retired forever.
+    Removed,
+}
+
+/// A node of the cluster as recorded in the replicated registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    /// Raft node id (never reused).
+    pub id: u64,
+    /// Raft transport address (`host:port`).
+    pub addr: String,
+    /// Lifecycle state.
+    pub state: NodeState,
+}
+
+/// Replication progress of one member of a group, as seen by its leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaInfo {
+    /// Node id.
+    pub node: u64,
+    /// Voter (else learner).
+    pub voter: bool,
+    /// Last log index known replicated to it (leader's view; `None` if unknown).
+    pub matched: Option<u64>,
+    /// Entries it is behind the leader's last log index (`None` if unknown).
+    pub lag: Option<u64>,
+    /// Milliseconds since it last acknowledged the leader (`None` if never).
+    pub last_ack_ms: Option<u64>,
+}
+
+/// State of one Raft group as known on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// Shard id (`== shards` for the cluster-metadata group).
+    pub shard: u32,
+    /// Node that produced this view.
+    pub reporter: u64,
+    /// Leader as known by the reporter.
+    pub leader: Option<u64>,
+    /// Reporter's current term.
+    pub term: u64,
+    /// Voters (union of both configs during joint consensus).
+    pub voters: BTreeSet<u64>,
+    /// Learners.
+    pub learners: BTreeSet<u64>,
+    /// A membership change is in progress (joint config or not yet committed).
+    pub changing: bool,
+    /// Reporter's last log index.
+    pub last_log_index: Option<u64>,
+    /// Reporter's committed index.
+    pub committed: Option<u64>,
+    /// Reporter's applied index.
+    pub applied: Option<u64>,
+    /// Last purged index (the log starts after it).
+    pub purged: Option<u64>,
+    /// Replication progress per member; filled only when the reporter leads.
+    pub replicas: Vec<ReplicaInfo>,
+    /// Target replicas from placement over the reporter's registry copy,
+    /// preferred leader first (empty if the registry is unknown here).
+    pub target: Vec<u64>,
+}
+
+impl ShardInfo {
+    /// The reporter is the leader of this group.
+    pub fn is_leader_view(&self) -> bool {
+        self.leader == Some(self.reporter)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RegistryState {
+    pub(crate) seeded: bool,
+    pub(crate) nodes: BTreeMap<u64, (String, NodeState)>,
+}
+
+impl RegistryState {
+    pub(crate) fn active(&self) -> BTreeSet<u64> {
+        self.with_state(NodeState::Active)
+    }
+
+    pub(crate) fn with_state(&self, st: NodeState) -> BTreeSet<u64> {
+        self.nodes
+            .iter()
+            .filter(|(_, (_, s))| *s == st)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub(crate) fn addr(&self, id: u64) -> Option<&str> {
+        self.nodes.get(&id).map(|(a, _)| a.as_str())
+    }
+
+    pub(crate) fn list(&self) -> Vec<ClusterNode> {
+        self.nodes
+            .iter()
+            .map(|(id, (addr, state))| ClusterNode {
+                id: *id,
+                addr: addr.clone(),
+                state: *state,
+            })
+            .collect()
+    }
+}
+
+/// Commands of the metadata group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum MetaCmd {
+    /// First write of a fresh cluster: the initial nodes, all Active. Ignored
+    /// once seeded (every bootstrap node proposes the same static config).
+    Seed(BTreeMap<u64, String>),
+    /// Register a node (or update its address). Refused for removed ids.
+    Add { id: u64, addr: String },
+    /// Start draining a node.
+    Leave { id: u64 },
+    /// A leaving node holds no replica any more.
+    MarkRemoved { id: u64 },
+}
+
+/// Response of a [`MetaCmd`]: `err` is set if it was refused.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct MetaResp {
+    pub(crate) err: Option<String>,
+}
+
+/// The registry state machine (the App of the metadata group). State behind
+/// an `Arc` so the node reads it without going through the state-machine task.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Registry {
+    pub(crate) state: Arc<RwLock<RegistryState>>,
+}
+
+impl Registry {
+    pub(crate) fn read(&self) -> RegistryState {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn apply_cmd(s: &mut RegistryState, cmd: MetaCmd) -> Result<(), String> {
+    match cmd {
+        MetaCmd::Seed(peers) => {
+            if !s.seeded {
+                s.seeded = true;
+                for (id, addr) in peers {
+                    s.nodes.insert(id, (addr, NodeState::Active));
+                }
+            }
+            Ok(())
+        }
+        MetaCmd::Add { id, addr } => {
+            if !s.seeded {
+                return Err("cluster registry not initialized yet".into());
+            }
+            match s.nodes.get_mut(&id) {
+                None => {
+                    s.nodes.insert(id, (addr, NodeState::Active));
+                    Ok(())
+                }
+                Some((a, NodeState::Active)) => {
+                    *a = addr;
+                    Ok(())
+                }
+                Some((_, NodeState::Leaving)) => Err(format!("node {id} is leaving")),
+                Some((_, NodeState::Removed)) => {
+                    Err(format!("node id {id} was removed and cannot be reused"))
+                }
+            }
+        }
+        MetaCmd::Leave { id } => {
+            let others = s_active_count_except(&s.nodes, id);
+            match s.nodes.get_mut(&id) {
+                None => Err(format!("no node {id}")),
+                Some((_, st)) if *st == NodeState::Active => {
+                    if others == 0 {
+                        return Err(format!("node {id} is the last active node"));
+                    }
+                    *st = NodeState::Leaving;
+                    Ok(())
+                }
+                Some(_) => Ok(()),
+            }
+        }
+        MetaCmd::MarkRemoved { id } => match s.nodes.get_mut(&id) {
+            Some((_, st @ NodeState::Leaving)) => {
+                *st = NodeState::Removed;
+                Ok(())
+            }
+            Some((_, NodeState::Removed)) => Ok(()),
+            _ => Err(format!("node {id} is not leaving")),
+        },
+    }
+}
+
+fn s_active_count_except(nodes: &BTreeMap<u64, (String, NodeState)>, id: u64) -> usize {
+    nodes
+        .iter()
+        .filter(|(n, (_, st))| **n != id && *st == NodeState::Active)
+        .count()
+}
+
+impl App for Registry {
+    type Command = MetaCmd;
+    type Response = MetaResp;
+
+    fn apply(&mut self, _index: u64, cmd: MetaCmd) -> MetaResp {
+        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+        MetaResp {
+            err: apply_cmd(&mut s, cmd).err(),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        postcard::to_allocvec(&self.read()).unwrap_or_default()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let st: RegistryState = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = st;
+        Ok(())
+    }
+}
+
+/// Outcome of a forwarded metadata write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum MetaFwd {
+    /// Applied; `Some(err)` if the registry refused it.
+    Done(Option<String>),
+    /// The receiver does not lead the metadata group.
+    NotLeader(Option<(u64, String)>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_rules() {
+        let mut r = Registry::default();
+        let add = |id| MetaCmd::Add {
+            id,
+            addr: format!("h:{id}"),
+        };
+        assert!(r.apply(1, add(9)).err.is_some(), "not seeded");
+        r.apply(
+            2,
+            MetaCmd::Seed(BTreeMap::from([(1, "a".into()), (2, "b".into())])),
+        );
+        r.apply(3, MetaCmd::Seed(BTreeMap::from([(7, "x".into())])));
+        assert_eq!(r.read().active(), BTreeSet::from([1, 2]));
+        assert!(r.apply(4, add(3)).err.is_none());
+        assert!(r.apply(5, MetaCmd::MarkRemoved { id: 3 }).err.is_some());
+        assert!(r.apply(6, MetaCmd::Leave { id: 3 }).err.is_none());
+        assert!(r.apply(7, add(3)).err.is_some(), "leaving");
+        assert!(r.apply(8, MetaCmd::MarkRemoved { id: 3 }).err.is_none());
+        assert!(r.apply(9, add(3)).err.is_some(), "removed id reused");
+        assert!(r.apply(10, MetaCmd::Leave { id: 1 }).err.is_none());
+        assert!(r.apply(11, MetaCmd::Leave { id: 2 }).err.is_some(), "last");
+        let snap = r.snapshot();
+        let mut r2 = Registry::default();
+        r2.restore(&snap).unwrap();
+        assert_eq!(r2.read(), r.read());
+    }
+}

@@ -1,0 +1,562 @@
+//! Real clusters on loopback: bootstrap from static config, failover,
+//! restart from disk, adding and removing nodes, isolation, catch-up by
+//! snapshot.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use admit_raft::{NodeConfig, NodeState, RaftNode};
+use common::{config, Add, Counters, State};
+
+type Node = RaftNode<Counters>;
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+struct Cluster {
+    shards: u32,
+    dirs: BTreeMap<u64, tempfile::TempDir>,
+    addrs: BTreeMap<u64, SocketAddr>,
+    peers: BTreeMap<u64, String>,
+    nodes: BTreeMap<u64, Node>,
+    tweak: fn(&mut NodeConfig),
+}
+
+impl Cluster {
+    fn new(n: u64, shards: u32, tweak: fn(&mut NodeConfig)) -> Self {
+        let mut c = Cluster {
+            shards,
+            dirs: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            tweak,
+        };
+        for id in 1..=n {
+            c.reserve(id);
+        }
+        c.peers = c.addrs.iter().map(|(i, a)| (*i, a.to_string())).collect();
+        c
+    }
+
+    fn reserve(&mut self, id: u64) {
+        self.dirs.insert(id, tempfile::tempdir().unwrap());
+        self.addrs.insert(id, free_addr());
+    }
+
+    fn cfg(&self, id: u64, bootstrap: bool) -> NodeConfig {
+        let mut c = config(self.dirs[&id].path(), self.shards);
+        c.node_id = id;
+        c.advertise_addr = self.addrs[&id].to_string();
+        c.listen_addr = Some(self.addrs[&id]);
+        c.fsync = false;
+        c.bootstrap = bootstrap;
+        c.peers = self.peers.clone();
+        c.reconcile_interval = Duration::from_millis(150);
+        c.handoff_timeout = Duration::from_secs(2);
+        c.write_timeout = Some(Duration::from_secs(3));
+        (self.tweak)(&mut c);
+        c
+    }
+
+    async fn start(&mut self, id: u64, bootstrap: bool) {
+        let node = RaftNode::start(self.cfg(id, bootstrap), |_| Counters::default())
+            .await
+            .unwrap();
+        self.nodes.insert(id, node);
+    }
+
+    async fn start_all(&mut self) {
+        let ids: Vec<u64> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.start(id, true).await;
+        }
+    }
+
+    fn live(&self) -> Vec<Node> {
+        self.nodes.values().cloned().collect()
+    }
+
+    async fn stop(&mut self, id: u64) {
+        if let Some(n) = self.nodes.remove(&id) {
+            n.shutdown().await.unwrap();
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+}
+
+fn leader_of(nodes: &[Node], shard: u32) -> Option<Node> {
+    nodes
+        .iter()
+        .find(|n| n.leader(shard) == Some(n.node_id()) && n.is_leader_with_lease(shard))
+        .cloned()
+}
+
+async fn eventually(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {secs}s waiting for {what}");
+}
+
+async fn all_have_leaders(nodes: &[Node], shards: u32) -> bool {
+    (0..shards).all(|s| leader_of(nodes, s).is_some())
+}
+
+/// Write `id` to `shard` through whichever node leads it, retrying until
+/// acknowledged or `deadline`.
+async fn write_retry(nodes: &[Node], shard: u32, key: &str, id: u64, deadline: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < deadline {
+        if let Some(l) = leader_of(nodes, shard) {
+            let cmd = Add {
+                key: key.to_string(),
+                id,
+                by: 1,
+            };
+            if l.write(shard, cmd).await.is_ok() {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+async fn state(node: &Node, shard: u32) -> State {
+    node.with_app(shard, |a: &Counters| a.state.lock().unwrap().clone())
+        .await
+        .unwrap()
+}
+
+fn ids_of(s: &State, key: &str) -> BTreeSet<u64> {
+    s.counters
+        .get(key)
+        .map(|c| c.1.iter().copied().collect())
+        .unwrap_or_default()
+}
+
+/// States of every shard on the leader, once every voter has applied the
+/// leader's committed index and all replicas agree.
+async fn converged_states(nodes: &[Node], shards: u32) -> Vec<State> {
+    let mut out = Vec::new();
+    for shard in 0..shards {
+        let mut agreed = None;
+        eventually("replicas converge", 20, async || {
+            let Some(l) = leader_of(nodes, shard) else {
+                return false;
+            };
+            let want = state(&l, shard).await;
+            for n in nodes {
+                if n.voters(shard).contains(&n.node_id()) && state(n, shard).await != want {
+                    return false;
+                }
+            }
+            agreed = Some(want);
+            true
+        })
+        .await;
+        out.push(agreed.unwrap());
+    }
+    out
+}
+
+fn fast(_: &mut NodeConfig) {}
+
+/// The cluster tests run one at a time: each runs 3-4 nodes with many
+/// groups, and timings (failover, lease) mean little on 2 overloaded cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_failover_and_restart() {
+    let _serial = SERIAL.lock().await;
+    const S: u32 = 8;
+    let mut c = Cluster::new(3, S, fast);
+    let t0 = Instant::now();
+    c.start_all().await;
+    eventually("every shard has a leader", 20, async || {
+        all_have_leaders(&c.live(), S).await
+    })
+    .await;
+    eprintln!(
+        "3-node bootstrap: all {S} shards led after {:?}",
+        t0.elapsed()
+    );
+    eventually("3 voters everywhere", 10, async || {
+        c.live()
+            .iter()
+            .all(|n| (0..S).all(|s| n.voters(s) == BTreeSet::from([1, 2, 3])))
+    })
+    .await;
+    // Leader balance: every shard ends up led by its preferred leader.
+    eventually("preferred leaders", 20, async || {
+        let nodes = c.live();
+        (0..S).all(|s| {
+            let target = nodes[0].shard_infos()[s as usize].target.clone();
+            !target.is_empty() && leader_of(&nodes, s).map(|l| l.node_id()) == Some(target[0])
+        })
+    })
+    .await;
+    let mut per_node: BTreeMap<u64, usize> = BTreeMap::new();
+    for s in 0..S {
+        *per_node
+            .entry(leader_of(&c.live(), s).unwrap().node_id())
+            .or_default() += 1;
+    }
+    eprintln!("leaders per node: {per_node:?}");
+    assert_eq!(per_node.len(), 3);
+    assert!(per_node.values().all(|c| (2..=4).contains(c)));
+    eventually("registry replicated to every node", 10, async || {
+        c.live()
+            .iter()
+            .all(|n| n.nodes().len() == 3 && n.nodes().iter().all(|x| x.state == NodeState::Active))
+    })
+    .await;
+
+    // Continuous writes to shard 0 while its leader is killed.
+    let acked: Arc<Mutex<Vec<(u32, u64, Instant)>>> = Arc::default();
+    let nodes_now = Arc::new(Mutex::new(c.live()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (acked, nodes_now, stop) = (acked.clone(), nodes_now.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut id = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                id += 1;
+                let shard = (id % S as u64) as u32;
+                let nodes = nodes_now.lock().unwrap().clone();
+                if let Some(l) = leader_of(&nodes, shard) {
+                    let cmd = Add {
+                        key: "w".into(),
+                        id,
+                        by: 1,
+                    };
+                    if l.write(shard, cmd).await.is_ok() {
+                        acked.lock().unwrap().push((shard, id, Instant::now()));
+                    }
+                } else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let victim = leader_of(&c.live(), 0).unwrap().node_id();
+    let victim_node = c.nodes.remove(&victim).unwrap();
+    *nodes_now.lock().unwrap() = c.live();
+    let killed_at = Instant::now();
+    victim_node.crash().await; // no handoff: a crash
+    eventually("shard 0 writable again", 10, async || {
+        acked
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(s, _, at)| *s == 0 && *at > killed_at)
+    })
+    .await;
+    let failover = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(s, _, at)| *s == 0 && *at > killed_at)
+        .map(|(_, _, at)| *at - killed_at)
+        .min()
+        .unwrap();
+    eprintln!(
+        "failover: leader {victim} of shard 0 killed -> first acknowledged write {failover:?} \
+         (election timeout 200-400 ms)"
+    );
+    assert!(failover < Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The killed node restarts from disk and catches up.
+    drop(victim_node);
+    c.start(victim, true).await;
+    *nodes_now.lock().unwrap() = c.live();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+
+    let before = converged_states(&c.live(), S).await;
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 20, "only {} writes acknowledged", acked.len());
+    for (shard, id, _) in &acked {
+        assert!(
+            ids_of(&before[*shard as usize], "w").contains(id),
+            "acknowledged write {id} on shard {shard} lost"
+        );
+    }
+    eprintln!("{} acknowledged writes all present", acked.len());
+
+    // Restart every node from disk: identical state, every shard led again.
+    // (Every handle must be dropped so the journals are unlocked.)
+    nodes_now.lock().unwrap().clear();
+    c.stop_all().await;
+    let t0 = Instant::now();
+    c.start_all().await;
+    eventually("leaders after full restart", 20, async || {
+        all_have_leaders(&c.live(), S).await
+    })
+    .await;
+    eprintln!(
+        "full restart from disk: all shards led after {:?}",
+        t0.elapsed()
+    );
+    let after = converged_states(&c.live(), S).await;
+    assert_eq!(before, after, "state after restarting every node");
+    assert!(write_retry(&c.live(), 3, "after", 1, Duration::from_secs(5)).await);
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_then_remove_a_node() {
+    let _serial = SERIAL.lock().await;
+    const S: u32 = 8;
+    let mut c = Cluster::new(3, S, fast);
+    c.start_all().await;
+    eventually("leaders", 20, async || all_have_leaders(&c.live(), S).await).await;
+    eventually("registry", 10, async || {
+        c.live().iter().all(|n| n.nodes().len() == 3)
+    })
+    .await;
+
+    // Writers and a monitor (min voters per shard, shards without leader).
+    let acked: Arc<Mutex<Vec<(u32, u64)>>> = Arc::default();
+    let nodes_now = Arc::new(Mutex::new(c.live()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (acked, nodes_now, stop) = (acked.clone(), nodes_now.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut id = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                id += 1;
+                let shard = (id % S as u64) as u32;
+                let nodes = nodes_now.lock().unwrap().clone();
+                if let Some(l) = leader_of(&nodes, shard) {
+                    let cmd = Add {
+                        key: "w".into(),
+                        id,
+                        by: 1,
+                    };
+                    if l.write(shard, cmd).await.is_ok() {
+                        acked.lock().unwrap().push((shard, id));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let min_voters = Arc::new(Mutex::new(usize::MAX));
+    let monitor = {
+        let (nodes_now, stop, min_voters) = (nodes_now.clone(), stop.clone(), min_voters.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let nodes = nodes_now.lock().unwrap().clone();
+                for s in 0..S {
+                    if let Some(l) = leader_of(&nodes, s) {
+                        let v = l.voters(s).len();
+                        let mut m = min_voters.lock().unwrap();
+                        *m = (*m).min(v);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    // Add node 4: it joins without bootstrapping; any member registers it.
+    c.reserve(4);
+    c.start(4, false).await;
+    *nodes_now.lock().unwrap() = c.live();
+    let t0 = Instant::now();
+    c.nodes[&2]
+        .add_node(4, &c.addrs[&4].to_string())
+        .await
+        .unwrap();
+    eventually("replicas moved onto node 4", 40, async || {
+        let infos = c.nodes[&1].cluster_shard_infos().await;
+        infos.iter().all(|i| {
+            i.is_leader_view()
+                && !i.changing
+                && i.voters == i.target.iter().copied().collect::<BTreeSet<_>>()
+                && i.target.len() == 3
+        }) && infos.iter().filter(|i| i.voters.contains(&4)).count() >= 4
+    })
+    .await;
+    let on4 = c.nodes[&1]
+        .cluster_shard_infos()
+        .await
+        .iter()
+        .filter(|i| i.voters.contains(&4))
+        .count();
+    eprintln!(
+        "add node 4: {on4}/{S} shards have a replica on it after {:?}",
+        t0.elapsed()
+    );
+
+    // Remove node 1: its replicas move away first, then it is Removed.
+    let t0 = Instant::now();
+    c.nodes[&4].remove_node(1).await.unwrap();
+    eventually("node 1 removed", 40, async || {
+        c.nodes[&2]
+            .nodes()
+            .iter()
+            .any(|n| n.id == 1 && n.state == NodeState::Removed)
+    })
+    .await;
+    eprintln!("remove node 1: Removed after {:?}", t0.elapsed());
+    let infos = c.nodes[&2].cluster_shard_infos().await;
+    for i in &infos {
+        assert!(!i.voters.contains(&1) && !i.learners.contains(&1), "{i:?}");
+        assert_eq!(i.voters.len(), 3, "shard {} voters {:?}", i.shard, i.voters);
+    }
+    let err = c.nodes[&3].add_node(1, "127.0.0.1:1").await;
+    assert!(err.is_err(), "a removed id must not be reused");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+    monitor.await.unwrap();
+    let min_voters = *min_voters.lock().unwrap();
+    assert!(min_voters >= 3, "a shard dropped to {min_voters} voters");
+    c.stop(1).await;
+    let live = c.live();
+    assert!(all_have_leaders(&live, S).await);
+    let states = converged_states(&live, S).await;
+    let acked = acked.lock().unwrap().clone();
+    for (shard, id) in &acked {
+        assert!(
+            ids_of(&states[*shard as usize], "w").contains(id),
+            "acknowledged write {id} on shard {shard} lost"
+        );
+    }
+    eprintln!("{} acknowledged writes all present", acked.len());
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_loses_lease_and_commits_nothing() {
+    let _serial = SERIAL.lock().await;
+    const S: u32 = 4;
+    let mut c = Cluster::new(3, S, fast);
+    c.start_all().await;
+    eventually("leaders", 20, async || all_have_leaders(&c.live(), S).await).await;
+    let l = leader_of(&c.live(), 0).unwrap();
+    let led: Vec<u32> = (0..S).filter(|s| l.is_leader_with_lease(*s)).collect();
+    assert!(led.contains(&0));
+
+    let t0 = Instant::now();
+    l.set_isolated(true);
+    eventually("lease lost", 5, async || {
+        led.iter().all(|s| !l.is_leader_with_lease(*s))
+    })
+    .await;
+    let lost = t0.elapsed();
+    eprintln!("isolated leader: lease lost after {lost:?} (lease = election timeout max = 400 ms)");
+    assert!(lost <= Duration::from_millis(400), "lease kept {lost:?}");
+    // openraft's own lease (the full election timeout max) runs out later;
+    // after it, a linearizable read needs a quorum it cannot reach.
+    tokio::time::sleep(Duration::from_millis(450).saturating_sub(t0.elapsed())).await;
+    let r = tokio::time::timeout(Duration::from_secs(3), l.ensure_linearizable(0)).await;
+    assert!(
+        !matches!(r, Ok(Ok(()))),
+        "isolated node served a linearizable read"
+    );
+
+    // A write on the isolated node is never acknowledged.
+    let r = l
+        .write(
+            0,
+            Add {
+                key: "alone".into(),
+                id: 1,
+                by: 1,
+            },
+        )
+        .await;
+    assert!(r.is_err(), "isolated write acknowledged: {r:?}");
+
+    // The others elect a new leader and keep serving.
+    let others: Vec<Node> = c
+        .live()
+        .into_iter()
+        .filter(|n| n.node_id() != l.node_id())
+        .collect();
+    assert!(write_retry(&others, 0, "majority", 2, Duration::from_secs(5)).await);
+
+    // Heal: the isolated entry is discarded everywhere.
+    l.set_isolated(false);
+    let states = converged_states(&c.live(), S).await;
+    assert!(
+        ids_of(&states[0], "alone").is_empty(),
+        "minority write committed"
+    );
+    assert!(ids_of(&states[0], "majority").contains(&2));
+    assert!(ids_of(&state(&l, 0).await, "alone").is_empty());
+    c.stop_all().await;
+}
+
+fn small_snapshots(c: &mut NodeConfig) {
+    c.snapshot_every = 20;
+    c.keep_logs_after_snapshot = 0;
+    c.purge_batch_size = 1;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_follower_catches_up_by_snapshot() {
+    let _serial = SERIAL.lock().await;
+    const S: u32 = 2;
+    let mut c = Cluster::new(3, S, small_snapshots);
+    c.start_all().await;
+    eventually("leaders", 20, async || all_have_leaders(&c.live(), S).await).await;
+    for id in 0..20 {
+        assert!(write_retry(&c.live(), (id % 2) as u32, "a", id, Duration::from_secs(5)).await);
+    }
+    // Stop a follower of shard 0 (graceful: it hands over what it leads).
+    let follower = (1..=3u64)
+        .find(|id| leader_of(&c.live(), 0).unwrap().node_id() != *id)
+        .unwrap();
+    c.stop(follower).await;
+    for id in 100..400 {
+        assert!(write_retry(&c.live(), (id % 2) as u32, "b", id, Duration::from_secs(5)).await);
+    }
+    let l = leader_of(&c.live(), 0).unwrap();
+    eventually("leader purged its log", 10, async || {
+        l.purged_index(0).is_some_and(|p| p > 100)
+    })
+    .await;
+    c.start(follower, true).await;
+    let states = converged_states(&c.live(), S).await;
+    let f = c.nodes[&follower].clone();
+    for s in 0..S {
+        assert_eq!(
+            state(&f, s).await,
+            states[s as usize],
+            "shard {s} on restarted follower"
+        );
+    }
+    assert!(
+        f.purged_index(0).is_some_and(|p| p > 100),
+        "follower did not install a snapshot"
+    );
+    eprintln!(
+        "follower {follower} caught up by snapshot (its log now starts after {:?})",
+        f.purged_index(0)
+    );
+    c.stop_all().await;
+}
