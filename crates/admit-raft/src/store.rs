@@ -2,10 +2,16 @@
 //!
 //! Every mutation goes through the journal's single writer thread, in the
 //! order the group issued it, so what survives a crash is always a prefix of
-//! the group's operations. Appended entries are kept in a small in-memory
-//! `pending` map from the moment `append` is called until the writer thread
-//! has put them into the memtable, so they are readable at once (the leader
-//! replicates entries before its own fsync completes).
+//! the group's operations.
+//!
+//! The newest entries of each group stay in an in-memory tail cache (the
+//! `pending` map) from the moment `append` is called: they are readable at once
+//! (the leader replicates entries before its own fsync completes), and the state
+//! machine, which reads every committed entry back to apply it, and replication
+//! to followers that keep up are served from memory instead of the LSM tree. The
+//! cache always holds a contiguous suffix of the log (appends continue the log;
+//! truncation and purge cut it at the same indexes), at most
+//! [`TAIL_CACHE_ENTRIES`] entries; a read that starts inside it needs no disk.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -61,9 +67,14 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> 
     postcard::from_bytes(b).map_err(io_err)
 }
 
+/// Entries kept in memory per group (the newest ones).
+pub(crate) const TAIL_CACHE_ENTRIES: usize = 2_048;
+
 struct Pending<A: App> {
     seq: u64,
     entry: EntryT<A>,
+    /// In the memtable: the cache may drop it from then on.
+    visible: bool,
 }
 
 struct GroupLog<A: App> {
@@ -145,14 +156,21 @@ impl<A: App> LogStore<A> {
         if end.is_some_and(|e| e <= start) {
             return Ok(Vec::new());
         }
-        // Pending first, then disk: an entry leaves `pending` only after it
-        // reached the memtable, so reading in this order never misses one.
+        // The cache first: it holds a contiguous suffix of the log up to the last
+        // entry, so a read starting inside it is complete without the disk. An
+        // entry leaves the cache only after it reached the memtable (it is cut
+        // from the front long after its append was made visible), so reading the
+        // cache and then the disk never misses one.
         let mut out: BTreeMap<u64, EntryT<A>> = {
             let p = lock(&self.g.pending);
             let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-            p.range((Bound::Included(start), upper))
-                .map(|(i, e)| (*i, e.entry.clone()))
-                .collect()
+            let range = p.range((Bound::Included(start), upper));
+            if p.first_key_value()
+                .is_some_and(|(first, _)| *first <= start)
+            {
+                return Ok(range.map(|(_, e)| e.entry.clone()).collect());
+            }
+            range.map(|(i, e)| (*i, e.entry.clone())).collect()
         };
         let from = log_key(self.shard, start);
         let to = log_key_end(self.shard, end);
@@ -276,7 +294,14 @@ impl<A: App> RaftLogStorage<C<A>> for LogStore<A> {
                     encode(&e)?,
                 ));
                 indexes.push(idx);
-                pending.insert(idx, Pending { seq, entry: e });
+                pending.insert(
+                    idx,
+                    Pending {
+                        seq,
+                        entry: e,
+                        visible: false,
+                    },
+                );
             }
         }
         let g = self.g.clone();
@@ -285,8 +310,18 @@ impl<A: App> RaftLogStorage<C<A>> for LogStore<A> {
             visible: Some(Box::new(move || {
                 let mut pending = lock(&g.pending);
                 for idx in indexes {
-                    if pending.get(&idx).is_some_and(|p| p.seq == seq) {
-                        pending.remove(&idx);
+                    // a truncation may have replaced the entry meanwhile (other seq)
+                    if let Some(p) = pending.get_mut(&idx).filter(|p| p.seq == seq) {
+                        p.visible = true;
+                    }
+                }
+                // keep the newest entries; drop old ones once the disk has them
+                while pending.len() > TAIL_CACHE_ENTRIES {
+                    match pending.first_entry() {
+                        Some(first) if first.get().visible => {
+                            first.remove();
+                        }
+                        _ => break,
                     }
                 }
             })),
