@@ -27,7 +27,8 @@ use tonic::transport::{Channel, Endpoint};
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Load generator for admit (gRPC AdmitSend)")]
 struct Args {
-    /// The admit server's gRPC address.
+    /// The admit server's gRPC address; several comma-separated addresses
+    /// (the nodes of a cluster) share the connections round-robin.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     target: String,
     /// Concurrent callers (each one request in flight at a time).
@@ -48,13 +49,88 @@ struct Args {
     /// Sends per AdmitBatch call.
     #[arg(long, default_value_t = 100)]
     batch: u32,
-    /// Scenarios to run, in order: floor, open, new, batch, mixed, half.
+    /// Scenarios to run, in order: floor, open, new, batch, mixed, half, memory.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "floor,open,new,batch,mixed,half"
     )]
     scenarios: Vec<String>,
+    /// `memory`: numbers to register and service windows to open per number; the
+    /// server's resident memory is read from /proc before and after.
+    #[arg(long, default_value_t = 100_000)]
+    memory_numbers: u32,
+    #[arg(long, default_value_t = 10)]
+    memory_windows_per_number: u32,
+    /// `memory`: the server's process id (for its resident memory).
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// Resident memory of a process, from /proc (Linux).
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Fills the server with `memory_numbers` numbers and that many times
+/// `memory_windows_per_number` open service windows, and reports its resident memory.
+async fn memory(args: &Args, chans: &[Channel], ids: &Ids) -> Result<()> {
+    let Some(pid) = args.server_pid else {
+        bail!("the memory scenario needs --server-pid");
+    };
+    let before = rss_bytes(pid).context("reading the server's VmRSS")?;
+    let numbers = args.memory_numbers as u64;
+    let per = args.memory_windows_per_number as u64;
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency {
+        let (next, chan) = (next.clone(), chans[w % chans.len()].clone());
+        let ids = Ids { run: ids.run };
+        tasks.push(tokio::spawn(async move {
+            let mut admin = AdminClient::new(chan.clone());
+            let mut send = AdmitSendClient::new(chan);
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= numbers {
+                    return Ok::<(), tonic::Status>(());
+                }
+                let number = format!("8{:06}{:07}", ids.run, n);
+                admin
+                    .register_number(pb::RegisterNumberRequest {
+                        number_id: number.clone(),
+                        profile: "seeds".into(),
+                        ..Default::default()
+                    })
+                    .await?;
+                for c in 0..per {
+                    send.record_inbound(pb::RecordInboundRequest {
+                        number_id: number.clone(),
+                        customer_id: ids.customer(4, n * per + c),
+                        ..Default::default()
+                    })
+                    .await?;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.context("loader task")??;
+    }
+    let after = rss_bytes(pid).context("reading the server's VmRSS")?;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "memory: {numbers} numbers, {} open service windows loaded in {:.0} s; \
+         server RSS {:.0} MiB before, {:.0} MiB after",
+        numbers * per,
+        started.elapsed().as_secs_f64(),
+        mib(before),
+        mib(after),
+    );
+    Ok(())
 }
 
 /// What one scenario measured.
@@ -76,9 +152,11 @@ impl Report {
     }
 }
 
-async fn connect(target: &str, n: usize) -> Result<Vec<Channel>> {
+async fn connect(targets: &str, n: usize) -> Result<Vec<Channel>> {
+    let targets: Vec<&str> = targets.split(',').map(str::trim).collect();
     let mut chans = Vec::with_capacity(n);
-    for _ in 0..n.max(1) {
+    for i in 0..n.max(1) {
+        let target = targets[i % targets.len()];
         let ch = Endpoint::from_shared(target.to_owned())?
             .tcp_nodelay(true)
             .connect()
@@ -317,7 +395,11 @@ async fn main() -> Result<()> {
         reports.push(r);
     }
 
-    let needs_server = args.scenarios.iter().any(|s| s != "floor");
+    if wants("memory") {
+        let chans = connect(&args.target, args.connections).await?;
+        memory(&args, &chans, &ids).await?;
+    }
+    let needs_server = args.scenarios.iter().any(|s| s != "floor" && s != "memory");
     if needs_server {
         let chans = connect(&args.target, args.connections).await?;
         setup(&args, &chans, &ids).await?;
@@ -408,6 +490,61 @@ async fn main() -> Result<()> {
             )
             .await;
             reports.push(r);
+        }
+        if wants("failover") {
+            // One caller, keyed new conversations on one number, each retried
+            // with its key through the next connection until answered; kill
+            // the number's shard leader meanwhile. Reports the longest time
+            // without an answer (kill -> first successful admit on the shard).
+            let (clients, ids, fresh) = (clients.clone(), ids.clone(), fresh.clone());
+            let start = Instant::now();
+            let (mut longest, mut last_ok, mut errors, mut answered) =
+                (Duration::ZERO, Instant::now(), 0u64, 0u64);
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            let mut attempt = 0usize;
+            while start.elapsed() < dur {
+                let k = fresh.fetch_add(1, Ordering::Relaxed);
+                loop {
+                    let mut c = clients[attempt % clients.len()].clone();
+                    let mut req = tonic::Request::new(pb::AdmitRequest {
+                        send: Some(pb::Send {
+                            number_id: ids.number(0),
+                            customer_id: ids.customer(3, k),
+                            kind: template(pb::TemplateCategory::Utility),
+                            idempotency_key: format!("failover-{}-{k}", ids.run),
+                        }),
+                    });
+                    req.set_timeout(Duration::from_secs(2));
+                    let t = Instant::now();
+                    match c.admit(req).await {
+                        Ok(_) => {
+                            let _ = hist.record(t.elapsed().as_micros() as u64);
+                            longest = longest.max(last_ok.elapsed());
+                            last_ok = Instant::now();
+                            answered += 1;
+                            break;
+                        }
+                        Err(_) => {
+                            errors += 1;
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            println!(
+                "failover watch: {answered} admits answered, {errors} failed attempts (retried), longest time without an answer {:.0} ms",
+                longest.as_secs_f64() * 1_000.0
+            );
+            reports.push(Report {
+                name: "failover watch (1 caller)".into(),
+                decisions: answered,
+                calls: answered,
+                errors,
+                elapsed: start.elapsed(),
+                hist,
+            });
         }
         if wants("mixed") {
             let (clients, ids, fresh) = (clients.clone(), ids.clone(), fresh.clone());
