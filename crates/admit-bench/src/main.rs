@@ -497,6 +497,7 @@ async fn main() -> Result<()> {
             // the number's shard leader meanwhile. Reports the longest time
             // without an answer (kill -> first successful admit on the shard).
             let (clients, ids, fresh) = (clients.clone(), ids.clone(), fresh.clone());
+            println!("failover watch: number {}", ids.number(0));
             let start = Instant::now();
             let (mut longest, mut last_ok, mut errors, mut answered) =
                 (Duration::ZERO, Instant::now(), 0u64, 0u64);

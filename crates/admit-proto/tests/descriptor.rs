@@ -77,7 +77,10 @@ fn contains_the_services_and_their_rpcs() {
         rpcs("admit.v1.TestClock"),
         ["SetClock", "AdvanceClock", "GetClock"]
     );
-    assert_eq!(rpcs("admit.v1.Cluster"), ["ListNodes", "ListShards"]);
+    assert_eq!(
+        rpcs("admit.v1.Cluster"),
+        ["ListNodes", "ListShards", "AddNode", "RemoveNode"]
+    );
     let mut all: Vec<&str> = services.iter().map(|(n, _)| n.as_str()).collect();
     all.sort_unstable();
     let mut expected = SERVICE_NAMES.to_vec();

@@ -12,11 +12,14 @@ pub const RETRY_AFTER_MS: &str = "retry-after-ms";
 /// Trailers naming the shard leader when this node is not it.
 pub const LEADER_ID: &str = "admit-leader-id";
 pub const LEADER_ADDR: &str = "admit-leader-addr";
+/// Trailer set when the request was certainly not applied (not the leader,
+/// no leader): a retry can never apply it twice.
+pub const NOT_APPLIED: &str = "admit-not-applied";
 
 /// Retry hint when a shard has no leader or the outcome is unknown.
 const RETRY_RAFT_MS: u64 = 200;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ApiError {
     /// Bad input: the field (path in the request) and what is wrong.
     #[error("invalid {field}: {problem}")]
@@ -30,6 +33,13 @@ pub enum ApiError {
     Unavailable {
         message: String,
         retry_after_ms: u64,
+        leader_id: Option<u64>,
+        leader_addr: Option<String>,
+    },
+    /// This node does not lead the shard (or the shard has no leader now) and
+    /// did not forward the request: nothing was applied, so any retry is safe.
+    #[error("this node does not lead the shard; retry (leader {leader_id:?} at {leader_addr:?})")]
+    NotLeader {
         leader_id: Option<u64>,
         leader_addr: Option<String>,
     },
@@ -73,7 +83,7 @@ impl ApiError {
             ApiError::Invalid { .. } => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
-            ApiError::Unavailable { .. } => Code::Unavailable,
+            ApiError::Unavailable { .. } | ApiError::NotLeader { .. } => Code::Unavailable,
             ApiError::ResourceExhausted { .. } => Code::ResourceExhausted,
             ApiError::Internal(_) => Code::Internal,
         }
@@ -97,6 +107,24 @@ impl ApiError {
                 ..
             } => {
                 put(RETRY_AFTER_MS, retry_after_ms.to_string());
+                if let Some(id) = leader_id {
+                    put(LEADER_ID, id.to_string());
+                }
+                if let Some(a) = leader_addr {
+                    put(LEADER_ADDR, a.clone());
+                }
+            }
+            ApiError::NotLeader {
+                leader_id,
+                leader_addr,
+            } => {
+                let retry = if leader_id.is_some() {
+                    0
+                } else {
+                    RETRY_RAFT_MS
+                };
+                put(RETRY_AFTER_MS, retry.to_string());
+                put(NOT_APPLIED, "1".into());
                 if let Some(id) = leader_id {
                     put(LEADER_ID, id.to_string());
                 }
@@ -151,11 +179,13 @@ impl From<WriteError> for ApiError {
             WriteError::ForwardToLeader {
                 leader_id,
                 leader_addr,
-            } => ApiError::Unavailable {
-                message: "this node does not lead the shard; send to the leader".into(),
-                retry_after_ms: 0,
+            } => ApiError::NotLeader {
                 leader_id,
                 leader_addr,
+            },
+            WriteError::NoLeader => ApiError::NotLeader {
+                leader_id: None,
+                leader_addr: None,
             },
             WriteError::NoSuchShard(s) => ApiError::Internal(format!("no such shard {s}")),
             other => ApiError::unavailable(
@@ -172,9 +202,7 @@ impl From<ReadError> for ApiError {
             ReadError::ForwardToLeader {
                 leader_id,
                 leader_addr,
-            } => ApiError::Unavailable {
-                message: "this node does not lead the shard; send to the leader".into(),
-                retry_after_ms: 0,
+            } => ApiError::NotLeader {
                 leader_id,
                 leader_addr,
             },

@@ -74,6 +74,7 @@ pub mod clock;
 pub mod convert;
 mod ctx;
 pub mod error;
+pub mod forward;
 pub mod protect;
 pub mod routing;
 mod server;

@@ -1,5 +1,6 @@
 //! Starting, running and stopping one admit node.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ use crate::service::admin::AdminService;
 use crate::service::admit::AdmitService;
 use crate::service::clock::ClockService;
 use crate::service::cluster::ClusterService;
+use crate::service::node::NodeService;
 
 /// Everything a node needs to start. [`ServerConfig::new`] gives the defaults.
 #[derive(Clone, Debug)]
@@ -55,6 +57,21 @@ pub struct ServerConfig {
     pub election_timeout: (Duration, Duration),
     /// Snapshot a shard after this many entries.
     pub snapshot_every: u64,
+    /// The initial cluster: node id -> gRPC address (`host:port`, a DNS name
+    /// is fine), this node included. Empty (the default): a single node.
+    pub peers: BTreeMap<u64, String>,
+    /// Replicas (voters) per shard in a cluster.
+    pub replicas: usize,
+    /// Initialize never-initialized shards from `peers` (or as a single
+    /// node). Off for a node that joins an existing cluster.
+    pub bootstrap: bool,
+    /// Join an existing cluster through this node (`host:port`): start with
+    /// `bootstrap` off and register with `Cluster.AddNode` there.
+    pub join: Option<String>,
+    /// Period of the cluster reconcile loop (replica moves, leader balance).
+    pub reconcile_interval: Duration,
+    /// How long shutdown waits for led shards to hand leadership over.
+    pub handoff_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -74,7 +91,18 @@ impl ServerConfig {
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1_000)),
             snapshot_every: 10_000,
+            peers: BTreeMap::new(),
+            replicas: 3,
+            bootstrap: true,
+            join: None,
+            reconcile_interval: Duration::from_secs(1),
+            handoff_timeout: Duration::from_secs(3),
         }
+    }
+
+    /// Part of a cluster (static peers or joining one).
+    pub fn clustered(&self) -> bool {
+        !self.peers.is_empty() || self.join.is_some()
     }
 }
 
@@ -112,6 +140,15 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     if cfg.shards == 0 || cfg.shards > 4_096 {
         return Err(StartError::Config("shards must be 1 to 4096".into()));
     }
+    if cfg.replicas == 0 {
+        return Err(StartError::Config("replicas must be at least 1".into()));
+    }
+    if !cfg.peers.is_empty() && cfg.join.is_none() && !cfg.peers.contains_key(&cfg.node_id) {
+        return Err(StartError::Config(format!(
+            "peers must include this node ({}) unless it joins",
+            cfg.node_id
+        )));
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -131,6 +168,20 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     nc.heartbeat = cfg.heartbeat;
     nc.election_timeout = cfg.election_timeout;
     nc.snapshot_every = cfg.snapshot_every;
+    nc.peers = cfg.peers.clone();
+    if let Some(me) = nc.peers.get_mut(&cfg.node_id) {
+        // this node's entry is its advertised address
+        me.clone_from(&advertise);
+    }
+    nc.replicas = cfg.replicas;
+    nc.bootstrap = cfg.bootstrap && cfg.join.is_none();
+    nc.reconcile_interval = cfg.reconcile_interval;
+    nc.handoff_timeout = cfg.handoff_timeout;
+    if cfg.clustered() {
+        // an isolated leader must not hold a request forever; the request's
+        // own deadline is usually shorter
+        nc.write_timeout = Some(Duration::from_secs(10));
+    }
     let slots: Mutex<Vec<Option<ReaderSlot>>> = Mutex::new(vec![None; cfg.shards as usize]);
     let raft = RaftNode::start(nc, |shard| {
         let (app, slot) = ShardApp::new();
@@ -157,7 +208,13 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         clock,
         rates: RateLimiter::default(),
         protect: Protect::new(cfg.max_in_flight, cfg.caller_quota),
-        advertise,
+        advertise: advertise.clone(),
+        peers: Default::default(),
+        hints: Default::default(),
+        cluster_cfg: cfg.clustered(),
+        static_peers: cfg.peers.clone(),
+        replicas: cfg.replicas,
+        placement: Default::default(),
     });
 
     let (stop, stop_rx) = watch::channel(false);
@@ -183,6 +240,13 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         .add_service(AdminServer::new(AdminService { ctx: ctx.clone() }))
         .add_service(TestClockServer::new(ClockService { ctx: ctx.clone() }))
         .add_service(ClusterServer::new(ClusterService { ctx: ctx.clone() }))
+        .add_service(
+            crate::forward::pb::node_rpc_server::NodeRpcServer::new(NodeService {
+                ctx: ctx.clone(),
+            })
+            .max_decoding_message_size(256 * 1024 * 1024)
+            .max_encoding_message_size(256 * 1024 * 1024),
+        )
         .add_service(raft.grpc_service());
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut rx = stop_rx.clone();
@@ -198,7 +262,10 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             .await
     });
     let ticker = tokio::spawn(tick_loop(ctx.clone(), cfg.tick_interval, stop_rx));
-    tracing::info!(%addr, node_id = cfg.node_id, shards = cfg.shards, test_clock = cfg.test_clock, "admit node serving");
+    tracing::info!(%addr, node_id = cfg.node_id, shards = cfg.shards, test_clock = cfg.test_clock, peers = cfg.peers.len(), "admit node serving");
+    if let Some(via) = &cfg.join {
+        join(via, cfg.node_id, &advertise).await;
+    }
     Ok(Running {
         addr,
         ctx,
@@ -230,7 +297,7 @@ async fn tick_loop(ctx: Arc<Ctx>, every: Duration, mut stop: watch::Receiver<boo
             if ctx.raft.leader(shard) != Some(ctx.raft.node_id()) {
                 continue;
             }
-            match ctx.write(shard, Command::Tick).await {
+            match ctx.write_here(shard, Command::Tick).await {
                 Ok(admit_core::Output::Ticked { reclaimed }) if reclaimed > 0 => {
                     tracing::debug!(shard, reclaimed, "tick reclaimed expired state");
                 }
@@ -243,7 +310,85 @@ async fn tick_loop(ctx: Arc<Ctx>, every: Duration, mut stop: watch::Receiver<boo
     }
 }
 
+/// Registers this node with the cluster through `via` (`Cluster.AddNode`),
+/// retrying for up to 60 s. Failure is logged, not fatal: a restarted node
+/// that joined before is registered already.
+async fn join(via: &str, node_id: u64, advertise: &str) {
+    use admit_proto::v1::cluster_client::ClusterClient;
+    let uri = if via.contains("://") {
+        via.to_string()
+    } else {
+        format!("http://{via}")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = async {
+            let mut c = ClusterClient::connect(uri.clone())
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            c.add_node(admit_proto::v1::AddNodeRequest {
+                node_id,
+                address: advertise.to_string(),
+            })
+            .await
+        }
+        .await;
+        match r {
+            Ok(_) => {
+                tracing::info!(via, node_id, "joined the cluster");
+                return;
+            }
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                tracing::error!(via, node_id, error = %s.message(), "join refused");
+                return;
+            }
+            Err(s) if std::time::Instant::now() > deadline => {
+                tracing::error!(via, node_id, error = %s.message(), "could not join the cluster");
+                return;
+            }
+            Err(s) => {
+                tracing::info!(via, error = %s.message(), "join: retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
 impl Running {
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.ctx.raft.node_id()
+    }
+
+    /// The address other nodes reach this one at.
+    pub fn advertise(&self) -> &str {
+        &self.ctx.advertise
+    }
+
+    /// Test switch: drop every Raft message to and from this node (a network
+    /// partition for Raft; the public API and forwarding still work).
+    #[doc(hidden)]
+    pub fn set_isolated(&self, isolated: bool) {
+        self.ctx.raft.set_isolated(isolated);
+    }
+
+    /// Test helper: stop like a crash: Raft is cut and stopped at once (no
+    /// leadership handoff), requests in flight fail, the port closes.
+    #[doc(hidden)]
+    pub async fn crash(self) {
+        let _ = self.stop.send(true);
+        self.ctx.raft.crash().await;
+        let server = self.server;
+        let abort = server.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), server)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+        self.ticker.abort();
+    }
+
     /// The bound gRPC address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr

@@ -1,6 +1,7 @@
 //! admitd's configuration: a TOML file (optional), then flags and environment
 //! variables over it, then one validation step that names the bad field.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +25,15 @@ pub struct FileConfig {
     pub fsync: Option<bool>,
     pub snapshot_every: Option<u64>,
     pub caller_quota: Option<QuotaConfig>,
+    /// The initial cluster, `"<id>=<host:port>"` each (this node included).
+    pub peers: Option<Vec<String>>,
+    pub replicas: Option<usize>,
+    pub bootstrap: Option<bool>,
+    pub join: Option<String>,
+    pub heartbeat_ms: Option<u64>,
+    pub election_timeout_ms: Option<[u64; 2]>,
+    pub reconcile_interval_ms: Option<u64>,
+    pub handoff_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -67,6 +77,21 @@ pub struct Flags {
     /// Where the test clock starts (Unix ms) [default: now].
     #[arg(long, env = "ADMIT_TEST_CLOCK_START_MS")]
     pub test_clock_start_ms: Option<u64>,
+    /// The initial cluster, this node included: `1=host:port,2=host:port,...`
+    /// (host may be a DNS name) [default: none, a single node].
+    #[arg(long, env = "ADMIT_PEERS")]
+    pub peers: Option<String>,
+    /// Replicas (voters) per shard in a cluster [default: 3].
+    #[arg(long, env = "ADMIT_REPLICAS")]
+    pub replicas: Option<usize>,
+    /// Join an existing cluster through this node (`host:port`): no
+    /// bootstrap; the node registers itself with Cluster.AddNode there.
+    #[arg(long, env = "ADMIT_JOIN")]
+    pub join: Option<String>,
+    /// Do not initialize shards from `peers` (the node waits to be added
+    /// with Cluster.AddNode on any member).
+    #[arg(long, env = "ADMIT_NO_BOOTSTRAP")]
+    pub no_bootstrap: bool,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -152,6 +177,96 @@ pub fn resolve(file: FileConfig, flags: &Flags) -> Result<ServerConfig, String> 
         }
         c.snapshot_every = n;
     }
+    // ---- cluster ----
+    let peers_text: Option<Vec<String>> = match &flags.peers {
+        Some(t) => Some(
+            t.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+        None => file.peers,
+    };
+    if let Some(list) = peers_text {
+        c.peers = parse_peers(&list).map_err(|e| bad("peers", &e))?;
+        if !c.peers.is_empty()
+            && !c.peers.contains_key(&c.node_id)
+            && flags.join.is_none()
+            && file.join.is_none()
+        {
+            return Err(bad(
+                "peers",
+                &format!(
+                    "must include this node's id ({}) unless it joins",
+                    c.node_id
+                ),
+            ));
+        }
+    }
+    c.replicas = flags.replicas.or(file.replicas).unwrap_or(3);
+    if !(1..=7).contains(&c.replicas) {
+        return Err(bad("replicas", "must be 1 to 7"));
+    }
+    c.join = flags.join.clone().or(file.join);
+    if let Some(j) = &c.join {
+        if !j.contains(':') {
+            return Err(bad("join", "must be host:port of a cluster member"));
+        }
+        if c.advertise.is_none() && listen.ip().is_unspecified() {
+            return Err(bad(
+                "advertise",
+                "is required to join when listening on an unspecified address",
+            ));
+        }
+    }
+    c.bootstrap = !flags.no_bootstrap && file.bootstrap.unwrap_or(true);
+    if c.clustered() {
+        // defaults for clusters (see docs/design.md, "Raft timing")
+        c.heartbeat = Duration::from_millis(CLUSTER_HEARTBEAT_MS);
+        c.election_timeout = (
+            Duration::from_millis(CLUSTER_ELECTION_MS[0]),
+            Duration::from_millis(CLUSTER_ELECTION_MS[1]),
+        );
+        if let Some((id, addr)) = c.peers.iter().find(|(id, _)| **id == c.node_id) {
+            if c.advertise.is_none() {
+                // the peers entry names how the others reach this node
+                c.advertise = Some(addr.clone());
+            } else if c.advertise.as_deref() != Some(addr.as_str()) {
+                return Err(bad(
+                    "advertise",
+                    &format!("differs from this node's peers entry {id}={addr}"),
+                ));
+            }
+        }
+    }
+    if let Some(ms) = file.heartbeat_ms {
+        if ms == 0 {
+            return Err(bad("heartbeat_ms", "must be at least 1"));
+        }
+        c.heartbeat = Duration::from_millis(ms);
+    }
+    if let Some([lo, hi]) = file.election_timeout_ms {
+        if lo == 0 || lo >= hi {
+            return Err(bad(
+                "election_timeout_ms",
+                "must be [min, max] with 0 < min < max",
+            ));
+        }
+        c.election_timeout = (Duration::from_millis(lo), Duration::from_millis(hi));
+    }
+    if c.heartbeat >= c.election_timeout.0 {
+        return Err(bad(
+            "heartbeat_ms",
+            "must be below the election timeout's minimum",
+        ));
+    }
+    if let Some(ms) = file.reconcile_interval_ms {
+        c.reconcile_interval = Duration::from_millis(ms);
+    }
+    if let Some(ms) = file.handoff_timeout_ms {
+        c.handoff_timeout = Duration::from_millis(ms);
+    }
     if let Some(q) = file.caller_quota {
         if !(q.rate.is_finite() && q.rate > 0.0) {
             return Err(bad("caller_quota.rate", "must be above zero"));
@@ -165,6 +280,39 @@ pub fn resolve(file: FileConfig, flags: &Flags) -> Result<ServerConfig, String> 
         });
     }
     Ok(c)
+}
+
+/// Raft heartbeat in a cluster (ms).
+pub const CLUSTER_HEARTBEAT_MS: u64 = 100;
+/// Raft election timeout range in a cluster (ms).
+pub const CLUSTER_ELECTION_MS: [u64; 2] = [500, 1_000];
+
+/// `["1=host:port", ...]` -> id -> address.
+pub fn parse_peers(list: &[String]) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for p in list {
+        let (id, addr) = p
+            .split_once('=')
+            .ok_or_else(|| format!("{p:?} is not <id>=<host:port>"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{p:?}: the id must be a number"))?;
+        if id == 0 {
+            return Err(format!("{p:?}: ids start at 1"));
+        }
+        let addr = addr.trim();
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(format!("{p:?}: the address must be host:port"));
+        }
+        if peers.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("node id {id} is listed twice"));
+        }
+    }
+    Ok(peers)
 }
 
 #[cfg(test)]
@@ -195,6 +343,55 @@ mod tests {
         assert!(resolve(f, &Flags::default())
             .unwrap_err()
             .contains("caller_quota.rate"));
+    }
+
+    #[test]
+    fn cluster_config_from_file_and_flags() {
+        let f = parse(
+            "node_id = 2\npeers = [\"1=admit-0.admit.default.svc:50051\", \"2=admit-1.admit.default.svc:50051\", \"3=admit-2.admit.default.svc:50051\"]\nlisten = \"0.0.0.0:50051\"\nreplicas = 3",
+        )
+        .unwrap();
+        let c = resolve(f, &Flags::default()).unwrap();
+        assert_eq!(c.peers.len(), 3);
+        assert_eq!(
+            c.advertise.as_deref(),
+            Some("admit-1.admit.default.svc:50051")
+        );
+        assert!(c.bootstrap);
+        assert_eq!(c.heartbeat, Duration::from_millis(CLUSTER_HEARTBEAT_MS));
+        let flags = Flags {
+            node_id: Some(4),
+            join: Some("127.0.0.1:50051".into()),
+            listen: Some("127.0.0.1:50054".into()),
+            ..Flags::default()
+        };
+        let c = resolve(FileConfig::default(), &flags).unwrap();
+        assert_eq!(c.join.as_deref(), Some("127.0.0.1:50051"));
+        for (bad_peers, field) in [
+            ("1=a:1,1=b:2", "peers"),
+            ("1=nope", "peers"),
+            ("x=a:1", "peers"),
+            ("2=a:1,3=b:1", "peers"),
+        ] {
+            let flags = Flags {
+                peers: Some(bad_peers.into()),
+                ..Flags::default()
+            };
+            let e = resolve(FileConfig::default(), &flags).unwrap_err();
+            assert!(e.contains(field), "{bad_peers}: {e}");
+        }
+        let f = parse("replicas = 0").unwrap();
+        assert!(resolve(f, &Flags::default())
+            .unwrap_err()
+            .contains("replicas"));
+    }
+
+    #[test]
+    fn single_node_default_is_unchanged() {
+        let c = resolve(FileConfig::default(), &Flags::default()).unwrap();
+        assert!(c.peers.is_empty() && c.join.is_none() && c.bootstrap);
+        assert_eq!(c.heartbeat, Duration::from_millis(100));
+        assert!(!c.clustered());
     }
 
     #[test]

@@ -29,12 +29,12 @@ enum Dest {
 }
 
 impl AdminService {
-    fn number_view(&self, number: &NumberId, now: Ts) -> Result<pb::StatusView, ApiError> {
-        let (_, shard) = self.ctx.number_shard(number)?;
+    async fn number_view(&self, number: &NumberId, now: Ts) -> Result<pb::StatusView, ApiError> {
+        let (_, shard) = self.ctx.number_shard(number).await?;
         let s = self
             .ctx
-            .reader(shard)
-            .number_status(number, now)
+            .number_status(shard, number, now)
+            .await?
             .ok_or_else(|| ApiError::NotFound(format!("unknown number {number}")))?;
         let n = s
             .numbers
@@ -45,16 +45,13 @@ impl AdminService {
 
     /// A portfolio's status, gathered from every shard (its numbers may live
     /// on many under the seeds profile).
-    fn portfolio_view(&self, id: &PortfolioId, now: Ts) -> Result<pb::StatusView, ApiError> {
+    async fn portfolio_view(&self, id: &PortfolioId, now: Ts) -> Result<pb::StatusView, ApiError> {
         let home = self.ctx.router.shard_of(&ScopeKey::Portfolio(id.clone()));
         let mut profile: Option<String> = None;
         let mut restricted: Option<Ts> = None;
         let mut scopes: Vec<ScopeStatus> = Vec::new();
         let mut found = false;
-        for shard in 0..self.ctx.router.shards() {
-            let Some(p) = self.ctx.reader(shard).portfolio_status(id, now) else {
-                continue;
-            };
+        for (shard, p) in self.ctx.portfolio_statuses(id, now).await? {
             found = true;
             if (shard == home || profile.is_none()) && !p.profile.is_empty() {
                 profile = Some(p.profile.clone());
@@ -76,19 +73,20 @@ impl AdminService {
     }
 
     /// The profile a portfolio was registered with, from its home shard.
-    fn portfolio_profile(&self, id: &PortfolioId) -> Option<String> {
+    async fn portfolio_profile(&self, id: &PortfolioId) -> Result<Option<String>, ApiError> {
         let home = self.ctx.router.shard_of(&ScopeKey::Portfolio(id.clone()));
-        self.ctx
-            .reader(home)
-            .portfolio_status(id, self.ctx.now())
+        Ok(self
+            .ctx
+            .portfolio_status(home, id, self.ctx.now())
+            .await?
             .map(|p| p.profile)
-            .filter(|p| !p.is_empty())
+            .filter(|p| !p.is_empty()))
     }
 
     async fn apply_to(&self, dest: Dest, cmd: Command) -> Result<Vec<Output>, ApiError> {
         match dest {
             Dest::Number(n) => {
-                let (_, shard) = self.ctx.number_shard(&n)?;
+                let (_, shard) = self.ctx.number_shard(&n).await?;
                 Ok(vec![self.ctx.write(shard, cmd).await?])
             }
             Dest::Portfolio(p) => {
@@ -243,93 +241,100 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RegisterNumberRequest>,
     ) -> Result<Response<pb::RegisterNumberResponse>, Status> {
-        let _permit = self.ctx.protect.enter(&request)?;
-        let r = request.get_ref();
-        let number = convert::number("number_id", &r.number_id)?;
-        tracing::Span::current().record("number", tracing::field::display(&number));
-        // optional under a per-number profile; required where the limit is the portfolio's
-        let portfolio = if r.portfolio_id.is_empty() {
-            None
-        } else {
-            Some(convert::portfolio("portfolio_id", &r.portfolio_id)?)
-        };
-        let quality = match r.quality {
-            Some(q) => convert::number_quality("quality", q)?,
-            None => None,
-        };
-        let status = match r.status {
-            Some(s) => convert::number_status("status", s)?,
-            None => None,
-        };
-        if let Some(t) = r.throughput_mps {
-            if t > 10_000 {
-                return Err(ApiError::invalid("throughput_mps", "must be 0 to 10000").into());
+        crate::forward::scoped(request.metadata(), async {
+            let _permit = self.ctx.protect.enter(&request)?;
+            let r = request.get_ref();
+            let number = convert::number("number_id", &r.number_id)?;
+            tracing::Span::current().record("number", tracing::field::display(&number));
+            // optional under a per-number profile; required where the limit is the portfolio's
+            let portfolio = if r.portfolio_id.is_empty() {
+                None
+            } else {
+                Some(convert::portfolio("portfolio_id", &r.portfolio_id)?)
+            };
+            let quality = match r.quality {
+                Some(q) => convert::number_quality("quality", q)?,
+                None => None,
+            };
+            let status = match r.status {
+                Some(s) => convert::number_status("status", s)?,
+                None => None,
+            };
+            if let Some(t) = r.throughput_mps {
+                if t > 10_000 {
+                    return Err(ApiError::invalid("throughput_mps", "must be 0 to 10000").into());
+                }
             }
-        }
-        if !r.display_phone_number.is_empty() {
-            convert::customer("display_phone_number", &r.display_phone_number)?;
-        }
-        let existing = self.ctx.scope_of(&number);
-        let created = existing.is_none();
-        let profile_name = if !r.profile.is_empty() {
-            r.profile.clone()
-        } else if let Some(s) = &existing {
-            let shard = self.ctx.router.shard_of(s);
-            self.ctx
-                .reader(shard)
-                .number_status(&number, self.ctx.now())
-                .and_then(|s| s.numbers.first().map(|n| n.profile.clone()))
+            if !r.display_phone_number.is_empty() {
+                convert::customer("display_phone_number", &r.display_phone_number)?;
+            }
+            let existing = match self.ctx.resolve(&number).await? {
+                crate::ctx::Resolved::Known(s) => Some(s),
+                crate::ctx::Resolved::Unknown => None,
+            };
+            let created = existing.is_none();
+            let profile_name = if !r.profile.is_empty() {
+                r.profile.clone()
+            } else if let Some(s) = &existing {
+                let shard = self.ctx.router.shard_of(s);
+                self.ctx
+                    .number_status(shard, &number, self.ctx.now())
+                    .await?
+                    .and_then(|s| s.numbers.first().map(|n| n.profile.clone()))
+                    .unwrap_or_else(|| "seeds".into())
+            } else {
+                match portfolio.as_ref() {
+                    Some(p) => self.portfolio_profile(p).await?,
+                    None => None,
+                }
                 .unwrap_or_else(|| "seeds".into())
-        } else {
-            portfolio
-                .as_ref()
-                .and_then(|p| self.portfolio_profile(p))
-                .unwrap_or_else(|| "seeds".into())
-        };
-        let policy = self.ctx.policy(&profile_name).await?;
-        let scope = match (&existing, policy.scope) {
-            (Some(s), _) => s.clone(),
-            (None, ScopeKind::Number) => ScopeKey::Number(number),
-            (None, ScopeKind::Portfolio) => {
-                ScopeKey::Portfolio(portfolio.clone().ok_or_else(|| {
-                    ApiError::invalid(
-                        "portfolio_id",
-                        "is required: this profile's limit belongs to the portfolio",
-                    )
-                })?)
-            }
-        };
-        let limit = match policy.scope {
-            ScopeKind::Number => {
-                convert::tier_limit("initial_tier", r.initial_tier.as_ref(), &policy.ladder)?
-            }
-            ScopeKind::Portfolio => None,
-        };
-        let throughput_mps = r
-            .throughput_mps
-            .map(|t| if t == 0 { policy.throughput_mps } else { t });
-        let reg = NumberRegistration {
-            number: Some(number),
-            portfolio,
-            profile: Some(profile_name),
-            limit,
-            // unset on creation: the engine's defaults (the profile's initial
-            // quality, display name approved), so that a plainly registered number
-            // follows the seeds' worked examples; admin.proto documents this
-            quality,
-            display_name_approved: r.display_name_approved,
-            status,
-            throughput_mps,
-        };
-        let shard = self.ctx.router.shard_of(&scope);
-        expect_registered(self.ctx.write(shard, Command::RegisterNumber(reg)).await?)?;
-        self.ctx.router.remember(number, scope);
-        let status = self.number_view(&number, self.ctx.now())?;
-        tracing::info!(%number, created, "number registered");
-        Ok(Response::new(pb::RegisterNumberResponse {
-            created,
-            status: Some(status),
-        }))
+            };
+            let policy = self.ctx.policy(&profile_name).await?;
+            let scope = match (&existing, policy.scope) {
+                (Some(s), _) => s.clone(),
+                (None, ScopeKind::Number) => ScopeKey::Number(number),
+                (None, ScopeKind::Portfolio) => {
+                    ScopeKey::Portfolio(portfolio.clone().ok_or_else(|| {
+                        ApiError::invalid(
+                            "portfolio_id",
+                            "is required: this profile's limit belongs to the portfolio",
+                        )
+                    })?)
+                }
+            };
+            let limit = match policy.scope {
+                ScopeKind::Number => {
+                    convert::tier_limit("initial_tier", r.initial_tier.as_ref(), &policy.ladder)?
+                }
+                ScopeKind::Portfolio => None,
+            };
+            let throughput_mps =
+                r.throughput_mps
+                    .map(|t| if t == 0 { policy.throughput_mps } else { t });
+            let reg = NumberRegistration {
+                number: Some(number),
+                portfolio,
+                profile: Some(profile_name),
+                limit,
+                // unset on creation: the engine's defaults (the profile's initial
+                // quality, display name approved), so that a plainly registered number
+                // follows the seeds' worked examples; admin.proto documents this
+                quality,
+                display_name_approved: r.display_name_approved,
+                status,
+                throughput_mps,
+            };
+            let shard = self.ctx.router.shard_of(&scope);
+            expect_registered(self.ctx.write(shard, Command::RegisterNumber(reg)).await?)?;
+            self.ctx.router.remember(number, scope);
+            let status = self.number_view(&number, self.ctx.now()).await?;
+            tracing::info!(%number, created, "number registered");
+            Ok(Response::new(pb::RegisterNumberResponse {
+                created,
+                status: Some(status),
+            }))
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(portfolio))]
@@ -337,39 +342,42 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RegisterPortfolioRequest>,
     ) -> Result<Response<pb::RegisterPortfolioResponse>, Status> {
-        let _permit = self.ctx.protect.enter(&request)?;
-        let r = request.get_ref();
-        let id = convert::portfolio("portfolio_id", &r.portfolio_id)?;
-        tracing::Span::current().record("portfolio", tracing::field::display(&id));
-        let existing = self.portfolio_profile(&id);
-        let created = existing.is_none();
-        let name = if r.profile.is_empty() {
-            existing.unwrap_or_else(|| "seeds".into())
-        } else {
-            r.profile.clone()
-        };
-        let policy = self.ctx.policy(&name).await?;
-        let limit = convert::tier_limit("tier", r.tier.as_ref(), &policy.ladder)?;
-        let reg = PortfolioRegistration {
-            portfolio: id.clone(),
-            profile: Some(name),
-            limit: if policy.scope == ScopeKind::Portfolio {
-                limit
+        crate::forward::scoped(request.metadata(), async {
+            let _permit = self.ctx.protect.enter(&request)?;
+            let r = request.get_ref();
+            let id = convert::portfolio("portfolio_id", &r.portfolio_id)?;
+            tracing::Span::current().record("portfolio", tracing::field::display(&id));
+            let existing = self.portfolio_profile(&id).await?;
+            let created = existing.is_none();
+            let name = if r.profile.is_empty() {
+                existing.unwrap_or_else(|| "seeds".into())
             } else {
-                None
-            },
-        };
-        let shard = self.ctx.router.shard_of(&ScopeKey::Portfolio(id.clone()));
-        expect_registered(
-            self.ctx
-                .write(shard, Command::RegisterPortfolio(reg))
-                .await?,
-        )?;
-        let status = self.portfolio_view(&id, self.ctx.now())?;
-        Ok(Response::new(pb::RegisterPortfolioResponse {
-            created,
-            status: Some(status),
-        }))
+                r.profile.clone()
+            };
+            let policy = self.ctx.policy(&name).await?;
+            let limit = convert::tier_limit("tier", r.tier.as_ref(), &policy.ladder)?;
+            let reg = PortfolioRegistration {
+                portfolio: id.clone(),
+                profile: Some(name),
+                limit: if policy.scope == ScopeKind::Portfolio {
+                    limit
+                } else {
+                    None
+                },
+            };
+            let shard = self.ctx.router.shard_of(&ScopeKey::Portfolio(id.clone()));
+            expect_registered(
+                self.ctx
+                    .write(shard, Command::RegisterPortfolio(reg))
+                    .await?,
+            )?;
+            let status = self.portfolio_view(&id, self.ctx.now()).await?;
+            Ok(Response::new(pb::RegisterPortfolioResponse {
+                created,
+                status: Some(status),
+            }))
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(event_key))]
@@ -377,46 +385,53 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ApplyEventRequest>,
     ) -> Result<Response<pb::ApplyEventResponse>, Status> {
-        let _permit = self.ctx.protect.enter(&request)?;
-        let r = request.get_ref();
-        if r.event_key.chars().count() > 256 {
-            return Err(ApiError::invalid("event_key", "must be at most 256 characters").into());
-        }
-        tracing::Span::current().record("event_key", r.event_key.as_str());
-        let (event, dest) = event_in(r.event.as_ref())?;
-        let cmd = Command::Platform {
-            event,
-            event_key: (!r.event_key.is_empty()).then(|| r.event_key.clone()),
-        };
-        let outs = self.apply_to(dest, cmd).await?;
-        let mut applied = false;
-        let mut duplicate = !outs.is_empty();
-        let mut ignored = String::new();
-        for o in outs {
-            match o {
-                Output::Event { applied: a, note } => {
-                    applied |= a;
-                    let dup = note.as_deref() == Some("duplicate delivery");
-                    duplicate &= dup;
-                    if !a && !dup {
-                        if let Some(n) = note {
-                            ignored = n;
+        crate::forward::scoped(request.metadata(), async {
+            let _permit = self.ctx.protect.enter(&request)?;
+            let r = request.get_ref();
+            if r.event_key.chars().count() > 256 {
+                return Err(
+                    ApiError::invalid("event_key", "must be at most 256 characters").into(),
+                );
+            }
+            tracing::Span::current().record("event_key", r.event_key.as_str());
+            let (event, dest) = event_in(r.event.as_ref())?;
+            let cmd = Command::Platform {
+                event,
+                event_key: (!r.event_key.is_empty()).then(|| r.event_key.clone()),
+            };
+            let outs = self.apply_to(dest, cmd).await?;
+            let mut applied = false;
+            let mut duplicate = !outs.is_empty();
+            let mut ignored = String::new();
+            for o in outs {
+                match o {
+                    Output::Event { applied: a, note } => {
+                        applied |= a;
+                        let dup = note.as_deref() == Some("duplicate delivery");
+                        duplicate &= dup;
+                        if !a && !dup {
+                            if let Some(n) = note {
+                                ignored = n;
+                            }
                         }
                     }
-                }
-                other => {
-                    return Err(ApiError::Internal(format!("unexpected output {other:?}")).into())
+                    other => {
+                        return Err(
+                            ApiError::Internal(format!("unexpected output {other:?}")).into()
+                        )
+                    }
                 }
             }
-        }
-        if !ignored.is_empty() {
-            tracing::warn!(reason = %ignored, "platform event ignored");
-        }
-        Ok(Response::new(pb::ApplyEventResponse {
-            applied,
-            duplicate,
-            ignored_reason: ignored,
-        }))
+            if !ignored.is_empty() {
+                tracing::warn!(reason = %ignored, "platform event ignored");
+            }
+            Ok(Response::new(pb::ApplyEventResponse {
+                applied,
+                duplicate,
+                ignored_reason: ignored,
+            }))
+        })
+        .await
     }
 
     #[instrument(skip_all)]
@@ -424,31 +439,30 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
-        let _permit = self.ctx.protect.enter(&request)?;
-        let target = convert::target("target", request.get_ref().target.as_ref())?;
-        let now = self.ctx.now();
-        let (status, shard) = match &target {
-            Target::Number(n) => {
-                let v = self.number_view(n, now)?;
-                (v, self.ctx.number_shard(n)?.1)
-            }
-            Target::Portfolio(p) => (
-                self.portfolio_view(p, now)?,
-                self.ctx.router.shard_of(&ScopeKey::Portfolio(p.clone())),
-            ),
-        };
-        let leader_hint = self.ctx.raft.leader(shard).map(|id| pb::NodeRef {
-            node_id: id,
-            address: if id == self.ctx.raft.node_id() {
-                self.ctx.advertise.clone()
-            } else {
-                self.ctx.raft.leader_addr(shard).unwrap_or_default()
-            },
-        });
-        Ok(Response::new(pb::GetStatusResponse {
-            status: Some(status),
-            leader_hint,
-        }))
+        crate::forward::scoped(request.metadata(), async {
+            let _permit = self.ctx.protect.enter(&request)?;
+            let target = convert::target("target", request.get_ref().target.as_ref())?;
+            let now = self.ctx.now();
+            let (status, shard) = match &target {
+                Target::Number(n) => {
+                    let v = self.number_view(n, now).await?;
+                    (v, self.ctx.number_shard(n).await?.1)
+                }
+                Target::Portfolio(p) => (
+                    self.portfolio_view(p, now).await?,
+                    self.ctx.router.shard_of(&ScopeKey::Portfolio(p.clone())),
+                ),
+            };
+            let leader_hint = self
+                .ctx
+                .leader_ref(shard)
+                .map(|(node_id, address)| pb::NodeRef { node_id, address });
+            Ok(Response::new(pb::GetStatusResponse {
+                status: Some(status),
+                leader_hint,
+            }))
+        })
+        .await
     }
 
     #[instrument(skip_all)]
@@ -456,29 +470,29 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListNumbersRequest>,
     ) -> Result<Response<pb::ListNumbersResponse>, Status> {
-        let _permit = self.ctx.protect.enter(&request)?;
-        let r = request.get_ref();
-        let limit = match r.limit {
-            0 => 100,
-            n @ 1..=1_000 => n as usize,
-            _ => return Err(ApiError::invalid("limit", "must be 0 to 1000").into()),
-        };
-        let offset: usize = if r.page_token.is_empty() {
-            0
-        } else {
-            r.page_token
-                .parse()
-                .map_err(|_| ApiError::invalid("page_token", "is not a token from this API"))?
-        };
-        let only = if r.portfolio_id.is_empty() {
-            None
-        } else {
-            Some(convert::portfolio("portfolio_id", &r.portfolio_id)?)
-        };
-        let now = self.ctx.now();
-        let mut rows: Vec<(u64, NumberId, pb::StatusView)> = Vec::new();
-        for shard in 0..self.ctx.router.shards() {
-            for s in self.ctx.reader(shard).list_by_headroom(now) {
+        crate::forward::scoped(request.metadata(), async {
+            let _permit = self.ctx.protect.enter(&request)?;
+            let r = request.get_ref();
+            let limit = match r.limit {
+                0 => 100,
+                n @ 1..=1_000 => n as usize,
+                _ => return Err(ApiError::invalid("limit", "must be 0 to 1000").into()),
+            };
+            let offset: usize = if r.page_token.is_empty() {
+                0
+            } else {
+                r.page_token
+                    .parse()
+                    .map_err(|_| ApiError::invalid("page_token", "is not a token from this API"))?
+            };
+            let only = if r.portfolio_id.is_empty() {
+                None
+            } else {
+                Some(convert::portfolio("portfolio_id", &r.portfolio_id)?)
+            };
+            let now = self.ctx.now();
+            let mut rows: Vec<(u64, NumberId, pb::StatusView)> = Vec::new();
+            for s in self.ctx.list_scopes(now).await? {
                 let headroom = s.headroom.map_or(u64::MAX, u64::from);
                 for n in &s.numbers {
                     if only
@@ -490,28 +504,29 @@ impl Admin for AdminService {
                     rows.push((headroom, n.number, convert::number_status_view(&s, n, now)));
                 }
             }
-        }
-        rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        let total = rows.len();
-        let numbers: Vec<pb::StatusView> = rows
-            .into_iter()
-            .skip(offset)
-            .take(limit)
-            .map(|r| r.2)
-            .collect();
-        let next = offset + numbers.len();
-        Ok(Response::new(pb::ListNumbersResponse {
-            numbers,
-            next_page_token: if next < total {
-                next.to_string()
-            } else {
-                String::new()
-            },
-            leader_hint: self.ctx.raft.leader(0).map(|id| pb::NodeRef {
-                node_id: id,
-                address: self.ctx.raft.leader_addr(0).unwrap_or_default(),
-            }),
-        }))
+            rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            let total = rows.len();
+            let numbers: Vec<pb::StatusView> = rows
+                .into_iter()
+                .skip(offset)
+                .take(limit)
+                .map(|r| r.2)
+                .collect();
+            let next = offset + numbers.len();
+            Ok(Response::new(pb::ListNumbersResponse {
+                numbers,
+                next_page_token: if next < total {
+                    next.to_string()
+                } else {
+                    String::new()
+                },
+                leader_hint: self
+                    .ctx
+                    .leader_ref(0)
+                    .map(|(node_id, address)| pb::NodeRef { node_id, address }),
+            }))
+        })
+        .await
     }
 
     #[instrument(skip_all)]
@@ -519,25 +534,28 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::SetPolicyResponse>, Status> {
-        let _permit = self.ctx.protect.enter(&request)?;
-        let name = request
-            .get_ref()
-            .policy
-            .as_ref()
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
-        let existing = self.ctx.policy(&name).await.ok();
-        let created = existing.is_none();
-        let base = existing.map_or_else(admit_core::Policy::seeds, |p| (*p).clone());
-        let policy = convert::policy_in(request.get_ref().policy.as_ref(), &base)?;
-        self.ctx
-            .write_all(Command::SetPolicy(policy.clone()))
-            .await?;
-        tracing::info!(profile = %policy.name, created, "policy set");
-        Ok(Response::new(pb::SetPolicyResponse {
-            created,
-            policy: Some(convert::policy_out(&policy)),
-        }))
+        crate::forward::scoped(request.metadata(), async {
+            let _permit = self.ctx.protect.enter(&request)?;
+            let name = request
+                .get_ref()
+                .policy
+                .as_ref()
+                .map(|p| p.name.clone())
+                .unwrap_or_default();
+            let existing = self.ctx.policy(&name).await.ok();
+            let created = existing.is_none();
+            let base = existing.map_or_else(admit_core::Policy::seeds, |p| (*p).clone());
+            let policy = convert::policy_in(request.get_ref().policy.as_ref(), &base)?;
+            self.ctx
+                .write_all(Command::SetPolicy(policy.clone()))
+                .await?;
+            tracing::info!(profile = %policy.name, created, "policy set");
+            Ok(Response::new(pb::SetPolicyResponse {
+                created,
+                policy: Some(convert::policy_out(&policy)),
+            }))
+        })
+        .await
     }
 
     #[instrument(skip_all)]
@@ -545,14 +563,17 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::GetPolicyResponse>, Status> {
-        let _permit = self.ctx.protect.enter(&request)?;
-        let name = &request.get_ref().name;
-        if name.is_empty() {
-            return Err(ApiError::invalid("name", "is required").into());
-        }
-        let p = self.ctx.policy(name).await?;
-        Ok(Response::new(pb::GetPolicyResponse {
-            policy: Some(convert::policy_out(&p)),
-        }))
+        crate::forward::scoped(request.metadata(), async {
+            let _permit = self.ctx.protect.enter(&request)?;
+            let name = &request.get_ref().name;
+            if name.is_empty() {
+                return Err(ApiError::invalid("name", "is required").into());
+            }
+            let p = self.ctx.policy(name).await?;
+            Ok(Response::new(pb::GetPolicyResponse {
+                policy: Some(convert::policy_out(&p)),
+            }))
+        })
+        .await
     }
 }

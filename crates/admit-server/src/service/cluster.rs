@@ -1,31 +1,152 @@
-//! `admit.v1.Cluster`: this node's view of the nodes and the Raft shards.
+//! `admit.v1.Cluster`: the nodes and Raft shards of the cluster (leaders,
+//! replicas, replication lag), and node membership changes.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use admit_proto::v1 as pb;
 use admit_proto::v1::cluster_server::Cluster;
+use admit_raft::{AdminError, ClusterNode, NodeState, ShardInfo};
 use tonic::{Request, Response, Status};
 
 use crate::convert::ms;
 use crate::ctx::Ctx;
+use crate::error::ApiError;
 
 #[derive(Debug, Clone)]
 pub struct ClusterService {
     pub(crate) ctx: Arc<Ctx>,
 }
 
+fn state_out(s: NodeState) -> pb::NodeState {
+    match s {
+        NodeState::Active => pb::NodeState::Active,
+        NodeState::Leaving => pb::NodeState::Leaving,
+        NodeState::Removed => pb::NodeState::Removed,
+    }
+}
+
+fn admin_err(e: AdminError) -> Status {
+    let m = e.to_string();
+    let refused = [
+        "removed",
+        "leaving",
+        "last active",
+        "no node",
+        "not leaving",
+    ]
+    .iter()
+    .any(|k| m.contains(k));
+    if refused {
+        ApiError::FailedPrecondition(m).into()
+    } else {
+        ApiError::unavailable(m, 500).into()
+    }
+}
+
+fn shard_out(i: &ShardInfo) -> pb::Shard {
+    let members: BTreeSet<u64> = i.voters.union(&i.learners).copied().collect();
+    pb::Shard {
+        shard_id: i.shard,
+        leader_node_id: i.leader,
+        replicas: members
+            .iter()
+            .map(|n| {
+                let r = i.replicas.iter().find(|r| r.node == *n);
+                pb::Replica {
+                    node_id: *n,
+                    voter: i.voters.contains(n),
+                    matched_index: r.and_then(|r| r.matched),
+                    lag: r.and_then(|r| r.lag),
+                    last_ack_ms: r.and_then(|r| r.last_ack_ms),
+                }
+            })
+            .collect(),
+        last_applied_index: i.applied.unwrap_or(0),
+        last_log_index: i.last_log_index.unwrap_or(0),
+        term: i.term,
+        target_node_ids: i.target.clone(),
+        changing: i.changing,
+        reporter_node_id: i.reporter,
+    }
+}
+
 impl ClusterService {
+    /// The leader of the cluster-metadata group (the node registry).
     fn hint(&self) -> Option<pb::NodeRef> {
-        let id = self.ctx.raft.leader(0)?;
+        let id = self.ctx.raft.meta_info().leader?;
         Some(pb::NodeRef {
             node_id: id,
-            address: if id == self.ctx.raft.node_id() {
-                self.ctx.advertise.clone()
-            } else {
-                self.ctx.raft.leader_addr(0).unwrap_or_default()
-            },
+            address: self.ctx.node_addr(id).unwrap_or_default(),
         })
+    }
+
+    /// The registry, or this node alone before it has a copy.
+    fn registry(&self) -> Vec<ClusterNode> {
+        let nodes = self.ctx.raft.nodes();
+        if nodes.is_empty() {
+            vec![ClusterNode {
+                id: self.ctx.raft.node_id(),
+                addr: self.ctx.advertise.clone(),
+                state: NodeState::Active,
+            }]
+        } else {
+            nodes
+        }
+    }
+
+    fn nodes_out(&self, shards: &[ShardInfo]) -> Vec<pb::Node> {
+        let me = self.ctx.raft.node_id();
+        let now = ms(self.ctx.now());
+        self.registry()
+            .into_iter()
+            .map(|n| {
+                let id = n.id;
+                let leading: Vec<u32> = shards
+                    .iter()
+                    .filter(|s| s.leader == Some(id))
+                    .map(|s| s.shard)
+                    .collect();
+                let voter = shards.iter().any(|s| s.voters.contains(&id));
+                let learner = shards.iter().any(|s| s.learners.contains(&id));
+                let replica_count = shards
+                    .iter()
+                    .filter(|s| s.voters.contains(&id) || s.learners.contains(&id))
+                    .count() as u32;
+                let last_ack = shards
+                    .iter()
+                    .filter(|s| s.is_leader_view())
+                    .flat_map(|s| s.replicas.iter())
+                    .filter(|r| r.node == id)
+                    .filter_map(|r| r.last_ack_ms)
+                    .min();
+                let reported = shards.iter().any(|s| s.reporter == id);
+                let alive = id == me
+                    || (n.state != NodeState::Removed
+                        && (reported || last_ack.is_some_and(|a| a < 3_000)));
+                pb::Node {
+                    node_id: id,
+                    address: n.addr,
+                    role: if voter {
+                        pb::NodeRole::Voter as i32
+                    } else if learner {
+                        pb::NodeRole::Learner as i32
+                    } else {
+                        pb::NodeRole::Unspecified as i32
+                    },
+                    alive,
+                    leading_shard_ids: leading,
+                    last_seen_unix_ms: if id == me {
+                        Some(now)
+                    } else {
+                        last_ack.map(|a| now - a as i64)
+                    },
+                    is_self: id == me,
+                    state: state_out(n.state) as i32,
+                    replica_count,
+                }
+            })
+            .collect()
     }
 }
 
@@ -35,75 +156,64 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let raft = &self.ctx.raft;
-        let me = raft.node_id();
-        let mut ids = BTreeSet::from([me]);
-        for shard in 0..raft.shards() {
-            ids.extend(raft.voters(shard));
-        }
-        let nodes = ids
-            .into_iter()
-            .map(|id| {
-                let leading: Vec<u32> = (0..raft.shards())
-                    .filter(|s| raft.leader(*s) == Some(id))
-                    .collect();
-                let address = if id == me {
-                    self.ctx.advertise.clone()
-                } else {
-                    (0..raft.shards())
-                        .find(|s| raft.leader(*s) == Some(id))
-                        .and_then(|s| raft.leader_addr(s))
-                        .unwrap_or_default()
-                };
-                pb::Node {
-                    node_id: id,
-                    address,
-                    role: pb::NodeRole::Voter as i32,
-                    alive: id == me || !leading.is_empty(),
-                    leading_shard_ids: leading,
-                    last_seen_unix_ms: (id == me).then(|| ms(self.ctx.now())),
-                    is_self: id == me,
-                }
-            })
-            .collect();
+        let shards = self.ctx.raft.cluster_shard_infos().await;
         Ok(Response::new(pb::ListNodesResponse {
-            nodes,
+            nodes: self.nodes_out(&shards),
             leader_hint: self.hint(),
         }))
     }
 
     async fn list_shards(
         &self,
-        _request: Request<pb::ListShardsRequest>,
+        request: Request<pb::ListShardsRequest>,
     ) -> Result<Response<pb::ListShardsResponse>, Status> {
-        let raft = &self.ctx.raft;
-        let shards = (0..raft.shards())
-            .map(|s| {
-                let applied = self.ctx.slots[s as usize].applied_index();
-                pb::Shard {
-                    shard_id: s,
-                    leader_node_id: raft.leader(s),
-                    replicas: raft
-                        .voters(s)
-                        .into_iter()
-                        .map(|id| pb::Replica {
-                            node_id: id,
-                            voter: true,
-                            matched_index: None,
-                            lag: None,
-                        })
-                        .collect(),
-                    last_applied_index: applied,
-                    // admit-raft exposes neither the last log index nor the
-                    // term; the applied index is the best local bound
-                    last_log_index: applied,
-                    term: 0,
-                }
-            })
-            .collect();
+        let infos = if request.get_ref().local_only {
+            self.ctx.raft.shard_infos()
+        } else {
+            self.ctx.raft.cluster_shard_infos().await
+        };
         Ok(Response::new(pb::ListShardsResponse {
-            shards,
+            shards: infos.iter().map(shard_out).collect(),
             leader_hint: self.hint(),
+        }))
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let r = request.get_ref();
+        if r.node_id == 0 {
+            return Err(ApiError::invalid("node_id", "must be at least 1").into());
+        }
+        if !r.address.contains(':') || r.address.len() > 256 {
+            return Err(ApiError::invalid("address", "must be host:port").into());
+        }
+        self.ctx
+            .raft
+            .add_node(r.node_id, &r.address)
+            .await
+            .map_err(admin_err)?;
+        tracing::info!(node = r.node_id, address = %r.address, "node added");
+        let shards = self.ctx.raft.shard_infos();
+        Ok(Response::new(pb::AddNodeResponse {
+            nodes: self.nodes_out(&shards),
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let id = request.get_ref().node_id;
+        if id == 0 {
+            return Err(ApiError::invalid("node_id", "must be at least 1").into());
+        }
+        self.ctx.raft.remove_node(id).await.map_err(admin_err)?;
+        tracing::info!(node = id, "node leaving");
+        let shards = self.ctx.raft.shard_infos();
+        Ok(Response::new(pb::RemoveNodeResponse {
+            nodes: self.nodes_out(&shards),
         }))
     }
 }

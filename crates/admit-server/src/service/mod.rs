@@ -5,3 +5,4 @@ pub mod admin;
 pub mod admit;
 pub mod clock;
 pub mod cluster;
+pub mod node;

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# A 3-node admit cluster on this machine, for trying it out and benchmarks.
+#
+#   scripts/cluster.sh start     # build (release) and start nodes 1-3
+#   scripts/cluster.sh status    # nodes and shards (admitctl)
+#   scripts/cluster.sh kill N    # kill -9 node N
+#   scripts/cluster.sh restart N # start node N again from its data dir
+#   scripts/cluster.sh stop      # SIGTERM all (leadership handed over first)
+#   scripts/cluster.sh clean     # stop and delete ./admit-cluster
+#
+# Node N listens on 127.0.0.1:5005N (gRPC: public API, forwarding and Raft on
+# one port), keeps its data in ./admit-cluster/nodeN and logs to
+# ./admit-cluster/nodeN.log. Environment: ADMIT_SHARDS (default 64),
+# ADMIT_REPLICAS (default 3), CARGO_PROFILE (release), EXTRA_ARGS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=${ADMIT_CLUSTER_DIR:-./admit-cluster}
+PROFILE=${CARGO_PROFILE:-release}
+SHARDS=${ADMIT_SHARDS:-64}
+REPLICAS=${ADMIT_REPLICAS:-3}
+PEERS="1=127.0.0.1:50051,2=127.0.0.1:50052,3=127.0.0.1:50053"
+BIN=target/$PROFILE
+
+build() {
+  if [ "$PROFILE" = release ]; then
+    cargo build --release -q -p admitd -p admitctl
+  else
+    cargo build -q -p admitd -p admitctl
+  fi
+}
+
+start_node() {
+  local n=$1
+  mkdir -p "$DIR/node$n"
+  if [ -f "$DIR/node$n.pid" ] && kill -0 "$(cat "$DIR/node$n.pid")" 2>/dev/null; then
+    echo "node $n already running (pid $(cat "$DIR/node$n.pid"))"
+    return
+  fi
+  # shellcheck disable=SC2086
+  nohup "$BIN/admitd" --node-id "$n" --listen "127.0.0.1:5005$n" \
+    --peers "$PEERS" --shards "$SHARDS" --replicas "$REPLICAS" \
+    --data-dir "$DIR/node$n" ${EXTRA_ARGS:-} >>"$DIR/node$n.log" 2>&1 &
+  echo $! >"$DIR/node$n.pid"
+  echo "node $n: pid $!, 127.0.0.1:5005$n, log $DIR/node$n.log"
+}
+
+stop_node() {
+  local n=$1 sig=${2:-TERM}
+  local f="$DIR/node$n.pid"
+  [ -f "$f" ] || return 0
+  local pid
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "-$sig" "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$f"
+}
+
+case "${1:-}" in
+  start)
+    build
+    mkdir -p "$DIR"
+    for n in 1 2 3; do start_node "$n"; done
+    echo "waiting for every shard to have a leader..."
+    for _ in $(seq 1 60); do
+      if "$BIN/admitctl" --addr 127.0.0.1:50051 shards --check >/dev/null 2>&1; then
+        echo "cluster ready"; exit 0
+      fi
+      sleep 1
+    done
+    echo "not every shard has a leader yet; see '$0 status' and the logs" >&2
+    exit 1
+    ;;
+  stop) for n in 1 2 3; do stop_node "$n"; done ;;
+  kill) stop_node "${2:?node number}" KILL ;;
+  restart) start_node "${2:?node number}" ;;
+  status)
+    "$BIN/admitctl" --addr 127.0.0.1:50051 nodes
+    "$BIN/admitctl" --addr 127.0.0.1:50051 shards
+    ;;
+  clean)
+    for n in 1 2 3; do stop_node "$n"; done
+    rm -rf "$DIR"
+    ;;
+  *)
+    sed -n '2,15p' "$0"
+    exit 2
+    ;;
+esac

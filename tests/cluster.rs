@@ -1,0 +1,510 @@
+//! Cluster tests: real admit nodes in one process on loopback, 8 shards, 3
+//! replicas, Raft heartbeat 50 ms and election timeout 200-400 ms (lease
+//! 400 ms). Each test is bounded in time; measured failover times are
+//! printed (`cargo test --test cluster -- --nocapture`).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use admit_proto::v1 as pb;
+use support::cluster::{shard_of, TestCluster, ELECTION_MS, SHARDS};
+use support::*;
+use tonic::Code;
+
+/// A shard serves again within this bound after its leader is killed
+/// (election timeout 200-400 ms, plus detection and retries).
+const FAILOVER_BOUND: Duration = Duration::from_secs(5);
+
+fn util(number: &str, customer: u64) -> pb::Send {
+    template(number, customer, "t-util", pb::TemplateCategory::Utility)
+}
+
+/// One keyed admit, retried (same key) through the nodes in turn until some
+/// node answers. Returns the decision and when the answering call was sent.
+async fn admit_until_answered(
+    clients: &[(u64, Clients)],
+    send: pb::Send,
+    first: usize,
+) -> (pb::Decision, Instant) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempt = 0usize;
+    loop {
+        let (_, c) = &clients[(first + attempt) % clients.len()];
+        let mut req = tonic::Request::new(pb::AdmitRequest {
+            send: Some(send.clone()),
+        });
+        req.set_timeout(Duration::from_secs(3));
+        let sent = Instant::now();
+        match c.admit.clone().admit(req).await {
+            Ok(r) => return (r.into_inner().decision.expect("a decision"), sent),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no node answered: {e:?}");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+async fn clients_of(c: &TestCluster) -> Vec<(u64, Clients)> {
+    let mut v = Vec::new();
+    for id in c.nodes.keys() {
+        v.push((*id, c.client(*id).await));
+    }
+    v
+}
+
+/// Kill (crash) the leader of a number's shard in the middle of a stream of
+/// keyed new-conversation admits from 6 concurrent callers that retry with
+/// the same key through any node. Every acknowledged admission is counted,
+/// no window holds more than L (exactly L of 300 customers are admitted),
+/// retries are counted once, and the shard serves again within
+/// FAILOVER_BOUND of the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_the_leader_during_a_stream_of_admits() {
+    bounded(120, async {
+        let mut c = TestCluster::start(3, 3, at(1, 9)).await;
+        let number = "100200301";
+        let shard = shard_of(number);
+        c.client(1).await.register(number, "TIER_250").await;
+        let leader = c.leader_of(shard).await.expect("the shard has a leader");
+        let clients = Arc::new(clients_of(&c).await);
+        let kill_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let first_after: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let answered = Arc::new(AtomicU64::new(0));
+        let decisions: Arc<Mutex<BTreeMap<u64, pb::Decision>>> = Arc::default();
+        const CUSTOMERS: u64 = 300;
+        const WORKERS: u64 = 6;
+        let mut tasks = Vec::new();
+        for w in 0..WORKERS {
+            let (clients, kill_at, first_after, answered, decisions) = (
+                clients.clone(),
+                kill_at.clone(),
+                first_after.clone(),
+                answered.clone(),
+                decisions.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                for cust in (w..CUSTOMERS).step_by(WORKERS as usize) {
+                    let send = keyed(util(number, cust), &format!("k-{cust}"));
+                    let (d, sent) = admit_until_answered(&clients, send, cust as usize).await;
+                    let killed = *kill_at.lock().unwrap();
+                    if killed.is_some_and(|k| sent >= k) {
+                        first_after.lock().unwrap().get_or_insert_with(Instant::now);
+                    }
+                    decisions.lock().unwrap().insert(cust, d);
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        while answered.load(Ordering::Relaxed) < 100 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let killed = Instant::now();
+        *kill_at.lock().unwrap() = Some(killed);
+        c.crash(leader).await;
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let failover = first_after.lock().unwrap().expect("admits after the kill") - killed;
+        println!(
+            "failover: leader {leader} of shard {shard} killed; first admit sent after the kill answered in {failover:?}"
+        );
+        assert!(failover < FAILOVER_BOUND, "failover took {failover:?}");
+
+        let decisions = decisions.lock().unwrap().clone();
+        assert_eq!(decisions.len() as u64, CUSTOMERS);
+        let admitted: Vec<&pb::Decision> = decisions
+            .values()
+            .filter(|d| d.reason() == pb::Reason::NewConversation)
+            .collect();
+        for d in decisions.values() {
+            assert!(
+                d.reason() == pb::Reason::NewConversation || d.reason() == pb::Reason::LimitReached,
+                "{d:?}"
+            );
+            assert_eq!(d.allowed, d.reason() == pb::Reason::NewConversation);
+        }
+        assert_eq!(admitted.len(), 250, "exactly L of {CUSTOMERS} customers admitted");
+        let live: Vec<u64> = c.nodes.keys().copied().collect();
+        let mut any = c.client(live[0]).await;
+        assert_eq!(any.used(number).await, 250, "every acknowledged admission counted");
+
+        // every key again, through another node: the recorded decision,
+        // counted once
+        let mut other = c.client(live[1]).await;
+        for (cust, first) in &decisions {
+            let d = other
+                .admit(keyed(util(number, *cust), &format!("k-{cust}")))
+                .await
+                .expect("replay");
+            assert_eq!(d.reason, first.reason, "customer {cust}");
+            if first.allowed {
+                assert!(d.replayed);
+                assert_eq!(d.admission_id, first.admission_id);
+            }
+        }
+        assert_eq!(other.used(number).await, 250);
+        c.stop_all().await;
+    })
+    .await;
+}
+
+/// Requests sent to a follower of the shard and to a node that holds no
+/// replica of it are forwarded to the leader and succeed; the response names
+/// the leader; with `admit-hops: 2` a node does not forward (UNAVAILABLE,
+/// nothing applied). Portfolio-scoped (meta profile) numbers are found by
+/// nodes without a replica of their shard too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_node_forwards_to_the_shard_leader() {
+    bounded(90, async {
+        let c = TestCluster::start(4, 3, at(1, 9)).await;
+        let number = "100200302";
+        let shard = shard_of(number);
+        let shards = c.shards(None).await;
+        let s = &shards[shard as usize];
+        let leader = s.leader_node_id.expect("a leader");
+        let members: BTreeSet<u64> = s.replicas.iter().map(|r| r.node_id).collect();
+        assert_eq!(members.len(), 3, "3 replicas: {s:?}");
+        let outsider = (1..=4).find(|id| !members.contains(id)).unwrap();
+        let follower = *members.iter().find(|id| **id != leader).unwrap();
+
+        let mut x = c.client(outsider).await;
+        x.register(number, "TIER_250").await;
+        let r = x
+            .admit
+            .admit(pb::AdmitRequest {
+                send: Some(util(number, 1)),
+            })
+            .await
+            .expect("admit through a node without a replica")
+            .into_inner();
+        assert_eq!(r.decision.unwrap().reason(), pb::Reason::NewConversation);
+        let hint = r.leader_hint.expect("a leader hint").node_id;
+        assert!(members.contains(&hint), "hint {hint} names a replica");
+
+        let mut f = c.client(follower).await;
+        let d = f
+            .admit(util(number, 2))
+            .await
+            .expect("admit via a follower");
+        assert_eq!(d.reason(), pb::Reason::NewConversation);
+        // an open conversation is answered too (the leader's fast path)
+        let d = x.admit(util(number, 2)).await.unwrap();
+        assert_eq!(d.reason(), pb::Reason::OpenConversation);
+        // batches are split by leader
+        x.open_batch(number, 10, 20).await;
+        assert_eq!(x.used(number).await, 22);
+        assert_eq!(f.used(number).await, 22);
+        x.inbound(number, &cust(99), None).await;
+        let d = f.admit(free_form(number, 99)).await.unwrap();
+        assert_eq!(d.reason(), pb::Reason::ServiceWindow);
+
+        // no forwarding when the caller forbids it
+        let mut req = tonic::Request::new(pb::AdmitRequest {
+            send: Some(util(number, 3)),
+        });
+        req.metadata_mut()
+            .insert("admit-hops", "2".parse().unwrap());
+        let e = x.admit.admit(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+        assert!(e.metadata().get("admit-not-applied").is_some(), "{e:?}");
+        assert_eq!(x.used(number).await, 22);
+
+        // the meta profile: the limit is the portfolio's, on its shard
+        let mut a = c.client(1).await;
+        a.admin
+            .register_portfolio(pb::RegisterPortfolioRequest {
+                portfolio_id: "waba-meta".into(),
+                profile: "meta".into(),
+                tier: Some(pb::TierValue {
+                    tier: Some(pb::tier_value::Tier::TierName("TIER_2K".into())),
+                }),
+            })
+            .await
+            .expect("register portfolio");
+        for (i, node) in (1..=4).enumerate() {
+            let m = format!("55500{i}");
+            let mut n = c.client(node).await;
+            n.admin
+                .register_number(pb::RegisterNumberRequest {
+                    number_id: m.clone(),
+                    portfolio_id: "waba-meta".into(),
+                    profile: "meta".into(),
+                    throughput_mps: Some(10_000),
+                    ..Default::default()
+                })
+                .await
+                .expect("register a meta number");
+            for other in 1..=4 {
+                let d = c
+                    .client(other)
+                    .await
+                    .admit(util(&m, 1_000 + other))
+                    .await
+                    .unwrap();
+                assert_eq!(d.reason(), pb::Reason::NewConversation, "{m} via {other}");
+            }
+        }
+        let st = c.client(outsider).await.status("555000").await;
+        assert_eq!(
+            st.usage.unwrap().used,
+            4,
+            "the portfolio counts each customer once"
+        );
+    })
+    .await;
+}
+
+/// Stop every node and start them again from their data dirs: every
+/// number's status is identical, on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_every_node_from_disk() {
+    bounded(90, async {
+        let mut c = TestCluster::start(3, 3, at(1, 9)).await;
+        let numbers = ["100200311", "100200312", "100200313"];
+        for (i, n) in numbers.iter().enumerate() {
+            let mut cl = c.client(i as u64 + 1).await;
+            cl.register(n, "TIER_250").await;
+            cl.open_batch(n, 0, 30 + i as u64).await;
+            cl.inbound(n, &cust(500), None).await;
+            cl.inbound(n, &cust(501), Some("STOP")).await;
+        }
+        async fn views(c: &TestCluster, numbers: &[&str]) -> Vec<pb::StatusView> {
+            let mut out = Vec::new();
+            for n in numbers {
+                let mut per_node = Vec::new();
+                for id in c.nodes.keys() {
+                    per_node.push(c.client(*id).await.status(n).await);
+                }
+                assert!(
+                    per_node.windows(2).all(|w| w[0] == w[1]),
+                    "nodes agree on {n}"
+                );
+                out.push(per_node.remove(0));
+            }
+            out
+        }
+        let before = views(&c, &numbers).await;
+        c.stop_all().await;
+        for id in 1..=3 {
+            c.restart(id).await;
+        }
+        c.wait_all_led(Duration::from_secs(20)).await;
+        let after = views(&c, &numbers).await;
+        assert_eq!(before, after);
+        let mut cl = c.client(2).await;
+        let d = cl.admit(free_form(numbers[0], 500)).await.unwrap();
+        assert_eq!(d.reason(), pb::Reason::ServiceWindow);
+        c.stop_all().await;
+    })
+    .await;
+}
+
+/// Add a 4th node while admits stream in (replicas move onto it, spread
+/// evenly), then remove node 1 (its replicas move away first, then it is
+/// REMOVED). No acknowledged admission is lost and every shard has a leader
+/// at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn add_a_fourth_node_then_remove_one() {
+    bounded(150, async {
+        let mut c = TestCluster::start(3, 3, at(1, 9)).await;
+        let number = "100200321";
+        c.client(1).await.register(number, "TIER_1K").await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let admitted = Arc::new(AtomicU64::new(0));
+        let clients = Arc::new(vec![(2, c.client(2).await), (3, c.client(3).await)]);
+        let streamer = {
+            let (stop, admitted, clients) = (stop.clone(), admitted.clone(), clients.clone());
+            tokio::spawn(async move {
+                let mut cust = 0u64;
+                while !stop.load(Ordering::Relaxed) && cust < 900 {
+                    let send = keyed(util(number, cust), &format!("s-{cust}"));
+                    let (d, _) = admit_until_answered(&clients, send, cust as usize).await;
+                    assert_eq!(d.reason(), pb::Reason::NewConversation, "customer {cust}");
+                    admitted.fetch_add(1, Ordering::Relaxed);
+                    cust += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+
+        c.join(4, 1).await;
+        // wait until node 4 holds its share and every shard is at its target
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let shards = c.shards(Some(2)).await;
+            let settled = shards.iter().all(|s| {
+                let members: BTreeSet<u64> = s.replicas.iter().map(|r| r.node_id).collect();
+                let target: BTreeSet<u64> = s.target_node_ids.iter().copied().collect();
+                !s.changing && members == target && target.len() == 3 && s.leader_node_id.is_some()
+            });
+            if settled {
+                let mut per_node: BTreeMap<u64, usize> = BTreeMap::new();
+                for s in &shards {
+                    for r in &s.replicas {
+                        *per_node.entry(r.node_id).or_default() += 1;
+                    }
+                }
+                println!("replicas per node with 4 nodes: {per_node:?}");
+                assert_eq!(per_node.len(), 4);
+                let even = (SHARDS as usize * 3) / 4;
+                assert!(
+                    per_node.values().all(|n| n.abs_diff(even) <= 2),
+                    "{per_node:?}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicas did not move onto node 4"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        let mut cc = c.cluster_client(2).await;
+        cc.remove_node(pb::RemoveNodeRequest { node_id: 1 })
+            .await
+            .expect("remove node 1");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let nodes = c.nodes_view(2).await;
+            let one = nodes.iter().find(|n| n.node_id == 1).unwrap();
+            if one.state() == pb::NodeState::Removed {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node 1 was not drained: {nodes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        c.stop(1).await;
+        // ids are never reused
+        let e = cc
+            .add_node(pb::AddNodeRequest {
+                node_id: 1,
+                address: "127.0.0.1:1".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+
+        stop.store(true, Ordering::Relaxed);
+        streamer.await.unwrap();
+        c.wait_all_led(Duration::from_secs(20)).await;
+        let shards = c.shards(Some(3)).await;
+        for s in &shards {
+            assert!(s.replicas.iter().all(|r| r.node_id != 1), "{s:?}");
+            assert_eq!(s.replicas.len(), 3);
+        }
+        let n = admitted.load(Ordering::Relaxed);
+        println!("admitted during the membership changes: {n}");
+        assert!(n > 0);
+        assert_eq!(
+            c.client(4).await.used(number).await as u64,
+            n,
+            "no admission lost"
+        );
+        c.stop_all().await;
+    })
+    .await;
+}
+
+/// Cut the leader of a shard off from the other nodes (Raft messages
+/// dropped both ways). Asked directly (`admit-hops: 2`: no forwarding), it
+/// stops answering open-window sends from memory within its lease, and it
+/// admits nothing the majority did not commit: new conversations it is asked
+/// for are not acknowledged, and an opt-out committed by the majority is
+/// never overridden by its stale state. After healing, counts agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_leader_stops_answering_and_admits_nothing() {
+    bounded(90, async {
+        let c = TestCluster::start(3, 3, at(1, 9)).await;
+        let number = "100200331";
+        let shard = shard_of(number);
+        let mut a = c.client(1).await;
+        a.register(number, "TIER_250").await;
+        a.inbound(number, &cust(7), None).await; // an open service window
+        let leader = c.leader_of(shard).await.unwrap();
+        let others: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
+        let mut l = c.client(leader).await;
+        let direct = |send: pb::Send| {
+            let mut r = tonic::Request::new(pb::AdmitRequest { send: Some(send) });
+            r.metadata_mut().insert("admit-hops", "2".parse().unwrap());
+            r.set_timeout(Duration::from_millis(1_500));
+            r
+        };
+        let d = l.admit.admit(direct(free_form(number, 7))).await.unwrap();
+        assert_eq!(d.into_inner().decision.unwrap().reason(), pb::Reason::ServiceWindow);
+
+        let cut = Instant::now();
+        c.node(leader).set_isolated(true);
+        let lease = Duration::from_millis(ELECTION_MS.1);
+        let mut last_fast: Option<Duration> = None;
+        while cut.elapsed() < lease * 3 {
+            let t = Instant::now();
+            if let Ok(r) = l.admit.admit(direct(free_form(number, 7))).await {
+                if r.into_inner().decision.unwrap().allowed {
+                    last_fast = Some(t - cut);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        println!("cut-off leader answered open-window sends until {last_fast:?} after the cut (lease {lease:?})");
+        assert!(last_fast.unwrap_or_default() <= lease, "{last_fast:?}");
+
+        // the majority elects a new leader and commits an opt-out
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = &c.shards(Some(others[0])).await[shard as usize];
+            if s.leader_node_id.is_some_and(|l| l != leader) {
+                println!("new leader of shard {shard}: {:?}, {:?} after the cut", s.leader_node_id, cut.elapsed());
+                break;
+            }
+            assert!(Instant::now() < deadline, "the majority elected no leader");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut m = c.client(others[0]).await;
+        let r = m
+            .admit
+            .record_inbound(pb::RecordInboundRequest {
+                number_id: number.into(),
+                customer_id: cust(7),
+                text: Some("STOP".into()),
+                event_key: "stop-7".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("the majority commits an opt-out")
+            .into_inner();
+        assert_eq!(r.opt_change(), pb::OptChange::OptedOut);
+        // the cut-off node never allows what the majority denies, nor
+        // admits new conversations alone
+        let marketing = template(number, 7, "t-mkt", pb::TemplateCategory::Marketing);
+        if let Ok(r) = l.admit.admit(direct(marketing.clone())).await {
+            assert!(!r.into_inner().decision.unwrap().allowed);
+        }
+        for k in 0..3 {
+            let r = l.admit.admit(direct(util(number, 100 + k))).await;
+            assert!(r.is_err(), "a cut-off node acknowledged a new conversation: {r:?}");
+        }
+        let used_majority = m.used(number).await;
+        assert_eq!(used_majority, 0);
+
+        c.node(leader).set_isolated(false);
+        c.wait_all_led(Duration::from_secs(20)).await;
+        let d = m.admit(marketing).await.unwrap();
+        assert_eq!(d.reason(), pb::Reason::OptedOut);
+        for id in 1..=3 {
+            assert_eq!(c.client(id).await.used(number).await, 0, "node {id}");
+        }
+        let mut c = c;
+        c.stop_all().await;
+    })
+    .await;
+}
