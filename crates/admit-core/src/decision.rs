@@ -148,7 +148,8 @@ impl Decision {
     pub fn headroom(&self) -> Option<u32> {
         self.limit.and_then(|l| l.headroom(self.used))
     }
-    pub(crate) fn deny(reason: Reason, retry_at: Option<Ts>) -> Decision {
+    /// A denial with nothing counted; the limit fields are filled where they are known.
+    pub fn deny(reason: Reason, retry_at: Option<Ts>) -> Decision {
         Decision {
             allowed: false,
             reason,

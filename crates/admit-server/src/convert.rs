@@ -334,18 +334,7 @@ pub(crate) fn decision_out(
 
 /// A denial decided on the node before the core (R8 token buckets).
 pub(crate) fn rate_denial(reason: Reason, retry_at: Ts) -> Decision {
-    Decision {
-        allowed: false,
-        reason,
-        retry_at: Some(retry_at),
-        limit: None,
-        used: 0,
-        window_end: None,
-        admission: None,
-        counted: false,
-        decided_at: Ts::ZERO,
-        replayed: false,
-    }
+    Decision::deny(reason, Some(retry_at))
 }
 
 // ---- status ----------------------------------------------------------------------

@@ -79,16 +79,8 @@ fn unexpected(r: NodeResp) -> ApiError {
 /// The core's answer for an unregistered number.
 fn unknown_number(now: Ts) -> Decision {
     Decision {
-        allowed: false,
-        reason: Reason::UnknownNumber,
-        retry_at: None,
-        limit: None,
-        used: 0,
-        window_end: None,
-        admission: None,
-        counted: false,
         decided_at: now,
-        replayed: false,
+        ..Decision::deny(Reason::UnknownNumber, None)
     }
 }
 
