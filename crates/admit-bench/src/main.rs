@@ -49,11 +49,13 @@ struct Args {
     /// Sends per AdmitBatch call.
     #[arg(long, default_value_t = 100)]
     batch: u32,
-    /// Scenarios to run, in order: floor, open, new, batch, mixed, half, memory.
+    /// Scenarios to run, in order: floor, open, new, batch (each batch's
+    /// sends spread over the numbers), campaign (each batch from one number),
+    /// mixed, half, memory, failover.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "floor,open,new,batch,mixed,half"
+        default_value = "floor,open,new,batch,campaign,mixed,half"
     )]
     scenarios: Vec<String>,
     /// `memory`: numbers to register and service windows to open per number; the
@@ -460,34 +462,39 @@ async fn main() -> Result<()> {
             .await;
             reports.push(r);
         }
-        if wants("batch") {
+        // "batch": each batch's sends spread over the numbers (many shards);
+        // "campaign": every send of a batch from one number (one shard, one
+        // log entry), as a campaign sender sends
+        for (scenario, spread) in [("batch", true), ("campaign", false)] {
+            if !wants(scenario) {
+                continue;
+            }
             let (clients, ids, fresh) = (clients.clone(), ids.clone(), fresh.clone());
             let size = args.batch as u64;
-            let r = drive(
-                &format!("AdmitBatch of {size} (new)"),
-                &args,
-                dur,
-                None,
-                move |w, i| {
-                    let mut c = clients[w % clients.len()].clone();
-                    let base = fresh.fetch_add(size, Ordering::Relaxed);
-                    let sends = (0..size)
-                        .map(|j| pb::Send {
-                            number_id: ids.number(((i + j) % numbers) as u32),
-                            customer_id: ids.customer(2, base + j),
-                            kind: template(pb::TemplateCategory::Utility),
-                            ..Default::default()
-                        })
-                        .collect();
-                    async move {
-                        let resp = c
-                            .admit_batch(pb::AdmitBatchRequest { sends })
-                            .await?
-                            .into_inner();
-                        Ok(resp.results.len() as u64)
-                    }
-                },
-            )
+            let name = if spread {
+                format!("AdmitBatch of {size} (new)")
+            } else {
+                format!("AdmitBatch of {size}, 1 number")
+            };
+            let r = drive(&name, &args, dur, None, move |w, i| {
+                let mut c = clients[w % clients.len()].clone();
+                let base = fresh.fetch_add(size, Ordering::Relaxed);
+                let sends = (0..size)
+                    .map(|j| pb::Send {
+                        number_id: ids.number(((i + if spread { j } else { 0 }) % numbers) as u32),
+                        customer_id: ids.customer(2, base + j),
+                        kind: template(pb::TemplateCategory::Utility),
+                        ..Default::default()
+                    })
+                    .collect();
+                async move {
+                    let resp = c
+                        .admit_batch(pb::AdmitBatchRequest { sends })
+                        .await?
+                        .into_inner();
+                    Ok(resp.results.len() as u64)
+                }
+            })
             .await;
             reports.push(r);
         }

@@ -234,6 +234,7 @@ mod journal;
 mod network;
 mod node;
 pub mod placement;
+mod propose;
 mod sm;
 mod store;
 mod types;
@@ -247,7 +248,7 @@ pub mod pb {
 pub use cluster::{ClusterNode, NodeState, ReplicaInfo, ShardInfo};
 pub use network::RaftGrpcService;
 pub use node::{JournalCounters, NodeConfig, RaftNode};
-pub use types::{CmdData, TypeConfig};
+pub use types::{CmdData, RespData, TypeConfig};
 
 /// A deterministic replicated state machine: the server's domain engine.
 ///
@@ -263,20 +264,19 @@ pub trait App: Send + Sync + 'static {
         + std::fmt::Debug
         + 'static;
     /// The result of applying a command, returned by [`RaftNode::write`].
-    /// `Default` is used for internal (blank, membership) entries.
     type Response: serde::Serialize
         + serde::de::DeserializeOwned
         + Clone
         + Send
         + Sync
         + std::fmt::Debug
-        + Default
         + 'static;
 
     /// Apply a committed command. Called in log order, exactly once per
     /// entry per incarnation of the state (replay after restart starts from the
-    /// last snapshot); `index` is the entry's Raft log index (unique and
-    /// increasing within the shard, usable for deterministic ids).
+    /// last snapshot); `index` is the entry's Raft log index. One entry can
+    /// carry several commands (batched proposals), so commands of one entry
+    /// share its index: it is non-decreasing, not unique, per command.
     fn apply(&mut self, index: u64, cmd: Self::Command) -> Self::Response;
 
     /// Deterministic bytes of the whole state.

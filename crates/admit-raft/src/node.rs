@@ -3,11 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::impls::BasicNode;
@@ -23,9 +22,10 @@ use crate::network::{GroupRaft, GrpcRouter, NetFactory, RaftGrpcService};
 use crate::pb::raft_transport_server::RaftTransportServer;
 use crate::pb::RaftRpcKind;
 use crate::placement::{placement_table, rendezvous};
+use crate::propose::{BatchConfig, Proposer};
 use crate::sm::StateMachine;
 use crate::store::{decode, encode, LogStore};
-use crate::types::{CmdData, C};
+use crate::types::CmdData;
 use crate::{AdminError, App, ReadError, StartError, WriteError};
 
 /// Configuration of a [`RaftNode`].
@@ -61,6 +61,12 @@ pub struct NodeConfig {
     /// Extra time the journal writer waits to gather more ops into one fsync
     /// (zero: group only what arrives while the previous fsync runs).
     pub group_commit_linger: Duration,
+    /// Commands per log entry at most when concurrent proposals to a group
+    /// are batched.
+    pub batch_max_commands: usize,
+    /// Entries of a group's batched proposals in flight at once; while they
+    /// are, new proposals gather into the next entry.
+    pub batch_inflight: usize,
     /// How long `start` waits for groups to recover and elect a leader.
     pub startup_timeout: Duration,
     /// The initial cluster (node id -> Raft address), including this node.
@@ -106,6 +112,8 @@ impl NodeConfig {
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
             group_commit_linger: Duration::ZERO,
+            batch_max_commands: 1_024,
+            batch_inflight: 2,
             startup_timeout: Duration::from_secs(10),
             peers: BTreeMap::new(),
             replicas: 3,
@@ -151,6 +159,10 @@ struct ServerHandle {
 pub(crate) struct Inner<A: App> {
     config: NodeConfig,
     groups: Arc<Vec<GroupRaft<A>>>,
+    /// One batching proposer per group (same order as `groups`).
+    proposers: Vec<Proposer<A>>,
+    /// Last applied log index per group, as the state machine publishes it.
+    applied: Vec<Arc<AtomicU64>>,
     /// The cluster-metadata group (group id `shards`): the node registry.
     meta: GroupRaft<Registry>,
     registry: Registry,
@@ -196,26 +208,6 @@ pub struct JournalCounters {
     pub ops: u64,
 }
 
-fn map_write_err<A: App>(node: u64, e: RaftError<C<A>, ClientWriteError<C<A>>>) -> WriteError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            if f.leader_id.is_none() || f.leader_id == Some(node) {
-                WriteError::NoLeader
-            } else {
-                WriteError::ForwardToLeader {
-                    leader_id: f.leader_id,
-                    leader_addr: f.leader_node.map(|n| n.addr),
-                }
-            }
-        }
-        RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)) => WriteError::Discarded {
-            leader_id: f.leader_id,
-        },
-        RaftError::APIError(e) => WriteError::Unavailable(e.to_string()),
-        RaftError::Fatal(f) => WriteError::Unavailable(f.to_string()),
-    }
-}
-
 impl<A: App> RaftNode<A> {
     /// Open (or create) the journal in `config.data_dir` and start one Raft
     /// group per shard, each with the App `app_factory(shard)` (restored from
@@ -252,10 +244,18 @@ impl<A: App> RaftNode<A> {
             )));
         }
         let mut groups = Vec::with_capacity(config.shards as usize);
+        let applied: Vec<Arc<AtomicU64>> = (0..config.shards)
+            .map(|_| Arc::new(AtomicU64::new(0)))
+            .collect();
         for shard in 0..config.shards {
             let log = LogStore::<A>::open(shard, journal.clone()).map_err(StartError::Storage)?;
-            let sm = StateMachine::open(shard, app_factory(shard), journal.clone())
-                .map_err(StartError::Storage)?;
+            let sm = StateMachine::open(
+                shard,
+                app_factory(shard),
+                journal.clone(),
+                applied[shard as usize].clone(),
+            )
+            .map_err(StartError::Storage)?;
             let net = NetFactory {
                 router: router.clone(),
                 group: shard,
@@ -270,8 +270,13 @@ impl<A: App> RaftNode<A> {
         let meta = {
             let log = LogStore::<Registry>::open(meta_id, journal.clone())
                 .map_err(StartError::Storage)?;
-            let sm = StateMachine::open(meta_id, registry.clone(), journal.clone())
-                .map_err(StartError::Storage)?;
+            let sm = StateMachine::open(
+                meta_id,
+                registry.clone(),
+                journal.clone(),
+                Arc::new(AtomicU64::new(0)),
+            )
+            .map_err(StartError::Storage)?;
             let net = NetFactory {
                 router: router.retype::<Registry>(),
                 group: meta_id,
@@ -318,9 +323,19 @@ impl<A: App> RaftNode<A> {
             }
         }
 
+        let batching = BatchConfig {
+            max_commands: config.batch_max_commands.max(1),
+            inflight: config.batch_inflight.max(1),
+        };
+        let proposers = groups
+            .iter()
+            .map(|g| Proposer::spawn(me, g.clone(), batching))
+            .collect();
         let node = Self {
             inner: Arc::new(Inner {
                 groups: Arc::new(groups),
+                proposers,
+                applied,
                 meta,
                 registry,
                 journal,
@@ -410,41 +425,34 @@ impl<A: App> RaftNode<A> {
     /// outcome is unknown (the command may still commit): retry with the same
     /// idempotency key.
     pub async fn write(&self, shard: u32, cmd: A::Command) -> Result<A::Response, WriteError> {
-        let raft = self.group(shard).ok_or(WriteError::NoSuchShard(shard))?;
-        let fut = raft.client_write(CmdData(cmd));
-        let r = match self.inner.config.write_timeout {
-            None => fut.await,
-            Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
-                WriteError::Unavailable(format!("write timed out after {t:?}; outcome unknown"))
-            })?,
-        };
-        r.map(|r| r.data)
-            .map_err(|e| map_write_err::<A>(self.node_id(), e))
+        let mut out = self.propose(shard, vec![cmd]).await?;
+        out.pop()
+            .ok_or_else(|| WriteError::Unavailable("no response".into()))
     }
 
-    /// Propose several commands to one group in one message to the Raft core
-    /// (one log append); results in submission order.
+    /// Propose several commands to one group as one log entry: they commit
+    /// (or fail) together and are applied in the given order. Results in
+    /// submission order.
     pub async fn write_many(
         &self,
         shard: u32,
         cmds: Vec<A::Command>,
     ) -> Result<Vec<Result<A::Response, WriteError>>, WriteError> {
-        let raft = self.group(shard).ok_or(WriteError::NoSuchShard(shard))?;
-        let n = cmds.len();
-        let mut stream = raft
-            .client_write_many(cmds.into_iter().map(CmdData))
-            .await
-            .map_err(|f| WriteError::Unavailable(f.to_string()))?;
-        let mut out = Vec::with_capacity(n);
-        while let Some(item) = stream.next().await {
-            let r = match item {
-                Err(f) => Err(WriteError::Unavailable(f.to_string())),
-                Ok(Ok(w)) => Ok(w.response),
-                Ok(Err(e)) => Err(map_write_err::<A>(self.node_id(), RaftError::APIError(e))),
-            };
-            out.push(r);
-        }
-        Ok(out)
+        let out = self.propose(shard, cmds).await?;
+        Ok(out.into_iter().map(Ok).collect())
+    }
+
+    async fn propose(
+        &self,
+        shard: u32,
+        cmds: Vec<A::Command>,
+    ) -> Result<Vec<A::Response>, WriteError> {
+        let p = self
+            .inner
+            .proposers
+            .get(shard as usize)
+            .ok_or(WriteError::NoSuchShard(shard))?;
+        p.propose(cmds, self.inner.config.write_timeout).await
     }
 
     /// Wait until a read of this node's App for `shard` is linearizable: this
@@ -486,7 +494,21 @@ impl<A: App> RaftNode<A> {
         if m.state != ServerState::Leader || m.current_leader != Some(self.node_id()) {
             return false;
         }
-        if m.last_applied < m.local_committed {
+        // Everything committed must be applied. The state machine's own
+        // index is used, not the metrics' `last_applied`: the metrics follow
+        // an apply by a moment, and under a steady write load they would
+        // nearly always lag and turn fast reads away. The committed index may
+        // lag too, but only towards entries not yet acknowledged to anyone
+        // (a write is answered after its apply, which published the index).
+        let applied = self
+            .inner
+            .applied
+            .get(shard as usize)
+            .map_or(0, |a| a.load(Ordering::Acquire));
+        if m.local_committed
+            .as_ref()
+            .is_some_and(|c| c.index > applied)
+        {
             return false;
         }
         // The leader's first entry of its term must be committed (and so
@@ -826,8 +848,8 @@ pub(crate) fn local_infos<A: App>(inner: &Arc<Inner<A>>) -> Vec<ShardInfo> {
 /// Propose `cmd` to the metadata group if this node leads it.
 pub(crate) async fn meta_write_local<A: App>(inner: &Arc<Inner<A>>, cmd: MetaCmd) -> MetaFwd {
     let meta = &inner.meta;
-    match meta.client_write(CmdData(cmd)).await {
-        Ok(r) => MetaFwd::Done(r.data.err),
+    match meta.client_write(CmdData(vec![cmd])).await {
+        Ok(r) => MetaFwd::Done(r.data.0.into_iter().next().and_then(|r| r.err)),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             MetaFwd::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr)))
         }

@@ -2,6 +2,7 @@
 //! latest snapshot in the journal.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{Stream, TryStreamExt};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::journal::{io_err, Journal, Ks, Mutation};
 use crate::store::{decode, encode};
-use crate::types::{LogIdT, SnapshotMetaT, SnapshotT, StoredMembershipT, C};
+use crate::types::{LogIdT, RespData, SnapshotMetaT, SnapshotT, StoredMembershipT, C};
 use crate::App;
 
 #[derive(Serialize, Deserialize)]
@@ -49,13 +50,21 @@ pub(crate) struct StateMachine<A: App> {
     membership: StoredMembershipT<A>,
     journal: Arc<Journal>,
     current: Current<A>,
+    /// Index of the last applied entry, published before its responses are
+    /// sent (see [`crate::RaftNode::is_leader_with_lease`]).
+    applied_index: Arc<AtomicU64>,
 }
 
 impl<A: App> StateMachine<A> {
     /// Build the state machine of `shard`, restoring `app` from the group's
     /// latest snapshot if there is one. Log entries after the snapshot are
     /// replayed by openraft afterwards.
-    pub(crate) fn open(shard: u32, mut app: A, journal: Arc<Journal>) -> io::Result<Self> {
+    pub(crate) fn open(
+        shard: u32,
+        mut app: A,
+        journal: Arc<Journal>,
+        applied_index: Arc<AtomicU64>,
+    ) -> io::Result<Self> {
         let stored: Option<StoredSnapshot<A>> = journal
             .snaps
             .get(snap_key(shard))
@@ -73,9 +82,11 @@ impl<A: App> StateMachine<A> {
             }
             None => (None, StoredMembership::default(), None),
         };
+        applied_index.store(applied.as_ref().map_or(0, |l| l.index), Ordering::Release);
         Ok(Self {
             shard,
             app,
+            applied_index,
             applied,
             membership,
             journal,
@@ -138,14 +149,20 @@ impl<A: App> RaftStateMachine<C<A>> for StateMachine<A> {
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
             let resp = match entry.payload {
-                EntryPayload::Blank => A::Response::default(),
-                EntryPayload::Normal(cmd) => self.app.apply(log_id.index, cmd.0),
+                EntryPayload::Blank => RespData(Vec::new()),
+                EntryPayload::Normal(cmds) => RespData(
+                    cmds.0
+                        .into_iter()
+                        .map(|cmd| self.app.apply(log_id.index, cmd))
+                        .collect(),
+                ),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(log_id), m);
-                    A::Response::default()
+                    RespData(Vec::new())
                 }
             };
             self.applied = Some(log_id);
+            self.applied_index.store(log_id.index, Ordering::Release);
             if let Some(r) = responder {
                 r.send(resp);
             }
@@ -176,6 +193,10 @@ impl<A: App> RaftStateMachine<C<A>> for StateMachine<A> {
     ) -> Result<(), io::Error> {
         self.app.restore(&snapshot).map_err(io_err)?;
         self.applied = meta.last_log_id;
+        self.applied_index.store(
+            meta.last_log_id.as_ref().map_or(0, |l| l.index),
+            Ordering::Release,
+        );
         self.membership = meta.last_membership.clone();
         let snap = StoredSnapshot {
             meta: meta.clone(),

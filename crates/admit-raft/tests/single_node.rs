@@ -69,17 +69,35 @@ async fn writes_reads_and_errors() {
     assert_eq!(total_c, 32 * 20);
     assert!(st.iter().all(|s| !s.index_went_back));
 
-    // Batched writes.
+    // A submission of several commands is one entry, applied in order.
+    let before = states(&node).await[1].entries;
     let rs = node
         .write_many(1, (0..10).map(|i| add("m", 5_000 + i)).collect())
         .await
         .unwrap();
     assert_eq!(rs.len(), 10);
-    assert!(rs.iter().all(|r| r.is_ok()));
+    let totals: Vec<u64> = rs.into_iter().map(|r| r.unwrap()).collect();
+    let mut sum = 0;
+    let want: Vec<u64> = (0..10u64)
+        .map(|i| {
+            sum += (5_000 + i) % 7 + 1;
+            sum
+        })
+        .collect();
+    assert_eq!(totals, want);
+    let s1 = &states(&node).await[1];
+    assert_eq!(s1.entries, before + 1);
+    assert_eq!(s1.counters["m"].1, (5_000..5_010).collect::<Vec<u64>>());
 
     // Reads.
     for shard in 0..4 {
         node.ensure_linearizable(shard).await.unwrap();
+        // the synchronous check reads metrics, which follow the apply that
+        // answered the last write by a moment
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !node.is_leader_with_lease(shard) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert!(node.is_leader_with_lease(shard), "lease on shard {shard}");
         assert_eq!(node.leader(shard), Some(1));
     }
@@ -94,6 +112,40 @@ async fn writes_reads_and_errors() {
 
     let c = node.journal_counters();
     assert!(c.fsyncs > 0 && c.ops >= c.fsyncs);
+    node.shutdown().await.unwrap();
+}
+
+/// Concurrent proposals to one group leave in shared entries, and every
+/// caller still gets the response of its own command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_are_batched_and_answered_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = RaftNode::start(config(dir.path(), 1), |_| Counters::default())
+        .await
+        .unwrap();
+    let before = states(&node).await[0].entries;
+    const N: u64 = 400;
+    let tasks: Vec<_> = (0..N)
+        .map(|id| {
+            let node = node.clone();
+            // each key is written once, so its total is this command's `by`
+            tokio::spawn(async move { (id, node.write(0, add(&format!("b{id}"), id)).await) })
+        })
+        .collect();
+    for t in tasks {
+        let (id, r) = t.await.unwrap();
+        assert_eq!(r.unwrap(), id % 7 + 1, "response of command {id}");
+    }
+    let s = &states(&node).await[0];
+    let entries = s.entries - before;
+    assert_eq!(
+        s.counters.keys().filter(|k| k.starts_with('b')).count(),
+        N as usize
+    );
+    assert!(!s.index_went_back);
+    // two entries in flight at most: the rest of the 400 queue and share
+    assert!(entries < N, "{entries} entries for {N} concurrent commands");
+    eprintln!("{N} concurrent commands in {entries} entries");
     node.shutdown().await.unwrap();
 }
 

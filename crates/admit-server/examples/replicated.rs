@@ -4,6 +4,7 @@
 //! request's cost is the service layer and how much is Raft plus the engine.
 //!
 //! `cargo run --release -p admit-server --example replicated -- [SECONDS] [WRITERS...]`
+//! (`ADMIT_BATCH=100` proposes 100 commands at a time, as an AdmitBatch from one number)
 
 use admit_core::*;
 use admit_server::app::{ShardApp, Stamped};
@@ -68,7 +69,14 @@ async fn main() {
         numbers.push((shard, n));
     }
     let numbers = Arc::new(numbers);
-    println!("replicated path: {SHARDS} shards, fsync on, {secs}s per run, new conversations");
+    // commands per proposal (as one AdmitBatch from one number gives)
+    let batch: u64 = std::env::var("ADMIT_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    println!(
+        "replicated path: {SHARDS} shards, fsync on, {secs}s per run, new conversations, {batch} per proposal"
+    );
     for w in writers {
         let done = Arc::new(AtomicU64::new(0));
         let next = Arc::new(AtomicU64::new(0));
@@ -81,19 +89,24 @@ async fn main() {
                 tokio::spawn(async move {
                     let (shard, number) = numbers[t as usize % numbers.len()];
                     while Instant::now() < deadline {
-                        let c = 100_000_000_000 + next.fetch_add(1, Ordering::Relaxed);
-                        let cmd = Command::Admit(AdmitRequest {
-                            number,
-                            customer: WaId::parse("c", &c.to_string()).unwrap(),
-                            kind: SendKind::Template {
-                                id: TemplateId::parse("t", "bench").unwrap(),
-                                category: Category::Utility,
-                            },
-                            idempotency_key: None,
-                        });
-                        let r = node.write(shard, Stamped { at: now(), cmd }).await;
-                        if r.is_ok() {
-                            done.fetch_add(1, Ordering::Relaxed);
+                        let cmds: Vec<Stamped> = (0..batch)
+                            .map(|_| {
+                                let c = 100_000_000_000 + next.fetch_add(1, Ordering::Relaxed);
+                                let cmd = Command::Admit(AdmitRequest {
+                                    number,
+                                    customer: WaId::parse("c", &c.to_string()).unwrap(),
+                                    kind: SendKind::Template {
+                                        id: TemplateId::parse("t", "bench").unwrap(),
+                                        category: Category::Utility,
+                                    },
+                                    idempotency_key: None,
+                                });
+                                Stamped { at: now(), cmd }
+                            })
+                            .collect();
+                        if let Ok(rs) = node.write_many(shard, cmds).await {
+                            let ok = rs.iter().filter(|r| r.is_ok()).count() as u64;
+                            done.fetch_add(ok, Ordering::Relaxed);
                         }
                     }
                 })

@@ -20,10 +20,13 @@ pub struct Add {
 pub struct State {
     /// key -> (total, ids applied in order)
     pub counters: BTreeMap<String, (u64, Vec<u64>)>,
-    /// last applied log index (must only grow)
+    /// last applied log index (must never decrease; commands batched into
+    /// one entry share it)
     pub last_index: u64,
-    /// set if apply ever saw a non-increasing index
+    /// set if apply ever saw a decreasing index
     pub index_went_back: bool,
+    /// distinct log entries that carried commands
+    pub entries: u64,
 }
 
 /// The App keeps its state behind an `Arc<Mutex<_>>` so tests can hold a reader handle.
@@ -38,8 +41,11 @@ impl App for Counters {
 
     fn apply(&mut self, index: u64, cmd: Add) -> u64 {
         let mut s = self.state.lock().unwrap();
-        if index <= s.last_index {
+        if index < s.last_index {
             s.index_went_back = true;
+        }
+        if index != s.last_index {
+            s.entries += 1;
         }
         s.last_index = index;
         let e = s.counters.entry(cmd.key).or_default();

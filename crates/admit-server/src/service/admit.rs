@@ -41,7 +41,7 @@ impl AdmitService {
 
 #[tonic::async_trait]
 impl AdmitSend for AdmitService {
-    #[instrument(skip_all, fields(number, reason))]
+    #[instrument(level = "debug", skip_all, fields(number, reason))]
     async fn admit(
         &self,
         request: Request<pb::AdmitRequest>,
@@ -61,7 +61,7 @@ impl AdmitSend for AdmitService {
         .await
     }
 
-    #[instrument(skip_all, fields(items))]
+    #[instrument(level = "debug", skip_all, fields(items))]
     async fn admit_batch(
         &self,
         request: Request<pb::AdmitBatchRequest>,
@@ -109,7 +109,7 @@ impl AdmitSend for AdmitService {
         .await
     }
 
-    #[instrument(skip_all, fields(admission))]
+    #[instrument(level = "debug", skip_all, fields(admission))]
     async fn release(
         &self,
         request: Request<pb::ReleaseRequest>,
@@ -138,7 +138,7 @@ impl AdmitSend for AdmitService {
         .await
     }
 
-    #[instrument(skip_all, fields(number))]
+    #[instrument(level = "debug", skip_all, fields(number))]
     async fn record_inbound(
         &self,
         request: Request<pb::RecordInboundRequest>,
@@ -211,7 +211,7 @@ impl AdmitSend for AdmitService {
         .await
     }
 
-    #[instrument(skip_all, fields(number, code))]
+    #[instrument(level = "debug", skip_all, fields(number, code))]
     async fn report_outcome(
         &self,
         request: Request<pb::ReportOutcomeRequest>,
