@@ -127,10 +127,12 @@
 //!
 //! **Accepted races at a bucket boundary** (never UB, never a panic; every
 //! loop is bounded):
-//! * Inserts for the new epoch that run while the rotating thread is wiping
-//!   the bucket (a few microseconds at the first insert of a bucket) may be
-//!   wiped too: a handful of inserts at the very start of a bucket can be
-//!   lost.
+//! * Inserts for the new epoch that arrive while the rotating thread is
+//!   wiping the bucket (a few microseconds at the first insert of a bucket)
+//!   wait for the wipe to finish, spinning and then yielding so that a
+//!   preempted wiping thread can run. Only if the wipe takes longer than that
+//!   bounded wait (`MAX_WIPE_WAIT` rounds) does an insert go ahead and risk
+//!   being wiped with the old contents.
 //! * A thread that read the state of epoch `e`, then stalls until another
 //!   thread has rotated the slot to epoch `e + buckets` or later, writes its
 //!   hash into the newer epoch: at most one insert per stalled thread is
@@ -319,6 +321,25 @@ pub struct WindowedSketch {
 
 /// Bounded retries for an insert whose bucket changes state under it.
 const MAX_ATTEMPTS: usize = 8;
+/// Rounds an insert waits for a wipe of its bucket to finish (spins, then
+/// yields to let a preempted wiping thread run). Past it the insert goes ahead
+/// and may be wiped (see the crate docs).
+const MAX_WIPE_WAIT: u32 = 100_000;
+
+/// Waits until the bucket's state is no longer `clearing` (bounded).
+#[cold]
+fn wait_cleared(bucket: &Bucket, clearing: u64) {
+    for round in 0..MAX_WIPE_WAIT {
+        if bucket.state() != clearing {
+            return;
+        }
+        if round < 128 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
 
 impl WindowedSketch {
     /// Creates an empty sketch.
@@ -375,6 +396,12 @@ impl WindowedSketch {
             let s = bucket.state();
             let current = s >> TAG_SHIFT;
             if current == tag {
+                if s & bucket::CLEARING != 0 {
+                    // the rotating thread is still wiping this bucket for our
+                    // epoch: an insert now could be wiped with it
+                    wait_cleared(bucket, s);
+                    continue;
+                }
                 match bucket.add(hash, s, self.cfg.precision) {
                     Added::Done => return,
                     Added::Retry => continue,
