@@ -159,8 +159,12 @@ async fn connect(targets: &str, n: usize) -> Result<Vec<Channel>> {
     let mut chans = Vec::with_capacity(n);
     for i in 0..n.max(1) {
         let target = targets[i % targets.len()];
+        // windows large enough that batch replies of many streams do not
+        // wait for window updates
         let ch = Endpoint::from_shared(target.to_owned())?
             .tcp_nodelay(true)
+            .initial_connection_window_size(8 << 20)
+            .initial_stream_window_size(1 << 20)
             .connect()
             .await
             .with_context(|| format!("connecting to {target}"))?;

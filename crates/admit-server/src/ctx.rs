@@ -183,21 +183,10 @@ impl Ctx {
         let shard = (0..self.router.shards())
             .find(|s| self.raft.leader(*s) == Some(me))
             .unwrap_or(0);
-        let remote = NodeReq::Read {
-            shard,
-            read: ReadReq::Policy {
-                name: name.to_owned(),
-            },
+        let read = ReadReq::Policy {
+            name: name.to_owned(),
         };
-        let local = || async {
-            let n = name.to_owned();
-            let p = self
-                .raft
-                .with_app(shard, move |a: &ShardApp| a.engine().policy(&n))
-                .await?;
-            Ok(NodeResp::Policy(p.map(|p| (*p).clone())))
-        };
-        match self.on_leader(shard, true, local, remote).await? {
+        match self.read_on_leader(shard, read).await? {
             NodeResp::Policy(Some(p)) => Ok(Arc::new(p)),
             NodeResp::Policy(None) => Err(ApiError::NotFound(format!(
                 "unknown policy profile {name:?}"
@@ -940,22 +929,45 @@ impl Ctx {
         number: &NumberId,
         now: Ts,
     ) -> Result<Option<ScopeStatus>, ApiError> {
-        let remote = NodeReq::Read {
-            shard,
-            read: ReadReq::NumberStatus {
-                number: *number,
-                now,
-            },
+        let read = ReadReq::NumberStatus {
+            number: *number,
+            now,
         };
-        let local = || async {
-            Ok(NodeResp::NumberStatus(
-                self.reader(shard).number_status(number, now),
-            ))
-        };
-        match self.on_leader(shard, true, local, remote).await? {
+        match self.read_on_leader(shard, read).await? {
             NodeResp::NumberStatus(s) => Ok(s),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// A read of one shard's state, served by the shard's leader (here, or
+    /// relayed to it).
+    async fn read_on_leader(&self, shard: u32, read: ReadReq) -> Result<NodeResp, ApiError> {
+        let remote = NodeReq::Read {
+            shard,
+            read: read.clone(),
+        };
+        let local = || self.read_here(shard, &read);
+        self.on_leader(shard, true, local, remote).await
+    }
+
+    /// Serves a read from this node's replica of the shard.
+    async fn read_here(&self, shard: u32, read: &ReadReq) -> Result<NodeResp, ApiError> {
+        Ok(match read {
+            ReadReq::NumberStatus { number, now } => {
+                NodeResp::NumberStatus(self.reader(shard).number_status(number, *now))
+            }
+            ReadReq::PortfolioStatus { id, now } => {
+                NodeResp::PortfolioStatus(self.reader(shard).portfolio_status(id, *now))
+            }
+            ReadReq::Policy { name } => {
+                let n = name.clone();
+                let p = self
+                    .raft
+                    .with_app(shard, move |a: &ShardApp| a.engine().policy(&n))
+                    .await?;
+                NodeResp::Policy(p.map(|p| (*p).clone()))
+            }
+        })
     }
 
     /// A portfolio's status on one shard, from the shard's leader.
@@ -965,19 +977,11 @@ impl Ctx {
         id: &PortfolioId,
         now: Ts,
     ) -> Result<Option<PortfolioStatus>, ApiError> {
-        let remote = NodeReq::Read {
-            shard,
-            read: ReadReq::PortfolioStatus {
-                id: id.clone(),
-                now,
-            },
+        let read = ReadReq::PortfolioStatus {
+            id: id.clone(),
+            now,
         };
-        let local = || async {
-            Ok(NodeResp::PortfolioStatus(
-                self.reader(shard).portfolio_status(id, now),
-            ))
-        };
-        match self.on_leader(shard, true, local, remote).await? {
+        match self.read_on_leader(shard, read).await? {
             NodeResp::PortfolioStatus(s) => Ok(s),
             other => Err(unexpected(other)),
         }
@@ -1051,27 +1055,7 @@ impl Ctx {
                     (None, Ok(NodeResp::Admitted(out)))
                 }
             }
-            NodeReq::Read { shard, read } => {
-                let r = match read {
-                    ReadReq::NumberStatus { number, now } => self
-                        .number_status(shard, &number, now)
-                        .await
-                        .map(NodeResp::NumberStatus),
-                    ReadReq::PortfolioStatus { id, now } => self
-                        .portfolio_status(shard, &id, now)
-                        .await
-                        .map(NodeResp::PortfolioStatus),
-                    ReadReq::Policy { name } => self
-                        .policy(&name)
-                        .await
-                        .map(|p| NodeResp::Policy(Some((*p).clone())))
-                        .or_else(|e| match e {
-                            ApiError::NotFound(_) => Ok(NodeResp::Policy(None)),
-                            e => Err(e),
-                        }),
-                };
-                (Some(shard), r)
-            }
+            NodeReq::Read { shard, read } => (Some(shard), self.read_on_leader(shard, read).await),
             NodeReq::Sweep { sweep } => (None, Ok(NodeResp::Sweep(self.sweep_here(&sweep)))),
         };
         forward::Envelope {

@@ -237,6 +237,8 @@ impl Peers {
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
+            .initial_connection_window_size(crate::server::CONN_WINDOW)
+            .initial_stream_window_size(crate::server::STREAM_WINDOW)
             .connect_lazy();
         let c = NodeRpcClient::new(ch)
             .max_decoding_message_size(256 * 1024 * 1024)

@@ -120,6 +120,12 @@ pub enum StartError {
     Raft(#[from] admit_raft::StartError),
 }
 
+/// HTTP/2 flow-control windows (bytes) of the node's connections, in both
+/// directions. The defaults (64 KiB per connection) make the replies of a few
+/// concurrent AdmitBatch calls, or a forwarded batch, wait for window updates.
+pub(crate) const CONN_WINDOW: u32 = 8 << 20;
+pub(crate) const STREAM_WINDOW: u32 = 1 << 20;
+
 /// A running node. Dropping it does not stop it: call [`Running::shutdown`].
 #[derive(Debug)]
 pub struct Running {
@@ -234,6 +240,8 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         .map_err(|e| StartError::Config(format!("reflection: {e}")))?;
 
     let router = tonic::transport::Server::builder()
+        .initial_connection_window_size(CONN_WINDOW)
+        .initial_stream_window_size(STREAM_WINDOW)
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(AdmitSendServer::new(AdmitService { ctx: ctx.clone() }))
