@@ -94,6 +94,10 @@ async fn run<A: App>(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
+        // let the tasks that are ready run first: under load they are the
+        // callers about to submit, and their commands join this entry; when
+        // nothing else is ready this returns at once
+        tokio::task::yield_now().await;
         let mut units = vec![first];
         let mut n = units[0].cmds.len();
         while n < cfg.max_commands {
