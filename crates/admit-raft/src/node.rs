@@ -431,15 +431,14 @@ impl<A: App> RaftNode<A> {
     }
 
     /// Propose several commands to one group as one log entry: they commit
-    /// (or fail) together and are applied in the given order. Results in
+    /// (or fail) together and are applied in the given order. Responses in
     /// submission order.
     pub async fn write_many(
         &self,
         shard: u32,
         cmds: Vec<A::Command>,
-    ) -> Result<Vec<Result<A::Response, WriteError>>, WriteError> {
-        let out = self.propose(shard, cmds).await?;
-        Ok(out.into_iter().map(Ok).collect())
+    ) -> Result<Vec<A::Response>, WriteError> {
+        self.propose(shard, cmds).await
     }
 
     async fn propose(

@@ -76,7 +76,7 @@ async fn writes_reads_and_errors() {
         .await
         .unwrap();
     assert_eq!(rs.len(), 10);
-    let totals: Vec<u64> = rs.into_iter().map(|r| r.unwrap()).collect();
+    let totals = rs;
     let mut sum = 0;
     let want: Vec<u64> = (0..10u64)
         .map(|i| {

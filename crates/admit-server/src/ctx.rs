@@ -391,7 +391,7 @@ impl Ctx {
                     let mut outs = outs.into_iter();
                     for (i, _, taken, scope) in group {
                         let r = match outs.next() {
-                            Some(Ok(reply)) => match reply.out {
+                            Some(reply) => match reply.out {
                                 Some(Ok(Output::Decision(d))) => Ok((d, scope, reply.replayed)),
                                 Some(Ok(other)) => {
                                     Err(ApiError::Internal(format!("unexpected output {other:?}")))
@@ -399,7 +399,6 @@ impl Ctx {
                                 Some(Err(e)) => Err(ApiError::from(e)),
                                 None => Err(ApiError::Internal("empty reply".into())),
                             },
-                            Some(Err(e)) => Err(ApiError::from(e)),
                             None => Err(ApiError::Internal("missing reply".into())),
                         };
                         self.settle(taken, matches!(&r, Ok((d, _, _)) if d.allowed));
