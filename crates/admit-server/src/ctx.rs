@@ -609,26 +609,33 @@ impl Ctx {
                     leader_addr: None,
                 }),
             };
-            let retry = match &r {
-                Err(ApiError::NotLeader {
-                    leader_id: Some(i),
-                    leader_addr: Some(a),
-                }) => {
-                    if *i != me {
-                        self.hints.insert(shard, (*i, a.clone()));
-                    }
-                    true
-                }
-                Err(ApiError::NotLeader { .. }) => true,
-                Err(ApiError::Unavailable { .. }) => idempotent,
-                _ => false,
-            };
+            let retry = self.worth_retrying(shard, r.as_ref().err(), idempotent);
             attempt += 1;
             if !retry || !info.retries() || info.left() <= backoff(attempt) {
                 return r;
             }
             tracing::debug!(shard, attempt, error = ?r.as_ref().err(), "retrying on the shard leader");
             tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+
+    /// Whether a failed attempt on a shard's leader is worth another try:
+    /// a wrong leader always is (its hint, if it names another node, is
+    /// remembered), unavailability only for idempotent requests.
+    fn worth_retrying(&self, shard: u32, err: Option<&ApiError>, idempotent: bool) -> bool {
+        match err {
+            Some(ApiError::NotLeader {
+                leader_id: Some(l),
+                leader_addr: Some(a),
+            }) => {
+                if *l != self.raft.node_id() {
+                    self.hints.insert(shard, (*l, a.clone()));
+                }
+                true
+            }
+            Some(ApiError::NotLeader { .. }) => true,
+            Some(ApiError::Unavailable { .. }) => idempotent,
+            _ => false,
         }
     }
 
@@ -674,7 +681,6 @@ impl Ctx {
         }
         let now = self.now();
         let info = ReqInfo::current();
-        let me = self.raft.node_id();
         let n = items.len();
         let mut results: Vec<Option<Result<Decided, ApiError>>> = vec![None; n];
         let mut pending: Vec<(usize, AdmitRequest, u32)> = Vec::new();
@@ -758,20 +764,8 @@ impl Ctx {
             }));
             let (local, remote) = tokio::join!(local, remote);
             for ((i, req, shard), r) in local.into_iter().chain(remote.into_iter().flatten()) {
-                let again = match &r {
-                    Err(ApiError::NotLeader {
-                        leader_id: Some(l),
-                        leader_addr: Some(a),
-                    }) => {
-                        if *l != me {
-                            self.hints.insert(shard, (*l, a.clone()));
-                        }
-                        true
-                    }
-                    Err(ApiError::NotLeader { .. }) => true,
-                    Err(ApiError::Unavailable { .. }) => req.idempotency_key.is_some(),
-                    _ => false,
-                };
+                let again =
+                    self.worth_retrying(shard, r.as_ref().err(), req.idempotency_key.is_some());
                 if again {
                     pending.push((i, req, shard));
                 }
