@@ -277,6 +277,14 @@ fn scope_out(k: &ScopeKey) -> (i32, String) {
     }
 }
 
+fn keywords_or(given: &[String], base: &[String]) -> Vec<String> {
+    if given.is_empty() {
+        base.to_vec()
+    } else {
+        given.to_vec()
+    }
+}
+
 /// A core decision as the API shows it, decided at `now` for `scope`.
 /// `replayed`: a recorded decision returned again for its idempotency key.
 pub(crate) fn decision_out(
@@ -691,8 +699,10 @@ pub(crate) fn policy_in(p: Option<&pb::Policy>, base: &Policy) -> Result<Policy,
         conversation_window: base.conversation_window,
         service_window: base.service_window,
         free_entry_window: dur_in("policy.free_entry_point_ms", p.free_entry_point_ms)?,
-        opt_out_keywords: p.opt_out_keywords.clone(),
-        opt_in_keywords: p.opt_in_keywords.clone(),
+        // empty lists keep the base profile's keywords (R7.1's defaults): an
+        // unset repeated field must not switch STOP and START off
+        opt_out_keywords: keywords_or(&p.opt_out_keywords, &base.opt_out_keywords),
+        opt_in_keywords: keywords_or(&p.opt_in_keywords, &base.opt_in_keywords),
         opt_out_blocks,
         throughput_mps: if p.throughput_mps == 0 {
             base.throughput_mps

@@ -2,14 +2,14 @@
 //! clock, the leader-local rate limiter and self-protection; and the request
 //! flow for sends (fast path, replicated path).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use admit_core::rate::{Rate, RateDenial, RateLimiter, Taken};
 use admit_core::{
     AdmitRequest, Command, Decision, NumberId, Output, Policy, PortfolioId, PortfolioStatus,
-    Reader, Reason, ScopeKey, ScopeStatus, Ts,
+    Reader, Reason, ScopeKey, ScopeStatus, Ts, WaId,
 };
 use admit_raft::{NodeState, RaftNode};
 use dashmap::DashMap;
@@ -57,6 +57,13 @@ pub(crate) struct Ctx {
 
 /// The active node set and the placement table computed for it.
 pub(crate) type PlacementCache = (BTreeSet<u64>, Vec<Vec<u64>>);
+
+/// How a send is decided on this node.
+enum Triage {
+    Done(Decided),
+    /// Through the log, with the R8 cells taken for it (given back if denied).
+    Slow(Option<Taken>),
+}
 
 /// Where a shard-bound request runs.
 enum Target {
@@ -239,59 +246,78 @@ impl Ctx {
         }
     }
 
-    /// The fast path: a decision from memory when no count is involved and
-    /// this node certainly leads the shard with everything committed applied.
-    fn fast(
-        &self,
-        route: &Route,
-        reader: &Reader,
-        req: &AdmitRequest,
-        now: Ts,
-    ) -> Option<Decision> {
-        if !self.raft.is_leader_with_lease(route.shard) {
-            return None;
-        }
-        if route.scope.is_none() {
+    /// Sorts one send: decided here and now (the fast path, an R8 denial, a
+    /// replay), or bound for the log with the rate cells it took.
+    ///
+    /// R3.2 order: the checks that deny whatever the windows say (restriction,
+    /// template, opt-out, holds) come before the R8 token buckets, so a send
+    /// they deny takes no cell and reports their reason. The reader's answer is
+    /// used as that hint even without a lease (then the log decides); it is
+    /// the decision only with one. A keyed send is never answered from memory
+    /// unless it replays a recorded decision: its first decision must be
+    /// recorded under its key (R3.4), which only the log does. `after_slow`:
+    /// an earlier item of the same batch for this pair went to the log, so
+    /// this one must follow it there (as if by consecutive calls).
+    fn triage(&self, route: &Route, req: &AdmitRequest, now: Ts, after_slow: bool) -> Triage {
+        let lease = self.raft.is_leader_with_lease(route.shard);
+        let Some(scope) = route.scope.clone() else {
             // not registered on any local shard: if this node leads every
             // shard with a lease, no shard holds it, so the core's answer is
             // known without a log entry
-            let all = (0..self.router.shards()).all(|s| self.raft.is_leader_with_lease(s));
-            return all.then_some(Decision {
-                allowed: false,
-                reason: Reason::UnknownNumber,
-                retry_at: None,
-                limit: None,
-                used: 0,
-                window_end: None,
-                admission: None,
-                counted: false,
-                decided_at: now,
-                replayed: false,
-            });
+            let all = lease && (0..self.router.shards()).all(|s| self.raft.is_leader_with_lease(s));
+            return match all {
+                true => Triage::Done((unknown_number(now), None, false)),
+                false => Triage::Slow(None),
+            };
+        };
+        let reader = self.reader(route.shard);
+        let hint = reader.try_fast(req, now);
+        if let Some(d) = hint.as_ref().filter(|d| d.replayed) {
+            // a retry of a recorded decision gets it back without using rate cells
+            return match lease {
+                true => Triage::Done((d.clone(), Some(scope), true)),
+                false => Triage::Slow(None),
+            };
         }
-        reader.try_fast(req, now)
+        let answer = hint
+            .clone()
+            .filter(|_| lease && !after_slow && req.idempotency_key.is_none());
+        let denied_before_rate = hint.as_ref().is_some_and(|d| {
+            !d.allowed
+                && !matches!(
+                    d.reason,
+                    Reason::OutsideServiceWindow | Reason::SpamCooldown
+                )
+        });
+        if denied_before_rate {
+            return match answer {
+                Some(d) => Triage::Done((d, Some(scope), false)),
+                None => Triage::Slow(None),
+            };
+        }
+        let taken = match self.take_rate(&reader, req, now) {
+            Ok(t) => t,
+            Err(d) => return Triage::Done((d, Some(scope), false)),
+        };
+        match answer {
+            Some(d) => {
+                self.settle(taken, d.allowed);
+                tracing::trace!(number = %req.number, reason = d.reason.as_str(), "fast path");
+                Triage::Done((d, Some(scope), false))
+            }
+            None => Triage::Slow(taken),
+        }
     }
 
-    /// Decides one send on this node: R8 token buckets, then the fast path,
-    /// else the log.
+    /// Decides one send on this node: the fast path or an R8 denial, else the
+    /// log.
     pub async fn admit_here(&self, req: AdmitRequest) -> Result<(Decided, Ts), ApiError> {
         let now = self.now();
         let route = self.route(&req.number);
-        let reader = self.reader(route.shard);
-        let fast = self.fast(&route, &reader, &req, now);
-        // a retry of a recorded decision gets it back without using rate tokens
-        if let Some(d) = fast.as_ref().filter(|d| d.replayed) {
-            return Ok(((d.clone(), route.scope, true), now));
-        }
-        let taken = match self.take_rate(&reader, &req, now) {
-            Ok(t) => t,
-            Err(d) => return Ok(((d, route.scope, false), now)),
+        let taken = match self.triage(&route, &req, now, false) {
+            Triage::Done(d) => return Ok((d, now)),
+            Triage::Slow(taken) => taken,
         };
-        if let Some(d) = fast {
-            self.settle(taken, d.allowed);
-            tracing::trace!(number = %req.number, reason = d.reason.as_str(), "fast path");
-            return Ok(((d, route.scope, false), now));
-        }
         let at = self.now();
         let fut = self.raft.write(
             route.shard,
@@ -333,7 +359,8 @@ impl Ctx {
 
     /// Decides many sends in order on this node: fast ones at once, the
     /// others through the log, one `write_many` per shard (items of one shard
-    /// keep their order).
+    /// keep their order; once an item of a pair goes to the log, the pair's
+    /// later items follow it there).
     pub async fn admit_many_here(
         &self,
         items: Vec<Result<AdmitRequest, ApiError>>,
@@ -342,6 +369,7 @@ impl Ctx {
         let mut results: Vec<Option<Result<Decided, ApiError>>> = Vec::with_capacity(items.len());
         type Slow = (usize, AdmitRequest, Option<Taken>, Option<ScopeKey>);
         let mut slow: BTreeMap<u32, Vec<Slow>> = BTreeMap::new();
+        let mut slow_pairs: HashSet<(NumberId, WaId)> = HashSet::new();
         for (i, item) in items.into_iter().enumerate() {
             let req = match item {
                 Ok(r) => r,
@@ -351,28 +379,18 @@ impl Ctx {
                 }
             };
             let route = self.route(&req.number);
-            let reader = self.reader(route.shard);
-            let fast = self.fast(&route, &reader, &req, now);
-            if let Some(d) = fast.as_ref().filter(|d| d.replayed) {
-                results.push(Some(Ok((d.clone(), route.scope, true))));
-                continue;
-            }
-            let taken = match self.take_rate(&reader, &req, now) {
-                Ok(t) => t,
-                Err(d) => {
-                    results.push(Some(Ok((d, route.scope, false))));
-                    continue;
+            let pair = (req.number, req.customer);
+            let after_slow = !slow_pairs.is_empty() && slow_pairs.contains(&pair);
+            match self.triage(&route, &req, now, after_slow) {
+                Triage::Done(d) => results.push(Some(Ok(d))),
+                Triage::Slow(taken) => {
+                    results.push(None);
+                    slow_pairs.insert(pair);
+                    slow.entry(route.shard)
+                        .or_default()
+                        .push((i, req, taken, route.scope));
                 }
-            };
-            if let Some(d) = fast {
-                self.settle(taken, d.allowed);
-                results.push(Some(Ok((d, route.scope, false))));
-                continue;
             }
-            results.push(None);
-            slow.entry(route.shard)
-                .or_default()
-                .push((i, req, taken, route.scope));
         }
         let writes = slow.into_iter().map(|(shard, group)| async move {
             let at = self.now();
