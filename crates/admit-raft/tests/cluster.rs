@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -177,6 +178,78 @@ async fn converged_states(nodes: &[Node], shards: u32) -> Vec<State> {
     out
 }
 
+/// Writes `Add { key: "w", id }` to shards round-robin through each shard's
+/// current leader until stopped, recording every acknowledged write. Tests
+/// swap the node list as nodes come and go, and check afterwards that every
+/// acknowledged write is in the converged state.
+struct Writer {
+    acked: Arc<Mutex<Vec<(u32, u64, Instant)>>>,
+    nodes: Arc<Mutex<Vec<Node>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(nodes: Vec<Node>, shards: u32, pause: Duration) -> Writer {
+        let acked: Arc<Mutex<Vec<(u32, u64, Instant)>>> = Arc::default();
+        let nodes = Arc::new(Mutex::new(nodes));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (acked, nodes, stop) = (acked.clone(), nodes.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut id = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    id += 1;
+                    let shard = (id % shards as u64) as u32;
+                    let now = nodes.lock().unwrap().clone();
+                    if let Some(l) = leader_of(&now, shard) {
+                        let cmd = Add {
+                            key: "w".into(),
+                            id,
+                            by: 1,
+                        };
+                        if l.write(shard, cmd).await.is_ok() {
+                            acked.lock().unwrap().push((shard, id, Instant::now()));
+                        }
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            })
+        };
+        Writer {
+            acked,
+            nodes,
+            stop,
+            task,
+        }
+    }
+
+    /// The nodes to write through from now on.
+    fn set_nodes(&self, nodes: Vec<Node>) {
+        *self.nodes.lock().unwrap() = nodes;
+    }
+
+    /// Stops writing; the acknowledged writes, in order.
+    async fn finish(self) -> Vec<(u32, u64, Instant)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        self.nodes.lock().unwrap().clear();
+        let acked = self.acked.lock().unwrap().clone();
+        acked
+    }
+}
+
+/// Every acknowledged write is present in `states`.
+fn assert_all_present(states: &[State], acked: &[(u32, u64, Instant)]) {
+    for (shard, id, _) in acked {
+        assert!(
+            ids_of(&states[*shard as usize], "w").contains(id),
+            "acknowledged write {id} on shard {shard} lost"
+        );
+    }
+    eprintln!("{} acknowledged writes all present", acked.len());
+}
+
 fn fast(_: &mut NodeConfig) {}
 
 /// The cluster tests run one at a time: each runs 3-4 nodes with many
@@ -230,47 +303,24 @@ async fn bootstrap_failover_and_restart() {
     .await;
 
     // Continuous writes to shard 0 while its leader is killed.
-    let acked: Arc<Mutex<Vec<(u32, u64, Instant)>>> = Arc::default();
-    let nodes_now = Arc::new(Mutex::new(c.live()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (acked, nodes_now, stop) = (acked.clone(), nodes_now.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut id = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                id += 1;
-                let shard = (id % S as u64) as u32;
-                let nodes = nodes_now.lock().unwrap().clone();
-                if let Some(l) = leader_of(&nodes, shard) {
-                    let cmd = Add {
-                        key: "w".into(),
-                        id,
-                        by: 1,
-                    };
-                    if l.write(shard, cmd).await.is_ok() {
-                        acked.lock().unwrap().push((shard, id, Instant::now()));
-                    }
-                } else {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        })
-    };
+    let writer = Writer::start(c.live(), S, Duration::from_millis(1));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let victim = leader_of(&c.live(), 0).unwrap().node_id();
     let victim_node = c.nodes.remove(&victim).unwrap();
-    *nodes_now.lock().unwrap() = c.live();
+    writer.set_nodes(c.live());
     let killed_at = Instant::now();
     victim_node.crash().await; // no handoff: a crash
     eventually("shard 0 writable again", 10, async || {
-        acked
+        writer
+            .acked
             .lock()
             .unwrap()
             .iter()
             .any(|(s, _, at)| *s == 0 && *at > killed_at)
     })
     .await;
-    let failover = acked
+    let failover = writer
+        .acked
         .lock()
         .unwrap()
         .iter()
@@ -288,25 +338,17 @@ async fn bootstrap_failover_and_restart() {
     // The killed node restarts from disk and catches up.
     drop(victim_node);
     c.start(victim, true).await;
-    *nodes_now.lock().unwrap() = c.live();
+    writer.set_nodes(c.live());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.await.unwrap();
+    // (every node handle is dropped by `finish`, so the journals can unlock
+    // for the restart below)
+    let acked = writer.finish().await;
 
     let before = converged_states(&c.live(), S).await;
-    let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 20, "only {} writes acknowledged", acked.len());
-    for (shard, id, _) in &acked {
-        assert!(
-            ids_of(&before[*shard as usize], "w").contains(id),
-            "acknowledged write {id} on shard {shard} lost"
-        );
-    }
-    eprintln!("{} acknowledged writes all present", acked.len());
+    assert_all_present(&before, &acked);
 
     // Restart every node from disk: identical state, every shard led again.
-    // (Every handle must be dropped so the journals are unlocked.)
-    nodes_now.lock().unwrap().clear();
     c.stop_all().await;
     let t0 = Instant::now();
     c.start_all().await;
@@ -337,36 +379,13 @@ async fn add_then_remove_a_node() {
     .await;
 
     // Writers and a monitor (min voters per shard, shards without leader).
-    let acked: Arc<Mutex<Vec<(u32, u64)>>> = Arc::default();
-    let nodes_now = Arc::new(Mutex::new(c.live()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (acked, nodes_now, stop) = (acked.clone(), nodes_now.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut id = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                id += 1;
-                let shard = (id % S as u64) as u32;
-                let nodes = nodes_now.lock().unwrap().clone();
-                if let Some(l) = leader_of(&nodes, shard) {
-                    let cmd = Add {
-                        key: "w".into(),
-                        id,
-                        by: 1,
-                    };
-                    if l.write(shard, cmd).await.is_ok() {
-                        acked.lock().unwrap().push((shard, id));
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        })
-    };
+    let writer = Writer::start(c.live(), S, Duration::from_millis(2));
+    let (nodes_now, stop) = (writer.nodes.clone(), writer.stop.clone());
     let min_voters = Arc::new(Mutex::new(usize::MAX));
     let monitor = {
         let (nodes_now, stop, min_voters) = (nodes_now.clone(), stop.clone(), min_voters.clone());
         tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let nodes = nodes_now.lock().unwrap().clone();
                 for s in 0..S {
                     if let Some(l) = leader_of(&nodes, s) {
@@ -383,7 +402,7 @@ async fn add_then_remove_a_node() {
     // Add node 4: it joins without bootstrapping; any member registers it.
     c.reserve(4);
     c.start(4, false).await;
-    *nodes_now.lock().unwrap() = c.live();
+    writer.set_nodes(c.live());
     let t0 = Instant::now();
     c.nodes[&2]
         .add_node(4, &c.addrs[&4].to_string())
@@ -429,8 +448,7 @@ async fn add_then_remove_a_node() {
     let err = c.nodes[&3].add_node(1, "127.0.0.1:1").await;
     assert!(err.is_err(), "a removed id must not be reused");
 
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.await.unwrap();
+    let acked = writer.finish().await;
     monitor.await.unwrap();
     let min_voters = *min_voters.lock().unwrap();
     assert!(min_voters >= 3, "a shard dropped to {min_voters} voters");
@@ -438,14 +456,7 @@ async fn add_then_remove_a_node() {
     let live = c.live();
     assert!(all_have_leaders(&live, S).await);
     let states = converged_states(&live, S).await;
-    let acked = acked.lock().unwrap().clone();
-    for (shard, id) in &acked {
-        assert!(
-            ids_of(&states[*shard as usize], "w").contains(id),
-            "acknowledged write {id} on shard {shard} lost"
-        );
-    }
-    eprintln!("{} acknowledged writes all present", acked.len());
+    assert_all_present(&states, &acked);
     c.stop_all().await;
 }
 
