@@ -77,14 +77,37 @@ pub enum Target {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TemplateEvent {
+    /// Active again, also after Disabled (the only way back from Disabled).
     Approved,
-    /// `title` is Meta's FIRST_PAUSE / SECOND_PAUSE; `until` overrides the policy's pause.
+    /// `title` is Meta's FIRST_PAUSE / SECOND_PAUSE: that pause, exactly (the pause count
+    /// is set to it). Without a title (error 132015 in a send's outcome, or a webhook
+    /// without `other_info.title`) it is a pause of unknown rank: it starts a pause of
+    /// the first pause's length only if the template is neither paused nor disabled, and
+    /// never raises the pause count past one, so repeated or late 132015 reports cannot
+    /// escalate it towards Disabled (R6.2). `until` overrides the profile's length.
+    /// A Disabled template is never paused (see `Approved`).
     Paused {
         title: Option<String>,
         until: Option<Ts>,
     },
+    /// Active again, unless Disabled.
     Unpaused,
     Disabled,
+}
+
+/// Meta's account restriction types (`restriction_info[].restriction_type`, section 10).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RestrictionType {
+    /// RESTRICTED_BIZ_INITIATED_MESSAGING: no business-initiated sends, i.e. every send
+    /// outside an open customer service window (or free entry point window, which
+    /// behaves as one, R2.3); replies inside one stay allowed.
+    BizInitiated,
+    /// RESTRICTED_CUSTOMER_INITIATED_MESSAGING: no replies inside a customer service (or
+    /// free entry point) window.
+    CustomerInitiated,
+    /// RESTRICTED_ADD_PHONE_NUMBER_ACTION: no new numbers; no effect on admission (shown
+    /// in status only).
+    AddPhoneNumber,
 }
 
 /// Facts reported by the platform: authoritative, applied at once (R5.6).
@@ -112,17 +135,21 @@ pub enum PlatformEvent {
         quality: Quality,
     },
     /// Meta restricted the account until `until` (`None`: until lifted); `lifted` ends it.
+    /// `types` says which sends are denied; an empty list denies every send (fail safe:
+    /// a restriction of unknown kind).
     AccountRestriction {
         target: Target,
         until: Option<Ts>,
         lifted: bool,
+        types: Vec<RestrictionType>,
     },
     UserPreference {
         number: NumberId,
         customer: WaId,
         stop: bool,
     },
-    /// R2.3: a free entry point window opens for the customer.
+    /// R2.3: a free entry point window opens for the customer. Only under a profile with
+    /// free entry points (meta; `free_entry_window` > 0): the seeds profile ignores it.
     FreeEntryPoint {
         number: NumberId,
         customer: WaId,

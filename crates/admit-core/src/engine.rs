@@ -8,7 +8,7 @@ use crate::log::EventLog;
 use crate::policy::{Limit, Policy, ScopeKind, TierMeaning};
 use crate::rules::{self, Member, Pre, Tier};
 use crate::state::*;
-use crate::time::{Dur, PackedTs, Ts};
+use crate::time::{PackedTs, Ts};
 use crate::Reader;
 use admit_sketch::{SketchConfig, WindowedSketch};
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,12 @@ pub(crate) struct WriterState {
 
 /// How long a platform delivery's key is remembered: Meta retries deliveries for days.
 const EVENT_KEY_TTL: crate::Dur = crate::Dur::days(7);
+
+/// How long a 131056 pair back-off keeps its strikes after its hold ends. The 4^x growth
+/// (section 9) needs the count across the gap between a hold's end and the next 131056,
+/// so neither `Tick` nor a new strike may forget it then; only a quiet day (no 131056
+/// for 24 h after the hold) starts again at 1 s. A success resets it at once.
+pub(crate) const PAIR_BACKOFF_MEMORY: crate::Dur = crate::Dur::hours(24);
 
 /// The rule engine of one shard: commands in, outputs out.
 ///
@@ -169,7 +175,7 @@ impl Engine {
                     n.policy.idempotency_ttl
                 });
             let expires = now.plus(ttl);
-            self.shared.idempotency.insert(
+            let old = self.shared.idempotency.insert(
                 key.clone(),
                 IdemEntry {
                     request: req.clone(),
@@ -177,6 +183,13 @@ impl Engine {
                     expires,
                 },
             );
+            // an expired record replaced here: its admission no longer names this key
+            if let Some(a) = old.and_then(|e| e.decision.admission) {
+                self.shared.idem_by_admission.remove(&a);
+            }
+            if let Some(a) = &d.admission {
+                self.shared.idem_by_admission.insert(a.clone(), key.clone());
+            }
             self.w.idem_expiry.push_back((expires, key.clone()));
         }
         Ok(d)
@@ -326,6 +339,13 @@ impl Engine {
                 w.bic = PackedTs::NONE;
             }
         }
+        // R3.4/R3.5: the recorded "allowed" no longer stands for a counted send, so it
+        // must not be replayed: a retry with the same key is decided (and counted) anew
+        if let Some((_, key)) = self.shared.idem_by_admission.remove(id) {
+            self.shared
+                .idempotency
+                .remove_if(&key, |_, r| r.decision.admission.as_ref() == Some(id));
+        }
         true
     }
 
@@ -400,6 +420,11 @@ impl Engine {
         match o.error_code {
             Some(131056) => {
                 let mut b = self.shared.pair_backoff.entry(pair).or_default();
+                // strikes are forgotten after the quiet period exactly when `tick` would
+                // reclaim the entry, so the hold never depends on when a Tick ran
+                if b.until.is_some_and(|u| u.plus(PAIR_BACKOFF_MEMORY) <= now) {
+                    *b = Backoff::default();
+                }
                 backoff(&mut b, p.pair_backoff_base, p.pair_backoff_max);
                 hold_until = b.until;
             }
@@ -548,8 +573,14 @@ impl Engine {
                 }
             },
             PlatformEvent::TemplateStatus { template, event } => {
-                self.template_event(&template, event, now);
-                applied(None)
+                if self.template_event(&template, event, now) {
+                    applied(None)
+                } else {
+                    Ok(Output::Event {
+                        applied: false,
+                        note: Some("template disabled: only APPROVED enables it again".into()),
+                    })
+                }
             }
             PlatformEvent::TemplateQuality { template, quality } => {
                 self.template_entry(&template).quality = quality;
@@ -559,27 +590,27 @@ impl Engine {
                 target,
                 until,
                 lifted,
+                types,
             } => {
-                let until = if lifted {
-                    None
+                let (until, types) = if lifted {
+                    (None, RestrictionSet::default())
                 } else {
-                    Some(until.unwrap_or(Ts(u64::MAX)))
+                    (
+                        Some(until.unwrap_or(Ts(u64::MAX))),
+                        RestrictionSet::of(&types),
+                    )
                 };
                 match target {
                     Target::Number(n) => {
                         self.number(&n)?;
-                        self.shared
-                            .numbers
-                            .get_mut(&n)
-                            .expect("known")
-                            .restricted_until = until;
+                        let mut ns = self.shared.numbers.get_mut(&n).expect("known");
+                        ns.restricted_until = until;
+                        ns.restriction_types = types;
                     }
                     Target::Portfolio(p) => {
-                        self.shared
-                            .portfolios
-                            .entry(p)
-                            .or_default()
-                            .restricted_until = until;
+                        let mut ps = self.shared.portfolios.entry(p).or_default();
+                        ps.restricted_until = until;
+                        ps.restriction_types = types;
                     }
                 }
                 applied(None)
@@ -600,6 +631,13 @@ impl Engine {
             }
             PlatformEvent::FreeEntryPoint { number, customer } => {
                 let (idx, _, p) = self.number(&number)?;
+                if p.free_entry_window.ms() == 0 {
+                    // R2.3 is the meta profile's: the seeds profile has no such window
+                    return Ok(Output::Event {
+                        applied: false,
+                        note: Some("free entry points are off in this number's profile".into()),
+                    });
+                }
                 let until = now.plus(p.free_entry_window);
                 self.shared
                     .fep
@@ -620,45 +658,76 @@ impl Engine {
                 status: TemplateStatus::Active,
                 quality: crate::Quality::Unknown,
                 pauses: 0,
+                pause: None,
             })
     }
 
-    /// R6.2: first pause 3 h, second 6 h, a third means disabled.
-    fn template_event(&mut self, t: &crate::ids::TemplateId, ev: TemplateEvent, now: Ts) {
-        // templates belong to the portfolio, not to a number: the default profile's pauses
-        let (first, second) = self
-            .policies
-            .get("seeds")
-            .map_or((Dur::hours(3), Dur::hours(6)), |p| {
-                (p.first_pause, p.second_pause)
-            });
+    /// R6.2 / R6.3: a template status event; false if it was ignored (a Disabled template
+    /// is enabled again only by `Approved`).
+    ///
+    /// A pause without an end given lasts its profile's length for each number (see
+    /// [`TemplateState::pause_end`]); here, "still paused" means paused for some profile.
+    fn template_event(&mut self, t: &crate::ids::TemplateId, ev: TemplateEvent, now: Ts) -> bool {
+        let longest = |nth: u8| {
+            self.policies
+                .values()
+                .map(|p| p.pause_len(nth))
+                .max()
+                .unwrap_or_default()
+        };
+        let (first, second) = (longest(1), longest(2));
         let mut e = self.template_entry(t);
+        let disabled = matches!(e.status, TemplateStatus::Disabled);
+        let paused = matches!(e.status, TemplateStatus::Paused { until } if until > now);
+        let pause = |e: &mut TemplateState, nth: u8, until: Option<Ts>| {
+            let longest = if nth <= 1 { first } else { second };
+            e.pause = until.is_none().then_some(PauseStart { since: now, nth });
+            e.status = TemplateStatus::Paused {
+                until: until.unwrap_or(now.plus(longest)),
+            };
+        };
         match ev {
-            TemplateEvent::Approved | TemplateEvent::Unpaused => {
-                if !matches!(e.status, TemplateStatus::Disabled) || ev == TemplateEvent::Approved {
-                    e.status = TemplateStatus::Active;
+            TemplateEvent::Approved => {
+                e.status = TemplateStatus::Active;
+                e.pause = None;
+            }
+            TemplateEvent::Unpaused if disabled => return false,
+            TemplateEvent::Unpaused => {
+                e.status = TemplateStatus::Active;
+                e.pause = None;
+            }
+            TemplateEvent::Disabled => {
+                e.status = TemplateStatus::Disabled;
+                e.pause = None;
+            }
+            TemplateEvent::Paused { .. } if disabled => return false,
+            TemplateEvent::Paused { title, until } => {
+                match title.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                    // Meta names the pause: that one, exactly (its count is authoritative)
+                    Some("FIRST_PAUSE") => {
+                        e.pauses = 1;
+                        pause(&mut e, 1, until);
+                    }
+                    Some("SECOND_PAUSE") => {
+                        e.pauses = 2;
+                        pause(&mut e, 2, until);
+                    }
+                    // a pause of unknown rank (132015 in an outcome): the one already
+                    // running, or else one of the first pause's length; never a new rank
+                    _ => {
+                        if !paused {
+                            e.pauses = e.pauses.max(1);
+                            pause(&mut e, 1, until);
+                        } else if let Some(u) = until {
+                            // an end given for the running pause: Meta's word
+                            e.pause = None;
+                            e.status = TemplateStatus::Paused { until: u };
+                        }
+                    }
                 }
             }
-            TemplateEvent::Disabled => e.status = TemplateStatus::Disabled,
-            TemplateEvent::Paused { title, until } => {
-                let nth = match title.as_deref().map(str::to_ascii_uppercase).as_deref() {
-                    Some("FIRST_PAUSE") => 1,
-                    Some("SECOND_PAUSE") => 2,
-                    _ => e.pauses + 1,
-                };
-                e.pauses = e.pauses.max(nth);
-                e.status = match (until, nth) {
-                    (Some(u), _) => TemplateStatus::Paused { until: u },
-                    (None, 1) => TemplateStatus::Paused {
-                        until: now.plus(first),
-                    },
-                    (None, 2) => TemplateStatus::Paused {
-                        until: now.plus(second),
-                    },
-                    (None, _) => TemplateStatus::Disabled,
-                };
-            }
         }
+        true
     }
 
     fn target_scope(&self, t: &Target) -> Result<u32, CoreError> {
@@ -856,6 +925,7 @@ impl Engine {
                         flagged_since: None,
                         recovering_since: None,
                         restricted_until: None,
+                        restriction_types: RestrictionSet::default(),
                         spam_hold_until: None,
                         quality_risks: 0,
                         throughput: Backoff::default(),
@@ -979,8 +1049,9 @@ impl Engine {
             reclaimed += (before - m.len()) as u64;
         }
         let before = sh.pair_backoff.len();
+        // kept with its strikes for a quiet period after the hold (PAIR_BACKOFF_MEMORY)
         sh.pair_backoff
-            .retain(|_, b| b.until.is_some_and(|u| u > now));
+            .retain(|_, b| b.until.is_some_and(|u| u.plus(PAIR_BACKOFF_MEMORY) > now));
         reclaimed += (before - sh.pair_backoff.len()) as u64;
         while let Some((exp, _)) = self.w.idem_expiry.front() {
             if *exp > now {
@@ -988,11 +1059,10 @@ impl Engine {
             }
             let (exp, key) = self.w.idem_expiry.pop_front().expect("front");
             // a key re-bound later has a later expiry: remove only the one that ended
-            if sh
-                .idempotency
-                .remove_if(&key, |_, e| e.expires <= exp)
-                .is_some()
-            {
+            if let Some((_, e)) = sh.idempotency.remove_if(&key, |_, e| e.expires <= exp) {
+                if let Some(a) = e.decision.admission {
+                    sh.idem_by_admission.remove(&a);
+                }
                 reclaimed += 1;
             }
         }
@@ -1011,6 +1081,7 @@ impl Engine {
             &sh.marketing_holds,
             &sh.pair_backoff,
             &sh.idempotency,
+            &sh.idem_by_admission,
         ] {
             m.shrink_if_sparse();
         }

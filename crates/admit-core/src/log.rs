@@ -237,26 +237,38 @@ impl EventLog {
 
     /// The earliest time after which the 24 h window holds one customer fewer: when the
     /// last live conversation of some counted customer ends (the retry hint of
-    /// `LIMIT_REACHED` and the end of Restricted, R3.2 and R4.2).
+    /// `LIMIT_REACHED`, R3.2).
     pub fn next_release(&self, now: Ts) -> Option<Ts> {
+        self.nth_release(now, 1)
+    }
+
+    /// When the 24 h window will hold `n` customers fewer than at `now` (`n` >= 1): the
+    /// `n`-th time, oldest first, that a counted customer's last live conversation ends
+    /// (the end of Restricted when more than the limit are counted, R4.2).
+    pub fn nth_release(&self, now: Ts, n: u32) -> Option<Ts> {
         let w = &self.day;
-        match &w.per_customer {
-            None => self
-                .live_in(w)
-                .find(|e| e.ts.plus(w.len) > now)
-                .map(|e| e.ts.plus(w.len)),
-            Some(m) => {
-                let mut seen: HashMap<u64, u32> = HashMap::new();
-                for e in self.live_in(w) {
+        let mut left = n.max(1);
+        let mut seen: HashMap<u64, u32> = HashMap::new();
+        for e in self.live_in(w) {
+            let end = e.ts.plus(w.len);
+            // the customer's last live conversation in the window (with one per
+            // customer at most, every event is)
+            let last = match &w.per_customer {
+                None => true,
+                Some(m) => {
                     let c = seen.entry(e.customer).or_insert(0);
                     *c += 1;
-                    if m.get(&e.customer) == Some(c) && e.ts.plus(w.len) > now {
-                        return Some(e.ts.plus(w.len));
-                    }
+                    m.get(&e.customer) == Some(c)
                 }
-                None
+            };
+            if last && end > now {
+                left -= 1;
+                if left == 0 {
+                    return Some(end);
+                }
             }
         }
+        None
     }
 
     /// Sets the upgrade window (or removes it), recounting it from the events still kept.
@@ -322,6 +334,8 @@ mod tests {
         assert!(log.day_counts(7));
         // customer 7 stays counted until its latest conversation ends
         assert_eq!(log.next_release(Ts(6)), Some(Ts(5 + DAY.0)));
+        assert_eq!(log.nth_release(Ts(6), 2), Some(Ts(6 + DAY.0)));
+        assert_eq!(log.nth_release(Ts(6), 3), None);
         log.advance(Ts(1 + DAY.0));
         assert_eq!(log.day.unique, 2);
         log.advance(Ts(5 + DAY.0));

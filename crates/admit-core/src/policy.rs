@@ -119,8 +119,8 @@ pub struct UpgradeRule {
     /// Unique customers with conversations opened in this trailing window are counted.
     pub window: Dur,
     pub threshold: Threshold,
-    /// `High` needs High; `Medium` takes Medium or High (and Unknown: no rating yet is not
-    /// a bad rating).
+    /// `High` needs High (R5.2, R5.4); `Medium` takes Medium or High (R5.3). Unknown
+    /// passes neither: the rules ask for a known good rating.
     pub min_quality: Quality,
     pub require_connected: bool,
     pub require_display_name: bool,
@@ -141,7 +141,7 @@ impl UpgradeRule {
     pub fn quality_ok(&self, q: Quality) -> bool {
         match self.min_quality {
             Quality::High => q == Quality::High,
-            _ => q != Quality::Low,
+            _ => matches!(q, Quality::Medium | Quality::High),
         }
     }
 }
@@ -166,6 +166,8 @@ pub struct Policy {
     pub observe_only: bool,
     pub conversation_window: Dur,
     pub service_window: Dur,
+    /// R2.3 free entry point windows (meta profile: 72 h). Zero turns them off: the seeds
+    /// profile has none, and ignores free entry point events.
     pub free_entry_window: Dur,
     pub opt_out_keywords: Vec<String>,
     pub opt_in_keywords: Vec<String>,
@@ -226,7 +228,8 @@ impl Policy {
             observe_only: false,
             conversation_window: Dur::hours(24),
             service_window: Dur::hours(24),
-            free_entry_window: Dur::hours(72),
+            // R2.3 is the meta profile's only
+            free_entry_window: Dur(0),
             opt_out_keywords: vec!["STOP".into(), "UNSUBSCRIBE".into()],
             opt_in_keywords: vec!["START".into(), "SUBSCRIBE".into()],
             opt_out_blocks: vec![Category::Marketing],
@@ -268,6 +271,7 @@ impl Policy {
             first_upgrade: None,
             upgrade: Some(rule),
             flagged_downgrade: false,
+            free_entry_window: Dur::hours(72),
             ..Policy::seeds()
         }
         .named("meta")
@@ -286,6 +290,15 @@ impl Policy {
             self.first_upgrade.as_ref().or(self.upgrade.as_ref())
         } else {
             self.upgrade.as_ref()
+        }
+    }
+
+    /// R6.2: the length of a template's `nth` pause (1: the first, else the second).
+    pub fn pause_len(&self, nth: u8) -> Dur {
+        if nth <= 1 {
+            self.first_pause
+        } else {
+            self.second_pause
         }
     }
 

@@ -1,6 +1,6 @@
 //! Concurrent reads: fast-path decisions and status (SPEC section 11).
 
-use crate::command::NumberStatus;
+use crate::command::{NumberStatus, RestrictionType};
 use crate::decision::{Decision, ScopeKey};
 use crate::engine::tier_of;
 use crate::ids::{NumberId, PortfolioId};
@@ -49,7 +49,11 @@ pub struct NumberView {
     pub downgrade_at: Option<Ts>,
     /// When 7 recovered days end the Flagged period without a downgrade.
     pub recovery_at: Option<Ts>,
+    /// Meta's account restriction on the number or its portfolio: the latest end
+    /// (`Ts(u64::MAX)`: until lifted), and the active restrictions' types (empty with an
+    /// end: a restriction of unknown kind, denying every send).
     pub restricted_until: Option<Ts>,
+    pub restriction_types: Vec<RestrictionType>,
     pub spam_hold_until: Option<Ts>,
     pub quality_risks: u32,
     pub throughput_mps: u32,
@@ -97,6 +101,8 @@ pub struct PortfolioStatus {
     pub portfolio: PortfolioId,
     pub profile: String,
     pub restricted_until: Option<Ts>,
+    /// The types of the portfolio's own active restriction.
+    pub restriction_types: Vec<RestrictionType>,
     pub scopes: Vec<ScopeStatus>,
     /// Unique customers over all the portfolio's numbers (sketch union: an estimate).
     pub unique_7d: UniqueCount,
@@ -105,6 +111,10 @@ pub struct PortfolioStatus {
 
 fn active(t: Option<Ts>, now: Ts) -> Option<Ts> {
     t.filter(|t| *t > now)
+}
+
+fn due(t: Option<Ts>, now: Ts) -> bool {
+    t.is_some_and(|t| t <= now)
 }
 
 fn account_status(restricted: bool, q: Quality) -> AccountStatus {
@@ -137,18 +147,34 @@ impl Reader {
         let ns = sh.numbers.get(&req.number)?;
         let pre = rules::precheck(sh, &ns, req, now);
         let scope = ns.scope;
+        // a Flagged deadline of this number due by now (R5.5)
+        let own_due = due(ns.downgrade_at(), now) || due(ns.recovery_at(), now);
         drop(ns);
-        match pre {
-            Pre::NeedsCount => None,
-            Pre::Final(mut d) => {
-                d.decided_at = now;
-                if let Some(sc) = sh.scopes.get(&scope) {
-                    d.limit = Some(sc.limit);
-                    d.used = sc.log.day_unique_at(now);
+        let Pre::Final(mut d) = pre else {
+            return None;
+        };
+        d.decided_at = now;
+        let members = {
+            let sc = sh.scopes.get(&scope)?;
+            // A delayed effect due by now (an upgrade, a Flagged deadline) changes the
+            // limit this decision reports; only the writer runs it (`advance_scope`), so
+            // such a send goes through the log rather than report a stale limit.
+            if own_due || due(sc.pending_upgrade, now) {
+                return None;
+            }
+            d.limit = Some(sc.limit);
+            d.used = sc.log.day_unique_at(now);
+            // the other numbers' deadlines matter only in a shared (portfolio) scope
+            (sc.members.len() > 1 && sc.policy.flagged_downgrade).then(|| sc.members.clone())
+        };
+        for id in members.iter().flatten() {
+            if let Some(n) = sh.numbers.get(id) {
+                if due(n.downgrade_at(), now) || due(n.recovery_at(), now) {
+                    return None;
                 }
-                Some(d)
             }
         }
+        Some(d)
     }
 
     /// R8.1: the number's throughput (messages per second), for the leader's token bucket.
@@ -190,25 +216,43 @@ impl Reader {
     }
 
     fn number_view(&self, n: &NumberState, restricted: bool, now: Ts) -> NumberView {
-        let portfolio_until = n.portfolio.as_ref().and_then(|p| {
+        let portfolio = n.portfolio.as_ref().and_then(|p| {
             self.shared
                 .portfolios
                 .get(p)
-                .and_then(|p| p.restricted_until)
+                .map(|p| (p.restricted_until, p.restriction_types))
         });
-        let restricted_until = active(n.restricted_until, now).max(active(portfolio_until, now));
+        // the same restrictions the decisions read (rules::precheck): the latest end
+        // wins, `Ts(u64::MAX)` (until lifted) over any timed one
+        let mut restricted_until = None;
+        let mut types = Vec::new();
+        let mut messaging = false;
+        for (until, set) in [Some((n.restricted_until, n.restriction_types)), portfolio]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(u) = active(until, now) {
+                restricted_until = restricted_until.max(Some(u));
+                types.extend(set.types());
+                messaging |= set.affects_messaging();
+            }
+        }
+        types.sort_unstable();
+        types.dedup();
         NumberView {
             number: n.id,
             portfolio: n.portfolio.clone(),
             profile: n.profile.clone(),
             status: n.status,
             quality: n.quality,
-            account_status: account_status(restricted || restricted_until.is_some(), n.quality),
+            // RESTRICTED_ADD_PHONE_NUMBER_ACTION alone does not restrict messaging
+            account_status: account_status(restricted || messaging, n.quality),
             display_name_approved: n.display_name_approved,
             flagged_since: n.flagged_since,
             downgrade_at: n.downgrade_at(),
             recovery_at: n.recovery_at(),
             restricted_until,
+            restriction_types: types,
             spam_hold_until: active(n.spam_hold_until, now),
             quality_risks: n.quality_risks,
             throughput_mps: n.throughput_mps.unwrap_or(n.policy.throughput_mps),
@@ -235,7 +279,12 @@ impl Reader {
         let used = sc.log.day_unique_at(now);
         let restricted = tier.limit.cap().is_some_and(|c| used >= c);
         let next_release = sc.log.next_release(now);
-        let restricted_until = next_release.filter(|_| restricted);
+        // used >= limit lifts once used < limit: when the (used - limit + 1)-th counted
+        // customer (oldest first) has aged out, not the first when used > limit
+        let restricted_until = match tier.limit.cap() {
+            Some(cap) if used >= cap => sc.log.nth_release(now, used - cap + 1),
+            _ => None,
+        };
         let rule = policy.rule_for(tier.model_limit);
         let upgrade_count = rule.map_or(0, |r| match &sc.log.long {
             Some(l) if l.len == r.window => sc.log.long_unique_at(now).unwrap_or(0),
@@ -293,10 +342,16 @@ impl Reader {
 
     pub fn portfolio_status(&self, id: &PortfolioId, now: Ts) -> Option<PortfolioStatus> {
         let sh = &self.shared;
-        let (profile, restricted_until, members) = {
+        let (profile, restricted_until, types, members) = {
             let p = sh.portfolios.get(id)?;
-            (p.profile.clone(), p.restricted_until, p.members.clone())
+            (
+                p.profile.clone(),
+                p.restricted_until,
+                p.restriction_types,
+                p.members.clone(),
+            )
         };
+        let restricted_until = active(restricted_until, now);
         let mut idxs: Vec<u32> = members
             .iter()
             .filter_map(|n| sh.numbers.get(n).map(|n| n.scope))
@@ -325,7 +380,12 @@ impl Reader {
         Some(PortfolioStatus {
             portfolio: id.clone(),
             profile,
-            restricted_until: active(restricted_until, now),
+            restricted_until,
+            restriction_types: if restricted_until.is_some() {
+                types.types()
+            } else {
+                Vec::new()
+            },
             scopes,
             unique_7d,
             unique_30d,

@@ -30,17 +30,33 @@ pub(crate) fn precheck(sh: &Shared, ns: &NumberState, req: &AdmitRequest, now: T
     use Pre::Final;
     let p = &ns.policy;
     let customer = req.customer.get();
-    // an account restriction reported by Meta, on the number or its portfolio
-    let portfolio_until = ns
-        .portfolio
-        .as_ref()
-        .and_then(|id| sh.portfolios.get(id).and_then(|p| p.restricted_until));
-    let restricted = [ns.restricted_until, portfolio_until]
-        .into_iter()
-        .filter_map(|u| active(u, now))
-        .max();
+    let pair = PairKey::new(ns.idx, customer);
+    // an account restriction reported by Meta, on the number or its portfolio, that
+    // denies this kind of send (section 10)
+    let portfolio = ns.portfolio.as_ref().and_then(|id| {
+        sh.portfolios
+            .get(id)
+            .map(|ps| (ps.restricted_until, ps.restriction_types))
+    });
+    let restrictions = [Some((ns.restricted_until, ns.restriction_types)), portfolio];
+    let mut replying = None;
+    let mut restricted: Option<Ts> = None;
+    for (until, types) in restrictions.into_iter().flatten() {
+        let Some(until) = until.filter(|u| *u > now) else {
+            continue;
+        };
+        let replying = *replying.get_or_insert_with(|| in_reply_window(sh, p, pair, now));
+        if types.blocks(replying) {
+            // `Ts(u64::MAX)` is "until lifted": the latest end wins, so an indefinite
+            // restriction leaves no retry time even when a timed one also applies
+            restricted = restricted.max(Some(until));
+        }
+    }
     if let Some(until) = restricted {
-        return Final(Decision::deny(Reason::NumberRestricted, until));
+        return Final(Decision::deny(
+            Reason::NumberRestricted,
+            (until != Ts(u64::MAX)).then_some(until),
+        ));
     }
     // a paused or disabled template (R6.3)
     let category = match &req.kind {
@@ -50,10 +66,13 @@ pub(crate) fn precheck(sh: &Shared, ns: &NumberState, req: &AdmitRequest, now: T
                     TemplateStatus::Disabled => {
                         return Final(Decision::deny(Reason::TemplateDisabled, None))
                     }
-                    TemplateStatus::Paused { until } if until > now => {
-                        return Final(Decision::deny(Reason::TemplatePaused, Some(until)))
+                    TemplateStatus::Paused { .. } => {
+                        // the pause's length is this number's profile's (R6.2)
+                        if let Some(end) = t.pause_end(p).filter(|e| *e > now) {
+                            return Final(Decision::deny(Reason::TemplatePaused, Some(end)));
+                        }
                     }
-                    _ => {}
+                    TemplateStatus::Active => {}
                 }
             }
             Some(*category)
@@ -76,7 +95,6 @@ pub(crate) fn precheck(sh: &Shared, ns: &NumberState, req: &AdmitRequest, now: T
         }
     }
     // 131056 / 130429 back-offs (section 9)
-    let pair = PairKey::new(ns.idx, customer);
     if let Some(b) = sh.pair_backoff.get(&pair) {
         if let Some(until) = active(b.until, now) {
             return Final(Decision::deny(Reason::PairRateLimited, until));
@@ -117,6 +135,14 @@ pub(crate) fn precheck(sh: &Shared, ns: &NumberState, req: &AdmitRequest, now: T
         return Final(Decision::deny(Reason::SpamCooldown, until));
     }
     Pre::NeedsCount
+}
+
+/// Whether a send to the pair would be a reply: inside an open customer service window
+/// or free entry point window (R3.2 step 1, R2.3).
+fn in_reply_window(sh: &Shared, p: &Policy, pair: PairKey, now: Ts) -> bool {
+    let csw = sh.pairs.get(&pair).and_then(|w| w.csw.get());
+    csw.is_some_and(|t| window_open(t, p.service_window, now))
+        || sh.fep.get(&pair).is_some_and(|until| now < *until)
 }
 
 /// The per-number facts the tier model reads and changes.

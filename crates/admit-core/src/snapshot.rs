@@ -5,14 +5,19 @@
 //! produce byte-identical snapshots.
 
 use crate::engine::{Engine, WriterState};
-use crate::ids::{IdempotencyKey, PortfolioId, TemplateId};
+use crate::ids::{IdempotencyKey, NumberId, PortfolioId, TemplateId};
 use crate::state::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The snapshot format; bumped on any change, and old versions keep a reader.
-pub const SNAPSHOT_VERSION: u8 = 1;
+///
+/// * 1: [`SnapshotV1`].
+/// * 2: [`SnapshotV2`]: V1's body, then account restriction types and template pause
+///   starts. A V1 snapshot restores with neither: restrictions deny every send (as V1
+///   did) and pauses keep the end V1 stored.
+pub const SNAPSHOT_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -37,6 +42,23 @@ struct SnapshotV1 {
     pair_backoff: Vec<(PairKey, Backoff)>,
     templates: Vec<(TemplateId, TemplateState)>,
     idempotency: Vec<(IdempotencyKey, IdemEntry)>,
+}
+
+/// Version 2: the V1 body (whose types stay V1's: the fields V2 added to them are not
+/// serialized there), then what V2 added.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV2 {
+    body: SnapshotV1,
+    added: AddedV2,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct AddedV2 {
+    /// Non-empty restriction types, by number and by portfolio, sorted.
+    number_restrictions: Vec<(NumberId, RestrictionSet)>,
+    portfolio_restrictions: Vec<(PortfolioId, RestrictionSet)>,
+    /// Pauses of profile length, by template, sorted.
+    template_pauses: Vec<(TemplateId, PauseStart)>,
 }
 
 fn sorted<K: Ord + Clone + Eq + std::hash::Hash, V: Clone>(m: &Map<K, V>) -> Vec<(K, V)> {
@@ -68,18 +90,39 @@ impl Engine {
         let sh = &self.shared;
         let mut numbers: Vec<NumberState> = sh.numbers.iter().map(|n| n.clone()).collect();
         numbers.sort_by_key(|n| n.id);
-        let snap = SnapshotV1 {
-            writer: self.w.clone(),
-            numbers,
-            portfolios: sorted(&sh.portfolios),
-            scopes: sorted(&sh.scopes),
-            pairs: sorted(&sh.pairs),
-            fep: sorted(&sh.fep),
-            optouts: sorted(&sh.optouts).into_iter().map(|(k, _)| k).collect(),
-            marketing_holds: sorted(&sh.marketing_holds),
-            pair_backoff: sorted(&sh.pair_backoff),
-            templates: sorted(&sh.templates),
-            idempotency: sorted(&sh.idempotency),
+        let portfolios = sorted(&sh.portfolios);
+        let templates = sorted(&sh.templates);
+        let added = AddedV2 {
+            number_restrictions: numbers
+                .iter()
+                .filter(|n| n.restriction_types != RestrictionSet::default())
+                .map(|n| (n.id, n.restriction_types))
+                .collect(),
+            portfolio_restrictions: portfolios
+                .iter()
+                .filter(|(_, p)| p.restriction_types != RestrictionSet::default())
+                .map(|(id, p)| (id.clone(), p.restriction_types))
+                .collect(),
+            template_pauses: templates
+                .iter()
+                .filter_map(|(id, t)| t.pause.map(|p| (id.clone(), p)))
+                .collect(),
+        };
+        let snap = SnapshotV2 {
+            body: SnapshotV1 {
+                writer: self.w.clone(),
+                numbers,
+                portfolios,
+                scopes: sorted(&sh.scopes),
+                pairs: sorted(&sh.pairs),
+                fep: sorted(&sh.fep),
+                optouts: sorted(&sh.optouts).into_iter().map(|(k, _)| k).collect(),
+                marketing_holds: sorted(&sh.marketing_holds),
+                pair_backoff: sorted(&sh.pair_backoff),
+                templates,
+                idempotency: sorted(&sh.idempotency),
+            },
+            added,
         };
         let mut out = vec![SNAPSHOT_VERSION];
         out.extend(postcard::to_stdvec(&snap).expect("state encodes"));
@@ -110,6 +153,7 @@ impl Engine {
         move_map(&sh.pair_backoff, new.pair_backoff);
         move_map(&sh.templates, new.templates);
         move_map(&sh.idempotency, new.idempotency);
+        move_map(&sh.idem_by_admission, new.idem_by_admission);
         self.w = w;
         self.policies = policies;
         Ok(())
@@ -118,11 +162,15 @@ impl Engine {
     /// Rebuilds an engine from [`Engine::snapshot`]'s bytes.
     pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
         let (&v, rest) = bytes.split_first().ok_or(SnapshotError::Empty)?;
-        if v != SNAPSHOT_VERSION {
-            return Err(SnapshotError::Version(v));
-        }
-        let snap: SnapshotV1 =
-            postcard::from_bytes(rest).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let decode = |e: postcard::Error| SnapshotError::Decode(e.to_string());
+        let SnapshotV2 { body: snap, added } = match v {
+            1 => SnapshotV2 {
+                body: postcard::from_bytes(rest).map_err(decode)?,
+                added: AddedV2::default(),
+            },
+            2 => postcard::from_bytes(rest).map_err(decode)?,
+            _ => return Err(SnapshotError::Version(v)),
+        };
         let policies: BTreeMap<String, Arc<crate::Policy>> = snap
             .writer
             .policies
@@ -156,10 +204,91 @@ impl Engine {
         fill(&sh.pair_backoff, snap.pair_backoff);
         fill(&sh.templates, snap.templates);
         fill(&sh.idempotency, snap.idempotency);
+        for (id, set) in added.number_restrictions {
+            if let Some(mut n) = sh.numbers.get_mut(&id) {
+                n.restriction_types = set;
+            }
+        }
+        for (id, set) in added.portfolio_restrictions {
+            if let Some(mut p) = sh.portfolios.get_mut(&id) {
+                p.restriction_types = set;
+            }
+        }
+        for (id, pause) in added.template_pauses {
+            if let Some(mut t) = sh.templates.get_mut(&id) {
+                t.pause = Some(pause);
+            }
+        }
+        // derived: which key recorded each admission (the release path drops it)
+        for e in sh.idempotency.iter() {
+            if let Some(a) = &e.decision.admission {
+                sh.idem_by_admission.insert(a.clone(), e.key().clone());
+            }
+        }
         Ok(Engine {
             shared: Arc::new(sh),
             w: snap.writer,
             policies,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::*;
+    use crate::ids::{NumberId, WaId};
+    use crate::time::Ts;
+
+    /// A version 1 snapshot (no restriction types, no pause starts) still restores.
+    #[test]
+    fn a_v1_snapshot_still_restores() {
+        let mut e = Engine::new();
+        let n = NumberId::parse("n", "1").unwrap();
+        e.apply(
+            Command::RegisterNumber(NumberRegistration {
+                number: Some(n),
+                ..Default::default()
+            }),
+            Ts(1),
+        )
+        .unwrap();
+        e.apply(
+            Command::Platform {
+                event: PlatformEvent::AccountRestriction {
+                    target: Target::Number(n),
+                    until: None,
+                    lifted: false,
+                    types: vec![RestrictionType::AddPhoneNumber],
+                },
+                event_key: None,
+            },
+            Ts(2),
+        )
+        .unwrap();
+        let v2 = e.snapshot();
+        assert_eq!(v2[0], 2);
+        let SnapshotV2 { body, added } = postcard::from_bytes(&v2[1..]).unwrap();
+        assert_eq!(added.number_restrictions.len(), 1);
+        let mut v1 = vec![1];
+        v1.extend(postcard::to_stdvec(&body).unwrap());
+        let old = Engine::restore(&v1).unwrap();
+        let req = AdmitRequest {
+            number: n,
+            customer: WaId::parse("c", "4915000000001").unwrap(),
+            kind: SendKind::FreeForm,
+            idempotency_key: None,
+        };
+        // V1 knew no types: its restriction denies every send, as V1 did
+        assert_eq!(
+            old.reader().try_fast(&req, Ts(3)).unwrap().reason,
+            crate::Reason::NumberRestricted
+        );
+        let new = Engine::restore(&v2).unwrap();
+        assert_eq!(new.snapshot(), v2);
+        assert_eq!(
+            new.reader().try_fast(&req, Ts(3)).unwrap().reason,
+            crate::Reason::OutsideServiceWindow
+        );
     }
 }

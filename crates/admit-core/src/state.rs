@@ -7,8 +7,8 @@
 //! that holds the entry it needs. No lock spans numbers, and the writer never holds one
 //! entry while it asks for another, so readers and writer cannot deadlock.
 
-use crate::command::NumberStatus;
-use crate::decision::{Decision, ScopeKey};
+use crate::command::{NumberStatus, RestrictionType};
+use crate::decision::{AdmissionId, Decision, ScopeKey};
 use crate::ids::{IdempotencyKey, NumberId, PortfolioId, TemplateId};
 use crate::log::EventLog;
 use crate::policy::{Limit, Policy, Quality};
@@ -52,6 +52,46 @@ pub(crate) struct PairWindows {
     pub bic: PackedTs,
 }
 
+/// The types of an account restriction (section 10), as bits. Empty means a restriction
+/// of unknown kind, which denies every send (fail safe).
+#[derive(Copy, Clone, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub(crate) struct RestrictionSet(u8);
+
+impl RestrictionSet {
+    fn bit(t: RestrictionType) -> u8 {
+        match t {
+            RestrictionType::BizInitiated => 1,
+            RestrictionType::CustomerInitiated => 2,
+            RestrictionType::AddPhoneNumber => 4,
+        }
+    }
+    pub fn of(types: &[RestrictionType]) -> Self {
+        RestrictionSet(types.iter().fold(0, |b, t| b | Self::bit(*t)))
+    }
+    pub fn types(self) -> Vec<RestrictionType> {
+        [
+            RestrictionType::BizInitiated,
+            RestrictionType::CustomerInitiated,
+            RestrictionType::AddPhoneNumber,
+        ]
+        .into_iter()
+        .filter(|t| self.0 & Self::bit(*t) != 0)
+        .collect()
+    }
+    /// Whether a send is denied: `replying` is a send inside an open customer service or
+    /// free entry point window (R3.2 step 1); every other send is business-initiated.
+    pub fn blocks(self, replying: bool) -> bool {
+        let has = |t| self.0 & Self::bit(t) != 0;
+        self.0 == 0
+            || (has(RestrictionType::BizInitiated) && !replying)
+            || (has(RestrictionType::CustomerInitiated) && replying)
+    }
+    /// Whether it can deny any send at all (RESTRICTED_ADD_PHONE_NUMBER_ACTION alone cannot).
+    pub fn affects_messaging(self) -> bool {
+        self.blocks(true) || self.blocks(false)
+    }
+}
+
 #[derive(Copy, Clone, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub(crate) struct Backoff {
     pub until: Option<Ts>,
@@ -74,8 +114,12 @@ pub(crate) struct NumberState {
     /// R5.5: the start of the current Flagged period, and of a recovery within it.
     pub flagged_since: Option<Ts>,
     pub recovering_since: Option<Ts>,
-    /// Account restriction reported by Meta on the number itself.
+    /// Account restriction reported by Meta on the number itself (`Ts(u64::MAX)`: until
+    /// lifted), and its types.
     pub restricted_until: Option<Ts>,
+    /// Not in the V1 snapshot body: the snapshot writes it in its V2 section.
+    #[serde(skip)]
+    pub restriction_types: RestrictionSet,
     /// Section 9 holds.
     pub spam_hold_until: Option<Ts>,
     pub quality_risks: u32,
@@ -106,6 +150,9 @@ impl NumberState {
 pub(crate) struct PortfolioState {
     pub profile: String,
     pub restricted_until: Option<Ts>,
+    /// Not in the V1 snapshot body: the snapshot writes it in its V2 section.
+    #[serde(skip)]
+    pub restriction_types: RestrictionSet,
     pub members: Vec<NumberId>,
 }
 
@@ -132,8 +179,21 @@ pub(crate) struct ScopeState {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum TemplateStatus {
     Active,
-    Paused { until: Ts },
+    /// `until`: the end Meta gave; or, for a pause whose length comes from the
+    /// profiles (`TemplateState::pause` set), the latest end under any profile.
+    Paused {
+        until: Ts,
+    },
     Disabled,
+}
+
+/// A pause whose length is the profile's (R6.2): each number reads its own profile's
+/// length for pause `nth` (1: first, else second), since templates are shared by
+/// numbers of different profiles.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PauseStart {
+    pub since: Ts,
+    pub nth: u8,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -141,6 +201,21 @@ pub(crate) struct TemplateState {
     pub status: TemplateStatus,
     pub quality: Quality,
     pub pauses: u8,
+    /// Set while `status` is a pause of profile length. Not in the V1 snapshot body:
+    /// the snapshot writes it in its V2 section.
+    #[serde(skip)]
+    pub pause: Option<PauseStart>,
+}
+
+impl TemplateState {
+    /// When the pause ends for a number of profile `p`, if the template is paused.
+    pub fn pause_end(&self, p: &Policy) -> Option<Ts> {
+        match (&self.status, self.pause) {
+            (TemplateStatus::Paused { .. }, Some(s)) => Some(s.since.plus(p.pause_len(s.nth))),
+            (TemplateStatus::Paused { until }, None) => Some(*until),
+            _ => None,
+        }
+    }
 }
 
 /// What a retried request is checked against (R3.4).
@@ -168,6 +243,10 @@ pub(crate) struct Shared {
     pub pair_backoff: Map<PairKey, Backoff>,
     pub templates: Map<TemplateId, TemplateState>,
     pub idempotency: Map<IdempotencyKey, IdemEntry>,
+    /// Writer only, derived from `idempotency` (rebuilt on restore, not in snapshots):
+    /// the key that recorded each admission, so that releasing the admission drops the
+    /// record (R3.5) and a retry is decided anew.
+    pub idem_by_admission: Map<AdmissionId, IdempotencyKey>,
 }
 
 impl Shared {
@@ -184,6 +263,7 @@ impl Shared {
             pair_backoff: new_map(),
             templates: new_map(),
             idempotency: new_map(),
+            idem_by_admission: new_map(),
         }
     }
 }

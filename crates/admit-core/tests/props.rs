@@ -194,6 +194,10 @@ fn run(ops: &[Op], check: bool) -> H {
                 let b = m.bics.iter_mut().find(|b| b.id == id).expect("issued");
                 let expect = b.live && b.ts + WINDOW > now;
                 b.live = false;
+                if expect {
+                    // R3.5: a released admission's key no longer replays it
+                    m.keys.retain(|_, k| k.3.admission.as_ref() != Some(&id));
+                }
                 if check {
                     assert_eq!(out, Output::Released { released: expect }, "release {id}");
                 }

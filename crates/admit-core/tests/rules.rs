@@ -65,15 +65,29 @@ fn r2_2_conversation_lasts_24h_from_its_first_message() {
 
 #[test]
 fn r2_3_free_entry_point_window_lasts_72h() {
-    let mut h = h_with(250);
-    let t = at(1, 0, 0);
-    h.event(
-        PlatformEvent::FreeEntryPoint {
-            number: num(N),
-            customer: cust(5),
+    // R2.3 is the meta profile's (a seeds number ignores the event: see edges.rs)
+    let mut h = H::new();
+    h.register_with(
+        NumberRegistration {
+            number: Some(num(N)),
+            portfolio: Some(PortfolioId::parse("portfolio", "waba1").unwrap()),
+            profile: Some("meta".into()),
+            limit: Some(Limit::Capped(250)),
+            ..Default::default()
         },
-        t,
+        T0,
     );
+    let t = at(1, 0, 0);
+    assert!(matches!(
+        h.event(
+            PlatformEvent::FreeEntryPoint {
+                number: num(N),
+                customer: cust(5),
+            },
+            t,
+        ),
+        Output::Event { applied: true, .. }
+    ));
     let d = h.admit(N, 5, mkt(), Ts(t.0 + 72 * HOUR - 1));
     assert_eq!(
         (d.allowed, d.reason, d.counted),
@@ -827,6 +841,7 @@ fn account_restriction_denies_until_it_expires() {
             target: Target::Number(num(N)),
             until: Some(Ts(t.0 + HOUR)),
             lifted: false,
+            types: vec![],
         },
         t,
     );

@@ -21,12 +21,10 @@ pub struct Stamped {
     pub cmd: Command,
 }
 
-/// What applying a [`Stamped`] command gave. `out` is `None` only for Raft's
-/// internal entries (blank, membership), which carry no command; admit-raft
-/// needs a `Default` response for them.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// What applying a [`Stamped`] command gave.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Reply {
-    pub out: Option<Result<Output, CoreError>>,
+    pub out: Result<Output, CoreError>,
     /// The decision is one recorded earlier for the same idempotency key.
     pub replayed: bool,
 }
@@ -96,10 +94,7 @@ impl admit_raft::App for ShardApp {
         let out = self.engine.apply(cmd.cmd, cmd.at);
         let replayed = matches!(&out, Ok(Output::Decision(d)) if d.replayed);
         self.slot.applied.store(index, Ordering::Release);
-        Reply {
-            out: Some(out),
-            replayed,
-        }
+        Reply { out, replayed }
     }
 
     fn snapshot(&self) -> Vec<u8> {

@@ -4,9 +4,9 @@
 
 use admit_core::{
     AccountStatus, AdmitRequest, Category, Decision, Dur, IdempotencyKey, Limit, NumberId,
-    NumberStatus, NumberView, Policy, PortfolioId, Quality, Reason, ScopeKey, ScopeKind,
-    ScopeStatus, SendKind, Target, TemplateId, Threshold, TierInput, TierMeaning, Ts, UpgradeRule,
-    WaId,
+    NumberStatus, NumberView, Policy, PortfolioId, Quality, Reason, RestrictionType, ScopeKey,
+    ScopeKind, ScopeStatus, SendKind, Target, TemplateId, Threshold, TierInput, TierMeaning, Ts,
+    UpgradeRule, WaId,
 };
 use admit_proto::v1 as pb;
 
@@ -405,7 +405,23 @@ pub(crate) fn number_status_view(s: &ScopeStatus, n: &NumberView, now: Ts) -> pb
     v.account_restricted_until_unix_ms = n.restricted_until.filter(|t| t.ms() != u64::MAX).map(ms);
     v.display_name_approved = n.display_name_approved;
     v.throughput_mps = n.throughput_mps;
+    v.account_restriction_types = restriction_types_out(&n.restriction_types);
     v
+}
+
+fn restriction_types_out(types: &[RestrictionType]) -> Vec<i32> {
+    types
+        .iter()
+        .map(|t| {
+            (match t {
+                RestrictionType::BizInitiated => pb::RestrictionType::BizInitiatedMessaging,
+                RestrictionType::CustomerInitiated => {
+                    pb::RestrictionType::CustomerInitiatedMessaging
+                }
+                RestrictionType::AddPhoneNumber => pb::RestrictionType::AddPhoneNumber,
+            }) as i32
+        })
+        .collect()
 }
 
 /// A portfolio's status: its own scope (meta profile), or its numbers' scopes
@@ -414,6 +430,7 @@ pub(crate) fn portfolio_status_view(
     id: &PortfolioId,
     profile: &str,
     restricted_until: Option<Ts>,
+    restriction_types: &[RestrictionType],
     scopes: &[ScopeStatus],
     now: Ts,
 ) -> pb::StatusView {
@@ -472,6 +489,7 @@ pub(crate) fn portfolio_status_view(
     v.profile = profile.to_owned();
     v.account_restricted = restricted_until.is_some();
     v.account_restricted_until_unix_ms = restricted_until.filter(|t| t.ms() != u64::MAX).map(ms);
+    v.account_restriction_types = restriction_types_out(restriction_types);
     v
 }
 

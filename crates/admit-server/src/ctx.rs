@@ -167,12 +167,7 @@ impl Ctx {
         } else {
             fut.await?
         };
-        match reply.out {
-            Some(r) => Ok(r?),
-            None => Err(ApiError::Internal(
-                "empty reply from the state machine".into(),
-            )),
-        }
+        Ok(reply.out?)
     }
 
     /// Applies `cmd` to every shard (portfolio-wide and global events).
@@ -336,11 +331,9 @@ impl Ctx {
         } else {
             fut.await
         };
-        let reply = reply.map_err(ApiError::from).and_then(|r| match r.out {
-            Some(Ok(o)) => Ok((o, r.replayed)),
-            Some(Err(e)) => Err(ApiError::from(e)),
-            None => Err(ApiError::Internal("empty reply".into())),
-        });
+        let reply = reply
+            .map_err(ApiError::from)
+            .and_then(|r| Ok((r.out?, r.replayed)));
         match reply {
             Ok((Output::Decision(d), replayed)) => {
                 self.settle(taken, d.allowed);
@@ -410,12 +403,11 @@ impl Ctx {
                     for (i, _, taken, scope) in group {
                         let r = match outs.next() {
                             Some(reply) => match reply.out {
-                                Some(Ok(Output::Decision(d))) => Ok((d, scope, reply.replayed)),
-                                Some(Ok(other)) => {
+                                Ok(Output::Decision(d)) => Ok((d, scope, reply.replayed)),
+                                Ok(other) => {
                                     Err(ApiError::Internal(format!("unexpected output {other:?}")))
                                 }
-                                Some(Err(e)) => Err(ApiError::from(e)),
-                                None => Err(ApiError::Internal("empty reply".into())),
+                                Err(e) => Err(ApiError::from(e)),
                             },
                             None => Err(ApiError::Internal("missing reply".into())),
                         };

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use admit_core::{
     Command, NumberId, NumberRegistration, Output, PlatformEvent, PortfolioId,
-    PortfolioRegistration, ScopeKey, ScopeKind, ScopeStatus, Target, TemplateEvent, Ts,
+    PortfolioRegistration, RestrictionType, ScopeKey, ScopeKind, ScopeStatus, Target,
+    TemplateEvent, Ts,
 };
 use admit_proto::v1 as pb;
 use admit_proto::v1::admin_server::Admin;
@@ -49,6 +50,7 @@ impl AdminService {
         let home = self.ctx.router.shard_of(&ScopeKey::Portfolio(id.clone()));
         let mut profile: Option<String> = None;
         let mut restricted: Option<Ts> = None;
+        let mut types: Vec<RestrictionType> = Vec::new();
         let mut scopes: Vec<ScopeStatus> = Vec::new();
         let mut found = false;
         for (shard, p) in self.ctx.portfolio_statuses(id, now).await? {
@@ -57,6 +59,11 @@ impl AdminService {
                 profile = Some(p.profile.clone());
             }
             restricted = restricted.max(p.restricted_until);
+            for t in p.restriction_types {
+                if !types.contains(&t) {
+                    types.push(t);
+                }
+            }
             for s in p.scopes {
                 if !scopes.iter().any(|x| x.scope == s.scope) {
                     scopes.push(s);
@@ -68,7 +75,7 @@ impl AdminService {
         }
         let profile = profile.unwrap_or_else(|| "seeds".into());
         Ok(convert::portfolio_status_view(
-            id, &profile, restricted, &scopes, now,
+            id, &profile, restricted, &types, &scopes, now,
         ))
     }
 
@@ -177,6 +184,31 @@ fn event_in(ev: Option<&Event>) -> Result<(PlatformEvent, Dest), ApiError> {
                 .expires_at_unix_ms
                 .map(|t| ts_in("account_restriction.expires_at_unix_ms", t))
                 .transpose()?;
+            // section 10's types decide which sends are denied; none given (unknown
+            // kind) denies every send, as admin.proto documents
+            let types = if e.lifted {
+                Vec::new()
+            } else {
+                e.restriction_types
+                    .iter()
+                    .map(|t| match pb::RestrictionType::try_from(*t) {
+                        Ok(pb::RestrictionType::BizInitiatedMessaging) => {
+                            Ok(RestrictionType::BizInitiated)
+                        }
+                        Ok(pb::RestrictionType::CustomerInitiatedMessaging) => {
+                            Ok(RestrictionType::CustomerInitiated)
+                        }
+                        Ok(pb::RestrictionType::AddPhoneNumber) => {
+                            Ok(RestrictionType::AddPhoneNumber)
+                        }
+                        _ => Err(ApiError::invalid(
+                            "account_restriction.restriction_types",
+                            "each must be BIZ_INITIATED_MESSAGING, \
+                             CUSTOMER_INITIATED_MESSAGING or ADD_PHONE_NUMBER",
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            };
             let dest = match &target {
                 Target::Number(n) => Dest::Number(*n),
                 // the portfolio's numbers may live on every shard
@@ -187,6 +219,7 @@ fn event_in(ev: Option<&Event>) -> Result<(PlatformEvent, Dest), ApiError> {
                     target,
                     until,
                     lifted: e.lifted,
+                    types,
                 },
                 dest,
             )

@@ -190,12 +190,14 @@ impl AdmitSend for AdmitService {
                     event: PlatformEvent::FreeEntryPoint { number, customer },
                     event_key: None,
                 };
-                self.ctx.write(shard, ev).await?;
-                let p = self
-                    .ctx
-                    .policy(&self.profile_of(shard, &number).await?)
-                    .await?;
-                fep_end = Some(ms(self.ctx.now().plus(p.free_entry_window)));
+                // a profile without free entry points (seeds) ignores the event
+                if let Output::Event { applied: true, .. } = self.ctx.write(shard, ev).await? {
+                    let p = self
+                        .ctx
+                        .policy(&self.profile_of(shard, &number).await?)
+                        .await?;
+                    fep_end = Some(ms(self.ctx.now().plus(p.free_entry_window)));
+                }
             }
             Ok(Response::new(pb::RecordInboundResponse {
                 window_end_unix_ms: ms(window_end),

@@ -1,0 +1,703 @@
+//! Rules whose edge cases were once wrong (R2.3, R3.5, R5.3, R6.2, R6.3, section 9
+//! 131056, section 10 restrictions, section 11 restricted_until, the fast path and
+//! due effects), each at its edges: the millisecond before and at the end of a window, pause or hold.
+
+mod support;
+use admit_core::*;
+use support::*;
+
+const N: &str = "1001";
+
+fn h_with(limit: u32) -> H {
+    let mut h = H::new();
+    h.register(N, Some(Limit::Capped(limit)), T0);
+    h
+}
+
+fn promo() -> TemplateId {
+    TemplateId::parse("template", "promo").unwrap()
+}
+
+/// A template status event for "promo", as Admin.ApplyEvent or a 132015 outcome sends it.
+fn tpl_event(h: &mut H, event: TemplateEvent, t: Ts) -> Output {
+    h.event(
+        PlatformEvent::TemplateStatus {
+            template: promo(),
+            event,
+        },
+        t,
+    )
+}
+
+/// A pause: titled (Meta's FIRST_PAUSE / SECOND_PAUSE) or not (a 132015 outcome).
+fn paused(title: Option<&str>) -> TemplateEvent {
+    TemplateEvent::Paused {
+        title: title.map(str::to_owned),
+        until: None,
+    }
+}
+
+fn ms(t: Ts, d: u64) -> Ts {
+    Ts(t.0 + d)
+}
+
+/// The (reason, retry_at) of a marketing template to a fresh customer `c`.
+fn try_mkt(h: &mut H, n: &str, c: u64, t: Ts) -> (Reason, Option<Ts>) {
+    let d = h.admit(n, c, mkt(), t);
+    (d.reason, d.retry_at)
+}
+
+// ---- R6.2/R6.3: 132015 never escalates a pause, never re-enables a disabled template ----
+
+#[test]
+fn r6_2_repeated_132015_reports_are_one_pause_of_the_first_length() {
+    let mut h = h_with(250);
+    let t = at(1, 12, 0);
+    // three sends in flight fail with 132015: three untitled pauses
+    for i in 0..3 {
+        tpl_event(&mut h, paused(None), ms(t, i));
+    }
+    assert_eq!(
+        try_mkt(&mut h, N, 1, ms(t, 3 * HOUR - 1)),
+        (Reason::TemplatePaused, Some(ms(t, 3 * HOUR)))
+    );
+    // one pause, ended: not a second (6 h) nor a third (disabled)
+    assert_eq!(
+        try_mkt(&mut h, N, 1, ms(t, 3 * HOUR)).0,
+        Reason::NewConversation
+    );
+}
+
+#[test]
+fn r6_2_132015_during_a_pause_keeps_its_end_and_never_adds_a_pause() {
+    let mut h = h_with(250);
+    let t = at(1, 12, 0);
+    tpl_event(&mut h, paused(Some("FIRST_PAUSE")), t);
+    // reports during the pause, up to its last millisecond, change nothing
+    tpl_event(&mut h, paused(None), ms(t, 1_000));
+    tpl_event(&mut h, paused(None), ms(t, 3 * HOUR - 1));
+    assert_eq!(
+        try_mkt(&mut h, N, 1, ms(t, 3 * HOUR - 1)),
+        (Reason::TemplatePaused, Some(ms(t, 3 * HOUR)))
+    );
+    // at exactly its end the pause is over; a report then starts a new pause, of the
+    // first pause's length (its rank is unknown)
+    let t1 = ms(t, 3 * HOUR);
+    tpl_event(&mut h, paused(None), t1);
+    assert_eq!(
+        try_mkt(&mut h, N, 2, ms(t1, 3 * HOUR - 1)),
+        (Reason::TemplatePaused, Some(ms(t1, 3 * HOUR)))
+    );
+    assert_eq!(
+        try_mkt(&mut h, N, 2, ms(t1, 3 * HOUR)).0,
+        Reason::NewConversation
+    );
+    // Meta's SECOND_PAUSE sets that pause exactly, whatever was counted
+    let t2 = ms(t1, 4 * HOUR);
+    tpl_event(&mut h, paused(Some("SECOND_PAUSE")), t2);
+    tpl_event(&mut h, paused(None), ms(t2, 1));
+    assert_eq!(
+        try_mkt(&mut h, N, 3, ms(t2, 6 * HOUR - 1)),
+        (Reason::TemplatePaused, Some(ms(t2, 6 * HOUR)))
+    );
+    // after the second pause a 132015 report is one more pause, never "disabled"
+    let t3 = ms(t2, 6 * HOUR);
+    tpl_event(&mut h, paused(None), t3);
+    assert_eq!(
+        try_mkt(&mut h, N, 3, t3),
+        (Reason::TemplatePaused, Some(ms(t3, 3 * HOUR)))
+    );
+    assert_eq!(
+        try_mkt(&mut h, N, 3, ms(t3, 3 * HOUR)).0,
+        Reason::NewConversation
+    );
+}
+
+#[test]
+fn r6_3_a_disabled_template_is_enabled_again_only_by_approved() {
+    let mut h = h_with(250);
+    let t = at(1, 12, 0);
+    tpl_event(&mut h, TemplateEvent::Disabled, t);
+    for (i, ev) in [
+        paused(None),
+        paused(Some("FIRST_PAUSE")),
+        TemplateEvent::Unpaused,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = tpl_event(&mut h, ev, ms(t, i as u64 + 1));
+        assert!(matches!(out, Output::Event { applied: false, .. }));
+    }
+    for late in [1, 3 * HOUR, 6 * HOUR, DAY] {
+        assert_eq!(
+            try_mkt(&mut h, N, 1, ms(t, late)),
+            (Reason::TemplateDisabled, None),
+            "+{late}ms"
+        );
+    }
+    tpl_event(&mut h, TemplateEvent::Approved, ms(t, DAY));
+    assert_eq!(try_mkt(&mut h, N, 1, ms(t, DAY)).0, Reason::NewConversation);
+}
+
+#[test]
+fn r6_2_132015_outcomes_applied_by_the_engine_do_not_escalate() {
+    let mut h = h_with(250);
+    let t = at(1, 12, 0);
+    for i in 0..3u64 {
+        h.apply(
+            Command::Outcome(Outcome {
+                number: num(N),
+                customer: cust(i),
+                admission: None,
+                status: DeliveryStatus::Failed,
+                error_code: Some(132015),
+                template: Some(promo()),
+                event_key: Some(format!("wamid.{i}")),
+            }),
+            ms(t, i),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        try_mkt(&mut h, N, 9, ms(t, 3 * HOUR - 1)),
+        (Reason::TemplatePaused, Some(ms(t, 3 * HOUR)))
+    );
+    assert_eq!(
+        try_mkt(&mut h, N, 9, ms(t, 3 * HOUR)).0,
+        Reason::NewConversation
+    );
+}
+
+// ---- R6.2: pause lengths are the number's own profile's ----
+
+#[test]
+fn r6_2_pause_lengths_come_from_each_numbers_profile() {
+    let mut h = h_with(250);
+    let mut short = Policy::seeds();
+    short.name = "short".into();
+    short.first_pause = Dur::hours(1);
+    short.second_pause = Dur::hours(2);
+    h.apply(Command::SetPolicy(short), T0).unwrap();
+    h.register_with(
+        NumberRegistration {
+            number: Some(num("2002")),
+            profile: Some("short".into()),
+            ..Default::default()
+        },
+        T0,
+    );
+    let t = at(1, 12, 0);
+    tpl_event(&mut h, paused(None), t);
+    assert_eq!(
+        try_mkt(&mut h, "2002", 1, ms(t, HOUR - 1)),
+        (Reason::TemplatePaused, Some(ms(t, HOUR)))
+    );
+    assert_eq!(
+        try_mkt(&mut h, "2002", 1, ms(t, HOUR)).0,
+        Reason::NewConversation
+    );
+    // the seeds number's pause is 3 h
+    assert_eq!(
+        try_mkt(&mut h, N, 1, ms(t, HOUR)),
+        (Reason::TemplatePaused, Some(ms(t, 3 * HOUR)))
+    );
+    let t2 = ms(t, 5 * HOUR);
+    tpl_event(&mut h, paused(Some("SECOND_PAUSE")), t2);
+    assert_eq!(
+        try_mkt(&mut h, "2002", 2, ms(t2, 2 * HOUR - 1)),
+        (Reason::TemplatePaused, Some(ms(t2, 2 * HOUR)))
+    );
+    assert_eq!(
+        try_mkt(&mut h, N, 2, ms(t2, 6 * HOUR - 1)),
+        (Reason::TemplatePaused, Some(ms(t2, 6 * HOUR)))
+    );
+    // the snapshot keeps where each pause started
+    let restored = Engine::restore(&h.e.snapshot()).unwrap();
+    assert_eq!(restored.snapshot(), h.e.snapshot());
+    let req = AdmitRequest {
+        number: num("2002"),
+        customer: cust(3),
+        kind: mkt(),
+        idempotency_key: None,
+    };
+    let d = restored.reader().try_fast(&req, ms(t2, HOUR)).unwrap();
+    assert_eq!(d.retry_at, Some(ms(t2, 2 * HOUR)));
+}
+
+// ---- R2.3: free entry points are the meta profile's only ----
+
+#[test]
+fn r2_3_the_seeds_profile_ignores_free_entry_points() {
+    let mut h = h_with(250);
+    let t = at(1, 0, 0);
+    let out = h.event(
+        PlatformEvent::FreeEntryPoint {
+            number: num(N),
+            customer: cust(5),
+        },
+        t,
+    );
+    assert!(matches!(out, Output::Event { applied: false, .. }));
+    // no window: a template opens (and counts) a conversation, free-form is refused
+    let d = h.admit(N, 5, mkt(), ms(t, 1));
+    assert_eq!((d.reason, d.counted), (Reason::NewConversation, true));
+    assert_eq!(
+        h.admit(N, 6, SendKind::FreeForm, ms(t, 1)).reason,
+        Reason::OutsideServiceWindow
+    );
+    h.event(
+        PlatformEvent::FreeEntryPoint {
+            number: num(N),
+            customer: cust(6),
+        },
+        ms(t, 2),
+    );
+    assert_eq!(
+        h.admit(N, 6, SendKind::FreeForm, ms(t, 72 * HOUR - 1))
+            .reason,
+        Reason::OutsideServiceWindow
+    );
+}
+
+// ---- R3.4/R3.5: a released admission is not replayed ----
+
+fn keyed(c: u64, key: &str) -> AdmitRequest {
+    AdmitRequest {
+        number: num(N),
+        customer: cust(c),
+        kind: mkt(),
+        idempotency_key: Some(IdempotencyKey::parse("idempotency_key", key).unwrap()),
+    }
+}
+
+#[test]
+fn r3_5_a_retry_after_a_release_is_decided_anew() {
+    let mut h = h_with(1);
+    let first = h.admit_req(keyed(1, "k1"), T0).unwrap();
+    assert!(first.counted);
+    assert!(h.admit_req(keyed(1, "k1"), ms(T0, 1)).unwrap().replayed);
+    h.apply(
+        Command::Release(first.admission.clone().unwrap()),
+        ms(T0, MIN),
+    )
+    .unwrap();
+    assert_eq!(h.status(N, ms(T0, MIN)).used, 0);
+    // the fast path does not replay it either: the send needs the log
+    let r = h.e.reader();
+    assert!(r.try_fast(&keyed(1, "k1"), ms(T0, MIN)).is_none());
+    // another customer takes the room; the retry of k1 is not an "allowed" replay
+    h.admit(N, 2, mkt(), ms(T0, MIN));
+    let d = h.admit_req(keyed(1, "k1"), ms(T0, 2 * MIN)).unwrap();
+    assert_eq!(
+        (d.allowed, d.reason, d.replayed, d.used),
+        (false, Reason::LimitReached, false, 1)
+    );
+    // that denial is now k1's decision
+    let again = h.admit_req(keyed(1, "k1"), ms(T0, 3 * MIN)).unwrap();
+    assert_eq!(
+        again,
+        Decision {
+            replayed: true,
+            ..d
+        }
+    );
+}
+
+#[test]
+fn r3_5_a_retry_after_a_failed_outcome_counts_again() {
+    let mut h = h_with(1);
+    let first = h.admit_req(keyed(1, "k1"), T0).unwrap();
+    let out = h
+        .apply(
+            Command::Outcome(Outcome {
+                number: num(N),
+                customer: cust(1),
+                admission: first.admission.clone(),
+                status: DeliveryStatus::Failed,
+                error_code: Some(131026),
+                template: None,
+                event_key: None,
+            }),
+            ms(T0, 1),
+        )
+        .unwrap();
+    assert!(matches!(out, Output::Outcome { released: true, .. }));
+    // a snapshot taken now restores the same (the admission -> key link is derived)
+    let mut restored = Engine::restore(&h.e.snapshot()).unwrap();
+    let d = h.admit_req(keyed(1, "k1"), ms(T0, 2)).unwrap();
+    assert_eq!(
+        (d.reason, d.counted, d.replayed, d.used),
+        (Reason::NewConversation, true, false, 1)
+    );
+    assert_ne!(d.admission, first.admission);
+    let Output::Decision(rd) = restored
+        .apply(Command::Admit(keyed(1, "k1")), ms(T0, 2))
+        .unwrap()
+    else {
+        panic!("a decision")
+    };
+    assert_eq!(rd, d);
+    // and releasing the new admission on the restored engine drops the new record
+    restored
+        .apply(Command::Release(rd.admission.clone().unwrap()), ms(T0, 3))
+        .unwrap();
+    assert!(restored
+        .reader()
+        .try_fast(&keyed(1, "k1"), ms(T0, 3))
+        .is_none());
+    // a release that un-counts nothing keeps the record
+    h.apply(Command::Release(first.admission.unwrap()), ms(T0, 3))
+        .unwrap();
+    assert!(h.admit_req(keyed(1, "k1"), ms(T0, 4)).unwrap().replayed);
+}
+
+// ---- section 10: account restriction types; an indefinite one wins ----
+
+fn restrict(h: &mut H, target: Target, until: Option<Ts>, types: Vec<RestrictionType>, t: Ts) {
+    h.event(
+        PlatformEvent::AccountRestriction {
+            target,
+            until,
+            lifted: false,
+            types,
+        },
+        t,
+    );
+}
+
+#[test]
+fn section_10_biz_initiated_restriction_denies_only_sends_outside_a_service_window() {
+    let mut h = h_with(250);
+    let t = at(1, 9, 0);
+    h.inbound(N, 1, None, t);
+    // customer 2 has an open conversation (business-initiated, no service window)
+    h.admit(N, 2, mkt(), t);
+    restrict(
+        &mut h,
+        Target::Number(num(N)),
+        Some(ms(t, HOUR)),
+        vec![RestrictionType::BizInitiated],
+        t,
+    );
+    let end = ms(t, HOUR - 1);
+    // replies inside the service window stay allowed, templates too
+    assert_eq!(
+        h.admit(N, 1, SendKind::FreeForm, end).reason,
+        Reason::ServiceWindow
+    );
+    assert_eq!(h.admit(N, 1, mkt(), end).reason, Reason::ServiceWindow);
+    // everything else is business-initiated
+    assert_eq!(
+        try_mkt(&mut h, N, 3, end),
+        (Reason::NumberRestricted, Some(ms(t, HOUR)))
+    );
+    assert_eq!(h.admit(N, 2, mkt(), end).reason, Reason::NumberRestricted);
+    assert_eq!(
+        h.admit(N, 2, SendKind::FreeForm, end).reason,
+        Reason::NumberRestricted
+    );
+    let v = &h.status(N, end).numbers[0];
+    assert_eq!(
+        (v.restricted_until, &v.restriction_types, v.account_status),
+        (
+            Some(ms(t, HOUR)),
+            &vec![RestrictionType::BizInitiated],
+            AccountStatus::Restricted
+        )
+    );
+    assert_eq!(
+        try_mkt(&mut h, N, 3, ms(t, HOUR)).0,
+        Reason::NewConversation
+    );
+    assert!(h.status(N, ms(t, HOUR)).numbers[0]
+        .restriction_types
+        .is_empty());
+}
+
+#[test]
+fn section_10_customer_initiated_restriction_denies_replies() {
+    let mut h = h_with(250);
+    let t = at(1, 9, 0);
+    h.inbound(N, 1, None, t);
+    restrict(
+        &mut h,
+        Target::Number(num(N)),
+        Some(ms(t, HOUR)),
+        vec![RestrictionType::CustomerInitiated],
+        t,
+    );
+    let d = h.admit(N, 1, SendKind::FreeForm, ms(t, HOUR - 1));
+    assert_eq!(
+        (d.reason, d.retry_at),
+        (Reason::NumberRestricted, Some(ms(t, HOUR)))
+    );
+    assert_eq!(
+        try_mkt(&mut h, N, 3, ms(t, HOUR - 1)).0,
+        Reason::NewConversation
+    );
+    assert_eq!(
+        h.admit(N, 1, SendKind::FreeForm, ms(t, HOUR)).reason,
+        Reason::ServiceWindow
+    );
+    // both types: nothing goes out
+    restrict(
+        &mut h,
+        Target::Number(num(N)),
+        None,
+        vec![
+            RestrictionType::CustomerInitiated,
+            RestrictionType::BizInitiated,
+        ],
+        ms(t, HOUR),
+    );
+    assert_eq!(
+        h.admit(N, 1, SendKind::FreeForm, ms(t, HOUR)).reason,
+        Reason::NumberRestricted
+    );
+    assert_eq!(
+        try_mkt(&mut h, N, 4, ms(t, HOUR)),
+        (Reason::NumberRestricted, None)
+    );
+}
+
+#[test]
+fn section_10_add_phone_number_restriction_does_not_affect_admission() {
+    let mut h = h_with(250);
+    let t = at(1, 9, 0);
+    h.inbound(N, 1, None, t);
+    restrict(
+        &mut h,
+        Target::Number(num(N)),
+        None,
+        vec![RestrictionType::AddPhoneNumber],
+        t,
+    );
+    assert_eq!(
+        h.admit(N, 1, SendKind::FreeForm, t).reason,
+        Reason::ServiceWindow
+    );
+    assert_eq!(try_mkt(&mut h, N, 2, t).0, Reason::NewConversation);
+    // shown in status, without making the account Restricted
+    let v = &h.status(N, t).numbers[0];
+    assert_eq!(
+        (v.restricted_until, &v.restriction_types, v.account_status),
+        (
+            Some(Ts(u64::MAX)),
+            &vec![RestrictionType::AddPhoneNumber],
+            AccountStatus::Healthy
+        )
+    );
+    // no types given: a restriction of unknown kind denies everything
+    restrict(&mut h, Target::Number(num(N)), None, vec![], t);
+    assert_eq!(
+        h.admit(N, 1, SendKind::FreeForm, t).reason,
+        Reason::NumberRestricted
+    );
+    h.event(
+        PlatformEvent::AccountRestriction {
+            target: Target::Number(num(N)),
+            until: None,
+            lifted: true,
+            types: vec![],
+        },
+        t,
+    );
+    assert_eq!(
+        h.admit(N, 1, SendKind::FreeForm, t).reason,
+        Reason::ServiceWindow
+    );
+}
+
+#[test]
+fn section_10_an_indefinite_restriction_wins_over_a_timed_one() {
+    let mut h = H::new();
+    let p = PortfolioId::parse("portfolio", "waba9").unwrap();
+    h.register_with(
+        NumberRegistration {
+            number: Some(num(N)),
+            portfolio: Some(p.clone()),
+            ..Default::default()
+        },
+        T0,
+    );
+    let t = at(1, 9, 0);
+    restrict(&mut h, Target::Number(num(N)), None, vec![], t);
+    restrict(&mut h, Target::Portfolio(p), Some(ms(t, HOUR)), vec![], t);
+    for x in [ms(t, HOUR - 1), ms(t, HOUR)] {
+        assert_eq!(try_mkt(&mut h, N, 1, x), (Reason::NumberRestricted, None));
+        // status says the same: restricted with no end
+        assert_eq!(
+            h.status(N, x).numbers[0].restricted_until,
+            Some(Ts(u64::MAX))
+        );
+    }
+}
+
+// ---- section 9: 131056 strikes survive a Tick between holds ----
+
+fn strike(h: &mut H, t: Ts) -> Ts {
+    match h.outcome(N, 1, Some(131056), t) {
+        Output::Outcome {
+            hold_until: Some(u),
+            ..
+        } => u,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn section_9_pair_backoff_grows_4x_whenever_ticks_run() {
+    for ticks in [false, true] {
+        let mut h = h_with(250);
+        let t = at(1, 0, 0);
+        h.inbound(N, 1, None, t);
+        let tick = |h: &mut H, at: Ts| {
+            if ticks {
+                h.apply(Command::Tick, at).unwrap();
+            }
+        };
+        let mut now = t;
+        let mut end = t;
+        for secs in [1u64, 4, 16, 64] {
+            end = strike(&mut h, now);
+            assert_eq!(end, ms(now, secs * 1_000), "ticks {ticks}");
+            assert_eq!(
+                h.admit(N, 1, SendKind::FreeForm, Ts(end.0 - 1)).reason,
+                Reason::PairRateLimited
+            );
+            assert_eq!(
+                h.admit(N, 1, SendKind::FreeForm, end).reason,
+                Reason::ServiceWindow
+            );
+            // a Tick at the hold's end, then the next 131056 half a second later
+            tick(&mut h, end);
+            now = ms(end, 500);
+        }
+        // the strikes last a quiet day after the hold's end ...
+        let quiet = ms(end, DAY);
+        h.inbound(N, 1, None, Ts(quiet.0 - HOUR));
+        tick(&mut h, Ts(quiet.0 - 1));
+        let next = strike(&mut h, Ts(quiet.0 - 1));
+        assert_eq!(next, Ts(quiet.0 - 1 + 256_000));
+        // ... and then start again at 1 s
+        let quiet = ms(next, DAY);
+        h.inbound(N, 1, None, Ts(quiet.0 - HOUR));
+        tick(&mut h, quiet);
+        assert_eq!(strike(&mut h, quiet), ms(quiet, 1_000));
+    }
+}
+
+// ---- R5.3 needs quality Medium or High ----
+
+#[test]
+fn r5_3_unknown_quality_does_not_upgrade() {
+    let mut h = H::new();
+    for (n, q) in [("1", Quality::Unknown), ("2", Quality::Medium)] {
+        h.register_with(
+            NumberRegistration {
+                number: Some(num(n)),
+                limit: Some(Limit::Capped(1_000)),
+                quality: Some(q),
+                ..Default::default()
+            },
+            T0,
+        );
+        h.open_many(n, 0, 500, at(1, 15, 0));
+    }
+    let s = h.status("1", at(1, 15, 0));
+    assert_eq!((s.upgrade_eligible, s.upgrade_at), (false, None));
+    assert_eq!(h.status("1", at(2, 15, 0)).limit, Limit::Capped(1_000));
+    // Medium does
+    assert_eq!(h.status("2", at(1, 15, 0)).upgrade_at, Some(at(2, 15, 0)));
+    assert_eq!(
+        h.status("2", Ts(at(2, 15, 0).0 - 1)).limit,
+        Limit::Capped(1_000)
+    );
+    assert_eq!(h.status("2", at(2, 15, 0)).limit, Limit::Capped(10_000));
+}
+
+// ---- section 11: Restricted lifts once fewer than the limit are counted ----
+
+#[test]
+fn section_11_restricted_until_when_more_than_the_limit_are_counted() {
+    let mut h = h_with(1_000);
+    for c in 0..1_000u64 {
+        h.admit(N, c, util(), ms(T0, c * MIN));
+    }
+    let t = ms(T0, 1_000 * MIN);
+    h.event(
+        PlatformEvent::LimitChange {
+            target: Target::Number(num(N)),
+            tier: TierInput::Name("TIER_250".into()),
+        },
+        t,
+    );
+    let s = h.status(N, t);
+    // 1,000 counted at 250: 751 must age out, the 751st oldest at +750 min
+    let lift = ms(T0, 750 * MIN + DAY);
+    assert_eq!(
+        (s.used, s.restricted, s.restricted_until, s.next_release),
+        (1_000, true, Some(lift), Some(ms(T0, DAY)))
+    );
+    let s = h.status(N, Ts(lift.0 - 1));
+    assert_eq!(
+        (s.used, s.restricted, s.restricted_until),
+        (250, true, Some(lift))
+    );
+    let s = h.status(N, lift);
+    assert_eq!(
+        (s.used, s.restricted, s.restricted_until),
+        (249, false, None)
+    );
+    assert_eq!(
+        try_mkt(&mut h, N, 5_000, Ts(lift.0 - 1)).0,
+        Reason::LimitReached
+    );
+    assert_eq!(try_mkt(&mut h, N, 5_000, lift).0, Reason::NewConversation);
+}
+
+// ---- the fast path never reports a limit a due effect has changed ----
+
+#[test]
+fn fast_path_defers_to_the_log_when_a_delayed_effect_is_due() {
+    let mut h = h_with(1_000);
+    h.open_many(N, 0, 500, at(1, 15, 0));
+    let due = at(2, 15, 0);
+    h.inbound(N, 9_999, None, at(2, 14, 0));
+    let req = AdmitRequest {
+        number: num(N),
+        customer: cust(9_999),
+        kind: SendKind::FreeForm,
+        idempotency_key: None,
+    };
+    let r = h.e.reader();
+    let d = r.try_fast(&req, Ts(due.0 - 1)).unwrap();
+    assert_eq!(
+        (d.reason, d.limit),
+        (Reason::ServiceWindow, Some(Limit::Capped(1_000)))
+    );
+    assert!(r.try_fast(&req, due).is_none(), "the upgrade is due");
+    let d = h.admit(N, 9_999, SendKind::FreeForm, due);
+    assert_eq!(d.limit, Some(Limit::Capped(10_000)));
+    assert_eq!(r.try_fast(&req, due).unwrap().limit, d.limit);
+
+    // the 7 Low days of R5.5 (a downgrade) likewise
+    let t = at(3, 0, 0);
+    h.event(
+        PlatformEvent::NumberQuality {
+            number: num(N),
+            quality: Quality::Low,
+        },
+        t,
+    );
+    let down = ms(t, 7 * DAY);
+    h.inbound(N, 9_999, None, Ts(down.0 - HOUR));
+    assert_eq!(
+        r.try_fast(&req, Ts(down.0 - 1)).unwrap().limit,
+        Some(Limit::Capped(10_000))
+    );
+    assert!(r.try_fast(&req, down).is_none(), "the downgrade is due");
+    let d = h.admit(N, 9_999, SendKind::FreeForm, down);
+    assert_eq!(d.limit, Some(Limit::Capped(1_000)));
+}
