@@ -775,3 +775,770 @@ async fn rate_limits_and_their_place_in_the_order() {
     })
     .await;
 }
+
+// ---- SPEC section 9 through AdmitSend.ReportOutcome --------------------------------
+
+/// A second number, outside the one under test.
+const OTHER: &str = "100200301";
+
+fn outcome(
+    number: &str,
+    customer: u64,
+    status: pb::DeliveryStatus,
+    code: Option<u32>,
+) -> pb::ReportOutcomeRequest {
+    pb::ReportOutcomeRequest {
+        number_id: number.into(),
+        customer_id: cust(customer),
+        status: status as i32,
+        meta_error_code: code,
+        ..Default::default()
+    }
+}
+
+/// A send that failed with Meta error `code`.
+fn failed(number: &str, customer: u64, code: u32) -> pb::ReportOutcomeRequest {
+    outcome(number, customer, pb::DeliveryStatus::Failed, Some(code))
+}
+
+async fn report(c: &mut Clients, r: pb::ReportOutcomeRequest) -> pb::ReportOutcomeResponse {
+    c.admit
+        .report_outcome(r)
+        .await
+        .expect("report outcome")
+        .into_inner()
+}
+
+fn effects(r: &pb::ReportOutcomeResponse) -> Vec<pb::OutcomeEffect> {
+    r.effects
+        .iter()
+        .map(|e| pb::OutcomeEffect::try_from(*e).expect("a known effect"))
+        .collect()
+}
+
+/// The decision for `send`, as (reason, retry_after_ms, retry_at_unix_ms).
+async fn decide(c: &mut Clients, send: pb::Send) -> (pb::Reason, Option<i64>, Option<i64>) {
+    let d = c.admit(send).await.expect("decided");
+    (d.reason(), d.retry_after_ms, d.retry_at_unix_ms)
+}
+
+fn mkt(number: &str, customer: u64) -> pb::Send {
+    template(number, customer, "t-mkt", pb::TemplateCategory::Marketing)
+}
+
+fn util(number: &str, customer: u64) -> pb::Send {
+    template(number, customer, "t-util", pb::TemplateCategory::Utility)
+}
+
+/// 131056: the pair backs off 1 s, then 4 s (4^x); sends to the pair are
+/// PAIR_RATE_LIMITED until exactly the hold's end, other customers are not
+/// held; a delivered send resets the growth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_9_131056_pair_back_off_grows_4x() {
+    bounded(120, async {
+        let t0 = at(1, 8);
+        let (srv, mut c) = InProcess::start(t0).await;
+        c.register(N, "TIER_250").await;
+        c.inbound(N, &cust(1), Some("hi")).await;
+        c.inbound(N, &cust(2), Some("hi")).await;
+
+        let r = report(&mut c, failed(N, 1, 131056)).await;
+        assert_eq!(effects(&r), [pb::OutcomeEffect::PairBackoff]);
+        assert_eq!(r.hold_until_unix_ms, Some(t0 + 1_000));
+        assert!(!r.duplicate);
+        c.set_clock(t0 + 999).await;
+        assert_eq!(
+            decide(&mut c, free_form(N, 1)).await,
+            (pb::Reason::PairRateLimited, Some(1), Some(t0 + 1_000))
+        );
+        // a template to the pair is held too (the hold comes before the windows)
+        assert_eq!(
+            decide(&mut c, util(N, 1)).await.0,
+            pb::Reason::PairRateLimited
+        );
+        // other customers are not
+        assert_eq!(
+            decide(&mut c, free_form(N, 2)).await.0,
+            pb::Reason::ServiceWindow
+        );
+        assert_eq!(
+            decide(&mut c, util(N, 3)).await.0,
+            pb::Reason::NewConversation
+        );
+        c.set_clock(t0 + 1_000).await;
+        assert_eq!(
+            decide(&mut c, free_form(N, 1)).await.0,
+            pb::Reason::ServiceWindow
+        );
+
+        // the second strike half a second after the first hold: 4 s
+        let t1 = t0 + 1_500;
+        c.set_clock(t1).await;
+        let r = report(&mut c, failed(N, 1, 131056)).await;
+        assert_eq!(r.hold_until_unix_ms, Some(t1 + 4_000));
+        c.set_clock(t1 + 4_000 - 1).await;
+        assert_eq!(
+            decide(&mut c, free_form(N, 1)).await,
+            (pb::Reason::PairRateLimited, Some(1), Some(t1 + 4_000))
+        );
+        c.set_clock(t1 + 4_000).await;
+        assert_eq!(
+            decide(&mut c, free_form(N, 1)).await.0,
+            pb::Reason::ServiceWindow
+        );
+
+        // a delivered send ends the back-off's growth: the next strike is 1 s
+        let r = report(&mut c, outcome(N, 1, pb::DeliveryStatus::Delivered, None)).await;
+        assert!(effects(&r).is_empty() && r.hold_until_unix_ms.is_none());
+        let t2 = t1 + 5_000;
+        c.set_clock(t2).await;
+        let r = report(&mut c, failed(N, 1, 131056)).await;
+        assert_eq!(r.hold_until_unix_ms, Some(t2 + 1_000));
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// 130429: the number backs off (1 s, then 4 s) and its end comes back as
+/// hold_until; every send of the number is THROUGHPUT_LIMITED until then,
+/// another number is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_9_130429_number_back_off_returns_its_end() {
+    bounded(120, async {
+        let t0 = at(1, 8);
+        let (srv, mut c) = InProcess::start(t0).await;
+        c.register(N, "TIER_250").await;
+        c.register(OTHER, "TIER_250").await;
+        c.inbound(N, &cust(2), Some("hi")).await;
+
+        let r = report(&mut c, failed(N, 1, 130429)).await;
+        assert_eq!(effects(&r), [pb::OutcomeEffect::NumberBackoff]);
+        assert_eq!(r.hold_until_unix_ms, Some(t0 + 1_000));
+        c.set_clock(t0 + 999).await;
+        // the whole number, other customers and service-window replies included
+        assert_eq!(
+            decide(&mut c, free_form(N, 2)).await,
+            (pb::Reason::ThroughputLimited, Some(1), Some(t0 + 1_000))
+        );
+        assert_eq!(
+            decide(&mut c, util(N, 3)).await.0,
+            pb::Reason::ThroughputLimited
+        );
+        assert_eq!(c.used(N).await, 0, "a held send counts nothing");
+        assert_eq!(
+            decide(&mut c, util(OTHER, 3)).await.0,
+            pb::Reason::NewConversation
+        );
+        c.set_clock(t0 + 1_000).await;
+        assert_eq!(
+            decide(&mut c, free_form(N, 2)).await.0,
+            pb::Reason::ServiceWindow
+        );
+
+        let r = report(&mut c, failed(N, 1, 130429)).await;
+        assert_eq!(r.hold_until_unix_ms, Some(t0 + 1_000 + 4_000));
+        c.set_clock(t0 + 5_000 - 1).await;
+        assert_eq!(
+            decide(&mut c, util(N, 3)).await,
+            (pb::Reason::ThroughputLimited, Some(1), Some(t0 + 5_000))
+        );
+        c.set_clock(t0 + 5_000).await;
+        assert_eq!(
+            decide(&mut c, util(N, 3)).await.0,
+            pb::Reason::NewConversation
+        );
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// 131048: new conversations of the number are held for the cool-down (6 h
+/// by default); sends inside a service window or an open conversation are
+/// still allowed; at exactly the end a new conversation opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_9_131048_holds_new_conversations_for_the_cool_down() {
+    bounded(120, async {
+        let t0 = at(1, 8);
+        let (srv, mut c) = InProcess::start(t0).await;
+        c.register(N, "TIER_250").await;
+        c.inbound(N, &cust(1), Some("hi")).await;
+        assert_eq!(
+            decide(&mut c, util(N, 2)).await.0,
+            pb::Reason::NewConversation
+        );
+
+        let r = report(&mut c, failed(N, 9, 131048)).await;
+        assert_eq!(effects(&r), [pb::OutcomeEffect::SpamCooldown]);
+        let end = t0 + 6 * HOUR;
+        assert_eq!(r.hold_until_unix_ms, Some(end));
+        assert_eq!(c.status(N).await.spam_cooldown_until_unix_ms, Some(end));
+
+        c.set_clock(end - 1).await;
+        assert_eq!(
+            decide(&mut c, util(N, 3)).await,
+            (pb::Reason::SpamCooldown, Some(1), Some(end))
+        );
+        assert_eq!(decide(&mut c, mkt(N, 1)).await.0, pb::Reason::ServiceWindow);
+        assert_eq!(
+            decide(&mut c, free_form(N, 1)).await.0,
+            pb::Reason::ServiceWindow
+        );
+        assert_eq!(
+            decide(&mut c, util(N, 2)).await.0,
+            pb::Reason::OpenConversation
+        );
+        assert_eq!(c.used(N).await, 1, "the held send counts nothing");
+
+        c.set_clock(end).await;
+        assert_eq!(c.status(N).await.spam_cooldown_until_unix_ms, None);
+        assert_eq!(
+            decide(&mut c, util(N, 3)).await.0,
+            pb::Reason::NewConversation
+        );
+        assert_eq!(c.used(N).await, 2);
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// 131049: no marketing to that customer for 24 h (denied at 24 h - 1 ms,
+/// allowed at 24 h), utility still allowed, other customers unaffected.
+/// 131050: the customer is opted out: marketing is OPTED_OUT without a retry,
+/// also inside a service window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_9_131049_marketing_hold_and_131050_opt_out() {
+    bounded(120, async {
+        let t0 = at(1, 8);
+        let (srv, mut c) = InProcess::start(t0).await;
+        c.register(N, "TIER_250").await;
+
+        let r = report(&mut c, failed(N, 1, 131049)).await;
+        assert_eq!(effects(&r), [pb::OutcomeEffect::MarketingHold]);
+        assert_eq!(r.hold_until_unix_ms, Some(t0 + DAY));
+        // utility opens a conversation; marketing is held even inside it
+        assert_eq!(
+            decide(&mut c, util(N, 1)).await.0,
+            pb::Reason::NewConversation
+        );
+        c.set_clock(t0 + DAY - 1).await;
+        assert_eq!(
+            decide(&mut c, mkt(N, 1)).await,
+            (pb::Reason::MarketingHold, Some(1), Some(t0 + DAY))
+        );
+        assert_eq!(
+            decide(&mut c, util(N, 1)).await.0,
+            pb::Reason::OpenConversation
+        );
+        assert_eq!(
+            decide(&mut c, mkt(N, 2)).await.0,
+            pb::Reason::NewConversation
+        );
+        let held = keyed(mkt(N, 1), "campaign-7:1");
+        assert_eq!(
+            decide(&mut c, held.clone()).await.0,
+            pb::Reason::MarketingHold
+        );
+        c.set_clock(t0 + DAY).await;
+        // the keyed denial replays, with nothing left to wait for (admit.proto
+        // retry_after_ms): a new decision needs a new key
+        let d = c.admit(held).await.unwrap();
+        assert_eq!(d.reason(), pb::Reason::MarketingHold);
+        assert!(d.replayed);
+        assert_eq!(d.decided_at_unix_ms, t0 + DAY - 1);
+        assert_eq!(
+            (d.retry_after_ms, d.retry_at_unix_ms),
+            (Some(0), Some(t0 + DAY))
+        );
+        // the hold is over, and so is the conversation opened at t0
+        assert_eq!(
+            decide(&mut c, mkt(N, 1)).await.0,
+            pb::Reason::NewConversation
+        );
+
+        // 131050
+        let t1 = t0 + DAY;
+        c.inbound(N, &cust(3), Some("hello")).await;
+        assert_eq!(c.status(N).await.opt_out_count, 0);
+        let r = report(&mut c, failed(N, 3, 131050)).await;
+        assert_eq!(effects(&r), [pb::OutcomeEffect::OptedOut]);
+        assert_eq!(r.hold_until_unix_ms, None);
+        assert_eq!(c.status(N).await.opt_out_count, 1);
+        assert_eq!(
+            decide(&mut c, mkt(N, 3)).await,
+            (pb::Reason::OptedOut, None, None)
+        );
+        assert_eq!(
+            decide(&mut c, util(N, 3)).await.0,
+            pb::Reason::ServiceWindow
+        );
+        assert_eq!(
+            decide(&mut c, free_form(N, 3)).await.0,
+            pb::Reason::ServiceWindow
+        );
+        // no hold that ends: still opted out a month later, outside any window
+        c.set_clock(t1 + 30 * DAY).await;
+        assert_eq!(
+            decide(&mut c, mkt(N, 3)).await,
+            (pb::Reason::OptedOut, None, None)
+        );
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// 131047: the customer service window is closed: a free-form send afterwards
+/// is OUTSIDE_SERVICE_WINDOW and a template opens (and counts) a conversation;
+/// another customer's window stays open; a new inbound message reopens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_9_131047_closes_the_service_window() {
+    bounded(120, async {
+        let t0 = at(1, 8);
+        let (srv, mut c) = InProcess::start(t0).await;
+        c.register(N, "TIER_250").await;
+        c.inbound(N, &cust(1), Some("hi")).await;
+        c.inbound(N, &cust(2), Some("hi")).await;
+        c.set_clock(t0 + HOUR).await;
+        assert_eq!(
+            decide(&mut c, free_form(N, 1)).await.0,
+            pb::Reason::ServiceWindow
+        );
+
+        let r = report(&mut c, failed(N, 1, 131047)).await;
+        assert_eq!(effects(&r), [pb::OutcomeEffect::WindowClosed]);
+        assert_eq!(r.hold_until_unix_ms, None);
+        assert_eq!(
+            decide(&mut c, free_form(N, 1)).await,
+            (pb::Reason::OutsideServiceWindow, None, None)
+        );
+        assert_eq!(
+            decide(&mut c, free_form(N, 2)).await.0,
+            pb::Reason::ServiceWindow
+        );
+        assert_eq!(c.used(N).await, 0);
+        let d = c.admit(util(N, 1)).await.unwrap();
+        assert_eq!(d.reason(), pb::Reason::NewConversation);
+        assert!(d.counted);
+        assert_eq!(c.used(N).await, 1);
+        // the customer writes again: a service window once more
+        c.set_clock(t0 + 2 * HOUR).await;
+        c.inbound(N, &cust(1), Some("still there?")).await;
+        assert_eq!(decide(&mut c, mkt(N, 1)).await.0, pb::Reason::ServiceWindow);
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// 132015 reported three times (three sends in flight) is one pause of the
+/// first length: TEMPLATE_PAUSED with retry_after 3 h, allowed at exactly
+/// 3 h. 132016 disables the template: TEMPLATE_DISABLED without a retry, and
+/// a late 132015 does not enable it again. Neither uses up limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_9_132015_pauses_once_and_132016_disables() {
+    bounded(120, async {
+        let t0 = at(1, 8);
+        let (srv, mut c) = InProcess::start(t0).await;
+        c.register(N, "TIER_250").await;
+        let promo = |customer| template(N, customer, "t-promo", pb::TemplateCategory::Marketing);
+        let old = |customer| template(N, customer, "t-old", pb::TemplateCategory::Utility);
+
+        for i in 1..=3u64 {
+            let mut r = failed(N, i, 132015);
+            r.template_id = "t-promo".into();
+            r.event_key = format!("wamid-{i}:failed");
+            let r = report(&mut c, r).await;
+            assert_eq!(
+                effects(&r),
+                [pb::OutcomeEffect::TemplatePaused],
+                "report {i}"
+            );
+            assert!(!r.duplicate);
+        }
+        assert_eq!(
+            decide(&mut c, promo(10)).await,
+            (
+                pb::Reason::TemplatePaused,
+                Some(3 * HOUR),
+                Some(t0 + 3 * HOUR)
+            )
+        );
+        // another template is not paused
+        assert_eq!(
+            decide(&mut c, util(N, 11)).await.0,
+            pb::Reason::NewConversation
+        );
+        c.set_clock(t0 + 3 * HOUR - 1).await;
+        assert_eq!(
+            decide(&mut c, promo(10)).await,
+            (pb::Reason::TemplatePaused, Some(1), Some(t0 + 3 * HOUR))
+        );
+        assert_eq!(c.used(N).await, 1, "paused sends count nothing");
+        c.set_clock(t0 + 3 * HOUR).await;
+        assert_eq!(
+            decide(&mut c, promo(10)).await.0,
+            pb::Reason::NewConversation
+        );
+
+        // 132016
+        let t1 = t0 + 4 * HOUR;
+        c.set_clock(t1).await;
+        let mut r = failed(N, 12, 132016);
+        r.template_id = "t-old".into();
+        let r = report(&mut c, r).await;
+        assert_eq!(effects(&r), [pb::OutcomeEffect::TemplateDisabled]);
+        assert_eq!(
+            decide(&mut c, old(12)).await,
+            (pb::Reason::TemplateDisabled, None, None)
+        );
+        let mut r = failed(N, 13, 132015);
+        r.template_id = "t-old".into();
+        report(&mut c, r).await;
+        c.set_clock(t1 + 7 * DAY).await;
+        assert_eq!(
+            decide(&mut c, old(12)).await,
+            (pb::Reason::TemplateDisabled, None, None)
+        );
+        assert_eq!(c.used(N).await, 0, "the first two conversations ended");
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// R3.5 via ReportOutcome: a failure before delivery releases the admission
+/// (used drops by one) once, however often it is reported; a delivered send
+/// keeps its count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_9_a_failure_before_delivery_releases_the_admission() {
+    bounded(120, async {
+        let t0 = at(1, 8);
+        let (srv, mut c) = InProcess::start(t0).await;
+        c.register(N, "TIER_250").await;
+        let a = c.admit(util(N, 1)).await.unwrap();
+        let b = c.admit(util(N, 2)).await.unwrap();
+        assert!(a.counted && b.counted);
+        assert_eq!(c.used(N).await, 2);
+
+        let mut r = failed(N, 1, 131026);
+        r.admission_id = a.admission_id.clone();
+        r.event_key = "wamid-a:failed".into();
+        let got = report(&mut c, r.clone()).await;
+        assert_eq!(effects(&got), [pb::OutcomeEffect::Released]);
+        assert_eq!(c.used(N).await, 1);
+        // the same report again: a duplicate, nothing changes
+        let got = report(&mut c, r.clone()).await;
+        assert!(got.duplicate && effects(&got).is_empty());
+        // under another key: nothing left to release
+        r.event_key = "wamid-a:failed-again".into();
+        let got = report(&mut c, r).await;
+        assert!(!got.duplicate && effects(&got).is_empty());
+        assert_eq!(c.used(N).await, 1);
+
+        // delivered: counted as before
+        let mut r = outcome(N, 2, pb::DeliveryStatus::Delivered, None);
+        r.admission_id = b.admission_id.clone();
+        let got = report(&mut c, r).await;
+        assert!(effects(&got).is_empty());
+        assert_eq!(c.used(N).await, 1);
+        // the released customer's conversation is closed: a template opens a new one
+        let d = c.admit(util(N, 1)).await.unwrap();
+        assert_eq!(d.reason(), pb::Reason::NewConversation);
+        assert!(d.counted);
+        assert_eq!(c.used(N).await, 2);
+        srv.stop().await;
+    })
+    .await;
+}
+
+async fn release(c: &mut Clients, id: &str) -> pb::ReleaseResponse {
+    c.admit
+        .release(pb::ReleaseRequest {
+            admission_id: id.into(),
+        })
+        .await
+        .expect("release")
+        .into_inner()
+}
+
+/// R3.5 in a portfolio scope (meta): the second number's conversation with a
+/// customer the first already counts was never counted, so releasing it is
+/// released=false and used stays; releasing the first then un-counts the
+/// customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r3_5_release_in_a_portfolio_is_true_only_when_it_uncounts() {
+    bounded(120, async {
+        let (srv, mut c) = InProcess::start(at(1, 8)).await;
+        for n in [N, OTHER] {
+            c.admin
+                .register_number(pb::RegisterNumberRequest {
+                    number_id: n.into(),
+                    portfolio_id: "waba-m".into(),
+                    profile: "meta".into(),
+                    throughput_mps: Some(10_000),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        let a = c.admit(util(N, 1)).await.unwrap();
+        let b = c.admit(util(OTHER, 1)).await.unwrap();
+        assert_eq!(b.reason(), pb::Reason::NewConversation);
+        assert!(a.counted && !b.counted);
+        assert!(!b.admission_id.is_empty());
+        let r = release(&mut c, &b.admission_id).await;
+        assert!(!r.released, "nothing was un-counted");
+        assert_eq!(r.usage.unwrap().used, 1);
+        let r = release(&mut c, &a.admission_id).await;
+        assert!(r.released);
+        assert_eq!(r.usage.unwrap().used, 0);
+        srv.stop().await;
+    })
+    .await;
+}
+
+// ---- SPEC section 10 tier values through Admin.ApplyEvent ---------------------------
+
+fn number_target(n: &str) -> pb::Target {
+    pb::Target {
+        target: Some(pb::target::Target::NumberId(n.into())),
+    }
+}
+
+fn portfolio_target(p: &str) -> pb::Target {
+    pb::Target {
+        target: Some(pb::target::Target::PortfolioId(p.into())),
+    }
+}
+
+fn by_name(s: &str) -> pb::tier_value::Tier {
+    pb::tier_value::Tier::TierName(s.into())
+}
+
+fn by_value(v: i64) -> pb::tier_value::Tier {
+    pb::tier_value::Tier::TierValue(v)
+}
+
+async fn set_tier(
+    c: &mut Clients,
+    target: pb::Target,
+    tier: pb::tier_value::Tier,
+    key: &str,
+) -> Result<pb::ApplyEventResponse, tonic::Status> {
+    c.admin
+        .apply_event(pb::ApplyEventRequest {
+            event_key: key.into(),
+            event: Some(pb::apply_event_request::Event::Tier(pb::TierChanged {
+                target: Some(target),
+                tier: Some(pb::TierValue { tier: Some(tier) }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The tier as status shows it: (name, limit, unlimited).
+async fn tier_of(c: &mut Clients, n: &str) -> (String, u32, bool) {
+    let t = c.status(n).await.usage.unwrap().tier.unwrap();
+    (t.name, t.limit, t.unlimited)
+}
+
+/// Section 10: every tier name and integer form sets the limit; an unknown
+/// value keeps it (the call succeeds with applied=false and the reason); so
+/// does TIER_NOT_SET. The limit set is the one admission enforces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_10_tier_values_through_apply_event() {
+    bounded(120, async {
+        let (srv, mut c) = InProcess::start(at(1, 8)).await;
+        c.register(N, "TIER_250").await;
+        let ok =
+            |r: &pb::ApplyEventResponse| r.applied && !r.duplicate && r.ignored_reason.is_empty();
+        let cases = [
+            (by_name("TIER_1K"), ("TIER_1K", 1_000, false)),
+            (by_name("TIER_2K"), ("TIER_2K", 2_000, false)),
+            (by_name("TIER_10K"), ("TIER_10K", 10_000, false)),
+            (by_name("TIER_100K"), ("TIER_100K", 100_000, false)),
+            (by_name("TIER_UNLIMITED"), ("TIER_UNLIMITED", 0, true)),
+            (by_name("TIER_50"), ("TIER_50", 50, false)),
+            (by_name("TIER_250"), ("TIER_250", 250, false)),
+            (by_value(2_000), ("TIER_2K", 2_000, false)),
+            (by_value(10_000), ("TIER_10K", 10_000, false)),
+            (by_value(100_000), ("TIER_100K", 100_000, false)),
+            (by_value(-1), ("TIER_UNLIMITED", 0, true)),
+            (by_value(250), ("TIER_250", 250, false)),
+        ];
+        for (i, (tier, (name, limit, unlimited))) in cases.into_iter().enumerate() {
+            let r = set_tier(&mut c, number_target(N), tier.clone(), &format!("tier-{i}"))
+                .await
+                .unwrap();
+            assert!(ok(&r), "{tier:?}: {r:?}");
+            assert_eq!(
+                tier_of(&mut c, N).await,
+                (name.to_owned(), limit, unlimited),
+                "{tier:?}"
+            );
+        }
+
+        // unknown values fail safe: no error, not applied, the limit kept
+        for (tier, shown) in [(by_value(3_000), "3000"), (by_name("TIER_7"), "TIER_7")] {
+            let r = set_tier(&mut c, number_target(N), tier, "").await.unwrap();
+            assert!(!r.applied && !r.duplicate, "{r:?}");
+            assert!(r.ignored_reason.contains(shown), "{r:?}");
+            assert!(r.ignored_reason.contains("limit kept"), "{r:?}");
+            assert_eq!(tier_of(&mut c, N).await.1, 250);
+        }
+        // TIER_NOT_SET keeps the limit too, and says so
+        let r = set_tier(&mut c, number_target(N), by_name("TIER_NOT_SET"), "")
+            .await
+            .unwrap();
+        assert!(!r.applied && !r.duplicate, "{r:?}");
+        assert!(r.ignored_reason.contains("not set"), "{r:?}");
+        assert_eq!(tier_of(&mut c, N).await.1, 250);
+
+        // the limit set is the one enforced: 50 at TIER_50, the 51st is denied
+        set_tier(&mut c, number_target(N), by_name("TIER_50"), "")
+            .await
+            .unwrap();
+        c.open_batch(N, 0, 50).await;
+        assert_eq!(
+            decide(&mut c, util(N, 50)).await.0,
+            pb::Reason::LimitReached
+        );
+        // a repeated delivery is applied once
+        let r = set_tier(&mut c, number_target(N), by_value(-1), "tier-10")
+            .await
+            .unwrap();
+        assert!(!r.applied && r.duplicate, "{r:?}");
+        assert_eq!(tier_of(&mut c, N).await.1, 50);
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// R5.6, section 10: a tier event for a seeds portfolio (Meta
+/// `max_daily_conversation_per_phone`) sets each of its numbers' limits,
+/// numbers whose scopes live on different shards included; at most once per
+/// event_key. Under meta it sets the portfolio's shared limit. TIER_NOT_SET
+/// and unknown values keep every limit; an unknown portfolio is NOT_FOUND.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_10_a_portfolio_tier_event_reaches_every_number() {
+    bounded(120, async {
+        let (srv, mut c) = InProcess::start(at(1, 8)).await;
+        // the numbers of "waba-1" (see Clients::register), on several shards
+        let numbers = [
+            "100200310",
+            "100200311",
+            "100200312",
+            "100200313",
+            "100200314",
+        ];
+        for n in numbers {
+            c.register(n, "TIER_250").await;
+        }
+        let router = admit_server::routing::Router::new(8);
+        let shards: BTreeSet<u32> = numbers
+            .iter()
+            .map(|n| {
+                let id = admit_core::NumberId::parse("number", n).unwrap();
+                router.shard_of(&admit_core::ScopeKey::Number(id))
+            })
+            .collect();
+        assert!(shards.len() >= 2, "the numbers share one shard: {shards:?}");
+        // a number of another portfolio
+        c.admin
+            .register_number(pb::RegisterNumberRequest {
+                number_id: OTHER.into(),
+                portfolio_id: "waba-2".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+
+        let r = set_tier(
+            &mut c,
+            portfolio_target("waba-1"),
+            by_value(10_000),
+            "cap-1",
+        )
+        .await
+        .unwrap();
+        assert!(
+            r.applied && !r.duplicate && r.ignored_reason.is_empty(),
+            "{r:?}"
+        );
+        for n in numbers {
+            assert_eq!(c.limit(n).await, 10_000, "{n}");
+        }
+        assert_eq!(c.limit(OTHER).await, 250, "another portfolio's number");
+
+        // the same delivery again: applied once
+        set_tier(
+            &mut c,
+            portfolio_target("waba-1"),
+            by_name("TIER_1K"),
+            "cap-2",
+        )
+        .await
+        .unwrap();
+        let r = set_tier(
+            &mut c,
+            portfolio_target("waba-1"),
+            by_value(10_000),
+            "cap-1",
+        )
+        .await
+        .unwrap();
+        assert!(!r.applied && r.duplicate, "{r:?}");
+        for n in numbers {
+            assert_eq!(c.limit(n).await, 1_000, "{n}");
+        }
+
+        // TIER_NOT_SET and unknown values keep every number's limit
+        for tier in [by_name("TIER_NOT_SET"), by_value(3_000)] {
+            let r = set_tier(&mut c, portfolio_target("waba-1"), tier, "")
+                .await
+                .unwrap();
+            assert!(!r.applied && !r.ignored_reason.is_empty(), "{r:?}");
+            for n in numbers {
+                assert_eq!(c.limit(n).await, 1_000, "{n}");
+            }
+        }
+        let e = set_tier(
+            &mut c,
+            portfolio_target("waba-none"),
+            by_name("TIER_1K"),
+            "",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+        // meta: the portfolio's shared limit
+        for n in ["100200320", "100200321"] {
+            c.admin
+                .register_number(pb::RegisterNumberRequest {
+                    number_id: n.into(),
+                    portfolio_id: "waba-m".into(),
+                    profile: "meta".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        let r = set_tier(
+            &mut c,
+            portfolio_target("waba-m"),
+            by_name("TIER_10K"),
+            "m-1",
+        )
+        .await
+        .unwrap();
+        assert!(r.applied, "{r:?}");
+        for n in ["100200320", "100200321"] {
+            let u = c.status(n).await.usage.unwrap();
+            assert_eq!(u.scope(), pb::LimitScope::Portfolio);
+            assert_eq!(u.tier.unwrap().limit, 10_000, "{n}");
+        }
+        srv.stop().await;
+    })
+    .await;
+}

@@ -317,17 +317,23 @@ impl Engine {
         sc.log.advance(now);
     }
 
+    /// R3.5: takes an admission's conversation out of the log. True only when that
+    /// un-counted a customer: in a portfolio scope a conversation with a customer
+    /// another number already counts in the window was never counted itself, and one
+    /// older than the 24 h window no longer is (it still leaves the upgrade window).
     fn release(&mut self, id: &AdmissionId, now: Ts) -> bool {
         let Some(scope) = self.shared.scope_ids.get(&id.scope).map(|s| *s) else {
             return false;
         };
         self.advance_scope(scope, now);
-        let ev = self
-            .shared
-            .scopes
-            .get_mut(&scope)
-            .and_then(|mut sc| sc.log.release(id.seq));
-        let Some(e) = ev else { return false };
+        let ev = self.shared.scopes.get_mut(&scope).and_then(|mut sc| {
+            let before = sc.log.day.unique;
+            let e = sc.log.release(id.seq)?;
+            Some((e, sc.log.day.unique < before))
+        });
+        let Some((e, uncounted)) = ev else {
+            return false;
+        };
         // the pair's conversation is no longer open either, so a new template opens (and
         // counts) a new one
         if let Some(mut w) = self
@@ -346,7 +352,7 @@ impl Engine {
                 .idempotency
                 .remove_if(&key, |_, r| r.decision.admission.as_ref() == Some(id));
         }
-        true
+        uncounted
     }
 
     // ---- inbound messages and outcomes ---------------------------------------------
@@ -435,6 +441,7 @@ impl Engine {
                         p.throughput_backoff_base,
                         p.throughput_backoff_max,
                     );
+                    hold_until = n.throughput.until;
                 }
             }
             Some(131048) => {
@@ -553,25 +560,31 @@ impl Engine {
                 self.with_member(&number, now, |m, _| m.display_name_approved = approved)?;
                 applied(None)
             }
-            PlatformEvent::LimitChange { target, tier } => match tier.meaning() {
-                Ok(TierMeaning::Set(limit)) => {
-                    let scope = self.target_scope(&target)?;
-                    self.set_limit(scope, limit, now);
-                    applied(None)
-                }
-                Ok(TierMeaning::NotSet) => Ok(Output::Event {
-                    applied: false,
-                    note: Some("tier not set: limit kept".into()),
-                }),
-                Err(why) => {
-                    // fail safe: keep the current limit, count the error
-                    self.w.tier_errors += 1;
-                    Ok(Output::Event {
+            PlatformEvent::LimitChange { target, tier } => {
+                // resolved first: a shard that holds nothing of the target refuses the
+                // event (and so neither remembers its key nor counts a bad value)
+                let scopes = self.target_scopes(&target)?;
+                match tier.meaning() {
+                    Ok(TierMeaning::Set(limit)) => {
+                        for scope in scopes {
+                            self.set_limit(scope, limit, now);
+                        }
+                        applied(None)
+                    }
+                    Ok(TierMeaning::NotSet) => Ok(Output::Event {
                         applied: false,
-                        note: Some(format!("{why}: limit kept")),
-                    })
+                        note: Some("tier not set: limit kept".into()),
+                    }),
+                    Err(why) => {
+                        // fail safe: keep the current limit, count the error
+                        self.w.tier_errors += 1;
+                        Ok(Output::Event {
+                            applied: false,
+                            note: Some(format!("{why}: limit kept")),
+                        })
+                    }
                 }
-            },
+            }
             PlatformEvent::TemplateStatus { template, event } => {
                 if self.template_event(&template, event, now) {
                     applied(None)
@@ -730,15 +743,40 @@ impl Engine {
         true
     }
 
-    fn target_scope(&self, t: &Target) -> Result<u32, CoreError> {
+    /// The limit scopes a tier event for `t` sets (R5.6): a number's own scope (or its
+    /// portfolio's, under meta); for a portfolio, the portfolio's scope (meta) and the
+    /// scope of each of its numbers on this shard, which under a per-number profile
+    /// (seeds) is the number itself. Numbers of a seeds portfolio live on many shards,
+    /// so the event is applied on each; a shard with none of them refuses it.
+    fn target_scopes(&self, t: &Target) -> Result<Vec<u32>, CoreError> {
         match t {
-            Target::Number(n) => Ok(self.number(n)?.1),
-            Target::Portfolio(p) => self
-                .shared
-                .scope_ids
-                .get(&ScopeKey::Portfolio(p.clone()))
-                .map(|s| *s)
-                .ok_or_else(|| CoreError::UnknownPortfolio(p.to_string())),
+            Target::Number(n) => Ok(vec![self.number(n)?.1]),
+            Target::Portfolio(p) => {
+                let mut scopes: Vec<u32> = self
+                    .shared
+                    .scope_ids
+                    .get(&ScopeKey::Portfolio(p.clone()))
+                    .map(|s| *s)
+                    .into_iter()
+                    .collect();
+                let members = self
+                    .shared
+                    .portfolios
+                    .get(p)
+                    .map(|ps| ps.members.clone())
+                    .unwrap_or_default();
+                for m in members {
+                    if let Some(scope) = self.shared.numbers.get(&m).map(|n| n.scope) {
+                        if !scopes.contains(&scope) {
+                            scopes.push(scope);
+                        }
+                    }
+                }
+                if scopes.is_empty() {
+                    return Err(CoreError::UnknownPortfolio(p.to_string()));
+                }
+                Ok(scopes)
+            }
         }
     }
 

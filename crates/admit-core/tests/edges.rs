@@ -1,6 +1,7 @@
-//! Rules whose edge cases were once wrong (R2.3, R3.5, R5.3, R6.2, R6.3, section 9
-//! 131056, section 10 restrictions, section 11 restricted_until, the fast path and
-//! due effects), each at its edges: the millisecond before and at the end of a window, pause or hold.
+//! Rules whose edge cases were once wrong (R2.3, R3.5, R5.3, R5.6 portfolio tier events,
+//! R6.2, R6.3, section 9 131056 and 130429, section 10 restrictions, section 11
+//! restricted_until, the fast path and due effects), each at its edges: the millisecond
+//! before and at the end of a window, pause or hold.
 
 mod support;
 use admit_core::*;
@@ -700,4 +701,176 @@ fn fast_path_defers_to_the_log_when_a_delayed_effect_is_due() {
     assert!(r.try_fast(&req, down).is_none(), "the downgrade is due");
     let d = h.admit(N, 9_999, SendKind::FreeForm, down);
     assert_eq!(d.limit, Some(Limit::Capped(1_000)));
+}
+
+// ---- R5.6 / section 10: a tier event for a portfolio ----
+
+/// A number outside the portfolios under test.
+const N2: &str = "1009";
+
+fn tier_event(h: &mut H, target: Target, tier: &str, key: Option<&str>, t: Ts) -> Output {
+    h.apply(
+        Command::Platform {
+            event: PlatformEvent::LimitChange {
+                target,
+                tier: TierInput::Name(tier.into()),
+            },
+            event_key: key.map(str::to_owned),
+        },
+        t,
+    )
+    .unwrap()
+}
+
+fn in_portfolio(h: &mut H, n: &str, portfolio: &str, profile: &str, limit: Option<Limit>) {
+    h.register_with(
+        NumberRegistration {
+            number: Some(num(n)),
+            portfolio: Some(PortfolioId::parse("portfolio", portfolio).unwrap()),
+            profile: Some(profile.into()),
+            limit,
+            ..Default::default()
+        },
+        T0,
+    );
+}
+
+#[test]
+fn r5_6_a_portfolio_tier_sets_each_number_of_a_seeds_portfolio() {
+    let mut h = H::new();
+    in_portfolio(&mut h, "1001", "W", "seeds", Some(Limit::Capped(250)));
+    in_portfolio(&mut h, "1002", "W", "seeds", Some(Limit::Capped(1_000)));
+    h.register(N2, Some(Limit::Capped(250)), T0);
+    let w = || Target::Portfolio(PortfolioId::parse("portfolio", "W").unwrap());
+    let t = at(1, 9, 0);
+    assert_eq!(
+        tier_event(&mut h, w(), "TIER_10K", Some("cap-1"), t),
+        Output::Event {
+            applied: true,
+            note: None
+        }
+    );
+    for n in ["1001", "1002"] {
+        assert_eq!(h.status(n, t).limit, Limit::Capped(10_000), "{n}");
+    }
+    assert_eq!(h.status(N2, t).limit, Limit::Capped(250), "not in W");
+    // a repeated delivery is applied once, even after another tier
+    tier_event(&mut h, w(), "TIER_1K", None, ms(t, 1));
+    let again = tier_event(&mut h, w(), "TIER_10K", Some("cap-1"), ms(t, 2));
+    assert!(matches!(again, Output::Event { applied: false, .. }));
+    assert_eq!(h.status("1001", ms(t, 2)).limit, Limit::Capped(1_000));
+    // unknown values and TIER_NOT_SET keep every number's limit
+    tier_event(&mut h, w(), "TIER_7", None, ms(t, 3));
+    tier_event(&mut h, w(), "TIER_NOT_SET", None, ms(t, 3));
+    assert_eq!(h.status("1002", ms(t, 3)).limit, Limit::Capped(1_000));
+    assert_eq!(h.e.tier_errors(), 1);
+    // a portfolio with nothing here is refused, and its key is not remembered
+    let none = Target::Portfolio(PortfolioId::parse("portfolio", "X").unwrap());
+    let e = h.apply(
+        Command::Platform {
+            event: PlatformEvent::LimitChange {
+                target: none,
+                tier: TierInput::Name("TIER_1K".into()),
+            },
+            event_key: Some("cap-x".into()),
+        },
+        ms(t, 4),
+    );
+    assert_eq!(e, Err(CoreError::UnknownPortfolio("X".into())));
+    in_portfolio(&mut h, "1003", "X", "seeds", None);
+    let x = Target::Portfolio(PortfolioId::parse("portfolio", "X").unwrap());
+    let out = tier_event(&mut h, x, "TIER_1K", Some("cap-x"), ms(t, 5));
+    assert!(matches!(out, Output::Event { applied: true, .. }));
+    assert_eq!(h.status("1003", ms(t, 5)).limit, Limit::Capped(1_000));
+}
+
+#[test]
+fn r5_6_a_portfolio_tier_sets_the_shared_limit_of_a_meta_portfolio() {
+    let mut h = H::new();
+    in_portfolio(&mut h, "2001", "M", "meta", None);
+    in_portfolio(&mut h, "2002", "M", "meta", None);
+    let m = Target::Portfolio(PortfolioId::parse("portfolio", "M").unwrap());
+    let t = at(1, 9, 0);
+    tier_event(&mut h, m, "TIER_2K", None, t);
+    for n in ["2001", "2002"] {
+        let s = h.status(n, t);
+        assert_eq!(s.limit, Limit::Capped(2_000), "{n}");
+        assert!(matches!(s.scope, ScopeKey::Portfolio(_)));
+    }
+}
+
+// ---- section 9: 130429 returns its back-off ----
+
+#[test]
+fn section_9_130429_returns_the_end_of_the_number_back_off() {
+    let mut h = h_with(250);
+    let t = at(1, 9, 0);
+    h.inbound(N, 1, None, t);
+    let hold = |o: Output| match o {
+        Output::Outcome { hold_until, .. } => hold_until,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(hold(h.outcome(N, 1, Some(130429), t)), Some(ms(t, 1_000)));
+    let d = h.admit(N, 1, SendKind::FreeForm, ms(t, 999));
+    assert_eq!(
+        (d.reason, d.retry_at),
+        (Reason::ThroughputLimited, Some(ms(t, 1_000)))
+    );
+    assert_eq!(
+        hold(h.outcome(N, 1, Some(130429), ms(t, 1_000))),
+        Some(ms(t, 5_000))
+    );
+    assert_eq!(hold(h.outcome(N, 1, Some(131026), ms(t, 1_000))), None);
+}
+
+// ---- R3.5: a release says whether it un-counted a customer ----
+
+#[test]
+fn r3_5_releasing_a_portfolio_conversation_that_was_not_counted() {
+    let mut h = H::new();
+    in_portfolio(&mut h, "2001", "M", "meta", None);
+    in_portfolio(&mut h, "2002", "M", "meta", None);
+    let t = at(1, 9, 0);
+    let a = h.admit("2001", 1, util(), t);
+    let b = h.admit("2002", 1, util(), ms(t, 1));
+    assert_eq!((a.counted, b.counted), (true, false));
+    assert_eq!(h.status("2001", ms(t, 1)).used, 1);
+    let release = |h: &mut H, d: &Decision, at: Ts| {
+        h.apply(Command::Release(d.admission.clone().unwrap()), at)
+            .unwrap()
+    };
+    // 2002's conversation never counted: nothing is un-counted
+    assert_eq!(
+        release(&mut h, &b, ms(t, 2)),
+        Output::Released { released: false }
+    );
+    assert_eq!(h.status("2001", ms(t, 2)).used, 1);
+    // it is closed all the same: a new template opens a new conversation
+    assert_eq!(
+        h.admit("2002", 1, util(), ms(t, 3)).reason,
+        Reason::NewConversation
+    );
+    // 2001's still counts the customer (2002's new one does too): not un-counted
+    assert_eq!(
+        release(&mut h, &a, ms(t, 4)),
+        Output::Released { released: false }
+    );
+    assert_eq!(h.status("2001", ms(t, 4)).used, 1);
+    // a seeds number's conversation is counted: released once
+    let mut h = h_with(250);
+    let d = h.admit(N, 1, util(), t);
+    assert_eq!(
+        release(&mut h, &d, ms(t, 1)),
+        Output::Released { released: true }
+    );
+    assert_eq!(
+        release(&mut h, &d, ms(t, 2)),
+        Output::Released { released: false }
+    );
+    // one older than the 24 h window is no longer counted
+    let d = h.admit(N, 2, util(), ms(t, 3));
+    assert_eq!(
+        release(&mut h, &d, ms(t, 3 + DAY)),
+        Output::Released { released: false }
+    );
 }

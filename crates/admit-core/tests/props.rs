@@ -191,15 +191,26 @@ fn run(ops: &[Op], check: bool) -> H {
                 }
                 let id = ids[pick % ids.len()].clone();
                 let out = h.apply(Command::Release(id.clone()), Ts(now)).unwrap();
+                let scope = m.bics.iter().find(|b| b.id == id).expect("issued").scope;
+                let before = m.counted(scope, now).len();
                 let b = m.bics.iter_mut().find(|b| b.id == id).expect("issued");
-                let expect = b.live && b.ts + WINDOW > now;
+                let live = b.live && b.ts + WINDOW > now;
                 b.live = false;
-                if expect {
+                if live {
                     // R3.5: a released admission's key no longer replays it
                     m.keys.retain(|_, k| k.3.admission.as_ref() != Some(&id));
                 }
+                // released only if a customer is no longer counted (in a portfolio,
+                // another number's conversation may still count the customer)
+                let uncounted = m.counted(scope, now).len() < before;
                 if check {
-                    assert_eq!(out, Output::Released { released: expect }, "release {id}");
+                    assert_eq!(
+                        out,
+                        Output::Released {
+                            released: uncounted
+                        },
+                        "release {id}"
+                    );
                 }
             }
             Op::Admit {

@@ -10,6 +10,7 @@ use admit_core::{
 use admit_proto::v1 as pb;
 use admit_proto::v1::admin_server::Admin;
 use admit_proto::v1::apply_event_request::Event;
+use futures_util::future::join_all;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
@@ -25,6 +26,8 @@ pub struct AdminService {
 /// Where an event is applied.
 enum Dest {
     Number(NumberId),
+    /// Every shard that holds a limit scope of the portfolio: its own (meta, on its
+    /// home shard) or its numbers' (seeds, wherever each number's scope hashes to).
     Portfolio(PortfolioId),
     All,
 }
@@ -97,8 +100,26 @@ impl AdminService {
                 Ok(vec![self.ctx.write(shard, cmd).await?])
             }
             Dest::Portfolio(p) => {
-                let shard = self.ctx.router.shard_of(&ScopeKey::Portfolio(p));
-                Ok(vec![self.ctx.write(shard, cmd).await?])
+                // a shard holding none of the portfolio's scopes refuses the event
+                // with NOT_FOUND (and keeps no record of its key); only when every
+                // shard does is the portfolio unknown. Not atomic across shards: after
+                // a failure, a retry with the same event_key applies it where it is
+                // missing and nowhere twice.
+                let writes = (0..self.ctx.router.shards()).map(|s| self.ctx.write(s, cmd.clone()));
+                let mut outs = Vec::new();
+                for r in join_all(writes).await {
+                    match r {
+                        Ok(o) => outs.push(o),
+                        Err(ApiError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                if outs.is_empty() {
+                    return Err(ApiError::NotFound(format!(
+                        "unknown portfolio {p}, or none of its numbers is registered"
+                    )));
+                }
+                Ok(outs)
             }
             Dest::All => self.ctx.write_all(cmd).await,
         }
@@ -454,6 +475,11 @@ impl Admin for AdminService {
                         )
                     }
                 }
+            }
+            if applied {
+                // applied where it mattered (e.g. on the shards holding a portfolio's
+                // numbers): a shard's own reason not to is no reason for the caller
+                ignored.clear();
             }
             if !ignored.is_empty() {
                 tracing::warn!(reason = %ignored, "platform event ignored");
