@@ -49,9 +49,10 @@ struct Args {
     /// Sends per AdmitBatch call.
     #[arg(long, default_value_t = 100)]
     batch: u32,
-    /// Scenarios to run, in order: floor, open, new, batch (each batch's
-    /// sends spread over the numbers), campaign (each batch from one number),
-    /// mixed, half, memory, failover.
+    /// Scenarios to run, in order: floor, batch-floor (an AdmitBatch service
+    /// here that decides nothing), open, new, batch (each batch's sends spread
+    /// over the numbers), campaign (each batch from one number), mixed, half,
+    /// memory, failover.
     #[arg(
         long,
         value_delimiter = ',',
@@ -163,8 +164,8 @@ async fn connect(targets: &str, n: usize) -> Result<Vec<Channel>> {
         // wait for window updates
         let ch = Endpoint::from_shared(target.to_owned())?
             .tcp_nodelay(true)
-            .initial_connection_window_size(8 << 20)
-            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(WINDOW_CONN)
+            .initial_stream_window_size(WINDOW_STREAM)
             .connect()
             .await
             .with_context(|| format!("connecting to {target}"))?;
@@ -232,6 +233,141 @@ where
 }
 
 /// An empty unary tonic service on loopback: the health service's `Check`.
+/// The floor of `AdmitBatch`: an AdmitSend service that decodes each batch
+/// and answers every item with a decision of the shape the server gives (a
+/// new counted conversation with its usage, window end and admission id),
+/// deciding nothing and storing nothing. What it costs is the gRPC and
+/// protobuf work that any AdmitBatch server on this machine must do.
+#[derive(Debug, Default)]
+struct BatchFloor;
+
+#[tonic::async_trait]
+impl pb::admit_send_server::AdmitSend for BatchFloor {
+    async fn admit(
+        &self,
+        _: tonic::Request<pb::AdmitRequest>,
+    ) -> Result<tonic::Response<pb::AdmitResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("batch floor"))
+    }
+
+    async fn admit_batch(
+        &self,
+        request: tonic::Request<pb::AdmitBatchRequest>,
+    ) -> Result<tonic::Response<pb::AdmitBatchResponse>, tonic::Status> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let results = request
+            .into_inner()
+            .sends
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| pb::AdmitBatchResult {
+                index: i as u32,
+                result: Some(pb::admit_batch_result::Result::Decision(pb::Decision {
+                    allowed: true,
+                    reason: pb::Reason::NewConversation as i32,
+                    usage: Some(pb::LimitUsage {
+                        scope: pb::LimitScope::Number as i32,
+                        scope_id: s.number_id.clone(),
+                        tier: Some(pb::Tier {
+                            name: "TIER_UNLIMITED".into(),
+                            limit: 0,
+                            unlimited: true,
+                        }),
+                        used: i as u32,
+                        headroom: 0,
+                        next_release_unix_ms: Some(now + 86_400_000),
+                    }),
+                    window_end_unix_ms: Some(now + 86_400_000),
+                    admission_id: format!("{}.{now}.{i}", s.number_id),
+                    counted: true,
+                    decided_at_unix_ms: now,
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        Ok(tonic::Response::new(pb::AdmitBatchResponse {
+            results,
+            leader_hint: None,
+        }))
+    }
+
+    async fn release(
+        &self,
+        _: tonic::Request<pb::ReleaseRequest>,
+    ) -> Result<tonic::Response<pb::ReleaseResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("batch floor"))
+    }
+
+    async fn record_inbound(
+        &self,
+        _: tonic::Request<pb::RecordInboundRequest>,
+    ) -> Result<tonic::Response<pb::RecordInboundResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("batch floor"))
+    }
+
+    async fn report_outcome(
+        &self,
+        _: tonic::Request<pb::ReportOutcomeRequest>,
+    ) -> Result<tonic::Response<pb::ReportOutcomeResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("batch floor"))
+    }
+}
+
+/// Drives AdmitBatch calls of `--batch` new conversations each (spread over
+/// the numbers, or all from one number); a call counts as an error unless
+/// every item opened a counted conversation.
+async fn batches(
+    name: &str,
+    args: &Args,
+    dur: Duration,
+    clients: Arc<Vec<AdmitSendClient<Channel>>>,
+    ids: Arc<Ids>,
+    fresh: Arc<AtomicU64>,
+    spread: bool,
+) -> Report {
+    let size = args.batch as u64;
+    let numbers = args.numbers as u64;
+    drive(name, args, dur, None, move |w, i| {
+        let mut c = clients[w % clients.len()].clone();
+        let base = fresh.fetch_add(size, Ordering::Relaxed);
+        let sends = (0..size)
+            .map(|j| pb::Send {
+                number_id: ids.number(((i + if spread { j } else { 0 }) % numbers) as u32),
+                customer_id: ids.customer(2, base + j),
+                kind: template(pb::TemplateCategory::Utility),
+                ..Default::default()
+            })
+            .collect();
+        async move {
+            let resp = c
+                .admit_batch(pb::AdmitBatchRequest { sends })
+                .await?
+                .into_inner();
+            let counted = resp
+                .results
+                .iter()
+                .filter(|r| {
+                    matches!(&r.result, Some(pb::admit_batch_result::Result::Decision(d)) if d.counted)
+                })
+                .count() as u64;
+            if counted != size {
+                return Err(tonic::Status::internal(format!(
+                    "{counted} of {size} items opened a counted conversation"
+                )));
+            }
+            Ok(counted)
+        }
+    })
+    .await
+}
+
+/// Connection and stream windows, as admitd uses (a batch reply need not
+/// wait for window updates).
+const WINDOW_CONN: u32 = 8 << 20;
+const WINDOW_STREAM: u32 = 1 << 20;
+
 async fn start_floor() -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -239,7 +375,10 @@ async fn start_floor() -> Result<SocketAddr> {
     tokio::spawn(async move {
         let incoming = tokio_stream_incoming(listener);
         let _ = tonic::transport::Server::builder()
+            .initial_connection_window_size(WINDOW_CONN)
+            .initial_stream_window_size(WINDOW_STREAM)
             .add_service(health)
+            .add_service(pb::admit_send_server::AdmitSendServer::new(BatchFloor))
             .serve_with_incoming(incoming)
             .await;
     });
@@ -401,11 +540,31 @@ async fn main() -> Result<()> {
         reports.push(r);
     }
 
+    if wants("batch-floor") {
+        // campaign-shaped batches against an AdmitBatch service that decides
+        // nothing: the most any AdmitBatch server can do here
+        let addr = start_floor().await?;
+        let chans = connect(&format!("http://{addr}"), args.connections).await?;
+        let clients = Arc::new(
+            chans
+                .iter()
+                .map(|c| AdmitSendClient::new(c.clone()))
+                .collect(),
+        );
+        let name = format!("batch floor: {} per call", args.batch);
+        let fresh = Arc::new(AtomicU64::new(0));
+        let r = batches(&name, &args, dur, clients, ids.clone(), fresh, false).await;
+        reports.push(r);
+    }
+
     if wants("memory") {
         let chans = connect(&args.target, args.connections).await?;
         memory(&args, &chans, &ids).await?;
     }
-    let needs_server = args.scenarios.iter().any(|s| s != "floor" && s != "memory");
+    let needs_server = args
+        .scenarios
+        .iter()
+        .any(|s| !["floor", "batch-floor", "memory"].contains(&s.as_str()));
     if needs_server {
         let chans = connect(&args.target, args.connections).await?;
         setup(&args, &chans, &ids).await?;
@@ -473,32 +632,21 @@ async fn main() -> Result<()> {
             if !wants(scenario) {
                 continue;
             }
-            let (clients, ids, fresh) = (clients.clone(), ids.clone(), fresh.clone());
-            let size = args.batch as u64;
+            let size = args.batch;
             let name = if spread {
                 format!("AdmitBatch of {size} (new)")
             } else {
                 format!("AdmitBatch of {size}, 1 number")
             };
-            let r = drive(&name, &args, dur, None, move |w, i| {
-                let mut c = clients[w % clients.len()].clone();
-                let base = fresh.fetch_add(size, Ordering::Relaxed);
-                let sends = (0..size)
-                    .map(|j| pb::Send {
-                        number_id: ids.number(((i + if spread { j } else { 0 }) % numbers) as u32),
-                        customer_id: ids.customer(2, base + j),
-                        kind: template(pb::TemplateCategory::Utility),
-                        ..Default::default()
-                    })
-                    .collect();
-                async move {
-                    let resp = c
-                        .admit_batch(pb::AdmitBatchRequest { sends })
-                        .await?
-                        .into_inner();
-                    Ok(resp.results.len() as u64)
-                }
-            })
+            let r = batches(
+                &name,
+                &args,
+                dur,
+                clients.clone(),
+                ids.clone(),
+                fresh.clone(),
+                spread,
+            )
             .await;
             reports.push(r);
         }
