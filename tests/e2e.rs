@@ -1542,3 +1542,89 @@ async fn section_10_a_portfolio_tier_event_reaches_every_number() {
     })
     .await;
 }
+
+/// Bad input changes nothing and crashes nothing: an absurd `grpc-timeout`
+/// gets the default deadline; a test clock step past the end of time is
+/// INVALID_ARGUMENT (`by_ms`) and leaves the clock; an error code on a
+/// status other than FAILED is INVALID_ARGUMENT (`meta_error_code`) and holds
+/// nothing (section 9); an inbound text of 4,096 characters in any script
+/// opens the service window (R2.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_input_at_the_edges_of_the_api() {
+    bounded(120, async {
+        let t0 = at(1, 8);
+        let (srv, mut c) = InProcess::start(t0).await;
+        c.register(N, "TIER_250").await;
+
+        let mut req = tonic::Request::new(pb::AdmitRequest {
+            send: Some(template(N, 1, "t-util", pb::TemplateCategory::Utility)),
+        });
+        req.metadata_mut()
+            .insert("grpc-timeout", "18446744073709551615S".parse().unwrap());
+        let d = c
+            .admit
+            .admit(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap();
+        assert_eq!(d.reason(), pb::Reason::NewConversation);
+
+        let e = c
+            .clock
+            .advance_clock(pb::AdvanceClockRequest { by_ms: i64::MAX })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("by_ms"), "{}", e.message());
+        let now = c
+            .clock
+            .get_clock(pb::GetClockRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(now.now_unix_ms, t0, "the refused step changed nothing");
+
+        let e = c
+            .admit
+            .report_outcome(pb::ReportOutcomeRequest {
+                number_id: N.into(),
+                customer_id: cust(1),
+                status: pb::DeliveryStatus::Delivered as i32,
+                meta_error_code: Some(131048),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("meta_error_code"), "{}", e.message());
+        assert_eq!(c.status(N).await.spam_cooldown_until_unix_ms, None);
+        let d = c
+            .admit(template(N, 2, "t-util", pb::TemplateCategory::Utility))
+            .await
+            .unwrap();
+        assert_eq!(d.reason(), pb::Reason::NewConversation, "no cool-down");
+
+        let long: String = "д".repeat(4_096);
+        let r = c.inbound(N, &cust(3), Some(&long)).await;
+        assert_eq!(r.window_end_unix_ms, t0 + DAY);
+        assert_eq!(r.opt_change(), pb::OptChange::None);
+        let d = c.admit(free_form(N, 3)).await.unwrap();
+        assert_eq!(d.reason(), pb::Reason::ServiceWindow);
+        let e = c
+            .admit
+            .record_inbound(pb::RecordInboundRequest {
+                number_id: N.into(),
+                customer_id: cust(4),
+                text: Some("д".repeat(4_097)),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("text"), "{}", e.message());
+        srv.stop().await;
+    })
+    .await;
+}

@@ -14,7 +14,12 @@ pub enum ClockError {
     NotTestMode,
     #[error("now_unix_ms {requested} is before the current clock {current}: time never goes back")]
     Backwards { requested: u64, current: u64 },
+    #[error("advancing {current} by {by_ms} ms goes past the largest time the API carries")]
+    TooFar { by_ms: u64, current: u64 },
 }
+
+/// The latest test time: the API carries times as `int64` milliseconds.
+const MAX_TEST_MS: u64 = i64::MAX as u64;
 
 /// The clock every rule runs on. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -79,8 +84,13 @@ impl Clock {
         let Clock::Test(t) = self else {
             return Err(ClockError::NotTestMode);
         };
-        let prev = t.fetch_add(by_ms, Ordering::AcqRel);
-        Ok(Ts(prev.saturating_add(by_ms)))
+        // never wraps: a step past the end of time is refused, and changes nothing
+        let prev = t
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                now.checked_add(by_ms).filter(|t| *t <= MAX_TEST_MS)
+            })
+            .map_err(|current| ClockError::TooFar { by_ms, current })?;
+        Ok(Ts(prev + by_ms))
     }
 }
 
@@ -101,5 +111,18 @@ mod tests {
         assert_eq!(c.set(Ts(2_000)).unwrap(), Ts(2_000));
         assert_eq!(c.now(), Ts(2_000));
         assert_eq!(Clock::system().set(Ts(1)), Err(ClockError::NotTestMode));
+    }
+
+    #[test]
+    fn advancing_past_the_end_of_time_is_refused_and_changes_nothing() {
+        let c = Clock::test(Some(Ts(1_000)));
+        let step = MAX_TEST_MS - 1_000;
+        assert_eq!(c.advance(step).unwrap(), Ts(MAX_TEST_MS));
+        assert!(matches!(c.advance(1), Err(ClockError::TooFar { .. })));
+        assert!(matches!(
+            c.advance(u64::MAX),
+            Err(ClockError::TooFar { .. })
+        ));
+        assert_eq!(c.now(), Ts(MAX_TEST_MS));
     }
 }

@@ -77,8 +77,10 @@ impl ReqInfo {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let now = Instant::now();
         ReqInfo {
-            deadline: Instant::now() + timeout,
+            // a timeout too large for the clock is no timeout at all: the default
+            deadline: now.checked_add(timeout).unwrap_or(now + DEFAULT_DEADLINE),
             hops,
         }
     }
@@ -107,9 +109,13 @@ impl ReqInfo {
     }
 }
 
-/// `grpc-timeout` values: digits and a unit (H, M, S, m, u, n).
+/// `grpc-timeout` values: at most 8 digits and a unit (H, M, S, m, u, n), as
+/// the gRPC protocol defines them.
 fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    if num.is_empty() || num.len() > 8 {
+        return None;
+    }
     let n: u64 = num.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n.saturating_mul(3_600)),
@@ -325,6 +331,21 @@ mod tests {
         assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
         assert_eq!(parse_grpc_timeout("x"), None);
         assert_eq!(parse_grpc_timeout(""), None);
+        // the protocol allows at most 8 digits
+        assert_eq!(
+            parse_grpc_timeout("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3_600))
+        );
+        assert_eq!(parse_grpc_timeout("999999999S"), None);
+        assert_eq!(parse_grpc_timeout("18446744073709551615S"), None);
+    }
+
+    #[test]
+    fn an_absurd_timeout_gets_the_default_deadline() {
+        let mut md = MetadataMap::new();
+        md.insert("grpc-timeout", "18446744073709551615S".parse().unwrap());
+        let info = ReqInfo::from_metadata(&md);
+        assert!(info.left() <= DEFAULT_DEADLINE && info.left() > Duration::ZERO);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use admit_core::{
     AdmissionId, Command, DeliveryStatus, Inbound, InboundKind, Outcome, Output, PlatformEvent,
-    ScopeKey, TemplateEvent,
+    TemplateEvent,
 };
 use admit_proto::v1 as pb;
 use admit_proto::v1::admit_send_server::AdmitSend;
@@ -159,8 +159,8 @@ impl AdmitSend for AdmitService {
                     ApiError::invalid("event_key", "must be at most 128 characters").into(),
                 );
             }
-            if r.text.as_ref().is_some_and(|t| t.len() > 4096) {
-                return Err(ApiError::invalid("text", "must be at most 4096 bytes").into());
+            if r.text.as_ref().is_some_and(|t| t.chars().count() > 4096) {
+                return Err(ApiError::invalid("text", "must be at most 4096 characters").into());
             }
             let (_, shard) = self.ctx.number_shard(&number).await?;
             let out = self
@@ -171,7 +171,7 @@ impl AdmitSend for AdmitService {
                         number,
                         customer,
                         kind,
-                        text: r.text.clone(),
+                        text: r.text.as_deref().and_then(keyword_candidate),
                         event_key: (!r.event_key.is_empty()).then(|| r.event_key.clone()),
                     }),
                 )
@@ -253,15 +253,22 @@ impl AdmitSend for AdmitService {
             }
             tracing::Span::current().record("number", tracing::field::display(&number));
             tracing::Span::current().record("code", r.meta_error_code.unwrap_or(0));
-            let (_, shard) = self.ctx.number_shard(&number).await?;
-            if let Some(a) = &admission {
-                if let ScopeKey::Number(n) = &a.scope {
-                    if *n != number {
-                        return Err(
-                            ApiError::invalid("admission_id", "belongs to another number").into(),
-                        );
-                    }
-                }
+            // Meta reports error codes with FAILED statuses only; a code on
+            // another status is a caller's mistake, not a reason to back off
+            if r.meta_error_code.is_some() && status != DeliveryStatus::Failed {
+                return Err(
+                    ApiError::invalid("meta_error_code", "is only for a FAILED status").into(),
+                );
+            }
+            let (scope, shard) = self.ctx.number_shard(&number).await?;
+            // an admission counts against its number's scope: the number
+            // itself, or its portfolio under the meta profile
+            if admission.as_ref().is_some_and(|a| a.scope != scope) {
+                return Err(ApiError::invalid(
+                    "admission_id",
+                    "belongs to another number's limit scope",
+                )
+                .into());
             }
             let code = r.meta_error_code;
             // Templates are global: a pause or disable is applied to every shard
@@ -367,4 +374,21 @@ impl AdmitService {
             .and_then(|s| s.numbers.first().map(|n| n.profile.clone()))
             .unwrap_or_else(|| "seeds".into()))
     }
+}
+
+/// The longest opt-out or opt-in keyword a policy may hold, spaces removed.
+const KEYWORD_MAX_CHARS: usize = 64;
+
+/// What of an inbound text reaches the log (R7.1): its form without spaces
+/// in upper case when it could be a keyword, else nothing. Keywords match
+/// whole messages ignoring case and spaces, so a longer text cannot match,
+/// and the customer's message itself is never stored.
+fn keyword_candidate(text: &str) -> Option<String> {
+    let norm: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_uppercase)
+        .take(KEYWORD_MAX_CHARS + 1)
+        .collect();
+    (!norm.is_empty() && norm.chars().count() <= KEYWORD_MAX_CHARS).then_some(norm)
 }

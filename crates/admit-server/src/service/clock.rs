@@ -21,6 +21,7 @@ fn clock_err(e: ClockError) -> ApiError {
     match e {
         ClockError::NotTestMode => ApiError::FailedPrecondition(e.to_string()),
         ClockError::Backwards { .. } => ApiError::invalid("now_unix_ms", e.to_string()),
+        ClockError::TooFar { .. } => ApiError::invalid("by_ms", e.to_string()),
     }
 }
 
