@@ -1624,6 +1624,39 @@ async fn odd_input_at_the_edges_of_the_api() {
             .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains("text"), "{}", e.message());
+
+        // delivery keys are per kind: an outcome may reuse an inbound's key
+        let r = c
+            .admit
+            .record_inbound(pb::RecordInboundRequest {
+                number_id: N.into(),
+                customer_id: cust(5),
+                event_key: "wamid.same".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.duplicate);
+        let o = c
+            .admit
+            .report_outcome(pb::ReportOutcomeRequest {
+                number_id: N.into(),
+                customer_id: cust(5),
+                status: pb::DeliveryStatus::Failed as i32,
+                meta_error_code: Some(131049),
+                event_key: "wamid.same".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!o.duplicate, "an outcome is not a repeat of an inbound");
+        let d = c
+            .admit(template(N, 5, "t-mkt", pb::TemplateCategory::Marketing))
+            .await
+            .unwrap();
+        assert_eq!(d.reason(), pb::Reason::MarketingHold);
         srv.stop().await;
     })
     .await;

@@ -172,7 +172,9 @@ impl AdmitSend for AdmitService {
                         customer,
                         kind,
                         text: r.text.as_deref().and_then(keyword_candidate),
-                        event_key: (!r.event_key.is_empty()).then(|| r.event_key.clone()),
+                        // per kind: an inbound's key never collides with an
+                        // outcome's or a platform event's
+                        event_key: (!r.event_key.is_empty()).then(|| format!("in/{}", r.event_key)),
                     }),
                 )
                 .await?;
@@ -295,7 +297,7 @@ impl AdmitSend for AdmitService {
                 } else {
                     template
                 },
-                event_key: (!r.event_key.is_empty()).then(|| r.event_key.clone()),
+                event_key: (!r.event_key.is_empty()).then(|| format!("out/{}", r.event_key)),
             };
             // a release must reach the admission's own shard (a portfolio scope)
             let outcome_shard = admission

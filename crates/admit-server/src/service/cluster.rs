@@ -186,8 +186,12 @@ impl Cluster for ClusterService {
         if r.node_id == 0 {
             return Err(ApiError::invalid("node_id", "must be at least 1").into());
         }
-        if !r.address.contains(':') || r.address.len() > 256 {
-            return Err(ApiError::invalid("address", "must be host:port").into());
+        if !valid_address(&r.address) {
+            return Err(ApiError::invalid(
+                "address",
+                "must be host:port (a DNS name or IP address, and a port 1-65535)",
+            )
+            .into());
         }
         self.ctx
             .raft
@@ -215,5 +219,58 @@ impl Cluster for ClusterService {
         Ok(Response::new(pb::RemoveNodeResponse {
             nodes: self.nodes_out(&shards),
         }))
+    }
+}
+
+/// `host:port` as peers dial it: a DNS name or an IPv4 address, or an IPv6
+/// address in brackets, and a port 1-65535.
+fn valid_address(a: &str) -> bool {
+    let Some((host, port)) = a.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+    };
+    port_ok && host_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_address;
+
+    #[test]
+    fn addresses_are_host_and_port() {
+        for ok in [
+            "127.0.0.1:50051",
+            "admit-0.admit.default.svc.cluster.local:50051",
+            "[::1]:50051",
+            "node-2:1",
+        ] {
+            assert!(valid_address(ok), "{ok}");
+        }
+        for bad in [
+            "x:",
+            ":",
+            "a b:c",
+            "host:0",
+            "host:65536",
+            "host",
+            "-a:1",
+            "a..b:1",
+            "[zz]:1",
+        ] {
+            assert!(!valid_address(bad), "{bad}");
+        }
     }
 }
