@@ -256,6 +256,26 @@ async fn any_node_forwards_to_the_shard_leader() {
             4,
             "the portfolio counts each customer once"
         );
+
+        // the test clock is cluster-wide: set through the node without a
+        // replica, it moves the leader's clock too (R2.1's window edge)
+        x.set_clock(at(2, 9) - 1).await;
+        for id in 1..=4 {
+            let now = c
+                .client(id)
+                .await
+                .clock
+                .get_clock(pb::GetClockRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(now.now_unix_ms, at(2, 9) - 1, "node {id}");
+        }
+        let d = f.admit(free_form(number, 99)).await.unwrap();
+        assert_eq!(d.reason(), pb::Reason::ServiceWindow, "1 ms before 24 h");
+        x.set_clock(at(2, 9)).await;
+        let d = f.admit(free_form(number, 99)).await.unwrap();
+        assert_eq!(d.reason(), pb::Reason::OutsideServiceWindow, "at 24 h");
     })
     .await;
 }

@@ -497,6 +497,34 @@ impl Ctx {
         list.into_iter().filter(|(i, _)| *i != me).collect()
     }
 
+    /// Test mode in a cluster: moves every other node's clock to `now`, so
+    /// that whichever node leads a shard stamps its commands on the same
+    /// clock. An unreachable node or one not in test mode is an error (this
+    /// node's clock is already set; setting it again is harmless).
+    pub async fn set_clock_everywhere(&self, now: Ts) -> Result<(), ApiError> {
+        if !self.clustered() {
+            return Ok(());
+        }
+        let info = ReqInfo::current();
+        let req = NodeReq::SetClock { now };
+        let calls = self.other_nodes().into_iter().map(|(id, addr)| {
+            let req = &req;
+            async move { (id, self.peers.call(&addr, req, info).await) }
+        });
+        for (id, r) in join_all(calls).await {
+            match r.and_then(|env| env.result) {
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(ApiError::unavailable(
+                        format!("node {id} did not take the clock: {e}"),
+                        100,
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Placement of `shard` over the active nodes (preferred leader first).
     fn placement_of(&self, shard: u32) -> Vec<u64> {
         let reg = self.raft.nodes();
@@ -1060,6 +1088,17 @@ impl Ctx {
             }
             NodeReq::Read { shard, read } => (Some(shard), self.read_on_leader(shard, read).await),
             NodeReq::Sweep { sweep } => (None, Ok(NodeResp::Sweep(self.sweep_here(&sweep)))),
+            // a node already past `now` stays there: time never goes back
+            NodeReq::SetClock { now } => (
+                None,
+                match self.clock.set(now) {
+                    Ok(t) => Ok(NodeResp::Clock(t)),
+                    Err(crate::clock::ClockError::Backwards { current, .. }) => {
+                        Ok(NodeResp::Clock(Ts(current)))
+                    }
+                    Err(e) => Err(ApiError::FailedPrecondition(e.to_string())),
+                },
+            ),
         };
         forward::Envelope {
             result,

@@ -157,6 +157,9 @@ pub enum NodeReq {
     /// A read answered for every shard the receiver leads with a lease
     /// (never relayed).
     Sweep { sweep: SweepReq },
+    /// Test mode: move the receiver's clock to at least this time (the
+    /// TestClock service sets every node's clock, never relayed).
+    SetClock { now: Ts },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,6 +198,8 @@ pub struct SweepResp {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum NodeResp {
     Output(Output),
+    /// The receiver's clock after a `SetClock`.
+    Clock(Ts),
     Admitted(Vec<Result<Decided, ApiError>>),
     NumberStatus(Option<ScopeStatus>),
     PortfolioStatus(Option<PortfolioStatus>),

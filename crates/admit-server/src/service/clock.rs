@@ -46,6 +46,7 @@ impl TestClock for ClockService {
         }
         let to = ts_in("now_unix_ms", request.get_ref().now_unix_ms)?;
         let now = self.ctx.clock.set(to).map_err(clock_err)?;
+        self.ctx.set_clock_everywhere(now).await?;
         tracing::debug!(now = now.ms(), "test clock set");
         Ok(self.reply())
     }
@@ -61,6 +62,7 @@ impl TestClock for ClockService {
         let by = u64::try_from(request.get_ref().by_ms)
             .map_err(|_| ApiError::invalid("by_ms", "must not be negative"))?;
         let now = self.ctx.clock.advance(by).map_err(clock_err)?;
+        self.ctx.set_clock_everywhere(now).await?;
         tracing::debug!(now = now.ms(), "test clock advanced");
         Ok(self.reply())
     }
