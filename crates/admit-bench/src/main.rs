@@ -68,6 +68,10 @@ struct Args {
     /// `memory`: the server's process id (for its resident memory).
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Give every open-window send a fresh idempotency key (a keyed send's
+    /// first decision is recorded through the log, R3.4).
+    #[arg(long)]
+    keyed: bool,
 }
 
 /// Resident memory of a process, from /proc (Linux).
@@ -579,6 +583,7 @@ async fn main() -> Result<()> {
 
         let open = {
             let (clients, ids) = (clients.clone(), ids.clone());
+            let keyed = args.keyed;
             move |w: usize, i: u64| {
                 let mut c = clients[w % clients.len()].clone();
                 let req = pb::AdmitRequest {
@@ -586,7 +591,11 @@ async fn main() -> Result<()> {
                         number_id: ids.number((i % numbers) as u32),
                         customer_id: ids.customer(1, (i / numbers) % wc),
                         kind: free_form(),
-                        ..Default::default()
+                        idempotency_key: if keyed {
+                            format!("k{}-{i}", ids.run)
+                        } else {
+                            String::new()
+                        },
                     }),
                 };
                 async move { c.admit(req).await.map(|_| 1) }
