@@ -1661,3 +1661,410 @@ async fn odd_input_at_the_edges_of_the_api() {
     })
     .await;
 }
+
+// ---- SetPolicy, portfolios, registration and status at their edges ----
+
+async fn get_policy(c: &mut Clients, name: &str) -> pb::Policy {
+    c.admin
+        .get_policy(pb::GetPolicyRequest { name: name.into() })
+        .await
+        .expect("get policy")
+        .into_inner()
+        .policy
+        .expect("a policy")
+}
+
+async fn set_policy(
+    c: &mut Clients,
+    policy: pb::Policy,
+) -> Result<pb::SetPolicyResponse, tonic::Status> {
+    c.admin
+        .set_policy(pb::SetPolicyRequest {
+            policy: Some(policy),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn portfolio_status(c: &mut Clients, p: &str) -> Result<pb::StatusView, tonic::Status> {
+    c.admin
+        .get_status(pb::GetStatusRequest {
+            target: Some(portfolio_target(p)),
+        })
+        .await
+        .map(|r| r.into_inner().status.expect("a status"))
+}
+
+/// The shard (of 8, as InProcess runs) of a seeds number's own scope.
+fn shard_of_number(n: &str) -> u32 {
+    let id = admit_core::NumberId::parse("number", n).unwrap();
+    admit_server::routing::Router::new(8).shard_of(&admit_core::ScopeKey::Number(id))
+}
+
+/// `k` numbers `<prefix>00`, `<prefix>01`, ... whose scopes live on `k`
+/// different shards.
+fn numbers_on_distinct_shards(prefix: &str, k: usize) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    (0..100)
+        .map(|i| format!("{prefix}{i:02}"))
+        .filter(|n| seen.insert(shard_of_number(n)))
+        .take(k)
+        .collect()
+}
+
+async fn restrict_portfolio(
+    c: &mut Clients,
+    p: &str,
+    lifted: bool,
+) -> Result<pb::ApplyEventResponse, tonic::Status> {
+    c.admin
+        .apply_event(pb::ApplyEventRequest {
+            event: Some(pb::apply_event_request::Event::AccountRestriction(
+                pb::AccountRestriction {
+                    target: Some(portfolio_target(p)),
+                    lifted,
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// A SetPolicy is applied on every shard or on none: changing the scope of an
+/// existing profile is FAILED_PRECONDITION, whichever shards hold its numbers
+/// (none included), and no shard keeps the change; other fields change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_policy_keeps_a_profiles_scope_on_every_shard() {
+    bounded(120, async {
+        let (srv, mut c) = InProcess::start(at(1, 8)).await;
+        let mut own = get_policy(&mut c, "seeds").await;
+        own.name = "own".into();
+        assert!(set_policy(&mut c, own.clone()).await.unwrap().created);
+        // its number lives on a shard other than 0, the one GetPolicy reads here
+        let n = (0..100)
+            .map(|i| format!("1002004{i:02}"))
+            .find(|n| shard_of_number(n) != 0)
+            .unwrap();
+        c.admin
+            .register_number(pb::RegisterNumberRequest {
+                number_id: n.clone(),
+                profile: "own".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut p = own.clone();
+        p.scope = pb::LimitScope::Portfolio as i32;
+        let e = set_policy(&mut c, p.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("policy.scope"), "{}", e.message());
+        assert_eq!(
+            get_policy(&mut c, "own").await.scope(),
+            pb::LimitScope::Number
+        );
+        // a profile no number uses keeps its scope as well
+        p.name = "unused".into();
+        p.scope = pb::LimitScope::Number as i32;
+        set_policy(&mut c, p.clone()).await.unwrap();
+        p.scope = pb::LimitScope::Portfolio as i32;
+        let e = set_policy(&mut c, p).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        // other fields change, on every shard: the number follows them
+        own.pair_rate.as_mut().unwrap().burst = 2;
+        own.pair_rate.as_mut().unwrap().interval_ms = DAY;
+        let r = set_policy(&mut c, own).await.unwrap();
+        assert!(!r.created);
+        assert_eq!(r.policy.unwrap().pair_rate.unwrap().burst, 2);
+        c.inbound(&n, &cust(1), None).await;
+        for _ in 0..2 {
+            assert_eq!(
+                decide(&mut c, free_form(&n, 1)).await.0,
+                pb::Reason::ServiceWindow
+            );
+        }
+        assert_eq!(
+            decide(&mut c, free_form(&n, 1)).await.0,
+            pb::Reason::PairRateLimited
+        );
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// R7.1, R8, R5.2-R5.5, section 9: SetPolicy values the service cannot follow
+/// are INVALID_ARGUMENT naming the field, never stored or ignored: rates
+/// beyond their bounds, blank or too many keywords, a third upgrade rule,
+/// LOW as an upgrade quality, a recovery period of its own, another pair
+/// back-off base, no recheck after a delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_policy_refuses_values_it_cannot_follow() {
+    bounded(120, async {
+        let (srv, mut c) = InProcess::start(at(1, 8)).await;
+        let seeds = get_policy(&mut c, "seeds").await;
+        type Change = Box<dyn Fn(&mut pb::Policy)>;
+        let cases: Vec<(&str, Change)> = vec![
+            (
+                "policy.pair_rate.burst",
+                Box::new(|p| p.pair_rate.as_mut().unwrap().burst = u32::MAX),
+            ),
+            (
+                "policy.pair_rate.interval_ms",
+                Box::new(|p| p.pair_rate.as_mut().unwrap().interval_ms = 20_000_000_000_000_000),
+            ),
+            (
+                "policy.throughput_mps",
+                Box::new(|p| p.throughput_mps = 2_000_000),
+            ),
+            (
+                "policy.opt_out_keywords[0]",
+                Box::new(|p| p.opt_out_keywords = vec![" ".into()]),
+            ),
+            (
+                "policy.opt_in_keywords",
+                Box::new(|p| p.opt_in_keywords = (0..65).map(|i| format!("GO{i}")).collect()),
+            ),
+            (
+                "policy.upgrade_rules[2]",
+                Box::new(|p| p.upgrade_rules.push(p.upgrade_rules[1].clone())),
+            ),
+            (
+                "policy.upgrade_rules[0].allowed_qualities[0]",
+                Box::new(|p| {
+                    p.upgrade_rules[0].allowed_qualities = vec![pb::NumberQuality::Low as i32]
+                }),
+            ),
+            (
+                "policy.flagged_downgrade.recovery_duration_ms",
+                Box::new(|p| p.flagged_downgrade.as_mut().unwrap().recovery_duration_ms = DAY),
+            ),
+            (
+                "policy.cooldowns.pair_backoff_base_s",
+                Box::new(|p| p.cooldowns.as_mut().unwrap().pair_backoff_base_s = 2),
+            ),
+            (
+                "policy.upgrade_rules[1].recheck_at_effect",
+                Box::new(|p| p.upgrade_rules[1].recheck_at_effect = false),
+            ),
+        ];
+        for (field, change) in cases {
+            let mut p = seeds.clone();
+            change(&mut p);
+            let e = set_policy(&mut c, p).await.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{field}: {e:?}");
+            assert!(e.message().contains(field), "{field}: {}", e.message());
+        }
+        assert_eq!(get_policy(&mut c, "seeds").await, seeds, "nothing stored");
+        // the seeds profile as it was: an empty message opts nobody out
+        c.register(N, "TIER_250").await;
+        c.inbound(N, &cust(1), Some(" ")).await;
+        assert_eq!(decide(&mut c, mkt(N, 1)).await.0, pb::Reason::ServiceWindow);
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// Section 10: a restriction of a portfolio no shard knows is NOT_FOUND and
+/// creates nothing; one of a known portfolio reaches its numbers on every
+/// shard, and a number that joins the portfolio later; lifting it lifts it
+/// for all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_10_a_portfolio_restriction_needs_a_known_portfolio() {
+    bounded(120, async {
+        let (srv, mut c) = InProcess::start(at(1, 8)).await;
+        let e = restrict_portfolio(&mut c, "typo", false).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        let e = portfolio_status(&mut c, "typo").await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "nothing created: {e:?}");
+
+        let ns = numbers_on_distinct_shards("1002006", 3);
+        // two numbers of waba-1 (see Clients::register), then the restriction
+        for n in &ns[..2] {
+            c.register(n, "TIER_250").await;
+        }
+        let r = restrict_portfolio(&mut c, "waba-1", false).await.unwrap();
+        assert!(r.applied, "{r:?}");
+        // a third joins later, on a shard that knew nothing of waba-1
+        c.register(&ns[2], "TIER_250").await;
+        for n in &ns {
+            assert!(c.status(n).await.account_restricted, "{n}");
+            assert_eq!(
+                decide(&mut c, util(n, 1)).await.0,
+                pb::Reason::NumberRestricted,
+                "{n}"
+            );
+        }
+        assert!(
+            portfolio_status(&mut c, "waba-1")
+                .await
+                .unwrap()
+                .account_restricted
+        );
+        restrict_portfolio(&mut c, "waba-1", true).await.unwrap();
+        for n in &ns {
+            assert!(!c.status(n).await.account_restricted, "{n}");
+            assert_eq!(
+                decide(&mut c, util(n, 1)).await.0,
+                pb::Reason::NewConversation,
+                "{n}"
+            );
+        }
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// admin.proto: a registered number keeps its portfolio under every profile
+/// (the seeds one too); registering it again with its own portfolio updates
+/// it and keeps its count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_number_keeps_its_portfolio() {
+    bounded(120, async {
+        let (srv, mut c) = InProcess::start(at(1, 8)).await;
+        c.register(N, "TIER_250").await;
+        c.open_batch(N, 0, 3).await;
+        let e = c
+            .admin
+            .register_number(pb::RegisterNumberRequest {
+                number_id: N.into(),
+                portfolio_id: "waba-2".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("portfolio_id"), "{}", e.message());
+        assert_eq!(c.status(N).await.portfolio_id, "waba-1");
+        let e = portfolio_status(&mut c, "waba-2").await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "nothing created: {e:?}");
+
+        let r = c
+            .admin
+            .register_number(pb::RegisterNumberRequest {
+                number_id: N.into(),
+                portfolio_id: "waba-1".into(),
+                quality: Some(pb::NumberQuality::Medium as i32),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.created);
+        let s = r.status.unwrap();
+        assert_eq!(
+            (s.portfolio_id.as_str(), s.quality(), s.usage.unwrap().used),
+            ("waba-1", pb::NumberQuality::Medium, 3)
+        );
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// Section 11 for a seeds portfolio (its numbers' limits added up): unique
+/// customers as labelled estimates, restricted_until while a number's limit
+/// is used up, the lowest known quality (UNKNOWN hides nothing), and no
+/// limit shown while it has no number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_11_status_of_a_seeds_portfolio() {
+    bounded(120, async {
+        let t0 = at(1, 8);
+        let (srv, mut c) = InProcess::start(t0).await;
+        let r = c
+            .admin
+            .register_portfolio(pb::RegisterPortfolioRequest {
+                portfolio_id: "waba-1".into(),
+                profile: "seeds".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let s = r.status.unwrap();
+        assert_eq!(s.usage, None, "no number: no limit to show");
+        assert!(!s.restricted);
+
+        let ns = numbers_on_distinct_shards("1002007", 2);
+        let (a, b) = (&ns[0], &ns[1]);
+        c.register(a, "TIER_250").await;
+        c.register(b, "TIER_250").await;
+        set_tier(&mut c, number_target(a), by_name("TIER_50"), "")
+            .await
+            .unwrap();
+        for (n, q) in [
+            (a, pb::NumberQuality::Unknown),
+            (b, pb::NumberQuality::Medium),
+        ] {
+            c.admin
+                .apply_event(pb::ApplyEventRequest {
+                    event: Some(pb::apply_event_request::Event::NumberQuality(
+                        pb::NumberQualityChanged {
+                            number_id: n.clone(),
+                            quality: q as i32,
+                        },
+                    )),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        c.open_batch(a, 0, 50).await;
+        c.set_clock(t0 + HOUR).await;
+        c.open_batch(b, 100, 10).await;
+
+        let s = portfolio_status(&mut c, "waba-1").await.unwrap();
+        assert_eq!(s.quality(), pb::NumberQuality::Medium);
+        assert!(s.restricted);
+        assert_eq!(s.restricted_until_unix_ms, Some(t0 + DAY));
+        let u = s.usage.unwrap();
+        assert_eq!((u.tier.unwrap().limit, u.used), (300, 60));
+        assert_eq!(u.next_release_unix_ms, Some(t0 + DAY));
+        let uc = s.unique_customers.expect("unique customers");
+        assert!(uc.estimated, "two shards: an estimate");
+        assert!((55..=65).contains(&uc.last_7d), "{uc:?}");
+        assert!((55..=65).contains(&uc.last_30d), "{uc:?}");
+        srv.stop().await;
+    })
+    .await;
+}
+
+/// ListNumbers: ties in headroom by number_id as a string; a `+` in a
+/// customer id is refused (types.proto: digits only); a bad target names its
+/// field by path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_ties_by_number_id_and_ids_by_their_letter() {
+    bounded(120, async {
+        let (srv, mut c) = InProcess::start(at(1, 8)).await;
+        for n in ["9", "10", "007", "7"] {
+            c.register(n, "TIER_250").await;
+        }
+        let ids: Vec<String> = c
+            .admin
+            .list_numbers(pb::ListNumbersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .numbers
+            .into_iter()
+            .map(|v| v.number_id)
+            .collect();
+        assert_eq!(ids, ["007", "10", "7", "9"]);
+
+        let mut plus = free_form("9", 1);
+        plus.customer_id = format!("+{}", cust(1));
+        let e = c.admit(plus).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("customer_id"), "{}", e.message());
+        let e = c
+            .admin
+            .get_status(pb::GetStatusRequest {
+                target: Some(number_target("x1")),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("target.number_id"), "{}", e.message());
+        srv.stop().await;
+    })
+    .await;
+}

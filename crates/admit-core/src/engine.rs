@@ -621,7 +621,13 @@ impl Engine {
                         ns.restriction_types = types;
                     }
                     Target::Portfolio(p) => {
-                        let mut ps = self.shared.portfolios.entry(p).or_default();
+                        // only where the portfolio is registered (or has numbers): an
+                        // unknown id must not create a portfolio record on every shard
+                        let mut ps = self
+                            .shared
+                            .portfolios
+                            .get_mut(&p)
+                            .ok_or_else(|| CoreError::UnknownPortfolio(p.to_string()))?;
                         ps.restricted_until = until;
                         ps.restriction_types = types;
                     }
@@ -891,16 +897,22 @@ impl Engine {
                 let policy = self.profile(&new_profile)?;
                 let new_portfolio = r.portfolio.clone().or(portfolio.clone());
                 let old_kind = self.profile(&profile)?.scope;
-                if policy.scope != old_kind
-                    || (policy.scope == ScopeKind::Portfolio && new_portfolio != portfolio)
-                {
+                if policy.scope != old_kind {
                     return Err(CoreError::Conflict(
                         "profile: a registered number keeps its limit scope; register a new number"
                             .into(),
                     ));
                 }
-                if new_portfolio != portfolio {
-                    self.move_portfolio(&id, portfolio.as_ref(), new_portfolio.as_ref());
+                // admin.proto: moving a number to another portfolio is refused under
+                // every profile (a number without one may join one)
+                if portfolio.is_some() && new_portfolio != portfolio {
+                    return Err(CoreError::Conflict(format!(
+                        "portfolio_id: number {id} belongs to portfolio {}; register a new number",
+                        portfolio.as_ref().map_or("", |p| p.as_str())
+                    )));
+                }
+                if let (None, Some(p)) = (&portfolio, &new_portfolio) {
+                    self.join_portfolio(&id, p, &new_profile);
                 }
                 let mut n = self.shared.numbers.get_mut(&id).expect("known");
                 n.profile = new_profile.clone();
@@ -1003,34 +1015,26 @@ impl Engine {
         Ok(Output::Registered)
     }
 
-    fn move_portfolio(
-        &mut self,
-        id: &NumberId,
-        from: Option<&PortfolioId>,
-        to: Option<&PortfolioId>,
-    ) {
-        if let Some(f) = from {
-            if let Some(mut p) = self.shared.portfolios.get_mut(f) {
-                p.members.retain(|m| m != id);
-            }
+    /// A number without a portfolio joins one (created with the number's profile if
+    /// this shard does not know it yet, as on registration).
+    fn join_portfolio(&mut self, id: &NumberId, to: &PortfolioId, profile: &str) {
+        let mut p = self.shared.portfolios.entry(to.clone()).or_default();
+        if p.profile.is_empty() {
+            p.profile = profile.to_owned();
         }
-        if let Some(t) = to {
-            self.shared
-                .portfolios
-                .entry(t.clone())
-                .or_default()
-                .members
-                .push(*id);
-        }
+        p.members.push(*id);
     }
 
     fn set_policy(&mut self, p: Policy, now: Ts) -> Result<Output, CoreError> {
         p.validate()?;
+        // every shard holds every profile, but only some of a profile's numbers: a rule
+        // that looked at this shard's numbers would accept the change on some shards and
+        // refuse it on others. "An existing profile keeps its scope" decides alike on all.
         if let Some(old) = self.policies.get(&p.name) {
-            let in_use = self.shared.numbers.iter().any(|n| n.profile == p.name);
-            if in_use && old.scope != p.scope {
+            if old.scope != p.scope {
                 return Err(CoreError::Conflict(
-                    "policy.scope: a profile in use keeps its limit scope".into(),
+                    "policy.scope: an existing profile keeps its limit scope; create a new profile"
+                        .into(),
                 ));
             }
         }
@@ -1167,12 +1171,16 @@ pub(crate) fn keyword(p: &Policy, text: &str) -> Option<OptChange> {
         .filter(|c| !c.is_whitespace())
         .flat_map(char::to_uppercase)
         .collect();
+    // a keyword of spaces only never matches (profiles are validated to hold none; this
+    // keeps one restored from older state from opting out every empty message)
     let hit = |ks: &[String]| {
         ks.iter().any(|k| {
-            k.chars()
+            let mut k = k
+                .chars()
                 .filter(|c| !c.is_whitespace())
                 .flat_map(char::to_uppercase)
-                .eq(norm.chars())
+                .peekable();
+            k.peek().is_some() && k.eq(norm.chars())
         })
     };
     if hit(&p.opt_out_keywords) {

@@ -71,7 +71,8 @@ pub struct WaId(u64);
 
 impl WaId {
     pub fn parse(field: &'static str, s: &str) -> Result<Self, FieldError> {
-        let s = s.strip_prefix('+').unwrap_or(s);
+        // digits only, as SPEC section 1 and types.proto say: a `+` is refused, not
+        // silently dropped
         if !all_digits(s) || !(6..=15).contains(&s.len()) {
             return Err(FieldError::new(
                 field,
@@ -200,9 +201,10 @@ mod tests {
     #[test]
     fn wa_ids_are_e164_digits() {
         assert_eq!(
-            WaId::parse("customer", "+491701234567").unwrap().get(),
+            WaId::parse("customer", "491701234567").unwrap().get(),
             491701234567
         );
+        assert!(WaId::parse("customer", "+491701234567").is_err());
         assert!(WaId::parse("customer", "123456").is_ok());
         assert!(WaId::parse("customer", "12345").is_err());
         assert!(WaId::parse("customer", "1234567890123456").is_err());

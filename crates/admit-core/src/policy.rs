@@ -193,6 +193,14 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Bounds on what a profile may hold, so that every rule's arithmetic stays in range
+    /// and an inbound message scans a bounded keyword list (R7.1).
+    pub const MAX_KEYWORDS: usize = 64;
+    pub const MAX_KEYWORD_CHARS: usize = 64;
+    pub const MAX_PAIR_INTERVAL: Dur = Dur::days(1);
+    pub const MAX_PAIR_BURST: u32 = 1_000_000;
+    pub const MAX_THROUGHPUT_MPS: u32 = 1_000_000;
+
     /// The seeds' rules (SPEC sections 2-9): the default profile.
     pub fn seeds() -> Policy {
         Policy {
@@ -353,14 +361,46 @@ impl Policy {
                 return err("policy.upgrade.threshold", "must be above zero");
             }
         }
-        if self.throughput_mps == 0 {
-            return err("policy.throughput_mps", "must be at least 1");
+        if self.throughput_mps == 0 || self.throughput_mps > Self::MAX_THROUGHPUT_MPS {
+            return err("policy.throughput_mps", "must be 1 to 1000000");
         }
-        if self.pair_burst == 0 {
-            return err("policy.pair_burst", "must be at least 1");
+        if self.pair_burst == 0 || self.pair_burst > Self::MAX_PAIR_BURST {
+            return err("policy.pair_burst", "must be 1 to 1000000");
+        }
+        if self.pair_interval > Self::MAX_PAIR_INTERVAL {
+            return err("policy.pair_interval", "must be at most one day");
+        }
+        for (f, ks) in [
+            ("policy.opt_out_keywords", &self.opt_out_keywords),
+            ("policy.opt_in_keywords", &self.opt_in_keywords),
+        ] {
+            if let Some(problem) = keywords_problem(ks) {
+                return err(f, &problem);
+            }
         }
         Ok(())
     }
+}
+
+/// What is wrong with a keyword list, if anything (R7.1). Matching ignores case and
+/// spaces, so a keyword of spaces only would match an empty message (a media message
+/// without a caption) and opt the customer out.
+pub(crate) fn keywords_problem(ks: &[String]) -> Option<String> {
+    if ks.len() > Policy::MAX_KEYWORDS {
+        return Some(format!("at most {} keywords", Policy::MAX_KEYWORDS));
+    }
+    for (i, k) in ks.iter().enumerate() {
+        if k.chars().all(char::is_whitespace) {
+            return Some(format!("[{i}] must hold a character other than spaces"));
+        }
+        if k.chars().count() > Policy::MAX_KEYWORD_CHARS {
+            return Some(format!(
+                "[{i}] must be at most {} characters",
+                Policy::MAX_KEYWORD_CHARS
+            ));
+        }
+    }
+    None
 }
 
 impl Default for Policy {

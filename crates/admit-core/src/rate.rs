@@ -18,22 +18,26 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// `mps` messages per second, bursting one second's worth.
+    /// `mps` messages per second, bursting one second's worth. At least 1 us apart: a
+    /// zero interval would let every send through.
     pub fn per_second(mps: u32) -> Rate {
         let mps = mps.max(1);
         Rate {
-            interval_us: 1_000_000 / mps as u64,
+            interval_us: (1_000_000 / mps as u64).max(1),
             burst: mps,
         }
     }
     pub fn every(interval: Dur, burst: u32) -> Rate {
         Rate {
-            interval_us: interval.ms() * 1_000,
+            interval_us: interval.ms().saturating_mul(1_000).max(1),
             burst: burst.max(1),
         }
     }
+    // Saturating throughout: whatever a profile holds, the arithmetic must not overflow
+    // (a saturated bucket denies until the end of time, it never wraps into allowing).
     fn tolerance(&self) -> u64 {
-        self.interval_us * (self.burst as u64 - 1)
+        self.interval_us
+            .saturating_mul(u64::from(self.burst.max(1)) - 1)
     }
 }
 
@@ -43,7 +47,7 @@ fn take(tat: &mut u64, rate: Rate, now_us: u64) -> Result<(), u64> {
     if now_us < allowed_at {
         return Err(allowed_at);
     }
-    *tat = (*tat).max(now_us) + rate.interval_us;
+    *tat = (*tat).max(now_us).saturating_add(rate.interval_us);
     Ok(())
 }
 
@@ -202,5 +206,33 @@ mod tests {
         assert!(rl.try_take(n, c, tp, pr, Ts(16_000)).is_ok());
         rl.sweep(Ts(10_000_000));
         assert!(rl.is_empty());
+    }
+
+    #[test]
+    fn r8_extreme_rates_neither_overflow_nor_wrap_open() {
+        let (n, c) = ids();
+        let rl = RateLimiter::default();
+        let tp = Rate::per_second(u32::MAX);
+        assert_eq!(tp.interval_us, 1, "never zero: that would be no limit");
+        // a day-long interval with the largest burst, and an absurd interval
+        for pr in [
+            Rate::every(Dur::days(1), u32::MAX),
+            Rate::every(Dur(u64::MAX / 2), 2),
+        ] {
+            let c2 = WaId::parse("c", "4915199999").unwrap();
+            let now = Ts(u64::MAX / 2_000);
+            assert!(rl.try_take(n, c, tp, pr, now).is_ok());
+            assert!(rl.try_take(n, c2, tp, pr, now).is_ok());
+            rl.sweep(Ts(0));
+        }
+        // saturated: the pair is held (at the end of time), not let through
+        let pr = Rate::every(Dur(u64::MAX / 2), 1);
+        let now = Ts(1_000);
+        let (n2, c3) = (NumberId::parse("n", "2").unwrap(), c);
+        rl.try_take(n2, c3, tp, pr, now).unwrap();
+        assert!(matches!(
+            rl.try_take(n2, c3, tp, pr, Ts(2_000)),
+            Err(RateDenial::Pair { .. })
+        ));
     }
 }

@@ -874,3 +874,157 @@ fn r3_5_releasing_a_portfolio_conversation_that_was_not_counted() {
         Output::Released { released: false }
     );
 }
+
+// ---- input the engine refuses whatever the shard holds ----
+
+fn portfolio(s: &str) -> PortfolioId {
+    PortfolioId::parse("portfolio", s).unwrap()
+}
+
+fn conflict(r: Result<Output, CoreError>) -> String {
+    match r {
+        Err(CoreError::Conflict(m)) => m,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+/// Every shard holds every profile but only some numbers: the scope rule must not depend
+/// on the numbers, or one SetPolicy is applied on some shards and refused on others.
+#[test]
+fn an_existing_profile_keeps_its_scope_on_every_shard_alike() {
+    let mut h = H::new();
+    let mut p = Policy::seeds();
+    p.name = "own".into();
+    h.apply(Command::SetPolicy(p.clone()), T0).unwrap();
+    // no number uses it on this shard: refused all the same
+    let mut q = p.clone();
+    q.scope = ScopeKind::Portfolio;
+    let m = conflict(h.apply(Command::SetPolicy(q.clone()), T0));
+    assert!(m.starts_with("policy.scope"), "{m}");
+    assert_eq!(h.e.policy("own").unwrap().scope, ScopeKind::Number);
+    // the built-in profiles too
+    let mut s = Policy::seeds();
+    s.scope = ScopeKind::Portfolio;
+    conflict(h.apply(Command::SetPolicy(s), T0));
+    // other fields change freely
+    let mut r = p;
+    r.pair_burst = 7;
+    h.apply(Command::SetPolicy(r), T0).unwrap();
+    assert_eq!(h.e.policy("own").unwrap().pair_burst, 7);
+}
+
+/// Section 10: a restriction of a portfolio this shard does not know is refused and
+/// creates nothing; one of a known portfolio applies to its numbers.
+#[test]
+fn section_10_a_restriction_of_an_unknown_portfolio_creates_nothing() {
+    let mut h = h_with(250);
+    let ev = |p: &str| Command::Platform {
+        event: PlatformEvent::AccountRestriction {
+            target: Target::Portfolio(portfolio(p)),
+            until: None,
+            lifted: false,
+            types: vec![],
+        },
+        event_key: Some(format!("r-{p}")),
+    };
+    assert!(matches!(
+        h.apply(ev("typo"), T0),
+        Err(CoreError::UnknownPortfolio(_))
+    ));
+    let r = h.e.reader();
+    assert!(r.portfolios().is_empty());
+    assert!(r.portfolio_status(&portfolio("typo"), T0).is_none());
+    // a registered portfolio: applied
+    h.apply(
+        Command::RegisterPortfolio(PortfolioRegistration {
+            portfolio: portfolio("waba7"),
+            profile: Some("seeds".into()),
+            limit: None,
+        }),
+        T0,
+    )
+    .unwrap();
+    h.apply(ev("waba7"), T0).unwrap();
+    assert_eq!(
+        r.portfolio_status(&portfolio("waba7"), T0)
+            .unwrap()
+            .restricted_until,
+        Some(Ts(u64::MAX))
+    );
+}
+
+/// admin.proto: a registered number keeps its portfolio under every profile; the same
+/// portfolio again (or none given) updates it; a number without one may join one.
+#[test]
+fn a_number_keeps_its_portfolio_under_every_profile() {
+    let mut h = H::new();
+    let reg = |n: &str, p: Option<&str>| NumberRegistration {
+        number: Some(num(n)),
+        portfolio: p.map(portfolio),
+        ..Default::default()
+    };
+    h.register_with(reg(N, Some("wa")), T0);
+    h.admit(N, 1, util(), T0);
+    let m = conflict(h.apply(Command::RegisterNumber(reg(N, Some("wb"))), T0));
+    assert!(m.starts_with("portfolio_id"), "{m}");
+    let v = &h.status(N, T0).numbers[0];
+    assert_eq!(v.portfolio, Some(portfolio("wa")));
+    let r = h.e.reader();
+    assert!(r.portfolio_status(&portfolio("wb"), T0).is_none());
+    // the same portfolio, or none given: an update that keeps the count
+    h.register_with(reg(N, Some("wa")), T0);
+    h.register_with(
+        NumberRegistration {
+            quality: Some(Quality::Medium),
+            ..reg(N, None)
+        },
+        T0,
+    );
+    let s = h.status(N, T0);
+    assert_eq!((s.used, s.numbers[0].quality), (1, Quality::Medium));
+    assert_eq!(s.numbers[0].portfolio, Some(portfolio("wa")));
+    // a number without a portfolio joins one, with its profile
+    h.register_with(reg("1002", None), T0);
+    h.register_with(reg("1002", Some("wc")), T0);
+    let p = r.portfolio_status(&portfolio("wc"), T0).unwrap();
+    assert_eq!(p.profile, "seeds");
+    assert_eq!(p.scopes.len(), 1);
+    conflict(h.apply(Command::RegisterNumber(reg("1002", Some("wa"))), T0));
+}
+
+/// R7.1: a keyword of spaces only would match an empty inbound message (a media message
+/// without a caption) and opt the customer out; profiles are bounded in keywords and in
+/// the rates' sizes (R8), and are refused naming the field.
+#[test]
+fn r7_1_r8_policies_hold_no_blank_keyword_and_bounded_rates() {
+    let mut h = h_with(250);
+    let invalid = |h: &mut H, p: Policy| match h.apply(Command::SetPolicy(p), T0) {
+        Err(CoreError::Invalid { field, .. }) => field,
+        other => panic!("expected invalid, got {other:?}"),
+    };
+    let mut p = Policy::seeds();
+    p.opt_out_keywords = vec!["STOP".into(), " \t".into()];
+    assert_eq!(invalid(&mut h, p.clone()), "policy.opt_out_keywords");
+    p.opt_out_keywords = vec![String::new()];
+    assert_eq!(invalid(&mut h, p.clone()), "policy.opt_out_keywords");
+    p.opt_out_keywords = vec!["STOP".into()];
+    p.opt_in_keywords = vec!["x".repeat(Policy::MAX_KEYWORD_CHARS + 1)];
+    assert_eq!(invalid(&mut h, p.clone()), "policy.opt_in_keywords");
+    p.opt_in_keywords = (0..=Policy::MAX_KEYWORDS)
+        .map(|i| format!("K{i}"))
+        .collect();
+    assert_eq!(invalid(&mut h, p.clone()), "policy.opt_in_keywords");
+    let mut p = Policy::seeds();
+    p.pair_burst = Policy::MAX_PAIR_BURST + 1;
+    assert_eq!(invalid(&mut h, p.clone()), "policy.pair_burst");
+    p.pair_burst = 45;
+    p.pair_interval = Dur(Policy::MAX_PAIR_INTERVAL.ms() + 1);
+    assert_eq!(invalid(&mut h, p.clone()), "policy.pair_interval");
+    p.pair_interval = Dur::secs(6);
+    p.throughput_mps = Policy::MAX_THROUGHPUT_MPS + 1;
+    assert_eq!(invalid(&mut h, p), "policy.throughput_mps");
+    // nothing changed: an empty message opts nobody out
+    let out = h.inbound(N, 1, Some(" "), T0);
+    assert!(matches!(out, Output::Inbound { opt: None, .. }), "{out:?}");
+    assert_eq!(h.e.policy("seeds").unwrap().as_ref(), &Policy::seeds());
+}

@@ -6,7 +6,7 @@ use admit_core::{
     AccountStatus, AdmitRequest, Category, Decision, Dur, IdempotencyKey, Limit, NumberId,
     NumberStatus, NumberView, Policy, PortfolioId, Quality, Reason, RestrictionType, ScopeKey,
     ScopeKind, ScopeStatus, SendKind, Target, TemplateId, Threshold, TierInput, TierMeaning, Ts,
-    UpgradeRule, WaId,
+    UniqueCount, UpgradeRule, WaId,
 };
 use admit_proto::v1 as pb;
 
@@ -46,10 +46,26 @@ pub(crate) fn template(field: &'static str, s: &str) -> Result<TemplateId, ApiEr
     Ok(TemplateId::parse(field, s)?)
 }
 
+/// Prefixes a field error with the path of the message it was found in.
+fn under(path: &str, e: impl Into<ApiError>) -> ApiError {
+    match e.into() {
+        ApiError::Invalid { field, problem } if !path.is_empty() => ApiError::Invalid {
+            field: format!("{path}{field}"),
+            problem,
+        },
+        other => other,
+    }
+}
+
 pub(crate) fn target(field: &'static str, t: Option<&pb::Target>) -> Result<Target, ApiError> {
+    let path = format!("{field}.");
     match t.and_then(|t| t.target.as_ref()) {
-        Some(pb::target::Target::NumberId(n)) => Ok(Target::Number(number(field, n)?)),
-        Some(pb::target::Target::PortfolioId(p)) => Ok(Target::Portfolio(portfolio(field, p)?)),
+        Some(pb::target::Target::NumberId(n)) => Ok(Target::Number(
+            number("number_id", n).map_err(|e| under(&path, e))?,
+        )),
+        Some(pb::target::Target::PortfolioId(p)) => Ok(Target::Portfolio(
+            portfolio("portfolio_id", p).map_err(|e| under(&path, e))?,
+        )),
         None => Err(ApiError::invalid(
             field,
             "is required (a number_id or a portfolio_id)",
@@ -100,9 +116,23 @@ fn category_out(c: Category) -> i32 {
     }
 }
 
-/// One send, validated.
+/// One send, validated; errors name the field within the Send (a batch item's
+/// `ItemError.field`).
 pub(crate) fn send(s: Option<&pb::Send>) -> Result<AdmitRequest, ApiError> {
-    let s = s.ok_or_else(|| ApiError::invalid("send", "is required"))?;
+    send_at("", s)
+}
+
+/// One send found at `path` in its request (`"send."` for Admit): errors name the
+/// field as its path in the request.
+pub(crate) fn send_at(path: &str, s: Option<&pb::Send>) -> Result<AdmitRequest, ApiError> {
+    let s = s.ok_or_else(|| {
+        let at = path.trim_end_matches('.');
+        ApiError::invalid(if at.is_empty() { "send" } else { at }, "is required")
+    })?;
+    send_fields(s).map_err(|e| under(path, e))
+}
+
+fn send_fields(s: &pb::Send) -> Result<AdmitRequest, ApiError> {
     let number = number("number_id", &s.number_id)?;
     let customer = customer("customer_id", &s.customer_id)?;
     let kind = match &s.kind {
@@ -277,14 +307,6 @@ fn scope_out(k: &ScopeKey) -> (i32, String) {
     }
 }
 
-fn keywords_or(given: &[String], base: &[String]) -> Vec<String> {
-    if given.is_empty() {
-        base.to_vec()
-    } else {
-        given.to_vec()
-    }
-}
-
 /// A core decision as the API shows it, decided at `now` for `scope`.
 /// `replayed`: a recorded decision returned again for its idempotency key.
 pub(crate) fn decision_out(
@@ -424,14 +446,29 @@ fn restriction_types_out(types: &[RestrictionType]) -> Vec<i32> {
         .collect()
 }
 
+/// Unique customers of a portfolio whose numbers live on several shards: the sum of
+/// each shard's union estimate. A customer reached from numbers on two shards counts
+/// twice, so the sum is labelled an estimate unless one shard holds every number and
+/// counts exactly.
+pub(crate) fn unique_sum(per_shard: &[(UniqueCount, UniqueCount)]) -> pb::UniqueCustomers {
+    let exact = per_shard.len() <= 1 && per_shard.iter().all(|(a, b)| a.exact && b.exact);
+    pb::UniqueCustomers {
+        last_7d: per_shard.iter().map(|(a, _)| a.value).sum(),
+        last_30d: per_shard.iter().map(|(_, b)| b.value).sum(),
+        estimated: !exact,
+    }
+}
+
 /// A portfolio's status: its own scope (meta profile), or its numbers' scopes
-/// added up (seeds profile).
+/// added up (seeds profile; `unique` from the shards' sketches). A seeds portfolio
+/// without numbers has no limit to show: `usage` is unset.
 pub(crate) fn portfolio_status_view(
     id: &PortfolioId,
     profile: &str,
     restricted_until: Option<Ts>,
     restriction_types: &[RestrictionType],
     scopes: &[ScopeStatus],
+    unique: pb::UniqueCustomers,
     now: Ts,
 ) -> pb::StatusView {
     let own = scopes
@@ -454,23 +491,38 @@ pub(crate) fn portfolio_status_view(
             let limit = limit.map_or(Limit::Unlimited, |l| {
                 Limit::Capped(u32::try_from(l).unwrap_or(u32::MAX))
             });
+            // restricted while any number's limit is used up (R4.1), until the last
+            // of those lifts
             let restricted = scopes.iter().any(|s| s.restricted);
+            let restricted_until = scopes
+                .iter()
+                .filter(|s| s.restricted)
+                .filter_map(|s| s.restricted_until)
+                .max();
+            // as within a shared scope: Unknown ratings say nothing, so they count
+            // only when no number has a known one (R6.1)
             let quality = scopes
                 .iter()
                 .map(|s| s.quality)
+                .filter(|q| *q != Quality::Unknown)
                 .min()
                 .unwrap_or(Quality::Unknown);
             pb::StatusView {
                 profile: profile.to_owned(),
-                usage: Some(pb::LimitUsage {
+                usage: (!scopes.is_empty()).then(|| pb::LimitUsage {
                     scope: pb::LimitScope::Number as i32,
                     scope_id: id.to_string(),
                     tier: Some(tier_out(limit)),
                     used,
                     headroom: limit.headroom(used).unwrap_or(0),
-                    next_release_unix_ms: None,
+                    next_release_unix_ms: scopes
+                        .iter()
+                        .filter_map(|s| s.next_release)
+                        .min()
+                        .map(ms),
                 }),
                 restricted,
+                restricted_until_unix_ms: restricted.then_some(restricted_until).flatten().map(ms),
                 account_status: account_status_out(if restricted {
                     AccountStatus::Restricted
                 } else if quality == Quality::Low {
@@ -479,6 +531,7 @@ pub(crate) fn portfolio_status_view(
                     AccountStatus::Healthy
                 }),
                 quality: quality_out(quality),
+                unique_customers: Some(unique),
                 opt_out_count: opt_outs,
                 as_of_unix_ms: ms(now),
                 ..Default::default()
@@ -570,7 +623,15 @@ pub(crate) fn policy_out(p: &Policy) -> pb::Policy {
     }
 }
 
-fn rule_in(i: usize, r: &pb::UpgradeRule) -> Result<UpgradeRule, ApiError> {
+/// One upgrade rule. The core models R5.2-R5.4 with at most two rules (one for the
+/// lowest tier, one for the others), a minimum quality (HIGH, or MEDIUM and HIGH) and a
+/// check of every condition again when the delay ends; what it cannot hold is refused
+/// here rather than dropped.
+fn rule_in(
+    i: usize,
+    r: &pb::UpgradeRule,
+    conversation_window: Dur,
+) -> Result<UpgradeRule, ApiError> {
     let f = |name: &str| format!("policy.upgrade_rules[{i}].{name}");
     let threshold = match r.threshold {
         Some(pb::upgrade_rule::Threshold::UniqueCustomers(n)) if n > 0 => Threshold::Absolute(n),
@@ -590,31 +651,119 @@ fn rule_in(i: usize, r: &pb::UpgradeRule) -> Result<UpgradeRule, ApiError> {
             ))
         }
     };
-    let mut qs = Vec::new();
-    for q in &r.allowed_qualities {
-        if let Some(q) = number_quality(&f("allowed_qualities"), *q)? {
-            qs.push(q);
+    let (mut high, mut medium) = (false, false);
+    for (j, q) in r.allowed_qualities.iter().enumerate() {
+        match pb::NumberQuality::try_from(*q) {
+            Ok(pb::NumberQuality::High) => high = true,
+            Ok(pb::NumberQuality::Medium) => medium = true,
+            _ => {
+                return Err(ApiError::invalid(
+                    &f(&format!("allowed_qualities[{j}]")),
+                    "must be HIGH or MEDIUM: only a known good rating allows an upgrade",
+                ))
+            }
         }
     }
-    let min_quality = if qs.is_empty() || qs.contains(&Quality::Medium) {
-        Quality::Medium
-    } else {
-        Quality::High
+    let min_quality = match (high, medium) {
+        (true, false) => Quality::High,
+        // empty: MEDIUM and HIGH (R5.3)
+        (true, true) | (false, false) => Quality::Medium,
+        (false, true) => {
+            return Err(ApiError::invalid(
+                &f("allowed_qualities"),
+                "MEDIUM must come with HIGH: a rule takes HIGH, or MEDIUM and HIGH",
+            ))
+        }
     };
+    let window = dur_in(&f("lookback_ms"), r.lookback_ms)?;
+    if window < conversation_window {
+        return Err(ApiError::invalid(
+            &f("lookback_ms"),
+            format!(
+                "must be at least the conversation window ({} ms)",
+                conversation_window.ms()
+            ),
+        ));
+    }
+    let delay = dur_in(&f("delay_ms"), r.delay_ms)?;
+    if delay.ms() > 0 && !r.recheck_at_effect {
+        return Err(ApiError::invalid(
+            &f("recheck_at_effect"),
+            "must be true: every condition is checked again when the delay ends (R5.3)",
+        ));
+    }
     Ok(UpgradeRule {
-        window: dur_in(&f("lookback_ms"), r.lookback_ms)?,
+        window,
         threshold,
         min_quality,
         require_connected: r.require_connected,
         require_display_name: r.require_display_name_approved,
-        delay: dur_in(&f("delay_ms"), r.delay_ms)?,
+        delay,
     })
 }
 
-/// A policy from the API. Fields the API does not carry (window lengths, the
-/// idempotency time) come from `base`, the stored profile of that name or the
-/// seeds defaults.
-pub(crate) fn policy_in(p: Option<&pb::Policy>, base: &Policy) -> Result<Policy, ApiError> {
+/// The upgrade rules (first match wins) as the core holds them: none; one for every
+/// tier (`max_limit` 0); one for the lowest tier only (`max_limit` = its limit); or
+/// the lowest tier's rule followed by one for the tiers above.
+fn rules_in(
+    rules: &[pb::UpgradeRule],
+    ladder: &[Limit],
+    conversation_window: Dur,
+) -> Result<(Option<UpgradeRule>, Option<UpgradeRule>), ApiError> {
+    let lowest = ladder.first().and_then(|l| l.cap()).unwrap_or(0);
+    let second = ladder
+        .get(1)
+        .map_or(lowest, |l| l.cap().unwrap_or(u32::MAX));
+    if rules.len() > 2 {
+        return Err(ApiError::invalid(
+            "policy.upgrade_rules[2]",
+            "at most two rules: one for the lowest tier and one for the tiers above",
+        ));
+    }
+    let mut first_upgrade = None;
+    let mut upgrade = None;
+    for (i, r) in rules.iter().enumerate() {
+        let f = |name: &str| format!("policy.upgrade_rules[{i}].{name}");
+        let rule = rule_in(i, r, conversation_window)?;
+        let only_lowest = r.max_limit != 0;
+        if only_lowest && r.max_limit != lowest {
+            return Err(ApiError::invalid(
+                &f("max_limit"),
+                format!("must be 0 (no bound) or the lowest tier's limit ({lowest})"),
+            ));
+        }
+        if only_lowest && i > 0 {
+            return Err(ApiError::invalid(
+                &f("max_limit"),
+                "must be 0: only the first rule may be the lowest tier's",
+            ));
+        }
+        if !only_lowest && i > 0 && first_upgrade.is_none() {
+            return Err(ApiError::invalid(
+                &f("max_limit"),
+                "never applies: rule [0] covers every tier",
+            ));
+        }
+        // the rule must cover the lowest tier it is for: the lowest, or (after the
+        // lowest tier's rule) the next one up
+        let most = if i == 0 { lowest } else { second };
+        if r.min_limit > most {
+            return Err(ApiError::invalid(
+                &f("min_limit"),
+                format!("must be at most {most}: this rule applies from that tier up"),
+            ));
+        }
+        if only_lowest {
+            first_upgrade = Some(rule);
+        } else {
+            upgrade = Some(rule);
+        }
+    }
+    Ok((first_upgrade, upgrade))
+}
+
+/// The profile name, checked before anything is read or written.
+pub(crate) fn policy_name(p: Option<&pb::Policy>) -> Result<String, ApiError> {
     let p = p.ok_or_else(|| ApiError::invalid("policy", "is required"))?;
     if p.name.is_empty()
         || p.name.len() > 64
@@ -628,6 +777,58 @@ pub(crate) fn policy_in(p: Option<&pb::Policy>, base: &Policy) -> Result<Policy,
             "must be 1 to 64 characters of [a-z0-9_-]",
         ));
     }
+    Ok(p.name.clone())
+}
+
+/// R7.1 keywords: an empty list keeps the base profile's (an unset repeated field must
+/// not switch STOP and START off). Matching ignores case and spaces, so a blank keyword
+/// would match an empty message (a media message without a caption) and is refused.
+fn keywords_in(field: &str, given: &[String], base: &[String]) -> Result<Vec<String>, ApiError> {
+    if given.is_empty() {
+        return Ok(base.to_vec());
+    }
+    if given.len() > Policy::MAX_KEYWORDS {
+        return Err(ApiError::invalid(
+            field,
+            format!("at most {} keywords", Policy::MAX_KEYWORDS),
+        ));
+    }
+    for (i, k) in given.iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        if k.chars().all(char::is_whitespace) {
+            return Err(ApiError::invalid(
+                &f,
+                "must hold a character other than spaces",
+            ));
+        }
+        if k.chars().count() > Policy::MAX_KEYWORD_CHARS {
+            return Err(ApiError::invalid(
+                &f,
+                format!("must be at most {} characters", Policy::MAX_KEYWORD_CHARS),
+            ));
+        }
+    }
+    Ok(given.to_vec())
+}
+
+/// A count in `1..=max`, 0 for the base profile's value.
+fn count_or(field: &str, v: u32, max: u32, base: u32) -> Result<u32, ApiError> {
+    match v {
+        0 => Ok(base),
+        v if v <= max => Ok(v),
+        _ => Err(ApiError::invalid(
+            field,
+            format!("must be 0 (default) to {max}"),
+        )),
+    }
+}
+
+/// A policy from the API. Fields the API does not carry (window lengths, the
+/// idempotency time) come from `base`, the stored profile of that name or the
+/// seeds defaults.
+pub(crate) fn policy_in(p: Option<&pb::Policy>, base: &Policy) -> Result<Policy, ApiError> {
+    let name = policy_name(p)?;
+    let p = p.ok_or_else(|| ApiError::invalid("policy", "is required"))?;
     let scope = match pb::LimitScope::try_from(p.scope) {
         Ok(pb::LimitScope::Number) => ScopeKind::Number,
         Ok(pb::LimitScope::Portfolio) => ScopeKind::Portfolio,
@@ -663,18 +864,7 @@ pub(crate) fn policy_in(p: Option<&pb::Policy>, base: &Policy) -> Result<Policy,
             .first()
             .ok_or_else(|| ApiError::invalid("policy.ladder", "must hold at least one tier"))?,
     };
-    let lowest = ladder.first().and_then(|l| l.cap()).unwrap_or(0);
-    let mut first_upgrade = None;
-    let mut upgrade = None;
-    for (i, r) in p.upgrade_rules.iter().enumerate() {
-        let rule = rule_in(i, r)?;
-        let only_lowest = r.max_limit != 0 && r.max_limit <= lowest;
-        if only_lowest && first_upgrade.is_none() {
-            first_upgrade = Some(rule);
-        } else if upgrade.is_none() {
-            upgrade = Some(rule);
-        }
-    }
+    let (first_upgrade, upgrade) = rules_in(&p.upgrade_rules, &ladder, base.conversation_window)?;
     let mut opt_out_blocks = Vec::new();
     for (i, c) in p.opt_out_blocked_categories.iter().enumerate() {
         let c = category(*c).map_err(|_| {
@@ -699,8 +889,38 @@ pub(crate) fn policy_in(p: Option<&pb::Policy>, base: &Policy) -> Result<Policy,
             dur_in(f, v)
         }
     };
+    let flag_period = or_base(
+        fd.low_duration_ms,
+        base.flag_period,
+        "policy.flagged_downgrade.low_duration_ms",
+    )?;
+    // R5.5 gives Low and recovery the same 7 days; the core has one period
+    if fd.recovery_duration_ms != 0 && fd.recovery_duration_ms != ms(Ts(flag_period.ms())) {
+        return Err(ApiError::invalid(
+            "policy.flagged_downgrade.recovery_duration_ms",
+            "must be 0 or equal to low_duration_ms: one period serves both (R5.5)",
+        ));
+    }
+    // section 9: 131056 backs off 4^x seconds; the growth is fixed
+    if !matches!(cd.pair_backoff_base_s, 0 | 4) {
+        return Err(ApiError::invalid(
+            "policy.cooldowns.pair_backoff_base_s",
+            "must be 0 or 4: the pair back-off grows 4^x seconds (section 9)",
+        ));
+    }
+    let pair_interval = or_base(
+        pr.interval_ms,
+        base.pair_interval,
+        "policy.pair_rate.interval_ms",
+    )?;
+    if pair_interval > Policy::MAX_PAIR_INTERVAL {
+        return Err(ApiError::invalid(
+            "policy.pair_rate.interval_ms",
+            "must be 0 (default) to 86400000 (one day)",
+        ));
+    }
     let policy = Policy {
-        name: p.name.clone(),
+        name,
         ladder,
         initial_limit,
         initial_quality: base.initial_quality,
@@ -708,35 +928,37 @@ pub(crate) fn policy_in(p: Option<&pb::Policy>, base: &Policy) -> Result<Policy,
         first_upgrade,
         upgrade,
         flagged_downgrade: fd.enabled,
-        flag_period: or_base(
-            fd.low_duration_ms,
-            base.flag_period,
-            "policy.flagged_downgrade.low_duration_ms",
-        )?,
+        flag_period,
         observe_only: p.observe_only,
         conversation_window: base.conversation_window,
         service_window: base.service_window,
         free_entry_window: dur_in("policy.free_entry_point_ms", p.free_entry_point_ms)?,
         // empty lists keep the base profile's keywords (R7.1's defaults): an
         // unset repeated field must not switch STOP and START off
-        opt_out_keywords: keywords_or(&p.opt_out_keywords, &base.opt_out_keywords),
-        opt_in_keywords: keywords_or(&p.opt_in_keywords, &base.opt_in_keywords),
-        opt_out_blocks,
-        throughput_mps: if p.throughput_mps == 0 {
-            base.throughput_mps
-        } else {
-            p.throughput_mps
-        },
-        pair_interval: or_base(
-            pr.interval_ms,
-            base.pair_interval,
-            "policy.pair_rate.interval_ms",
+        opt_out_keywords: keywords_in(
+            "policy.opt_out_keywords",
+            &p.opt_out_keywords,
+            &base.opt_out_keywords,
         )?,
-        pair_burst: if pr.burst == 0 {
-            base.pair_burst
-        } else {
-            pr.burst
-        },
+        opt_in_keywords: keywords_in(
+            "policy.opt_in_keywords",
+            &p.opt_in_keywords,
+            &base.opt_in_keywords,
+        )?,
+        opt_out_blocks,
+        throughput_mps: count_or(
+            "policy.throughput_mps",
+            p.throughput_mps,
+            Policy::MAX_THROUGHPUT_MPS,
+            base.throughput_mps,
+        )?,
+        pair_interval,
+        pair_burst: count_or(
+            "policy.pair_rate.burst",
+            pr.burst,
+            Policy::MAX_PAIR_BURST,
+            base.pair_burst,
+        )?,
         spam_cooldown: or_base(
             cd.spam_cooldown_ms,
             base.spam_cooldown,
@@ -785,6 +1007,179 @@ mod tests {
             let back = policy_in(Some(&policy_out(&p)), &p).unwrap();
             assert_eq!(back, p);
         }
+    }
+
+    /// Whatever the API carries and the core cannot hold is refused naming the field,
+    /// never dropped; rate and keyword sizes are bounded (R7.1, R8).
+    #[test]
+    fn policies_refuse_what_the_core_cannot_hold() {
+        let base = Policy::seeds();
+        let good = policy_out(&base);
+        let field = |f: &dyn Fn(&mut pb::Policy)| {
+            let mut p = good.clone();
+            f(&mut p);
+            match policy_in(Some(&p), &base) {
+                Err(e) => e.field().unwrap_or_default().to_owned(),
+                Ok(_) => String::new(),
+            }
+        };
+        type Change = Box<dyn Fn(&mut pb::Policy)>;
+        let cases: Vec<(&str, Change)> = vec![
+            (
+                "",
+                Box::new(|p| p.pair_rate.as_mut().unwrap().interval_ms = 86_400_000),
+            ),
+            (
+                "policy.pair_rate.interval_ms",
+                Box::new(|p| p.pair_rate.as_mut().unwrap().interval_ms = 86_400_001),
+            ),
+            (
+                "policy.pair_rate.interval_ms",
+                Box::new(|p| p.pair_rate.as_mut().unwrap().interval_ms = i64::MAX),
+            ),
+            (
+                "",
+                Box::new(|p| p.pair_rate.as_mut().unwrap().burst = 1_000_000),
+            ),
+            (
+                "policy.pair_rate.burst",
+                Box::new(|p| p.pair_rate.as_mut().unwrap().burst = u32::MAX),
+            ),
+            ("", Box::new(|p| p.throughput_mps = 1_000_000)),
+            (
+                "policy.throughput_mps",
+                Box::new(|p| p.throughput_mps = 1_000_001),
+            ),
+            (
+                "policy.opt_out_keywords[1]",
+                Box::new(|p| p.opt_out_keywords = vec!["STOP".into(), " \t ".into()]),
+            ),
+            (
+                "policy.opt_in_keywords[0]",
+                Box::new(|p| p.opt_in_keywords = vec![String::new()]),
+            ),
+            (
+                "policy.opt_out_keywords[0]",
+                Box::new(|p| p.opt_out_keywords = vec!["S".repeat(65)]),
+            ),
+            (
+                "policy.opt_out_keywords",
+                Box::new(|p| p.opt_out_keywords = (0..65).map(|i| format!("K{i}")).collect()),
+            ),
+            (
+                "policy.flagged_downgrade.recovery_duration_ms",
+                Box::new(|p| p.flagged_downgrade.as_mut().unwrap().recovery_duration_ms = 1),
+            ),
+            (
+                "",
+                Box::new(|p| {
+                    let f = p.flagged_downgrade.as_mut().unwrap();
+                    (f.low_duration_ms, f.recovery_duration_ms) = (3_600_000, 3_600_000);
+                }),
+            ),
+            (
+                "policy.cooldowns.pair_backoff_base_s",
+                Box::new(|p| p.cooldowns.as_mut().unwrap().pair_backoff_base_s = 2),
+            ),
+            (
+                "",
+                Box::new(|p| p.cooldowns.as_mut().unwrap().pair_backoff_base_s = 0),
+            ),
+            (
+                "policy.upgrade_rules[1].recheck_at_effect",
+                Box::new(|p| p.upgrade_rules[1].recheck_at_effect = false),
+            ),
+            // no delay: nothing to check again
+            (
+                "",
+                Box::new(|p| p.upgrade_rules[0].recheck_at_effect = false),
+            ),
+            (
+                "policy.upgrade_rules[2]",
+                Box::new(|p| p.upgrade_rules.push(p.upgrade_rules[1].clone())),
+            ),
+            (
+                "policy.upgrade_rules[1].max_limit",
+                Box::new(|p| p.upgrade_rules[1] = p.upgrade_rules[0].clone()),
+            ),
+            (
+                "policy.upgrade_rules[1].max_limit",
+                Box::new(|p| p.upgrade_rules[0].max_limit = 0),
+            ),
+            (
+                "policy.upgrade_rules[0].max_limit",
+                Box::new(|p| p.upgrade_rules[0].max_limit = 5_000),
+            ),
+            (
+                "policy.upgrade_rules[0].min_limit",
+                Box::new(|p| p.upgrade_rules[0].min_limit = 251),
+            ),
+            (
+                "policy.upgrade_rules[1].min_limit",
+                Box::new(|p| p.upgrade_rules[1].min_limit = 10_000),
+            ),
+            ("", Box::new(|p| p.upgrade_rules[1].min_limit = 0)),
+            (
+                "policy.upgrade_rules[0].allowed_qualities[0]",
+                Box::new(|p| {
+                    p.upgrade_rules[0].allowed_qualities = vec![pb::NumberQuality::Low as i32]
+                }),
+            ),
+            (
+                "policy.upgrade_rules[1].allowed_qualities",
+                Box::new(|p| {
+                    p.upgrade_rules[1].allowed_qualities = vec![pb::NumberQuality::Medium as i32]
+                }),
+            ),
+            (
+                "policy.upgrade_rules[1].lookback_ms",
+                Box::new(|p| p.upgrade_rules[1].lookback_ms = 3_600_000),
+            ),
+            ("policy.name", Box::new(|p| p.name = "Bad Name".into())),
+        ];
+        for (i, (want, f)) in cases.iter().enumerate() {
+            assert_eq!(field(f.as_ref()), *want, "case {i}");
+        }
+        // a single rule for the lowest tier only, or one for every tier
+        let mut p = good.clone();
+        p.upgrade_rules.truncate(1);
+        let got = policy_in(Some(&p), &base).unwrap();
+        assert!(got.first_upgrade.is_some() && got.upgrade.is_none());
+        assert_eq!(policy_out(&got).upgrade_rules.len(), 1);
+        p.upgrade_rules = vec![good.upgrade_rules[1].clone()];
+        p.upgrade_rules[0].allowed_qualities.clear();
+        assert_eq!(
+            policy_in(Some(&p), &base).unwrap_err().field(),
+            Some("policy.upgrade_rules[0].min_limit")
+        );
+        p.upgrade_rules[0].min_limit = 0;
+        let got = policy_in(Some(&p), &base).unwrap();
+        assert!(got.first_upgrade.is_none());
+        assert_eq!(got.upgrade.unwrap().min_quality, Quality::Medium);
+    }
+
+    #[test]
+    fn targets_and_single_sends_name_the_field_by_its_path() {
+        let t = pb::Target {
+            target: Some(pb::target::Target::NumberId("x".into())),
+        };
+        let e = target("tier.target", Some(&t)).unwrap_err();
+        assert_eq!(e.field(), Some("tier.target.number_id"));
+        let t = pb::Target {
+            target: Some(pb::target::Target::PortfolioId("a b".into())),
+        };
+        let e = target("target", Some(&t)).unwrap_err();
+        assert_eq!(e.field(), Some("target.portfolio_id"));
+        let s = pb::Send {
+            number_id: "1".into(),
+            customer_id: "+4915112345".into(),
+            kind: Some(pb::send::Kind::FreeForm(pb::FreeForm {})),
+            idempotency_key: String::new(),
+        };
+        assert_eq!(send(Some(&s)).unwrap_err().field(), Some("customer_id"));
+        let e = send_at("send.", Some(&s)).unwrap_err();
+        assert_eq!(e.field(), Some("send.customer_id"));
+        assert_eq!(send_at("send.", None).unwrap_err().field(), Some("send"));
     }
 
     #[test]

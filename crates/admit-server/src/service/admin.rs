@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use admit_core::{
     Command, NumberId, NumberRegistration, Output, PlatformEvent, PortfolioId,
-    PortfolioRegistration, RestrictionType, ScopeKey, ScopeKind, ScopeStatus, Target,
-    TemplateEvent, Ts,
+    PortfolioRegistration, PortfolioStatus, RestrictionType, ScopeKey, ScopeKind, ScopeStatus,
+    Target, TemplateEvent, Ts,
 };
 use admit_proto::v1 as pb;
 use admit_proto::v1::admin_server::Admin;
@@ -26,8 +26,9 @@ pub struct AdminService {
 /// Where an event is applied.
 enum Dest {
     Number(NumberId),
-    /// Every shard that holds a limit scope of the portfolio: its own (meta, on its
-    /// home shard) or its numbers' (seeds, wherever each number's scope hashes to).
+    /// Every shard that knows the portfolio: holds a limit scope of it, its own (meta,
+    /// on its home shard) or its numbers' (seeds, wherever each number's scope hashes
+    /// to), or (for a restriction) its registration.
     Portfolio(PortfolioId),
     All,
 }
@@ -55,9 +56,13 @@ impl AdminService {
         let mut restricted: Option<Ts> = None;
         let mut types: Vec<RestrictionType> = Vec::new();
         let mut scopes: Vec<ScopeStatus> = Vec::new();
+        let mut unique = Vec::new();
         let mut found = false;
         for (shard, p) in self.ctx.portfolio_statuses(id, now).await? {
             found = true;
+            if !p.scopes.is_empty() {
+                unique.push((p.unique_7d, p.unique_30d));
+            }
             if (shard == home || profile.is_none()) && !p.profile.is_empty() {
                 profile = Some(p.profile.clone());
             }
@@ -78,7 +83,13 @@ impl AdminService {
         }
         let profile = profile.unwrap_or_else(|| "seeds".into());
         Ok(convert::portfolio_status_view(
-            id, &profile, restricted, &types, &scopes, now,
+            id,
+            &profile,
+            restricted,
+            &types,
+            &scopes,
+            convert::unique_sum(&unique),
+            now,
         ))
     }
 
@@ -91,6 +102,44 @@ impl AdminService {
             .await?
             .map(|p| p.profile)
             .filter(|p| !p.is_empty()))
+    }
+
+    /// Section 10: a portfolio's restriction holds for all its numbers, one that joins
+    /// later included. A restriction reaches only the shards that knew the portfolio
+    /// when it arrived, so a number's shard that did not gets it from the others.
+    /// Run on every registration naming a portfolio, so a retry after a failure here
+    /// completes it.
+    async fn share_portfolio_restriction(
+        &self,
+        p: &PortfolioId,
+        shard: u32,
+    ) -> Result<(), ApiError> {
+        let statuses = self.ctx.portfolio_statuses(p, self.ctx.now()).await?;
+        let restricted: Vec<(u32, PortfolioStatus)> = statuses
+            .into_iter()
+            .filter(|(_, ps)| ps.restricted_until.is_some())
+            .collect();
+        if restricted.iter().any(|(s, _)| *s == shard) {
+            return Ok(());
+        }
+        let Some((_, latest)) = restricted
+            .into_iter()
+            .max_by_key(|(_, ps)| ps.restricted_until)
+        else {
+            return Ok(());
+        };
+        let cmd = Command::Platform {
+            event: PlatformEvent::AccountRestriction {
+                target: Target::Portfolio(p.clone()),
+                // `Ts(u64::MAX)` is "until lifted", which the event says by no end
+                until: latest.restricted_until.filter(|t| t.ms() != u64::MAX),
+                lifted: false,
+                types: latest.restriction_types,
+            },
+            event_key: None,
+        };
+        self.ctx.write(shard, cmd).await?;
+        Ok(())
     }
 
     async fn apply_to(&self, dest: Dest, cmd: Command) -> Result<Vec<Output>, ApiError> {
@@ -123,6 +172,19 @@ impl AdminService {
             }
             Dest::All => self.ctx.write_all(cmd).await,
         }
+    }
+}
+
+/// The stored profile of a name, or `None` when there is none (NOT_FOUND). Any other
+/// failure fails the request: taking it for "no profile" would build the profile on
+/// the seeds defaults and report it created.
+fn stored_policy(
+    read: Result<Arc<admit_core::Policy>, ApiError>,
+) -> Result<Option<Arc<admit_core::Policy>>, ApiError> {
+    match read {
+        Ok(p) => Ok(Some(p)),
+        Err(ApiError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -232,8 +294,9 @@ fn event_in(ev: Option<&Event>) -> Result<(PlatformEvent, Dest), ApiError> {
             };
             let dest = match &target {
                 Target::Number(n) => Dest::Number(*n),
-                // the portfolio's numbers may live on every shard
-                Target::Portfolio(_) => Dest::All,
+                // every shard that knows the portfolio (its numbers may live on many);
+                // NOT_FOUND, and nothing written, when none does
+                Target::Portfolio(p) => Dest::Portfolio(p.clone()),
             };
             (
                 PlatformEvent::AccountRestriction {
@@ -367,7 +430,7 @@ impl Admin for AdminService {
                     .map(|t| if t == 0 { policy.throughput_mps } else { t });
             let reg = NumberRegistration {
                 number: Some(number),
-                portfolio,
+                portfolio: portfolio.clone(),
                 profile: Some(profile_name),
                 limit,
                 // unset on creation: the engine's defaults (the profile's initial
@@ -381,6 +444,9 @@ impl Admin for AdminService {
             let shard = self.ctx.router.shard_of(&scope);
             expect_registered(self.ctx.write(shard, Command::RegisterNumber(reg)).await?)?;
             self.ctx.router.remember(number, scope);
+            if let Some(p) = &portfolio {
+                self.share_portfolio_restriction(p, shard).await?;
+            }
             let status = self.number_view(&number, self.ctx.now()).await?;
             tracing::info!(%number, created, "number registered");
             Ok(Response::new(pb::RegisterNumberResponse {
@@ -550,7 +616,7 @@ impl Admin for AdminService {
                 Some(convert::portfolio("portfolio_id", &r.portfolio_id)?)
             };
             let now = self.ctx.now();
-            let mut rows: Vec<(u64, NumberId, pb::StatusView)> = Vec::new();
+            let mut rows: Vec<(u64, pb::StatusView)> = Vec::new();
             for s in self.ctx.list_scopes(now).await? {
                 let headroom = s.headroom.map_or(u64::MAX, u64::from);
                 for n in &s.numbers {
@@ -560,16 +626,21 @@ impl Admin for AdminService {
                     {
                         continue;
                     }
-                    rows.push((headroom, n.number, convert::number_status_view(&s, n, now)));
+                    rows.push((headroom, convert::number_status_view(&s, n, now)));
                 }
             }
-            rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            // ties by number_id as a string, as admin.proto says ("10" before "9",
+            // "007" before "7"), not by the id's numeric value
+            rows.sort_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then_with(|| a.1.number_id.cmp(&b.1.number_id))
+            });
             let total = rows.len();
             let numbers: Vec<pb::StatusView> = rows
                 .into_iter()
                 .skip(offset)
                 .take(limit)
-                .map(|r| r.2)
+                .map(|r| r.1)
                 .collect();
             let next = offset + numbers.len();
             Ok(Response::new(pb::ListNumbersResponse {
@@ -595,16 +666,23 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::SetPolicyResponse>, Status> {
         crate::forward::scoped(request.metadata(), async {
             let _permit = self.ctx.protect.enter(&request)?;
-            let name = request
-                .get_ref()
-                .policy
-                .as_ref()
-                .map(|p| p.name.clone())
-                .unwrap_or_default();
-            let existing = self.ctx.policy(&name).await.ok();
+            let name = convert::policy_name(request.get_ref().policy.as_ref())?;
+            let existing = stored_policy(self.ctx.policy(&name).await)?;
             let created = existing.is_none();
-            let base = existing.map_or_else(admit_core::Policy::seeds, |p| (*p).clone());
+            let base = existing
+                .as_ref()
+                .map_or_else(admit_core::Policy::seeds, |p| (**p).clone());
             let policy = convert::policy_in(request.get_ref().policy.as_ref(), &base)?;
+            // checked against the stored profile before any shard is written: each
+            // shard's own check (the engine's) could only see its own numbers, and a
+            // SetPolicy must be applied on every shard or on none
+            if existing.as_ref().is_some_and(|p| p.scope != policy.scope) {
+                return Err(ApiError::FailedPrecondition(
+                    "policy.scope: an existing profile keeps its limit scope; create a new profile"
+                        .into(),
+                )
+                .into());
+            }
             self.ctx
                 .write_all(Command::SetPolicy(policy.clone()))
                 .await?;
@@ -634,5 +712,21 @@ impl Admin for AdminService {
             }))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_policy_takes_only_not_found_for_a_new_profile() {
+        let p = Arc::new(admit_core::Policy::seeds());
+        assert!(stored_policy(Ok(p)).unwrap().is_some());
+        assert!(stored_policy(Err(ApiError::NotFound("x".into())))
+            .unwrap()
+            .is_none());
+        let e = stored_policy(Err(ApiError::unavailable("no leader", 200))).unwrap_err();
+        assert!(matches!(e, ApiError::Unavailable { .. }), "{e:?}");
     }
 }

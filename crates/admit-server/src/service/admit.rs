@@ -48,7 +48,7 @@ impl AdmitSend for AdmitService {
     ) -> Result<Response<pb::AdmitResponse>, Status> {
         crate::forward::scoped(request.metadata(), async {
             let _permit = self.ctx.protect.enter(&request)?;
-            let req = convert::send(request.get_ref().send.as_ref())?;
+            let req = convert::send_at("send.", request.get_ref().send.as_ref())?;
             tracing::Span::current().record("number", tracing::field::display(&req.number));
             let ((d, scope, replayed), now) = self.ctx.admit(req).await?;
             tracing::Span::current().record("reason", d.reason.as_str());
