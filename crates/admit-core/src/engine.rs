@@ -1166,20 +1166,12 @@ fn set_tier(sc: &mut ScopeState, t: &Tier) {
 
 /// R7.1: a whole message that is an opt-out or opt-in keyword, ignoring case and spaces.
 pub(crate) fn keyword(p: &Policy, text: &str) -> Option<OptChange> {
-    let norm: String = text
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .flat_map(char::to_uppercase)
-        .collect();
+    let norm: String = crate::policy::keyword_form(text).collect();
     // a keyword of spaces only never matches (profiles are validated to hold none; this
     // keeps one restored from older state from opting out every empty message)
     let hit = |ks: &[String]| {
         ks.iter().any(|k| {
-            let mut k = k
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .flat_map(char::to_uppercase)
-                .peekable();
+            let mut k = crate::policy::keyword_form(k).peekable();
             k.peek().is_some() && k.eq(norm.chars())
         })
     };

@@ -55,7 +55,8 @@ pub use engine::Engine;
 pub use error::CoreError;
 pub use ids::{FieldError, IdempotencyKey, NumberId, PortfolioId, TemplateId, WaId};
 pub use policy::{
-    Category, Limit, Policy, Quality, ScopeKind, Threshold, TierInput, TierMeaning, UpgradeRule,
+    keyword_candidate, keyword_form, Category, Limit, Policy, Quality, ScopeKind, Threshold,
+    TierInput, TierMeaning, UpgradeRule,
 };
 pub use reader::{AccountStatus, NumberView, PortfolioStatus, Reader, ScopeStatus, UniqueCount};
 pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};

@@ -192,6 +192,26 @@ pub struct Policy {
     pub idempotency_ttl: Dur,
 }
 
+/// R7.1: the form in which keywords and messages are compared, case- and
+/// space-insensitively: whitespace removed, upper case.
+pub fn keyword_form(text: &str) -> impl Iterator<Item = char> + '_ {
+    text.chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_uppercase)
+}
+
+/// What of an inbound message can matter to R7.1: its [`keyword_form`] when it
+/// could equal a keyword (not empty, at most [`Policy::MAX_KEYWORD_CHARS`]),
+/// else nothing. A keyword is a whole message, so a longer text never matches;
+/// the server logs only this, never the message.
+pub fn keyword_candidate(text: &str) -> Option<String> {
+    let form: String = keyword_form(text)
+        .take(Policy::MAX_KEYWORD_CHARS + 1)
+        .collect();
+    let n = form.chars().count();
+    (n > 0 && n <= Policy::MAX_KEYWORD_CHARS).then_some(form)
+}
+
 impl Policy {
     /// Bounds on what a profile may hold, so that every rule's arithmetic stays in range
     /// and an inbound message scans a bounded keyword list (R7.1).
@@ -413,6 +433,20 @@ impl Default for Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn r7_1_keyword_candidates_are_short_normalized_texts() {
+        assert_eq!(keyword_candidate("  s t o p "), Some("STOP".into()));
+        assert_eq!(keyword_candidate("Stop\n"), Some("STOP".into()));
+        assert_eq!(keyword_candidate("   "), None);
+        let edge = "a ".repeat(Policy::MAX_KEYWORD_CHARS);
+        assert_eq!(
+            keyword_candidate(&edge).map(|k| k.len()),
+            Some(Policy::MAX_KEYWORD_CHARS)
+        );
+        let over = "a".repeat(Policy::MAX_KEYWORD_CHARS + 1);
+        assert_eq!(keyword_candidate(&over), None);
+    }
 
     #[test]
     fn tier_inputs_of_section_10() {

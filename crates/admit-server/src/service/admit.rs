@@ -171,7 +171,7 @@ impl AdmitSend for AdmitService {
                         number,
                         customer,
                         kind,
-                        text: r.text.as_deref().and_then(keyword_candidate),
+                        text: r.text.as_deref().and_then(admit_core::keyword_candidate),
                         // per kind: an inbound's key never collides with an
                         // outcome's or a platform event's
                         event_key: (!r.event_key.is_empty()).then(|| format!("in/{}", r.event_key)),
@@ -376,21 +376,4 @@ impl AdmitService {
             .and_then(|s| s.numbers.first().map(|n| n.profile.clone()))
             .unwrap_or_else(|| "seeds".into()))
     }
-}
-
-/// The longest opt-out or opt-in keyword a policy may hold, spaces removed.
-const KEYWORD_MAX_CHARS: usize = 64;
-
-/// What of an inbound text reaches the log (R7.1): its form without spaces
-/// in upper case when it could be a keyword, else nothing. Keywords match
-/// whole messages ignoring case and spaces, so a longer text cannot match,
-/// and the customer's message itself is never stored.
-fn keyword_candidate(text: &str) -> Option<String> {
-    let norm: String = text
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .flat_map(char::to_uppercase)
-        .take(KEYWORD_MAX_CHARS + 1)
-        .collect();
-    (!norm.is_empty() && norm.chars().count() <= KEYWORD_MAX_CHARS).then_some(norm)
 }
