@@ -274,9 +274,6 @@ impl Ctx {
                 false => Triage::Slow(None),
             };
         }
-        let answer = hint
-            .clone()
-            .filter(|_| lease && !after_slow && req.idempotency_key.is_none());
         let denied_before_rate = hint.as_ref().is_some_and(|d| {
             !d.allowed
                 && !matches!(
@@ -284,6 +281,7 @@ impl Ctx {
                     Reason::OutsideServiceWindow | Reason::SpamCooldown
                 )
         });
+        let answer = hint.filter(|_| lease && !after_slow && req.idempotency_key.is_none());
         if denied_before_rate {
             return match answer {
                 Some(d) => Triage::Done((d, Some(scope), false)),
