@@ -3,6 +3,12 @@
 //! prost messages and tonic clients/servers into `OUT_DIR/admit.v1.rs`, and
 //! writes the encoded `FileDescriptorSet` (with source info, so reflection
 //! clients see the comments) to `OUT_DIR/admit_v1_descriptor.bin`.
+//!
+//! It also compiles the node-to-node protos of `proto/admit/internal/`
+//! (`admit.internal.raft`, the Raft transport, and `admit.internal.node`, the
+//! relay between nodes), so every protobuf of the workspace is compiled once,
+//! here. They are not part of the public descriptor set: reflection never
+//! shows them.
 
 use std::path::PathBuf;
 
@@ -14,18 +20,18 @@ const PROTOS: &[&str] = &[
     "admit/v1/cluster.proto",
 ];
 
+/// Node-to-node protos: the Raft transport and the relay between nodes.
+const INTERNAL: &[&str] = &["admit/internal/raft.proto", "admit/internal/node.proto"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let proto_root = manifest_dir.join("../../proto");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
-    // Only this package's directory: other protos under proto/ (e.g. internal
-    // ones owned by other crates) do not affect this crate.
-    println!(
-        "cargo:rerun-if-changed={}",
-        proto_root.join("admit/v1").display()
-    );
-    for proto in PROTOS {
+    for dir in ["admit/v1", "admit/internal"] {
+        println!("cargo:rerun-if-changed={}", proto_root.join(dir).display());
+    }
+    for proto in PROTOS.iter().chain(INTERNAL) {
         println!(
             "cargo:rerun-if-changed={}",
             proto_root.join(proto).display()
@@ -48,5 +54,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(compiler.file_descriptor_set())?;
+
+    // The internal packages: their own descriptor set, so the public one (and
+    // reflection) stays free of them.
+    let internal = protox::compile(INTERNAL, [&proto_root])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(internal)?;
     Ok(())
 }

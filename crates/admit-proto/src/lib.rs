@@ -24,6 +24,23 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/admit.v1.rs"));
 }
 
+/// Node-to-node protocols, generated from `proto/admit/internal/`. They are
+/// served only between the nodes of one cluster and are not part of the
+/// public API (reflection does not list them).
+pub mod internal {
+    /// `admit.internal.raft`: the Raft transport of `admit-raft`.
+    #[allow(missing_docs, clippy::all, missing_debug_implementations)]
+    pub mod raft {
+        include!(concat!(env!("OUT_DIR"), "/admit.internal.raft.rs"));
+    }
+
+    /// `admit.internal.node`: commands and reads relayed between nodes.
+    #[allow(missing_docs, clippy::all, missing_debug_implementations)]
+    pub mod node {
+        include!(concat!(env!("OUT_DIR"), "/admit.internal.node.rs"));
+    }
+}
+
 /// The protobuf package name of this API version.
 pub const PACKAGE: &str = "admit.v1";
 

@@ -239,11 +239,9 @@ mod sm;
 mod store;
 mod types;
 
-/// Generated protobuf/gRPC types of `admit.internal.raft`.
-#[allow(missing_docs, clippy::all, missing_debug_implementations)]
-pub mod pb {
-    tonic::include_proto!("admit.internal.raft");
-}
+/// Generated protobuf/gRPC types of `admit.internal.raft` (compiled in
+/// `admit-proto`, like every proto of the workspace).
+pub use admit_proto::internal::raft as pb;
 
 pub use cluster::{ClusterNode, NodeState, ReplicaInfo, ShardInfo};
 pub use network::RaftGrpcService;

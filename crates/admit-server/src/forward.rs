@@ -38,11 +38,8 @@ use tonic::transport::{Channel, Endpoint};
 use crate::ctx::Decided;
 use crate::error::ApiError;
 
-/// Generated types of `admit.internal.node`.
-#[allow(missing_docs, clippy::all, missing_debug_implementations)]
-pub mod pb {
-    tonic::include_proto!("admit.internal.node");
-}
+/// Generated types of `admit.internal.node` (compiled in `admit-proto`).
+pub use admit_proto::internal::node as pb;
 
 use pb::node_rpc_client::NodeRpcClient;
 
