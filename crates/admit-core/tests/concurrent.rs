@@ -31,7 +31,10 @@ fn readers_run_alongside_the_writer() {
             let (r, done, opened) = (reader.clone(), done.clone(), opened.clone());
             std::thread::spawn(move || {
                 let mut checked = 0u64;
-                while !done.load(Ordering::Acquire) {
+                loop {
+                    // one last pass after the writer is done, whatever the scheduling:
+                    // then every window it opened is open
+                    let last = done.load(Ordering::Acquire);
                     let upto = opened.load(Ordering::Acquire);
                     for c in upto.saturating_sub(50)..upto {
                         let req = AdmitRequest {
@@ -45,6 +48,9 @@ fn readers_run_alongside_the_writer() {
                         checked += 1;
                     }
                     let _ = r.number_status(&num("100"), T0);
+                    if last {
+                        break;
+                    }
                 }
                 checked
             })
@@ -75,8 +81,11 @@ fn readers_run_alongside_the_writer() {
         opened.store(c + 1, Ordering::Release);
     }
     done.store(true, Ordering::Release);
-    let checked: u64 = readers.into_iter().map(|t| t.join().unwrap()).sum();
-    assert!(checked > 0, "readers made decisions while the writer ran");
+    // each reader's last pass checked the 50 newest windows; how many more it checked
+    // while the writer ran depends on the scheduling
+    for t in readers {
+        assert!(t.join().unwrap() >= 50, "a reader's last pass checked 50");
+    }
     assert_eq!(
         e.reader().number_status(&num("100"), T0).unwrap().used,
         2_500

@@ -165,6 +165,7 @@ fn run(ops: &[Op], check: bool) -> H {
     let mut now = T0.0;
     let mut ids: Vec<AdmissionId> = Vec::new();
     for op in ops {
+        engine_within_limits(&h, &m, now, check);
         match op.clone() {
             Op::Wait { ms } => now += ms,
             Op::Inbound {
@@ -293,11 +294,6 @@ fn run(ops: &[Op], check: bool) -> H {
                     m.keys
                         .insert(k, (number, customer, template, got.clone(), now + DAY));
                 }
-                // R3.4: no scope ever holds more than L counted conversations
-                for scope in 0..3 {
-                    let used = m.counted(scope, now).len();
-                    assert!(used <= limit_of(scope), "scope {scope} holds {used}");
-                }
                 if check {
                     let used = m.counted(scope_of(number), now).len() as u32;
                     assert_eq!(got.used, used, "used after {op:?}");
@@ -305,7 +301,24 @@ fn run(ops: &[Op], check: bool) -> H {
             }
         }
     }
+    engine_within_limits(&h, &m, now, check);
     h
+}
+
+/// R3.4 on the engine's own state, read through its status: no scope's rolling 24 h
+/// window holds more than L counted conversations, Restricted says exactly when it holds
+/// L, and (when checking against the reference) it holds the reference's count.
+fn engine_within_limits(h: &H, m: &Model, now: u64, check: bool) {
+    for (scope, number) in [(0, 0), (1, 1), (2, 2)] {
+        let s = h.status(NUMBERS[number], Ts(now));
+        let l = limit_of(scope) as u32;
+        assert!(s.used <= l, "scope {scope} holds {} > {l}", s.used);
+        assert_eq!(s.restricted, s.used == l, "scope {scope} restricted");
+        if check {
+            let want = m.counted(scope, now).len() as u32;
+            assert_eq!(s.used, want, "scope {scope} used at +{}ms", now - T0.0);
+        }
+    }
 }
 
 fn mkt_or_util(customer: u64) -> SendKind {

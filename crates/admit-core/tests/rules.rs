@@ -408,6 +408,11 @@ fn r5_3_seed_example_2_upgrade_on_day_4_at_19_00() {
     let s = h.status(N, at(4, 20, 0));
     assert_eq!(s.limit, Limit::Capped(10_000));
     assert_eq!(s.upgrade_count, 800, "day 4's 300 count in the 7-day total");
+    // day 4's 300 alone fit under 1K too: 701 more make 1,001 in the 24 h window, which
+    // only the 10K limit admits
+    h.open_many(N, 800, 701, at(4, 21, 0));
+    let s = h.status(N, at(4, 21, 0));
+    assert_eq!((s.used, s.restricted), (1_001, false));
 }
 
 #[test]
@@ -635,22 +640,24 @@ fn r5_6_observe_only_predicts_without_changing_the_limit() {
     assert_eq!(s.predicted_limit, Some(Limit::Capped(10_000)));
 }
 
+/// Meta's titled pause (FIRST_PAUSE, SECOND_PAUSE) of the "promo" template.
+fn pause(h: &mut H, title: &str, t: Ts) -> Output {
+    h.event(
+        PlatformEvent::TemplateStatus {
+            template: TemplateId::parse("template", "promo").unwrap(),
+            event: TemplateEvent::Paused {
+                title: Some(title.into()),
+                until: None,
+            },
+        },
+        t,
+    )
+}
+
 #[test]
 fn r6_3_paused_template_until_the_pause_ends_then_disabled() {
     let mut h = h_with(250);
     let id = TemplateId::parse("template", "promo").unwrap();
-    let pause = |h: &mut H, title: &str, t: Ts| {
-        h.event(
-            PlatformEvent::TemplateStatus {
-                template: id.clone(),
-                event: TemplateEvent::Paused {
-                    title: Some(title.into()),
-                    until: None,
-                },
-            },
-            t,
-        )
-    };
     let t = at(1, 12, 0);
     pause(&mut h, "FIRST_PAUSE", t);
     h.inbound(N, 1, None, t);
@@ -1042,4 +1049,355 @@ fn policies_are_validated_naming_the_field() {
         h.e.reader().numbers().is_empty(),
         "a refused command changes nothing"
     );
+}
+
+// ---- rule edges on both sides: t + d - 1 ms and t + d ms ----
+
+/// R5.2: 999 customers from `t` on, the 1,000th at `t + late` (at most 250 a day).
+fn seeds_250_crossing_at(late: u64) -> (H, Ts) {
+    let mut h = H::new();
+    h.register(N, None, T0);
+    let t = at(1, 9, 0);
+    for day in 0..3 {
+        h.open_many(N, day * 250, 250, Ts(t.0 + day * DAY));
+    }
+    h.open_many(N, 750, 249, Ts(t.0 + 3 * DAY));
+    let c = Ts(t.0 + late);
+    h.open_many(N, 999, 1, c);
+    (h, c)
+}
+
+#[test]
+fn r5_2_thirty_day_lookback_on_both_sides() {
+    // day 1's 250 are still in the 30 days at t + 30 d - 1: the 1,000th crosses
+    let (h, c) = seeds_250_crossing_at(30 * DAY - 1);
+    assert_eq!(h.status(N, c).limit, Limit::Capped(1_000));
+    // at t + 30 d they have left: 750, no upgrade
+    let (h, c) = seeds_250_crossing_at(30 * DAY);
+    let s = h.status(N, c);
+    assert_eq!(
+        (s.limit, s.upgrade_count, s.upgrade_at),
+        (Limit::Capped(250), 750, None)
+    );
+}
+
+#[test]
+fn r5_2_a_configured_delay_takes_effect_at_its_exact_time() {
+    let mut h = H::new();
+    let mut p = Policy::seeds();
+    p.name = "slow".into();
+    p.first_upgrade.as_mut().unwrap().delay = Dur::hours(2);
+    h.apply(Command::SetPolicy(p), T0).unwrap();
+    h.register_with(
+        NumberRegistration {
+            number: Some(num(N)),
+            profile: Some("slow".into()),
+            ..Default::default()
+        },
+        T0,
+    );
+    for day in 1..=4 {
+        h.open_many(N, (day - 1) * 250, 250, at(day, 9, 0));
+    }
+    let c = at(4, 9, 0);
+    let s = h.status(N, c);
+    assert_eq!(
+        (s.limit, s.upgrade_at),
+        (Limit::Capped(250), Some(Ts(c.0 + 2 * HOUR)))
+    );
+    // day 4's 250 fill the 24 h window: one more is refused until the upgrade ...
+    let d = h.admit(N, 5_000, util(), Ts(c.0 + 2 * HOUR - 1));
+    assert_eq!(
+        (d.reason, d.limit),
+        (Reason::LimitReached, Some(Limit::Capped(250)))
+    );
+    // ... and admitted at its exact time
+    let d = h.admit(N, 5_000, util(), Ts(c.0 + 2 * HOUR));
+    assert_eq!(
+        (d.reason, d.limit),
+        (Reason::NewConversation, Some(Limit::Capped(1_000)))
+    );
+}
+
+/// A 1K seeds number with 250 customers at `t` and 250 more at `t + late`.
+fn seeds_1k_halves(t: Ts, late: u64) -> (H, Ts) {
+    let mut h = seeds_1k();
+    h.open_many(N, 0, 250, t);
+    let c = Ts(t.0 + late);
+    h.open_many(N, 250, 250, c);
+    (h, c)
+}
+
+#[test]
+fn r5_3_seven_day_lookback_at_the_crossing_on_both_sides() {
+    let t = at(1, 9, 0);
+    let (h, c) = seeds_1k_halves(t, 7 * DAY - 1);
+    let s = h.status(N, c);
+    assert_eq!((s.upgrade_count, s.upgrade_at), (500, Some(Ts(c.0 + DAY))));
+    let (h, c) = seeds_1k_halves(t, 7 * DAY);
+    let s = h.status(N, c);
+    assert_eq!((s.upgrade_count, s.upgrade_at), (250, None));
+}
+
+#[test]
+fn r5_3_seven_day_lookback_when_the_wait_ends_on_both_sides() {
+    let t = at(1, 9, 0);
+    // the wait ends at t + 7 d - 1: day 1's 250 are still in the 7 days
+    let (mut h, c) = seeds_1k_halves(t, 6 * DAY - 1);
+    let end = Ts(c.0 + DAY);
+    assert_eq!(h.status(N, c).upgrade_at, Some(end));
+    assert_eq!(
+        h.status(N, Ts(end.0 - 1)).limit,
+        Limit::Capped(1_000),
+        "not before its time"
+    );
+    let d = h.admit(N, 9_999, util(), end);
+    assert_eq!(d.limit, Some(Limit::Capped(10_000)));
+    // it ends at t + 7 d: they have left, the conditions fail, no upgrade
+    let (mut h, c) = seeds_1k_halves(t, 6 * DAY);
+    let end = Ts(c.0 + DAY);
+    assert_eq!(h.status(N, c).upgrade_at, Some(end));
+    let s = h.status(N, end);
+    assert_eq!(
+        (s.limit, s.upgrade_count, s.upgrade_at),
+        (Limit::Capped(1_000), 250, None)
+    );
+    let d = h.admit(N, 9_999, util(), end);
+    assert_eq!(d.limit, Some(Limit::Capped(1_000)));
+}
+
+/// A meta number at 250 (threshold 125) with 63 customers at `t` and 62 at `t + late`.
+fn meta_halves(t: Ts, late: u64) -> (H, Ts) {
+    let mut h = H::new();
+    h.register_with(
+        NumberRegistration {
+            number: Some(num(N)),
+            portfolio: Some(PortfolioId::parse("portfolio", "w").unwrap()),
+            profile: Some("meta".into()),
+            ..Default::default()
+        },
+        T0,
+    );
+    h.open_many(N, 0, 63, t);
+    let c = Ts(t.0 + late);
+    h.open_many(N, 63, 62, c);
+    (h, c)
+}
+
+#[test]
+fn r5_4_half_the_limit_in_7_days_on_both_sides() {
+    let t = at(1, 9, 0);
+    // at the crossing
+    let (h, c) = meta_halves(t, 7 * DAY - 1);
+    let s = h.status(N, c);
+    assert_eq!(
+        (s.upgrade_count, s.upgrade_at),
+        (125, Some(Ts(c.0 + 6 * HOUR)))
+    );
+    let (h, c) = meta_halves(t, 7 * DAY);
+    let s = h.status(N, c);
+    assert_eq!((s.upgrade_count, s.upgrade_at), (62, None));
+    // when the 6 h delay ends (the conditions are checked again then)
+    let (h, c) = meta_halves(t, 7 * DAY - 6 * HOUR - 1);
+    assert_eq!(h.status(N, Ts(c.0 + 6 * HOUR)).limit, Limit::Capped(2_000));
+    let (h, c) = meta_halves(t, 7 * DAY - 6 * HOUR);
+    assert_eq!(h.status(N, c).upgrade_at, Some(Ts(c.0 + 6 * HOUR)));
+    let s = h.status(N, Ts(c.0 + 6 * HOUR));
+    assert_eq!((s.limit, s.upgrade_count), (Limit::Capped(250), 62));
+}
+
+#[test]
+fn r6_2_second_pause_ends_after_6h_on_both_sides() {
+    let mut h = h_with(250);
+    let t = at(1, 12, 0);
+    pause(&mut h, "FIRST_PAUSE", t);
+    let t2 = Ts(t.0 + 4 * HOUR);
+    pause(&mut h, "SECOND_PAUSE", t2);
+    let d = h.admit(N, 1, mkt(), Ts(t2.0 + 6 * HOUR - 1));
+    assert_eq!(
+        (d.allowed, d.reason, d.retry_at),
+        (false, Reason::TemplatePaused, Some(Ts(t2.0 + 6 * HOUR)))
+    );
+    let d = h.admit(N, 1, mkt(), Ts(t2.0 + 6 * HOUR));
+    assert_eq!((d.reason, d.counted), (Reason::NewConversation, true));
+}
+
+// ---- R7.1: every way in and out ----
+
+fn opt_of(o: Output) -> Option<OptChange> {
+    match o {
+        Output::Inbound { opt, .. } => opt,
+        other => panic!("not an inbound output: {other:?}"),
+    }
+}
+
+#[test]
+fn r7_1_subscribe_opts_back_in_after_stop() {
+    let mut h = h_with(250);
+    let t = at(1, 9, 0);
+    assert_eq!(
+        opt_of(h.inbound(N, 1, Some("STOP"), t)),
+        Some(OptChange::OptedOut)
+    );
+    assert_eq!(h.admit(N, 1, mkt(), t).reason, Reason::OptedOut);
+    assert_eq!(
+        opt_of(h.inbound(N, 1, Some(" Sub scribe"), Ts(t.0 + 1))),
+        Some(OptChange::OptedIn)
+    );
+    assert_eq!(h.status(N, t).opt_outs, 0);
+    assert_eq!(
+        h.admit(N, 1, mkt(), Ts(t.0 + 1)).reason,
+        Reason::ServiceWindow
+    );
+}
+
+#[test]
+fn r7_1_keywords_set_by_set_policy_take_effect() {
+    let mut h = H::new();
+    let mut p = Policy::seeds();
+    p.name = "fr".into();
+    h.apply(Command::SetPolicy(p.clone()), T0).unwrap();
+    h.register_with(
+        NumberRegistration {
+            number: Some(num(N)),
+            profile: Some("fr".into()),
+            ..Default::default()
+        },
+        T0,
+    );
+    h.register("2002", None, T0);
+    let t = at(1, 9, 0);
+    assert_eq!(opt_of(h.inbound(N, 1, Some("arret"), t)), None);
+    p.opt_out_keywords = vec!["ARRET".into()];
+    p.opt_in_keywords = vec!["REPRENDRE".into()];
+    h.apply(Command::SetPolicy(p), t).unwrap();
+    // the number's profile is changed in place: the new set applies at once
+    assert_eq!(
+        opt_of(h.inbound(N, 1, Some("Ar ret"), t)),
+        Some(OptChange::OptedOut)
+    );
+    assert_eq!(h.admit(N, 1, mkt(), t).reason, Reason::OptedOut);
+    // the keywords it replaced no longer match
+    assert_eq!(opt_of(h.inbound(N, 1, Some("START"), t)), None);
+    assert_eq!(opt_of(h.inbound(N, 2, Some("STOP"), t)), None);
+    assert_eq!(h.status(N, t).opt_outs, 1);
+    assert_eq!(
+        opt_of(h.inbound(N, 1, Some("reprendre"), t)),
+        Some(OptChange::OptedIn)
+    );
+    assert_eq!(h.admit(N, 1, mkt(), t).reason, Reason::ServiceWindow);
+    // a number of another profile keeps its own keywords
+    assert_eq!(opt_of(h.inbound("2002", 1, Some("ARRET"), t)), None);
+    assert_eq!(
+        opt_of(h.inbound("2002", 1, Some("STOP"), t)),
+        Some(OptChange::OptedOut)
+    );
+}
+
+#[test]
+fn r7_1_user_preferences_resume_opts_back_in() {
+    let mut h = h_with(250);
+    let t = at(1, 9, 0);
+    let pref = |h: &mut H, c: u64, stop: bool, at: Ts| {
+        h.event(
+            PlatformEvent::UserPreference {
+                number: num(N),
+                customer: cust(c),
+                stop,
+            },
+            at,
+        )
+    };
+    h.inbound(N, 1, None, t);
+    pref(&mut h, 1, true, t);
+    assert_eq!(h.admit(N, 1, mkt(), t).reason, Reason::OptedOut);
+    assert_eq!(h.status(N, t).opt_outs, 1);
+    pref(&mut h, 1, false, Ts(t.0 + 1));
+    assert_eq!(h.status(N, t).opt_outs, 0);
+    assert_eq!(
+        h.admit(N, 1, mkt(), Ts(t.0 + 1)).reason,
+        Reason::ServiceWindow
+    );
+    // a resume reverses a keyword opt-out too
+    h.inbound(N, 2, Some("UNSUBSCRIBE"), t);
+    pref(&mut h, 2, false, Ts(t.0 + 2));
+    assert_eq!(
+        h.admit(N, 2, mkt(), Ts(t.0 + 2)).reason,
+        Reason::ServiceWindow
+    );
+}
+
+// ---- R8.3: what a leader change resets ----
+
+/// The R8 buckets (`admit_core::rate`) are the leader's alone: in no command and no
+/// snapshot. A new leader rebuilds the engine from the replicated state and starts with
+/// new, full buckets; every hold the engine keeps survives the change.
+#[test]
+fn r8_3_a_leader_change_resets_the_token_buckets_and_nothing_else() {
+    use admit_core::rate::{Rate, RateDenial, RateLimiter};
+    let mut h = h_with(250);
+    let t = at(1, 9, 0);
+    let r = h.e.reader();
+    let mps = r.throughput_mps(&num(N)).unwrap();
+    let (every, burst) = r.pair_rate(&num(N)).unwrap();
+    assert_eq!((mps, every, burst), (80, Dur::secs(6), 45));
+    let take = |rl: &RateLimiter, c: u64| {
+        rl.try_take(
+            num(N),
+            cust(c),
+            Rate::per_second(mps),
+            Rate::every(every, burst),
+            t,
+        )
+    };
+    // the old leader: customer 1's burst and then the number's second used up
+    let old = RateLimiter::default();
+    for _ in 0..45 {
+        take(&old, 1).unwrap();
+    }
+    assert_eq!(
+        take(&old, 1).unwrap_err(),
+        RateDenial::Pair {
+            retry_at: Ts(t.0 + 6_000)
+        }
+    );
+    for c in 0..35 {
+        take(&old, 100 + c).unwrap();
+    }
+    assert!(matches!(take(&old, 2), Err(RateDenial::Throughput { .. })));
+    // replicated state meanwhile: an opt-out, a 131056 back-off, a counted conversation
+    h.inbound(N, 3, Some("STOP"), t);
+    h.inbound(N, 2, None, t);
+    h.outcome(N, 2, Some(131056), t);
+    h.admit(N, 9, util(), t);
+    // the new leader
+    let new = Engine::restore(&h.e.snapshot()).unwrap();
+    let fresh = RateLimiter::default();
+    // full buckets: one whole burst for the pair again, then the pair rate binds
+    for _ in 0..45 {
+        take(&fresh, 1).unwrap();
+    }
+    assert!(matches!(take(&fresh, 1), Err(RateDenial::Pair { .. })));
+    // the engine's holds stand
+    let req = |c: u64, kind: SendKind| AdmitRequest {
+        number: num(N),
+        customer: cust(c),
+        kind,
+        idempotency_key: None,
+    };
+    let nr = new.reader();
+    assert_eq!(
+        nr.try_fast(&req(3, mkt()), t).unwrap().reason,
+        Reason::OptedOut
+    );
+    let d = nr.try_fast(&req(2, SendKind::FreeForm), t).unwrap();
+    assert_eq!(
+        (d.reason, d.retry_at),
+        (Reason::PairRateLimited, Some(Ts(t.0 + 1_000)))
+    );
+    assert_eq!(
+        nr.try_fast(&req(9, util()), t).unwrap().reason,
+        Reason::OpenConversation
+    );
+    assert_eq!(nr.number_status(&num(N), t).unwrap().used, 1);
 }
