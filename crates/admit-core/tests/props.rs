@@ -1,10 +1,15 @@
 //! Property tests: random interleavings of admits, retries, releases, inbound messages,
-//! opt-outs and time jumps on several numbers and a shared portfolio. Every decision must
-//! equal a brute-force reference model written plainly below, and no rolling 24 h window
-//! may ever hold more than L counted conversations (R3.4). A replay test checks that the
-//! same command log gives byte-identical snapshots, also across a snapshot and restore.
+//! opt-outs, account restrictions, template pauses, outcome holds, free entry points and
+//! time jumps on several numbers and a shared portfolio, with the leader's R8 token
+//! buckets in front of the engine as the server places them. Every decision must equal a
+//! brute-force reference model written plainly below, and no rolling 24 h window of the
+//! engine may ever hold more than L counted conversations (R3.4). A replay test checks
+//! that the same command log gives byte-identical snapshots, also across a snapshot and
+//! restore. Not modelled: tier changes (upgrades, downgrades, platform tiers: local
+//! upgrades are off), the 130429 number back-off and template pauses of other lengths.
 
 mod support;
+use admit_core::rate::{Rate, RateDenial, RateLimiter};
 use admit_core::*;
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -32,18 +37,57 @@ enum Op {
     Wait {
         ms: u64,
     },
+    /// Section 10: a restriction of a number (`None`: portfolio P), `types` a bit set of
+    /// [`TYPES`], until `until` ms from now (`None`: until lifted); or lifted.
+    Restrict {
+        number: Option<usize>,
+        until: Option<u64>,
+        types: u8,
+        lifted: bool,
+    },
+    /// R6.2/R6.3: an event of the marketing ("promo") or utility ("receipt") template.
+    Template {
+        marketing: bool,
+        event: u8,
+    },
+    /// Section 9: a reported outcome (`None`: delivered).
+    Outcome {
+        number: usize,
+        customer: u64,
+        code: Option<u32>,
+    },
+    /// R2.3: a free entry point (applied by the meta numbers only).
+    FreeEntry {
+        number: usize,
+        customer: u64,
+    },
 }
+
+const TYPES: [RestrictionType; 3] = [
+    RestrictionType::BizInitiated,
+    RestrictionType::CustomerInitiated,
+    RestrictionType::AddPhoneNumber,
+];
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..4usize, 0..7u64, any::<bool>(), prop::option::of(0..6u8)).prop_map(
+        12 => (0..4usize, 0..7u64, any::<bool>(), prop::option::of(0..6u8)).prop_map(
             |(number, customer, template, key)| Op::Admit { number, customer, template, key }
         ),
-        1 => any::<usize>().prop_map(|pick| Op::Release { pick }),
-        2 => (0..4usize, 0..7u64, prop::sample::select(vec![None, Some("hi"), Some("STOP"), Some("start")]))
+        2 => any::<usize>().prop_map(|pick| Op::Release { pick }),
+        4 => (0..4usize, 0..7u64, prop::sample::select(vec![None, Some("hi"), Some("STOP"), Some("start")]))
             .prop_map(|(number, customer, text)| Op::Inbound { number, customer, text }),
-        2 => prop_oneof![0..2u64, 0..3_600_000u64, Just(WINDOW - 1), Just(WINDOW), 0..30 * 3_600_000u64]
+        5 => prop_oneof![0..2u64, 0..2_000u64, 0..3_600_000u64, Just(WINDOW - 1), Just(WINDOW), 0..30 * 3_600_000u64]
             .prop_map(|ms| Op::Wait { ms }),
+        // mostly timed and short, or lifted
+        1 => (prop::option::of(0..4usize), prop::option::weighted(0.9, prop_oneof![0..3u64, 0..7_200_000u64]), 0..8u8, prop::bool::weighted(0.4))
+            .prop_map(|(number, until, types, lifted)| Op::Restrict { number, until, types, lifted }),
+        // mostly approvals, so that a disabled template does not stay so for long
+        1 => (any::<bool>(), prop::sample::select(vec![0u8, 0, 0, 1, 2, 3, 4, 5]))
+            .prop_map(|(marketing, event)| Op::Template { marketing, event }),
+        2 => (0..4usize, 0..7u64, prop::sample::select(vec![None, Some(131056), Some(131048), Some(131049), Some(131050), Some(131047)]))
+            .prop_map(|(number, customer, code)| Op::Outcome { number, customer, code }),
+        1 => (0..4usize, 0..7u64).prop_map(|(number, customer)| Op::FreeEntry { number, customer }),
     ]
 }
 
@@ -56,6 +100,10 @@ fn setup(e: &mut Engine) {
         p.upgrade = None;
         p.first_upgrade = None;
         p.flagged_downgrade = false;
+        let (mps, every, burst) = rates_of(name == "flat-p");
+        p.throughput_mps = mps;
+        p.pair_interval = Dur(every);
+        p.pair_burst = burst;
         e.apply(Command::SetPolicy(p), T0).unwrap();
     }
     let reg = |n: &str, profile: &str, limit: u32, portfolio: Option<&str>| {
@@ -77,6 +125,16 @@ fn setup(e: &mut Engine) {
     }
 }
 
+/// R8 of the profiles: (messages per second, pair interval in ms, pair burst), small so
+/// that the buckets bind.
+fn rates_of(portfolio: bool) -> (u32, u64, u32) {
+    if portfolio {
+        (2, 4_000, 2)
+    } else {
+        (4, 6_000, 1)
+    }
+}
+
 fn scope_of(number: usize) -> usize {
     [0, 1, 2, 2][number]
 }
@@ -94,6 +152,25 @@ struct Bic {
     id: AdmissionId,
 }
 
+/// A template as the reference sees it: its pause's start and rank, or disabled.
+#[derive(Clone, Copy, Debug, Default)]
+enum Tpl {
+    #[default]
+    Active,
+    Paused {
+        since: u64,
+        nth: u8,
+    },
+    Disabled,
+}
+
+/// What the checks before counting say (R3.2, R3.6).
+enum Pre {
+    Deny(Reason, Option<u64>),
+    Allow(Reason),
+    NeedsCount,
+}
+
 /// The reference: the rules as plainly as they can be written, state as flat lists.
 #[derive(Default)]
 struct Model {
@@ -101,6 +178,43 @@ struct Model {
     bics: Vec<Bic>,
     optout: HashSet<(usize, u64)>,
     keys: HashMap<u8, (usize, u64, bool, Decision, u64)>,
+    /// Restrictions (until, type bits): of a number, and of portfolio P.
+    restricted: HashMap<usize, (u64, u8)>,
+    restricted_p: Option<(u64, u8)>,
+    /// By "is the marketing template".
+    templates: HashMap<bool, Tpl>,
+    /// 131056: (until, strikes) per (number, customer).
+    pair_hold: HashMap<(usize, u64), (u64, u32)>,
+    /// 131048: until, per number.
+    spam_hold: HashMap<usize, u64>,
+    /// 131049: until, per (scope, customer).
+    marketing_hold: HashMap<(usize, u64), u64>,
+    /// R2.3: until, per (number, customer).
+    fep: HashMap<(usize, u64), u64>,
+    /// R8 token buckets: (tokens in us, at us) per number and per (number, customer).
+    throughput: HashMap<usize, (u64, u64)>,
+    pair_rate: HashMap<(usize, u64), (u64, u64)>,
+}
+
+const PAUSE: [u64; 2] = [3 * HOUR, 6 * HOUR];
+const UNTIL_LIFTED: u64 = u64::MAX;
+
+/// A token bucket the plain way: `burst` tokens of `every` us each, refilled one us per
+/// us. Takes a token at `now` (ms) or says when (ms, rounded up) one is there.
+fn bucket(b: &mut (u64, u64), every: u64, burst: u32, now: u64) -> Result<(), u64> {
+    let full = every * u64::from(burst);
+    let now_us = now * 1_000;
+    let level = if b.1 == 0 {
+        full
+    } else {
+        (b.0 + (now_us - b.1)).min(full)
+    };
+    *b = (level, now_us);
+    if level < every {
+        return Err((now_us + every - level).div_ceil(1_000));
+    }
+    b.0 -= every;
+    Ok(())
 }
 
 impl Model {
@@ -116,6 +230,106 @@ impl Model {
         m
     }
 
+    fn open_until(map: &HashMap<(usize, u64), u64>, k: (usize, u64), now: u64) -> bool {
+        map.get(&k).is_some_and(|u| *u > now)
+    }
+
+    fn precheck(&self, number: usize, customer: u64, template: bool, now: u64) -> Pre {
+        let scope = scope_of(number);
+        let pair = (number, customer);
+        let csw = self.csw.get(&pair).is_some_and(|t| t + WINDOW > now);
+        let fep = Self::open_until(&self.fep, pair, now);
+        // section 10: a restriction that denies this kind of send; the latest end wins
+        let replying = csw || fep;
+        let blocks =
+            |types: u8| types == 0 || (types & 1 != 0 && !replying) || (types & 2 != 0 && replying);
+        let portfolio = if scope == 2 { self.restricted_p } else { None };
+        let until = [self.restricted.get(&number).copied(), portfolio]
+            .into_iter()
+            .flatten()
+            .filter(|&(u, types)| u > now && blocks(types))
+            .map(|(u, _)| u)
+            .max();
+        if let Some(u) = until {
+            return Pre::Deny(Reason::NumberRestricted, (u != UNTIL_LIFTED).then_some(u));
+        }
+        // odd customers get the utility template, even ones the marketing one
+        let marketing = template && customer.is_multiple_of(2);
+        if template {
+            match self.templates.get(&marketing).copied().unwrap_or_default() {
+                Tpl::Disabled => return Pre::Deny(Reason::TemplateDisabled, None),
+                Tpl::Paused { since, nth } if since + PAUSE[nth as usize - 1] > now => {
+                    return Pre::Deny(
+                        Reason::TemplatePaused,
+                        Some(since + PAUSE[nth as usize - 1]),
+                    )
+                }
+                _ => {}
+            }
+        }
+        // R7.2: opt-outs block marketing only
+        if marketing && self.optout.contains(&(scope, customer)) {
+            return Pre::Deny(Reason::OptedOut, None);
+        }
+        if marketing && Self::open_until(&self.marketing_hold, (scope, customer), now) {
+            return Pre::Deny(
+                Reason::MarketingHold,
+                Some(self.marketing_hold[&(scope, customer)]),
+            );
+        }
+        if let Some(&(u, _)) = self.pair_hold.get(&pair).filter(|h| h.0 > now) {
+            return Pre::Deny(Reason::PairRateLimited, Some(u));
+        }
+        if csw {
+            return Pre::Allow(Reason::ServiceWindow);
+        }
+        if fep {
+            return Pre::Allow(Reason::FreeEntryPoint);
+        }
+        let open = self
+            .bics
+            .iter()
+            .any(|b| b.number == number && b.customer == customer && b.live && b.ts + WINDOW > now);
+        if open {
+            return Pre::Allow(Reason::OpenConversation);
+        }
+        if !template {
+            return Pre::Deny(Reason::OutsideServiceWindow, None);
+        }
+        if let Some(&u) = self.spam_hold.get(&number).filter(|u| **u > now) {
+            return Pre::Deny(Reason::SpamCooldown, Some(u));
+        }
+        Pre::NeedsCount
+    }
+
+    /// R8: one cell of the number's throughput and one of the pair's rate, or neither.
+    fn take_rates(&mut self, number: usize, customer: u64, now: u64) -> Result<(), (Reason, u64)> {
+        let (mps, every, burst) = rates_of(scope_of(number) == 2);
+        let tp_every = 1_000_000 / u64::from(mps);
+        let mut tp = self.throughput.get(&number).copied().unwrap_or_default();
+        bucket(&mut tp, tp_every, mps, now).map_err(|at| (Reason::ThroughputLimited, at))?;
+        let mut pr = self
+            .pair_rate
+            .get(&(number, customer))
+            .copied()
+            .unwrap_or_default();
+        bucket(&mut pr, every * 1_000, burst, now).map_err(|at| (Reason::PairRateLimited, at))?;
+        self.throughput.insert(number, tp);
+        self.pair_rate.insert((number, customer), pr);
+        Ok(())
+    }
+
+    /// R3.6: a send denied after its cells were taken gives them back.
+    fn give_back(&mut self, number: usize, customer: u64) {
+        let (mps, every, _) = rates_of(scope_of(number) == 2);
+        self.throughput.get_mut(&number).expect("taken").0 += 1_000_000 / u64::from(mps);
+        self.pair_rate
+            .get_mut(&(number, customer))
+            .expect("taken")
+            .0 += every * 1_000;
+    }
+
+    /// (reason, retry, counted) of a send, changing the buckets as the leader does.
     fn decide(
         &mut self,
         number: usize,
@@ -123,35 +337,100 @@ impl Model {
         template: bool,
         now: u64,
     ) -> (Reason, Option<u64>, bool) {
+        let pre = self.precheck(number, customer, template, now);
+        if let Pre::Deny(reason, retry) = pre {
+            return (reason, retry, false);
+        }
+        if let Err((reason, at)) = self.take_rates(number, customer, now) {
+            return (reason, Some(at), false);
+        }
+        if let Pre::Allow(reason) = pre {
+            return (reason, None, false);
+        }
         let scope = scope_of(number);
-        if template && self.optout.contains(&(scope, customer)) {
-            return (Reason::OptedOut, None, false);
-        }
-        if self
-            .csw
-            .get(&(number, customer))
-            .is_some_and(|t| t + WINDOW > now)
-        {
-            return (Reason::ServiceWindow, None, false);
-        }
-        let open = self
-            .bics
-            .iter()
-            .any(|b| b.number == number && b.customer == customer && b.live && b.ts + WINDOW > now);
-        if open {
-            return (Reason::OpenConversation, None, false);
-        }
-        if !template {
-            return (Reason::OutsideServiceWindow, None, false);
-        }
         let counted = self.counted(scope, now);
         if counted.contains_key(&customer) {
             return (Reason::NewConversation, None, false);
         }
         if counted.len() >= limit_of(scope) {
+            self.give_back(number, customer);
             return (Reason::LimitReached, counted.values().min().copied(), false);
         }
         (Reason::NewConversation, None, true)
+    }
+
+    fn template_event(&mut self, marketing: bool, event: u8, now: u64) {
+        let t = self.templates.entry(marketing).or_default();
+        let paused =
+            matches!(*t, Tpl::Paused { since, nth } if since + PAUSE[nth as usize - 1] > now);
+        *t = match (event, *t) {
+            (0, _) => Tpl::Active,
+            (1 | 3 | 4 | 5, Tpl::Disabled) => Tpl::Disabled,
+            (1, _) => Tpl::Active,
+            (2, _) => Tpl::Disabled,
+            // a pause of unknown rank: the running one, or else a first one
+            (3, cur) if paused => cur,
+            (3, _) => Tpl::Paused { since: now, nth: 1 },
+            (4, _) => Tpl::Paused { since: now, nth: 1 },
+            (_, _) => Tpl::Paused { since: now, nth: 2 },
+        };
+    }
+}
+
+fn template_event(event: u8) -> TemplateEvent {
+    let paused = |title: Option<&str>| TemplateEvent::Paused {
+        title: title.map(str::to_owned),
+        until: None,
+    };
+    match event {
+        0 => TemplateEvent::Approved,
+        1 => TemplateEvent::Unpaused,
+        2 => TemplateEvent::Disabled,
+        3 => paused(None),
+        4 => paused(Some("FIRST_PAUSE")),
+        _ => paused(Some("SECOND_PAUSE")),
+    }
+}
+
+/// A send as the server makes it (R3.2 order): a send that a check before counting
+/// denies is decided without the R8 buckets; any other takes a cell of the number's
+/// throughput and one of the pair's rate, or is denied by them before the engine sees
+/// it; cells of a send the engine then denies are given back (R3.6).
+fn admit_behind_rates(
+    h: &mut H,
+    rates: &RateLimiter,
+    req: AdmitRequest,
+    now: Ts,
+) -> Result<Decision, CoreError> {
+    let r = h.e.reader();
+    if r.try_fast(&req, now).is_some_and(|d| !d.allowed) {
+        return h.admit_req(req, now);
+    }
+    let (Some(mps), Some((every, burst))) =
+        (r.throughput_mps(&req.number), r.pair_rate(&req.number))
+    else {
+        return h.admit_req(req, now);
+    };
+    match rates.try_take(
+        req.number,
+        req.customer,
+        Rate::per_second(mps),
+        Rate::every(every, burst),
+        now,
+    ) {
+        Err(RateDenial::Throughput { retry_at }) => {
+            Ok(Decision::deny(Reason::ThroughputLimited, Some(retry_at)))
+        }
+        Err(RateDenial::Pair { retry_at }) => {
+            Ok(Decision::deny(Reason::PairRateLimited, Some(retry_at)))
+        }
+        Ok(taken) => {
+            let d = h.admit_req(req, now)?;
+            if !d.allowed {
+                rates.give_back(taken);
+            }
+            Ok(d)
+        }
     }
 }
 
@@ -164,10 +443,128 @@ fn run(ops: &[Op], check: bool) -> H {
     let mut m = Model::default();
     let mut now = T0.0;
     let mut ids: Vec<AdmissionId> = Vec::new();
+    let rates = RateLimiter::default();
     for op in ops {
         engine_within_limits(&h, &m, now, check);
         match op.clone() {
             Op::Wait { ms } => now += ms,
+            Op::Restrict {
+                number,
+                until,
+                types,
+                lifted,
+            } => {
+                let types: Vec<RestrictionType> = (0..3)
+                    .filter(|i| types & (1 << i) != 0)
+                    .map(|i| TYPES[i])
+                    .collect();
+                let target = match number {
+                    Some(n) => Target::Number(num(NUMBERS[n])),
+                    None => Target::Portfolio(PortfolioId::parse("portfolio", "P").unwrap()),
+                };
+                h.event(
+                    PlatformEvent::AccountRestriction {
+                        target,
+                        until: until.map(|u| Ts(now + u)),
+                        lifted,
+                        types: types.clone(),
+                    },
+                    Ts(now),
+                );
+                let bits = types
+                    .iter()
+                    .map(|t| 1u8 << TYPES.iter().position(|x| x == t).unwrap())
+                    .sum();
+                let state = (!lifted).then(|| (until.map_or(UNTIL_LIFTED, |u| now + u), bits));
+                match number {
+                    Some(n) => {
+                        m.restricted.remove(&n);
+                        if let Some(st) = state {
+                            m.restricted.insert(n, st);
+                        }
+                    }
+                    None => m.restricted_p = state,
+                }
+            }
+            Op::Template { marketing, event } => {
+                let template = if marketing { "promo" } else { "receipt" };
+                h.event(
+                    PlatformEvent::TemplateStatus {
+                        template: TemplateId::parse("template", template).unwrap(),
+                        event: template_event(event),
+                    },
+                    Ts(now),
+                );
+                m.template_event(marketing, event, now);
+            }
+            Op::Outcome {
+                number,
+                customer,
+                code,
+            } => {
+                h.apply(
+                    Command::Outcome(Outcome {
+                        number: num(NUMBERS[number]),
+                        customer: cust(customer),
+                        admission: None,
+                        status: if code.is_some() {
+                            DeliveryStatus::Failed
+                        } else {
+                            DeliveryStatus::Delivered
+                        },
+                        error_code: code,
+                        template: None,
+                        event_key: None,
+                    }),
+                    Ts(now),
+                )
+                .unwrap();
+                let pair = (number, customer);
+                let scope = scope_of(number);
+                match code {
+                    // a delivery ends the pair's back-off
+                    None => {
+                        m.pair_hold.remove(&pair);
+                    }
+                    Some(131056) => {
+                        // 4^x s, x counting the strikes; forgotten a quiet day after the hold
+                        let (until, strikes) = m.pair_hold.get(&pair).copied().unwrap_or((0, 0));
+                        let strikes = if strikes > 0 && until + DAY <= now {
+                            0
+                        } else {
+                            strikes
+                        };
+                        let hold = (1_000 * 4u64.pow(strikes.min(31))).min(HOUR);
+                        m.pair_hold.insert(pair, (now + hold, strikes + 1));
+                    }
+                    Some(131048) => {
+                        m.spam_hold.insert(number, now + 6 * HOUR);
+                    }
+                    Some(131049) => {
+                        m.marketing_hold.insert((scope, customer), now + DAY);
+                    }
+                    Some(131050) => {
+                        m.optout.insert((scope, customer));
+                    }
+                    Some(131047) => {
+                        m.csw.remove(&pair);
+                    }
+                    Some(_) => unreachable!("codes of the strategy"),
+                }
+            }
+            Op::FreeEntry { number, customer } => {
+                h.event(
+                    PlatformEvent::FreeEntryPoint {
+                        number: num(NUMBERS[number]),
+                        customer: cust(customer),
+                    },
+                    Ts(now),
+                );
+                // the meta numbers only (the seeds profile has no free entry points)
+                if scope_of(number) == 2 {
+                    m.fep.insert((number, customer), now + 72 * HOUR);
+                }
+            }
             Op::Inbound {
                 number,
                 customer,
@@ -232,51 +629,39 @@ fn run(ops: &[Op], check: bool) -> H {
                     idempotency_key: key
                         .map(|k| IdempotencyKey::parse("k", &format!("key-{k}")).unwrap()),
                 };
-                let got = h.admit_req(req, Ts(now));
                 // the reference's idempotency: same key, same request -> same decision
-                if let Some(k) = key {
-                    if let Some((n, c, t, d, exp)) = m.keys.get(&k).cloned() {
-                        if exp > now {
-                            if check {
-                                if (n, c, t) == (number, customer, template) {
-                                    assert_eq!(
-                                        got.as_ref().unwrap(),
-                                        &Decision {
-                                            replayed: true,
-                                            ..d
-                                        },
-                                        "replayed decision"
-                                    );
-                                } else {
-                                    assert!(matches!(got, Err(CoreError::IdempotencyConflict(_))));
-                                }
+                let recorded = key.and_then(|k| m.keys.get(&k).cloned());
+                if let Some((n, c, t, d, exp)) = recorded {
+                    if exp > now {
+                        let got = h.admit_req(req, Ts(now));
+                        if check {
+                            if (n, c, t) == (number, customer, template) {
+                                assert_eq!(
+                                    got.as_ref().unwrap(),
+                                    &Decision {
+                                        replayed: true,
+                                        ..d
+                                    },
+                                    "replayed decision"
+                                );
+                            } else {
+                                assert!(matches!(got, Err(CoreError::IdempotencyConflict(_))));
                             }
-                            continue;
                         }
+                        continue;
                     }
                 }
-                let got = got.unwrap();
-                let template_marketing = template && customer.is_multiple_of(2);
-                let (reason, retry, counted) = {
-                    // opt-outs block marketing only (odd customers get utility templates)
-                    let scope = scope_of(number);
-                    let opted = m.optout.contains(&(scope, customer));
-                    if template && !template_marketing && opted {
-                        m.optout.remove(&(scope, customer));
-                        let r = m.decide(number, customer, template, now);
-                        m.optout.insert((scope, customer));
-                        r
-                    } else {
-                        m.decide(number, customer, template, now)
-                    }
-                };
+                let got = admit_behind_rates(&mut h, &rates, req, Ts(now)).unwrap();
+                let (reason, retry, counted) = m.decide(number, customer, template, now);
                 if check {
                     assert_eq!(got.reason, reason, "{op:?} at +{}ms", now - T0.0);
                     assert_eq!(got.allowed, reason.allows());
                     assert_eq!(got.counted, counted);
-                    if reason == Reason::LimitReached {
-                        assert_eq!(got.retry_at, retry.map(Ts));
-                    }
+                    assert_eq!(got.retry_at, retry.map(Ts), "retry of {reason:?}");
+                }
+                if got.decided_at == Ts::ZERO {
+                    // denied by the leader's buckets: the engine never saw the send
+                    continue;
                 }
                 if reason == Reason::NewConversation {
                     let id = got.admission.clone().expect("a new conversation has an id");
