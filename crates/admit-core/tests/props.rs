@@ -92,14 +92,32 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// Numbers 11 and 12 have their own limits (seeds, 3 and 2); 21 and 22 share portfolio
-/// P's limit of 3 (meta). Local upgrades are off so that limits stay put.
+/// P's limit of 3 (meta). Local upgrades are off but for number 12, whose profile climbs
+/// a small ladder (2, 3, 4) when the 7-day count reaches its limit (R5.3's rule with a
+/// 100% threshold and a 1 h wait), so that limits stay small.
 fn setup(e: &mut Engine) {
-    for (name, base) in [("flat", Policy::seeds()), ("flat-p", Policy::meta())] {
+    for (name, base) in [
+        ("flat", Policy::seeds()),
+        ("flat-p", Policy::meta()),
+        ("up", Policy::seeds()),
+    ] {
         let mut p = base;
         p.name = name.into();
         p.upgrade = None;
         p.first_upgrade = None;
         p.flagged_downgrade = false;
+        if name == "up" {
+            p.ladder = LADDER.iter().map(|&l| Limit::Capped(l as u32)).collect();
+            p.initial_limit = Limit::Capped(2);
+            p.upgrade = Some(UpgradeRule {
+                window: Dur::days(7),
+                threshold: Threshold::PercentOfLimit(100),
+                min_quality: Quality::Medium,
+                require_connected: true,
+                require_display_name: true,
+                delay: Dur(UPGRADE_WAIT),
+            });
+        }
         let (mps, every, burst) = rates_of(name == "flat-p");
         p.throughput_mps = mps;
         p.pair_interval = Dur(every);
@@ -117,7 +135,7 @@ fn setup(e: &mut Engine) {
     };
     for c in [
         reg("11", "flat", 3, None),
-        reg("12", "flat", 2, None),
+        reg("12", "up", 2, None),
         reg("21", "flat-p", 3, Some("P")),
         reg("22", "flat-p", 3, Some("P")),
     ] {
@@ -138,9 +156,9 @@ fn rates_of(portfolio: bool) -> (u32, u64, u32) {
 fn scope_of(number: usize) -> usize {
     [0, 1, 2, 2][number]
 }
-fn limit_of(scope: usize) -> usize {
-    [3, 2, 3][scope]
-}
+/// Number 12's ladder and the wait from a crossing to its upgrade.
+const LADDER: [usize; 3] = [2, 3, 4];
+const UPGRADE_WAIT: u64 = HOUR;
 
 #[derive(Clone, Debug)]
 struct Bic {
@@ -172,7 +190,6 @@ enum Pre {
 }
 
 /// The reference: the rules as plainly as they can be written, state as flat lists.
-#[derive(Default)]
 struct Model {
     csw: HashMap<(usize, u64), u64>,
     bics: Vec<Bic>,
@@ -191,6 +208,9 @@ struct Model {
     marketing_hold: HashMap<(usize, u64), u64>,
     /// R2.3: until, per (number, customer).
     fep: HashMap<(usize, u64), u64>,
+    /// Each scope's limit, and scope 1's pending upgrade (R5.3).
+    limits: [usize; 3],
+    upgrade_at: Option<u64>,
     /// R8 token buckets: (tokens in us, at us) per number and per (number, customer).
     throughput: HashMap<usize, (u64, u64)>,
     pair_rate: HashMap<(usize, u64), (u64, u64)>,
@@ -217,7 +237,67 @@ fn bucket(b: &mut (u64, u64), every: u64, burst: u32, now: u64) -> Result<(), u6
     Ok(())
 }
 
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            csw: HashMap::new(),
+            bics: Vec::new(),
+            optout: HashSet::new(),
+            keys: HashMap::new(),
+            restricted: HashMap::new(),
+            restricted_p: None,
+            templates: HashMap::new(),
+            pair_hold: HashMap::new(),
+            spam_hold: HashMap::new(),
+            marketing_hold: HashMap::new(),
+            fep: HashMap::new(),
+            limits: [3, 2, 3],
+            upgrade_at: None,
+            throughput: HashMap::new(),
+            pair_rate: HashMap::new(),
+        }
+    }
+}
+
 impl Model {
+    /// Distinct customers of scope 1's live conversations opened in `(from, to]`.
+    fn unique_between(&self, from: u64, to: u64) -> usize {
+        let ids: HashSet<u64> = self
+            .bics
+            .iter()
+            .filter(|b| b.scope == 1 && b.live && b.ts > from && b.ts <= to)
+            .map(|b| b.customer)
+            .collect();
+        ids.len()
+    }
+
+    /// Scope 1's next tier, while there is one.
+    fn next_tier(&self) -> Option<usize> {
+        LADDER.iter().copied().find(|&l| l > self.limits[1])
+    }
+
+    /// R5.3: the wait ends at exactly its time, the 7-day count taken again then.
+    fn run_due(&mut self, now: u64) {
+        if let Some(t) = self.upgrade_at.filter(|t| *t <= now) {
+            self.upgrade_at = None;
+            if let Some(next) = self.next_tier() {
+                if self.unique_between(t.saturating_sub(7 * DAY), t) >= self.limits[1] {
+                    self.limits[1] = next;
+                }
+            }
+        }
+    }
+
+    /// R5.3: a conversation opened while the 7-day count is at the threshold starts a wait.
+    fn crossing(&mut self, now: u64) {
+        if self.upgrade_at.is_none()
+            && self.next_tier().is_some()
+            && self.unique_between(now.saturating_sub(7 * DAY), now) >= self.limits[1]
+        {
+            self.upgrade_at = Some(now + UPGRADE_WAIT);
+        }
+    }
+
     fn counted(&self, scope: usize, now: u64) -> HashMap<u64, u64> {
         // customer -> the end of its latest live conversation in the window
         let mut m = HashMap::new();
@@ -352,7 +432,7 @@ impl Model {
         if counted.contains_key(&customer) {
             return (Reason::NewConversation, None, false);
         }
-        if counted.len() >= limit_of(scope) {
+        if counted.len() >= self.limits[scope] {
             self.give_back(number, customer);
             return (Reason::LimitReached, counted.values().min().copied(), false);
         }
@@ -445,6 +525,7 @@ fn run(ops: &[Op], check: bool) -> H {
     let mut ids: Vec<AdmissionId> = Vec::new();
     let rates = RateLimiter::default();
     for op in ops {
+        m.run_due(now);
         engine_within_limits(&h, &m, now, check);
         match op.clone() {
             Op::Wait { ms } => now += ms,
@@ -663,6 +744,10 @@ fn run(ops: &[Op], check: bool) -> H {
                     // denied by the leader's buckets: the engine never saw the send
                     continue;
                 }
+                if check {
+                    let limit = m.limits[scope_of(number)] as u32;
+                    assert_eq!(got.limit, Some(Limit::Capped(limit)), "limit");
+                }
                 if reason == Reason::NewConversation {
                     let id = got.admission.clone().expect("a new conversation has an id");
                     m.bics.push(Bic {
@@ -674,6 +759,9 @@ fn run(ops: &[Op], check: bool) -> H {
                         id: id.clone(),
                     });
                     ids.push(id);
+                    if scope_of(number) == 1 {
+                        m.crossing(now);
+                    }
                 }
                 if let Some(k) = key {
                     m.keys
@@ -686,6 +774,7 @@ fn run(ops: &[Op], check: bool) -> H {
             }
         }
     }
+    m.run_due(now);
     engine_within_limits(&h, &m, now, check);
     h
 }
@@ -696,12 +785,16 @@ fn run(ops: &[Op], check: bool) -> H {
 fn engine_within_limits(h: &H, m: &Model, now: u64, check: bool) {
     for (scope, number) in [(0, 0), (1, 1), (2, 2)] {
         let s = h.status(NUMBERS[number], Ts(now));
-        let l = limit_of(scope) as u32;
+        let l = s.limit.cap().expect("capped");
         assert!(s.used <= l, "scope {scope} holds {} > {l}", s.used);
         assert_eq!(s.restricted, s.used == l, "scope {scope} restricted");
         if check {
             let want = m.counted(scope, now).len() as u32;
             assert_eq!(s.used, want, "scope {scope} used at +{}ms", now - T0.0);
+            assert_eq!(l as usize, m.limits[scope], "scope {scope} limit");
+            if scope == 1 {
+                assert_eq!(s.upgrade_at, m.upgrade_at.map(Ts), "upgrade of 12");
+            }
         }
     }
 }
