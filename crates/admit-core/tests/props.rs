@@ -77,7 +77,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(|pick| Op::Release { pick }),
         4 => (0..4usize, 0..7u64, prop::sample::select(vec![None, Some("hi"), Some("STOP"), Some("start")]))
             .prop_map(|(number, customer, text)| Op::Inbound { number, customer, text }),
-        5 => prop_oneof![0..2u64, 0..2_000u64, 0..3_600_000u64, Just(WINDOW - 1), Just(WINDOW), 0..30 * 3_600_000u64]
+        5 => prop_oneof![0..2u64, 0..2_000u64, 0..20_000u64, 0..3_600_000u64, Just(WINDOW - 1), Just(WINDOW), 0..30 * 3_600_000u64]
             .prop_map(|ms| Op::Wait { ms }),
         // mostly timed and short, or lifted
         1 => (prop::option::of(0..4usize), prop::option::weighted(0.9, prop_oneof![0..3u64, 0..7_200_000u64]), 0..8u8, prop::bool::weighted(0.4))
