@@ -10,6 +10,14 @@
 //! cargo run --release -p admitd &                      # or any running admitd
 //! cargo run --release -p admit-bench -- --target http://127.0.0.1:50051
 //! ```
+//!
+//! ## Layering
+//!
+//! admit-bench sees admit as a sender service does, through the public gRPC
+//! API only: it imports `admit-proto`'s clients, and `tonic-health` for the
+//! floor. It must not link `admit-server`, `admit-core` or `admit-raft`: an
+//! in-process call would measure a path no caller takes. Its figures go to
+//! `docs/benchmarks.md`, never into test assertions.
 
 use admit_proto::v1 as pb;
 use anyhow::{bail, Context, Result};

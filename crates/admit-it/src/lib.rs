@@ -5,3 +5,14 @@
 //! ephemeral 127.0.0.1 port with a temporary data dir, and, for the crash
 //! test, the `admitd` binary as a child process (built on demand). They talk
 //! gRPC over loopback only, run on the test clock, and stop what they start.
+//!
+//! ## Layering
+//!
+//! The crate holds no code: it gives the workspace-level tests a package.
+//! Nothing depends on it. The tests may import `admit-server` to start nodes
+//! in-process and to learn where a number is routed (`start`, `routing`),
+//! `admit-proto` for the clients they call as a sender would, and
+//! `admit-core` for plain values (ids, times). They check behaviour through
+//! the gRPC API and the `admitd` binary, not through a server's internals;
+//! tests of one rule's edges belong in `admit-core/tests`, tests of one
+//! crate's parts in that crate.

@@ -9,6 +9,15 @@
 //! admitctl remove-node 1
 //! admitctl status 100200300
 //! ```
+//!
+//! ## Layering
+//!
+//! A client of the public API and nothing more: it imports `admit-proto`'s
+//! generated `Cluster` and `Admin` clients (with tonic to connect) and prints
+//! their answers. It must not import `admit-core`, `admit-server` or
+//! `admit-raft`, nor compute a view or decide a change itself: every answer
+//! is the node's, so admitctl shows what any other caller would see and works
+//! with any node that speaks `admit.v1`.
 
 use std::time::Duration;
 

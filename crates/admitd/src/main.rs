@@ -1,5 +1,18 @@
 //! `admitd`: runs one admit node. With no arguments: a single-node cluster on
 //! 127.0.0.1:50051 with its data in `./admit-data`. See `admitd --help`.
+//!
+//! ## Layering
+//!
+//! The binary only wires a node together: `config` reads the TOML file, then
+//! flags and `ADMIT_*` variables over it, and validates once (naming the bad
+//! field); `main` sets up logging, hands the resulting `ServerConfig` to
+//! `admit_server::start`, and turns SIGTERM/SIGINT into a graceful shutdown.
+//! It may import `admit-server` (its start-up API and configuration types)
+//! and `admit-core` for plain values in the configuration (`Ts`). It must not
+//! hold rule logic (every rule is in `admit-core`), build services, routes or
+//! Raft groups itself (that is `admit-server` and `admit-raft`), or see
+//! protobuf types: anything a node does beyond reading its settings belongs
+//! in a library crate where tests can reach it.
 
 mod config;
 
