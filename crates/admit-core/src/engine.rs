@@ -356,6 +356,21 @@ impl Engine {
         uncounted
     }
 
+    /// R3.5: whether an admission was reported delivered (or read).
+    fn delivered(&self, id: &AdmissionId) -> bool {
+        let scope = self.shared.scope_ids.get(&id.scope).map(|s| *s);
+        scope
+            .and_then(|s| self.shared.scopes.get(&s))
+            .is_some_and(|sc| sc.log.delivered(id.seq))
+    }
+
+    fn mark_delivered(&self, id: &AdmissionId) {
+        let scope = self.shared.scope_ids.get(&id.scope).map(|s| *s);
+        if let Some(mut sc) = scope.and_then(|s| self.shared.scopes.get_mut(&s)) {
+            sc.log.mark_delivered(id.seq);
+        }
+    }
+
     // ---- inbound messages and outcomes ---------------------------------------------
 
     fn number(&self, id: &NumberId) -> Result<(u32, u32, Arc<Policy>), CoreError> {
@@ -408,11 +423,17 @@ impl Engine {
         let mut released = false;
         let mut hold_until = None;
         if o.status == DeliveryStatus::Failed {
-            // R3.5: a send that failed before delivery gives its conversation back
-            if let Some(a) = &o.admission {
+            // R3.5: a send that failed before delivery gives its conversation back; one
+            // reported delivered already was delivered, whatever is reported after
+            if let Some(a) = o.admission.as_ref().filter(|a| !self.delivered(a)) {
                 released = self.release(a, now);
             }
         } else {
+            if let (Some(a), DeliveryStatus::Delivered | DeliveryStatus::Read) =
+                (&o.admission, o.status)
+            {
+                self.mark_delivered(a);
+            }
             self.shared.pair_backoff.remove(&pair);
             if let Some(mut n) = self.shared.numbers.get_mut(&o.number) {
                 n.throughput = Backoff::default();

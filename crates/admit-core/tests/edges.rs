@@ -1234,3 +1234,64 @@ fn section_11_a_portfolio_status_merges_every_shards_part() {
         Some(ScopeKey::Portfolio(portfolio("wm")))
     );
 }
+
+// ---- R3.5: only a failure before delivery releases ----
+
+/// A delivery report for an admission (a failure with a code that has no other effect).
+fn delivery(c: u64, a: &Option<AdmissionId>, status: DeliveryStatus) -> Command {
+    Command::Outcome(Outcome {
+        number: num(N),
+        customer: cust(c),
+        admission: a.clone(),
+        status,
+        error_code: (status == DeliveryStatus::Failed).then_some(131026),
+        template: None,
+        event_key: None,
+    })
+}
+
+fn report(h: &mut H, c: u64, a: &Option<AdmissionId>, status: DeliveryStatus, t: Ts) -> Output {
+    h.apply(delivery(c, a, status), t).unwrap()
+}
+
+/// R3.5: a send that failed before delivery gives its conversation back; one known
+/// DELIVERED (or READ) was delivered, so a FAILED report after that releases nothing:
+/// the count stays and no extra conversation is admitted. Also across a snapshot.
+#[test]
+fn r3_5_a_failure_reported_after_delivery_does_not_release() {
+    let mut h = h_with(3);
+    let t = at(1, 9, 0);
+    let a: Vec<_> = (1..=3)
+        .map(|c| h.admit(N, c, util(), t).admission)
+        .collect();
+    assert_eq!(h.admit(N, 4, util(), t).reason, Reason::LimitReached);
+    report(&mut h, 1, &a[0], DeliveryStatus::Delivered, ms(t, 1));
+    report(&mut h, 2, &a[1], DeliveryStatus::Read, ms(t, 1));
+    // a snapshot keeps what was delivered
+    let mut restored = Engine::restore(&h.e.snapshot()).unwrap();
+    assert_eq!(restored.snapshot(), h.e.snapshot());
+    let released = |o: Output| match o {
+        Output::Outcome { released, .. } => released,
+        other => panic!("{other:?}"),
+    };
+    for (c, id) in [(1, &a[0]), (2, &a[1])] {
+        let failed = delivery(c, id, DeliveryStatus::Failed);
+        assert!(!released(h.apply(failed.clone(), ms(t, 2)).unwrap()));
+        assert!(!released(restored.apply(failed, ms(t, 2)).unwrap()));
+    }
+    assert_eq!(h.status(N, ms(t, 3)).used, 3);
+    assert_eq!(h.admit(N, 4, util(), ms(t, 3)).reason, Reason::LimitReached);
+    // only SENT known: the failure is before delivery, and releases
+    report(&mut h, 3, &a[2], DeliveryStatus::Sent, ms(t, 3));
+    let out = report(&mut h, 3, &a[2], DeliveryStatus::Failed, ms(t, 4));
+    assert!(
+        matches!(out, Output::Outcome { released: true, .. }),
+        "{out:?}"
+    );
+    assert_eq!(h.status(N, ms(t, 5)).used, 2);
+    assert_eq!(
+        h.admit(N, 4, util(), ms(t, 5)).reason,
+        Reason::NewConversation
+    );
+    assert_eq!(h.admit(N, 5, util(), ms(t, 5)).reason, Reason::LimitReached);
+}
