@@ -5,6 +5,7 @@ use crate::decision::{AdmissionId, Decision, Reason, ScopeKey};
 use crate::error::CoreError;
 use crate::ids::{NumberId, PortfolioId};
 use crate::log::EventLog;
+use crate::meta_error::MetaError;
 use crate::policy::{Limit, Policy, ScopeKind, TierMeaning};
 use crate::rules::{self, Member, Pre, Tier};
 use crate::state::*;
@@ -355,6 +356,21 @@ impl Engine {
         uncounted
     }
 
+    /// R3.5: whether an admission was reported delivered (or read).
+    fn delivered(&self, id: &AdmissionId) -> bool {
+        let scope = self.shared.scope_ids.get(&id.scope).map(|s| *s);
+        scope
+            .and_then(|s| self.shared.scopes.get(&s))
+            .is_some_and(|sc| sc.log.delivered(id.seq))
+    }
+
+    fn mark_delivered(&self, id: &AdmissionId) {
+        let scope = self.shared.scope_ids.get(&id.scope).map(|s| *s);
+        if let Some(mut sc) = scope.and_then(|s| self.shared.scopes.get_mut(&s)) {
+            sc.log.mark_delivered(id.seq);
+        }
+    }
+
     // ---- inbound messages and outcomes ---------------------------------------------
 
     fn number(&self, id: &NumberId) -> Result<(u32, u32, Arc<Policy>), CoreError> {
@@ -407,11 +423,17 @@ impl Engine {
         let mut released = false;
         let mut hold_until = None;
         if o.status == DeliveryStatus::Failed {
-            // R3.5: a send that failed before delivery gives its conversation back
-            if let Some(a) = &o.admission {
+            // R3.5: a send that failed before delivery gives its conversation back; one
+            // reported delivered already was delivered, whatever is reported after
+            if let Some(a) = o.admission.as_ref().filter(|a| !self.delivered(a)) {
                 released = self.release(a, now);
             }
         } else {
+            if let (Some(a), DeliveryStatus::Delivered | DeliveryStatus::Read) =
+                (&o.admission, o.status)
+            {
+                self.mark_delivered(a);
+            }
             self.shared.pair_backoff.remove(&pair);
             if let Some(mut n) = self.shared.numbers.get_mut(&o.number) {
                 n.throughput = Backoff::default();
@@ -423,8 +445,8 @@ impl Engine {
             b.until = Some(now.plus(crate::Dur(base.ms().saturating_mul(factor).min(max.ms()))));
             b.strikes += 1;
         };
-        match o.error_code {
-            Some(131056) => {
+        match o.error_code.map(MetaError::from) {
+            Some(MetaError::PairRate) => {
                 let mut b = self.shared.pair_backoff.entry(pair).or_default();
                 // strikes are forgotten after the quiet period exactly when `tick` would
                 // reclaim the entry, so the hold never depends on when a Tick ran
@@ -434,7 +456,7 @@ impl Engine {
                 backoff(&mut b, p.pair_backoff_base, p.pair_backoff_max);
                 hold_until = b.until;
             }
-            Some(130429) => {
+            Some(MetaError::Throughput) => {
                 if let Some(mut n) = self.shared.numbers.get_mut(&o.number) {
                     backoff(
                         &mut n.throughput,
@@ -444,40 +466,28 @@ impl Engine {
                     hold_until = n.throughput.until;
                 }
             }
-            Some(131048) => {
+            Some(MetaError::SpamRate) => {
                 if let Some(mut n) = self.shared.numbers.get_mut(&o.number) {
                     n.spam_hold_until = Some(now.plus(p.spam_cooldown));
                     n.quality_risks += 1;
                     hold_until = n.spam_hold_until;
                 }
             }
-            Some(131049) => {
+            Some(MetaError::MarketingLimit) => {
                 hold_until = Some(now.plus(p.marketing_hold));
                 self.shared
                     .marketing_holds
                     .insert(PairKey::new(scope, customer), now.plus(p.marketing_hold));
             }
-            Some(131050) => self.set_opt(scope, customer, OptChange::OptedOut),
-            Some(131047) => {
+            Some(MetaError::UserStopped) => self.set_opt(scope, customer, OptChange::OptedOut),
+            Some(MetaError::WindowClosed) => {
                 if let Some(mut w) = self.shared.pairs.get_mut(&pair) {
                     w.csw = PackedTs::NONE;
                 }
             }
-            Some(132015) => {
-                if let Some(t) = &o.template {
-                    self.template_event(
-                        t,
-                        TemplateEvent::Paused {
-                            title: None,
-                            until: None,
-                        },
-                        now,
-                    );
-                }
-            }
-            Some(132016) => {
-                if let Some(t) = &o.template {
-                    self.template_event(t, TemplateEvent::Disabled, now);
+            Some(e @ (MetaError::TemplatePaused | MetaError::TemplateDisabled)) => {
+                if let (Some(t), Some(ev)) = (&o.template, e.template_event()) {
+                    self.template_event(t, ev, now);
                 }
             }
             _ => {}
@@ -609,7 +619,7 @@ impl Engine {
                     (None, RestrictionSet::default())
                 } else {
                     (
-                        Some(until.unwrap_or(Ts(u64::MAX))),
+                        Some(until.unwrap_or(Ts::UNTIL_LIFTED)),
                         RestrictionSet::of(&types),
                     )
                 };
@@ -852,7 +862,7 @@ impl Engine {
             self.shared
                 .portfolios
                 .get(&r.portfolio)
-                .map_or("meta".to_owned(), |p| p.profile.clone())
+                .map_or(Policy::DEFAULT_PROFILE.to_owned(), |p| p.profile.clone())
         });
         let policy = self.profile(&profile)?;
         {
@@ -936,7 +946,7 @@ impl Engine {
                     .profile
                     .clone()
                     .or(portfolio_profile)
-                    .unwrap_or_else(|| "seeds".into());
+                    .unwrap_or_else(|| Policy::DEFAULT_PROFILE.into());
                 let policy = self.profile(&profile)?;
                 let key = match policy.scope {
                     ScopeKind::Number => ScopeKey::Number(id),

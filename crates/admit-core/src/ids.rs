@@ -8,14 +8,15 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {field}: {problem}")]
 pub struct FieldError {
-    pub field: &'static str,
+    /// The field's path in the request (`policy.opt_out_keywords[1]`).
+    pub field: String,
     pub problem: String,
 }
 
 impl FieldError {
-    pub fn new(field: &'static str, problem: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
         FieldError {
-            field,
+            field: field.into(),
             problem: problem.into(),
         }
     }

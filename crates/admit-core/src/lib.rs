@@ -41,6 +41,7 @@ mod error;
 pub mod hash;
 mod ids;
 mod log;
+mod meta_error;
 mod policy;
 pub mod rate;
 mod reader;
@@ -54,10 +55,13 @@ pub use decision::{AdmissionId, Decision, Reason, ScopeKey};
 pub use engine::Engine;
 pub use error::CoreError;
 pub use ids::{FieldError, IdempotencyKey, NumberId, PortfolioId, TemplateId, WaId};
+pub use meta_error::{MetaError, OutcomeEffect};
 pub use policy::{
-    keyword_candidate, keyword_form, Category, Limit, Policy, Quality, ScopeKind, Threshold,
-    TierInput, TierMeaning, UpgradeRule,
+    keyword_candidate, keyword_form, Category, Limit, Policy, Quality, ScopeKind, Stated,
+    Threshold, TierInput, TierMeaning, UpgradeRule,
 };
-pub use reader::{AccountStatus, NumberView, PortfolioStatus, Reader, ScopeStatus, UniqueCount};
+pub use reader::{
+    AccountStatus, NumberView, PortfolioStatus, Reader, ScopeStatus, ScopeSum, UniqueCount,
+};
 pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
 pub use time::{window_open, Dur, Ts};

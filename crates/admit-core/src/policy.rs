@@ -212,7 +212,24 @@ pub fn keyword_candidate(text: &str) -> Option<String> {
     (n > 0 && n <= Policy::MAX_KEYWORD_CHARS).then_some(form)
 }
 
+/// Values a policy request may state although the rules fix them (docs/rules.md): each
+/// may be left out, or stated with the one value the rules allow. [`Policy::validate`]
+/// checks them with the policy's own fields.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stated {
+    /// R5.5: the Flagged recovery period. One period serves Low and recovery, so it
+    /// must equal [`Policy::flag_period`].
+    pub recovery_period: Option<Dur>,
+    /// Section 9: the growth of the pair back-off, the 4 of 4^x seconds.
+    pub pair_backoff_growth: Option<u64>,
+}
+
 impl Policy {
+    /// The profile of a number or portfolio registered without one.
+    pub const DEFAULT_PROFILE: &'static str = "seeds";
+    /// Section 9: each consecutive back-off lasts this many times the previous one.
+    pub const BACKOFF_GROWTH: u64 = 4;
+
     /// Bounds on what a profile may hold, so that every rule's arithmetic stays in range
     /// and an inbound message scans a bounded keyword list (R7.1).
     pub const MAX_KEYWORDS: usize = 64;
@@ -224,7 +241,7 @@ impl Policy {
     /// The seeds' rules (SPEC sections 2-9): the default profile.
     pub fn seeds() -> Policy {
         Policy {
-            name: "seeds".into(),
+            name: Policy::DEFAULT_PROFILE.into(),
             ladder: vec![
                 Limit::Capped(250),
                 Limit::Capped(1_000),
@@ -347,7 +364,13 @@ impl Policy {
 
     /// Checks a policy before it is accepted, naming the field at fault.
     pub fn validate(&self) -> Result<(), FieldError> {
-        let err = |f: &'static str, m: &str| Err(FieldError::new(f, m.to_string()));
+        self.validate_stated(&Stated::default())
+    }
+
+    /// [`Policy::validate`], with the values a request stated beside the policy's
+    /// fields. Errors name the field as its path in a SetPolicy request.
+    pub fn validate_stated(&self, stated: &Stated) -> Result<(), FieldError> {
+        let err = |f: &str, m: &str| Err(FieldError::new(f, m));
         if self.name.is_empty() || self.name.len() > 64 {
             return err("policy.name", "must be 1 to 64 characters");
         }
@@ -370,6 +393,24 @@ impl Policy {
                 return err(f, "must be longer than zero");
             }
         }
+        if stated
+            .recovery_period
+            .is_some_and(|r| r != self.flag_period)
+        {
+            return err(
+                "policy.flagged_downgrade.recovery_duration_ms",
+                "must be 0 or equal to low_duration_ms: one period serves both (R5.5)",
+            );
+        }
+        if stated
+            .pair_backoff_growth
+            .is_some_and(|g| g != Self::BACKOFF_GROWTH)
+        {
+            return err(
+                "policy.cooldowns.pair_backoff_base_s",
+                "must be 0 or 4: the pair back-off grows 4^x seconds (section 9)",
+            );
+        }
         for r in [&self.first_upgrade, &self.upgrade].into_iter().flatten() {
             if r.window < self.conversation_window {
                 return err(
@@ -390,37 +431,47 @@ impl Policy {
         if self.pair_interval > Self::MAX_PAIR_INTERVAL {
             return err("policy.pair_interval", "must be at most one day");
         }
-        for (f, ks) in [
-            ("policy.opt_out_keywords", &self.opt_out_keywords),
-            ("policy.opt_in_keywords", &self.opt_in_keywords),
-        ] {
-            if let Some(problem) = keywords_problem(ks) {
-                return err(f, &problem);
-            }
+        keywords_valid("policy.opt_out_keywords", &self.opt_out_keywords)?;
+        keywords_valid("policy.opt_in_keywords", &self.opt_in_keywords)
+    }
+
+    /// R7.2: the categories denied to an opted-out customer, given the configured ones:
+    /// marketing always, whether configured or not.
+    pub fn opt_out_blocks_with(configured: &[Category]) -> Vec<Category> {
+        let mut v = configured.to_vec();
+        if !v.contains(&Category::Marketing) {
+            v.push(Category::Marketing);
         }
-        Ok(())
+        v
     }
 }
 
-/// What is wrong with a keyword list, if anything (R7.1). Matching ignores case and
-/// spaces, so a keyword of spaces only would match an empty message (a media message
-/// without a caption) and opt the customer out.
-pub(crate) fn keywords_problem(ks: &[String]) -> Option<String> {
+/// R7.1: a keyword list within bounds. Matching ignores case and spaces, so a keyword of
+/// spaces only would match an empty message (a media message without a caption) and opt
+/// the customer out. Errors name the keyword (`field[i]`).
+fn keywords_valid(field: &str, ks: &[String]) -> Result<(), FieldError> {
     if ks.len() > Policy::MAX_KEYWORDS {
-        return Some(format!("at most {} keywords", Policy::MAX_KEYWORDS));
+        return Err(FieldError::new(
+            field,
+            format!("at most {} keywords", Policy::MAX_KEYWORDS),
+        ));
     }
     for (i, k) in ks.iter().enumerate() {
+        let at = || format!("{field}[{i}]");
         if k.chars().all(char::is_whitespace) {
-            return Some(format!("[{i}] must hold a character other than spaces"));
+            return Err(FieldError::new(
+                at(),
+                "must hold a character other than spaces",
+            ));
         }
         if k.chars().count() > Policy::MAX_KEYWORD_CHARS {
-            return Some(format!(
-                "[{i}] must be at most {} characters",
-                Policy::MAX_KEYWORD_CHARS
+            return Err(FieldError::new(
+                at(),
+                format!("must be at most {} characters", Policy::MAX_KEYWORD_CHARS),
             ));
         }
     }
-    None
+    Ok(())
 }
 
 impl Default for Policy {

@@ -17,7 +17,9 @@ use std::sync::Arc;
 /// * 2: [`SnapshotV2`]: V1's body, then account restriction types and template pause
 ///   starts. A V1 snapshot restores with neither: restrictions deny every send (as V1
 ///   did) and pauses keep the end V1 stored.
-pub const SNAPSHOT_VERSION: u8 = 2;
+/// * 3: [`SnapshotV3`]: V2, then the admissions reported delivered (R3.5). A V1 or V2
+///   snapshot restores with none known delivered, as those versions treated them.
+pub const SNAPSHOT_VERSION: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -59,6 +61,19 @@ struct AddedV2 {
     portfolio_restrictions: Vec<(PortfolioId, RestrictionSet)>,
     /// Pauses of profile length, by template, sorted.
     template_pauses: Vec<(TemplateId, PauseStart)>,
+}
+
+/// Version 3: V2, then what V3 added.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV3 {
+    v2: SnapshotV2,
+    added: AddedV3,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct AddedV3 {
+    /// Delivered admissions by scope index and sequence number, sorted.
+    delivered: Vec<(u32, u64)>,
 }
 
 fn sorted<K: Ord + Clone + Eq + std::hash::Hash, V: Clone>(m: &Map<K, V>) -> Vec<(K, V)> {
@@ -108,12 +123,19 @@ impl Engine {
                 .filter_map(|(id, t)| t.pause.map(|p| (id.clone(), p)))
                 .collect(),
         };
-        let snap = SnapshotV2 {
+        let scopes = sorted(&sh.scopes);
+        let added_v3 = AddedV3 {
+            delivered: scopes
+                .iter()
+                .flat_map(|(idx, s)| s.log.delivered_seqs().map(move |seq| (*idx, seq)))
+                .collect(),
+        };
+        let v2 = SnapshotV2 {
             body: SnapshotV1 {
                 writer: self.w.clone(),
                 numbers,
                 portfolios,
-                scopes: sorted(&sh.scopes),
+                scopes,
                 pairs: sorted(&sh.pairs),
                 fep: sorted(&sh.fep),
                 optouts: sorted(&sh.optouts).into_iter().map(|(k, _)| k).collect(),
@@ -123,6 +145,10 @@ impl Engine {
                 idempotency: sorted(&sh.idempotency),
             },
             added,
+        };
+        let snap = SnapshotV3 {
+            v2,
+            added: added_v3,
         };
         let mut out = vec![SNAPSHOT_VERSION];
         out.extend(postcard::to_stdvec(&snap).expect("state encodes"));
@@ -163,12 +189,22 @@ impl Engine {
     pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
         let (&v, rest) = bytes.split_first().ok_or(SnapshotError::Empty)?;
         let decode = |e: postcard::Error| SnapshotError::Decode(e.to_string());
-        let SnapshotV2 { body: snap, added } = match v {
-            1 => SnapshotV2 {
-                body: postcard::from_bytes(rest).map_err(decode)?,
-                added: AddedV2::default(),
+        let SnapshotV3 {
+            v2: SnapshotV2 { body: snap, added },
+            added: added_v3,
+        } = match v {
+            1 => SnapshotV3 {
+                v2: SnapshotV2 {
+                    body: postcard::from_bytes(rest).map_err(decode)?,
+                    added: AddedV2::default(),
+                },
+                added: AddedV3::default(),
             },
-            2 => postcard::from_bytes(rest).map_err(decode)?,
+            2 => SnapshotV3 {
+                v2: postcard::from_bytes(rest).map_err(decode)?,
+                added: AddedV3::default(),
+            },
+            3 => postcard::from_bytes(rest).map_err(decode)?,
             _ => return Err(SnapshotError::Version(v)),
         };
         let policies: BTreeMap<String, Arc<crate::Policy>> = snap
@@ -219,6 +255,11 @@ impl Engine {
                 t.pause = Some(pause);
             }
         }
+        for (idx, seq) in added_v3.delivered {
+            if let Some(mut s) = sh.scopes.get_mut(&idx) {
+                s.log.mark_delivered(seq);
+            }
+        }
         // derived: which key recorded each admission (the release path drops it)
         for e in sh.idempotency.iter() {
             if let Some(a) = &e.decision.admission {
@@ -240,9 +281,7 @@ mod tests {
     use crate::ids::{NumberId, WaId};
     use crate::time::Ts;
 
-    /// A version 1 snapshot (no restriction types, no pause starts) still restores.
-    #[test]
-    fn a_v1_snapshot_still_restores() {
+    fn engine_with_number() -> (Engine, NumberId) {
         let mut e = Engine::new();
         let n = NumberId::parse("n", "1").unwrap();
         e.apply(
@@ -253,6 +292,13 @@ mod tests {
             Ts(1),
         )
         .unwrap();
+        (e, n)
+    }
+
+    /// A version 1 snapshot (no restriction types, no pause starts) still restores.
+    #[test]
+    fn a_v1_snapshot_still_restores() {
+        let (mut e, n) = engine_with_number();
         e.apply(
             Command::Platform {
                 event: PlatformEvent::AccountRestriction {
@@ -266,9 +312,10 @@ mod tests {
             Ts(2),
         )
         .unwrap();
-        let v2 = e.snapshot();
-        assert_eq!(v2[0], 2);
-        let SnapshotV2 { body, added } = postcard::from_bytes(&v2[1..]).unwrap();
+        let v3 = e.snapshot();
+        assert_eq!(v3[0], 3);
+        let SnapshotV3 { v2, .. } = postcard::from_bytes(&v3[1..]).unwrap();
+        let SnapshotV2 { body, added } = v2;
         assert_eq!(added.number_restrictions.len(), 1);
         let mut v1 = vec![1];
         v1.extend(postcard::to_stdvec(&body).unwrap());
@@ -284,11 +331,54 @@ mod tests {
             old.reader().try_fast(&req, Ts(3)).unwrap().reason,
             crate::Reason::NumberRestricted
         );
-        let new = Engine::restore(&v2).unwrap();
-        assert_eq!(new.snapshot(), v2);
+        let new = Engine::restore(&v3).unwrap();
+        assert_eq!(new.snapshot(), v3);
         assert_eq!(
             new.reader().try_fast(&req, Ts(3)).unwrap().reason,
             crate::Reason::OutsideServiceWindow
         );
+    }
+
+    /// A version 2 snapshot (no delivered admissions) still restores: a failure
+    /// reported after delivery then releases, as V2 did (R3.5).
+    #[test]
+    fn a_v2_snapshot_still_restores() {
+        let (mut e, n) = engine_with_number();
+        let customer = WaId::parse("c", "4915000000001").unwrap();
+        let req = AdmitRequest {
+            number: n,
+            customer,
+            kind: SendKind::Template {
+                id: crate::TemplateId::parse("t", "t").unwrap(),
+                category: crate::Category::Utility,
+            },
+            idempotency_key: None,
+        };
+        let Ok(Output::Decision(d)) = e.apply(Command::Admit(req), Ts(2)) else {
+            panic!("a decision")
+        };
+        let outcome = |status| {
+            Command::Outcome(Outcome {
+                number: n,
+                customer,
+                admission: d.admission.clone(),
+                status,
+                error_code: None,
+                template: None,
+                event_key: None,
+            })
+        };
+        e.apply(outcome(DeliveryStatus::Delivered), Ts(3)).unwrap();
+        let v3 = e.snapshot();
+        let SnapshotV3 { v2, added } = postcard::from_bytes(&v3[1..]).unwrap();
+        assert_eq!(added.delivered, vec![(0, 0)]);
+        let mut bytes = vec![2];
+        bytes.extend(postcard::to_stdvec(&v2).unwrap());
+        let released = |mut e: Engine| match e.apply(outcome(DeliveryStatus::Failed), Ts(4)) {
+            Ok(Output::Outcome { released, .. }) => released,
+            other => panic!("{other:?}"),
+        };
+        assert!(released(Engine::restore(&bytes).unwrap()));
+        assert!(!released(Engine::restore(&v3).unwrap()));
     }
 }

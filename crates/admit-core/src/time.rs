@@ -34,6 +34,9 @@ impl Dur {
 
 impl Ts {
     pub const ZERO: Ts = Ts(0);
+    /// The end of a hold or restriction that has none: it lasts until lifted (an account
+    /// restriction reported without an end, section 10).
+    pub const UNTIL_LIFTED: Ts = Ts(u64::MAX);
     pub const fn ms(self) -> u64 {
         self.0
     }
