@@ -3,8 +3,9 @@
 //! what an outcome did.
 
 use admit_core::{
-    AdmissionId, DeliveryStatus, Inbound, InboundKind, NumberId, OptChange, PlatformEvent,
-    PortfolioId, RestrictionType, Target, TemplateEvent, TemplateId, WaId,
+    AdmissionId, DeliveryStatus, Inbound, InboundKind, MetaError, NumberId, OptChange,
+    OutcomeEffect, PlatformEvent, PortfolioId, RestrictionType, Target, TemplateEvent, TemplateId,
+    WaId,
 };
 use admit_proto::v1 as pb;
 use admit_proto::v1::apply_event_request::Event;
@@ -113,7 +114,9 @@ pub(crate) struct OutcomeIn {
     pub admission: Option<AdmissionId>,
     pub status: DeliveryStatus,
     pub template: Option<TemplateId>,
+    /// Meta's code as given (the log keeps the integer) and its meaning.
     pub error_code: Option<u32>,
+    pub meta_error: Option<MetaError>,
     pub event_key: Option<String>,
 }
 
@@ -158,52 +161,33 @@ pub(crate) fn outcome_in(r: &pb::ReportOutcomeRequest) -> Result<OutcomeIn, ApiE
         status,
         template,
         error_code: r.meta_error_code,
+        meta_error: r.meta_error_code.map(MetaError::from),
         event_key,
     })
 }
 
-/// Meta's template codes: 132015 pauses the template, 132016 disables it.
-/// Templates are global, so these become a template event for every shard.
-pub(crate) fn template_event(
-    code: Option<u32>,
-    template: Option<&TemplateId>,
-) -> Option<(TemplateId, TemplateEvent)> {
-    match (code, template) {
-        (Some(132015), Some(t)) => Some((
-            t.clone(),
-            TemplateEvent::Paused {
-                title: None,
-                until: None,
-            },
-        )),
-        (Some(132016), Some(t)) => Some((t.clone(), TemplateEvent::Disabled)),
-        _ => None,
-    }
-}
-
 /// What an outcome did, as `ReportOutcomeResponse.effects` lists it.
-pub(crate) fn outcome_effects(released: bool, code: Option<u32>, with_template: bool) -> Vec<i32> {
+pub(crate) fn outcome_effects(released: bool, effect: Option<OutcomeEffect>) -> Vec<i32> {
     let mut effects = Vec::new();
     if released {
         effects.push(pb::OutcomeEffect::Released as i32);
     }
-    let effect = match code {
-        Some(131056) => Some(pb::OutcomeEffect::PairBackoff),
-        Some(130429) => Some(pb::OutcomeEffect::NumberBackoff),
-        Some(131048) => Some(pb::OutcomeEffect::SpamCooldown),
-        Some(131049) => Some(pb::OutcomeEffect::MarketingHold),
-        Some(131050) => Some(pb::OutcomeEffect::OptedOut),
-        Some(131047) => Some(pb::OutcomeEffect::WindowClosed),
-        Some(132015) if !with_template => None,
-        Some(132015) => Some(pb::OutcomeEffect::TemplatePaused),
-        Some(132016) if !with_template => None,
-        Some(132016) => Some(pb::OutcomeEffect::TemplateDisabled),
-        _ => None,
-    };
-    effects.extend(effect.map(|e| e as i32));
+    effects.extend(effect.map(|e| outcome_effect_out(e) as i32));
     effects
 }
 
+fn outcome_effect_out(e: OutcomeEffect) -> pb::OutcomeEffect {
+    match e {
+        OutcomeEffect::PairBackoff => pb::OutcomeEffect::PairBackoff,
+        OutcomeEffect::NumberBackoff => pb::OutcomeEffect::NumberBackoff,
+        OutcomeEffect::SpamCooldown => pb::OutcomeEffect::SpamCooldown,
+        OutcomeEffect::MarketingHold => pb::OutcomeEffect::MarketingHold,
+        OutcomeEffect::OptedOut => pb::OutcomeEffect::OptedOut,
+        OutcomeEffect::WindowClosed => pb::OutcomeEffect::WindowClosed,
+        OutcomeEffect::TemplatePaused => pb::OutcomeEffect::TemplatePaused,
+        OutcomeEffect::TemplateDisabled => pb::OutcomeEffect::TemplateDisabled,
+    }
+}
 fn restriction_type_in(v: i32) -> Result<RestrictionType, ApiError> {
     match pb::RestrictionType::try_from(v) {
         Ok(pb::RestrictionType::BizInitiatedMessaging) => Ok(RestrictionType::BizInitiated),

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use admit_core::{AdmissionId, Command, Outcome, Output, PlatformEvent};
+use admit_core::{AdmissionId, Command, MetaError, Outcome, Output, PlatformEvent};
 use admit_proto::v1 as pb;
 use admit_proto::v1::admit_send_server::AdmitSend;
 use tonic::{Request, Response, Status};
@@ -196,8 +196,11 @@ impl AdmitSend for AdmitService {
             }
             // Templates are global: a pause or disable is applied to every shard
             // as a template event, not only to the number's shard.
-            let template_event = convert::template_event(o.error_code, o.template.as_ref());
-            let with_template = o.template.is_some();
+            let template_event = o
+                .meta_error
+                .and_then(MetaError::template_event)
+                .zip(o.template.clone());
+            let effect = o.meta_error.and_then(|m| m.effect(o.template.is_some()));
             // a release must reach the admission's own shard (a portfolio scope)
             let outcome_shard = o
                 .admission
@@ -238,7 +241,7 @@ impl AdmitSend for AdmitService {
                 } => (released, hold_until),
                 other => return Err(unexpected(other)),
             };
-            if let Some((template, event)) = template_event {
+            if let Some((event, template)) = template_event {
                 self.ctx
                     .routing
                     .write_all(Command::Platform {
@@ -248,7 +251,7 @@ impl AdmitSend for AdmitService {
                     .await?;
             }
             Ok(pb::ReportOutcomeResponse {
-                effects: convert::outcome_effects(released, o.error_code, with_template),
+                effects: convert::outcome_effects(released, effect),
                 hold_until_unix_ms: hold_until.map(ms),
                 duplicate: false,
             })
