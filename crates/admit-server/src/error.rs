@@ -152,7 +152,7 @@ impl From<ApiError> for Status {
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
         ApiError::Invalid {
-            field: e.field.to_owned(),
+            field: e.field,
             problem: e.problem,
         }
     }

@@ -1,7 +1,9 @@
 //! Policies: a profile from the API (checked field by field, each part in
 //! its own function) and back.
 
-use admit_core::{Category, Dur, Limit, Policy, Quality, ScopeKind, Threshold, Ts, UpgradeRule};
+use admit_core::{
+    Category, Dur, Limit, Policy, Quality, ScopeKind, Stated, Threshold, Ts, UpgradeRule,
+};
 use admit_proto::v1 as pb;
 
 use super::send::{category, category_out};
@@ -71,7 +73,7 @@ pub(crate) fn policy_out(p: &Policy) -> pb::Policy {
         cooldowns: Some(pb::Cooldowns {
             spam_cooldown_ms: d(p.spam_cooldown),
             marketing_hold_ms: d(p.marketing_hold),
-            pair_backoff_base_s: 4,
+            pair_backoff_base_s: Policy::BACKOFF_GROWTH as u32,
             pair_backoff_max_ms: d(p.pair_backoff_max),
             throughput_backoff_ms: d(p.throughput_backoff_base),
             first_pause_ms: d(p.first_pause),
@@ -239,34 +241,13 @@ pub(crate) fn policy_name(p: Option<&pb::Policy>) -> Result<String, ApiError> {
 }
 
 /// R7.1 keywords: an empty list keeps the base profile's (an unset repeated field must
-/// not switch STOP and START off). Matching ignores case and spaces, so a blank keyword
-/// would match an empty message (a media message without a caption) and is refused.
-fn keywords_in(field: &str, given: &[String], base: &[String]) -> Result<Vec<String>, ApiError> {
+/// not switch STOP and START off); the core checks the list (`Policy::validate`).
+fn keywords_in(given: &[String], base: &[String]) -> Vec<String> {
     if given.is_empty() {
-        return Ok(base.to_vec());
+        base.to_vec()
+    } else {
+        given.to_vec()
     }
-    if given.len() > Policy::MAX_KEYWORDS {
-        return Err(ApiError::invalid(
-            field,
-            format!("at most {} keywords", Policy::MAX_KEYWORDS),
-        ));
-    }
-    for (i, k) in given.iter().enumerate() {
-        let f = format!("{field}[{i}]");
-        if k.chars().all(char::is_whitespace) {
-            return Err(ApiError::invalid(
-                &f,
-                "must hold a character other than spaces",
-            ));
-        }
-        if k.chars().count() > Policy::MAX_KEYWORD_CHARS {
-            return Err(ApiError::invalid(
-                &f,
-                format!("must be at most {} characters", Policy::MAX_KEYWORD_CHARS),
-            ));
-        }
-    }
-    Ok(given.to_vec())
 }
 
 /// A count in `1..=max`, 0 for the base profile's value.
@@ -296,21 +277,12 @@ pub(crate) fn policy_in(p: Option<&pb::Policy>, base: &Policy) -> Result<Policy,
     let pr = p.pair_rate.unwrap_or_default();
     let cd = p.cooldowns.unwrap_or_default();
     let flag_period = flag_period_in(&fd, base)?;
-    pair_backoff_base_in(&cd)?;
     let pair_interval = pair_interval_in(&pr, base)?;
     let free_entry_window = dur_in("policy.free_entry_point_ms", p.free_entry_point_ms)?;
     // empty lists keep the base profile's keywords (R7.1's defaults): an
     // unset repeated field must not switch STOP and START off
-    let opt_out_keywords = keywords_in(
-        "policy.opt_out_keywords",
-        &p.opt_out_keywords,
-        &base.opt_out_keywords,
-    )?;
-    let opt_in_keywords = keywords_in(
-        "policy.opt_in_keywords",
-        &p.opt_in_keywords,
-        &base.opt_in_keywords,
-    )?;
+    let opt_out_keywords = keywords_in(&p.opt_out_keywords, &base.opt_out_keywords);
+    let opt_in_keywords = keywords_in(&p.opt_in_keywords, &base.opt_in_keywords);
     let throughput_mps = count_or(
         "policy.throughput_mps",
         p.throughput_mps,
@@ -354,7 +326,14 @@ pub(crate) fn policy_in(p: Option<&pb::Policy>, base: &Policy) -> Result<Policy,
         second_pause: c.second_pause,
         idempotency_ttl: base.idempotency_ttl,
     };
-    policy.validate()?;
+    // what the API states and the core fixes is checked by the core too
+    policy.validate_stated(&Stated {
+        // a negative length is no flag period either: it gets the R5.5 message
+        recovery_period: (fd.recovery_duration_ms != 0)
+            .then(|| Dur(u64::try_from(fd.recovery_duration_ms).unwrap_or(u64::MAX))),
+        pair_backoff_growth: (cd.pair_backoff_base_s != 0)
+            .then_some(u64::from(cd.pair_backoff_base_s)),
+    })?;
     Ok(policy)
 }
 
@@ -409,7 +388,8 @@ fn initial_limit_in(t: Option<&pb::TierValue>, ladder: &[Limit]) -> Result<Limit
     }
 }
 
-/// The categories an opt-out blocks (R7.2).
+/// The categories an opt-out blocks, as configured (the core adds what R7.2
+/// always blocks).
 fn blocked_categories_in(given: &[i32]) -> Result<Vec<Category>, ApiError> {
     let mut blocks = Vec::with_capacity(given.len() + 1);
     for (i, c) in given.iter().enumerate() {
@@ -421,11 +401,7 @@ fn blocked_categories_in(given: &[i32]) -> Result<Vec<Category>, ApiError> {
         })?;
         blocks.push(c);
     }
-    if !blocks.contains(&Category::Marketing) {
-        // R7.2: marketing is always blocked for opted-out customers
-        blocks.push(Category::Marketing);
-    }
-    Ok(blocks)
+    Ok(Policy::opt_out_blocks_with(&blocks))
 }
 
 /// A duration in ms, 0 for the base profile's value.
@@ -439,31 +415,11 @@ fn dur_or(field: &str, v: i64, base: Dur) -> Result<Dur, ApiError> {
 
 /// The flagged-downgrade period (R5.5).
 fn flag_period_in(fd: &pb::FlaggedDowngrade, base: &Policy) -> Result<Dur, ApiError> {
-    let flag_period = dur_or(
+    dur_or(
         "policy.flagged_downgrade.low_duration_ms",
         fd.low_duration_ms,
         base.flag_period,
-    )?;
-    // R5.5 gives Low and recovery the same 7 days; the core has one period
-    if fd.recovery_duration_ms != 0 && fd.recovery_duration_ms != ms(Ts(flag_period.ms())) {
-        return Err(ApiError::invalid(
-            "policy.flagged_downgrade.recovery_duration_ms",
-            "must be 0 or equal to low_duration_ms: one period serves both (R5.5)",
-        ));
-    }
-    Ok(flag_period)
-}
-
-/// The pair back-off's growth, which the core fixes.
-fn pair_backoff_base_in(cd: &pb::Cooldowns) -> Result<(), ApiError> {
-    // section 9: 131056 backs off 4^x seconds; the growth is fixed
-    if !matches!(cd.pair_backoff_base_s, 0 | 4) {
-        return Err(ApiError::invalid(
-            "policy.cooldowns.pair_backoff_base_s",
-            "must be 0 or 4: the pair back-off grows 4^x seconds (section 9)",
-        ));
-    }
-    Ok(())
+    )
 }
 
 /// The R8 pair rate's interval, at most a day.
