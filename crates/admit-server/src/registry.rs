@@ -1,14 +1,13 @@
 //! Registration and platform events across shards: a registration's profile
 //! and scope, the shards an event is applied on, a portfolio's restriction
 //! passed on to a shard that did not know it, and a portfolio's status
-//! gathered from its shards.
+//! gathered from its shards (merged by the core).
 
 use std::sync::Arc;
 
 use admit_core::{
     Command, NumberId, NumberRegistration, Output, PlatformEvent, Policy, PortfolioId,
-    PortfolioRegistration, RestrictionType, ScopeKey, ScopeKind, ScopeStatus, Target, Ts,
-    UniqueCount,
+    PortfolioRegistration, PortfolioStatus, ScopeKey, ScopeKind, Target, Ts,
 };
 use futures_util::future::join_all;
 
@@ -19,20 +18,7 @@ use crate::reads::ShardPortfolio;
 use crate::routing::directory::Resolved;
 
 /// The profile a number or portfolio gets when nothing names one.
-const DEFAULT_PROFILE: &str = "seeds";
-
-/// A portfolio's status gathered from every shard that knows it.
-#[derive(Debug)]
-pub(crate) struct PortfolioGathered {
-    /// The home shard's profile, else any shard's, else the default.
-    pub profile: String,
-    pub restricted_until: Option<Ts>,
-    pub restriction_types: Vec<RestrictionType>,
-    /// Its limit scopes, each once.
-    pub scopes: Vec<ScopeStatus>,
-    /// Per shard holding scopes of it, the unique customers (7 and 30 days).
-    pub unique: Vec<(UniqueCount, UniqueCount)>,
-}
+const DEFAULT_PROFILE: &str = Policy::DEFAULT_PROFILE;
 
 /// A registered number's profile, from its shard (the default if the shard
 /// does not say).
@@ -63,50 +49,18 @@ pub(crate) async fn portfolio_profile(
         .filter(|p| !p.is_empty()))
 }
 
-/// A portfolio's status, gathered from every shard (its numbers may live on
+/// A portfolio's status, merged from every shard (its numbers may live on
 /// many under the seeds profile); NOT_FOUND when no shard knows it.
-pub(crate) async fn portfolio_gathered(
+pub(crate) async fn portfolio_status(
     ctx: &Ctx,
     id: &PortfolioId,
     now: Ts,
-) -> Result<PortfolioGathered, ApiError> {
+) -> Result<PortfolioStatus, ApiError> {
     let home = ctx.routing.shard_of(&ScopeKey::Portfolio(id.clone()));
-    let mut profile: Option<String> = None;
-    let mut restricted: Option<Ts> = None;
-    let mut types: Vec<RestrictionType> = Vec::new();
-    let mut scopes: Vec<ScopeStatus> = Vec::new();
-    let mut unique = Vec::new();
-    let mut found = false;
-    for ShardPortfolio { shard, status: p } in ctx.reads.portfolio_statuses(id, now).await? {
-        found = true;
-        if !p.scopes.is_empty() {
-            unique.push((p.unique_7d, p.unique_30d));
-        }
-        if (shard == home || profile.is_none()) && !p.profile.is_empty() {
-            profile = Some(p.profile.clone());
-        }
-        restricted = restricted.max(p.restricted_until);
-        for t in p.restriction_types {
-            if !types.contains(&t) {
-                types.push(t);
-            }
-        }
-        for s in p.scopes {
-            if !scopes.iter().any(|x| x.scope == s.scope) {
-                scopes.push(s);
-            }
-        }
-    }
-    if !found {
-        return Err(ApiError::NotFound(format!("unknown portfolio {id}")));
-    }
-    Ok(PortfolioGathered {
-        profile: profile.unwrap_or_else(|| DEFAULT_PROFILE.into()),
-        restricted_until: restricted,
-        restriction_types: types,
-        scopes,
-        unique,
-    })
+    let parts = ctx.reads.portfolio_statuses(id, now).await?;
+    let parts = parts.into_iter().map(|p| (p.shard == home, p.status));
+    PortfolioStatus::merge(id, parts)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown portfolio {id}")))
 }
 
 /// Section 10: a portfolio's restriction holds for all its numbers, one that joins
@@ -137,8 +91,8 @@ async fn share_portfolio_restriction(
     let cmd = Command::Platform {
         event: PlatformEvent::AccountRestriction {
             target: Target::Portfolio(p.clone()),
-            // `Ts(u64::MAX)` is "until lifted", which the event says by no end
-            until: latest.restricted_until.filter(|t| t.ms() != u64::MAX),
+            // "until lifted" is said by an event without an end
+            until: latest.restricted_until.filter(|t| *t != Ts::UNTIL_LIFTED),
             lifted: false,
             types: latest.restriction_types,
         },

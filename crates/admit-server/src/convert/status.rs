@@ -2,8 +2,7 @@
 //! the number and account states they show.
 
 use admit_core::{
-    AccountStatus, Limit, NumberStatus, NumberView, PortfolioId, Quality, RestrictionType,
-    ScopeKey, ScopeStatus, Ts, UniqueCount,
+    AccountStatus, NumberStatus, NumberView, PortfolioStatus, RestrictionType, ScopeStatus, Ts,
 };
 use admit_proto::v1 as pb;
 
@@ -101,7 +100,7 @@ pub(crate) fn number_status_view(s: &ScopeStatus, n: &NumberView, now: Ts) -> pb
     v.downgrade_at_unix_ms = n.downgrade_at.map(ms);
     v.spam_cooldown_until_unix_ms = n.spam_hold_until.map(ms);
     v.account_restricted = n.restricted_until.is_some();
-    v.account_restricted_until_unix_ms = n.restricted_until.filter(|t| t.ms() != u64::MAX).map(ms);
+    v.account_restricted_until_unix_ms = until_out(n.restricted_until);
     v.display_name_approved = n.display_name_approved;
     v.throughput_mps = n.throughput_mps;
     v.account_restriction_types = restriction_types_out(&n.restriction_types);
@@ -123,102 +122,49 @@ fn restriction_types_out(types: &[RestrictionType]) -> Vec<i32> {
         .collect()
 }
 
-/// Unique customers of a portfolio whose numbers live on several shards: the sum of
-/// each shard's union estimate. A customer reached from numbers on two shards counts
-/// twice, so the sum is labelled an estimate unless one shard holds every number and
-/// counts exactly.
-pub(crate) fn unique_sum(per_shard: &[(UniqueCount, UniqueCount)]) -> pb::UniqueCustomers {
-    let exact = per_shard.len() <= 1 && per_shard.iter().all(|(a, b)| a.exact && b.exact);
-    pb::UniqueCustomers {
-        last_7d: per_shard.iter().map(|(a, _)| a.value).sum(),
-        last_30d: per_shard.iter().map(|(_, b)| b.value).sum(),
-        estimated: !exact,
-    }
-}
-
-/// A portfolio's status: its own scope (meta profile), or its numbers' scopes
-/// added up (seeds profile; `unique` from the shards' sketches). A seeds portfolio
-/// without numbers has no limit to show: `usage` is unset.
-pub(crate) fn portfolio_status_view(
-    id: &PortfolioId,
-    profile: &str,
-    restricted_until: Option<Ts>,
-    restriction_types: &[RestrictionType],
-    scopes: &[ScopeStatus],
-    unique: pb::UniqueCustomers,
-    now: Ts,
-) -> pb::StatusView {
-    let own = scopes
-        .iter()
-        .find(|s| s.scope == ScopeKey::Portfolio(id.clone()));
-    let mut v = match own {
+/// A portfolio's status, merged from its shards (`PortfolioStatus::merge`):
+/// its own scope (meta profile), or its numbers' scopes added up (seeds
+/// profile). A seeds portfolio without numbers has no limit to show: `usage`
+/// is unset.
+pub(crate) fn portfolio_status_view(p: &PortfolioStatus, now: Ts) -> pb::StatusView {
+    let id = &p.portfolio;
+    let mut v = match p.own_scope() {
         Some(s) => scope_fields(s, now, s.predicted_limit.is_some()),
         None => {
-            let mut limit: Option<u64> = Some(0);
-            let mut used = 0u32;
-            let mut opt_outs = 0u64;
-            for s in scopes {
-                used = used.saturating_add(s.used);
-                opt_outs += u64::from(s.opt_outs);
-                limit = match (limit, s.limit.cap()) {
-                    (Some(a), Some(c)) => Some(a + u64::from(c)),
-                    _ => None,
-                };
-            }
-            let limit = limit.map_or(Limit::Unlimited, |l| {
-                Limit::Capped(u32::try_from(l).unwrap_or(u32::MAX))
-            });
-            // restricted while any number's limit is used up (R4.1), until the last
-            // of those lifts
-            let restricted = scopes.iter().any(|s| s.restricted);
-            let restricted_until = scopes
-                .iter()
-                .filter(|s| s.restricted)
-                .filter_map(|s| s.restricted_until)
-                .max();
-            // as within a shared scope: Unknown ratings say nothing, so they count
-            // only when no number has a known one (R6.1)
-            let quality = scopes
-                .iter()
-                .map(|s| s.quality)
-                .filter(|q| *q != Quality::Unknown)
-                .min()
-                .unwrap_or(Quality::Unknown);
+            let sum = p.sum_of_scopes();
             pb::StatusView {
-                profile: profile.to_owned(),
-                usage: (!scopes.is_empty()).then(|| pb::LimitUsage {
+                usage: sum.limit.map(|limit| pb::LimitUsage {
                     scope: pb::LimitScope::Number as i32,
                     scope_id: id.to_string(),
                     tier: Some(tier_out(limit)),
-                    used,
-                    headroom: limit.headroom(used).unwrap_or(0),
-                    next_release_unix_ms: scopes
-                        .iter()
-                        .filter_map(|s| s.next_release)
-                        .min()
-                        .map(ms),
+                    used: sum.used,
+                    headroom: sum.headroom.unwrap_or(0),
+                    next_release_unix_ms: sum.next_release.map(ms),
                 }),
-                restricted,
-                restricted_until_unix_ms: restricted.then_some(restricted_until).flatten().map(ms),
-                account_status: account_status_out(if restricted {
-                    AccountStatus::Restricted
-                } else if quality == Quality::Low {
-                    AccountStatus::AtRisk
-                } else {
-                    AccountStatus::Healthy
+                restricted: sum.restricted,
+                restricted_until_unix_ms: sum.restricted_until.map(ms),
+                account_status: account_status_out(sum.account_status),
+                quality: quality_out(sum.quality),
+                unique_customers: Some(pb::UniqueCustomers {
+                    last_7d: p.unique_7d.value,
+                    last_30d: p.unique_30d.value,
+                    estimated: !(p.unique_7d.exact && p.unique_30d.exact),
                 }),
-                quality: quality_out(quality),
-                unique_customers: Some(unique),
-                opt_out_count: opt_outs,
+                opt_out_count: sum.opt_outs,
                 as_of_unix_ms: ms(now),
                 ..Default::default()
             }
         }
     };
     v.portfolio_id = id.to_string();
-    v.profile = profile.to_owned();
-    v.account_restricted = restricted_until.is_some();
-    v.account_restricted_until_unix_ms = restricted_until.filter(|t| t.ms() != u64::MAX).map(ms);
-    v.account_restriction_types = restriction_types_out(restriction_types);
+    v.profile = p.profile.clone();
+    v.account_restricted = p.restricted_until.is_some();
+    v.account_restricted_until_unix_ms = until_out(p.restricted_until);
+    v.account_restriction_types = restriction_types_out(&p.restriction_types);
     v
+}
+
+/// A restriction's end as the API shows it: none while it holds until lifted.
+fn until_out(t: Option<Ts>) -> Option<i64> {
+    t.filter(|t| *t != Ts::UNTIL_LIFTED).map(ms)
 }

@@ -40,16 +40,8 @@ impl AdminService {
     }
 
     async fn portfolio_view(&self, id: &PortfolioId, now: Ts) -> Result<pb::StatusView, ApiError> {
-        let g = registry::portfolio_gathered(&self.ctx, id, now).await?;
-        Ok(convert::portfolio_status_view(
-            id,
-            &g.profile,
-            g.restricted_until,
-            &g.restriction_types,
-            &g.scopes,
-            convert::unique_sum(&g.unique),
-            now,
-        ))
+        let p = registry::portfolio_status(&self.ctx, id, now).await?;
+        Ok(convert::portfolio_status_view(&p, now))
     }
 }
 
