@@ -2,7 +2,7 @@
 //! (a check that denies, an R8 token-bucket denial, the fast path, a replay)
 //! or bound for the log with the rate cells it took.
 
-use admit_core::rate::{Rate, RateDenial, Taken};
+use admit_core::rate::{Rate, Taken};
 use admit_core::{AdmitRequest, Decision, Reader, Reason, Ts};
 
 use super::Admission;
@@ -26,11 +26,6 @@ pub(crate) fn unknown_number(now: Ts) -> Decided {
         scope: None,
         replayed: false,
     }
-}
-
-/// A denial decided on the node before the core (R8 token buckets).
-fn rate_denial(reason: Reason, retry_at: Ts) -> Decision {
-    Decision::deny(reason, Some(retry_at))
 }
 
 impl Admission {
@@ -59,12 +54,8 @@ impl Admission {
             now,
         ) {
             Ok(t) => Ok(Some(t)),
-            Err(RateDenial::Throughput { retry_at }) => {
-                Err(rate_denial(Reason::ThroughputLimited, retry_at))
-            }
-            Err(RateDenial::Pair { retry_at }) => {
-                Err(rate_denial(Reason::PairRateLimited, retry_at))
-            }
+            // the core's decision: it carries the scope's usage like any denial
+            Err(denial) => Err(reader.rate_denial(&req.number, denial, now)),
         }
     }
 
