@@ -9,7 +9,7 @@ use crate::meta_error::MetaError;
 use crate::policy::{Limit, Policy, ScopeKind, TierMeaning};
 use crate::rules::{self, Member, Pre, Tier};
 use crate::state::*;
-use crate::time::{PackedTs, Ts};
+use crate::time::{Dur, PackedTs, Ts};
 use crate::Reader;
 use admit_sketch::{SketchConfig, WindowedSketch};
 use serde::{Deserialize, Serialize};
@@ -17,13 +17,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// State only the writer touches (it is in snapshots too).
+/// Generic over the policy type only so that snapshots can read older policy formats.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct WriterState {
+pub(crate) struct WriterState<P = Policy> {
     pub last_now: Ts,
     pub applied: u64,
     pub next_number: u32,
     pub next_scope: u32,
-    pub policies: BTreeMap<String, Policy>,
+    pub policies: BTreeMap<String, P>,
     /// Idempotency keys in expiry order (time only moves forward).
     pub idem_expiry: VecDeque<(Ts, crate::ids::IdempotencyKey)>,
     /// Platform deliveries already applied, by event key (at most once).
@@ -35,12 +36,6 @@ pub(crate) struct WriterState {
 
 /// How long a platform delivery's key is remembered: Meta retries deliveries for days.
 const EVENT_KEY_TTL: crate::Dur = crate::Dur::days(7);
-
-/// How long a 131056 pair back-off keeps its strikes after its hold ends. The 4^x growth
-/// (section 9) needs the count across the gap between a hold's end and the next 131056,
-/// so neither `Tick` nor a new strike may forget it then; only a quiet day (no 131056
-/// for 24 h after the hold) starts again at 1 s. A success resets it at once.
-pub(crate) const PAIR_BACKOFF_MEMORY: crate::Dur = crate::Dur::hours(24);
 
 /// The rule engine of one shard: commands in, outputs out.
 ///
@@ -439,31 +434,36 @@ impl Engine {
                 n.throughput = Backoff::default();
             }
         }
-        let backoff = |b: &mut Backoff, base: crate::Dur, max: crate::Dur| {
-            // 4^x: 1, 4, 16, ... times the base, capped
-            let factor = 4u64.saturating_pow(b.strikes.min(31));
-            b.until = Some(now.plus(crate::Dur(base.ms().saturating_mul(factor).min(max.ms()))));
+        // Section 9: 4^x, 1, 4, 16, ... times the base, capped. The strikes are forgotten
+        // after a quiet period following the last hold's end; for a pair that is exactly
+        // when `tick` may reclaim the entry, so the hold never depends on when a Tick ran.
+        let backoff = |b: &mut Backoff, base: Dur, max: Dur, reset_after: Dur| {
+            if b.until.is_some_and(|u| u.plus(reset_after) <= now) {
+                *b = Backoff::default();
+            }
+            let factor = Policy::BACKOFF_GROWTH.saturating_pow(b.strikes.min(31));
+            b.until = Some(now.plus(Dur(base.ms().saturating_mul(factor).min(max.ms()))));
             b.strikes += 1;
+            b.until
         };
         match o.error_code.map(MetaError::from) {
             Some(MetaError::PairRate) => {
                 let mut b = self.shared.pair_backoff.entry(pair).or_default();
-                // strikes are forgotten after the quiet period exactly when `tick` would
-                // reclaim the entry, so the hold never depends on when a Tick ran
-                if b.until.is_some_and(|u| u.plus(PAIR_BACKOFF_MEMORY) <= now) {
-                    *b = Backoff::default();
-                }
-                backoff(&mut b, p.pair_backoff_base, p.pair_backoff_max);
-                hold_until = b.until;
+                hold_until = backoff(
+                    &mut b,
+                    p.pair_backoff_base,
+                    p.pair_backoff_max,
+                    p.pair_backoff_reset_after,
+                );
             }
             Some(MetaError::Throughput) => {
                 if let Some(mut n) = self.shared.numbers.get_mut(&o.number) {
-                    backoff(
+                    hold_until = backoff(
                         &mut n.throughput,
                         p.throughput_backoff_base,
                         p.throughput_backoff_max,
+                        p.throughput_backoff_reset_after,
                     );
-                    hold_until = n.throughput.until;
                 }
             }
             Some(MetaError::SpamRate) => {
@@ -1100,10 +1100,18 @@ impl Engine {
             m.retain(|_, until| *until > now);
             reclaimed += (before - m.len()) as u64;
         }
+        // kept with its strikes for the quiet period after the hold; the longest of any
+        // profile: an entry kept longer than its own profile's is forgotten on the next
+        // strike all the same
+        let reset_after = self
+            .policies
+            .values()
+            .map(|p| p.pair_backoff_reset_after)
+            .max()
+            .unwrap_or_default();
         let before = sh.pair_backoff.len();
-        // kept with its strikes for a quiet period after the hold (PAIR_BACKOFF_MEMORY)
         sh.pair_backoff
-            .retain(|_, b| b.until.is_some_and(|u| u.plus(PAIR_BACKOFF_MEMORY) > now));
+            .retain(|_, b| b.until.is_some_and(|u| u.plus(reset_after) > now));
         reclaimed += (before - sh.pair_backoff.len()) as u64;
         while let Some((exp, _)) = self.w.idem_expiry.front() {
             if *exp > now {

@@ -181,6 +181,10 @@ pub struct Policy {
     /// Section 9 reactions.
     pub spam_cooldown: Dur,
     pub marketing_hold: Dur,
+    /// Section 9 back-offs, after 131056 (of a pair) and 130429 (of a number): the x-th
+    /// consecutive one (x from 0) lasts base * 4^x, at most max. The count is forgotten
+    /// once no report came for the reset period (below) after a hold's end; a SENT,
+    /// DELIVERED or READ report forgets it at once.
     pub pair_backoff_base: Dur,
     pub pair_backoff_max: Dur,
     pub throughput_backoff_base: Dur,
@@ -190,6 +194,10 @@ pub struct Policy {
     pub second_pause: Dur,
     /// How long a decision stays bound to its idempotency key.
     pub idempotency_ttl: Dur,
+    /// The back-offs' reset periods (section 9, above). Last, so that the encoding of
+    /// older policies is a prefix of this one's (snapshots read them).
+    pub pair_backoff_reset_after: Dur,
+    pub throughput_backoff_reset_after: Dur,
 }
 
 /// R7.1: the form in which keywords and messages are compared, case- and
@@ -290,6 +298,8 @@ impl Policy {
             first_pause: Dur::hours(3),
             second_pause: Dur::hours(6),
             idempotency_ttl: Dur::hours(24),
+            pair_backoff_reset_after: Dur::hours(24),
+            throughput_backoff_reset_after: Dur::hours(24),
         }
     }
 

@@ -618,6 +618,9 @@ pub(crate) fn policy_out(p: &Policy) -> pb::Policy {
             throughput_backoff_ms: d(p.throughput_backoff_base),
             first_pause_ms: d(p.first_pause),
             second_pause_ms: d(p.second_pause),
+            throughput_backoff_max_ms: d(p.throughput_backoff_max),
+            throughput_backoff_reset_after_ms: d(p.throughput_backoff_reset_after),
+            pair_backoff_reset_after_ms: d(p.pair_backoff_reset_after),
         }),
         free_entry_point_ms: d(p.free_entry_window),
     }
@@ -980,7 +983,11 @@ pub(crate) fn policy_in(p: Option<&pb::Policy>, base: &Policy) -> Result<Policy,
             base.throughput_backoff_base,
             "policy.cooldowns.throughput_backoff_ms",
         )?,
-        throughput_backoff_max: base.throughput_backoff_max,
+        throughput_backoff_max: or_base(
+            cd.throughput_backoff_max_ms,
+            base.throughput_backoff_max,
+            "policy.cooldowns.throughput_backoff_max_ms",
+        )?,
         first_pause: or_base(
             cd.first_pause_ms,
             base.first_pause,
@@ -992,6 +999,16 @@ pub(crate) fn policy_in(p: Option<&pb::Policy>, base: &Policy) -> Result<Policy,
             "policy.cooldowns.second_pause_ms",
         )?,
         idempotency_ttl: base.idempotency_ttl,
+        pair_backoff_reset_after: or_base(
+            cd.pair_backoff_reset_after_ms,
+            base.pair_backoff_reset_after,
+            "policy.cooldowns.pair_backoff_reset_after_ms",
+        )?,
+        throughput_backoff_reset_after: or_base(
+            cd.throughput_backoff_reset_after_ms,
+            base.throughput_backoff_reset_after,
+            "policy.cooldowns.throughput_backoff_reset_after_ms",
+        )?,
     };
     policy.validate()?;
     Ok(policy)
