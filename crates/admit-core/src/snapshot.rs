@@ -10,7 +10,6 @@ use crate::state::*;
 use crate::time::Dur;
 use crate::Policy;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The snapshot format; bumped on any change, and old versions keep a reader.
@@ -252,7 +251,7 @@ impl Engine {
         };
         let v2 = SnapshotV2 {
             body: SnapshotV1 {
-                writer: self.w.clone(),
+                writer: self.w.clone().map_policies(|p| Policy::clone(&p)),
                 numbers,
                 portfolios,
                 scopes,
@@ -281,11 +280,7 @@ impl Engine {
     /// state is unchanged.
     pub fn load_snapshot(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
         let fresh = Engine::restore(bytes)?;
-        let Engine {
-            shared,
-            w,
-            policies,
-        } = fresh;
+        let Engine { shared, w } = fresh;
         let new = Arc::try_unwrap(shared).expect("a fresh engine has no readers");
         let sh = &self.shared;
         move_map(&sh.numbers, new.numbers);
@@ -301,7 +296,6 @@ impl Engine {
         move_map(&sh.idempotency, new.idempotency);
         move_map(&sh.idem_by_admission, new.idem_by_admission);
         self.w = w;
-        self.policies = policies;
         Ok(())
     }
 
@@ -332,14 +326,10 @@ impl Engine {
             4 => postcard::from_bytes(rest).map_err(decode)?,
             _ => return Err(SnapshotError::Version(v)),
         };
-        let policies: BTreeMap<String, Arc<crate::Policy>> = snap
-            .writer
-            .policies
-            .iter()
-            .map(|(k, p)| (k.clone(), Arc::new(p.clone())))
-            .collect();
+        let writer = snap.writer.map_policies(Arc::new);
         let link = |name: &str| {
-            policies
+            writer
+                .policies
                 .get(name)
                 .cloned()
                 .ok_or_else(|| SnapshotError::Decode(format!("unknown profile {name}")))
@@ -393,8 +383,7 @@ impl Engine {
         }
         Ok(Engine {
             shared: Arc::new(sh),
-            w: snap.writer,
-            policies,
+            w: writer,
         })
     }
 }
