@@ -1,4 +1,4 @@
-//! Policies are data (SPEC R5.1, section 10): the seeds profile is the default, the meta
+//! Policies are data (R5.1, section 10, docs/rules.md): the seeds profile is the default, the meta
 //! profile follows Meta's current rules, and either can be replaced at run time.
 
 use crate::ids::FieldError;
@@ -36,7 +36,7 @@ impl fmt::Debug for Limit {
     }
 }
 
-/// A tier as Meta reports it (SPEC section 10): a name or an integer.
+/// A tier as Meta reports it (section 10, docs/rules.md): a name or an integer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TierInput {
     Name(String),
@@ -80,7 +80,7 @@ impl TierInput {
     }
 }
 
-/// Where a messaging limit lives (SPEC section 1).
+/// Where a messaging limit lives (section 1, docs/rules.md).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ScopeKind {
     /// Seeds: each business number has its own limit.
@@ -246,7 +246,7 @@ impl Policy {
     pub const MAX_PAIR_BURST: u32 = 1_000_000;
     pub const MAX_THROUGHPUT_MPS: u32 = 1_000_000;
 
-    /// The seeds' rules (SPEC sections 2-9): the default profile.
+    /// The seeds' rules (sections 2-9, docs/rules.md): the default profile.
     pub fn seeds() -> Policy {
         Policy {
             name: Policy::DEFAULT_PROFILE.into(),
@@ -303,7 +303,7 @@ impl Policy {
         }
     }
 
-    /// Meta's current rules (SPEC section 10).
+    /// Meta's current rules (section 10, docs/rules.md).
     pub fn meta() -> Policy {
         let rule = UpgradeRule {
             window: Dur::days(7),

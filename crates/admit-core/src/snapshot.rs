@@ -14,14 +14,14 @@ use std::sync::Arc;
 
 /// The snapshot format; bumped on any change, and old versions keep a reader.
 ///
-/// * 1: [`SnapshotV1`].
-/// * 2: [`SnapshotV2`]: V1's body, then account restriction types and template pause
+/// * 1: `SnapshotV1`.
+/// * 2: `SnapshotV2`: V1's body, then account restriction types and template pause
 ///   starts. A V1 snapshot restores with neither: restrictions deny every send (as V1
 ///   did) and pauses keep the end V1 stored.
-/// * 3: [`SnapshotV3`]: V2, then the admissions reported delivered (R3.5). A V1 or V2
+/// * 3: `SnapshotV3`: V2, then the admissions reported delivered (R3.5). A V1 or V2
 ///   snapshot restores with none known delivered, as those versions treated them.
 /// * 4: V3's layout, with policies that hold the back-offs' reset periods (section 9).
-///   Policies of V1 to V3 ([`PolicyV3`]) restore with the built-in period (24 h).
+///   Policies of V1 to V3 (`PolicyV3`) restore with the built-in period (24 h).
 pub const SNAPSHOT_VERSION: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
