@@ -1,4 +1,4 @@
-//! Policies are data (SPEC R5.1, section 10): the seeds profile is the default, the meta
+//! Policies are data (R5.1, section 10, docs/rules.md): the seeds profile is the default, the meta
 //! profile follows Meta's current rules, and either can be replaced at run time.
 
 use crate::ids::FieldError;
@@ -36,7 +36,7 @@ impl fmt::Debug for Limit {
     }
 }
 
-/// A tier as Meta reports it (SPEC section 10): a name or an integer.
+/// A tier as Meta reports it (section 10, docs/rules.md): a name or an integer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TierInput {
     Name(String),
@@ -80,7 +80,7 @@ impl TierInput {
     }
 }
 
-/// Where a messaging limit lives (SPEC section 1).
+/// Where a messaging limit lives (section 1, docs/rules.md).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ScopeKind {
     /// Seeds: each business number has its own limit.
@@ -181,6 +181,10 @@ pub struct Policy {
     /// Section 9 reactions.
     pub spam_cooldown: Dur,
     pub marketing_hold: Dur,
+    /// Section 9 back-offs, after 131056 (of a pair) and 130429 (of a number): the x-th
+    /// consecutive one (x from 0) lasts base * 4^x, at most max. The count is forgotten
+    /// once no report came for the reset period (below) after a hold's end; a SENT,
+    /// DELIVERED or READ report forgets it at once.
     pub pair_backoff_base: Dur,
     pub pair_backoff_max: Dur,
     pub throughput_backoff_base: Dur,
@@ -190,6 +194,10 @@ pub struct Policy {
     pub second_pause: Dur,
     /// How long a decision stays bound to its idempotency key.
     pub idempotency_ttl: Dur,
+    /// The back-offs' reset periods (section 9, above). Last, so that the encoding of
+    /// older policies is a prefix of this one's (snapshots read them).
+    pub pair_backoff_reset_after: Dur,
+    pub throughput_backoff_reset_after: Dur,
 }
 
 /// R7.1: the form in which keywords and messages are compared, case- and
@@ -238,7 +246,7 @@ impl Policy {
     pub const MAX_PAIR_BURST: u32 = 1_000_000;
     pub const MAX_THROUGHPUT_MPS: u32 = 1_000_000;
 
-    /// The seeds' rules (SPEC sections 2-9): the default profile.
+    /// The seeds' rules (sections 2-9, docs/rules.md): the default profile.
     pub fn seeds() -> Policy {
         Policy {
             name: Policy::DEFAULT_PROFILE.into(),
@@ -290,10 +298,12 @@ impl Policy {
             first_pause: Dur::hours(3),
             second_pause: Dur::hours(6),
             idempotency_ttl: Dur::hours(24),
+            pair_backoff_reset_after: Dur::hours(24),
+            throughput_backoff_reset_after: Dur::hours(24),
         }
     }
 
-    /// Meta's current rules (SPEC section 10).
+    /// Meta's current rules (section 10, docs/rules.md).
     pub fn meta() -> Policy {
         let rule = UpgradeRule {
             window: Dur::days(7),

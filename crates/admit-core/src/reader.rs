@@ -1,4 +1,4 @@
-//! Concurrent reads: fast-path decisions and status (SPEC section 11).
+//! Concurrent reads: fast-path decisions and status (section 11, docs/rules.md).
 
 use crate::command::{NumberStatus, RestrictionType};
 use crate::decision::{Decision, Reason, ScopeKey};

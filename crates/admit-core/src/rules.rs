@@ -288,7 +288,7 @@ pub(crate) enum Transition {
 }
 
 /// Runs every delayed effect due by `now`, each at exactly its own time and in time order
-/// (SPEC section 12): pending upgrades (checked again at their time) and the 7-day
+/// (section 12, docs/rules.md): pending upgrades (checked again at their time) and the 7-day
 /// Flagged deadlines (R5.5). Reads the log, never changes it.
 pub(crate) fn run_due(
     p: &Policy,

@@ -537,14 +537,19 @@ fn section_10_an_indefinite_restriction_wins_over_a_timed_one() {
 
 // ---- section 9: 131056 strikes survive a Tick between holds ----
 
-fn strike(h: &mut H, t: Ts) -> Ts {
-    match h.outcome(N, 1, Some(131056), t) {
+/// The end of the hold an outcome with `code` sets for customer 1 of `N`.
+fn hold_after(h: &mut H, code: u32, t: Ts) -> Ts {
+    match h.outcome(N, 1, Some(code), t) {
         Output::Outcome {
             hold_until: Some(u),
             ..
         } => u,
         other => panic!("{other:?}"),
     }
+}
+
+fn strike(h: &mut H, t: Ts) -> Ts {
+    hold_after(h, 131056, t)
 }
 
 #[test]
@@ -1294,4 +1299,65 @@ fn r3_5_a_failure_reported_after_delivery_does_not_release() {
         Reason::NewConversation
     );
     assert_eq!(h.admit(N, 5, util(), ms(t, 5)).reason, Reason::LimitReached);
+}
+
+// ---- section 9: the 130429 back-off, its growth and its reset ----
+
+fn throughput_hold(h: &mut H, t: Ts) -> Ts {
+    hold_after(h, 130429, t)
+}
+
+/// Section 9: consecutive 130429 reports back the number off 1 s, 4 s, 16 s, ... up to
+/// the cap; a quiet day after a hold's end forgets the strikes, so two reports two days
+/// apart both give the base. The same with a profile's own base, cap and quiet period.
+#[test]
+fn section_9_130429_back_off_grows_and_is_forgotten_after_a_quiet_day() {
+    let mut h = h_with(250);
+    let t = at(1, 9, 0);
+    assert_eq!(throughput_hold(&mut h, t), ms(t, 1_000));
+    let later = ms(t, 2 * DAY);
+    assert_eq!(throughput_hold(&mut h, later), ms(later, 1_000));
+    let mut now = later;
+    let mut end = now;
+    for secs in [4u64, 16, 64, 64] {
+        now = ms(end, 10);
+        end = throughput_hold(&mut h, now);
+        assert_eq!(end, ms(now, secs * 1_000));
+    }
+    // still remembered a millisecond before the quiet day ends, forgotten at its end
+    let before = Ts(ms(end, DAY).0 - 1);
+    assert_eq!(throughput_hold(&mut h, before), ms(before, 64_000));
+    let quiet = ms(ms(before, 64_000), DAY);
+    assert_eq!(throughput_hold(&mut h, quiet), ms(quiet, 1_000));
+    // a profile's own base, cap and quiet periods (both back-offs)
+    let mut p = Policy::seeds();
+    p.name = "brisk".into();
+    (p.throughput_backoff_base, p.throughput_backoff_max) = (Dur(500), Dur(3_000));
+    p.throughput_backoff_reset_after = Dur::HOUR;
+    p.pair_backoff_reset_after = Dur::MINUTE;
+    h.apply(Command::SetPolicy(p), quiet).unwrap();
+    h.register_with(
+        NumberRegistration {
+            number: Some(num(N)),
+            profile: Some("brisk".into()),
+            ..Default::default()
+        },
+        quiet,
+    );
+    let t = ms(quiet, DAY);
+    let ends: Vec<_> = (0..3).map(|_| throughput_hold(&mut h, t)).collect();
+    assert_eq!(ends, vec![ms(t, 500), ms(t, 2_000), ms(t, 3_000)]);
+    let before = Ts(ms(t, 3_000 + HOUR).0 - 1);
+    assert_eq!(throughput_hold(&mut h, before), ms(before, 3_000));
+    let quiet = ms(ms(before, 3_000), HOUR);
+    assert_eq!(throughput_hold(&mut h, quiet), ms(quiet, 500));
+    h.inbound(N, 1, None, quiet);
+    let end = strike(&mut h, quiet);
+    assert_eq!(end, ms(quiet, 1_000));
+    assert_eq!(
+        strike(&mut h, Ts(ms(end, MIN).0 - 1)),
+        ms(end, MIN - 1 + 4_000)
+    );
+    let end = ms(end, MIN - 1 + 4_000);
+    assert_eq!(strike(&mut h, ms(end, MIN)), ms(end, MIN + 1_000));
 }

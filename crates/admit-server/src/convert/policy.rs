@@ -78,6 +78,9 @@ pub(crate) fn policy_out(p: &Policy) -> pb::Policy {
             throughput_backoff_ms: d(p.throughput_backoff_base),
             first_pause_ms: d(p.first_pause),
             second_pause_ms: d(p.second_pause),
+            throughput_backoff_max_ms: d(p.throughput_backoff_max),
+            throughput_backoff_reset_after_ms: d(p.throughput_backoff_reset_after),
+            pair_backoff_reset_after_ms: d(p.pair_backoff_reset_after),
         }),
         free_entry_point_ms: d(p.free_entry_window),
     }
@@ -321,10 +324,12 @@ pub(crate) fn policy_in(p: Option<&pb::Policy>, base: &Policy) -> Result<Policy,
         pair_backoff_base: base.pair_backoff_base,
         pair_backoff_max: c.pair_backoff_max,
         throughput_backoff_base: c.throughput_backoff_base,
-        throughput_backoff_max: base.throughput_backoff_max,
+        throughput_backoff_max: c.throughput_backoff_max,
         first_pause: c.first_pause,
         second_pause: c.second_pause,
         idempotency_ttl: base.idempotency_ttl,
+        pair_backoff_reset_after: c.pair_backoff_reset_after,
+        throughput_backoff_reset_after: c.throughput_backoff_reset_after,
     };
     // what the API states and the core fixes is checked by the core too
     policy.validate_stated(&Stated {
@@ -446,6 +451,9 @@ struct CooldownsIn {
     throughput_backoff_base: Dur,
     first_pause: Dur,
     second_pause: Dur,
+    throughput_backoff_max: Dur,
+    throughput_backoff_reset_after: Dur,
+    pair_backoff_reset_after: Dur,
 }
 
 fn cooldowns_in(cd: &pb::Cooldowns, base: &Policy) -> Result<CooldownsIn, ApiError> {
@@ -480,6 +488,21 @@ fn cooldowns_in(cd: &pb::Cooldowns, base: &Policy) -> Result<CooldownsIn, ApiErr
             cd.second_pause_ms,
             base.second_pause,
         )?,
+        throughput_backoff_max: dur_or(
+            "policy.cooldowns.throughput_backoff_max_ms",
+            cd.throughput_backoff_max_ms,
+            base.throughput_backoff_max,
+        )?,
+        throughput_backoff_reset_after: dur_or(
+            "policy.cooldowns.throughput_backoff_reset_after_ms",
+            cd.throughput_backoff_reset_after_ms,
+            base.throughput_backoff_reset_after,
+        )?,
+        pair_backoff_reset_after: dur_or(
+            "policy.cooldowns.pair_backoff_reset_after_ms",
+            cd.pair_backoff_reset_after_ms,
+            base.pair_backoff_reset_after,
+        )?,
     })
 }
 
@@ -493,6 +516,36 @@ mod tests {
             let back = policy_in(Some(&policy_out(&p)), &p).unwrap();
             assert_eq!(back, p);
         }
+    }
+
+    /// Section 9's back-off parameters travel both ways; 0 keeps the base
+    /// profile's value.
+    #[test]
+    fn back_off_parameters_cross_the_api() {
+        let base = Policy::seeds();
+        let mut p = policy_out(&base);
+        let cd = p.cooldowns.as_mut().unwrap();
+        cd.throughput_backoff_max_ms = 120_000;
+        cd.throughput_backoff_reset_after_ms = 3_600_000;
+        cd.pair_backoff_reset_after_ms = 7_200_000;
+        let got = policy_in(Some(&p), &base).unwrap();
+        assert_eq!(got.throughput_backoff_max, Dur(120_000));
+        assert_eq!(got.throughput_backoff_reset_after, Dur(3_600_000));
+        assert_eq!(got.pair_backoff_reset_after, Dur(7_200_000));
+        assert_eq!(policy_out(&got), p);
+        let cd = p.cooldowns.as_mut().unwrap();
+        (cd.throughput_backoff_max_ms, cd.pair_backoff_reset_after_ms) = (0, 0);
+        let got = policy_in(Some(&p), &base).unwrap();
+        assert_eq!(got.throughput_backoff_max, base.throughput_backoff_max);
+        assert_eq!(got.pair_backoff_reset_after, base.pair_backoff_reset_after);
+        p.cooldowns
+            .as_mut()
+            .unwrap()
+            .throughput_backoff_reset_after_ms = -1;
+        assert_eq!(
+            policy_in(Some(&p), &base).unwrap_err().field(),
+            Some("policy.cooldowns.throughput_backoff_reset_after_ms")
+        );
     }
 
     /// Whatever the API carries and the core cannot hold is refused naming the field,
