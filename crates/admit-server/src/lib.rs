@@ -17,7 +17,10 @@
 //!
 //! ## Layout, in the order the modules import each other
 //!
-//! Each module imports only modules above it in this list:
+//! Each module imports only modules above it in this list. Within a folder,
+//! `mod.rs` holds what its files share and the files import it and each
+//! other one way, never back (`convert/mod.rs` only re-exports the topics;
+//! `routing/mod.rs` imports only the peers' channel type):
 //!
 //! * [`error`]: every error a request ends in and its one mapping to a gRPC
 //!   status, with the named retry hints.
@@ -29,8 +32,9 @@
 //!   node stamped from the service clock. `apply` runs `Engine::apply(cmd, at)`
 //!   on every replica, so all replicas decide alike.
 //! * `convert/`: the only place where protobuf meets the domain, one file per
-//!   topic (`ids`, `send`, `tier`, `decision`, `status`, `policy`, `event`);
-//!   input conversions name the offending field.
+//!   topic (`ids`, `send`, `tier`, `decision`, `status`, `policy`, `event`,
+//!   and `scalar` for the times and field paths they share); input
+//!   conversions name the offending field.
 //! * `wire`: what nodes say to each other (relayed requests, answers, the
 //!   named `Decided` of a send) and its byte form.
 //! * [`routing`]: which shard owns a request and how it reaches the shard's

@@ -9,8 +9,7 @@ use admit_core::rate::Taken;
 use admit_core::{AdmitRequest, Command, NumberId, Output, ScopeKey, Ts, WaId};
 use futures_util::future::join_all;
 
-use super::triage::{unknown_number, Triage};
-use super::Admission;
+use super::{unknown_number, Admission, Triage};
 use crate::app::Stamped;
 use crate::error::ApiError;
 use crate::routing::directory::Resolved;

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use admit_core::rate::RateLimiter;
-use admit_core::{AdmitRequest, Command, Output, Ts};
+use admit_core::rate::{RateLimiter, Taken};
+use admit_core::{AdmitRequest, Command, Decision, Output, Reason, Ts};
 
 use crate::error::ApiError;
 use crate::routing::directory::Resolved;
@@ -17,7 +17,24 @@ use crate::wire::{unexpected, Decided, NodeReq, NodeResp};
 pub(crate) mod batch;
 pub(crate) mod triage;
 
-use triage::{unknown_number, Triage};
+/// How a send is decided on this node.
+pub(crate) enum Triage {
+    Done(Decided),
+    /// Through the log, with the R8 cells taken for it (given back if denied).
+    Slow(Option<Taken>),
+}
+
+/// The core's answer for an unregistered number.
+pub(crate) fn unknown_number(now: Ts) -> Decided {
+    Decided {
+        decision: Decision {
+            decided_at: now,
+            ..Decision::deny(Reason::UnknownNumber, None)
+        },
+        scope: None,
+        replayed: false,
+    }
+}
 
 /// A send's answer and the entry node's time it is shown at.
 #[derive(Debug)]

@@ -5,28 +5,9 @@
 use admit_core::rate::{Rate, Taken};
 use admit_core::{AdmitRequest, Decision, Reader, Reason, Ts};
 
-use super::Admission;
+use super::{unknown_number, Admission, Triage};
 use crate::routing::directory::Route;
 use crate::wire::Decided;
-
-/// How a send is decided on this node.
-pub(crate) enum Triage {
-    Done(Decided),
-    /// Through the log, with the R8 cells taken for it (given back if denied).
-    Slow(Option<Taken>),
-}
-
-/// The core's answer for an unregistered number.
-pub(crate) fn unknown_number(now: Ts) -> Decided {
-    Decided {
-        decision: Decision {
-            decided_at: now,
-            ..Decision::deny(Reason::UnknownNumber, None)
-        },
-        scope: None,
-        replayed: false,
-    }
-}
 
 impl Admission {
     /// R8: takes the number's throughput cell and the pair's cell, or returns

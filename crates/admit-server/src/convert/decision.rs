@@ -3,7 +3,7 @@
 use admit_core::{Decision, Reason, ScopeKey, Ts};
 use admit_proto::v1 as pb;
 
-use super::ms;
+use super::scalar::ms;
 use super::tier::tier_out;
 use crate::error::ApiError;
 

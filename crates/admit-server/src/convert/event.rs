@@ -11,9 +11,9 @@ use admit_proto::v1 as pb;
 use admit_proto::v1::apply_event_request::Event;
 
 use super::ids::{customer, number, target, template};
+use super::scalar::ts_in;
 use super::status::number_status;
 use super::tier::{number_quality, template_quality, tier_input};
-use super::ts_in;
 use crate::error::ApiError;
 
 /// The longest `event_key` of an inbound message or an outcome.

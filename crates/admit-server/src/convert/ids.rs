@@ -6,9 +6,9 @@ use admit_core::{
 };
 use admit_proto::v1 as pb;
 
+use super::scalar::under;
 use super::status::number_status;
 use super::tier::number_quality;
-use super::under;
 use crate::error::ApiError;
 
 pub(crate) fn number(field: &'static str, s: &str) -> Result<NumberId, ApiError> {
@@ -70,8 +70,7 @@ pub(crate) fn idempotency_key(
 }
 
 /// A number's registration from the API, checked; the profile, scope and
-/// initial tier are settled against the stored state (see
-/// [`crate::registry`]).
+/// initial tier are settled against the stored state, later.
 #[derive(Debug, Clone)]
 pub(crate) struct NumberRegistrationIn {
     pub number: NumberId,

@@ -6,9 +6,9 @@ use admit_core::{
 };
 use admit_proto::v1 as pb;
 
+use super::scalar::{dur_in, ms};
 use super::send::{category, category_out};
 use super::tier::{tier_limit, tier_out};
-use super::{dur_in, ms};
 use crate::error::ApiError;
 
 fn rule_out(r: &UpgradeRule, min_limit: u32, max_limit: u32) -> pb::UpgradeRule {

@@ -4,7 +4,7 @@ use admit_core::{AdmitRequest, Category, SendKind};
 use admit_proto::v1 as pb;
 
 use super::ids::{customer, idempotency_key, number, template};
-use super::under;
+use super::scalar::under;
 use crate::error::ApiError;
 
 pub(crate) fn category(v: i32) -> Result<Category, ApiError> {

@@ -7,7 +7,7 @@ use admit_core::{
 use admit_proto::v1 as pb;
 
 use super::decision::scope_out;
-use super::ms;
+use super::scalar::ms;
 use super::tier::{quality_out, tier_out};
 use crate::error::ApiError;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use admit_raft::NodeState;
 
-use super::Routing;
+use super::{Placement, Routing};
 use crate::error::ApiError;
 use crate::wire::NodeRef;
 
@@ -15,14 +15,6 @@ pub(crate) enum Target {
     Me,
     Peer(NodeRef),
     Unknown,
-}
-
-/// The active node set and the placement table computed for it.
-#[derive(Debug)]
-pub(crate) struct Placement {
-    active: BTreeSet<u64>,
-    /// Per shard, its replicas, the preferred leader first.
-    table: Vec<Vec<u64>>,
 }
 
 impl Routing {

@@ -34,7 +34,7 @@
 //! * Clients may send `admit-hops: 2` to forbid forwarding (tests, smart
 //!   clients that route themselves).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use admit_core::{NumberId, Reader, ScopeKey, Ts};
@@ -52,7 +52,6 @@ pub(crate) mod peers;
 pub mod request;
 pub(crate) mod retry;
 
-use leader::Placement;
 use peers::Peers;
 
 /// What a node knows to route requests: its Raft groups and their readers,
@@ -79,6 +78,14 @@ pub(crate) struct Routing {
     replicas: usize,
     /// Placement over the last seen active node set.
     placement: Mutex<Option<Placement>>,
+}
+
+/// The active node set and the placement table computed for it.
+#[derive(Debug)]
+pub(crate) struct Placement {
+    pub(super) active: BTreeSet<u64>,
+    /// Per shard, its replicas, the preferred leader first.
+    pub(super) table: Vec<Vec<u64>>,
 }
 
 /// How a node is placed in its cluster (see [`Routing::new`]).
