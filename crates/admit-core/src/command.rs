@@ -49,7 +49,7 @@ pub enum DeliveryStatus {
     Failed,
 }
 
-/// Meta's answer for a send, reported by the sender (SPEC section 9).
+/// Meta's answer for a send, reported by the sender (section 9, docs/rules.md).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     pub number: NumberId,

@@ -34,7 +34,7 @@ impl CoreError {
 impl From<crate::ids::FieldError> for CoreError {
     fn from(e: crate::ids::FieldError) -> Self {
         CoreError::Invalid {
-            field: e.field.into(),
+            field: e.field,
             problem: e.problem,
         }
     }

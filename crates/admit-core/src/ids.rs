@@ -8,14 +8,15 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {field}: {problem}")]
 pub struct FieldError {
-    pub field: &'static str,
+    /// The field's path in the request (`policy.opt_out_keywords[1]`).
+    pub field: String,
     pub problem: String,
 }
 
 impl FieldError {
-    pub fn new(field: &'static str, problem: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
         FieldError {
-            field,
+            field: field.into(),
             problem: problem.into(),
         }
     }
@@ -25,7 +26,7 @@ fn all_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// A WhatsApp business phone number id: 1-32 decimal digits (SPEC section 1).
+/// A WhatsApp business phone number id: 1-32 decimal digits (section 1, docs/rules.md).
 ///
 /// Stored as a number plus its digit count so that it is `Copy`, hashes fast and keeps
 /// leading zeros distinct ("07" is not "7").
@@ -71,7 +72,7 @@ pub struct WaId(u64);
 
 impl WaId {
     pub fn parse(field: &'static str, s: &str) -> Result<Self, FieldError> {
-        // digits only, as SPEC section 1 and types.proto say: a `+` is refused, not
+        // digits only, as docs/rules.md section 1 and types.proto say: a `+` is refused, not
         // silently dropped
         if !all_digits(s) || !(6..=15).contains(&s.len()) {
             return Err(FieldError::new(

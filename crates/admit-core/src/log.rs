@@ -18,6 +18,10 @@ pub(crate) struct Event {
     /// The number's dense index (which pair entry holds the conversation).
     pub number: u32,
     pub live: bool,
+    /// Reported DELIVERED or READ (R3.5): a later failure no longer releases it. Not in
+    /// the V1 snapshot body: the snapshot writes it in its V3 section.
+    #[serde(skip)]
+    pub delivered: bool,
 }
 
 /// A trailing window over the log, with the number of unique customers in it.
@@ -161,12 +165,38 @@ impl EventLog {
             customer,
             number,
             live: true,
+            delivered: false,
         });
         self.day.add(customer);
         if let Some(l) = &mut self.long {
             l.add(customer);
         }
         seq
+    }
+
+    /// R3.5: records that event `seq` was delivered, if the log still holds it.
+    pub fn mark_delivered(&mut self, seq: u64) {
+        if let Some(e) = seq
+            .checked_sub(self.base)
+            .and_then(|i| self.events.get_mut(i as usize))
+        {
+            e.delivered = true;
+        }
+    }
+
+    /// Whether event `seq` is known delivered.
+    pub fn delivered(&self, seq: u64) -> bool {
+        seq.checked_sub(self.base)
+            .and_then(|i| self.events.get(i as usize))
+            .is_some_and(|e| e.delivered)
+    }
+
+    /// The sequence numbers of the delivered events, ascending (for snapshots).
+    pub fn delivered_seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        (self.base..)
+            .zip(&self.events)
+            .filter(|(_, e)| e.delivered)
+            .map(|(seq, _)| seq)
     }
 
     /// Releases event `seq`; returns it if it was live and still inside the log.

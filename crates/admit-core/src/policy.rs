@@ -1,4 +1,4 @@
-//! Policies are data (SPEC R5.1, section 10): the seeds profile is the default, the meta
+//! Policies are data (R5.1, section 10, docs/rules.md): the seeds profile is the default, the meta
 //! profile follows Meta's current rules, and either can be replaced at run time.
 
 use crate::ids::FieldError;
@@ -36,7 +36,7 @@ impl fmt::Debug for Limit {
     }
 }
 
-/// A tier as Meta reports it (SPEC section 10): a name or an integer.
+/// A tier as Meta reports it (section 10, docs/rules.md): a name or an integer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TierInput {
     Name(String),
@@ -80,7 +80,7 @@ impl TierInput {
     }
 }
 
-/// Where a messaging limit lives (SPEC section 1).
+/// Where a messaging limit lives (section 1, docs/rules.md).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ScopeKind {
     /// Seeds: each business number has its own limit.
@@ -181,6 +181,10 @@ pub struct Policy {
     /// Section 9 reactions.
     pub spam_cooldown: Dur,
     pub marketing_hold: Dur,
+    /// Section 9 back-offs, after 131056 (of a pair) and 130429 (of a number): the x-th
+    /// consecutive one (x from 0) lasts base * 4^x, at most max. The count is forgotten
+    /// once no report came for the reset period (below) after a hold's end; a SENT,
+    /// DELIVERED or READ report forgets it at once.
     pub pair_backoff_base: Dur,
     pub pair_backoff_max: Dur,
     pub throughput_backoff_base: Dur,
@@ -190,6 +194,10 @@ pub struct Policy {
     pub second_pause: Dur,
     /// How long a decision stays bound to its idempotency key.
     pub idempotency_ttl: Dur,
+    /// The back-offs' reset periods (section 9, above). Last, so that the encoding of
+    /// older policies is a prefix of this one's (snapshots read them).
+    pub pair_backoff_reset_after: Dur,
+    pub throughput_backoff_reset_after: Dur,
 }
 
 /// R7.1: the form in which keywords and messages are compared, case- and
@@ -212,7 +220,24 @@ pub fn keyword_candidate(text: &str) -> Option<String> {
     (n > 0 && n <= Policy::MAX_KEYWORD_CHARS).then_some(form)
 }
 
+/// Values a policy request may state although the rules fix them (docs/rules.md): each
+/// may be left out, or stated with the one value the rules allow. [`Policy::validate`]
+/// checks them with the policy's own fields.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stated {
+    /// R5.5: the Flagged recovery period. One period serves Low and recovery, so it
+    /// must equal [`Policy::flag_period`].
+    pub recovery_period: Option<Dur>,
+    /// Section 9: the growth of the pair back-off, the 4 of 4^x seconds.
+    pub pair_backoff_growth: Option<u64>,
+}
+
 impl Policy {
+    /// The profile of a number or portfolio registered without one.
+    pub const DEFAULT_PROFILE: &'static str = "seeds";
+    /// Section 9: each consecutive back-off lasts this many times the previous one.
+    pub const BACKOFF_GROWTH: u64 = 4;
+
     /// Bounds on what a profile may hold, so that every rule's arithmetic stays in range
     /// and an inbound message scans a bounded keyword list (R7.1).
     pub const MAX_KEYWORDS: usize = 64;
@@ -221,10 +246,10 @@ impl Policy {
     pub const MAX_PAIR_BURST: u32 = 1_000_000;
     pub const MAX_THROUGHPUT_MPS: u32 = 1_000_000;
 
-    /// The seeds' rules (SPEC sections 2-9): the default profile.
+    /// The seeds' rules (sections 2-9, docs/rules.md): the default profile.
     pub fn seeds() -> Policy {
         Policy {
-            name: "seeds".into(),
+            name: Policy::DEFAULT_PROFILE.into(),
             ladder: vec![
                 Limit::Capped(250),
                 Limit::Capped(1_000),
@@ -273,10 +298,12 @@ impl Policy {
             first_pause: Dur::hours(3),
             second_pause: Dur::hours(6),
             idempotency_ttl: Dur::hours(24),
+            pair_backoff_reset_after: Dur::hours(24),
+            throughput_backoff_reset_after: Dur::hours(24),
         }
     }
 
-    /// Meta's current rules (SPEC section 10).
+    /// Meta's current rules (section 10, docs/rules.md).
     pub fn meta() -> Policy {
         let rule = UpgradeRule {
             window: Dur::days(7),
@@ -347,7 +374,13 @@ impl Policy {
 
     /// Checks a policy before it is accepted, naming the field at fault.
     pub fn validate(&self) -> Result<(), FieldError> {
-        let err = |f: &'static str, m: &str| Err(FieldError::new(f, m.to_string()));
+        self.validate_stated(&Stated::default())
+    }
+
+    /// [`Policy::validate`], with the values a request stated beside the policy's
+    /// fields. Errors name the field as its path in a SetPolicy request.
+    pub fn validate_stated(&self, stated: &Stated) -> Result<(), FieldError> {
+        let err = |f: &str, m: &str| Err(FieldError::new(f, m));
         if self.name.is_empty() || self.name.len() > 64 {
             return err("policy.name", "must be 1 to 64 characters");
         }
@@ -370,6 +403,24 @@ impl Policy {
                 return err(f, "must be longer than zero");
             }
         }
+        if stated
+            .recovery_period
+            .is_some_and(|r| r != self.flag_period)
+        {
+            return err(
+                "policy.flagged_downgrade.recovery_duration_ms",
+                "must be 0 or equal to low_duration_ms: one period serves both (R5.5)",
+            );
+        }
+        if stated
+            .pair_backoff_growth
+            .is_some_and(|g| g != Self::BACKOFF_GROWTH)
+        {
+            return err(
+                "policy.cooldowns.pair_backoff_base_s",
+                "must be 0 or 4: the pair back-off grows 4^x seconds (section 9)",
+            );
+        }
         for r in [&self.first_upgrade, &self.upgrade].into_iter().flatten() {
             if r.window < self.conversation_window {
                 return err(
@@ -390,37 +441,47 @@ impl Policy {
         if self.pair_interval > Self::MAX_PAIR_INTERVAL {
             return err("policy.pair_interval", "must be at most one day");
         }
-        for (f, ks) in [
-            ("policy.opt_out_keywords", &self.opt_out_keywords),
-            ("policy.opt_in_keywords", &self.opt_in_keywords),
-        ] {
-            if let Some(problem) = keywords_problem(ks) {
-                return err(f, &problem);
-            }
+        keywords_valid("policy.opt_out_keywords", &self.opt_out_keywords)?;
+        keywords_valid("policy.opt_in_keywords", &self.opt_in_keywords)
+    }
+
+    /// R7.2: the categories denied to an opted-out customer, given the configured ones:
+    /// marketing always, whether configured or not.
+    pub fn opt_out_blocks_with(configured: &[Category]) -> Vec<Category> {
+        let mut v = configured.to_vec();
+        if !v.contains(&Category::Marketing) {
+            v.push(Category::Marketing);
         }
-        Ok(())
+        v
     }
 }
 
-/// What is wrong with a keyword list, if anything (R7.1). Matching ignores case and
-/// spaces, so a keyword of spaces only would match an empty message (a media message
-/// without a caption) and opt the customer out.
-pub(crate) fn keywords_problem(ks: &[String]) -> Option<String> {
+/// R7.1: a keyword list within bounds. Matching ignores case and spaces, so a keyword of
+/// spaces only would match an empty message (a media message without a caption) and opt
+/// the customer out. Errors name the keyword (`field[i]`).
+fn keywords_valid(field: &str, ks: &[String]) -> Result<(), FieldError> {
     if ks.len() > Policy::MAX_KEYWORDS {
-        return Some(format!("at most {} keywords", Policy::MAX_KEYWORDS));
+        return Err(FieldError::new(
+            field,
+            format!("at most {} keywords", Policy::MAX_KEYWORDS),
+        ));
     }
     for (i, k) in ks.iter().enumerate() {
+        let at = || format!("{field}[{i}]");
         if k.chars().all(char::is_whitespace) {
-            return Some(format!("[{i}] must hold a character other than spaces"));
+            return Err(FieldError::new(
+                at(),
+                "must hold a character other than spaces",
+            ));
         }
         if k.chars().count() > Policy::MAX_KEYWORD_CHARS {
-            return Some(format!(
-                "[{i}] must be at most {} characters",
-                Policy::MAX_KEYWORD_CHARS
+            return Err(FieldError::new(
+                at(),
+                format!("must be at most {} characters", Policy::MAX_KEYWORD_CHARS),
             ));
         }
     }
-    None
+    Ok(())
 }
 
 impl Default for Policy {

@@ -1,10 +1,11 @@
-//! Concurrent reads: fast-path decisions and status (SPEC section 11).
+//! Concurrent reads: fast-path decisions and status (section 11, docs/rules.md).
 
 use crate::command::{NumberStatus, RestrictionType};
-use crate::decision::{Decision, ScopeKey};
+use crate::decision::{Decision, Reason, ScopeKey};
 use crate::engine::tier_of;
 use crate::ids::{NumberId, PortfolioId};
-use crate::policy::{Limit, Quality};
+use crate::policy::{Limit, Policy, Quality};
+use crate::rate::RateDenial;
 use crate::rules::{self, Member, Pre};
 use crate::state::{NumberState, Shared};
 use crate::time::{Dur, Ts};
@@ -49,8 +50,8 @@ pub struct NumberView {
     pub downgrade_at: Option<Ts>,
     /// When 7 recovered days end the Flagged period without a downgrade.
     pub recovery_at: Option<Ts>,
-    /// Meta's account restriction on the number or its portfolio: the latest end
-    /// (`Ts(u64::MAX)`: until lifted), and the active restrictions' types (empty with an
+    /// Meta's account restriction on the number or its portfolio: the latest end (or
+    /// [`Ts::UNTIL_LIFTED`]), and the active restrictions' types (empty with an
     /// end: a restriction of unknown kind, denying every send).
     pub restricted_until: Option<Ts>,
     pub restriction_types: Vec<RestrictionType>,
@@ -107,6 +108,134 @@ pub struct PortfolioStatus {
     /// Unique customers over all the portfolio's numbers (sketch union: an estimate).
     pub unique_7d: UniqueCount,
     pub unique_30d: UniqueCount,
+}
+
+/// A portfolio's numbers' scopes added up (seeds profile: each number has its own limit).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeSum {
+    /// The sum of the limits (unlimited if any is); `None` without any scope: a
+    /// portfolio without numbers has no limit to show.
+    pub limit: Option<Limit>,
+    pub used: u32,
+    pub headroom: Option<u32>,
+    /// The earliest of the scopes' next releases.
+    pub next_release: Option<Ts>,
+    /// R4.1: restricted while any number's limit is used up, until the last of those
+    /// lifts.
+    pub restricted: bool,
+    pub restricted_until: Option<Ts>,
+    /// The lowest known rating; Unknown only when no number has a known one (R6.1).
+    pub quality: Quality,
+    pub account_status: AccountStatus,
+    pub opt_outs: u64,
+}
+
+impl PortfolioStatus {
+    /// One portfolio's status from the parts every shard holds (under the seeds
+    /// profile its numbers live on many): `(home, part)`, `home` for the part of the
+    /// shard that owns the portfolio's registration, whose profile wins. Restrictions
+    /// take the latest end and every type; a scope reported twice counts once; unique
+    /// customers are the sum of the shards' estimates, exact only when one shard holds
+    /// every scope and counts exactly (a customer reached from two shards counts
+    /// twice). `None` when no shard knows the portfolio.
+    pub fn merge(
+        id: &PortfolioId,
+        parts: impl IntoIterator<Item = (bool, PortfolioStatus)>,
+    ) -> Option<PortfolioStatus> {
+        let mut found = false;
+        let mut profile: Option<String> = None;
+        let mut restricted_until: Option<Ts> = None;
+        let mut restriction_types: Vec<RestrictionType> = Vec::new();
+        let mut scopes: Vec<ScopeStatus> = Vec::new();
+        let mut unique: Vec<(UniqueCount, UniqueCount)> = Vec::new();
+        for (home, p) in parts {
+            found = true;
+            if !p.scopes.is_empty() {
+                unique.push((p.unique_7d, p.unique_30d));
+            }
+            if (home || profile.is_none()) && !p.profile.is_empty() {
+                profile = Some(p.profile);
+            }
+            restricted_until = restricted_until.max(p.restricted_until);
+            for t in p.restriction_types {
+                if !restriction_types.contains(&t) {
+                    restriction_types.push(t);
+                }
+            }
+            for s in p.scopes {
+                if !scopes.iter().any(|x| x.scope == s.scope) {
+                    scopes.push(s);
+                }
+            }
+        }
+        if !found {
+            return None;
+        }
+        let exact = unique.len() <= 1 && unique.iter().all(|(a, b)| a.exact && b.exact);
+        let sum = |f: fn(&(UniqueCount, UniqueCount)) -> u64| UniqueCount {
+            value: unique.iter().map(f).sum(),
+            exact,
+        };
+        Some(PortfolioStatus {
+            portfolio: id.clone(),
+            profile: profile.unwrap_or_else(|| Policy::DEFAULT_PROFILE.into()),
+            restricted_until,
+            restriction_types,
+            unique_7d: sum(|(a, _)| a.value),
+            unique_30d: sum(|(_, b)| b.value),
+            scopes,
+        })
+    }
+
+    /// The portfolio's own limit scope (a profile whose limit is the portfolio's).
+    pub fn own_scope(&self) -> Option<&ScopeStatus> {
+        self.scopes
+            .iter()
+            .find(|s| s.scope == ScopeKey::Portfolio(self.portfolio.clone()))
+    }
+
+    /// The scopes added up, for a portfolio without a scope of its own.
+    pub fn sum_of_scopes(&self) -> ScopeSum {
+        let scopes = &self.scopes;
+        let mut limit: Option<u64> = Some(0);
+        let mut used = 0u32;
+        let mut opt_outs = 0u64;
+        for s in scopes {
+            used = used.saturating_add(s.used);
+            opt_outs += u64::from(s.opt_outs);
+            limit = match (limit, s.limit.cap()) {
+                (Some(a), Some(c)) => Some(a + u64::from(c)),
+                _ => None,
+            };
+        }
+        let limit = limit.map_or(Limit::Unlimited, |l| {
+            Limit::Capped(u32::try_from(l).unwrap_or(u32::MAX))
+        });
+        let restricted = scopes.iter().any(|s| s.restricted);
+        let restricted_until = scopes
+            .iter()
+            .filter(|s| s.restricted)
+            .filter_map(|s| s.restricted_until)
+            .max();
+        // as within a shared scope: Unknown ratings say nothing
+        let quality = scopes
+            .iter()
+            .map(|s| s.quality)
+            .filter(|q| *q != Quality::Unknown)
+            .min()
+            .unwrap_or(Quality::Unknown);
+        ScopeSum {
+            limit: (!scopes.is_empty()).then_some(limit),
+            used,
+            headroom: limit.headroom(used),
+            next_release: scopes.iter().filter_map(|s| s.next_release).min(),
+            restricted,
+            restricted_until,
+            quality,
+            account_status: account_status(restricted, quality),
+            opt_outs,
+        }
+    }
 }
 
 fn active(t: Option<Ts>, now: Ts) -> Option<Ts> {
@@ -177,6 +306,24 @@ impl Reader {
         Some(d)
     }
 
+    /// R8: the decision for a send the leader's token buckets refused, carrying the
+    /// scope's limit and usage like every other decision (as the scope holds them now).
+    /// Without them for an unknown number, which the buckets never see.
+    pub fn rate_denial(&self, number: &NumberId, denial: RateDenial, now: Ts) -> Decision {
+        let (reason, retry_at) = match denial {
+            RateDenial::Throughput { retry_at } => (Reason::ThroughputLimited, retry_at),
+            RateDenial::Pair { retry_at } => (Reason::PairRateLimited, retry_at),
+        };
+        let mut d = Decision::deny(reason, Some(retry_at));
+        d.decided_at = now;
+        let scope = self.shared.numbers.get(number).map(|n| n.scope);
+        if let Some(sc) = scope.and_then(|s| self.shared.scopes.get(&s)) {
+            d.limit = Some(sc.limit);
+            d.used = sc.log.day_unique_at(now);
+        }
+        d
+    }
+
     /// R8.1: the number's throughput (messages per second), for the leader's token bucket.
     pub fn throughput_mps(&self, number: &NumberId) -> Option<u32> {
         self.shared
@@ -223,7 +370,7 @@ impl Reader {
                 .map(|p| (p.restricted_until, p.restriction_types))
         });
         // the same restrictions the decisions read (rules::precheck): the latest end
-        // wins, `Ts(u64::MAX)` (until lifted) over any timed one
+        // wins, `Ts::UNTIL_LIFTED` over any timed one
         let mut restricted_until = None;
         let mut types = Vec::new();
         let mut messaging = false;

@@ -20,7 +20,7 @@ pub(crate) enum Pre {
 
 fn active(until: Option<Ts>, now: Ts) -> Option<Option<Ts>> {
     match until {
-        Some(t) if t > now => Some((t != Ts(u64::MAX)).then_some(t)),
+        Some(t) if t > now => Some((t != Ts::UNTIL_LIFTED).then_some(t)),
         _ => None,
     }
 }
@@ -47,7 +47,7 @@ pub(crate) fn precheck(sh: &Shared, ns: &NumberState, req: &AdmitRequest, now: T
         };
         let replying = *replying.get_or_insert_with(|| in_reply_window(sh, p, pair, now));
         if types.blocks(replying) {
-            // `Ts(u64::MAX)` is "until lifted": the latest end wins, so an indefinite
+            // the latest end wins, so an indefinite (`Ts::UNTIL_LIFTED`)
             // restriction leaves no retry time even when a timed one also applies
             restricted = restricted.max(Some(until));
         }
@@ -55,7 +55,7 @@ pub(crate) fn precheck(sh: &Shared, ns: &NumberState, req: &AdmitRequest, now: T
     if let Some(until) = restricted {
         return Final(Decision::deny(
             Reason::NumberRestricted,
-            (until != Ts(u64::MAX)).then_some(until),
+            (until != Ts::UNTIL_LIFTED).then_some(until),
         ));
     }
     // a paused or disabled template (R6.3)
@@ -288,7 +288,7 @@ pub(crate) enum Transition {
 }
 
 /// Runs every delayed effect due by `now`, each at exactly its own time and in time order
-/// (SPEC section 12): pending upgrades (checked again at their time) and the 7-day
+/// (section 12, docs/rules.md): pending upgrades (checked again at their time) and the 7-day
 /// Flagged deadlines (R5.5). Reads the log, never changes it.
 pub(crate) fn run_due(
     p: &Policy,

@@ -7,17 +7,22 @@
 use crate::engine::{Engine, WriterState};
 use crate::ids::{IdempotencyKey, NumberId, PortfolioId, TemplateId};
 use crate::state::*;
+use crate::time::Dur;
+use crate::Policy;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The snapshot format; bumped on any change, and old versions keep a reader.
 ///
-/// * 1: [`SnapshotV1`].
-/// * 2: [`SnapshotV2`]: V1's body, then account restriction types and template pause
+/// * 1: `SnapshotV1`.
+/// * 2: `SnapshotV2`: V1's body, then account restriction types and template pause
 ///   starts. A V1 snapshot restores with neither: restrictions deny every send (as V1
 ///   did) and pauses keep the end V1 stored.
-pub const SNAPSHOT_VERSION: u8 = 2;
+/// * 3: `SnapshotV3`: V2, then the admissions reported delivered (R3.5). A V1 or V2
+///   snapshot restores with none known delivered, as those versions treated them.
+/// * 4: V3's layout, with policies that hold the back-offs' reset periods (section 9).
+///   Policies of V1 to V3 (`PolicyV3`) restore with the built-in period (24 h).
+pub const SNAPSHOT_VERSION: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -30,8 +35,8 @@ pub enum SnapshotError {
 }
 
 #[derive(Serialize, Deserialize)]
-struct SnapshotV1 {
-    writer: WriterState,
+struct SnapshotV1<P = Policy> {
+    writer: WriterState<P>,
     numbers: Vec<NumberState>,
     portfolios: Vec<(PortfolioId, PortfolioState)>,
     scopes: Vec<(u32, ScopeState)>,
@@ -47,8 +52,8 @@ struct SnapshotV1 {
 /// Version 2: the V1 body (whose types stay V1's: the fields V2 added to them are not
 /// serialized there), then what V2 added.
 #[derive(Serialize, Deserialize)]
-struct SnapshotV2 {
-    body: SnapshotV1,
+struct SnapshotV2<P = Policy> {
+    body: SnapshotV1<P>,
     added: AddedV2,
 }
 
@@ -59,6 +64,135 @@ struct AddedV2 {
     portfolio_restrictions: Vec<(PortfolioId, RestrictionSet)>,
     /// Pauses of profile length, by template, sorted.
     template_pauses: Vec<(TemplateId, PauseStart)>,
+}
+
+/// Version 3: V2, then what V3 added.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV3<P = Policy> {
+    v2: SnapshotV2<P>,
+    added: AddedV3,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct AddedV3 {
+    /// Delivered admissions by scope index and sequence number, sorted.
+    delivered: Vec<(u32, u64)>,
+}
+
+/// A policy as snapshots of versions 1 to 3 hold it: without the back-offs' reset
+/// periods (today's last fields), which it takes from the built-in profiles.
+#[derive(Clone, Serialize, Deserialize)]
+struct PolicyV3 {
+    name: String,
+    ladder: Vec<crate::Limit>,
+    initial_limit: crate::Limit,
+    initial_quality: crate::Quality,
+    scope: crate::ScopeKind,
+    first_upgrade: Option<crate::UpgradeRule>,
+    upgrade: Option<crate::UpgradeRule>,
+    flagged_downgrade: bool,
+    flag_period: Dur,
+    observe_only: bool,
+    conversation_window: Dur,
+    service_window: Dur,
+    free_entry_window: Dur,
+    opt_out_keywords: Vec<String>,
+    opt_in_keywords: Vec<String>,
+    opt_out_blocks: Vec<crate::Category>,
+    throughput_mps: u32,
+    pair_interval: Dur,
+    pair_burst: u32,
+    spam_cooldown: Dur,
+    marketing_hold: Dur,
+    pair_backoff_base: Dur,
+    pair_backoff_max: Dur,
+    throughput_backoff_base: Dur,
+    throughput_backoff_max: Dur,
+    first_pause: Dur,
+    second_pause: Dur,
+    idempotency_ttl: Dur,
+}
+
+impl From<PolicyV3> for Policy {
+    fn from(p: PolicyV3) -> Policy {
+        let built_in = Policy::seeds();
+        Policy {
+            name: p.name,
+            ladder: p.ladder,
+            initial_limit: p.initial_limit,
+            initial_quality: p.initial_quality,
+            scope: p.scope,
+            first_upgrade: p.first_upgrade,
+            upgrade: p.upgrade,
+            flagged_downgrade: p.flagged_downgrade,
+            flag_period: p.flag_period,
+            observe_only: p.observe_only,
+            conversation_window: p.conversation_window,
+            service_window: p.service_window,
+            free_entry_window: p.free_entry_window,
+            opt_out_keywords: p.opt_out_keywords,
+            opt_in_keywords: p.opt_in_keywords,
+            opt_out_blocks: p.opt_out_blocks,
+            throughput_mps: p.throughput_mps,
+            pair_interval: p.pair_interval,
+            pair_burst: p.pair_burst,
+            spam_cooldown: p.spam_cooldown,
+            marketing_hold: p.marketing_hold,
+            pair_backoff_base: p.pair_backoff_base,
+            pair_backoff_max: p.pair_backoff_max,
+            throughput_backoff_base: p.throughput_backoff_base,
+            throughput_backoff_max: p.throughput_backoff_max,
+            first_pause: p.first_pause,
+            second_pause: p.second_pause,
+            idempotency_ttl: p.idempotency_ttl,
+            pair_backoff_reset_after: built_in.pair_backoff_reset_after,
+            throughput_backoff_reset_after: built_in.throughput_backoff_reset_after,
+        }
+    }
+}
+
+impl<P> WriterState<P> {
+    fn map_policies<Q>(self, f: impl Fn(P) -> Q) -> WriterState<Q> {
+        WriterState {
+            last_now: self.last_now,
+            applied: self.applied,
+            next_number: self.next_number,
+            next_scope: self.next_scope,
+            policies: self.policies.into_iter().map(|(k, p)| (k, f(p))).collect(),
+            idem_expiry: self.idem_expiry,
+            seen_events: self.seen_events,
+            seen_expiry: self.seen_expiry,
+            tier_errors: self.tier_errors,
+        }
+    }
+}
+
+impl<P> SnapshotV3<P> {
+    fn map_policies<Q>(self, f: impl Fn(P) -> Q) -> SnapshotV3<Q> {
+        let SnapshotV3 {
+            v2: SnapshotV2 { body, added },
+            added: added_v3,
+        } = self;
+        SnapshotV3 {
+            v2: SnapshotV2 {
+                body: SnapshotV1 {
+                    writer: body.writer.map_policies(f),
+                    numbers: body.numbers,
+                    portfolios: body.portfolios,
+                    scopes: body.scopes,
+                    pairs: body.pairs,
+                    fep: body.fep,
+                    optouts: body.optouts,
+                    marketing_holds: body.marketing_holds,
+                    pair_backoff: body.pair_backoff,
+                    templates: body.templates,
+                    idempotency: body.idempotency,
+                },
+                added,
+            },
+            added: added_v3,
+        }
+    }
 }
 
 fn sorted<K: Ord + Clone + Eq + std::hash::Hash, V: Clone>(m: &Map<K, V>) -> Vec<(K, V)> {
@@ -108,12 +242,19 @@ impl Engine {
                 .filter_map(|(id, t)| t.pause.map(|p| (id.clone(), p)))
                 .collect(),
         };
-        let snap = SnapshotV2 {
+        let scopes = sorted(&sh.scopes);
+        let added_v3 = AddedV3 {
+            delivered: scopes
+                .iter()
+                .flat_map(|(idx, s)| s.log.delivered_seqs().map(move |seq| (*idx, seq)))
+                .collect(),
+        };
+        let v2 = SnapshotV2 {
             body: SnapshotV1 {
-                writer: self.w.clone(),
+                writer: self.w.clone().map_policies(|p| Policy::clone(&p)),
                 numbers,
                 portfolios,
-                scopes: sorted(&sh.scopes),
+                scopes,
                 pairs: sorted(&sh.pairs),
                 fep: sorted(&sh.fep),
                 optouts: sorted(&sh.optouts).into_iter().map(|(k, _)| k).collect(),
@@ -123,6 +264,10 @@ impl Engine {
                 idempotency: sorted(&sh.idempotency),
             },
             added,
+        };
+        let snap = SnapshotV3 {
+            v2,
+            added: added_v3,
         };
         let mut out = vec![SNAPSHOT_VERSION];
         out.extend(postcard::to_stdvec(&snap).expect("state encodes"));
@@ -135,11 +280,7 @@ impl Engine {
     /// state is unchanged.
     pub fn load_snapshot(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
         let fresh = Engine::restore(bytes)?;
-        let Engine {
-            shared,
-            w,
-            policies,
-        } = fresh;
+        let Engine { shared, w } = fresh;
         let new = Arc::try_unwrap(shared).expect("a fresh engine has no readers");
         let sh = &self.shared;
         move_map(&sh.numbers, new.numbers);
@@ -155,7 +296,6 @@ impl Engine {
         move_map(&sh.idempotency, new.idempotency);
         move_map(&sh.idem_by_admission, new.idem_by_admission);
         self.w = w;
-        self.policies = policies;
         Ok(())
     }
 
@@ -163,22 +303,33 @@ impl Engine {
     pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
         let (&v, rest) = bytes.split_first().ok_or(SnapshotError::Empty)?;
         let decode = |e: postcard::Error| SnapshotError::Decode(e.to_string());
-        let SnapshotV2 { body: snap, added } = match v {
-            1 => SnapshotV2 {
-                body: postcard::from_bytes(rest).map_err(decode)?,
-                added: AddedV2::default(),
-            },
-            2 => postcard::from_bytes(rest).map_err(decode)?,
+        let SnapshotV3 {
+            v2: SnapshotV2 { body: snap, added },
+            added: added_v3,
+        } = match v {
+            1 => SnapshotV3::<PolicyV3> {
+                v2: SnapshotV2 {
+                    body: postcard::from_bytes(rest).map_err(decode)?,
+                    added: AddedV2::default(),
+                },
+                added: AddedV3::default(),
+            }
+            .map_policies(Policy::from),
+            2 => SnapshotV3::<PolicyV3> {
+                v2: postcard::from_bytes(rest).map_err(decode)?,
+                added: AddedV3::default(),
+            }
+            .map_policies(Policy::from),
+            3 => postcard::from_bytes::<SnapshotV3<PolicyV3>>(rest)
+                .map_err(decode)?
+                .map_policies(Policy::from),
+            4 => postcard::from_bytes(rest).map_err(decode)?,
             _ => return Err(SnapshotError::Version(v)),
         };
-        let policies: BTreeMap<String, Arc<crate::Policy>> = snap
-            .writer
-            .policies
-            .iter()
-            .map(|(k, p)| (k.clone(), Arc::new(p.clone())))
-            .collect();
+        let writer = snap.writer.map_policies(Arc::new);
         let link = |name: &str| {
-            policies
+            writer
+                .policies
                 .get(name)
                 .cloned()
                 .ok_or_else(|| SnapshotError::Decode(format!("unknown profile {name}")))
@@ -219,6 +370,11 @@ impl Engine {
                 t.pause = Some(pause);
             }
         }
+        for (idx, seq) in added_v3.delivered {
+            if let Some(mut s) = sh.scopes.get_mut(&idx) {
+                s.log.mark_delivered(seq);
+            }
+        }
         // derived: which key recorded each admission (the release path drops it)
         for e in sh.idempotency.iter() {
             if let Some(a) = &e.decision.admission {
@@ -227,8 +383,7 @@ impl Engine {
         }
         Ok(Engine {
             shared: Arc::new(sh),
-            w: snap.writer,
-            policies,
+            w: writer,
         })
     }
 }
@@ -240,9 +395,24 @@ mod tests {
     use crate::ids::{NumberId, WaId};
     use crate::time::Ts;
 
-    /// A version 1 snapshot (no restriction types, no pause starts) still restores.
-    #[test]
-    fn a_v1_snapshot_still_restores() {
+    /// Today's snapshot in the layout of version 3 and older: policies without the
+    /// reset periods (a prefix of today's encoding).
+    fn older(snapshot: &[u8]) -> SnapshotV3<PolicyV3> {
+        assert_eq!(snapshot[0], SNAPSHOT_VERSION);
+        let now: SnapshotV3 = postcard::from_bytes(&snapshot[1..]).unwrap();
+        now.map_policies(|p| {
+            let bytes = postcard::to_stdvec(&p).unwrap();
+            postcard::take_from_bytes(&bytes).unwrap().0
+        })
+    }
+
+    fn with_version(v: u8, body: &impl Serialize) -> Vec<u8> {
+        let mut bytes = vec![v];
+        bytes.extend(postcard::to_stdvec(body).unwrap());
+        bytes
+    }
+
+    fn engine_with_number() -> (Engine, NumberId) {
         let mut e = Engine::new();
         let n = NumberId::parse("n", "1").unwrap();
         e.apply(
@@ -253,6 +423,13 @@ mod tests {
             Ts(1),
         )
         .unwrap();
+        (e, n)
+    }
+
+    /// A version 1 snapshot (no restriction types, no pause starts) still restores.
+    #[test]
+    fn a_v1_snapshot_still_restores() {
+        let (mut e, n) = engine_with_number();
         e.apply(
             Command::Platform {
                 event: PlatformEvent::AccountRestriction {
@@ -266,13 +443,11 @@ mod tests {
             Ts(2),
         )
         .unwrap();
-        let v2 = e.snapshot();
-        assert_eq!(v2[0], 2);
-        let SnapshotV2 { body, added } = postcard::from_bytes(&v2[1..]).unwrap();
+        let now = e.snapshot();
+        let SnapshotV3 { v2, .. } = older(&now);
+        let SnapshotV2 { body, added } = v2;
         assert_eq!(added.number_restrictions.len(), 1);
-        let mut v1 = vec![1];
-        v1.extend(postcard::to_stdvec(&body).unwrap());
-        let old = Engine::restore(&v1).unwrap();
+        let old = Engine::restore(&with_version(1, &body)).unwrap();
         let req = AdmitRequest {
             number: n,
             customer: WaId::parse("c", "4915000000001").unwrap(),
@@ -284,11 +459,78 @@ mod tests {
             old.reader().try_fast(&req, Ts(3)).unwrap().reason,
             crate::Reason::NumberRestricted
         );
-        let new = Engine::restore(&v2).unwrap();
-        assert_eq!(new.snapshot(), v2);
+        let new = Engine::restore(&now).unwrap();
+        assert_eq!(new.snapshot(), now);
         assert_eq!(
             new.reader().try_fast(&req, Ts(3)).unwrap().reason,
             crate::Reason::OutsideServiceWindow
         );
+    }
+
+    /// A version 2 snapshot (no delivered admissions) still restores: a failure
+    /// reported after delivery then releases, as V2 did (R3.5).
+    #[test]
+    fn a_v2_snapshot_still_restores() {
+        let (mut e, n) = engine_with_number();
+        let customer = WaId::parse("c", "4915000000001").unwrap();
+        let req = AdmitRequest {
+            number: n,
+            customer,
+            kind: SendKind::Template {
+                id: crate::TemplateId::parse("t", "t").unwrap(),
+                category: crate::Category::Utility,
+            },
+            idempotency_key: None,
+        };
+        let Ok(Output::Decision(d)) = e.apply(Command::Admit(req), Ts(2)) else {
+            panic!("a decision")
+        };
+        let outcome = |status| {
+            Command::Outcome(Outcome {
+                number: n,
+                customer,
+                admission: d.admission.clone(),
+                status,
+                error_code: None,
+                template: None,
+                event_key: None,
+            })
+        };
+        e.apply(outcome(DeliveryStatus::Delivered), Ts(3)).unwrap();
+        let now = e.snapshot();
+        let v3 = older(&now);
+        assert_eq!(v3.added.delivered, vec![(0, 0)]);
+        let released = |mut e: Engine| match e.apply(outcome(DeliveryStatus::Failed), Ts(4)) {
+            Ok(Output::Outcome { released, .. }) => released,
+            other => panic!("{other:?}"),
+        };
+        assert!(released(Engine::restore(&with_version(2, &v3.v2)).unwrap()));
+        assert!(!released(Engine::restore(&with_version(3, &v3)).unwrap()));
+        assert!(!released(Engine::restore(&now).unwrap()));
+    }
+
+    /// A version 3 snapshot (policies without the back-offs' reset periods) still
+    /// restores: its policies take the built-in periods (section 9).
+    #[test]
+    fn a_v3_snapshot_still_restores() {
+        let (mut e, _) = engine_with_number();
+        let mut p = Policy::seeds();
+        p.name = "slow".into();
+        p.throughput_backoff_max = Dur::hours(2);
+        p.pair_backoff_reset_after = Dur::hours(1);
+        e.apply(Command::SetPolicy(p.clone()), Ts(2)).unwrap();
+        let now = e.snapshot();
+        let restored = Engine::restore(&with_version(3, &older(&now))).unwrap();
+        let got = restored.policy("slow").unwrap();
+        assert_eq!(got.throughput_backoff_max, Dur::hours(2));
+        assert_eq!(got.pair_backoff_reset_after, Dur::hours(24));
+        assert_eq!(
+            got.as_ref(),
+            &Policy {
+                pair_backoff_reset_after: Dur::hours(24),
+                ..p
+            }
+        );
+        assert_eq!(Engine::restore(&now).unwrap().snapshot(), now);
     }
 }

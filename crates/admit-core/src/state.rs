@@ -114,7 +114,7 @@ pub(crate) struct NumberState {
     /// R5.5: the start of the current Flagged period, and of a recovery within it.
     pub flagged_since: Option<Ts>,
     pub recovering_since: Option<Ts>,
-    /// Account restriction reported by Meta on the number itself (`Ts(u64::MAX)`: until
+    /// Account restriction reported by Meta on the number itself (`Ts::UNTIL_LIFTED`: until
     /// lifted), and its types.
     pub restricted_until: Option<Ts>,
     /// Not in the V1 snapshot body: the snapshot writes it in its V2 section.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A point in time: milliseconds since the Unix epoch, UTC (SPEC section 12).
+/// A point in time: milliseconds since the Unix epoch, UTC (section 12, docs/rules.md).
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct Ts(pub u64);
 
@@ -34,6 +34,9 @@ impl Dur {
 
 impl Ts {
     pub const ZERO: Ts = Ts(0);
+    /// The end of a hold or restriction that has none: it lasts until lifted (an account
+    /// restriction reported without an end, section 10).
+    pub const UNTIL_LIFTED: Ts = Ts(u64::MAX);
     pub const fn ms(self) -> u64 {
         self.0
     }
@@ -51,7 +54,7 @@ impl Ts {
 }
 
 /// A window that starts at `start` and lasts `len` is open for `start <= now < start + len`
-/// (SPEC section 12): at exactly `start + len` it is over.
+/// (section 12, docs/rules.md): at exactly `start + len` it is over.
 pub const fn window_open(start: Ts, len: Dur, now: Ts) -> bool {
     start.0 <= now.0 && now.0 < start.0.saturating_add(len.0)
 }

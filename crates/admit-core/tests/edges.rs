@@ -537,14 +537,19 @@ fn section_10_an_indefinite_restriction_wins_over_a_timed_one() {
 
 // ---- section 9: 131056 strikes survive a Tick between holds ----
 
-fn strike(h: &mut H, t: Ts) -> Ts {
-    match h.outcome(N, 1, Some(131056), t) {
+/// The end of the hold an outcome with `code` sets for customer 1 of `N`.
+fn hold_after(h: &mut H, code: u32, t: Ts) -> Ts {
+    match h.outcome(N, 1, Some(code), t) {
         Output::Outcome {
             hold_until: Some(u),
             ..
         } => u,
         other => panic!("{other:?}"),
     }
+}
+
+fn strike(h: &mut H, t: Ts) -> Ts {
+    hold_after(h, 131056, t)
 }
 
 #[test]
@@ -1004,12 +1009,12 @@ fn r7_1_r8_policies_hold_no_blank_keyword_and_bounded_rates() {
     };
     let mut p = Policy::seeds();
     p.opt_out_keywords = vec!["STOP".into(), " \t".into()];
-    assert_eq!(invalid(&mut h, p.clone()), "policy.opt_out_keywords");
+    assert_eq!(invalid(&mut h, p.clone()), "policy.opt_out_keywords[1]");
     p.opt_out_keywords = vec![String::new()];
-    assert_eq!(invalid(&mut h, p.clone()), "policy.opt_out_keywords");
+    assert_eq!(invalid(&mut h, p.clone()), "policy.opt_out_keywords[0]");
     p.opt_out_keywords = vec!["STOP".into()];
     p.opt_in_keywords = vec!["x".repeat(Policy::MAX_KEYWORD_CHARS + 1)];
-    assert_eq!(invalid(&mut h, p.clone()), "policy.opt_in_keywords");
+    assert_eq!(invalid(&mut h, p.clone()), "policy.opt_in_keywords[0]");
     p.opt_in_keywords = (0..=Policy::MAX_KEYWORDS)
         .map(|i| format!("K{i}"))
         .collect();
@@ -1027,4 +1032,332 @@ fn r7_1_r8_policies_hold_no_blank_keyword_and_bounded_rates() {
     let out = h.inbound(N, 1, Some(" "), T0);
     assert!(matches!(out, Output::Inbound { opt: None, .. }), "{out:?}");
     assert_eq!(h.e.policy("seeds").unwrap().as_ref(), &Policy::seeds());
+}
+
+// ---- R8: a bucket denial is a decision like the others ----
+
+/// R8.1, R8.2: a send the leader's token buckets refuse carries the scope's limit and
+/// usage, as a denial by an outcome's back-off does.
+#[test]
+fn r8_a_bucket_denial_carries_the_scope_usage() {
+    use admit_core::rate::{Rate, RateDenial, RateLimiter};
+    let mut h = h_with(250);
+    let t = at(1, 9, 0);
+    h.open_many(N, 1, 3, t);
+    let buckets = RateLimiter::default();
+    let pair = Rate::every(Dur::secs(6), 1);
+    assert!(buckets
+        .try_take(num(N), cust(1), Rate::per_second(80), pair, t)
+        .is_ok());
+    let denial = buckets
+        .try_take(num(N), cust(1), Rate::per_second(80), pair, t)
+        .unwrap_err();
+    assert_eq!(
+        denial,
+        RateDenial::Pair {
+            retry_at: ms(t, 6_000)
+        }
+    );
+    let d = h.e.reader().rate_denial(&num(N), denial, t);
+    assert_eq!(
+        (d.allowed, d.reason, d.retry_at),
+        (false, Reason::PairRateLimited, Some(ms(t, 6_000)))
+    );
+    assert_eq!(
+        (d.limit, d.used, d.headroom()),
+        (Some(Limit::Capped(250)), 3, Some(247))
+    );
+    assert_eq!(d.decided_at, t);
+    let d = h.e.reader().rate_denial(
+        &num(N),
+        RateDenial::Throughput {
+            retry_at: ms(t, 12),
+        },
+        t,
+    );
+    assert_eq!(d.reason, Reason::ThroughputLimited);
+    assert_eq!((d.limit, d.used), (Some(Limit::Capped(250)), 3));
+    // the same as the writer reports for a denial of that scope
+    let full = h.e.reader().number_status(&num(N), t).unwrap();
+    assert_eq!((full.limit, full.used), (Limit::Capped(250), 3));
+}
+
+// ---- the default profile ----
+
+/// R5.1: the seeds profile is the default, for a portfolio registered without a profile
+/// as for a number.
+#[test]
+fn r5_1_a_portfolio_registered_without_a_profile_gets_the_default() {
+    let mut h = H::new();
+    h.apply(
+        Command::RegisterPortfolio(PortfolioRegistration {
+            portfolio: portfolio("wd"),
+            profile: None,
+            limit: None,
+        }),
+        T0,
+    )
+    .unwrap();
+    let p = h.e.reader().portfolio_status(&portfolio("wd"), T0).unwrap();
+    assert_eq!(p.profile, Policy::DEFAULT_PROFILE);
+    assert_eq!(Policy::DEFAULT_PROFILE, Policy::seeds().name);
+    // no limit scope of its own: the seeds limit is each number's
+    assert!(p.scopes.is_empty());
+}
+
+// ---- policy validation, as a SetPolicy request names the fields ----
+
+/// R5.5 (one period serves Low and recovery), section 9 (the pair back-off grows 4^x),
+/// R7.1 keywords (named by index) and R7.2 (marketing always blocked for opted-out
+/// customers): checked in one place, naming the request's field.
+#[test]
+fn r5_5_r7_policy_validation_names_the_request_field() {
+    let p = Policy::seeds();
+    let field = |s: Stated, p: &Policy| p.validate_stated(&s).map_err(|e| e.field);
+    assert_eq!(field(Stated::default(), &p), Ok(()));
+    let ok = Stated {
+        recovery_period: Some(p.flag_period),
+        pair_backoff_growth: Some(4),
+    };
+    assert_eq!(field(ok, &p), Ok(()));
+    let e = p
+        .validate_stated(&Stated {
+            recovery_period: Some(Dur::days(3)),
+            ..ok
+        })
+        .unwrap_err();
+    assert_eq!(e.field, "policy.flagged_downgrade.recovery_duration_ms");
+    assert_eq!(
+        e.problem,
+        "must be 0 or equal to low_duration_ms: one period serves both (R5.5)"
+    );
+    let e = p
+        .validate_stated(&Stated {
+            pair_backoff_growth: Some(2),
+            ..ok
+        })
+        .unwrap_err();
+    assert_eq!(e.field, "policy.cooldowns.pair_backoff_base_s");
+    assert_eq!(
+        e.problem,
+        "must be 0 or 4: the pair back-off grows 4^x seconds (section 9)"
+    );
+    let mut k = p.clone();
+    k.opt_out_keywords = vec!["STOP".into(), " \t ".into()];
+    let e = k.validate().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid policy.opt_out_keywords[1]: must hold a character other than spaces"
+    );
+    k.opt_out_keywords = vec!["S".repeat(Policy::MAX_KEYWORD_CHARS + 1)];
+    let e = k.validate().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid policy.opt_out_keywords[0]: must be at most 64 characters"
+    );
+    k.opt_out_keywords = (0..=Policy::MAX_KEYWORDS)
+        .map(|i| format!("K{i}"))
+        .collect();
+    let e = k.validate().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid policy.opt_out_keywords: at most 64 keywords"
+    );
+    assert_eq!(
+        Policy::opt_out_blocks_with(&[Category::Utility]),
+        vec![Category::Utility, Category::Marketing]
+    );
+    assert_eq!(
+        Policy::opt_out_blocks_with(&[Category::Marketing, Category::Authentication]),
+        vec![Category::Marketing, Category::Authentication]
+    );
+    assert_eq!(Policy::opt_out_blocks_with(&[]), vec![Category::Marketing]);
+}
+
+// ---- section 11: a portfolio's status from every shard ----
+
+/// A seeds portfolio whose numbers live on two shards: one status, with the numbers'
+/// limits and counts added up, the restriction's latest end, the home shard's profile,
+/// and unique customers labelled an estimate (a customer may count on both shards).
+#[test]
+fn section_11_a_portfolio_status_merges_every_shards_part() {
+    let mut a = H::new();
+    let mut b = H::new();
+    let t = at(1, 9, 0);
+    in_portfolio(&mut a, "1001", "wp", "seeds", Some(Limit::Capped(250)));
+    in_portfolio(&mut b, "1002", "wp", "seeds", Some(Limit::Capped(1_000)));
+    a.open_many("1001", 1, 250, t);
+    b.open_many("1002", 1, 4, t);
+    b.event(
+        PlatformEvent::NumberQuality {
+            number: num("1002"),
+            quality: Quality::Medium,
+        },
+        t,
+    );
+    restrict(
+        &mut b,
+        Target::Portfolio(portfolio("wp")),
+        Some(at(3, 0, 0)),
+        vec![],
+        t,
+    );
+    let part = |h: &H| h.e.reader().portfolio_status(&portfolio("wp"), t).unwrap();
+    let p =
+        PortfolioStatus::merge(&portfolio("wp"), [(false, part(&b)), (true, part(&a))]).unwrap();
+    assert_eq!(p.profile, "seeds");
+    assert_eq!(p.scopes.len(), 2);
+    assert_eq!(p.restricted_until, Some(at(3, 0, 0)));
+    // the sum of the shards' estimates
+    let (ua, ub) = (part(&a).unique_7d.value, part(&b).unique_7d.value);
+    assert_eq!(p.unique_7d.value, ua + ub);
+    assert!(ub >= 4);
+    assert!(!p.unique_7d.exact && !p.unique_30d.exact);
+    assert!(p.own_scope().is_none());
+    let sum = p.sum_of_scopes();
+    assert_eq!(sum.limit, Some(Limit::Capped(1_250)));
+    assert_eq!((sum.used, sum.headroom), (254, Some(996)));
+    // restricted while one number's limit is used up (R4.1)
+    assert!(sum.restricted);
+    assert_eq!(sum.restricted_until, Some(at(2, 9, 0)));
+    assert_eq!(sum.next_release, Some(at(2, 9, 0)));
+    assert_eq!(sum.quality, Quality::Medium);
+    assert_eq!(sum.account_status, AccountStatus::Restricted);
+    // one shard alone: exact; no shard: unknown
+    let one = PortfolioStatus::merge(&portfolio("wp"), [(true, part(&a))]).unwrap();
+    assert!(one.unique_7d.exact);
+    assert_eq!(one.sum_of_scopes().limit, Some(Limit::Capped(250)));
+    assert!(PortfolioStatus::merge(&portfolio("wp"), []).is_none());
+    // a meta portfolio: its own scope
+    let mut m = H::new();
+    in_portfolio(&mut m, "1003", "wm", "meta", None);
+    let p = m.e.reader().portfolio_status(&portfolio("wm"), t).unwrap();
+    let p = PortfolioStatus::merge(&portfolio("wm"), [(true, p)]).unwrap();
+    assert_eq!(p.profile, "meta");
+    assert_eq!(
+        p.own_scope().map(|s| s.scope.clone()),
+        Some(ScopeKey::Portfolio(portfolio("wm")))
+    );
+}
+
+// ---- R3.5: only a failure before delivery releases ----
+
+/// A delivery report for an admission (a failure with a code that has no other effect).
+fn delivery(c: u64, a: &Option<AdmissionId>, status: DeliveryStatus) -> Command {
+    Command::Outcome(Outcome {
+        number: num(N),
+        customer: cust(c),
+        admission: a.clone(),
+        status,
+        error_code: (status == DeliveryStatus::Failed).then_some(131026),
+        template: None,
+        event_key: None,
+    })
+}
+
+fn report(h: &mut H, c: u64, a: &Option<AdmissionId>, status: DeliveryStatus, t: Ts) -> Output {
+    h.apply(delivery(c, a, status), t).unwrap()
+}
+
+/// R3.5: a send that failed before delivery gives its conversation back; one known
+/// DELIVERED (or READ) was delivered, so a FAILED report after that releases nothing:
+/// the count stays and no extra conversation is admitted. Also across a snapshot.
+#[test]
+fn r3_5_a_failure_reported_after_delivery_does_not_release() {
+    let mut h = h_with(3);
+    let t = at(1, 9, 0);
+    let a: Vec<_> = (1..=3)
+        .map(|c| h.admit(N, c, util(), t).admission)
+        .collect();
+    assert_eq!(h.admit(N, 4, util(), t).reason, Reason::LimitReached);
+    report(&mut h, 1, &a[0], DeliveryStatus::Delivered, ms(t, 1));
+    report(&mut h, 2, &a[1], DeliveryStatus::Read, ms(t, 1));
+    // a snapshot keeps what was delivered
+    let mut restored = Engine::restore(&h.e.snapshot()).unwrap();
+    assert_eq!(restored.snapshot(), h.e.snapshot());
+    let released = |o: Output| match o {
+        Output::Outcome { released, .. } => released,
+        other => panic!("{other:?}"),
+    };
+    for (c, id) in [(1, &a[0]), (2, &a[1])] {
+        let failed = delivery(c, id, DeliveryStatus::Failed);
+        assert!(!released(h.apply(failed.clone(), ms(t, 2)).unwrap()));
+        assert!(!released(restored.apply(failed, ms(t, 2)).unwrap()));
+    }
+    assert_eq!(h.status(N, ms(t, 3)).used, 3);
+    assert_eq!(h.admit(N, 4, util(), ms(t, 3)).reason, Reason::LimitReached);
+    // only SENT known: the failure is before delivery, and releases
+    report(&mut h, 3, &a[2], DeliveryStatus::Sent, ms(t, 3));
+    let out = report(&mut h, 3, &a[2], DeliveryStatus::Failed, ms(t, 4));
+    assert!(
+        matches!(out, Output::Outcome { released: true, .. }),
+        "{out:?}"
+    );
+    assert_eq!(h.status(N, ms(t, 5)).used, 2);
+    assert_eq!(
+        h.admit(N, 4, util(), ms(t, 5)).reason,
+        Reason::NewConversation
+    );
+    assert_eq!(h.admit(N, 5, util(), ms(t, 5)).reason, Reason::LimitReached);
+}
+
+// ---- section 9: the 130429 back-off, its growth and its reset ----
+
+fn throughput_hold(h: &mut H, t: Ts) -> Ts {
+    hold_after(h, 130429, t)
+}
+
+/// Section 9: consecutive 130429 reports back the number off 1 s, 4 s, 16 s, ... up to
+/// the cap; a quiet day after a hold's end forgets the strikes, so two reports two days
+/// apart both give the base. The same with a profile's own base, cap and quiet period.
+#[test]
+fn section_9_130429_back_off_grows_and_is_forgotten_after_a_quiet_day() {
+    let mut h = h_with(250);
+    let t = at(1, 9, 0);
+    assert_eq!(throughput_hold(&mut h, t), ms(t, 1_000));
+    let later = ms(t, 2 * DAY);
+    assert_eq!(throughput_hold(&mut h, later), ms(later, 1_000));
+    let mut now = later;
+    let mut end = now;
+    for secs in [4u64, 16, 64, 64] {
+        now = ms(end, 10);
+        end = throughput_hold(&mut h, now);
+        assert_eq!(end, ms(now, secs * 1_000));
+    }
+    // still remembered a millisecond before the quiet day ends, forgotten at its end
+    let before = Ts(ms(end, DAY).0 - 1);
+    assert_eq!(throughput_hold(&mut h, before), ms(before, 64_000));
+    let quiet = ms(ms(before, 64_000), DAY);
+    assert_eq!(throughput_hold(&mut h, quiet), ms(quiet, 1_000));
+    // a profile's own base, cap and quiet periods (both back-offs)
+    let mut p = Policy::seeds();
+    p.name = "brisk".into();
+    (p.throughput_backoff_base, p.throughput_backoff_max) = (Dur(500), Dur(3_000));
+    p.throughput_backoff_reset_after = Dur::HOUR;
+    p.pair_backoff_reset_after = Dur::MINUTE;
+    h.apply(Command::SetPolicy(p), quiet).unwrap();
+    h.register_with(
+        NumberRegistration {
+            number: Some(num(N)),
+            profile: Some("brisk".into()),
+            ..Default::default()
+        },
+        quiet,
+    );
+    let t = ms(quiet, DAY);
+    let ends: Vec<_> = (0..3).map(|_| throughput_hold(&mut h, t)).collect();
+    assert_eq!(ends, vec![ms(t, 500), ms(t, 2_000), ms(t, 3_000)]);
+    let before = Ts(ms(t, 3_000 + HOUR).0 - 1);
+    assert_eq!(throughput_hold(&mut h, before), ms(before, 3_000));
+    let quiet = ms(ms(before, 3_000), HOUR);
+    assert_eq!(throughput_hold(&mut h, quiet), ms(quiet, 500));
+    h.inbound(N, 1, None, quiet);
+    let end = strike(&mut h, quiet);
+    assert_eq!(end, ms(quiet, 1_000));
+    assert_eq!(
+        strike(&mut h, Ts(ms(end, MIN).0 - 1)),
+        ms(end, MIN - 1 + 4_000)
+    );
+    let end = ms(end, MIN - 1 + 4_000);
+    assert_eq!(strike(&mut h, ms(end, MIN)), ms(end, MIN + 1_000));
 }

@@ -1,4 +1,4 @@
-//! The service clock (SPEC section 12): UTC milliseconds from the system, or a
+//! The service clock (section 12, docs/rules.md): UTC milliseconds from the system, or a
 //! controllable test clock when the server was started in test mode.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -17,7 +17,9 @@ pub const LEADER_ADDR: &str = "admit-leader-addr";
 pub const NOT_APPLIED: &str = "admit-not-applied";
 
 /// Retry hint when a shard has no leader or the outcome is unknown.
-const RETRY_RAFT_MS: u64 = 200;
+pub const RETRY_RAFT_MS: u64 = 200;
+/// Retry hint after a call to another node failed (unknown outcome).
+pub const RETRY_PEER_MS: u64 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ApiError {
@@ -150,7 +152,7 @@ impl From<ApiError> for Status {
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
         ApiError::Invalid {
-            field: e.field.to_owned(),
+            field: e.field,
             problem: e.problem,
         }
     }

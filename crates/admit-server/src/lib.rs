@@ -4,38 +4,88 @@
 //! and replicates it with [`admit_raft`]. `admitd` is a thin `main` around
 //! [`start`].
 //!
-//! ## Layers
+//! ## Layering
 //!
+//! admit-server is the edge around the rules: it may import `admit_core`
+//! (the engine, its reader, the rate limiter, the domain types),
+//! `admit_proto` (the public API and the internal node protocol),
+//! `admit_raft` (replication) and transport crates (tonic, tokio). It holds
+//! **no rule logic**: what a send, an event or a policy means is decided in
+//! `admit_core` (see docs/rules.md); this crate validates input, routes,
+//! replicates, protects the process and converts. Nothing imports this crate
+//! but `admitd` and the end-to-end tests.
+//!
+//! ## Layout, in the order the modules import each other
+//!
+//! Each module imports only modules above it in this list. Within a folder,
+//! `mod.rs` holds what its files share and the files import it and each
+//! other one way, never back (`convert/mod.rs` only re-exports the topics;
+//! `routing/mod.rs` imports only the peers' channel type):
+//!
+//! * [`error`]: every error a request ends in and its one mapping to a gRPC
+//!   status, with the named retry hints.
+//! * [`clock`]: UTC ms from the system, or the test clock in test mode.
+//! * [`protect`]: self-protection, the in-flight bound and per-caller quota
+//!   (R8.4).
 //! * [`app`]: the Raft state machine of one shard. A log entry is a
 //!   [`app::Stamped`] command: the core `Command` plus the time the proposing
 //!   node stamped from the service clock. `apply` runs `Engine::apply(cmd, at)`
 //!   on every replica, so all replicas decide alike.
-//! * [`routing`]: a send counts against its limit scope (the number under the
-//!   seeds profile, the portfolio under meta); `scope.stable_hash() % shards`
-//!   names the shard. A node-local directory caches number -> scope.
-//!   Portfolio-wide and global facts (template status and quality, policies,
-//!   a portfolio's account restriction) are written to every shard.
-//! * `ctx`: the request flow below; `service::*`: thin gRPC handlers;
-//!   [`convert`]: every protobuf <-> domain conversion; [`error`]: the one
-//!   mapping of errors to `tonic::Status`.
-//! * [`clock`]: UTC ms from the system, or the test clock in test mode.
-//! * [`protect`]: in-flight bound and per-caller quota (R8.4).
+//! * `convert/`: the only place where protobuf meets the domain, one file per
+//!   topic (`ids`, `send`, `tier`, `decision`, `status`, `policy`, `event`,
+//!   and `scalar` for the times and field paths they share); input
+//!   conversions name the offending field.
+//! * `wire`: what nodes say to each other (relayed requests, answers, the
+//!   named `Decided` of a send) and its byte form.
+//! * [`routing`]: which shard owns a request and how it reaches the shard's
+//!   leader: `Router` (scope -> shard, the local number directory),
+//!   `routing::request` (deadline and hops of the request), `retry` (the one
+//!   retry-until-deadline helper), `peers` (channels to other nodes),
+//!   `leader` (the one leader lookup, node addresses, placement), `forward`
+//!   (run on the leader; the replicated, deadline-bound write) and
+//!   `directory` (where a number lives, cluster-wide; sweeps).
+//! * `admission/`: the path of a send: `triage` (the checks that deny, the
+//!   R8 rate cells, the fast path), the replicated path, `batch`.
+//! * `reads`: status and policy reads on the shard's leader, and sweeps over
+//!   every shard.
+//! * `ctx`: what every handler shares (routing, admission, reads,
+//!   protection).
+//! * `registry`: registration and platform events across shards.
+//! * `relay`: serving requests other nodes relayed here; the test clock set
+//!   on every node.
+//! * [`service`]: the gRPC handlers: decode, call, encode; the public ones
+//!   enter through one helper (deadline scope and self-protection).
+//! * `server`: configuration, start, the tick loop, shutdown.
+//!
+//! A send counts against its limit scope (the number under the seeds profile,
+//! the portfolio under meta); `scope.stable_hash() % shards` names the shard.
+//! Portfolio-wide and global facts (template status and quality, policies,
+//! a portfolio's account restriction) are written to every shard.
 //!
 //! ## Request flow of `Admit`
 //!
 //! ```text
 //! validate (INVALID_ARGUMENT names the field; nothing changes)
-//!   -> route: number -> scope -> shard
+//!   -> route: number -> scope -> shard, on the shard's leader (forwarded if
+//!      need be)
+//!   -> an unregistered number: UNKNOWN_NUMBER
+//!   -> a replay of a recorded decision (idempotency key): that decision,
+//!      without using rate cells
+//!   -> the checks that deny whatever the windows say (restriction, template,
+//!      opt-out, holds; R3.2): their denial, without taking rate cells
 //!   -> R8 token buckets (leader-local): THROUGHPUT_LIMITED / PAIR_RATE_LIMITED
 //!   -> fast path: this node leads the shard with a valid lease and has applied
-//!      everything committed, and Reader::try_fast decides (open service
-//!      window / conversation, a denial by a check, an idempotent replay):
+//!      everything committed, the send has no idempotency key, and
+//!      Reader::try_fast decides (open service window / conversation):
 //!      answer from memory, no log write
 //!   -> else replicated path: propose Command::Admit through the shard's Raft
 //!      log; the core decides when the entry is applied (a conversation opens
 //!      and counts only there), and that decision is the answer
 //!   -> a denial gives its token-bucket cells back (a denied send uses nothing)
 //! ```
+//!
+//! Without a lease the reader's answer is only a hint: the checks that deny
+//! still come before the buckets, but the log decides.
 //!
 //! ### Why the fast path is correct
 //!
@@ -69,16 +119,29 @@
 //! `TestClock` RPCs set or advance (never backwards). The clock is read once
 //! per request; replicated commands carry that time, so replay is exact.
 
-pub mod app;
-pub mod clock;
-pub mod convert;
-mod ctx;
 pub mod error;
-pub mod forward;
+
+pub mod clock;
 pub mod protect;
+
+pub mod app;
+
+mod convert;
+mod wire;
+
 pub mod routing;
-mod server;
+
+mod admission;
+mod reads;
+
+mod ctx;
+
+mod registry;
+mod relay;
+
 pub mod service;
+
+mod server;
 
 pub use protect::Quota;
 pub use server::{start, Running, ServerConfig, StartError};

@@ -1,4 +1,4 @@
-//! Self-protection (SPEC R8.4): a bound on requests in flight (UNAVAILABLE
+//! Self-protection (R8.4, docs/rules.md): a bound on requests in flight (UNAVAILABLE
 //! when exceeded, nothing queues) and an optional per-caller request-rate
 //! quota (RESOURCE_EXHAUSTED). Both carry a `retry-after-ms` hint.
 //!

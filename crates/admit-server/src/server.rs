@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use admit_core::rate::RateLimiter;
 use admit_core::{Command, Ts};
 use admit_proto::v1::admin_server::AdminServer;
 use admit_proto::v1::admit_send_server::AdmitSendServer;
@@ -20,7 +19,8 @@ use crate::app::{ReaderSlot, ShardApp};
 use crate::clock::Clock;
 use crate::ctx::Ctx;
 use crate::protect::{Protect, Quota};
-use crate::routing::Router;
+use crate::routing::peers::{CONN_WINDOW, MAX_FRAME, STREAM_WINDOW};
+use crate::routing::{Membership, Router, Routing};
 use crate::service::admin::AdminService;
 use crate::service::admit::AdmitService;
 use crate::service::clock::ClockService;
@@ -120,12 +120,6 @@ pub enum StartError {
     Raft(#[from] admit_raft::StartError),
 }
 
-/// HTTP/2 flow-control windows (bytes) of the node's connections, in both
-/// directions. The defaults (64 KiB per connection) make the replies of a few
-/// concurrent AdmitBatch calls, or a forwarded batch, wait for window updates.
-pub(crate) const CONN_WINDOW: u32 = 8 << 20;
-pub(crate) const STREAM_WINDOW: u32 = 1 << 20;
-
 /// A running node. Dropping it does not stop it: call [`Running::shutdown`].
 #[derive(Debug)]
 pub struct Running {
@@ -207,21 +201,22 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     } else {
         Clock::system()
     };
-    let ctx = Arc::new(Ctx {
-        raft: raft.clone(),
+    let routing = Routing::new(
+        raft.clone(),
         slots,
-        router: Router::new(cfg.shards),
+        Router::new(cfg.shards),
         clock,
-        rates: RateLimiter::default(),
-        protect: Protect::new(cfg.max_in_flight, cfg.caller_quota),
-        advertise: advertise.clone(),
-        peers: Default::default(),
-        hints: Default::default(),
-        cluster_cfg: cfg.clustered(),
-        static_peers: cfg.peers.clone(),
-        replicas: cfg.replicas,
-        placement: Default::default(),
-    });
+        Membership {
+            advertise: advertise.clone(),
+            clustered: cfg.clustered(),
+            static_peers: cfg.peers.clone(),
+            replicas: cfg.replicas,
+        },
+    );
+    let ctx = Arc::new(Ctx::new(
+        routing,
+        Protect::new(cfg.max_in_flight, cfg.caller_quota),
+    ));
 
     let (stop, stop_rx) = watch::channel(false);
     let (health, health_svc) = tonic_health::server::health_reporter();
@@ -249,11 +244,9 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         .add_service(TestClockServer::new(ClockService { ctx: ctx.clone() }))
         .add_service(ClusterServer::new(ClusterService { ctx: ctx.clone() }))
         .add_service(
-            crate::forward::pb::node_rpc_server::NodeRpcServer::new(NodeService {
-                ctx: ctx.clone(),
-            })
-            .max_decoding_message_size(256 * 1024 * 1024)
-            .max_encoding_message_size(256 * 1024 * 1024),
+            crate::wire::pb::node_rpc_server::NodeRpcServer::new(NodeService { ctx: ctx.clone() })
+                .max_decoding_message_size(MAX_FRAME)
+                .max_encoding_message_size(MAX_FRAME),
         )
         .add_service(raft.grpc_service());
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -298,14 +291,15 @@ async fn tick_loop(ctx: Arc<Ctx>, every: Duration, mut stop: watch::Receiver<boo
             _ = interval.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        for shard in 0..ctx.router.shards() {
+        let routing = &ctx.routing;
+        for shard in 0..routing.shards() {
             if *stop.borrow() {
                 return;
             }
-            if ctx.raft.leader(shard) != Some(ctx.raft.node_id()) {
+            if routing.raft.leader(shard) != Some(routing.raft.node_id()) {
                 continue;
             }
-            match ctx.write_here(shard, Command::Tick).await {
+            match routing.write_here(shard, Command::Tick).await {
                 Ok(admit_core::Output::Ticked { reclaimed }) if reclaimed > 0 => {
                     tracing::debug!(shard, reclaimed, "tick reclaimed expired state");
                 }
@@ -313,7 +307,7 @@ async fn tick_loop(ctx: Arc<Ctx>, every: Duration, mut stop: watch::Receiver<boo
                 Err(e) => tracing::debug!(shard, error = %e, "tick not applied"),
             }
         }
-        ctx.rates.sweep(ctx.now());
+        ctx.admission.rates.sweep(ctx.now());
         ctx.protect.sweep();
     }
 }
@@ -365,19 +359,19 @@ async fn join(via: &str, node_id: u64, advertise: &str) {
 impl Running {
     /// This node's id.
     pub fn node_id(&self) -> u64 {
-        self.ctx.raft.node_id()
+        self.ctx.routing.raft.node_id()
     }
 
     /// The address other nodes reach this one at.
     pub fn advertise(&self) -> &str {
-        &self.ctx.advertise
+        &self.ctx.routing.advertise
     }
 
     /// Test switch: drop every Raft message to and from this node (a network
     /// partition for Raft; the public API and forwarding still work).
     #[doc(hidden)]
     pub fn set_isolated(&self, isolated: bool) {
-        self.ctx.raft.set_isolated(isolated);
+        self.ctx.routing.raft.set_isolated(isolated);
     }
 
     /// Test helper: stop like a crash: Raft is cut and stopped at once (no
@@ -385,7 +379,7 @@ impl Running {
     #[doc(hidden)]
     pub async fn crash(self) {
         let _ = self.stop.send(true);
-        self.ctx.raft.crash().await;
+        self.ctx.routing.raft.crash().await;
         let server = self.server;
         let abort = server.abort_handle();
         if tokio::time::timeout(Duration::from_secs(2), server)
@@ -404,7 +398,7 @@ impl Running {
 
     /// Whether the node runs on the test clock.
     pub fn test_clock(&self) -> bool {
-        self.ctx.clock.is_test()
+        self.ctx.routing.clock.is_test()
     }
 
     /// Stops accepting, lets requests in flight finish, then stops the Raft
@@ -417,7 +411,7 @@ impl Running {
             Err(e) => tracing::warn!(error = %e, "grpc server task failed"),
         }
         let _ = self.ticker.await;
-        let r = self.ctx.raft.shutdown().await;
+        let r = self.ctx.routing.raft.shutdown().await;
         tracing::info!("admit node stopped");
         r
     }

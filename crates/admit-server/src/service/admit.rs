@@ -1,19 +1,19 @@
 //! `admit.v1.AdmitSend`: decisions, releases, inbound messages, outcomes.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use admit_core::{
-    AdmissionId, Command, DeliveryStatus, Inbound, InboundKind, Outcome, Output, PlatformEvent,
-    TemplateEvent,
-};
+use admit_core::{AdmissionId, Command, MetaError, Outcome, Output, PlatformEvent};
 use admit_proto::v1 as pb;
 use admit_proto::v1::admit_send_server::AdmitSend;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use super::{handle, leader_hint};
 use crate::convert::{self, ms};
 use crate::ctx::Ctx;
 use crate::error::ApiError;
+use crate::registry;
 
 /// The largest batch (admit.proto).
 pub const MAX_BATCH: usize = 1_000;
@@ -23,20 +23,8 @@ pub struct AdmitService {
     pub(crate) ctx: Arc<Ctx>,
 }
 
-fn item_error(e: &ApiError) -> pb::ItemError {
-    pb::ItemError {
-        code: e.code() as i32,
-        message: e.to_string(),
-        field: e.field().unwrap_or_default().to_owned(),
-    }
-}
-
-impl AdmitService {
-    fn leader_hint(&self, shard: u32) -> Option<pb::NodeRef> {
-        self.ctx
-            .leader_ref(shard)
-            .map(|(node_id, address)| pb::NodeRef { node_id, address })
-    }
+fn unexpected(out: Output) -> ApiError {
+    ApiError::Internal(format!("unexpected output {out:?}"))
 }
 
 #[tonic::async_trait]
@@ -46,17 +34,22 @@ impl AdmitSend for AdmitService {
         &self,
         request: Request<pb::AdmitRequest>,
     ) -> Result<Response<pb::AdmitResponse>, Status> {
-        crate::forward::scoped(request.metadata(), async {
-            let _permit = self.ctx.protect.enter(&request)?;
+        handle(&self.ctx, &request, async {
             let req = convert::send_at("send.", request.get_ref().send.as_ref())?;
             tracing::Span::current().record("number", tracing::field::display(&req.number));
-            let ((d, scope, replayed), now) = self.ctx.admit(req).await?;
-            tracing::Span::current().record("reason", d.reason.as_str());
-            let shard = scope.as_ref().map(|s| self.ctx.router.shard_of(s));
-            Ok(Response::new(pb::AdmitResponse {
-                decision: Some(convert::decision_out(&d, scope.as_ref(), now, replayed)),
-                leader_hint: shard.and_then(|s| self.leader_hint(s)),
-            }))
+            let a = self.ctx.admission.admit(req).await?;
+            let d = &a.decided;
+            tracing::Span::current().record("reason", d.decision.reason.as_str());
+            let shard = d.scope.as_ref().map(|s| self.ctx.routing.shard_of(s));
+            Ok(pb::AdmitResponse {
+                decision: Some(convert::decision_out(
+                    &d.decision,
+                    d.scope.as_ref(),
+                    a.now,
+                    d.replayed,
+                )),
+                leader_hint: shard.and_then(|s| leader_hint(&self.ctx, s)),
+            })
         })
         .await
     }
@@ -66,45 +59,45 @@ impl AdmitSend for AdmitService {
         &self,
         request: Request<pb::AdmitBatchRequest>,
     ) -> Result<Response<pb::AdmitBatchResponse>, Status> {
-        crate::forward::scoped(request.metadata(), async {
-            let _permit = self.ctx.protect.enter(&request)?;
+        handle(&self.ctx, &request, async {
             let sends = &request.get_ref().sends;
             tracing::Span::current().record("items", sends.len());
             if sends.is_empty() || sends.len() > MAX_BATCH {
-                return Err(ApiError::invalid("sends", "must hold 1 to 1000 items").into());
+                return Err(ApiError::invalid("sends", "must hold 1 to 1000 items"));
             }
             let items = sends.iter().map(|s| convert::send(Some(s))).collect();
-            let (results, now) = self.ctx.admit_many(items).await;
-            let mut shards = std::collections::BTreeSet::new();
-            let results = results
+            let batch = self.ctx.admission.admit_many(items).await;
+            let mut shards = BTreeSet::new();
+            let results = batch
+                .results
                 .into_iter()
                 .enumerate()
                 .map(|(i, r)| pb::AdmitBatchResult {
                     index: i as u32,
                     result: Some(match r {
-                        Ok((d, scope, replayed)) => {
-                            if let Some(s) = &scope {
-                                shards.insert(self.ctx.router.shard_of(s));
+                        Ok(d) => {
+                            if let Some(s) = &d.scope {
+                                shards.insert(self.ctx.routing.shard_of(s));
                             }
                             pb::admit_batch_result::Result::Decision(convert::decision_out(
-                                &d,
-                                scope.as_ref(),
-                                now,
-                                replayed,
+                                &d.decision,
+                                d.scope.as_ref(),
+                                batch.now,
+                                d.replayed,
                             ))
                         }
-                        Err(e) => pb::admit_batch_result::Result::Error(item_error(&e)),
+                        Err(e) => pb::admit_batch_result::Result::Error(convert::item_error(&e)),
                     }),
                 })
                 .collect();
             let leader_hint = match shards.len() {
-                1 => shards.first().and_then(|s| self.leader_hint(*s)),
+                1 => shards.first().and_then(|s| leader_hint(&self.ctx, *s)),
                 _ => None,
             };
-            Ok(Response::new(pb::AdmitBatchResponse {
+            Ok(pb::AdmitBatchResponse {
                 results,
                 leader_hint,
-            }))
+            })
         })
         .await
     }
@@ -114,26 +107,23 @@ impl AdmitSend for AdmitService {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        crate::forward::scoped(request.metadata(), async {
-            let _permit = self.ctx.protect.enter(&request)?;
-            let id = AdmissionId::parse("admission_id", &request.get_ref().admission_id)
-                .map_err(ApiError::from)?;
+        handle(&self.ctx, &request, async {
+            let id = AdmissionId::parse("admission_id", &request.get_ref().admission_id)?;
             tracing::Span::current().record("admission", tracing::field::display(&id));
-            let shard = self.ctx.router.shard_of(&id.scope);
+            let shard = self.ctx.routing.shard_of(&id.scope);
             let scope = id.scope.clone();
-            let released = match self.ctx.write(shard, Command::Release(id)).await? {
+            let released = match self.ctx.routing.write(shard, Command::Release(id)).await? {
                 Output::Released { released } => released,
-                other => {
-                    return Err(ApiError::Internal(format!("unexpected output {other:?}")).into())
-                }
+                other => return Err(unexpected(other)),
             };
             let now = self.ctx.now();
             let usage = self
                 .ctx
+                .reads
                 .scope_status(&scope, now)
                 .await?
                 .map(|s| convert::usage_out(&s));
-            Ok(Response::new(pb::ReleaseResponse { released, usage }))
+            Ok(pb::ReleaseResponse { released, usage })
         })
         .await
     }
@@ -143,40 +133,15 @@ impl AdmitSend for AdmitService {
         &self,
         request: Request<pb::RecordInboundRequest>,
     ) -> Result<Response<pb::RecordInboundResponse>, Status> {
-        crate::forward::scoped(request.metadata(), async {
-            let _permit = self.ctx.protect.enter(&request)?;
-            let r = request.get_ref();
-            let number = convert::number("number_id", &r.number_id)?;
-            let customer = convert::customer("customer_id", &r.customer_id)?;
+        handle(&self.ctx, &request, async {
+            let r = convert::inbound_in(request.get_ref())?;
+            let (number, customer) = (r.inbound.number, r.inbound.customer);
             tracing::Span::current().record("number", tracing::field::display(&number));
-            let kind = match pb::InboundKind::try_from(r.kind) {
-                Ok(pb::InboundKind::Call) => InboundKind::Call,
-                Ok(_) => InboundKind::Message,
-                Err(_) => return Err(ApiError::invalid("kind", "unknown value").into()),
-            };
-            if r.event_key.chars().count() > 128 {
-                return Err(
-                    ApiError::invalid("event_key", "must be at most 128 characters").into(),
-                );
-            }
-            if r.text.as_ref().is_some_and(|t| t.chars().count() > 4096) {
-                return Err(ApiError::invalid("text", "must be at most 4096 characters").into());
-            }
-            let (_, shard) = self.ctx.number_shard(&number).await?;
+            let shard = self.ctx.routing.locate(&number).await?.shard;
             let out = self
                 .ctx
-                .write(
-                    shard,
-                    Command::Inbound(Inbound {
-                        number,
-                        customer,
-                        kind,
-                        text: r.text.as_deref().and_then(admit_core::keyword_candidate),
-                        // per kind: an inbound's key never collides with an
-                        // outcome's or a platform event's
-                        event_key: (!r.event_key.is_empty()).then(|| format!("in/{}", r.event_key)),
-                    }),
-                )
+                .routing
+                .write(shard, Command::Inbound(r.inbound))
                 .await?;
             let Output::Inbound {
                 window_end,
@@ -184,7 +149,7 @@ impl AdmitSend for AdmitService {
                 duplicate,
             } = out
             else {
-                return Err(ApiError::Internal(format!("unexpected output {out:?}")).into());
+                return Err(unexpected(out));
             };
             let mut fep_end = None;
             if r.free_entry_point && !duplicate {
@@ -193,24 +158,20 @@ impl AdmitSend for AdmitService {
                     event_key: None,
                 };
                 // a profile without free entry points (seeds) ignores the event
-                if let Output::Event { applied: true, .. } = self.ctx.write(shard, ev).await? {
-                    let p = self
-                        .ctx
-                        .policy(&self.profile_of(shard, &number).await?)
-                        .await?;
+                if let Output::Event { applied: true, .. } =
+                    self.ctx.routing.write(shard, ev).await?
+                {
+                    let profile = registry::number_profile(&self.ctx, shard, &number).await?;
+                    let p = self.ctx.reads.policy(&profile).await?;
                     fep_end = Some(ms(self.ctx.now().plus(p.free_entry_window)));
                 }
             }
-            Ok(Response::new(pb::RecordInboundResponse {
+            Ok(pb::RecordInboundResponse {
                 window_end_unix_ms: ms(window_end),
                 free_entry_point_end_unix_ms: fep_end,
-                opt_change: match opt {
-                    Some(admit_core::OptChange::OptedOut) => pb::OptChange::OptedOut as i32,
-                    Some(admit_core::OptChange::OptedIn) => pb::OptChange::OptedIn as i32,
-                    None => pb::OptChange::None as i32,
-                },
+                opt_change: convert::opt_change_out(opt),
                 duplicate,
-            }))
+            })
         })
         .await
     }
@@ -220,160 +181,81 @@ impl AdmitSend for AdmitService {
         &self,
         request: Request<pb::ReportOutcomeRequest>,
     ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
-        crate::forward::scoped(request.metadata(), async {
-            let _permit = self.ctx.protect.enter(&request)?;
-            let r = request.get_ref();
-            let number = convert::number("number_id", &r.number_id)?;
-            let customer = convert::customer("customer_id", &r.customer_id)?;
-            let admission = if r.admission_id.is_empty() {
-                None
-            } else {
-                Some(AdmissionId::parse("admission_id", &r.admission_id).map_err(ApiError::from)?)
-            };
-            let status = match pb::DeliveryStatus::try_from(r.status) {
-                Ok(pb::DeliveryStatus::Sent) => DeliveryStatus::Sent,
-                Ok(pb::DeliveryStatus::Delivered) => DeliveryStatus::Delivered,
-                Ok(pb::DeliveryStatus::Read) => DeliveryStatus::Read,
-                Ok(pb::DeliveryStatus::Failed) => DeliveryStatus::Failed,
-                _ => {
-                    return Err(ApiError::invalid(
-                        "status",
-                        "is required: SENT, DELIVERED, READ or FAILED",
-                    )
-                    .into())
-                }
-            };
-            let template = if r.template_id.is_empty() {
-                None
-            } else {
-                Some(convert::template("template_id", &r.template_id)?)
-            };
-            if r.event_key.chars().count() > 128 {
-                return Err(
-                    ApiError::invalid("event_key", "must be at most 128 characters").into(),
-                );
-            }
-            tracing::Span::current().record("number", tracing::field::display(&number));
-            tracing::Span::current().record("code", r.meta_error_code.unwrap_or(0));
-            // Meta reports error codes with FAILED statuses only; a code on
-            // another status is a caller's mistake, not a reason to back off
-            if r.meta_error_code.is_some() && status != DeliveryStatus::Failed {
-                return Err(
-                    ApiError::invalid("meta_error_code", "is only for a FAILED status").into(),
-                );
-            }
-            let (scope, shard) = self.ctx.number_shard(&number).await?;
+        handle(&self.ctx, &request, async {
+            let o = convert::outcome_in(request.get_ref())?;
+            tracing::Span::current().record("number", tracing::field::display(&o.number));
+            tracing::Span::current().record("code", o.error_code.unwrap_or(0));
+            let at = self.ctx.routing.locate(&o.number).await?;
             // an admission counts against its number's scope: the number
             // itself, or its portfolio under the meta profile
-            if admission.as_ref().is_some_and(|a| a.scope != scope) {
+            if o.admission.as_ref().is_some_and(|a| a.scope != at.scope) {
                 return Err(ApiError::invalid(
                     "admission_id",
                     "belongs to another number's limit scope",
-                )
-                .into());
+                ));
             }
-            let code = r.meta_error_code;
             // Templates are global: a pause or disable is applied to every shard
             // as a template event, not only to the number's shard.
-            let template_event = match (code, &template) {
-                (Some(132015), Some(t)) => Some((
-                    t.clone(),
-                    TemplateEvent::Paused {
-                        title: None,
-                        until: None,
-                    },
-                )),
-                (Some(132016), Some(t)) => Some((t.clone(), TemplateEvent::Disabled)),
-                _ => None,
-            };
+            let template_event = o
+                .meta_error
+                .and_then(MetaError::template_event)
+                .zip(o.template.clone());
+            let effect = o.meta_error.and_then(|m| m.effect(o.template.is_some()));
+            // a release must reach the admission's own shard (a portfolio scope)
+            let outcome_shard = o
+                .admission
+                .as_ref()
+                .map_or(at.shard, |a| self.ctx.routing.shard_of(&a.scope));
             let outcome = Outcome {
-                number,
-                customer,
-                admission: admission.clone(),
-                status,
-                error_code: code,
+                number: o.number,
+                customer: o.customer,
+                admission: o.admission,
+                status: o.status,
+                error_code: o.error_code,
                 template: if template_event.is_some() {
                     None
                 } else {
-                    template
+                    o.template
                 },
-                event_key: (!r.event_key.is_empty()).then(|| format!("out/{}", r.event_key)),
+                event_key: o.event_key,
             };
-            // a release must reach the admission's own shard (a portfolio scope)
-            let outcome_shard = admission
-                .as_ref()
-                .map_or(shard, |a| self.ctx.router.shard_of(&a.scope));
-            let released = match self
+            let (released, hold_until) = match self
                 .ctx
+                .routing
                 .write(outcome_shard, Command::Outcome(outcome))
                 .await?
             {
                 Output::Outcome {
                     duplicate: true, ..
                 } => {
-                    return Ok(Response::new(pb::ReportOutcomeResponse {
+                    return Ok(pb::ReportOutcomeResponse {
                         effects: Vec::new(),
                         hold_until_unix_ms: None,
                         duplicate: true,
-                    }))
+                    })
                 }
                 Output::Outcome {
                     released,
                     hold_until,
                     ..
                 } => (released, hold_until),
-                other => {
-                    return Err(ApiError::Internal(format!("unexpected output {other:?}")).into())
-                }
+                other => return Err(unexpected(other)),
             };
-            let (released, hold_until) = released;
-            if let Some((template, event)) = template_event {
+            if let Some((event, template)) = template_event {
                 self.ctx
+                    .routing
                     .write_all(Command::Platform {
                         event: PlatformEvent::TemplateStatus { template, event },
                         event_key: None,
                     })
                     .await?;
             }
-            let mut effects = Vec::new();
-            if released {
-                effects.push(pb::OutcomeEffect::Released as i32);
-            }
-            let effect = match code {
-                Some(131056) => Some(pb::OutcomeEffect::PairBackoff),
-                Some(130429) => Some(pb::OutcomeEffect::NumberBackoff),
-                Some(131048) => Some(pb::OutcomeEffect::SpamCooldown),
-                Some(131049) => Some(pb::OutcomeEffect::MarketingHold),
-                Some(131050) => Some(pb::OutcomeEffect::OptedOut),
-                Some(131047) => Some(pb::OutcomeEffect::WindowClosed),
-                Some(132015) if r.template_id.is_empty() => None,
-                Some(132015) => Some(pb::OutcomeEffect::TemplatePaused),
-                Some(132016) if r.template_id.is_empty() => None,
-                Some(132016) => Some(pb::OutcomeEffect::TemplateDisabled),
-                _ => None,
-            };
-            effects.extend(effect.map(|e| e as i32));
-            Ok(Response::new(pb::ReportOutcomeResponse {
-                effects,
+            Ok(pb::ReportOutcomeResponse {
+                effects: convert::outcome_effects(released, effect),
                 hold_until_unix_ms: hold_until.map(ms),
                 duplicate: false,
-            }))
+            })
         })
         .await
-    }
-}
-
-impl AdmitService {
-    async fn profile_of(
-        &self,
-        shard: u32,
-        number: &admit_core::NumberId,
-    ) -> Result<String, ApiError> {
-        Ok(self
-            .ctx
-            .number_status(shard, number, self.ctx.now())
-            .await?
-            .and_then(|s| s.numbers.first().map(|n| n.profile.clone()))
-            .unwrap_or_else(|| "seeds".into()))
     }
 }

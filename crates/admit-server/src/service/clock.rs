@@ -1,4 +1,4 @@
-//! `admit.v1.TestClock`: the controllable clock of test mode (SPEC section 12).
+//! `admit.v1.TestClock`: the controllable clock of test mode (section 12, docs/rules.md).
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use crate::clock::ClockError;
 use crate::convert::{ms, ts_in};
 use crate::ctx::Ctx;
 use crate::error::ApiError;
+use crate::relay;
 
 #[derive(Debug, Clone)]
 pub struct ClockService {
@@ -29,7 +30,7 @@ impl ClockService {
     fn reply(&self) -> Response<pb::ClockResponse> {
         Response::new(pb::ClockResponse {
             now_unix_ms: ms(self.ctx.now()),
-            test_mode: self.ctx.clock.is_test(),
+            test_mode: self.ctx.routing.clock.is_test(),
         })
     }
 }
@@ -41,12 +42,12 @@ impl TestClock for ClockService {
         &self,
         request: Request<pb::SetClockRequest>,
     ) -> Result<Response<pb::ClockResponse>, Status> {
-        if !self.ctx.clock.is_test() {
+        if !self.ctx.routing.clock.is_test() {
             return Err(clock_err(ClockError::NotTestMode).into());
         }
         let to = ts_in("now_unix_ms", request.get_ref().now_unix_ms)?;
-        let now = self.ctx.clock.set(to).map_err(clock_err)?;
-        self.ctx.set_clock_everywhere(now).await?;
+        let now = self.ctx.routing.clock.set(to).map_err(clock_err)?;
+        relay::set_clock_everywhere(&self.ctx.routing, now).await?;
         tracing::debug!(now = now.ms(), "test clock set");
         Ok(self.reply())
     }
@@ -56,13 +57,13 @@ impl TestClock for ClockService {
         &self,
         request: Request<pb::AdvanceClockRequest>,
     ) -> Result<Response<pb::ClockResponse>, Status> {
-        if !self.ctx.clock.is_test() {
+        if !self.ctx.routing.clock.is_test() {
             return Err(clock_err(ClockError::NotTestMode).into());
         }
         let by = u64::try_from(request.get_ref().by_ms)
             .map_err(|_| ApiError::invalid("by_ms", "must not be negative"))?;
-        let now = self.ctx.clock.advance(by).map_err(clock_err)?;
-        self.ctx.set_clock_everywhere(now).await?;
+        let now = self.ctx.routing.clock.advance(by).map_err(clock_err)?;
+        relay::set_clock_everywhere(&self.ctx.routing, now).await?;
         tracing::debug!(now = now.ms(), "test clock advanced");
         Ok(self.reply())
     }

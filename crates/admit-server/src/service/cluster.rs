@@ -13,6 +13,9 @@ use crate::convert::ms;
 use crate::ctx::Ctx;
 use crate::error::ApiError;
 
+/// Retry hint when a membership change cannot be made now.
+const RETRY_MEMBERSHIP_MS: u64 = 500;
+
 #[derive(Debug, Clone)]
 pub struct ClusterService {
     pub(crate) ctx: Arc<Ctx>,
@@ -40,7 +43,7 @@ fn admin_err(e: AdminError) -> Status {
     if refused {
         ApiError::FailedPrecondition(m).into()
     } else {
-        ApiError::unavailable(m, 500).into()
+        ApiError::unavailable(m, RETRY_MEMBERSHIP_MS).into()
     }
 }
 
@@ -74,20 +77,20 @@ fn shard_out(i: &ShardInfo) -> pb::Shard {
 impl ClusterService {
     /// The leader of the cluster-metadata group (the node registry).
     fn hint(&self) -> Option<pb::NodeRef> {
-        let id = self.ctx.raft.meta_info().leader?;
+        let id = self.ctx.routing.raft.meta_info().leader?;
         Some(pb::NodeRef {
             node_id: id,
-            address: self.ctx.node_addr(id).unwrap_or_default(),
+            address: self.ctx.routing.node_addr(id).unwrap_or_default(),
         })
     }
 
     /// The registry, or this node alone before it has a copy.
     fn registry(&self) -> Vec<ClusterNode> {
-        let nodes = self.ctx.raft.nodes();
+        let nodes = self.ctx.routing.raft.nodes();
         if nodes.is_empty() {
             vec![ClusterNode {
-                id: self.ctx.raft.node_id(),
-                addr: self.ctx.advertise.clone(),
+                id: self.ctx.routing.raft.node_id(),
+                addr: self.ctx.routing.advertise.clone(),
                 state: NodeState::Active,
             }]
         } else {
@@ -96,7 +99,7 @@ impl ClusterService {
     }
 
     fn nodes_out(&self, shards: &[ShardInfo]) -> Vec<pb::Node> {
-        let me = self.ctx.raft.node_id();
+        let me = self.ctx.routing.raft.node_id();
         let now = ms(self.ctx.now());
         self.registry()
             .into_iter()
@@ -156,7 +159,7 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let shards = self.ctx.raft.cluster_shard_infos().await;
+        let shards = self.ctx.routing.raft.cluster_shard_infos().await;
         Ok(Response::new(pb::ListNodesResponse {
             nodes: self.nodes_out(&shards),
             leader_hint: self.hint(),
@@ -168,9 +171,9 @@ impl Cluster for ClusterService {
         request: Request<pb::ListShardsRequest>,
     ) -> Result<Response<pb::ListShardsResponse>, Status> {
         let infos = if request.get_ref().local_only {
-            self.ctx.raft.shard_infos()
+            self.ctx.routing.raft.shard_infos()
         } else {
-            self.ctx.raft.cluster_shard_infos().await
+            self.ctx.routing.raft.cluster_shard_infos().await
         };
         Ok(Response::new(pb::ListShardsResponse {
             shards: infos.iter().map(shard_out).collect(),
@@ -194,12 +197,13 @@ impl Cluster for ClusterService {
             .into());
         }
         self.ctx
+            .routing
             .raft
             .add_node(r.node_id, &r.address)
             .await
             .map_err(admin_err)?;
         tracing::info!(node = r.node_id, address = %r.address, "node added");
-        let shards = self.ctx.raft.shard_infos();
+        let shards = self.ctx.routing.raft.shard_infos();
         Ok(Response::new(pb::AddNodeResponse {
             nodes: self.nodes_out(&shards),
         }))
@@ -213,9 +217,14 @@ impl Cluster for ClusterService {
         if id == 0 {
             return Err(ApiError::invalid("node_id", "must be at least 1").into());
         }
-        self.ctx.raft.remove_node(id).await.map_err(admin_err)?;
+        self.ctx
+            .routing
+            .raft
+            .remove_node(id)
+            .await
+            .map_err(admin_err)?;
         tracing::info!(node = id, "node leaving");
-        let shards = self.ctx.raft.shard_infos();
+        let shards = self.ctx.routing.raft.shard_infos();
         Ok(Response::new(pb::RemoveNodeResponse {
             nodes: self.nodes_out(&shards),
         }))

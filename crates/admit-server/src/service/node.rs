@@ -1,12 +1,13 @@
 //! `admit.internal.node.NodeRpc`: requests relayed by other nodes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
 
 use crate::ctx::Ctx;
-use crate::forward::{self, pb, NodeReq, ReqInfo};
+use crate::relay;
+use crate::routing::request::{self, ReqInfo};
+use crate::wire::{self, pb, NodeReq};
 
 #[derive(Debug, Clone)]
 pub struct NodeService {
@@ -20,14 +21,11 @@ impl pb::node_rpc_server::NodeRpc for NodeService {
         request: Request<pb::NodeFrame>,
     ) -> Result<Response<pb::NodeFrame>, Status> {
         let frame = request.into_inner();
-        let req: NodeReq = forward::decode(&frame.body).map_err(Status::from)?;
-        let info = ReqInfo {
-            deadline: Instant::now() + Duration::from_millis(frame.deadline_ms),
-            hops: frame.hops,
-        };
-        let env = forward::scoped_relay(info, self.ctx.serve_relayed(req)).await;
+        let req: NodeReq = wire::decode(&frame.body)?;
+        let info = ReqInfo::relayed(frame.deadline_ms, frame.hops);
+        let env = request::scoped_relay(info, relay::serve(&self.ctx, req)).await;
         Ok(Response::new(pb::NodeFrame {
-            body: forward::encode(&env).map_err(Status::from)?,
+            body: wire::encode(&env)?,
             hops: frame.hops,
             deadline_ms: 0,
         }))

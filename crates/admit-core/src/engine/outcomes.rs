@@ -1,0 +1,153 @@
+//! Inbound messages (R2.1, R7.1 keywords) and send outcomes (R3.5 releases, section 9
+//! reactions to Meta's error codes).
+
+use super::*;
+
+impl Engine {
+    pub(super) fn inbound(&mut self, i: &Inbound, now: Ts) -> Result<Output, CoreError> {
+        let NumberRef { idx, scope, policy } = self.number(&i.number)?;
+        let customer = i.customer.get();
+        self.shared
+            .pairs
+            .entry(PairKey::new(idx, customer))
+            .or_default()
+            .csw = PackedTs::new(now);
+        let opt = i.text.as_deref().and_then(|t| keyword(&policy, t));
+        if let Some(o) = opt {
+            self.set_opt(scope, customer, o);
+        }
+        Ok(Output::Inbound {
+            window_end: now.plus(policy.service_window),
+            opt,
+            duplicate: false,
+        })
+    }
+
+    pub(super) fn set_opt(&mut self, scope: u32, customer: u64, o: OptChange) {
+        let key = PairKey::new(scope, customer);
+        let changed = match o {
+            OptChange::OptedOut => self.shared.optouts.insert(key, ()).is_none(),
+            OptChange::OptedIn => self.shared.optouts.remove(&key).is_some(),
+        };
+        if changed {
+            if let Some(mut sc) = self.shared.scopes.get_mut(&scope) {
+                match o {
+                    OptChange::OptedOut => sc.opt_outs += 1,
+                    OptChange::OptedIn => sc.opt_outs = sc.opt_outs.saturating_sub(1),
+                }
+            }
+        }
+    }
+
+    pub(super) fn outcome(&mut self, o: &Outcome, now: Ts) -> Result<Output, CoreError> {
+        let NumberRef {
+            idx,
+            scope,
+            policy: p,
+        } = self.number(&o.number)?;
+        let customer = o.customer.get();
+        let pair = PairKey::new(idx, customer);
+        let mut released = false;
+        let mut hold_until = None;
+        if o.status == DeliveryStatus::Failed {
+            // R3.5: a send that failed before delivery gives its conversation back; one
+            // reported delivered already was delivered, whatever is reported after
+            if let Some(a) = o.admission.as_ref().filter(|a| !self.delivered(a)) {
+                released = self.release(a, now);
+            }
+        } else {
+            if let (Some(a), DeliveryStatus::Delivered | DeliveryStatus::Read) =
+                (&o.admission, o.status)
+            {
+                self.mark_delivered(a);
+            }
+            self.shared.pair_backoff.remove(&pair);
+            if let Some(mut n) = self.shared.numbers.get_mut(&o.number) {
+                n.throughput = Backoff::default();
+            }
+        }
+        // Section 9: 4^x, 1, 4, 16, ... times the base, capped. The strikes are forgotten
+        // after a quiet period following the last hold's end; for a pair that is exactly
+        // when `tick` may reclaim the entry, so the hold never depends on when a Tick ran.
+        let backoff = |b: &mut Backoff, base: Dur, max: Dur, reset_after: Dur| {
+            if b.until.is_some_and(|u| u.plus(reset_after) <= now) {
+                *b = Backoff::default();
+            }
+            let factor = Policy::BACKOFF_GROWTH.saturating_pow(b.strikes.min(31));
+            b.until = Some(now.plus(Dur(base.ms().saturating_mul(factor).min(max.ms()))));
+            b.strikes += 1;
+            b.until
+        };
+        match o.error_code.map(MetaError::from) {
+            Some(MetaError::PairRate) => {
+                let mut b = self.shared.pair_backoff.entry(pair).or_default();
+                hold_until = backoff(
+                    &mut b,
+                    p.pair_backoff_base,
+                    p.pair_backoff_max,
+                    p.pair_backoff_reset_after,
+                );
+            }
+            Some(MetaError::Throughput) => {
+                if let Some(mut n) = self.shared.numbers.get_mut(&o.number) {
+                    hold_until = backoff(
+                        &mut n.throughput,
+                        p.throughput_backoff_base,
+                        p.throughput_backoff_max,
+                        p.throughput_backoff_reset_after,
+                    );
+                }
+            }
+            Some(MetaError::SpamRate) => {
+                if let Some(mut n) = self.shared.numbers.get_mut(&o.number) {
+                    n.spam_hold_until = Some(now.plus(p.spam_cooldown));
+                    n.quality_risks += 1;
+                    hold_until = n.spam_hold_until;
+                }
+            }
+            Some(MetaError::MarketingLimit) => {
+                hold_until = Some(now.plus(p.marketing_hold));
+                self.shared
+                    .marketing_holds
+                    .insert(PairKey::new(scope, customer), now.plus(p.marketing_hold));
+            }
+            Some(MetaError::UserStopped) => self.set_opt(scope, customer, OptChange::OptedOut),
+            Some(MetaError::WindowClosed) => {
+                if let Some(mut w) = self.shared.pairs.get_mut(&pair) {
+                    w.csw = PackedTs::NONE;
+                }
+            }
+            Some(e @ (MetaError::TemplatePaused | MetaError::TemplateDisabled)) => {
+                if let (Some(t), Some(ev)) = (&o.template, e.template_event()) {
+                    self.template_event(t, ev, now);
+                }
+            }
+            _ => {}
+        }
+        Ok(Output::Outcome {
+            released,
+            hold_until,
+            duplicate: false,
+        })
+    }
+}
+
+/// R7.1: a whole message that is an opt-out or opt-in keyword, ignoring case and spaces.
+fn keyword(p: &Policy, text: &str) -> Option<OptChange> {
+    let norm: String = crate::policy::keyword_form(text).collect();
+    // a keyword of spaces only never matches (profiles are validated to hold none; this
+    // keeps one restored from older state from opting out every empty message)
+    let hit = |ks: &[String]| {
+        ks.iter().any(|k| {
+            let mut k = crate::policy::keyword_form(k).peekable();
+            k.peek().is_some() && k.eq(norm.chars())
+        })
+    };
+    if hit(&p.opt_out_keywords) {
+        Some(OptChange::OptedOut)
+    } else if hit(&p.opt_in_keywords) {
+        Some(OptChange::OptedIn)
+    } else {
+        None
+    }
+}

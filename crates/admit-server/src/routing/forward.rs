@@ -1,0 +1,119 @@
+//! Running a shard's request on the shard's leader (here, or relayed to it)
+//! with retries until the deadline, and the replicated write: a command
+//! proposed through the shard's Raft log, stamped with the leader's clock.
+
+use std::future::Future;
+
+use admit_core::{Command, Output};
+use futures_util::future::join_all;
+
+use super::leader::Target;
+use super::request::ReqInfo;
+use super::retry::Retry;
+use super::Routing;
+use crate::app::{Reply, Stamped};
+use crate::error::{ApiError, RETRY_RAFT_MS};
+use crate::wire::{self, unexpected, NodeReq, NodeResp};
+
+impl Routing {
+    /// Runs a request of `shard` on the shard's leader: `local` when this
+    /// node leads it, else `remote` forwarded (see [`crate::routing`]).
+    /// The entry node retries until the request's deadline after
+    /// not-applied failures, and after unknown outcomes if `idempotent`.
+    pub(crate) async fn on_leader<F, Fut>(
+        &self,
+        shard: u32,
+        idempotent: bool,
+        local: F,
+        remote: NodeReq,
+    ) -> Result<NodeResp, ApiError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<NodeResp, ApiError>>,
+    {
+        let info = ReqInfo::current();
+        let mut retry = Retry::new(info);
+        loop {
+            let r = match self.target(shard, retry.attempt()) {
+                Target::Me => local().await,
+                Target::Peer(to) if info.may_relay() => {
+                    match self.peers.call(&to.addr, &remote, info).await {
+                        Ok(env) => {
+                            self.learn_leader(shard, env.served_by);
+                            env.result
+                        }
+                        Err(e) => {
+                            self.forget_leader(shard, to.id);
+                            Err(e)
+                        }
+                    }
+                }
+                Target::Peer(to) => Err(ApiError::NotLeader {
+                    leader_id: Some(to.id),
+                    leader_addr: Some(to.addr),
+                }),
+                Target::Unknown => Err(ApiError::NotLeader {
+                    leader_id: None,
+                    leader_addr: None,
+                }),
+            };
+            let worth = self.worth_retrying(shard, r.as_ref().err(), idempotent);
+            if !worth || !info.retries() || !retry.again().await {
+                return r;
+            }
+            tracing::debug!(shard, attempt = retry.attempt(), error = ?r.as_ref().err(), "retried on the shard leader");
+        }
+    }
+
+    /// Proposes `cmd` to `shard` on its leader (here or forwarded), stamped
+    /// with the leader's service clock; the core's answer once it is
+    /// committed and applied.
+    pub async fn write(&self, shard: u32, cmd: Command) -> Result<Output, ApiError> {
+        let idempotent = wire::idempotent(&cmd);
+        let remote = NodeReq::Write {
+            shard,
+            cmd: Box::new(cmd.clone()),
+        };
+        let local = || async {
+            self.write_here(shard, cmd.clone())
+                .await
+                .map(NodeResp::Output)
+        };
+        match self.on_leader(shard, idempotent, local, remote).await? {
+            NodeResp::Output(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Applies `cmd` to every shard (portfolio-wide and global events).
+    pub async fn write_all(&self, cmd: Command) -> Result<Vec<Output>, ApiError> {
+        let writes = (0..self.shards()).map(|shard| self.write(shard, cmd.clone()));
+        join_all(writes).await.into_iter().collect()
+    }
+
+    /// Proposes `cmd` to `shard` through this node's Raft group; the core's
+    /// answer.
+    pub async fn write_here(&self, shard: u32, cmd: Command) -> Result<Output, ApiError> {
+        Ok(self.propose_here(shard, cmd).await?.out?)
+    }
+
+    /// Proposes `cmd` to `shard` through this node's Raft group, stamped with
+    /// this node's clock. In a cluster the wait ends at the request's
+    /// deadline (an isolated leader must not hold a request forever).
+    pub async fn propose_here(&self, shard: u32, cmd: Command) -> Result<Reply, ApiError> {
+        let at = self.now();
+        let fut = self.raft.write(shard, Stamped { at, cmd });
+        if !self.cluster_cfg {
+            return Ok(fut.await?);
+        }
+        tokio::time::timeout(ReqInfo::current().left(), fut)
+            .await
+            .map_err(|_| {
+                ApiError::unavailable(
+                    "the write did not commit within the deadline; outcome unknown, retry with the same idempotency key",
+                    RETRY_RAFT_MS,
+                )
+            })?
+            .map_err(ApiError::from)
+    }
+}

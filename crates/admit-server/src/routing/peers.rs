@@ -1,0 +1,106 @@
+//! Channels to the other nodes: one lazily connected tonic channel per peer
+//! address, shared by all requests, and the one call that relays a
+//! [`NodeReq`] as one more hop of the current request.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use super::request::ReqInfo;
+use crate::error::{ApiError, RETRY_PEER_MS};
+use crate::wire::pb::node_rpc_client::NodeRpcClient;
+use crate::wire::{self, pb, Envelope, NodeReq};
+
+/// HTTP/2 flow-control windows (bytes) of the node's connections, in both
+/// directions. The defaults (64 KiB per connection) make the replies of a few
+/// concurrent AdmitBatch calls, or a forwarded batch, wait for window updates.
+pub const CONN_WINDOW: u32 = 8 << 20;
+pub const STREAM_WINDOW: u32 = 1 << 20;
+/// The largest node-to-node frame (a forwarded batch and its answers).
+pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+/// One lazily connected channel per peer address, shared by all requests.
+#[derive(Debug, Default)]
+pub struct Peers {
+    clients: Mutex<HashMap<String, NodeRpcClient<Channel>>>,
+}
+
+impl Peers {
+    fn client(&self, addr: &str) -> Result<NodeRpcClient<Channel>, ApiError> {
+        let mut m = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = m.get(addr) {
+            return Ok(c.clone());
+        }
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let ch = Endpoint::from_shared(uri)
+            .map_err(|e| ApiError::Internal(format!("peer address {addr}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .initial_connection_window_size(CONN_WINDOW)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .connect_lazy();
+        let c = NodeRpcClient::new(ch)
+            .max_decoding_message_size(MAX_FRAME)
+            .max_encoding_message_size(MAX_FRAME);
+        m.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Sends `req` to the node at `addr` as one more hop of the current
+    /// request. Transport failures: a refused connection is
+    /// [`ApiError::NotLeader`] (certainly not applied); anything else is an
+    /// unknown outcome ([`ApiError::Unavailable`]).
+    pub async fn call(
+        &self,
+        addr: &str,
+        req: &NodeReq,
+        info: ReqInfo,
+    ) -> Result<Envelope, ApiError> {
+        let mut client = self.client(addr)?;
+        let left = info.left();
+        if left.is_zero() {
+            return Err(ApiError::unavailable(
+                "deadline exceeded while forwarding",
+                0,
+            ));
+        }
+        let frame = pb::NodeFrame {
+            body: wire::encode(req)?,
+            hops: info.hops + 1,
+            deadline_ms: left.as_millis() as u64,
+        };
+        let mut r = tonic::Request::new(frame);
+        r.set_timeout(left);
+        match client.call(r).await {
+            Ok(resp) => wire::decode(&resp.get_ref().body),
+            Err(s) => {
+                let text = format!("{s:?}");
+                let refused = s.code() == tonic::Code::Unavailable
+                    && (text.contains("onnect") || text.contains("refused"))
+                    && !text.contains("reset");
+                if refused {
+                    Err(ApiError::NotLeader {
+                        leader_id: None,
+                        leader_addr: None,
+                    })
+                } else {
+                    Err(ApiError::unavailable(
+                        format!(
+                            "forwarding to {addr} failed ({}: {}); outcome unknown, retry with the same idempotency key",
+                            s.code(),
+                            s.message()
+                        ),
+                        RETRY_PEER_MS,
+                    ))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! What nodes say to each other: the requests one node relays to another
+//! ([`NodeReq`]), their answers ([`NodeResp`] in an [`Envelope`]) and their
+//! byte form (postcard in an `admit.internal.node.NodeRpc/Call` frame).
+//!
+//! Plain data over core types: nothing here routes, decides or reads.
+
+use admit_core::{
+    AdmitRequest, Command, Decision, NumberId, Output, Policy, PortfolioId, PortfolioStatus,
+    Reader, ScopeKey, ScopeStatus, Ts,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// Generated types of `admit.internal.node` (compiled in `admit-proto`).
+pub use admit_proto::internal::node as pb;
+
+/// A decided send: the decision, the scope it was decided in (`None` for an
+/// unknown number) and whether it is a recorded decision returned again for
+/// its idempotency key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Decided {
+    pub decision: Decision,
+    pub scope: Option<ScopeKey>,
+    pub replayed: bool,
+}
+
+/// A node as others reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRef {
+    pub id: u64,
+    pub addr: String,
+}
+
+/// A request relayed to another node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum NodeReq {
+    /// Propose a command to the shard (the receiver stamps its clock).
+    Write { shard: u32, cmd: Box<Command> },
+    /// Decide sends (fast path, rate limits, log) on the shards' leader.
+    Admit { reqs: Vec<AdmitRequest> },
+    /// A read from the shard leader's applied state.
+    Read { shard: u32, read: ReadReq },
+    /// A read answered for every shard the receiver leads with a lease
+    /// (never relayed).
+    Sweep { sweep: SweepReq },
+    /// Test mode: move the receiver's clock to at least this time (the
+    /// TestClock service sets every node's clock, never relayed).
+    SetClock { now: Ts },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ReadReq {
+    NumberStatus { number: NumberId, now: Ts },
+    PortfolioStatus { id: PortfolioId, now: Ts },
+    Policy { name: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SweepReq {
+    /// Where is this number registered.
+    Lookup { number: NumberId },
+    /// A portfolio's status on each shard.
+    Portfolio { id: PortfolioId, now: Ts },
+    /// Every scope's status (ListNumbers).
+    Scopes { now: Ts },
+}
+
+impl SweepReq {
+    /// One shard's answer, from its reader.
+    pub fn answer(&self, r: &Reader) -> SweepItem {
+        match self {
+            SweepReq::Lookup { number } => SweepItem::Lookup(r.scope_of(number)),
+            SweepReq::Portfolio { id, now } => SweepItem::Portfolio(r.portfolio_status(id, *now)),
+            SweepReq::Scopes { now } => SweepItem::Scopes(r.list_by_headroom(*now)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SweepItem {
+    Lookup(Option<ScopeKey>),
+    Portfolio(Option<PortfolioStatus>),
+    Scopes(Vec<ScopeStatus>),
+}
+
+/// One shard's answer to a sweep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardItem {
+    pub shard: u32,
+    pub item: SweepItem,
+}
+
+/// A sweep answer: the shards the node leads with a lease and an item per shard.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SweepResp {
+    pub led: Vec<u32>,
+    pub items: Vec<ShardItem>,
+    /// Lookup only: the scope as found on any local replica.
+    pub any: Option<ScopeKey>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum NodeResp {
+    Output(Output),
+    /// The receiver's clock after a `SetClock`.
+    Clock(Ts),
+    Admitted(Vec<Result<Decided, ApiError>>),
+    NumberStatus(Option<ScopeStatus>),
+    PortfolioStatus(Option<PortfolioStatus>),
+    Policy(Option<Policy>),
+    Sweep(SweepResp),
+}
+
+/// The body of a response frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub result: Result<NodeResp, ApiError>,
+    /// The node that finally served the request (the shard's leader), if
+    /// the request was shard-bound.
+    pub served_by: Option<NodeRef>,
+}
+
+/// An answer of the wrong kind (a bug, or nodes of different versions).
+pub fn unexpected(r: NodeResp) -> ApiError {
+    ApiError::Internal(format!("unexpected answer {r:?}"))
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
+    postcard::to_allocvec(v).map_err(|e| ApiError::Internal(format!("encode: {e}")))
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, ApiError> {
+    postcard::from_bytes(b).map_err(|e| ApiError::Internal(format!("decode: {e}")))
+}
+
+/// Whether proposing `cmd` twice has the effect of proposing it once (so an
+/// unknown outcome may be retried automatically).
+pub fn idempotent(cmd: &Command) -> bool {
+    match cmd {
+        Command::Admit(r) => r.idempotency_key.is_some(),
+        Command::Inbound(i) => i.event_key.is_some(),
+        Command::Outcome(o) => o.event_key.is_some(),
+        Command::Platform { event_key, .. } => event_key.is_some(),
+        Command::Release(_)
+        | Command::RegisterNumber(_)
+        | Command::RegisterPortfolio(_)
+        | Command::SetPolicy(_)
+        | Command::Tick => true,
+    }
+}
