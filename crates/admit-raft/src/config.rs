@@ -75,6 +75,12 @@ pub struct NodeConfig {
     /// openraft does (an isolated leader may then wait until it learns of a
     /// newer leader).
     pub write_timeout: Option<Duration>,
+    /// Test switch: the journal remembers what it has not fsynced yet, so
+    /// that [`RaftNode::crash_unsynced`](crate::RaftNode::crash_unsynced)
+    /// can lose it as a power cut would. Costs a read per written key; never
+    /// set it outside tests.
+    #[doc(hidden)]
+    pub simulate_power_loss: bool,
 }
 
 impl NodeConfig {
@@ -103,6 +109,7 @@ impl NodeConfig {
             balance_leaders: true,
             handoff_timeout: Duration::from_secs(3),
             write_timeout: None,
+            simulate_power_loss: false,
         }
     }
 

@@ -44,7 +44,12 @@ impl<A: App> RaftNode<A> {
         }
         let raft_config = Arc::new(config.raft_config()?);
         let lease = Duration::from_millis(raft_config.election_timeout_max);
-        let journal = Journal::open(&config.data_dir, config.fsync, config.group_commit_linger)
+        let journal = Journal::open(
+            &config.data_dir,
+            config.fsync,
+            config.group_commit_linger,
+            config.simulate_power_loss,
+        )
         .map_err(StartError::Storage)?;
         check_node_info(&journal, &config).await?;
 

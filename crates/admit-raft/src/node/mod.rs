@@ -357,11 +357,24 @@ impl<A: App> RaftNode<A> {
 
     /// Test helper: stop like a crash (no leadership handoff, RPCs cut
     /// first). The journal is still closed cleanly, which a real crash would
-    /// not do; `kill -9` durability is tested separately.
+    /// not do; see [`Self::crash_unsynced`] for one that loses what was not
+    /// fsynced.
     #[doc(hidden)]
     pub async fn crash(&self) {
         self.set_isolated(true);
         let _ = self.stop(false).await;
+    }
+
+    /// Test helper: a power cut. RPCs are cut, then every journal write not
+    /// yet covered by an fsync is lost (the node must have been started with
+    /// [`NodeConfig::simulate_power_loss`]), then the groups stop without a
+    /// handoff. Restart from the same data dir to recover.
+    #[doc(hidden)]
+    pub async fn crash_unsynced(&self) -> std::io::Result<()> {
+        self.set_isolated(true);
+        let cut = self.inner.journal.power_cut().await;
+        let _ = self.stop(false).await;
+        cut
     }
 
     async fn stop(&self, handoff: bool) -> Result<(), std::io::Error> {
