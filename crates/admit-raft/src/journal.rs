@@ -281,17 +281,14 @@ impl Worker {
                     Msg::Sync(d) => dones.push((d, None)),
                     Msg::Stop => stop = true,
                     Msg::PowerCut(reply) => {
-                        // nothing of this group was synced: its ops are lost
-                        // with the rest, and so are those queued after it
-                        let lost = || Err(io_err("power cut"));
-                        for (d, _) in dones.drain(..) {
-                            d(lost());
-                        }
+                        // Nothing of this group was synced: its ops are lost
+                        // with the rest, and so are those queued after it.
+                        // Their callbacks are dropped, never called: a
+                        // process that loses power reports nothing.
+                        dones.clear();
                         for m in group.by_ref() {
-                            match m {
-                                Msg::Op(Op { done: Some(d), .. }) | Msg::Sync(d) => d(lost()),
-                                Msg::PowerCut(d) => d(Err(io_err("journal is closed"))),
-                                Msg::Op(_) | Msg::Stop => {}
+                            if let Msg::PowerCut(d) = m {
+                                d(Err(io_err("journal is closed")));
                             }
                         }
                         reply(self.undo_unsynced());
