@@ -10,6 +10,15 @@
 //! - clients: `admit_proto::v1::admit_send_client::AdmitSendClient`, ...
 //! - servers: `admit_proto::v1::admit_send_server::{AdmitSend, AdmitSendServer}`, ...
 //! - [`FILE_DESCRIPTOR_SET`] for `tonic-reflection`.
+//!
+//! The node-to-node protos (`proto/admit/internal/`) are compiled here too,
+//! once, as [`internal`].
+//!
+//! **Layering.** Generated code only: this crate imports prost and tonic and
+//! nothing of the workspace. It holds no domain logic and no conversion; the
+//! crates above it (`admit-raft` for `internal::raft`, `admit-server` for
+//! the rest) convert between these messages and their own types at their
+//! edges.
 
 /// Generated code of the protobuf package `admit.v1`.
 #[allow(

@@ -4,8 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
+use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 
+use crate::sm::GroupRaft;
+use crate::types::CmdData;
 use crate::App;
 
 /// Lifecycle of a node in the registry. Transitions only go forward:
@@ -244,6 +247,17 @@ pub(crate) enum MetaFwd {
     Done(Option<String>),
     /// The receiver does not lead the metadata group.
     NotLeader(Option<(u64, String)>),
+}
+
+/// Propose `cmd` to the metadata group `meta` if this node leads it.
+pub(crate) async fn meta_write_local(meta: &GroupRaft<Registry>, cmd: MetaCmd) -> MetaFwd {
+    match meta.client_write(CmdData(vec![cmd])).await {
+        Ok(r) => MetaFwd::Done(r.data.0.into_iter().next().and_then(|r| r.err)),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            MetaFwd::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr)))
+        }
+        Err(e) => MetaFwd::Done(Some(format!("unavailable: {e}"))),
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,14 @@
 //! previous fsync is running are written as separate atomic batches into the
 //! journal and then made durable by **one** `persist(SyncData)`, after which
 //! all of their completion callbacks fire.
+//!
+//! For durability tests the writer can also remember, for every key changed
+//! since the last fsync, its value before that change, and on request
+//! simulate a power cut: put those values back and stop, so that what was
+//! written but not yet synced is lost as the page cache would lose it.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +22,7 @@ use std::time::Duration;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 /// Which keyspace a mutation targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Ks {
     /// Log entries, key = shard (u32 BE) ++ index (u64 BE).
     Logs,
@@ -49,6 +56,8 @@ enum Msg {
     /// Persist everything and reply.
     Sync(Done),
     Stop,
+    /// Test switch: lose every write not yet fsynced, reply, stop.
+    PowerCut(Done),
 }
 
 /// Counters for observing group commit.
@@ -81,7 +90,14 @@ pub(crate) fn io_err(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl Journal {
-    pub(crate) fn open(dir: &Path, fsync: bool, linger: Duration) -> io::Result<Arc<Self>> {
+    /// `track_unsynced` enables [`Self::power_cut`] (for tests: it costs a
+    /// read per written key).
+    pub(crate) fn open(
+        dir: &Path,
+        fsync: bool,
+        linger: Duration,
+        track_unsynced: bool,
+    ) -> io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
         let db = Database::builder(dir.join("journal"))
             .manual_journal_persist(true)
@@ -107,6 +123,7 @@ impl Journal {
             fsync,
             linger,
             stats: stats.clone(),
+            unsynced: track_unsynced.then(HashMap::new),
         };
         let thread = std::thread::Builder::new()
             .name("admit-raft-journal".into())
@@ -154,11 +171,28 @@ impl Journal {
 
     /// Wait until everything submitted so far is durable.
     pub(crate) async fn sync(&self) -> io::Result<()> {
+        self.ask(Msg::Sync).await
+    }
+
+    /// Test switch: simulate a power cut. Every write not yet covered by an
+    /// fsync is undone (the journal must have been opened with
+    /// `track_unsynced`), and the writer thread stops: ops still queued or
+    /// arriving later fail.
+    pub(crate) async fn power_cut(&self) -> io::Result<()> {
+        let r = self.ask(Msg::PowerCut).await;
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+        r
+    }
+
+    /// Send the writer a request and wait for its answer.
+    async fn ask(&self, request: fn(Done) -> Msg) -> io::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let done: Done = Box::new(move |r| {
             let _ = tx.send(r);
         });
-        if let Err(Msg::Sync(done)) = self.send(Msg::Sync(done)) {
+        if let Err(Msg::Sync(done) | Msg::PowerCut(done)) = self.send(request(done)) {
             done(Err(io_err("journal is closed")));
         }
         rx.await.map_err(|_| io_err("journal thread stopped"))?
@@ -190,7 +224,13 @@ struct Worker {
     fsync: bool,
     linger: Duration,
     stats: Arc<JournalStats>,
+    /// With the power-cut test switch: the value of every key changed since
+    /// the last fsync, as it was before (`None`: absent).
+    unsynced: Option<Unsynced>,
 }
+
+/// Key -> its value before the first change since the last fsync.
+type Unsynced = HashMap<(Ks, Vec<u8>), Option<Vec<u8>>>;
 
 /// Upper bound on ops committed under one fsync, to bound latency.
 const MAX_GROUP: usize = 4096;
@@ -204,7 +244,7 @@ impl Worker {
         }
     }
 
-    fn run(self) {
+    fn run(mut self) {
         let mut stop = false;
         while !stop {
             let first = match self.rx.recv() {
@@ -223,7 +263,8 @@ impl Worker {
             }
             let mut dones: Vec<(Done, Option<io::Error>)> = Vec::with_capacity(group.len());
             let mut n_ops = 0u64;
-            for msg in group {
+            let mut group = group.into_iter();
+            while let Some(msg) = group.next() {
                 match msg {
                     Msg::Op(op) => {
                         n_ops += 1;
@@ -239,6 +280,20 @@ impl Worker {
                     }
                     Msg::Sync(d) => dones.push((d, None)),
                     Msg::Stop => stop = true,
+                    Msg::PowerCut(reply) => {
+                        // Nothing of this group was synced: its ops are lost
+                        // with the rest, and so are those queued after it.
+                        // Their callbacks are dropped, never called: a
+                        // process that loses power reports nothing.
+                        dones.clear();
+                        for m in group.by_ref() {
+                            if let Msg::PowerCut(d) = m {
+                                d(Err(io_err("journal is closed")));
+                            }
+                        }
+                        reply(self.undo_unsynced());
+                        return;
+                    }
                 }
             }
             self.stats.ops.fetch_add(n_ops, Ordering::Relaxed);
@@ -254,6 +309,11 @@ impl Worker {
             };
             let persisted = self.db.persist(mode).map_err(io_err);
             self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            if persisted.is_ok() && mode != PersistMode::Buffer {
+                if let Some(u) = &mut self.unsynced {
+                    u.clear();
+                }
+            }
             for (done, err) in dones {
                 let r = match (&persisted, err) {
                     (_, Some(e)) => Err(e),
@@ -266,20 +326,60 @@ impl Worker {
     }
 
     /// Write one op as one atomic batch (journal buffer + memtable, no fsync).
-    fn write(&self, muts: Vec<Mutation>) -> io::Result<()> {
+    fn write(&mut self, muts: Vec<Mutation>) -> io::Result<()> {
+        let mut unsynced = self.unsynced.take();
+        let r = self.write_batch(muts, unsynced.as_mut());
+        self.unsynced = unsynced;
+        r
+    }
+
+    fn write_batch(
+        &self,
+        muts: Vec<Mutation>,
+        mut unsynced: Option<&mut Unsynced>,
+    ) -> io::Result<()> {
         let mut batch = self.db.batch();
         for m in muts {
             match m {
-                Mutation::Put(ks, k, v) => batch.insert(self.ks(ks), k, v),
+                Mutation::Put(ks, k, v) => {
+                    if let Some(u) = unsynced.as_deref_mut() {
+                        if let Entry::Vacant(e) = u.entry((ks, k.clone())) {
+                            let old = self.ks(ks).get(&k).map_err(io_err)?;
+                            e.insert(old.map(|v| v.to_vec()));
+                        }
+                    }
+                    batch.insert(self.ks(ks), k, v);
+                }
                 Mutation::DelRange(ks, from, to) => {
                     let tree = self.ks(ks);
                     for guard in tree.range(from.as_slice()..to.as_slice()) {
-                        let key = guard.key().map_err(io_err)?;
+                        let (key, value) = guard.into_inner().map_err(io_err)?;
+                        if let Some(u) = unsynced.as_deref_mut() {
+                            u.entry((ks, key.to_vec()))
+                                .or_insert_with(|| Some(value.to_vec()));
+                        }
                         batch.remove(tree, key);
                     }
                 }
             }
         }
         batch.commit().map_err(io_err)
+    }
+
+    /// The power cut: every key changed since the last fsync gets its value
+    /// from before the change back, and that state is made durable.
+    fn undo_unsynced(&mut self) -> io::Result<()> {
+        let Some(unsynced) = self.unsynced.take() else {
+            return Err(io_err("the journal does not track unsynced writes"));
+        };
+        let mut batch = self.db.batch();
+        for ((ks, key), old) in unsynced {
+            match old {
+                Some(v) => batch.insert(self.ks(ks), key, v),
+                None => batch.remove(self.ks(ks), key),
+            }
+        }
+        batch.commit().map_err(io_err)?;
+        self.db.persist(PersistMode::SyncAll).map_err(io_err)
     }
 }

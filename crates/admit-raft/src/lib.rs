@@ -1,5 +1,14 @@
 //! # admit-raft: many Raft groups on one node, one journal
 //!
+//! **Layering.** This crate may import openraft, fjall, tonic/prost (the
+//! transport) and `admit-proto` (only `admit_proto::internal::raft`, the
+//! node-to-node transport). It must not import `admit-core` or
+//! `admit-server`, and knows nothing of admission rules: it is generic over
+//! an [`App`], the deterministic state machine the server supplies. No
+//! openraft type appears in its public API. Inside, the modules form a
+//! strict order (see the list above `mod cluster`); the only pure ones,
+//! `placement` and `membership`, do no I/O and read no clock.
+//!
 //! admit shards its state into `S` Raft groups (one per shard, e.g. 64) that
 //! all live on the same nodes. This crate runs those groups on
 //! [openraft](https://docs.rs/openraft) `0.10.0-alpha.37` with durable storage
@@ -229,8 +238,24 @@
 //! failure detector that re-replicates. All groups may move at once when a
 //! node joins: no rate limit on concurrent snapshot transfers.
 
+// Modules, lowest first; each imports only from those above it (the
+// node's facade at the bottom is the only one that sees them all):
+//
+//   types        openraft type config, command/response envelopes
+//   journal      the fjall journal and its group-commit writer thread
+//   store, sm    openraft log storage / state machine over the journal
+//   placement    pure: which nodes hold and lead each shard
+//   membership   pure: the reconcile decision (facts in, commands out)
+//   cluster      the node registry (an App) and the public status types
+//   propose      batching proposer, one per group
+//   network      gRPC transport; reaches the node only through a trait
+//   config       NodeConfig
+//   node/        RaftNode: boot, data path, reconcile, registry, infos,
+//                hand-off
 mod cluster;
+mod config;
 mod journal;
+mod membership;
 mod network;
 mod node;
 pub mod placement;
@@ -244,8 +269,9 @@ mod types;
 pub use admit_proto::internal::raft as pb;
 
 pub use cluster::{ClusterNode, NodeState, ReplicaInfo, ShardInfo};
+pub use config::NodeConfig;
 pub use network::RaftGrpcService;
-pub use node::{JournalCounters, NodeConfig, RaftNode};
+pub use node::{JournalCounters, RaftNode};
 pub use types::{CmdData, RespData, TypeConfig};
 
 /// A deterministic replicated state machine: the server's domain engine.

@@ -17,19 +17,18 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::{OptionalSend, Raft};
+use openraft::OptionalSend;
 use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cluster::{MetaCmd, MetaFwd, Registry, ShardInfo};
+use crate::cluster::{meta_write_local, MetaCmd, MetaFwd, Registry, ShardInfo};
 use crate::journal::io_err;
-use crate::node::{local_infos, meta_write_local, Inner};
 use crate::pb::raft_transport_client::RaftTransportClient;
 use crate::pb::raft_transport_server::RaftTransport;
 use crate::pb::{RaftReply, RaftRequest, RaftRpcKind};
-use crate::sm::StateMachine;
+use crate::sm::GroupRaft;
 use crate::store::{decode, encode};
 use crate::types::{SnapshotMetaT, SnapshotT, VoteT, C};
 use crate::App;
@@ -260,7 +259,12 @@ impl<A: App> RaftNetworkFactory<C<A>> for NetFactory<A> {
     }
 }
 
-pub(crate) type GroupRaft<A> = Raft<C<A>, StateMachine<A>>;
+/// What the transport asks of the node it serves, beyond its groups. The
+/// node implements it, so this module does not import the node's.
+pub(crate) trait LocalNode: Send + Sync + 'static {
+    /// This node's views of its groups, the metadata group last.
+    fn infos(&self) -> Vec<ShardInfo>;
+}
 
 /// gRPC service that receives Raft RPCs for every group of this node.
 ///
@@ -269,7 +273,7 @@ pub(crate) type GroupRaft<A> = Raft<C<A>, StateMachine<A>>;
 pub struct RaftGrpcService<A: App> {
     pub(crate) groups: Arc<Vec<GroupRaft<A>>>,
     pub(crate) meta: GroupRaft<Registry>,
-    pub(crate) node: Weak<Inner<A>>,
+    pub(crate) node: Weak<dyn LocalNode>,
     pub(crate) isolated: Arc<AtomicBool>,
 }
 
@@ -305,18 +309,17 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
         match kind {
             RaftRpcKind::MetaWrite => {
                 let cmd: MetaCmd = req(&r.payload)?;
-                let node = self
-                    .node
-                    .upgrade()
-                    .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
-                return reply::<MetaFwd>(Ok(meta_write_local(&node, cmd).await));
+                if self.node.upgrade().is_none() {
+                    return Err(tonic::Status::unavailable("node stopped"));
+                }
+                return reply::<MetaFwd>(Ok(meta_write_local(&self.meta, cmd).await));
             }
             RaftRpcKind::Status => {
                 let node = self
                     .node
                     .upgrade()
                     .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
-                return reply::<Vec<ShardInfo>>(Ok(local_infos(&node)));
+                return reply::<Vec<ShardInfo>>(Ok(node.infos()));
             }
             _ => {}
         }

@@ -272,11 +272,37 @@ mod tests {
         let b = placement_table(64, &BTreeSet::from([11, 7, 3]), 3);
         assert_eq!(a, b);
         assert_eq!(placement(5, 64, &BTreeSet::from([3, 7, 11]), 3), a[5]);
-        // Pinned value: the hash must never change across versions.
+    }
+
+    /// Literal values computed once: stored shards are placed by these, so a
+    /// change of the hash, a salt or the matching re-routes every group of
+    /// an upgraded cluster. A deliberate change must change these literals.
+    #[test]
+    fn pinned_values() {
+        // SplitMix64's published first output for seed 0
+        assert_eq!(splitmix64(0), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(score(SALT_REPLICA, 7, 3), 0xe9bc_7d4b_0da5_4c1e);
+        // the metadata group's voters over nodes 1-5
+        assert_eq!(rendezvous(u64::MAX, &ids(5), 3), vec![4, 2, 5]);
         assert_eq!(
             placement_table(4, &ids(5), 3),
-            placement_table(4, &ids(5), 3)
+            vec![vec![4, 3, 5], vec![5, 3, 2], vec![2, 5, 1], vec![3, 4, 1]]
         );
+        assert_eq!(
+            placement_table(8, &ids(3), 3),
+            vec![
+                vec![1, 3, 2],
+                vec![3, 2, 1],
+                vec![1, 2, 3],
+                vec![2, 1, 3],
+                vec![3, 2, 1],
+                vec![2, 1, 3],
+                vec![3, 1, 2],
+                vec![2, 3, 1],
+            ]
+        );
+        let t = placement_table(64, &ids(4), 3);
+        assert_eq!((&t[0], &t[63]), (&vec![4, 3, 2], &vec![2, 1, 4]));
     }
 
     #[test]

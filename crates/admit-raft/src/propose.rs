@@ -22,7 +22,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::ClientWriteResult;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::network::GroupRaft;
+use crate::sm::GroupRaft;
 use crate::types::{CallbackResponder, CmdData, C};
 use crate::{App, WriteError};
 

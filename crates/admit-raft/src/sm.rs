@@ -38,6 +38,9 @@ pub(crate) fn snap_key(shard: u32) -> Vec<u8> {
 
 type Current<A> = Arc<Mutex<Option<Arc<StoredSnapshot<A>>>>>;
 
+/// The openraft handle of one group running an `A`.
+pub(crate) type GroupRaft<A> = openraft::Raft<C<A>, StateMachine<A>>;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

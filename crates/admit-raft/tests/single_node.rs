@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use admit_raft::{RaftNode, WriteError};
-use common::{config, Add, Counters, State};
+use common::{config, kill_writer_config, Add, Counters, State};
 
 async fn states(node: &RaftNode<Counters>) -> Vec<State> {
     let mut out = Vec::new();
@@ -94,7 +94,7 @@ async fn writes_reads_and_errors() {
         node.ensure_linearizable(shard).await.unwrap();
         // the synchronous check reads metrics, which follow the apply that
         // answered the last write by a moment
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + 10 * config(dir.path(), 4).election_timeout.1;
         while !node.is_leader_with_lease(shard) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -117,7 +117,11 @@ async fn writes_reads_and_errors() {
 
 /// Concurrent proposals to one group leave in shared entries, and every
 /// caller still gets the response of its own command.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+///
+/// On the single-threaded runtime the count does not depend on scheduling:
+/// the 400 spawned tasks run (and submit) in spawn order before the
+/// proposer task, which the first submission woke, gets its turn.
+#[tokio::test(flavor = "current_thread")]
 async fn concurrent_writes_are_batched_and_answered_each() {
     let dir = tempfile::tempdir().unwrap();
     let node = RaftNode::start(config(dir.path(), 1), |_| Counters::default())
@@ -217,109 +221,58 @@ async fn snapshot_purge_and_restart() {
     node.shutdown().await.unwrap();
 }
 
-const CHILD_DIR: &str = "ADMIT_RAFT_TEST_CHILD_DIR";
-const CHILD_ROUND: &str = "ADMIT_RAFT_TEST_CHILD_ROUND";
-
-/// Not a real test: the body of the child process of `kill_9_keeps_acknowledged_writes`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn child_writer_process() {
-    let Ok(dir) = std::env::var(CHILD_DIR) else {
-        return;
-    };
-    let round: u64 = std::env::var(CHILD_ROUND).unwrap().parse().unwrap();
-    let mut cfg = config(std::path::Path::new(&dir), 8);
-    cfg.snapshot_every = 100;
-    cfg.keep_logs_after_snapshot = 10;
-    let node = RaftNode::start(cfg, |_| Counters::default()).await.unwrap();
-    println!("READY");
-    let mut tasks = Vec::new();
-    for t in 0..16u64 {
-        let node = node.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0.. {
-                let id = round * 1_000_000_000 + t * 1_000_000 + i;
-                let shard = ((t + i) % 8) as u32;
-                let key = format!("k{}", i % 3);
-                let total = node
-                    .write(
-                        shard,
-                        Add {
-                            key: key.clone(),
-                            id,
-                            by: 1,
-                        },
-                    )
-                    .await
-                    .unwrap();
-                use std::io::Write;
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "ACK {shard} {key} {id} {total}").unwrap();
-                out.flush().unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_keeps_acknowledged_writes() {
     let dir = tempfile::tempdir().unwrap();
     let mut acked: Vec<(u32, String, u64)> = Vec::new();
     for round in 0..2 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_writer_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .env(CHILD_ROUND, round.to_string())
+        let mut child = Command::new(env!("CARGO_BIN_EXE_admit-raft-kill-writer"))
+            .arg(dir.path())
+            .arg(round.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.strip_prefix("ACK ") {
                     let p: Vec<&str> = rest.split(' ').collect();
-                    lines.push((
+                    let ack = (
                         p[0].parse::<u32>().unwrap(),
                         p[1].to_string(),
                         p[2].parse::<u64>().unwrap(),
-                    ));
+                    );
+                    if tx.send(ack).is_err() {
+                        break;
+                    }
                 }
             }
-            lines
         });
-        // Let it write for a while, then SIGKILL mid-flight.
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_millis(1500 + 500 * round as u64) {
-            std::thread::sleep(Duration::from_millis(50));
+        // Let it write until it has acknowledged 1,000 more writes (the
+        // second round starts from the first's data), then SIGKILL it
+        // mid-flight: its 16 tasks keep writing.
+        let want = 1_000 * (round as usize + 1);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while acked.len() < want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(a) => acked.push(a),
+                Err(e) => panic!("child acknowledged {} writes, then {e:?}", acked.len()),
+            }
         }
         child.kill().unwrap(); // SIGKILL on Unix
         let _ = child.wait();
-        let got = reader.join().unwrap();
-        assert!(!got.is_empty(), "child acknowledged nothing");
-        acked.extend(got);
+        reader.join().unwrap();
+        // what it acknowledged before it died
+        acked.extend(rx.try_iter());
     }
 
-    let node = RaftNode::start(
-        {
-            let mut c = config(dir.path(), 8);
-            c.snapshot_every = 100;
-            c.keep_logs_after_snapshot = 10;
-            c
-        },
-        |_| Counters::default(),
-    )
-    .await
-    .unwrap();
+    let node = RaftNode::start(kill_writer_config(dir.path()), |_| Counters::default())
+        .await
+        .unwrap();
     let st = states(&node).await;
     for (shard, s) in st.iter().enumerate() {
         assert!(!s.index_went_back, "shard {shard} replayed out of order");

@@ -71,3 +71,12 @@ pub fn config(dir: &std::path::Path, shards: u32) -> NodeConfig {
     c.election_timeout = (Duration::from_millis(200), Duration::from_millis(400));
     c
 }
+
+/// Shards and snapshot settings of the kill -9 test's writer process (the
+/// test restarts from its data dir with the same).
+pub fn kill_writer_config(dir: &std::path::Path) -> NodeConfig {
+    let mut c = config(dir, 8);
+    c.snapshot_every = 100;
+    c.keep_logs_after_snapshot = 10;
+    c
+}

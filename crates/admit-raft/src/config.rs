@@ -1,0 +1,134 @@
+//! [`NodeConfig`]: what a node is told at start, and the openraft
+//! configuration derived from it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use openraft::{Config, SnapshotPolicy};
+
+use crate::StartError;
+
+/// Configuration of a [`RaftNode`](crate::RaftNode).
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's Raft id (stable across restarts, unique in the cluster).
+    pub node_id: u64,
+    /// Directory holding the node's journal (created if missing).
+    pub data_dir: PathBuf,
+    /// Number of Raft groups (shards). Fixed for the lifetime of `data_dir`.
+    pub shards: u32,
+    /// Address other nodes use to reach this node's Raft transport
+    /// (`host:port`), recorded in group membership.
+    pub advertise_addr: String,
+    /// If set, the node serves its Raft transport here itself. Otherwise mount
+    /// [`RaftNode::grpc_service`](crate::RaftNode::grpc_service) on your own tonic server.
+    pub listen_addr: Option<SocketAddr>,
+    /// Initialize groups that have never been initialized with this node as
+    /// their only voter (single-node start, or the first node of a cluster).
+    pub bootstrap: bool,
+    /// fsync the journal before acknowledging appends (turn off only in tests).
+    pub fsync: bool,
+    /// Build a snapshot of a group after this many log entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log below a snapshot (helps lagging followers).
+    pub keep_logs_after_snapshot: u64,
+    /// Purge only once at least this many entries can go (fewer, larger deletes).
+    pub purge_batch_size: u64,
+    /// Raft heartbeat interval.
+    pub heartbeat: Duration,
+    /// Election timeout range; the leader lease is derived from it.
+    pub election_timeout: (Duration, Duration),
+    /// Extra time the journal writer waits to gather more ops into one fsync
+    /// (zero: group only what arrives while the previous fsync runs).
+    pub group_commit_linger: Duration,
+    /// Commands per log entry at most when concurrent proposals to a group
+    /// are batched.
+    pub batch_max_commands: usize,
+    /// Entries of a group's batched proposals in flight at once; while they
+    /// are, new proposals gather into the next entry.
+    pub batch_inflight: usize,
+    /// How long `start` waits for groups to recover and elect a leader.
+    pub startup_timeout: Duration,
+    /// The initial cluster (node id -> Raft address), including this node.
+    /// Empty (the default): a single node, exactly as before clustering.
+    /// With `bootstrap`, a fresh group is initialized by every node of its
+    /// placement over these peers, all with the identical voter set (safe in
+    /// Raft: identical initial configs at log index 0). A node joining an
+    /// existing cluster starts with `bootstrap = false` (`peers` then only
+    /// serve as contact points) and is registered with
+    /// [`RaftNode::add_node`](crate::RaftNode::add_node) on any member.
+    pub peers: BTreeMap<u64, String>,
+    /// Replicas per group (voters), capped by the number of active nodes.
+    pub replicas: usize,
+    /// Period of the reconcile loop (membership towards placement, leader
+    /// balance, registry upkeep). Zero disables the loop.
+    pub reconcile_interval: Duration,
+    /// Transfer each group's leadership to its preferred leader (placement).
+    pub balance_leaders: bool,
+    /// How long [`RaftNode::shutdown`](crate::RaftNode::shutdown) waits for the groups it leads to hand
+    /// leadership to another voter.
+    pub handoff_timeout: Duration,
+    /// Give up waiting for a write after this long
+    /// ([`WriteError::Unavailable`](crate::WriteError::Unavailable), outcome unknown). `None`: wait as long as
+    /// openraft does (an isolated leader may then wait until it learns of a
+    /// newer leader).
+    pub write_timeout: Option<Duration>,
+    /// Test switch: the journal remembers what it has not fsynced yet, so
+    /// that [`RaftNode::crash_unsynced`](crate::RaftNode::crash_unsynced)
+    /// can lose it as a power cut would. Costs a read per written key; never
+    /// set it outside tests.
+    #[doc(hidden)]
+    pub simulate_power_loss: bool,
+}
+
+impl NodeConfig {
+    /// Defaults for a single node that bootstraps its groups.
+    pub fn new(node_id: u64, data_dir: impl Into<PathBuf>, shards: u32) -> Self {
+        Self {
+            node_id,
+            data_dir: data_dir.into(),
+            shards,
+            advertise_addr: "127.0.0.1:0".to_string(),
+            listen_addr: None,
+            bootstrap: true,
+            fsync: true,
+            snapshot_every: 10_000,
+            keep_logs_after_snapshot: 1_000,
+            purge_batch_size: 256,
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            group_commit_linger: Duration::ZERO,
+            batch_max_commands: 1_024,
+            batch_inflight: 2,
+            startup_timeout: Duration::from_secs(10),
+            peers: BTreeMap::new(),
+            replicas: 3,
+            reconcile_interval: Duration::from_secs(1),
+            balance_leaders: true,
+            handoff_timeout: Duration::from_secs(3),
+            write_timeout: None,
+            simulate_power_loss: false,
+        }
+    }
+
+    pub(crate) fn raft_config(&self) -> Result<Config, StartError> {
+        let ms = |d: Duration| d.as_millis().max(1) as u64;
+        let cfg = Config {
+            cluster_name: "admit".to_string(),
+            heartbeat_interval: ms(self.heartbeat),
+            election_timeout_min: ms(self.election_timeout.0),
+            election_timeout_max: ms(self.election_timeout.1),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: self.keep_logs_after_snapshot,
+            purge_batch_size: self.purge_batch_size.max(1),
+            // A node that was cut off must not inflate its term and depose a
+            // healthy leader when it comes back.
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        cfg.validate()
+            .map_err(|e| StartError::Config(e.to_string()))
+    }
+}

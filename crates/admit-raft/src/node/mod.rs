@@ -1,0 +1,432 @@
+//! [`RaftNode`]: many openraft groups on one node, one journal.
+//!
+//! The handle and its data path (writes, lease reads, App access, admin
+//! calls on one group) live here; the other jobs have their own files:
+//!
+//! * `boot`: open the journal, start the groups, bootstrap, serve;
+//! * `reconcile`: the reconcile loop, carrying out what
+//!   [`crate::membership::decide`] returns;
+//! * `registry`: `add_node` / `remove_node` through the metadata group;
+//! * `infos`: views of the groups and of the registry;
+//! * `handoff`: leadership transfers, and the hand-off before shutdown.
+
+mod boot;
+mod handoff;
+mod infos;
+mod reconcile;
+mod registry;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{LinearizableReadError, RaftError};
+use openraft::impls::BasicNode;
+use openraft::raft::ReadPolicy;
+use openraft::Instant as _;
+use openraft::ServerState;
+
+use crate::cluster::{Registry, ShardInfo};
+use crate::config::NodeConfig;
+use crate::journal::Journal;
+use crate::network::{GrpcRouter, LocalNode, RaftGrpcService};
+use crate::pb::raft_transport_server::RaftTransportServer;
+use crate::propose::Proposer;
+use crate::sm::{GroupRaft, StateMachine};
+use crate::{AdminError, App, ReadError, WriteError};
+
+/// Rendezvous key of the cluster-metadata group's placement.
+const META_KEY: u64 = u64::MAX;
+
+struct ServerHandle {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub(crate) struct Inner<A: App> {
+    config: NodeConfig,
+    groups: Arc<Vec<GroupRaft<A>>>,
+    /// One batching proposer per group (same order as `groups`).
+    proposers: Vec<Proposer<A>>,
+    /// Last applied log index per group, as the state machine publishes it.
+    applied: Vec<Arc<AtomicU64>>,
+    /// The cluster-metadata group (group id `shards`): the node registry.
+    meta: GroupRaft<Registry>,
+    registry: Registry,
+    journal: Arc<Journal>,
+    router: GrpcRouter<A>,
+    lease: Duration,
+    server: Mutex<Option<ServerHandle>>,
+    reconciler: Mutex<Option<ServerHandle>>,
+    /// Last leadership transfer per group (leader-balance cooldown).
+    transfers: Mutex<HashMap<u32, Instant>>,
+}
+
+/// A node hosting one Raft group per shard over one durable journal.
+///
+/// Cheap to clone (all clones share the node).
+pub struct RaftNode<A: App> {
+    inner: Arc<Inner<A>>,
+}
+
+impl<A: App> Clone for RaftNode<A> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<A: App> std::fmt::Debug for RaftNode<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode")
+            .field("node_id", &self.inner.config.node_id)
+            .field("shards", &self.inner.config.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Group-commit counters of a node's journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalCounters {
+    /// fsyncs (group commits) performed.
+    pub fsyncs: u64,
+    /// Storage operations (appends from any group, votes, ...) they covered.
+    pub ops: u64,
+}
+
+impl<A: App> RaftNode<A> {
+    /// The gRPC service receiving Raft RPCs for all groups of this node.
+    pub fn grpc_service(&self) -> RaftTransportServer<RaftGrpcService<A>> {
+        RaftTransportServer::new(RaftGrpcService {
+            groups: self.inner.groups.clone(),
+            meta: self.inner.meta.clone(),
+            node: Arc::downgrade(&self.inner) as std::sync::Weak<dyn LocalNode>,
+            isolated: self.inner.router.isolated(),
+        })
+        .max_decoding_message_size(256 * 1024 * 1024)
+        .max_encoding_message_size(256 * 1024 * 1024)
+    }
+
+    fn group(&self, shard: u32) -> Option<&GroupRaft<A>> {
+        self.inner.groups.get(shard as usize)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.inner.config.node_id
+    }
+
+    /// Number of groups.
+    pub fn shards(&self) -> u32 {
+        self.inner.config.shards
+    }
+
+    /// Propose `cmd` to group `shard`; returns the App's response once the
+    /// entry is committed (durable on a majority) and applied here.
+    ///
+    /// On a follower this fails fast with [`WriteError::ForwardToLeader`].
+    /// An error other than that, `NoSuchShard` or `NoLeader` means the
+    /// outcome is unknown (the command may still commit): retry with the same
+    /// idempotency key.
+    pub async fn write(&self, shard: u32, cmd: A::Command) -> Result<A::Response, WriteError> {
+        let mut out = self.propose(shard, vec![cmd]).await?;
+        out.pop()
+            .ok_or_else(|| WriteError::Unavailable("no response".into()))
+    }
+
+    /// Propose several commands to one group as one log entry: they commit
+    /// (or fail) together and are applied in the given order. Responses in
+    /// submission order.
+    pub async fn write_many(
+        &self,
+        shard: u32,
+        cmds: Vec<A::Command>,
+    ) -> Result<Vec<A::Response>, WriteError> {
+        self.propose(shard, cmds).await
+    }
+
+    async fn propose(
+        &self,
+        shard: u32,
+        cmds: Vec<A::Command>,
+    ) -> Result<Vec<A::Response>, WriteError> {
+        let p = self
+            .inner
+            .proposers
+            .get(shard as usize)
+            .ok_or(WriteError::NoSuchShard(shard))?;
+        p.propose(cmds, self.inner.config.write_timeout).await
+    }
+
+    /// Wait until a read of this node's App for `shard` is linearizable: this
+    /// node is leader with a valid lease (a quorum acknowledged it within the
+    /// lease, which is shorter than any follower's election timeout) and the
+    /// App has applied every entry committed before the call.
+    ///
+    /// Uses openraft's lease read: no network round trip while the lease is
+    /// fresh (heartbeats keep it so); otherwise waits for a heartbeat quorum.
+    pub async fn ensure_linearizable(&self, shard: u32) -> Result<(), ReadError> {
+        let raft = self.group(shard).ok_or(ReadError::NoSuchShard(shard))?;
+        match raft.ensure_linearizable(ReadPolicy::LeaseRead).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(ReadError::ForwardToLeader {
+                    leader_id: f.leader_id,
+                    leader_addr: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
+                Err(ReadError::Unavailable(e.to_string()))
+            }
+            Err(RaftError::Fatal(f)) => Err(ReadError::Unavailable(f.to_string())),
+        }
+    }
+
+    /// Synchronous, conservative check from the group's latest metrics: this
+    /// node is leader of `shard`, a quorum acknowledged it less than a lease
+    /// ago (single-voter groups need no acknowledgement), and everything
+    /// committed is applied. `false` means "use [`Self::ensure_linearizable`]
+    /// or forward"; it never wrongly says `true` unless metrics lag the core by
+    /// more than the lease margin.
+    pub fn is_leader_with_lease(&self, shard: u32) -> bool {
+        let Some(raft) = self.group(shard) else {
+            return false;
+        };
+        let rx = raft.metrics();
+        let m = rx.borrow_watched();
+        if m.state != ServerState::Leader || m.current_leader != Some(self.node_id()) {
+            return false;
+        }
+        // Everything committed must be applied. The state machine's own
+        // index is used, not the metrics' `last_applied`: the metrics follow
+        // an apply by a moment, and under a steady write load they would
+        // nearly always lag and turn fast reads away. The committed index may
+        // lag too, but only towards entries not yet acknowledged to anyone
+        // (a write is answered after its apply, which published the index).
+        let applied = self
+            .inner
+            .applied
+            .get(shard as usize)
+            .map_or(0, |a| a.load(Ordering::Acquire));
+        if m.local_committed
+            .as_ref()
+            .is_some_and(|c| c.index > applied)
+        {
+            return false;
+        }
+        // The leader's first entry of its term must be committed (and so
+        // applied) before its reads are safe.
+        let term_committed = m
+            .local_committed
+            .as_ref()
+            .is_some_and(|c| c.leader_id.term == m.current_term);
+        if !term_committed {
+            return false;
+        }
+        let sole = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .eq([self.node_id()]);
+        if sole {
+            return true;
+        }
+        // Keep a margin below the lease for clock drift and metrics lag.
+        let margin = self.inner.lease / 2;
+        m.last_quorum_acked
+            .as_ref()
+            .is_some_and(|t| t.into_inner().elapsed() < margin)
+    }
+
+    /// Id of the leader of `shard` as known here.
+    pub fn leader(&self, shard: u32) -> Option<u64> {
+        self.group(shard)
+            .and_then(|r| r.metrics().borrow_watched().current_leader)
+    }
+
+    /// Address of the leader of `shard` as recorded in the group membership.
+    pub fn leader_addr(&self, shard: u32) -> Option<String> {
+        let raft = self.group(shard)?;
+        let m = raft.metrics();
+        let m = m.borrow_watched();
+        let leader = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Run `f` on the App of `shard` on its state-machine task (serialized
+    /// with `apply`). For hot-path reads prefer reader handles that the App
+    /// shares through `Arc`s (see the crate docs).
+    pub async fn with_app<R, F>(&self, shard: u32, f: F) -> Result<R, ReadError>
+    where
+        F: FnOnce(&A) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let raft = self.group(shard).ok_or(ReadError::NoSuchShard(shard))?;
+        raft.with_state_machine(move |sm: &mut StateMachine<A>| {
+            let r = f(&sm.app);
+            Box::pin(async move { r })
+        })
+        .await
+        .map_err(|e| ReadError::Unavailable(e.to_string()))
+    }
+
+    /// Build a snapshot of `shard` now and wait until it is stored (the log
+    /// below it is then purged, keeping `keep_logs_after_snapshot` entries).
+    pub async fn snapshot(&self, shard: u32) -> Result<(), AdminError> {
+        let raft = self.group(shard).ok_or(AdminError::NoSuchShard(shard))?;
+        let applied = raft.metrics().borrow_watched().last_applied;
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|e| AdminError::Raft(e.to_string()))?;
+        raft.wait(Some(Duration::from_secs(30)))
+            .metrics(|m| m.snapshot >= applied, "snapshot built")
+            .await
+            .map_err(|e| AdminError::Raft(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Index of the last purged log entry of `shard`, if any.
+    pub fn purged_index(&self, shard: u32) -> Option<u64> {
+        self.group(shard).and_then(|r| {
+            r.metrics()
+                .borrow_watched()
+                .purged
+                .as_ref()
+                .map(|l| l.index)
+        })
+    }
+
+    /// Add `node` (reachable at `addr`) as a learner of `shard`; waits until
+    /// it has caught up. Call on the group leader.
+    pub async fn add_learner(&self, shard: u32, node: u64, addr: &str) -> Result<(), AdminError> {
+        let raft = self.group(shard).ok_or(AdminError::NoSuchShard(shard))?;
+        self.inner
+            .router
+            .set_addr(node, addr)
+            .map_err(|e| AdminError::Raft(e.to_string()))?;
+        raft.add_learner(node, BasicNode::new(addr), true)
+            .await
+            .map(|_| ())
+            .map_err(|e| AdminError::Raft(e.to_string()))
+    }
+
+    /// Make `voters` the voter set of `shard` (joint consensus inside
+    /// openraft); removed voters are dropped from the group. Call on the
+    /// group leader; new voters must be learners already.
+    pub async fn change_membership(
+        &self,
+        shard: u32,
+        voters: BTreeSet<u64>,
+    ) -> Result<(), AdminError> {
+        let raft = self.group(shard).ok_or(AdminError::NoSuchShard(shard))?;
+        raft.change_membership(voters, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| AdminError::Raft(e.to_string()))
+    }
+
+    /// Voter ids of `shard` as known here.
+    pub fn voters(&self, shard: u32) -> BTreeSet<u64> {
+        self.group(shard)
+            .map(|r| r.voter_ids().collect())
+            .unwrap_or_default()
+    }
+
+    /// Group-commit counters of the journal.
+    pub fn journal_counters(&self) -> JournalCounters {
+        JournalCounters {
+            fsyncs: self.inner.journal.stats.fsyncs.load(Ordering::Relaxed),
+            ops: self.inner.journal.stats.ops.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stop the reconcile loop, hand the leadership of every group this node
+    /// leads to another up-to-date voter (waiting at most
+    /// [`NodeConfig::handoff_timeout`]), stop serving, stop every group, then
+    /// flush and fsync the journal.
+    pub async fn shutdown(&self) -> Result<(), std::io::Error> {
+        self.stop(true).await
+    }
+
+    /// Test helper: stop like a crash (no leadership handoff, RPCs cut
+    /// first). The journal is still closed cleanly, which a real crash would
+    /// not do; see [`Self::crash_unsynced`] for one that loses what was not
+    /// fsynced.
+    #[doc(hidden)]
+    pub async fn crash(&self) {
+        self.set_isolated(true);
+        let _ = self.stop(false).await;
+    }
+
+    /// Test helper: a power cut. RPCs are cut, then every journal write not
+    /// yet covered by an fsync is lost (the node must have been started with
+    /// [`NodeConfig::simulate_power_loss`]), then the groups stop without a
+    /// handoff. Restart from the same data dir to recover.
+    #[doc(hidden)]
+    pub async fn crash_unsynced(&self) -> std::io::Result<()> {
+        self.set_isolated(true);
+        let cut = self.inner.journal.power_cut().await;
+        let _ = self.stop(false).await;
+        cut
+    }
+
+    async fn stop(&self, handoff: bool) -> Result<(), std::io::Error> {
+        let rec = self
+            .inner
+            .reconciler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(r) = rec {
+            let _ = r.stop.send(());
+            let _ = r.task.await;
+        }
+        if handoff {
+            self.handoff().await;
+        }
+        let server = self
+            .inner
+            .server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(s) = server {
+            let _ = s.stop.send(());
+            let _ = s.task.await;
+        }
+        for raft in self.inner.groups.iter() {
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(error = %e, "raft group shutdown");
+            }
+        }
+        if let Err(e) = self.inner.meta.shutdown().await {
+            tracing::warn!(error = %e, "raft metadata group shutdown");
+        }
+        self.inner.journal.sync().await.ok();
+        self.inner.journal.close()
+    }
+    /// Test switch: drop every Raft RPC this node sends or receives (a
+    /// network partition around it). Not for production use.
+    #[doc(hidden)]
+    pub fn set_isolated(&self, isolated: bool) {
+        self.inner
+            .router
+            .isolated()
+            .store(isolated, Ordering::Relaxed);
+    }
+}
+
+impl<A: App> LocalNode for Inner<A> {
+    fn infos(&self) -> Vec<ShardInfo> {
+        let mut v = self.shard_infos();
+        v.push(self.meta_info());
+        v
+    }
+}

@@ -1,0 +1,285 @@
+//! The reconcile loop, the runtime half of [`crate::membership`]: every
+//! `reconcile_interval` it reads the facts of each group this node leads,
+//! asks [`decide`] what to do, and carries the commands out through
+//! openraft. The metadata leader also seeds the registry and marks drained
+//! nodes `Removed`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::impls::BasicNode;
+use openraft::Instant as _;
+use openraft::{ChangeMembers, ServerState};
+
+use super::{RaftNode, ServerHandle, META_KEY};
+use crate::cluster::{meta_write_local, MetaCmd, NodeState, RegistryState};
+use crate::membership::{decide, Command, Decision, Facts, Transfer};
+use crate::placement::{placement_table, rendezvous};
+use crate::sm::GroupRaft;
+use crate::App;
+
+/// How long one membership command may take before the round moves on.
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl<A: App> RaftNode<A> {
+    pub(super) fn spawn_reconciler(&self) {
+        let every = self.inner.config.reconcile_interval;
+        if every.is_zero() {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let Some(inner) = weak.upgrade() else { break };
+                let node = RaftNode { inner };
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    _ = node.reconcile_once() => {}
+                }
+            }
+        });
+        *self
+            .inner
+            .reconciler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(ServerHandle { stop, task });
+    }
+
+    /// One pass of the reconcile loop.
+    async fn reconcile_once(&self) {
+        let reg = self.inner.registry.read();
+        for (id, (addr, st)) in &reg.nodes {
+            if *st != NodeState::Removed && *id != self.node_id() {
+                let _ = self.inner.router.set_addr(*id, addr);
+            }
+        }
+        let me = self.node_id();
+        let replicas = self.inner.config.replicas;
+        if self.inner.meta.metrics().borrow_watched().current_leader == Some(me) {
+            if !reg.seeded {
+                let peers = if self.inner.config.peers.is_empty() {
+                    BTreeMap::from([(me, self.inner.config.advertise_addr.clone())])
+                } else {
+                    self.inner.config.peers.clone()
+                };
+                let _ = meta_write_local(&self.inner.meta, MetaCmd::Seed(peers)).await;
+                return;
+            }
+            let active = reg.active();
+            let voters = rendezvous(META_KEY, &active, replicas);
+            let learners: BTreeSet<u64> = active
+                .iter()
+                .filter(|n| !voters.contains(n))
+                .copied()
+                .collect();
+            let gid = self.shards();
+            let facts = self.facts(&self.inner.meta, gid, &voters, &learners, &reg);
+            self.reconcile_group(&self.inner.meta, gid, facts).await;
+            for x in reg.with_state(NodeState::Leaving) {
+                if self.holds_no_replica(x, &reg).await {
+                    let r =
+                        meta_write_local(&self.inner.meta, MetaCmd::MarkRemoved { id: x }).await;
+                    tracing::info!(node = x, outcome = ?r, "leaving node holds no replica: removed");
+                }
+            }
+        }
+        if !reg.seeded || reg.active().is_empty() {
+            return;
+        }
+        let table = placement_table(self.shards(), &reg.active(), replicas);
+        let none = BTreeSet::new();
+        let steps = self
+            .inner
+            .groups
+            .iter()
+            .zip(table.iter())
+            .enumerate()
+            .filter(|(_, (raft, _))| raft.metrics().borrow_watched().current_leader == Some(me))
+            .map(|(i, (raft, target))| {
+                let facts = self.facts(raft, i as u32, target, &none, &reg);
+                self.reconcile_group(raft, i as u32, facts)
+            });
+        futures_util::future::join_all(steps).await;
+    }
+
+    /// Whether no group has `x` as voter or learner, according to each
+    /// group's leader (every group must have a reachable leader).
+    async fn holds_no_replica(&self, x: u64, reg: &RegistryState) -> bool {
+        let best = self.gather(reg).await;
+        best.iter().all(|v| {
+            v.as_ref().is_some_and(|i| {
+                i.is_leader_view() && !i.voters.contains(&x) && !i.learners.contains(&x)
+            })
+        })
+    }
+
+    /// Move a group this node leads one step towards its target: decide
+    /// from its `facts`, carry out.
+    async fn reconcile_group<X: App>(
+        &self,
+        raft: &GroupRaft<X>,
+        gid: u32,
+        facts: Facts,
+    ) -> Decision {
+        let decision = decide(&facts);
+        if let Decision::Act(cmds) = &decision {
+            for cmd in cmds {
+                self.carry_out(raft, gid, cmd.clone()).await;
+            }
+        }
+        decision
+    }
+
+    /// What the leader of `raft` knows now, for [`decide`], with the target
+    /// `desired` (preferred leader first) and `want_learners`. The clock is
+    /// read here: `fresh` holds the members that acknowledged within the
+    /// lease.
+    fn facts<X: App>(
+        &self,
+        raft: &GroupRaft<X>,
+        gid: u32,
+        desired: &[u64],
+        want_learners: &BTreeSet<u64>,
+        reg: &RegistryState,
+    ) -> Facts {
+        let me = self.node_id();
+        let m = raft.metrics().borrow_watched().clone();
+        let mem = m.membership_config.membership();
+        let lease = self.inner.lease;
+        let matched = m
+            .replication
+            .iter()
+            .flatten()
+            .filter_map(|(n, l)| l.as_ref().map(|l| (*n, l.index)))
+            .collect();
+        let fresh = m
+            .heartbeat
+            .iter()
+            .flatten()
+            .filter(|(_, t)| t.is_some_and(|t| t.into_inner().elapsed() < lease))
+            .map(|(n, _)| *n)
+            .collect();
+        let addrs = desired
+            .iter()
+            .chain(want_learners)
+            .filter_map(|n| {
+                reg.addr(*n)
+                    .map(str::to_string)
+                    .or_else(|| self.inner.router.addr(*n))
+                    .map(|a| (*n, a))
+            })
+            .collect();
+        Facts {
+            me,
+            leading: m.state == ServerState::Leader && m.current_leader == Some(me),
+            change_committing: m.membership_config.log_id()
+                != m.committed_membership_config.log_id(),
+            joint: mem.get_joint_config().len() > 1,
+            voters: mem.voter_ids().collect(),
+            learners: mem.learner_ids().collect(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            matched,
+            fresh,
+            registered: reg.nodes.keys().copied().collect(),
+            addrs,
+            may_transfer: self.transfer_cooldown_over(gid),
+            desired: desired.to_vec(),
+            want_learners: want_learners.clone(),
+            balance_leaders: self.inner.config.balance_leaders,
+        }
+    }
+
+    /// Carry out one command of [`decide`] on group `gid`.
+    async fn carry_out<X: App>(&self, raft: &GroupRaft<X>, gid: u32, cmd: Command) {
+        match cmd {
+            Command::RemoveLearners(stray) => {
+                tracing::info!(group = gid, ?stray, "removing learners");
+                let r = tokio::time::timeout(
+                    OP_TIMEOUT,
+                    raft.change_membership(ChangeMembers::RemoveNodes(stray), false),
+                )
+                .await;
+                log_op(gid, "remove learners", r);
+            }
+            Command::AddLearner { node, addr } => {
+                tracing::info!(group = gid, node, "adding learner");
+                let r = tokio::time::timeout(
+                    OP_TIMEOUT,
+                    raft.add_learner(node, BasicNode::new(addr), false),
+                )
+                .await;
+                log_op(gid, "add learner", r);
+            }
+            Command::Promote(voters) => self.replace_voters(raft, gid, voters, "promote").await,
+            Command::RemoveVoters(voters) => {
+                self.replace_voters(raft, gid, voters, "remove voters")
+                    .await;
+            }
+            Command::TransferLeader { to, why } => {
+                match why {
+                    Transfer::Balance => tracing::debug!(group = gid, to, "leader balance"),
+                    Transfer::Leaving => {
+                        tracing::info!(group = gid, to, "handing leadership to a remaining voter");
+                    }
+                }
+                self.note_transfer(gid);
+                let _ = raft.trigger().transfer_leader(to).await;
+            }
+        }
+    }
+
+    /// Make `voters` the voter set of `raft` (joint consensus inside openraft).
+    async fn replace_voters<X: App>(
+        &self,
+        raft: &GroupRaft<X>,
+        gid: u32,
+        voters: BTreeSet<u64>,
+        what: &str,
+    ) {
+        tracing::info!(group = gid, to = ?voters, "{what}");
+        let r = tokio::time::timeout(
+            OP_TIMEOUT,
+            raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), false),
+        )
+        .await;
+        log_op(gid, what, r);
+    }
+
+    /// No leadership transfer of group `gid` within the cooldown (4 leases).
+    fn transfer_cooldown_over(&self, gid: u32) -> bool {
+        let t = self
+            .inner
+            .transfers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        t.get(&gid)
+            .is_none_or(|at| at.elapsed() >= self.inner.lease * 4)
+    }
+
+    fn note_transfer(&self, gid: u32) {
+        self.inner
+            .transfers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(gid, Instant::now());
+    }
+}
+
+fn log_op<T, E: std::fmt::Display>(
+    gid: u32,
+    what: &str,
+    r: Result<Result<T, E>, tokio::time::error::Elapsed>,
+) {
+    match r {
+        Ok(Ok(_)) => tracing::info!(group = gid, "{what}: done"),
+        Ok(Err(e)) => tracing::info!(group = gid, error = %e, "{what}: failed"),
+        Err(_) => tracing::info!(group = gid, "{what}: timed out"),
+    }
+}

@@ -1,0 +1,109 @@
+//! The node registry from the outside: `add_node` / `remove_node`, callable
+//! on any node, forwarded to the metadata group's leader.
+
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+
+use super::RaftNode;
+use crate::cluster::{meta_write_local, MetaCmd, MetaFwd, NodeState};
+use crate::pb::RaftRpcKind;
+use crate::{AdminError, App};
+
+impl<A: App> RaftNode<A> {
+    /// Register node `id` reachable at `addr` (Raft transport) as Active; the
+    /// reconcile loops then move replicas onto it (learner, catch-up by log or
+    /// snapshot, joint-consensus membership change). Callable on any node:
+    /// forwarded to the metadata group's leader. Refused for an id that was
+    /// removed (ids are never reused). Start the new node with
+    /// `bootstrap = false` before calling this.
+    pub async fn add_node(&self, id: u64, addr: &str) -> Result<(), AdminError> {
+        self.meta_write(MetaCmd::Add {
+            id,
+            addr: addr.to_string(),
+        })
+        .await
+    }
+
+    /// Mark node `id` Leaving: placement stops counting it, the reconcile
+    /// loops move its replicas to other nodes (each replacement becomes a
+    /// voter before the old replica is removed), and once no group has it as
+    /// a member it is marked Removed (see [`Self::nodes`]); then it can be
+    /// stopped. Callable on any node. Refused for the last active node.
+    pub async fn remove_node(&self, id: u64) -> Result<(), AdminError> {
+        self.meta_write(MetaCmd::Leave { id }).await
+    }
+
+    async fn meta_write(&self, cmd: MetaCmd) -> Result<(), AdminError> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let me = self.node_id();
+        let mut hint: Option<(u64, String)> = None;
+        let mut round = 0usize;
+        loop {
+            if Instant::now() > deadline {
+                return Err(AdminError::Raft(
+                    "metadata group: no reachable leader".into(),
+                ));
+            }
+            let outcome = if self.inner.meta.metrics().borrow_watched().current_leader == Some(me) {
+                Some(meta_write_local(&self.inner.meta, cmd.clone()).await)
+            } else {
+                let target = hint.take().or_else(|| self.meta_leader_hint()).or_else(|| {
+                    // No leader known here: try every known contact in turn.
+                    let mut c: Vec<(u64, String)> = self
+                        .inner
+                        .registry
+                        .read()
+                        .nodes
+                        .into_iter()
+                        .filter(|(_, (_, st))| *st == NodeState::Active)
+                        .map(|(id, (a, _))| (id, a))
+                        .chain(self.inner.config.peers.clone())
+                        .filter(|(id, _)| *id != me)
+                        .collect();
+                    c.sort();
+                    c.dedup();
+                    (!c.is_empty()).then(|| c[round % c.len()].clone())
+                });
+                round += 1;
+                match target {
+                    None => None,
+                    Some((id, addr)) => {
+                        let _ = self.inner.router.set_addr(id, &addr);
+                        self.inner
+                            .router
+                            .call::<MetaCmd, MetaFwd>(
+                                id,
+                                self.shards(),
+                                RaftRpcKind::MetaWrite,
+                                &cmd,
+                                Duration::from_secs(5),
+                            )
+                            .await
+                            .ok()
+                    }
+                }
+            };
+            match outcome {
+                Some(MetaFwd::Done(None)) => return Ok(()),
+                Some(MetaFwd::Done(Some(e))) if !e.starts_with("unavailable") => {
+                    return Err(AdminError::Raft(e))
+                }
+                Some(MetaFwd::NotLeader(h)) if h.as_ref().is_some_and(|(id, _)| *id != me) => {
+                    hint = h;
+                    continue;
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn meta_leader_hint(&self) -> Option<(u64, String)> {
+        let m = self.inner.meta.metrics();
+        let m = m.borrow_watched();
+        let l = m.current_leader.filter(|l| *l != self.node_id())?;
+        let addr = m.membership_config.membership().get_node(&l)?.addr.clone();
+        Some((l, addr))
+    }
+}
