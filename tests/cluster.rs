@@ -18,10 +18,10 @@ use support::cluster::{one_at_a_time, TestCluster};
 use support::*;
 use tonic::Code;
 
-/// How long a keyed admit is retried before the test gives up: 50 election
+/// How long a keyed admit is retried before the test gives up: 100 election
 /// timeouts, far beyond a failover (detection, one or two elections,
 /// retries) even on a loaded machine.
-const ANSWER_BOUND: Duration = Duration::from_millis(50 * ELECTION_MS.1);
+const ANSWER_BOUND: Duration = Duration::from_millis(100 * ELECTION_MS.1);
 
 /// One keyed admit, retried (same key) through the nodes in turn until some
 /// node answers. Returns the decision and when the answering call was sent.
@@ -468,11 +468,9 @@ async fn a_cut_off_leader_stops_answering_and_admits_nothing() {
         let lease = Duration::from_millis(ELECTION_MS.1);
         // generous: 25 leases
         let gave_up = cut + lease * 25;
-        loop {
-            let r = l.admit.admit(direct(free_form(number, 7))).await;
-            if !r.is_ok_and(|r| r.into_inner().decision.unwrap().allowed) {
-                break;
-            }
+        // any answer (allowed, or a pair-rate denial once the burst is
+        // spent) comes from memory; only a refusal shows the lease is over
+        while l.admit.admit(direct(free_form(number, 7))).await.is_ok() {
             assert!(
                 Instant::now() < gave_up,
                 "the cut-off leader still answers from memory {:?} after the cut (lease {lease:?})",
