@@ -1,7 +1,9 @@
 //! Cluster tests: real admit nodes in one process on loopback, 8 shards, 3
 //! replicas, Raft heartbeat 50 ms and election timeout 200-400 ms (lease
-//! 400 ms). Each test is bounded in time; measured failover times are
-//! printed (`cargo test --test cluster -- --nocapture`).
+//! 400 ms). The tests take turns (one cluster at a time) and are bounded in
+//! time; they wait on conditions with bounds derived from those timings and
+//! print what they measure (`cargo test --test cluster -- --nocapture`),
+//! never asserting a measured time.
 
 mod support;
 
@@ -11,17 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use admit_proto::v1 as pb;
-use support::cluster::{shard_of, TestCluster, ELECTION_MS, SHARDS};
+use support::api::util;
+use support::cluster::{one_at_a_time, TestCluster};
 use support::*;
 use tonic::Code;
 
-/// A shard serves again within this bound after its leader is killed
-/// (election timeout 200-400 ms, plus detection and retries).
-const FAILOVER_BOUND: Duration = Duration::from_secs(5);
-
-fn util(number: &str, customer: u64) -> pb::Send {
-    template(number, customer, "t-util", pb::TemplateCategory::Utility)
-}
+/// How long a keyed admit is retried before the test gives up: 100 election
+/// timeouts, far beyond a failover (detection, one or two elections,
+/// retries) even on a loaded machine.
+const ANSWER_BOUND: Duration = Duration::from_millis(100 * ELECTION_MS.1);
 
 /// One keyed admit, retried (same key) through the nodes in turn until some
 /// node answers. Returns the decision and when the answering call was sent.
@@ -30,7 +30,7 @@ async fn admit_until_answered(
     send: pb::Send,
     first: usize,
 ) -> (pb::Decision, Instant) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + ANSWER_BOUND;
     let mut attempt = 0usize;
     loop {
         let (_, c) = &clients[(first + attempt) % clients.len()];
@@ -62,11 +62,11 @@ async fn clients_of(c: &TestCluster) -> Vec<(u64, Clients)> {
 /// keyed new-conversation admits from 6 concurrent callers that retry with
 /// the same key through any node. Every acknowledged admission is counted,
 /// no window holds more than L (exactly L of 300 customers are admitted),
-/// retries are counted once, and the shard serves again within
-/// FAILOVER_BOUND of the kill.
+/// retries are counted once, and the shard serves again (every admit is
+/// answered within ANSWER_BOUND; the failover time is printed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_the_leader_during_a_stream_of_admits() {
-    bounded(120, async {
+    one_at_a_time(120, async {
         let mut c = TestCluster::start(3, 3, at(1, 9)).await;
         let number = "100200301";
         let shard = shard_of(number);
@@ -114,7 +114,6 @@ async fn kill_the_leader_during_a_stream_of_admits() {
         println!(
             "failover: leader {leader} of shard {shard} killed; first admit sent after the kill answered in {failover:?}"
         );
-        assert!(failover < FAILOVER_BOUND, "failover took {failover:?}");
 
         let decisions = decisions.lock().unwrap().clone();
         assert_eq!(decisions.len() as u64, CUSTOMERS);
@@ -161,7 +160,7 @@ async fn kill_the_leader_during_a_stream_of_admits() {
 /// nodes without a replica of their shard too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn any_node_forwards_to_the_shard_leader() {
-    bounded(90, async {
+    one_at_a_time(90, async {
         let c = TestCluster::start(4, 3, at(1, 9)).await;
         let number = "100200302";
         let shard = shard_of(number);
@@ -284,7 +283,7 @@ async fn any_node_forwards_to_the_shard_leader() {
 /// number's status is identical, on every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_every_node_from_disk() {
-    bounded(90, async {
+    one_at_a_time(90, async {
         let mut c = TestCluster::start(3, 3, at(1, 9)).await;
         let numbers = ["100200311", "100200312", "100200313"];
         for (i, n) in numbers.iter().enumerate() {
@@ -331,7 +330,7 @@ async fn restart_every_node_from_disk() {
 /// at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn add_a_fourth_node_then_remove_one() {
-    bounded(150, async {
+    one_at_a_time(150, async {
         let mut c = TestCluster::start(3, 3, at(1, 9)).await;
         let number = "100200321";
         c.client(1).await.register(number, "TIER_1K").await;
@@ -437,13 +436,15 @@ async fn add_a_fourth_node_then_remove_one() {
 
 /// Cut the leader of a shard off from the other nodes (Raft messages
 /// dropped both ways). Asked directly (`admit-hops: 2`: no forwarding), it
-/// stops answering open-window sends from memory within its lease, and it
-/// admits nothing the majority did not commit: new conversations it is asked
-/// for are not acknowledged, and an opt-out committed by the majority is
-/// never overridden by its stale state. After healing, counts agree.
+/// stops answering open-window sends from memory once its lease is over
+/// (waited for; the time is printed), and it admits nothing the majority
+/// did not commit: once the majority has a new leader, it answers nothing
+/// from memory, new conversations it is asked for are not acknowledged, and
+/// a send the majority denies (opted out) is refused, not allowed from its
+/// stale state. After healing, counts agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cut_off_leader_stops_answering_and_admits_nothing() {
-    bounded(90, async {
+    one_at_a_time(90, async {
         let c = TestCluster::start(3, 3, at(1, 9)).await;
         let number = "100200331";
         let shard = shard_of(number);
@@ -465,18 +466,22 @@ async fn a_cut_off_leader_stops_answering_and_admits_nothing() {
         let cut = Instant::now();
         c.node(leader).set_isolated(true);
         let lease = Duration::from_millis(ELECTION_MS.1);
-        let mut last_fast: Option<Duration> = None;
-        while cut.elapsed() < lease * 3 {
-            let t = Instant::now();
-            if let Ok(r) = l.admit.admit(direct(free_form(number, 7))).await {
-                if r.into_inner().decision.unwrap().allowed {
-                    last_fast = Some(t - cut);
-                }
-            }
+        // generous: 25 leases
+        let gave_up = cut + lease * 25;
+        // any answer (allowed, or a pair-rate denial once the burst is
+        // spent) comes from memory; only a refusal shows the lease is over
+        while l.admit.admit(direct(free_form(number, 7))).await.is_ok() {
+            assert!(
+                Instant::now() < gave_up,
+                "the cut-off leader still answers from memory {:?} after the cut (lease {lease:?})",
+                cut.elapsed()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        println!("cut-off leader answered open-window sends until {last_fast:?} after the cut (lease {lease:?})");
-        assert!(last_fast.unwrap_or_default() <= lease, "{last_fast:?}");
+        println!(
+            "cut-off leader stopped answering open-window sends {:?} after the cut (lease {lease:?})",
+            cut.elapsed()
+        );
 
         // the majority elects a new leader and commits an opt-out
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -504,10 +509,27 @@ async fn a_cut_off_leader_stops_answering_and_admits_nothing() {
             .into_inner();
         assert_eq!(r.opt_change(), pb::OptChange::OptedOut);
         // the cut-off node never allows what the majority denies, nor
-        // admits new conversations alone
+        // answers from memory, nor admits new conversations alone. Its
+        // state predates the opt-out, so an answer could only come from
+        // that stale state: the one right outcome is a refusal.
         let marketing = template(number, 7, "t-mkt", pb::TemplateCategory::Marketing);
-        if let Ok(r) = l.admit.admit(direct(marketing.clone())).await {
-            assert!(!r.into_inner().decision.unwrap().allowed);
+        for (what, send) in [
+            ("the opted-out marketing send", marketing.clone()),
+            ("an open-window send", free_form(number, 7)),
+        ] {
+            match l.admit.admit(direct(send)).await {
+                Ok(r) => panic!(
+                    "the cut-off node answered {what} from its stale state: {:?}",
+                    r.into_inner().decision
+                ),
+                Err(e) => {
+                    println!("cut-off node refused {what}: {:?}", e.code());
+                    assert!(
+                        matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled),
+                        "{what}: {e:?}"
+                    );
+                }
+            }
         }
         for k in 0..3 {
             let r = l.admit.admit(direct(util(number, 100 + k))).await;

@@ -11,23 +11,23 @@ use admit_proto::v1::cluster_client::ClusterClient;
 use admit_server::{Running, ServerConfig};
 use tonic::transport::Channel;
 
-use super::Clients;
-
-pub const SHARDS: u32 = 8;
-/// Raft timing of the test clusters: heartbeat 50 ms, election 200-400 ms,
-/// so the leader lease is 400 ms (fast path: half of it).
-pub const HEARTBEAT_MS: u64 = 50;
-pub const ELECTION_MS: (u64, u64) = (200, 400);
+use super::SHARDS;
+use super::{node_config, Clients};
 
 fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
 }
 
-/// The shard of a seeds-profile number (scope = the number).
-pub fn shard_of(number: &str) -> u32 {
-    let n = admit_core::NumberId::parse("n", number).unwrap();
-    (admit_core::ScopeKey::Number(n).stable_hash() % u64::from(SHARDS)) as u32
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs a multi-node test alone: the cluster tests of a binary take turns,
+/// so on a small machine their Raft timers (elections of 200-400 ms) do not
+/// compete with another cluster's for the cores. The time bound `secs`
+/// starts once it is this test's turn.
+pub async fn one_at_a_time<F: std::future::Future>(secs: u64, test: F) -> F::Output {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    super::bounded(secs, test).await
 }
 
 pub struct TestCluster {
@@ -69,19 +69,9 @@ impl TestCluster {
     }
 
     fn cfg(&self, id: u64, join: Option<String>) -> ServerConfig {
-        let mut cfg = ServerConfig::new(self.addrs[&id], self.dirs[&id].path());
+        let mut cfg = node_config(self.addrs[&id], self.dirs[&id].path(), self.start_ms);
         cfg.node_id = id;
         cfg.advertise = Some(self.addrs[&id].to_string());
-        cfg.shards = SHARDS;
-        cfg.test_clock = true;
-        cfg.test_clock_start = Some(admit_core::Ts(self.start_ms as u64));
-        cfg.fsync = false;
-        cfg.tick_interval = Duration::from_secs(3_600);
-        cfg.heartbeat = Duration::from_millis(HEARTBEAT_MS);
-        cfg.election_timeout = (
-            Duration::from_millis(ELECTION_MS.0),
-            Duration::from_millis(ELECTION_MS.1),
-        );
         cfg.replicas = self.replicas;
         cfg.reconcile_interval = Duration::from_millis(200);
         cfg.handoff_timeout = Duration::from_secs(2);
@@ -193,10 +183,16 @@ impl TestCluster {
             }
             assert!(
                 Instant::now() < deadline,
-                "not every shard got a leader within {within:?}: {:?}",
+                "not every shard got its preferred leader within {within:?}: \
+                 (shard, leader, reporter, preferred) {:?}",
                 shards
                     .iter()
-                    .map(|s| (s.shard_id, s.leader_node_id))
+                    .map(|s| (
+                        s.shard_id,
+                        s.leader_node_id,
+                        s.reporter_node_id,
+                        s.target_node_ids.first()
+                    ))
                     .collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;

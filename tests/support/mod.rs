@@ -1,8 +1,10 @@
 //! Helpers for the end-to-end tests: servers (in-process or the admitd
-//! binary), clients and short request builders.
+//! binary), clients and short request builders. Each test binary uses a
+//! part of them.
 
 #![allow(dead_code)]
 
+pub mod api;
 pub mod cluster;
 
 use std::net::SocketAddr;
@@ -22,8 +24,65 @@ pub const HOUR: i64 = 3_600_000;
 pub const DAY: i64 = 24 * HOUR;
 
 /// The time of `hour`:00 on day `day` (1-based).
-pub fn at(day: i64, hour: i64) -> i64 {
+pub const fn at(day: i64, hour: i64) -> i64 {
     DAY1 + (day - 1) * DAY + hour * HOUR
+}
+
+/// Shards of every test server (single node and cluster alike).
+pub const SHARDS: u32 = 8;
+/// Raft timing of the test servers: heartbeat 50 ms, election 200-400 ms,
+/// so the leader lease is 400 ms (fast path: half of it).
+pub const HEARTBEAT_MS: u64 = 50;
+pub const ELECTION_MS: (u64, u64) = (200, 400);
+
+/// The shard of a seeds-profile number (scope = the number).
+pub fn shard_of(number: &str) -> u32 {
+    let n = admit_core::NumberId::parse("n", number).unwrap();
+    (admit_core::ScopeKey::Number(n).stable_hash() % u64::from(SHARDS)) as u32
+}
+
+/// The configuration every in-process test node starts from: test clock at
+/// `start`, no fsync, hourly ticks, short Raft timings.
+pub fn node_config(listen: SocketAddr, dir: &Path, start: i64) -> admit_server::ServerConfig {
+    let mut cfg = admit_server::ServerConfig::new(listen, dir);
+    cfg.shards = SHARDS;
+    cfg.test_clock = true;
+    cfg.test_clock_start = Some(admit_core::Ts(start as u64));
+    cfg.fsync = false;
+    cfg.tick_interval = Duration::from_secs(3_600);
+    cfg.heartbeat = Duration::from_millis(HEARTBEAT_MS);
+    cfg.election_timeout = (
+        Duration::from_millis(ELECTION_MS.0),
+        Duration::from_millis(ELECTION_MS.1),
+    );
+    cfg
+}
+
+/// Runs `test` against a fresh in-process server on the test clock at
+/// `start`, within 120 s, and stops the server cleanly afterwards.
+pub async fn serve(start: i64, test: impl AsyncFnOnce(Clients)) {
+    serve_with(120, start, |_| {}, test).await
+}
+
+/// [`serve`] with another time bound.
+pub async fn serve_within(secs: u64, start: i64, test: impl AsyncFnOnce(Clients)) {
+    serve_with(secs, start, |_| {}, test).await
+}
+
+/// [`serve`] with another time bound and `tweak` applied to the server's
+/// configuration.
+pub async fn serve_with(
+    secs: u64,
+    start: i64,
+    tweak: impl FnOnce(&mut admit_server::ServerConfig),
+    test: impl AsyncFnOnce(Clients),
+) {
+    bounded(secs, async {
+        let (srv, c) = InProcess::start_with(start, tweak).await;
+        test(c).await;
+        srv.stop().await;
+    })
+    .await
 }
 
 /// Gives up on a test that hangs.
@@ -192,20 +251,31 @@ pub fn keyed(mut s: pb::Send, key: &str) -> pb::Send {
 pub struct InProcess {
     pub running: Option<admit_server::Running>,
     pub addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl InProcess {
     pub async fn start(start: i64) -> (InProcess, Clients) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = admit_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path());
-        cfg.shards = 8;
-        cfg.test_clock = true;
-        cfg.test_clock_start = Some(admit_core::Ts(start as u64));
-        cfg.fsync = false;
-        cfg.tick_interval = Duration::from_secs(3_600);
-        cfg.heartbeat = Duration::from_millis(50);
-        cfg.election_timeout = (Duration::from_millis(200), Duration::from_millis(400));
+        InProcess::start_with(start, |_| {}).await
+    }
+
+    /// [`InProcess::start`] with `tweak` applied to the configuration.
+    pub async fn start_with(
+        start: i64,
+        tweak: impl FnOnce(&mut admit_server::ServerConfig),
+    ) -> (InProcess, Clients) {
+        InProcess::open(tempfile::tempdir().unwrap(), start, tweak).await
+    }
+
+    /// An in-process server on the data dir `dir` (which it removes when
+    /// dropped).
+    pub async fn open(
+        dir: tempfile::TempDir,
+        start: i64,
+        tweak: impl FnOnce(&mut admit_server::ServerConfig),
+    ) -> (InProcess, Clients) {
+        let mut cfg = node_config("127.0.0.1:0".parse().unwrap(), dir.path(), start);
+        tweak(&mut cfg);
         let running = admit_server::start(cfg).await.expect("server starts");
         let addr = running.local_addr();
         let clients = Clients::connect(addr).await;
@@ -213,7 +283,7 @@ impl InProcess {
             InProcess {
                 running: Some(running),
                 addr,
-                _dir: dir,
+                dir,
             },
             clients,
         )
@@ -222,6 +292,28 @@ impl InProcess {
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// Stops cleanly and hands over the data dir instead of removing it.
+    pub async fn stop_keeping_dir(mut self) -> tempfile::TempDir {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+        self.dir
+    }
+}
+
+/// Copies the directory tree `from` into `to` (created if missing).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
         }
     }
 }
@@ -292,6 +384,13 @@ impl Daemon {
             .parse()
             .expect("an address");
         Daemon { child, addr }
+    }
+
+    /// Starts `admitd` and connects to it.
+    pub async fn connected(bin: &Path, data: &Path, clock_start: i64) -> (Daemon, Clients) {
+        let d = Daemon::start(bin, data, clock_start);
+        let c = Clients::connect(d.addr).await;
+        (d, c)
     }
 
     /// kill -9.

@@ -1,5 +1,7 @@
-//! Hosts admit's top-level end-to-end tests (`tests/e2e.rs` at the workspace
-//! root, helpers in `tests/support/`). Run them with `cargo test -p admit-it`.
+//! Hosts admit's top-level end-to-end tests, at the workspace root:
+//! `tests/e2e/` (one binary, a module a topic), `tests/cluster.rs` (the
+//! multi-node tests, taking turns) and their helpers in `tests/support/`.
+//! Run them with `cargo test -p admit-it`.
 //!
 //! The tests start real servers: in-process through `admit-server` on an
 //! ephemeral 127.0.0.1 port with a temporary data dir, and, for the crash
