@@ -353,6 +353,7 @@ impl Daemon {
     pub fn start(bin: &Path, data: &Path, clock_start: i64) -> Daemon {
         let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0", "--shards", "8", "--test-clock"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--test-clock-start-ms")
             .arg(clock_start.to_string())
             .arg("--data-dir")

@@ -121,6 +121,9 @@
 
 pub mod error;
 
+// metrics recorded as things happen (docs/metrics.md)
+mod telemetry;
+
 pub mod clock;
 pub mod protect;
 
@@ -138,6 +141,10 @@ mod ctx;
 
 mod registry;
 mod relay;
+
+// the /metrics page and its HTTP endpoint (docs/metrics.md)
+mod scrape;
+pub use scrape::DEFAULT_TOP_SCOPES;
 
 pub mod service;
 
