@@ -49,6 +49,8 @@ pub fn node_config(listen: SocketAddr, dir: &Path, start: i64) -> admit_server::
     cfg.test_clock = true;
     cfg.test_clock_start = Some(admit_core::Ts(start as u64));
     cfg.fsync = false;
+    // every test node serves /metrics on a port of its own
+    cfg.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     cfg.tick_interval = Duration::from_secs(3_600);
     cfg.heartbeat = Duration::from_millis(HEARTBEAT_MS);
     cfg.election_timeout = (

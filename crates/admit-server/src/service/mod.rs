@@ -31,10 +31,7 @@ pub(crate) async fn handle<T, R>(
     request: &Request<T>,
     body: impl Future<Output = Result<R, ApiError>>,
 ) -> Result<Response<R>, Status> {
-    let method = request
-        .extensions()
-        .get::<tonic::GrpcMethod>()
-        .map_or("unknown", |m| m.method());
+    let method = method_of::<T>();
     let span = tracing::info_span!(
         "rpc",
         method,
@@ -59,6 +56,14 @@ pub(crate) async fn handle<T, R>(
     telemetry::rpc_done(method, code, started.elapsed().as_secs_f64());
     span.in_scope(|| tracing::debug!(code = telemetry::code_name(code), "rpc done"));
     r
+}
+
+/// The method a request message belongs to: `admit.v1.AdmitBatchRequest`
+/// is `AdmitBatch` (each public method has its own `<Method>Request`).
+fn method_of<T>() -> &'static str {
+    let name = std::any::type_name::<T>();
+    let name = name.rsplit("::").next().unwrap_or(name);
+    name.strip_suffix("Request").unwrap_or(name)
 }
 
 /// The shard's leader as this node knows it, for an answer's `leader_hint`.
