@@ -240,6 +240,19 @@ fn volume_dir() -> (tempfile::TempDir, PathBuf) {
     (tmp, volume)
 }
 
+/// Starts a pod's admitd (`start_locked_down`), checks who it runs as, and
+/// that the health check the probes make answers SERVING.
+fn serves_locked_down(volume: &Path, env: &[(&str, String)]) {
+    let mut child = start_locked_down(volume, env);
+    let addr = listening(&mut child);
+    assert_locked_down(child.id());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let st = rt.block_on(bounded(60, health(addr)));
+    assert_eq!(st, ServingStatus::Serving);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Root is needed to make the namespace (as in CI, which runs as root).
 fn require_root() {
     let uid = std::fs::read_to_string("/proc/self/status")
@@ -261,7 +274,7 @@ fn require_root() {
 fn image_runs_admitd_as_non_root_on_a_read_only_root() {
     require_root();
     let (_tmp, volume) = volume_dir();
-    let mut child = start_locked_down(
+    serves_locked_down(
         &volume,
         &[
             ("POD_NAME", "admit-0".into()),
@@ -276,13 +289,6 @@ fn image_runs_admitd_as_non_root_on_a_read_only_root() {
             ("ADMIT_METRICS_LISTEN", "127.0.0.1:0".into()),
         ],
     );
-    let addr = listening(&mut child);
-    assert_locked_down(child.id());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let st = rt.block_on(bounded(60, health(addr)));
-    assert_eq!(st, ServingStatus::Serving);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// The production overlay's first pod at cluster creation: it bootstraps
@@ -298,7 +304,7 @@ fn production_pod_bootstraps_as_node_1_non_root_on_a_read_only_root() {
         .find_map(|l| l.strip_prefix("ADMIT_PEER_SERVICE="))
         .unwrap()
         .to_owned();
-    let mut child = start_locked_down(
+    serves_locked_down(
         &volume,
         &[
             ("POD_NAME", "admit-0".into()),
@@ -318,12 +324,5 @@ fn production_pod_bootstraps_as_node_1_non_root_on_a_read_only_root() {
             ("ADMIT_SHARDS", "8".into()),
         ],
     );
-    let addr = listening(&mut child);
-    assert_locked_down(child.id());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let st = rt.block_on(bounded(60, health(addr)));
-    assert_eq!(st, ServingStatus::Serving);
-    let _ = child.kill();
-    let _ = child.wait();
     // the tmpfs lived in the namespace only; the id was recorded there
 }
