@@ -12,6 +12,13 @@ venv=.ci/venv
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 args=()
+# components and `labels:` need kustomize v4 or newer (kubectl 1.21+); Debian
+# bookworm's kubernetes-client is 1.20 (kustomize v2)
+kv=$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p')
+if [ -z "$kv" ] || [ "$kv" -lt 4 ]; then
+    echo "kustomize.sh: kubectl's kustomize is too old or missing (need v4+): $(kubectl version --client 2>&1 | tr '\n' ' ')" >&2
+    exit 1
+fi
 for overlay in dev production production-bootstrap; do
     kubectl kustomize "deploy/kubernetes/overlays/$overlay" >"$out/$overlay.yaml"
     echo "kustomize.sh: rendered $overlay: $(grep -c '^kind:' "$out/$overlay.yaml") objects"
