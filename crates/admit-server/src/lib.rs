@@ -13,7 +13,8 @@
 //! **no rule logic**: what a send, an event or a policy means is decided in
 //! `admit_core` (see docs/rules.md); this crate validates input, routes,
 //! replicates, protects the process and converts. Nothing imports this crate
-//! but `admitd` and the end-to-end tests.
+//! but `admitd`, the end-to-end tests and `admit-webhook` (through
+//! [`InProcess`], the public API in process).
 //!
 //! ## Layout, in the order the modules import each other
 //!
@@ -55,6 +56,8 @@
 //!   on every node.
 //! * [`service`]: the gRPC handlers: decode, call, encode; the public ones
 //!   enter through one helper (deadline scope and self-protection).
+//! * `inproc`: the public API in process ([`InProcess`]), for the webhook
+//!   receiver in `admit-webhook`.
 //! * `server`: configuration, start, the tick loop, shutdown.
 //!
 //! A send counts against its limit scope (the number under the seeds profile,
@@ -140,6 +143,10 @@ mod registry;
 mod relay;
 
 pub mod service;
+
+// in-process access to the public API (the webhook receiver)
+mod inproc;
+pub use inproc::InProcess;
 
 mod server;
 
