@@ -1,0 +1,586 @@
+//! The receiver over a real loopback listener, in front of a real admit node
+//! (in process, test clock): the handshake, signatures, size limits,
+//! truncated and malformed bodies, every field's effect on admit's state,
+//! repeated deliveries (also after a restart), unknown numbers and fields.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use admit_proto::v1 as pb;
+use admit_server::{InProcess, Running};
+use admit_webhook::{Config, Secret, Webhook};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const NUMBER: &str = "109900112233445";
+const DISPLAY: &str = "15550101234";
+const WABA: &str = "880011223344556";
+const SECRET: &str = "test-app-secret";
+const TOKEN: &str = "test-verify-token";
+/// 2025-12-01 08:00 UTC, before every time in the fixtures.
+const START_MS: u64 = 1_764_576_000_000;
+const MAX_BODY: usize = 16 * 1024;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A node, its in-process API and the receiver in front of it.
+struct Node {
+    running: Running,
+    api: InProcess,
+    hook: Webhook,
+}
+
+impl Node {
+    async fn start(dir: &std::path::Path) -> Node {
+        let mut cfg = admit_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir);
+        cfg.shards = 4;
+        cfg.test_clock = true;
+        cfg.test_clock_start = Some(admit_core::Ts(START_MS));
+        cfg.fsync = false;
+        cfg.tick_interval = Duration::from_secs(3_600);
+        let running = admit_server::start(cfg).await.expect("node starts");
+        let api = running.in_process();
+        let hook = admit_webhook::serve(
+            Config {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                verify_token: TOKEN.into(),
+                app_secret: Secret::new(SECRET),
+                max_body_bytes: MAX_BODY,
+                display_numbers: vec![(DISPLAY.into(), NUMBER.into())],
+            },
+            api.clone(),
+        )
+        .await
+        .expect("receiver starts");
+        Node { running, api, hook }
+    }
+
+    /// Starts and registers the number of the fixtures (seeds profile, in
+    /// the fixtures' portfolio, at 1K).
+    async fn with_number(dir: &std::path::Path) -> Node {
+        let n = Node::start(dir).await;
+        n.api
+            .register_number(pb::RegisterNumberRequest {
+                number_id: NUMBER.into(),
+                portfolio_id: WABA.into(),
+                initial_tier: Some(pb::TierValue {
+                    tier: Some(pb::tier_value::Tier::TierName("TIER_1K".into())),
+                }),
+                display_phone_number: DISPLAY.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("registered");
+        n
+    }
+
+    /// A node with the number, on a data dir of its own (kept while the
+    /// directory lives).
+    async fn fresh() -> (tempfile::TempDir, Node) {
+        let dir = tempfile::tempdir().unwrap();
+        let n = Node::with_number(dir.path()).await;
+        (dir, n)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.hook.local_addr()
+    }
+
+    async fn stop(self) {
+        self.hook.shutdown().await;
+        self.running.shutdown().await.expect("clean shutdown");
+    }
+
+    async fn status(&self) -> pb::StatusView {
+        self.api
+            .get_status(pb::GetStatusRequest {
+                target: Some(pb::Target {
+                    target: Some(pb::target::Target::NumberId(NUMBER.into())),
+                }),
+            })
+            .await
+            .expect("status")
+            .status
+            .expect("a view")
+    }
+
+    async fn admit(&self, customer: &str, kind: pb::send::Kind) -> pb::Decision {
+        self.api
+            .admit(pb::AdmitRequest {
+                send: Some(pb::Send {
+                    number_id: NUMBER.into(),
+                    customer_id: customer.into(),
+                    kind: Some(kind),
+                    idempotency_key: String::new(),
+                }),
+            })
+            .await
+            .expect("decided")
+            .decision
+            .expect("a decision")
+    }
+
+    async fn marketing(&self, customer: &str, template: &str) -> pb::Decision {
+        self.admit(
+            customer,
+            pb::send::Kind::Template(pb::Template {
+                template_id: template.into(),
+                category: pb::TemplateCategory::Marketing as i32,
+                ..Default::default()
+            }),
+        )
+        .await
+    }
+
+    async fn free_form(&self, customer: &str) -> pb::Decision {
+        self.admit(customer, pb::send::Kind::FreeForm(pb::FreeForm {}))
+            .await
+    }
+}
+
+/// An HTTP answer: status code and body.
+#[derive(Debug)]
+struct Answer {
+    code: u16,
+    body: String,
+}
+
+impl Answer {
+    /// A field of the JSON report of a 200.
+    fn count(&self, field: &str) -> u64 {
+        assert_eq!(self.code, 200, "{self:?}");
+        let v: serde_json::Value = serde_json::from_str(&self.body).expect("a JSON report");
+        v[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field} in {}", self.body))
+    }
+}
+
+/// Writes `head` and `body` on a fresh connection and reads the answer
+/// (bounded in time).
+async fn exchange(addr: SocketAddr, head: String, body: &[u8]) -> Answer {
+    exchange_closing(addr, head, body, false).await
+}
+
+/// [`exchange`], closing the writing side after the body when `close` (a
+/// body cut short in transit).
+async fn exchange_closing(addr: SocketAddr, head: String, body: &[u8], close: bool) -> Answer {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        s.write_all(head.as_bytes()).await.expect("head written");
+        // the server may answer (and close) before reading a refused body
+        let _ = s.write_all(body).await;
+        if close {
+            let _ = s.shutdown().await;
+        }
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let code = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {text:?}"));
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Answer { code, body }
+    })
+    .await
+    .expect("answered in time")
+}
+
+fn post_head(len: usize, signature: Option<&str>) -> String {
+    let mut h = format!(
+        "POST /webhook HTTP/1.1\r\nHost: admit.test\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n"
+    );
+    if let Some(s) = signature {
+        h.push_str(&format!("X-Hub-Signature-256: {s}\r\n"));
+    }
+    h.push_str("\r\n");
+    h
+}
+
+/// A delivery signed with the app secret.
+async fn deliver(addr: SocketAddr, body: &[u8]) -> Answer {
+    let sig = Secret::new(SECRET).sign(body);
+    exchange(addr, post_head(body.len(), Some(&sig)), body).await
+}
+
+async fn get(addr: SocketAddr, query: &str) -> Answer {
+    exchange(
+        addr,
+        format!("GET /webhook?{query} HTTP/1.1\r\nHost: admit.test\r\nConnection: close\r\n\r\n"),
+        b"",
+    )
+    .await
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8(b.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn subscription_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = Node::start(dir.path()).await;
+    let ok = get(
+        n.addr(),
+        &format!("hub.mode=subscribe&hub.verify_token={TOKEN}&hub.challenge=1158201444"),
+    )
+    .await;
+    assert_eq!((ok.code, ok.body.as_str()), (200, "1158201444"));
+    for q in [
+        "hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
+        "hub.mode=subscribe&hub.verify_token=test-verify-toke&hub.challenge=1",
+        "hub.mode=subscribe&hub.challenge=1",
+        &format!("hub.mode=unsubscribe&hub.verify_token={TOKEN}&hub.challenge=1"),
+        &format!("hub.verify_token={TOKEN}&hub.challenge=1"),
+        "",
+    ] {
+        let a = get(n.addr(), q).await;
+        assert_eq!(a.code, 403, "{q}: {a:?}");
+        assert!(
+            !a.body.contains('1') || q.is_empty(),
+            "{q}: no challenge echoed"
+        );
+    }
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn signatures_are_checked_before_anything_changes() {
+    let (_dir, n) = Node::fresh().await;
+    let body = fixture("user_preferences.json");
+    let good = Secret::new(SECRET).sign(&body);
+    let mut tampered = body.clone();
+    let at = text(&body).find("stop").unwrap();
+    tampered[at..at + 4].copy_from_slice(b"STOP");
+    let cases: Vec<(&str, Option<String>, &[u8])> = vec![
+        ("missing", None, &body),
+        (
+            "another secret",
+            Some(Secret::new("not-the-secret").sign(&body)),
+            &body,
+        ),
+        ("not hex", Some("sha256=zz".repeat(8)), &body),
+        ("sha1", Some(good.replace("sha256=", "sha1=")), &body),
+        ("empty", Some(String::new()), &body),
+        ("the body changed", Some(good.clone()), &tampered),
+    ];
+    for (what, sig, b) in cases {
+        let a = exchange(n.addr(), post_head(b.len(), sig.as_deref()), b).await;
+        assert_eq!(a.code, 401, "{what}: {a:?}");
+    }
+    assert_eq!(n.status().await.opt_out_count, 0, "nothing applied");
+    let a = deliver(n.addr(), &body).await;
+    assert_eq!(a.count("applied"), 1, "{a:?}");
+    assert_eq!(n.status().await.opt_out_count, 1);
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_truncated_and_malformed_bodies_change_nothing() {
+    let (_dir, n) = Node::fresh().await;
+    let stop = fixture("user_preferences.json");
+
+    // over the limit: declared, and sent chunked without a length
+    let mut big = text(&stop);
+    big.insert_str(
+        big.len() - 2,
+        &format!(",\"padding\":\"{}\"", "x".repeat(MAX_BODY)),
+    );
+    let a = deliver(n.addr(), big.as_bytes()).await;
+    assert_eq!(a.code, 413, "{a:?}");
+    let sig = Secret::new(SECRET).sign(big.as_bytes());
+    let chunked_head = format!(
+        "POST /webhook HTTP/1.1\r\nHost: admit.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nX-Hub-Signature-256: {sig}\r\n\r\n"
+    );
+    let mut chunked = Vec::new();
+    for part in big.as_bytes().chunks(4096) {
+        chunked.extend(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked.extend(part);
+        chunked.extend(b"\r\n");
+    }
+    chunked.extend(b"0\r\n\r\n");
+    let a = exchange(n.addr(), chunked_head, &chunked).await;
+    assert_eq!(a.code, 413, "{a:?}");
+    // exactly at the limit is read (and refused for its signature only)
+    let at_limit = vec![b' '; MAX_BODY];
+    let a = exchange(n.addr(), post_head(MAX_BODY, Some("sha256=00")), &at_limit).await;
+    assert_eq!(a.code, 401, "{a:?}");
+
+    // truncated in transit: fewer bytes than declared
+    let sig = Secret::new(SECRET).sign(&stop);
+    let a = exchange_closing(
+        n.addr(),
+        post_head(stop.len(), Some(&sig)),
+        &stop[..stop.len() / 2],
+        true,
+    )
+    .await;
+    assert_eq!(a.code, 400, "{a:?}");
+    assert!(a.body.contains("could not be read"), "{a:?}");
+    // truncated before signing: signed, but not JSON
+    let half = &stop[..stop.len() / 2];
+    let a = deliver(n.addr(), half).await;
+    assert_eq!(a.code, 400, "{a:?}");
+    assert!(a.body.contains("malformed body"), "{a:?}");
+    // JSON, but a known field without Meta's shape: nothing of the delivery
+    // is applied, its good change included
+    let bad = format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"{WABA}","changes":[
+            {{"field":"user_preferences","value":{}}},
+            {{"field":"messages","value":{{"messages":[]}}}}]}}]}}"#,
+        serde_json::from_slice::<serde_json::Value>(&stop).unwrap()["entry"][0]["changes"][0]
+            ["value"]
+    );
+    let a = deliver(n.addr(), bad.as_bytes()).await;
+    assert_eq!(a.code, 400, "{a:?}");
+    assert!(a.body.contains("entry[0].changes[1]"), "{a:?}");
+    assert_eq!(n.status().await.opt_out_count, 0, "nothing applied");
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn platform_fields_change_admits_state() {
+    let (_dir, n) = Node::fresh().await;
+    let limit = |s: &pb::StatusView| s.usage.as_ref().unwrap().tier.as_ref().unwrap().limit;
+    assert_eq!(limit(&n.status().await), 1_000);
+
+    let a = deliver(n.addr(), &fixture("quality_update.json")).await;
+    assert_eq!(a.count("applied"), 1);
+    assert_eq!(limit(&n.status().await), 10_000);
+
+    let a = deliver(n.addr(), &fixture("quality_flagged.json")).await;
+    assert_eq!(a.count("applied"), 2, "{a:?}");
+    assert_eq!(n.status().await.number_status(), pb::NumberStatus::Flagged);
+
+    let a = deliver(n.addr(), &fixture("capability_update.json")).await;
+    assert_eq!(a.count("applied"), 1, "{a:?}");
+    assert_eq!(limit(&n.status().await), 100_000);
+
+    let a = deliver(n.addr(), &fixture("quality_throughput.json")).await;
+    assert_eq!(a.count("applied"), 2, "{a:?}");
+    let s = n.status().await;
+    assert_eq!(s.throughput_mps, 1_000);
+    assert_eq!(limit(&s), 2_000, "the portfolio's TIER_2K on its number");
+
+    let a = deliver(n.addr(), &fixture("template_quality.json")).await;
+    assert_eq!(a.count("applied"), 1, "{a:?}");
+    let a = deliver(n.addr(), &fixture("template_status.json")).await;
+    assert_eq!(a.count("applied"), 1, "{a:?}");
+    let d = n.marketing("4915100000001", "771122334455").await;
+    assert_eq!(d.reason(), pb::Reason::TemplatePaused, "{d:?}");
+
+    let a = deliver(n.addr(), &fixture("account_restriction.json")).await;
+    assert_eq!(a.count("applied"), 1, "{a:?}");
+    let s = n.status().await;
+    assert!(s.account_restricted);
+    assert_eq!(s.account_restricted_until_unix_ms, Some(1_764_741_600_000));
+    let d = n.marketing("4915100000001", "another-template").await;
+    assert_eq!(d.reason(), pb::Reason::NumberRestricted, "{d:?}");
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn messages_calls_and_preferences_open_windows_and_opt_out() {
+    let (_dir, n) = Node::fresh().await;
+    // before: no window, nobody opted out
+    assert_eq!(
+        n.free_form("447700900123").await.reason(),
+        pb::Reason::OutsideServiceWindow
+    );
+    let a = deliver(n.addr(), &fixture("messages_inbound.json")).await;
+    assert_eq!(a.count("applied"), 3, "{a:?}");
+    assert_eq!(
+        n.free_form("447700900123").await.reason(),
+        pb::Reason::ServiceWindow
+    );
+    // the STOP button opted its customer out (R7.1, R7.2)
+    assert_eq!(
+        n.marketing("4915112345678", "t").await.reason(),
+        pb::Reason::OptedOut
+    );
+    let a = deliver(n.addr(), &fixture("calls.json")).await;
+    assert_eq!(a.count("applied"), 1, "{a:?}");
+    assert_eq!(
+        n.free_form("447700900456").await.reason(),
+        pb::Reason::ServiceWindow
+    );
+    let a = deliver(n.addr(), &fixture("user_preferences.json")).await;
+    assert_eq!(a.count("applied"), 1, "{a:?}");
+    assert_eq!(n.status().await.opt_out_count, 1, "the same customer");
+    n.stop().await;
+}
+
+/// The statuses fixture with the admission id of a real send.
+fn statuses_naming(admission: &str) -> Vec<u8> {
+    text(&fixture("messages_statuses.json"))
+        .replace("n109900112233445-1", admission)
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn a_failed_status_releases_its_admission_and_holds_marketing() {
+    let (_dir, n) = Node::fresh().await;
+    let d = n.marketing("4915187654321", "t").await;
+    assert_eq!(d.reason(), pb::Reason::NewConversation, "{d:?}");
+    let used = |s: &pb::StatusView| s.usage.as_ref().unwrap().used;
+    assert_eq!(used(&n.status().await), 1);
+    let a = deliver(n.addr(), &statuses_naming(&d.admission_id)).await;
+    assert_eq!(a.count("applied"), 2, "{a:?}");
+    // released (R3.5), and 131049 holds marketing to the customer (section 9)
+    assert_eq!(used(&n.status().await), 0);
+    assert_eq!(
+        n.marketing("4915187654321", "t").await.reason(),
+        pb::Reason::MarketingHold
+    );
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_deliveries_apply_once_also_after_a_restart() {
+    let (dir, n) = Node::fresh().await;
+    let stop = fixture("messages_inbound.json");
+    let a = deliver(n.addr(), &stop).await;
+    assert_eq!((a.count("applied"), a.count("duplicate")), (3, 0));
+    let event = fixture("quality_update.json");
+    assert_eq!(deliver(n.addr(), &event).await.count("applied"), 1);
+    // the customer opts back in; a repeat of the STOP must not undo it
+    let start = text(&stop).replace("\"STOP\"", "\"START\"").replace(
+        "wamid.HBgNNDkxNTExMjM0NTY3OBUCABIYFDNBMTIzNDU2Nzg5MEFCQ0RFRjAA",
+        "wamid.start-1",
+    );
+    let a = deliver(n.addr(), start.as_bytes()).await;
+    assert_eq!((a.count("applied"), a.count("duplicate")), (1, 2), "{a:?}");
+    let a = deliver(n.addr(), &stop).await;
+    assert_eq!((a.count("applied"), a.count("duplicate")), (0, 3), "{a:?}");
+    assert_eq!(n.status().await.opt_out_count, 0);
+
+    n.stop().await;
+    let n = Node::start(dir.path()).await;
+    let a = deliver(n.addr(), &stop).await;
+    assert_eq!((a.count("applied"), a.count("duplicate")), (0, 3), "{a:?}");
+    assert_eq!(n.status().await.opt_out_count, 0);
+    let a = deliver(n.addr(), &event).await;
+    assert_eq!((a.count("applied"), a.count("duplicate")), (0, 1), "{a:?}");
+    n.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_numbers_and_fields_are_acknowledged_and_counted() {
+    let (_dir, n) = Node::fresh().await;
+    // a phone_number_id admit does not know
+    let other = text(&fixture("messages_inbound.json"))
+        .replace(NUMBER, "109900999999999")
+        .replace(DISPLAY, "15550109999");
+    let a = deliver(n.addr(), other.as_bytes()).await;
+    assert_eq!(
+        (a.count("unknown_number"), a.count("applied")),
+        (3, 0),
+        "{a:?}"
+    );
+    // a display number admit cannot map
+    let shown = text(&fixture("quality_update.json")).replace(DISPLAY, "15550108888");
+    let a = deliver(n.addr(), shown.as_bytes()).await;
+    assert_eq!(
+        (a.count("unknown_number"), a.count("applied")),
+        (1, 0),
+        "{a:?}"
+    );
+    // one delivery mixing unknown fields with a known change
+    let a = deliver(n.addr(), &fixture("mixed_unknown.json")).await;
+    assert_eq!(
+        (a.count("unknown_field"), a.count("applied")),
+        (2, 1),
+        "{a:?}"
+    );
+    // and a known number with an unknown one in the same change
+    let mixed = text(&fixture("messages_inbound.json"))
+        .replace("\"from\": \"447700900123\"", "\"from\": \"not-a-wa-id\"");
+    let a = deliver(n.addr(), mixed.as_bytes()).await;
+    assert_eq!((a.count("rejected"), a.count("applied")), (1, 2), "{a:?}");
+    n.stop().await;
+}
+
+/// A sink that refuses with UNAVAILABLE while `down`, else answers
+/// "applied"; counts the calls it answered.
+#[derive(Default, Clone)]
+struct Flaky {
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    applied: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Flaky {
+    fn answer<T: Default>(&self) -> Result<T, tonic::Status> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.down.load(SeqCst) {
+            return Err(tonic::Status::unavailable("no leader"));
+        }
+        self.applied.fetch_add(1, SeqCst);
+        Ok(T::default())
+    }
+}
+
+impl admit_webhook::Sink for Flaky {
+    async fn apply_event(
+        &self,
+        _: pb::ApplyEventRequest,
+    ) -> Result<pb::ApplyEventResponse, tonic::Status> {
+        self.answer().map(|_: ()| pb::ApplyEventResponse {
+            applied: true,
+            ..Default::default()
+        })
+    }
+    async fn record_inbound(
+        &self,
+        _: pb::RecordInboundRequest,
+    ) -> Result<pb::RecordInboundResponse, tonic::Status> {
+        self.answer()
+    }
+    async fn report_outcome(
+        &self,
+        _: pb::ReportOutcomeRequest,
+    ) -> Result<pb::ReportOutcomeResponse, tonic::Status> {
+        self.answer()
+    }
+    async fn register_number(
+        &self,
+        _: pb::RegisterNumberRequest,
+    ) -> Result<pb::RegisterNumberResponse, tonic::Status> {
+        self.answer()
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_is_acknowledged_only_once_committed() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let sink = Flaky::default();
+    let hook = admit_webhook::serve(
+        Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            verify_token: TOKEN.into(),
+            app_secret: Secret::new(SECRET),
+            max_body_bytes: MAX_BODY,
+            display_numbers: Vec::new(),
+        },
+        sink.clone(),
+    )
+    .await
+    .unwrap();
+    sink.down.store(true, SeqCst);
+    let a = deliver(hook.local_addr(), &fixture("messages_inbound.json")).await;
+    assert_eq!(a.code, 503, "{a:?}");
+    assert!(a.body.contains("no leader"), "{a:?}");
+    assert_eq!(sink.applied.load(SeqCst), 0);
+    sink.down.store(false, SeqCst);
+    let a = deliver(hook.local_addr(), &fixture("messages_inbound.json")).await;
+    assert_eq!(a.count("applied"), 3, "{a:?}");
+    hook.shutdown().await;
+}
