@@ -34,6 +34,9 @@ pub struct FileConfig {
     pub election_timeout_ms: Option<[u64; 2]>,
     pub reconcile_interval_ms: Option<u64>,
     pub handoff_timeout_ms: Option<u64>,
+    // ---- webhook receiver (crate::webhook) ----
+    /// The `[webhook]` table: Meta's webhook receiver.
+    pub webhook: Option<crate::webhook::WebhookFile>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -92,21 +95,28 @@ pub struct Flags {
     /// with Cluster.AddNode on any member).
     #[arg(long, env = "ADMIT_NO_BOOTSTRAP")]
     pub no_bootstrap: bool,
+    // ---- webhook receiver (crate::webhook) ----
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookFlags,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 
 /// Reads the file (if any), applies the flags and validates.
 pub fn load(flags: &Flags) -> Result<ServerConfig, String> {
-    let file = match &flags.config {
+    resolve(read_file(flags)?, flags)
+}
+
+/// The TOML file named by `--config`, or an empty one.
+pub fn read_file(flags: &Flags) -> Result<FileConfig, String> {
+    Ok(match &flags.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
             parse(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
         }
         None => FileConfig::default(),
-    };
-    resolve(file, flags)
+    })
 }
 
 /// Parses the TOML text.
