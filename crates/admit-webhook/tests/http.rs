@@ -34,11 +34,16 @@ struct Node {
 
 impl Node {
     async fn start(dir: &std::path::Path) -> Node {
+        Node::start_with(dir, false).await
+    }
+
+    /// [`Node::start`], with the journal synced to disk or not.
+    async fn start_with(dir: &std::path::Path, fsync: bool) -> Node {
         let mut cfg = admit_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir);
         cfg.shards = 4;
         cfg.test_clock = true;
         cfg.test_clock_start = Some(admit_core::Ts(START_MS));
-        cfg.fsync = false;
+        cfg.fsync = fsync;
         cfg.tick_interval = Duration::from_secs(3_600);
         let running = admit_server::start(cfg).await.expect("node starts");
         let api = running.in_process();
@@ -60,7 +65,10 @@ impl Node {
     /// Starts and registers the number of the fixtures (seeds profile, in
     /// the fixtures' portfolio, at 1K).
     async fn with_number(dir: &std::path::Path) -> Node {
-        let n = Node::start(dir).await;
+        Node::register(Node::start(dir).await).await
+    }
+
+    async fn register(n: Node) -> Node {
         n.api
             .register_number(pb::RegisterNumberRequest {
                 number_id: NUMBER.into(),
@@ -583,4 +591,79 @@ async fn a_delivery_is_acknowledged_only_once_committed() {
     let a = deliver(hook.local_addr(), &fixture("messages_inbound.json")).await;
     assert_eq!(a.count("applied"), 3, "{a:?}");
     hook.shutdown().await;
+}
+
+/// The p50 and p99 of `runs` deliveries made by `body(i)`, each a distinct
+/// delivery, sent one after another on fresh connections.
+async fn latencies(n: &Node, runs: usize, body: impl Fn(usize) -> Vec<u8>) -> (Duration, Duration) {
+    let mut took = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let b = body(i);
+        let t = std::time::Instant::now();
+        let a = deliver(n.addr(), &b).await;
+        took.push(t.elapsed());
+        assert_eq!(a.count("applied"), 1, "{a:?}");
+    }
+    took.sort();
+    (took[runs / 2], took[runs * 99 / 100])
+}
+
+/// The latency of realistic deliveries, from the first byte sent to the
+/// last byte of the 200, with the journal synced (fsync on): one inbound
+/// message, one status, one platform event. Not a pass/fail test; run it
+/// with the command in docs/benchmarks.md ("Webhook deliveries").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: cargo test -p admit-webhook --test http -- --ignored --nocapture"]
+async fn latency_of_realistic_deliveries() {
+    const RUNS: usize = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let n = Node::register(Node::start_with(dir.path(), true).await).await;
+    let inbound = text(&fixture("messages_inbound.json"));
+    let one_message = |i: usize| {
+        let v: serde_json::Value = serde_json::from_str(&inbound).unwrap();
+        let mut v = v;
+        let msgs = v["entry"][0]["changes"][0]["value"]["messages"]
+            .as_array_mut()
+            .unwrap();
+        msgs.truncate(1);
+        msgs[0]["id"] = format!("wamid.bench-in-{i}").into();
+        msgs[0]["from"] = format!("44770{:07}", i).into();
+        serde_json::to_vec(&v).unwrap()
+    };
+    let statuses = text(&fixture("messages_statuses.json"));
+    let one_status = |i: usize| {
+        let mut v: serde_json::Value = serde_json::from_str(&statuses).unwrap();
+        let st = v["entry"][0]["changes"][0]["value"]["statuses"]
+            .as_array_mut()
+            .unwrap();
+        st.truncate(1);
+        st[0]["id"] = format!("wamid.bench-st-{i}").into();
+        st[0]["recipient_id"] = format!("44770{:07}", i).into();
+        serde_json::to_vec(&v).unwrap()
+    };
+    let event = text(&fixture("template_quality.json"));
+    let one_event = |i: usize| {
+        event
+            .replace("1764565200", &(1_764_565_200 + i).to_string())
+            .into_bytes()
+    };
+    // warm up: connections, shard leaders, the first journal writes
+    latencies(&n, 20, |i| one_message(RUNS + i)).await;
+    for (what, (p50, p99)) in [
+        (
+            "one inbound message",
+            latencies(&n, RUNS, one_message).await,
+        ),
+        (
+            "one status (delivered)",
+            latencies(&n, RUNS, one_status).await,
+        ),
+        (
+            "one template quality event",
+            latencies(&n, RUNS, one_event).await,
+        ),
+    ] {
+        println!("webhook delivery, {what}: p50 {p50:?}, p99 {p99:?} ({RUNS} runs)");
+    }
+    n.stop().await;
 }
