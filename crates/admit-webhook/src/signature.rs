@@ -161,5 +161,7 @@ mod tests {
         assert!(!same(b"tok", b"tok2"));
         assert!(!same(b"tok", b"tak"));
         assert!(!same(b"", b"x"));
+        // a longer value that only adds zero bytes is still another value
+        assert!(!same(b"tok", b"tok\0"));
     }
 }

@@ -463,6 +463,15 @@ fn keys_are_stable_and_distinct() {
         events(&tr(&fixture("quality_update.json")))[0].0,
         events(&tr(later.as_bytes()))[0].0
     );
+    // two changes of one entry (same account, time and field) with
+    // different values are two events
+    let two = r#"{"object":"whatsapp_business_account","entry":[{"id":"880011223344556","time":1764565200,
+      "changes":[
+        {"field":"message_template_quality_update","value":{"new_quality_score":"RED","message_template_id":1}},
+        {"field":"message_template_quality_update","value":{"new_quality_score":"RED","message_template_id":2}}]}]}"#;
+    let ev = events(&tr(two.as_bytes()));
+    assert_eq!(ev.len(), 2);
+    assert_ne!(ev[0].0, ev[1].0);
     // a failed status after a delivered one is not a repeat
     let k = translate::key(&["st", "1", "wamid.x", "failed", "131049"]);
     assert_ne!(k, translate::key(&["st", "1", "wamid.x", "delivered", ""]));
