@@ -192,3 +192,143 @@ fn permanent(c: Code) -> bool {
 fn label(s: &str) -> String {
     s.chars().take(64).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit,
+    };
+
+    use super::*;
+    use crate::translate;
+
+    /// Counters by name and labels (`name{k=v}`), as a recorder sees them.
+    #[derive(Debug, Default, Clone)]
+    struct Counts(Arc<Mutex<BTreeMap<String, u64>>>);
+
+    struct One(Counts, String);
+
+    impl CounterFn for One {
+        fn increment(&self, v: u64) {
+            *self.0 .0.lock().unwrap().entry(self.1.clone()).or_default() += v;
+        }
+        fn absolute(&self, v: u64) {
+            self.0 .0.lock().unwrap().insert(self.1.clone(), v);
+        }
+    }
+
+    impl metrics::Recorder for Counts {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            Counter::from_arc(Arc::new(One(self.clone(), name)))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    /// Answers every call "applied"; a number other than 1001 is unknown.
+    struct Fake;
+
+    fn known(n: &str) -> Result<(), Status> {
+        if n == "1001" {
+            Ok(())
+        } else {
+            Err(Status::not_found(format!("unknown number {n}")))
+        }
+    }
+
+    impl Sink for Fake {
+        async fn apply_event(
+            &self,
+            _: pb::ApplyEventRequest,
+        ) -> Result<pb::ApplyEventResponse, Status> {
+            Ok(pb::ApplyEventResponse {
+                applied: true,
+                ..Default::default()
+            })
+        }
+        async fn record_inbound(
+            &self,
+            r: pb::RecordInboundRequest,
+        ) -> Result<pb::RecordInboundResponse, Status> {
+            known(&r.number_id).map(|_| Default::default())
+        }
+        async fn report_outcome(
+            &self,
+            r: pb::ReportOutcomeRequest,
+        ) -> Result<pb::ReportOutcomeResponse, Status> {
+            known(&r.number_id).map(|_| Default::default())
+        }
+        async fn register_number(
+            &self,
+            r: pb::RegisterNumberRequest,
+        ) -> Result<pb::RegisterNumberResponse, Status> {
+            known(&r.number_id).map(|_| Default::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_fields_and_numbers_are_counted_by_field() {
+        let counts = Counts::default();
+        let _guard = metrics::set_default_local_recorder(&counts);
+        let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"waba","time":1,"changes":[
+            {"field":"security","value":{}},
+            {"field":"security","value":{"event":"PIN_CHANGED"}},
+            {"field":"message_template_components_update","value":{}},
+            {"field":"messages","value":{"metadata":{"phone_number_id":"2002"},
+              "messages":[{"from":"447700900123","id":"wamid.1","type":"text","text":{"body":"hi"}}]}},
+            {"field":"phone_number_quality_update","value":{"display_phone_number":"15550000000","event":"FLAGGED"}},
+            {"field":"message_template_quality_update","value":{"new_quality_score":"GREEN","message_template_id":7}}]}]}"#;
+        let env = translate::parse(body).unwrap();
+        let t = translate::translate(&env, &|_| None).unwrap();
+        let r = apply(&Fake, t).await.unwrap();
+        assert_eq!(
+            (r.unknown_field, r.unknown_number, r.applied),
+            (3, 2, 1),
+            "{r:?}"
+        );
+        let c = counts.0.lock().unwrap().clone();
+        let get = |k: &str| c.get(k).copied().unwrap_or(0);
+        assert_eq!(
+            get("admit_webhook_unknown_total{field=security}"),
+            2,
+            "{c:?}"
+        );
+        assert_eq!(
+            get("admit_webhook_unknown_total{field=message_template_components_update}"),
+            1,
+            "{c:?}"
+        );
+        assert_eq!(
+            get("admit_webhook_unknown_number_total{field=messages}"),
+            1,
+            "{c:?}"
+        );
+        assert_eq!(
+            get("admit_webhook_unknown_number_total{field=phone_number_quality_update}"),
+            1,
+            "{c:?}"
+        );
+        assert_eq!(
+            get(
+                "admit_webhook_actions_total{field=message_template_quality_update,result=applied}"
+            ),
+            1,
+            "{c:?}"
+        );
+    }
+}

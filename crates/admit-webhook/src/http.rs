@@ -122,7 +122,7 @@ async fn handle<S: Sink>(State(sh): State<Arc<Shared<S>>>, req: Request) -> Resp
         Method::GET => handshake(&sh, &req),
         Method::POST => {
             let started = std::time::Instant::now();
-            let (result, resp) = deliver(&sh, req).await;
+            let (result, resp) = deliver(sh, req).await;
             metrics::counter!("admit_webhook_deliveries_total", "result" => result).increment(1);
             metrics::histogram!("admit_webhook_delivery_seconds", "result" => result)
                 .record(started.elapsed().as_secs_f64());
@@ -172,7 +172,7 @@ fn refuse(code: StatusCode, reason: impl Into<String>) -> Response {
 }
 
 /// A POST; the label of its result (for the metrics) and the answer.
-async fn deliver<S: Sink>(sh: &Shared<S>, req: Request) -> (&'static str, Response) {
+async fn deliver<S: Sink>(sh: Arc<Shared<S>>, req: Request) -> (&'static str, Response) {
     let (parts, body) = req.into_parts();
     let sig = parts
         .headers
@@ -205,7 +205,23 @@ async fn deliver<S: Sink>(sh: &Shared<S>, req: Request) -> (&'static str, Respon
     for (d, id) in &t.learned {
         sh.numbers.learn(d, id);
     }
-    match apply::apply(&sh.sink, t).await {
+    // in a task of its own: a sender that hangs up mid-delivery does not cut
+    // the writes short (its retry then finds them done, by their keys)
+    let applying = {
+        let sh = sh.clone();
+        tokio::spawn(async move { apply::apply(&sh.sink, t).await })
+    };
+    let applied = match applying.await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook delivery task failed");
+            return (
+                "unavailable",
+                refuse(StatusCode::SERVICE_UNAVAILABLE, "delivery not applied"),
+            );
+        }
+    };
+    match applied {
         Ok(report) => (
             "ok",
             (
