@@ -129,7 +129,7 @@ async fn one<S: Sink>(sink: &S, p: Planned, r: &mut Report) -> Result<(), Unavai
             }
         }),
         Action::Inbound(i) => sink.record_inbound(i).await.map(|a| Done::of(a.duplicate)),
-        Action::Outcome(o) => sink.report_outcome(o).await.map(|a| Done::of(a.duplicate)),
+        Action::Outcome(o) => outcome(sink, o).await.map(|a| Done::of(a.duplicate)),
         Action::Throughput(n) => sink.register_number(n).await.map(|_| Done::Applied),
     };
     let kind = match res {
@@ -162,6 +162,29 @@ async fn one<S: Sink>(sink: &S, p: Planned, r: &mut Report) -> Result<(), Unavai
     metrics::counter!("admit_webhook_actions_total", "field" => label(&p.field), "result" => kind)
         .increment(1);
     Ok(())
+}
+
+/// A status's outcome. An admission id echoed back that the server refuses
+/// (of another number's scope, say) must not cost the error code's reaction:
+/// the outcome is then reported without it.
+async fn outcome<S: Sink>(
+    sink: &S,
+    o: pb::ReportOutcomeRequest,
+) -> Result<pb::ReportOutcomeResponse, Status> {
+    if o.admission_id.is_empty() {
+        return sink.report_outcome(o).await;
+    }
+    let without = pb::ReportOutcomeRequest {
+        admission_id: String::new(),
+        ..o.clone()
+    };
+    match sink.report_outcome(o).await {
+        Err(s) if s.code() == Code::InvalidArgument && s.message().contains("admission_id") => {
+            tracing::warn!(reason = %s.message(), "webhook status names an admission admit refuses; reported without it");
+            sink.report_outcome(without).await
+        }
+        other => other,
+    }
 }
 
 enum Done {

@@ -350,6 +350,18 @@ async fn a_failed_status_releases_its_admission_and_holds_marketing() {
 }
 
 #[tokio::test]
+async fn an_admission_of_another_scope_does_not_cost_the_codes_reaction() {
+    let (_dir, n) = Node::fresh().await;
+    let a = deliver(n.addr(), &statuses_naming("n1001-1")).await;
+    assert_eq!((a.count("applied"), a.count("rejected")), (2, 0), "{a:?}");
+    assert_eq!(
+        n.marketing("4915187654321", "t").await.reason(),
+        pb::Reason::MarketingHold
+    );
+    n.stop().await;
+}
+
+#[tokio::test]
 async fn repeated_deliveries_apply_once_also_after_a_restart() {
     let (dir, n) = Node::fresh().await;
     let stop = fixture("messages_inbound.json");
