@@ -47,6 +47,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Known (display phone number, phone_number_id) pairs.
     pub display_numbers: Vec<(String, String)>,
+    /// Where the pairs learned from deliveries are kept across restarts
+    /// (`None`: in memory only).
+    pub display_numbers_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -102,7 +105,7 @@ pub async fn serve<S: Sink>(cfg: Config, sink: S) -> std::io::Result<Webhook> {
         verify_token: cfg.verify_token,
         secret: cfg.app_secret,
         max_body: cfg.max_body_bytes,
-        numbers: Numbers::new(cfg.display_numbers),
+        numbers: Numbers::open(cfg.display_numbers, cfg.display_numbers_file),
     });
     let app = Router::new().fallback(handle::<S>).with_state(shared);
     let (stop, mut rx) = watch::channel(false);

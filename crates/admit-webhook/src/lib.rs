@@ -44,7 +44,9 @@
 //! * Display numbers: admit's replicated state does not keep
 //!   `RegisterNumber.display_phone_number`, so events carrying only the
 //!   number as shown are mapped through a node-local index filled from
-//!   configuration and from the deliveries that carry both forms.
+//!   configuration and from the deliveries that carry both forms (kept in
+//!   a file of the node's data dir across restarts, not shared between
+//!   nodes).
 
 pub mod apply;
 pub mod http;

@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let data_dir = cfg.data_dir.clone();
     // ---- webhook receiver: settings checked before anything starts ----
-    let webhook_cfg = match webhook::load(&flags) {
+    let webhook_cfg = match webhook::load(&flags, &data_dir) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("admitd: {e}");

@@ -66,10 +66,21 @@ impl std::fmt::Debug for WebhookFlags {
 }
 
 /// The receiver's settings from the file and the flags; `None`: off.
-pub fn load(flags: &Flags) -> Result<Option<admit_webhook::Config>, String> {
+pub fn load(
+    flags: &Flags,
+    data_dir: &std::path::Path,
+) -> Result<Option<admit_webhook::Config>, String> {
     let file = config::read_file(flags)?.webhook.unwrap_or_default();
-    resolve(file, &flags.webhook, &|p| std::fs::read(p))
+    let mut c = resolve(file, &flags.webhook, &|p| std::fs::read(p))?;
+    if let Some(c) = &mut c {
+        // the pairs deliveries teach, kept beside the journal
+        c.display_numbers_file = Some(data_dir.join(DISPLAY_NUMBERS_FILE));
+    }
+    Ok(c)
 }
+
+/// The file in the data dir keeping learned display numbers.
+const DISPLAY_NUMBERS_FILE: &str = "webhook-display-numbers.json";
 
 /// Merges file and flags (flags win) and validates.
 pub fn resolve(
@@ -165,6 +176,8 @@ pub fn resolve(
         app_secret: admit_webhook::Secret::new(secret),
         max_body_bytes,
         display_numbers,
+        // filled in by `load`, which knows the data dir
+        display_numbers_file: None,
     }))
 }
 

@@ -116,5 +116,6 @@ pub fn hook_config(display_numbers: Vec<(String, String)>) -> Config {
         app_secret: Secret::new(SECRET),
         max_body_bytes: MAX_BODY,
         display_numbers,
+        display_numbers_file: None,
     }
 }
