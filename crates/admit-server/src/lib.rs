@@ -13,7 +13,8 @@
 //! **no rule logic**: what a send, an event or a policy means is decided in
 //! `admit_core` (see docs/rules.md); this crate validates input, routes,
 //! replicates, protects the process and converts. Nothing imports this crate
-//! but `admitd` and the end-to-end tests.
+//! but `admitd`, the end-to-end tests and `admit-webhook` (through
+//! [`InProcess`], the public API in process).
 //!
 //! ## Layout, in the order the modules import each other
 //!
@@ -61,6 +62,8 @@
 //!   HTTP port of its own.
 //! * [`service`]: the gRPC handlers: decode, call, encode; the public ones
 //!   enter through one helper (deadline scope and self-protection).
+//! * `inproc`: the public API in process ([`InProcess`]), for the webhook
+//!   receiver in `admit-webhook`.
 //! * `server`: configuration, start, the tick loop, shutdown.
 //!
 //! A send counts against its limit scope (the number under the seeds profile,
@@ -153,6 +156,10 @@ mod scrape;
 pub use scrape::DEFAULT_TOP_SCOPES;
 
 pub mod service;
+
+// in-process access to the public API (the webhook receiver)
+mod inproc;
+pub use inproc::InProcess;
 
 mod server;
 

@@ -381,6 +381,11 @@ async fn join(via: &str, node_id: u64, advertise: &str) {
 }
 
 impl Running {
+    /// The public API in process (the webhook receiver's way in).
+    pub fn in_process(&self) -> crate::InProcess {
+        crate::InProcess::new(self.ctx.clone())
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> u64 {
         self.ctx.routing.raft.node_id()

@@ -41,6 +41,9 @@ pub struct FileConfig {
     pub metrics_top_scopes: Option<usize>,
     /// `text` or `json`.
     pub log_format: Option<String>,
+    // ---- webhook receiver (crate::webhook) ----
+    /// The `[webhook]` table: Meta's webhook receiver.
+    pub webhook: Option<crate::webhook::WebhookFile>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -113,6 +116,9 @@ pub struct Flags {
     /// (one object per line) [default: text].
     #[arg(long, env = "ADMIT_LOG_FORMAT")]
     pub log_format: Option<String>,
+    // ---- webhook receiver (crate::webhook) ----
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookFlags,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -145,15 +151,19 @@ pub fn log_format(flags: &Flags) -> Result<LogFormat, String> {
 
 /// Reads the file (if any), applies the flags and validates.
 pub fn load(flags: &Flags) -> Result<ServerConfig, String> {
-    let file = match &flags.config {
+    resolve(read_file(flags)?, flags)
+}
+
+/// The TOML file named by `--config`, or an empty one.
+pub fn read_file(flags: &Flags) -> Result<FileConfig, String> {
+    Ok(match &flags.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
             parse(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
         }
         None => FileConfig::default(),
-    };
-    resolve(file, flags)
+    })
 }
 
 /// Parses the TOML text.

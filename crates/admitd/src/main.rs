@@ -7,14 +7,17 @@
 //! flags and `ADMIT_*` variables over it, and validates once (naming the bad
 //! field); `main` sets up logging, hands the resulting `ServerConfig` to
 //! `admit_server::start`, and turns SIGTERM/SIGINT into a graceful shutdown.
-//! It may import `admit-server` (its start-up API and configuration types)
-//! and `admit-core` for plain values in the configuration (`Ts`). It must not
+//! It may import `admit-server` (its start-up API and configuration types),
+//! `admit-webhook` (the receiver's `Config` and `serve`, started when
+//! `webhook` says so) and `admit-core` for plain values in the configuration
+//! (`Ts`). It must not
 //! hold rule logic (every rule is in `admit-core`), build services, routes or
 //! Raft groups itself (that is `admit-server` and `admit-raft`), or see
 //! protobuf types: anything a node does beyond reading its settings belongs
 //! in a library crate where tests can reach it.
 
 mod config;
+mod webhook;
 
 use anyhow::Context;
 use clap::Parser;
@@ -31,9 +34,30 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let data_dir = cfg.data_dir.clone();
+    // ---- webhook receiver: settings checked before anything starts ----
+    let webhook_cfg = match webhook::load(&flags, &data_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("admitd: {e}");
+            std::process::exit(2);
+        }
+    };
     let running = admit_server::start(cfg)
         .await
         .context("admitd failed to start")?;
+    let receiver = match webhook_cfg {
+        Some(c) => match admit_webhook::serve(c, running.in_process()).await {
+            Ok(r) => {
+                println!("admitd webhook receiver on {}", r.local_addr());
+                Some(r)
+            }
+            Err(e) => {
+                running.shutdown().await.context("flushing the journal")?;
+                return Err(e).context("admitd: the webhook receiver failed to start");
+            }
+        },
+        None => None,
+    };
     println!(
         "admitd listening on {} (gRPC: admit.v1 AdmitSend, Admin, TestClock, Cluster; grpc.health.v1; reflection; raft transport){}",
         running.local_addr(),
@@ -45,6 +69,9 @@ async fn main() -> anyhow::Result<()> {
     }
     shutdown_signal().await;
     tracing::info!("shutdown requested; draining");
+    if let Some(r) = receiver {
+        r.shutdown().await;
+    }
     running.shutdown().await.context("flushing the journal")?;
     Ok(())
 }
