@@ -93,6 +93,8 @@ pub fn status_table(s: &Status) {
     let (tier, limit, used, headroom) = limit_of(s);
     let what = if s.number.is_empty() {
         format!("portfolio {}", s.portfolio)
+    } else if s.portfolio.is_empty() {
+        format!("number {}", s.number)
     } else {
         format!("number {} (portfolio {})", s.number, s.portfolio)
     };
