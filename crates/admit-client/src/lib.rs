@@ -76,6 +76,6 @@ pub use error::{Error, LEADER_ADDR, LEADER_ID, NOT_APPLIED, RETRY_AFTER_MS};
 pub use flows::{CampaignOptions, CampaignReport, Delivered, SendResult};
 pub use retry::RetryPolicy;
 pub use types::{
-    parse_quality, Category, Decision, Delivery, Event, EventResult, Inbound, InboundResult,
-    Message, Outcome, OutcomeResult, Reason, SendSpec, Status, Target, Tier, Usage,
+    parse_quality, tier_value, Category, Decision, Delivery, Event, EventResult, Inbound,
+    InboundResult, Message, Outcome, OutcomeResult, Reason, SendSpec, Status, Target, Tier, Usage,
 };

@@ -543,18 +543,11 @@ impl Event {
             message: format!("unknown value {v:?} (one of {allowed})"),
         };
         Ok(match self {
-            Event::Tier { target, tier } => {
-                let t = tier.trim();
-                let tier = match t.parse::<i64>() {
-                    Ok(v) => pb::tier_value::Tier::TierValue(v),
-                    Err(_) => pb::tier_value::Tier::TierName(t.to_owned()),
-                };
-                E::Tier(pb::TierChanged {
-                    target: Some(target.to_pb()),
-                    tier: Some(pb::TierValue { tier: Some(tier) }),
-                    old_tier: None,
-                })
-            }
+            Event::Tier { target, tier } => E::Tier(pb::TierChanged {
+                target: Some(target.to_pb()),
+                tier: Some(tier_value(tier)),
+                old_tier: None,
+            }),
             Event::NumberQuality { number, quality } => {
                 E::NumberQuality(pb::NumberQualityChanged {
                     number_id: number.clone(),
@@ -605,6 +598,18 @@ impl Event {
             }
             Event::Raw(e) => e.clone(),
         })
+    }
+}
+
+/// A tier as Meta writes it: a name ("TIER_1K") or the integer form
+/// ("10000", "-1" for unlimited).
+pub fn tier_value(tier: &str) -> pb::TierValue {
+    let t = tier.trim();
+    pb::TierValue {
+        tier: Some(match t.parse::<i64>() {
+            Ok(v) => pb::tier_value::Tier::TierValue(v),
+            Err(_) => pb::tier_value::Tier::TierName(t.to_owned()),
+        }),
     }
 }
 

@@ -277,12 +277,7 @@ pub async fn register(ctx: &Ctx, a: RegisterArgs) -> Res {
             number_id: a.number,
             portfolio_id: a.portfolio.unwrap_or_default(),
             profile: a.profile.unwrap_or_default(),
-            initial_tier: a.tier.map(|t| pb::TierValue {
-                tier: Some(match t.trim().parse::<i64>() {
-                    Ok(v) => pb::tier_value::Tier::TierValue(v),
-                    Err(_) => pb::tier_value::Tier::TierName(t),
-                }),
-            }),
+            initial_tier: a.tier.as_deref().map(admit_client::tier_value),
             quality,
             display_name_approved: a.display_name_approved,
             throughput_mps: a.throughput,

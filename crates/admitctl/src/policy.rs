@@ -192,12 +192,8 @@ impl PolicyFile {
             "portfolio" => pb::LimitScope::Portfolio,
             s => return Err(format!("scope: {s:?} is not \"number\" or \"portfolio\"")),
         };
-        let initial_tier = (!self.initial_tier.is_empty()).then(|| pb::TierValue {
-            tier: Some(match self.initial_tier.trim().parse::<i64>() {
-                Ok(v) => pb::tier_value::Tier::TierValue(v),
-                Err(_) => pb::tier_value::Tier::TierName(self.initial_tier.clone()),
-            }),
-        });
+        let initial_tier =
+            (!self.initial_tier.is_empty()).then(|| admit_client::tier_value(&self.initial_tier));
         let mut rules = Vec::new();
         for (i, r) in self.upgrade_rules.iter().enumerate() {
             let threshold = match (r.unique_customers, r.percent_of_limit) {
