@@ -41,6 +41,10 @@ async fn start_cluster() -> TestCluster {
         cfg.reconcile_interval = Duration::from_millis(200);
         cfg.handoff_timeout = Duration::from_secs(2);
         cfg.peers = c.peers.clone();
+        // slower Raft timers than the other cluster tests: on a loaded
+        // machine 50 ms heartbeats are missed and the shards keep electing
+        cfg.heartbeat = Duration::from_millis(250);
+        cfg.election_timeout = (Duration::from_millis(1500), Duration::from_millis(3000));
         let r = admit_server::start(cfg).await.expect("node starts");
         c.nodes.insert(id, r);
     }
