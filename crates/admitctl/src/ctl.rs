@@ -192,6 +192,14 @@ pub async fn status(ctx: &Ctx, number: Option<String>, portfolio: Option<String>
         json(&s);
     } else {
         output::status_table(&s);
+        // learned from the answer's leader_hint
+        if let Some(l) = ctx
+            .client
+            .leader_of(&s.number)
+            .filter(|_| !s.number.is_empty())
+        {
+            println!("  {:<20} {l}", "shard leader");
+        }
     }
     Ok(OK)
 }

@@ -214,3 +214,13 @@ async fn the_demo_replays_the_seeds_upgrade_examples() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_tls_file_is_a_usage_error_naming_it() {
+    bounded(60, async {
+        let (c, _, err) = ctl("127.0.0.1:1", &["--ca", "/nonexistent/ca.pem", "nodes"]).await;
+        assert_eq!(c, 2, "{err}");
+        assert!(err.contains("CA file /nonexistent/ca.pem"), "{err}");
+    })
+    .await
+}
