@@ -9,7 +9,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use admit_client::{Category, Error, Reason, SendSpec};
 use admit_proto::v1 as pb;
@@ -27,6 +27,8 @@ struct LossyRelay {
     node: AdmitSendClient<Channel>,
     lose: AtomicU32,
     admits: Arc<AtomicU32>,
+    /// The `authorization` metadata of the last Admit.
+    auth: Arc<Mutex<Option<String>>>,
 }
 
 #[tonic::async_trait]
@@ -36,6 +38,11 @@ impl AdmitSend for LossyRelay {
         r: Request<pb::AdmitRequest>,
     ) -> Result<Response<pb::AdmitResponse>, Status> {
         self.admits.fetch_add(1, Ordering::SeqCst);
+        *self.auth.lock().unwrap() = r
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let answer = self.node.clone().admit(r.into_inner()).await?;
         let lost = self
             .lose
@@ -77,16 +84,32 @@ async fn relay(
     node: SocketAddr,
     lose: u32,
 ) -> (SocketAddr, Arc<AtomicU32>, tokio::task::JoinHandle<()>) {
+    let (addr, admits, _, task) = relay_seeing(node, lose).await;
+    (addr, admits, task)
+}
+
+/// [`relay`], also returning what it saw of `authorization`.
+async fn relay_seeing(
+    node: SocketAddr,
+    lose: u32,
+) -> (
+    SocketAddr,
+    Arc<AtomicU32>,
+    Arc<Mutex<Option<String>>>,
+    tokio::task::JoinHandle<()>,
+) {
     let ch = Channel::from_shared(format!("http://{node}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
     let admits = Arc::new(AtomicU32::new(0));
+    let auth = Arc::new(Mutex::new(None));
     let svc = LossyRelay {
         node: AdmitSendClient::new(ch),
         lose: AtomicU32::new(lose),
         admits: admits.clone(),
+        auth: auth.clone(),
     };
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -97,7 +120,7 @@ async fn relay(
             .await
             .unwrap();
     });
-    (addr, admits, task)
+    (addr, admits, auth, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,6 +158,24 @@ async fn an_unkeyed_unknown_outcome_is_not_retried() {
         assert!(matches!(e, Error::UnknownOutcome(_)), "{e:?}");
         assert_eq!(admits.load(Ordering::SeqCst), 1, "not retried");
         assert_eq!(direct.used(NUMBER).await, 1, "the lost call was applied");
+        task.abort();
+        srv.stop().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_goes_as_a_bearer_authorization() {
+    bounded(60, async {
+        let (srv, mut direct) = InProcess::start(at(1, 9)).await;
+        direct.register(NUMBER, "TIER_250").await;
+        let (addr, _, auth, task) = relay_seeing(srv.addr, 0).await;
+        let mut o = options(&[addr]);
+        o.token = Some("s3cret-token".into());
+        let c = client(o);
+        let send = SendSpec::template(NUMBER, &cust(1), "t-util", Category::Utility);
+        c.admit(&send).await.expect("admitted");
+        assert_eq!(auth.lock().unwrap().as_deref(), Some("Bearer s3cret-token"));
         task.abort();
         srv.stop().await;
     })
