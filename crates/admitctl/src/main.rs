@@ -1,48 +1,82 @@
-//! `admitctl`: a thin command-line client for an admit cluster. Any node
-//! answers; cluster-wide views are gathered by the node asked.
+//! `admitctl`: the command-line client of an admit cluster, on top of
+//! `admit-client`. Any node answers; the client follows shard leaders and
+//! retries what may be retried.
 //!
 //! ```sh
-//! admitctl --addr 127.0.0.1:50051 nodes
-//! admitctl shards            # leader, replicas (lag), target per shard
-//! admitctl shards --check    # exit 1 unless every shard has a leader
-//! admitctl add-node 4 10.0.0.4:50051
-//! admitctl remove-node 1
-//! admitctl status 100200300
+//! admitctl --server 127.0.0.1:50051 nodes
+//! admitctl shards --check            # exit 1 unless every shard has a leader
+//! admitctl register 100200300 --tier TIER_250
+//! admitctl admit 100200300 491500000001 --template welcome
+//! admitctl status 100200300          # or --portfolio ID
+//! admitctl numbers --sort headroom --status restricted
+//! admitctl inbound 100200300 491500000001 --text STOP
+//! admitctl outcome 100200300 491500000001 failed --code 131056
+//! admitctl event tier 100200300 TIER_10K
+//! admitctl policy get seeds > seeds.toml; admitctl policy set seeds.toml
+//! admitctl demo                      # against `admitd --test-clock`
+//! admitctl --json status 100200300   # every command: JSON for scripts
 //! ```
+//!
+//! Exit codes: 0 ok; 1 the send was denied (`admit`) or a check failed
+//! (`shards --check`); 2 usage (bad arguments or input file); 3 the cluster
+//! could not be reached or could not serve; 4 the server refused the
+//! request (bad input, unknown number, not in test mode, ...).
 //!
 //! ## Layering
 //!
-//! A client of the public API and nothing more: it imports `admit-proto`'s
-//! generated `Cluster` and `Admin` clients (with tonic to connect) and prints
-//! their answers. It must not import `admit-core`, `admit-server` or
-//! `admit-raft`, nor compute a view or decide a change itself: every answer
-//! is the node's, so admitctl shows what any other caller would see and works
-//! with any node that speaks `admit.v1`.
+//! A client of the public API and nothing more: it calls `admit-client`
+//! (which speaks `admit.v1` through `admit-proto`) and prints the answers.
+//! It must not import `admit-core`, `admit-server` or `admit-raft`, nor
+//! compute a view or decide a change itself: every answer is the node's.
+//! Commands live in `ctl` (cluster calls), `demo`, `policy` (the policy file
+//! form) and `output` (tables, JSON, times, exit codes).
 
-use std::time::Duration;
+mod ctl;
+mod demo;
+mod output;
+mod policy;
 
-use admit_proto::v1 as pb;
-use admit_proto::v1::admin_client::AdminClient;
-use admit_proto::v1::cluster_client::ClusterClient;
-use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use admit_client::{Client, Options, TlsOptions};
 use clap::{Parser, Subcommand};
-use tonic::transport::{Channel, Endpoint};
+
+use ctl::Ctx;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "admitctl",
     version,
-    about = "Inspect and change an admit cluster"
+    about = "Inspect and change an admit cluster, try sends, apply events",
+    after_help = "Exit codes: 0 ok, 1 denied (admit) or check failed, 2 usage, \
+                  3 cluster unreachable, 4 refused by the server."
 )]
 struct Args {
-    /// Any node's gRPC address.
+    /// Node addresses (host:port), comma-separated; any node answers.
     #[arg(
         long,
-        env = "ADMIT_ADDR",
+        alias = "addr",
+        env = "ADMIT_SERVER",
         default_value = "127.0.0.1:50051",
         global = true
     )]
-    addr: String,
+    server: String,
+    /// CA certificate (PEM) to verify the nodes with TLS.
+    #[arg(long, env = "ADMIT_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM), for servers that ask for one.
+    #[arg(long, env = "ADMIT_CERT", global = true, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Client key (PEM) of --cert.
+    #[arg(long, env = "ADMIT_KEY", global = true, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Bearer token sent with every call.
+    #[arg(long, env = "ADMIT_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -72,143 +106,119 @@ enum Cmd {
         /// The node to remove.
         id: u64,
     },
-    /// A number's status (limit, usage, tier, quality) and its shard leader.
+    /// A number's or a portfolio's status as a table.
     Status {
         /// The business number (phone_number_id).
-        number: String,
+        number: Option<String>,
+        /// A portfolio instead of a number.
+        #[arg(long, conflicts_with = "number")]
+        portfolio: Option<String>,
+    },
+    /// The registered numbers with their usage.
+    Numbers {
+        /// Order of the list.
+        #[arg(long, value_enum, default_value = "headroom")]
+        sort: ctl::SortBy,
+        /// Only numbers in this account or number status (restricted,
+        /// at_risk, healthy, flagged, connected, ...).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only the numbers of this portfolio.
+        #[arg(long)]
+        portfolio: Option<String>,
+    },
+    /// Register a number or update its settings.
+    Register(ctl::RegisterArgs),
+    /// Try one send and print the decision (exit 1 if denied).
+    Admit(ctl::AdmitArgs),
+    /// Record a message or call from a customer.
+    Inbound(ctl::InboundArgs),
+    /// Report Meta's outcome of a send.
+    Outcome(ctl::OutcomeArgs),
+    /// Apply a platform event by hand.
+    Event {
+        #[command(subcommand)]
+        event: ctl::EventCmd,
+        /// De-duplication key (generated when absent).
+        #[arg(long, global = true)]
+        key: Option<String>,
+    },
+    /// Read or replace a policy profile.
+    Policy {
+        #[command(subcommand)]
+        cmd: ctl::PolicyCmd,
+    },
+    /// Read the service clock, or move it (test mode only).
+    Clock {
+        /// Move it forward by this many milliseconds.
+        #[arg(long)]
+        advance: Option<i64>,
+        /// Set it to this Unix time in milliseconds.
+        #[arg(long)]
+        set: Option<i64>,
+    },
+    /// Replay the seeds' worked upgrade examples (R5.3) on a test-clock
+    /// server (`admitd --test-clock`), step by step.
+    Demo {
+        /// Pause between steps, in milliseconds.
+        #[arg(long, default_value_t = 700)]
+        pause_ms: u64,
     },
 }
 
-async fn channel(addr: &str) -> Result<Channel> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Endpoint::from_shared(uri)?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))
-}
-
-fn state(n: &pb::Node) -> &'static str {
-    match n.state() {
-        pb::NodeState::Active => "active",
-        pb::NodeState::Leaving => "leaving",
-        pb::NodeState::Removed => "removed",
-        pb::NodeState::Unspecified => "?",
+fn client(args: &Args) -> Result<Client, admit_client::Error> {
+    let mut o = Options::new(args.server.split(',').map(str::trim));
+    o.token = args.token.clone();
+    if args.ca.is_some() || args.cert.is_some() {
+        o.tls = Some(TlsOptions {
+            ca: args.ca.clone(),
+            cert: args.cert.clone(),
+            key: args.key.clone(),
+            domain: None,
+        });
     }
-}
-
-fn print_nodes(nodes: &[pb::Node]) {
-    println!(
-        "{:>4}  {:<28} {:<8} {:<7} {:>8} {:>5}  leads",
-        "id", "address", "state", "alive", "replicas", "self"
-    );
-    for n in nodes {
-        println!(
-            "{:>4}  {:<28} {:<8} {:<7} {:>8} {:>5}  {}",
-            n.node_id,
-            n.address,
-            state(n),
-            if n.alive { "yes" } else { "no" },
-            n.replica_count,
-            if n.is_self { "*" } else { "" },
-            n.leading_shard_ids.len()
-        );
-    }
+    Client::new(o)
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    let ch = channel(&args.addr).await?;
-    let mut cluster = ClusterClient::new(ch.clone());
-    match args.cmd {
-        Cmd::Nodes => {
-            let r = cluster
-                .list_nodes(pb::ListNodesRequest {})
-                .await?
-                .into_inner();
-            print_nodes(&r.nodes);
+    let client = match client(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}", output::explain(&e, &args.server));
+            return ExitCode::from(output::code_of(&e));
         }
-        Cmd::Shards { check, local } => {
-            let r = cluster
-                .list_shards(pb::ListShardsRequest { local_only: local })
-                .await?
-                .into_inner();
-            println!(
-                "{:>5} {:>6} {:>6} {:>10} {:>8}  {:<34} target",
-                "shard", "leader", "term", "applied", "reporter", "replicas (node:lag, ~learner)"
-            );
-            let mut leaderless = 0;
-            for s in &r.shards {
-                let reps: Vec<String> = s
-                    .replicas
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{}{}:{}",
-                            if p.voter { "" } else { "~" },
-                            p.node_id,
-                            p.lag.map_or("?".to_string(), |l| l.to_string())
-                        )
-                    })
-                    .collect();
-                let leader = s.leader_node_id.map_or("-".into(), |l| l.to_string());
-                if s.leader_node_id.is_none() {
-                    leaderless += 1;
-                }
-                println!(
-                    "{:>5} {:>6} {:>6} {:>10} {:>8}  {:<34} {:?}{}",
-                    s.shard_id,
-                    leader,
-                    s.term,
-                    s.last_applied_index,
-                    s.reporter_node_id,
-                    reps.join(" "),
-                    s.target_node_ids,
-                    if s.changing { " (changing)" } else { "" }
-                );
-            }
-            if check && leaderless > 0 {
-                bail!("{leaderless} shard(s) without a leader");
-            }
-        }
-        Cmd::AddNode { id, address } => {
-            let r = cluster
-                .add_node(pb::AddNodeRequest {
-                    node_id: id,
-                    address,
-                })
-                .await?
-                .into_inner();
-            print_nodes(&r.nodes);
-        }
-        Cmd::RemoveNode { id } => {
-            let r = cluster
-                .remove_node(pb::RemoveNodeRequest { node_id: id })
-                .await?
-                .into_inner();
-            print_nodes(&r.nodes);
-            println!("node {id} is leaving; it is removed once it holds no replica (see `admitctl nodes`)");
-        }
-        Cmd::Status { number } => {
-            let r = AdminClient::new(ch)
-                .get_status(pb::GetStatusRequest {
-                    target: Some(pb::Target {
-                        target: Some(pb::target::Target::NumberId(number)),
-                    }),
-                })
-                .await?
-                .into_inner();
-            if let Some(h) = r.leader_hint {
-                println!("shard leader: node {} at {}", h.node_id, h.address);
-            }
-            println!("{:#?}", r.status);
+    };
+    let ctx = Ctx {
+        client,
+        json: args.json,
+    };
+    let res = match args.cmd {
+        Cmd::Nodes => ctl::nodes(&ctx).await,
+        Cmd::Shards { check, local } => ctl::shards(&ctx, check, local).await,
+        Cmd::AddNode { id, address } => ctl::add_node(&ctx, id, &address).await,
+        Cmd::RemoveNode { id } => ctl::remove_node(&ctx, id).await,
+        Cmd::Status { number, portfolio } => ctl::status(&ctx, number, portfolio).await,
+        Cmd::Numbers {
+            sort,
+            status,
+            portfolio,
+        } => ctl::numbers(&ctx, sort, status, portfolio).await,
+        Cmd::Register(a) => ctl::register(&ctx, a).await,
+        Cmd::Admit(a) => ctl::admit(&ctx, a).await,
+        Cmd::Inbound(a) => ctl::inbound(&ctx, a).await,
+        Cmd::Outcome(a) => ctl::outcome(&ctx, a).await,
+        Cmd::Event { event, key } => ctl::event(&ctx, event, key).await,
+        Cmd::Policy { cmd } => ctl::policy(&ctx, cmd).await,
+        Cmd::Clock { advance, set } => ctl::clock(&ctx, advance, set).await,
+        Cmd::Demo { pause_ms } => demo::run(&ctx.client, ctx.json, pause_ms).await,
+    };
+    match res {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("{}", output::explain(&e, &args.server));
+            ExitCode::from(output::code_of(&e))
         }
     }
-    Ok(())
 }
