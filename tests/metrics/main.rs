@@ -11,5 +11,6 @@ mod http;
 
 mod bench;
 mod cluster;
+mod logs;
 mod prometheus;
 mod scrape;

@@ -422,17 +422,29 @@ impl Reader {
 
     /// A scope as it stands at `now`: delayed effects due by then are shown as they
     /// are, applied or not yet (the writer applies them before its next command).
-    pub(crate) fn settled(&self, idx: u32, now: Ts) -> Option<Settled<'_>> {
+    ///
+    /// `numbers`: also copy the numbers' states (status views need them; a
+    /// metrics scrape over every scope does not, and is much cheaper without).
+    pub(crate) fn settled(&self, idx: u32, now: Ts, numbers: bool) -> Option<Settled<'_>> {
         let sh = &self.shared;
         let (mut tier, ids, policy) = {
             let sc = sh.scopes.get(&idx)?;
             (tier_of(&sc), sc.members.clone(), sc.policy.clone())
         };
-        let mut numbers: Vec<NumberState> = ids
-            .iter()
-            .filter_map(|id| sh.numbers.get(id).map(|n| n.clone()))
-            .collect();
-        let mut members: Vec<Member> = numbers.iter().map(Member::of).collect();
+        let (mut numbers, mut members): (Vec<NumberState>, Vec<Member>) = if numbers {
+            let n: Vec<NumberState> = ids
+                .iter()
+                .filter_map(|id| sh.numbers.get(id).map(|n| n.clone()))
+                .collect();
+            let m = n.iter().map(Member::of).collect();
+            (n, m)
+        } else {
+            let m = ids
+                .iter()
+                .filter_map(|id| sh.numbers.get(id).map(|n| Member::of(&n)))
+                .collect();
+            (Vec::new(), m)
+        };
         let sc = sh.scopes.get(&idx)?;
         rules::run_due(&policy, &mut tier, &mut members, &sc.log, now);
         for (n, m) in numbers.iter_mut().zip(&members) {
@@ -465,7 +477,7 @@ impl Reader {
             restricted,
             quality,
             account_status,
-        } = self.settled(idx, now)?;
+        } = self.settled(idx, now, true)?;
         let next_release = sc.log.next_release(now);
         // used >= limit lifts once used < limit: when the (used - limit + 1)-th counted
         // customer (oldest first) has aged out, not the first when used > limit

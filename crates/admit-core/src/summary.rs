@@ -102,7 +102,7 @@ impl Reader {
     pub fn scope_briefs(&self, now: Ts) -> Vec<ScopeBrief> {
         let ids: Vec<u32> = self.shared.scopes.iter().map(|s| *s.key()).collect();
         ids.into_iter()
-            .filter_map(|id| self.settled(id, now).map(|s| brief(id, &s)))
+            .filter_map(|id| self.settled(id, now, false).map(|s| brief(id, &s)))
             .collect()
     }
 
@@ -137,7 +137,7 @@ impl Reader {
         }
         ids.iter()
             .filter_map(|id| {
-                let s = self.settled(*id, now)?;
+                let s = self.settled(*id, now, true)?;
                 let by = |st: NumberStatus| {
                     let n = s.members.iter().filter(|m| m.status == st).count();
                     (st, u32::try_from(n).unwrap_or(u32::MAX))
