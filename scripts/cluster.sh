@@ -37,11 +37,11 @@ start_node() {
     return
   fi
   # shellcheck disable=SC2086
-  nohup "$BIN/admitd" --node-id "$n" --listen "127.0.0.1:5005$n" \
+  nohup "$BIN/admitd" --node-id "$n" --listen "127.0.0.1:5005$n" --metrics-listen "127.0.0.1:946$n" \
     --peers "$PEERS" --shards "$SHARDS" --replicas "$REPLICAS" \
     --data-dir "$DIR/node$n" ${EXTRA_ARGS:-} >>"$DIR/node$n.log" 2>&1 &
   echo $! >"$DIR/node$n.pid"
-  echo "node $n: pid $!, 127.0.0.1:5005$n, log $DIR/node$n.log"
+  echo "node $n: pid $!, 127.0.0.1:5005$n, metrics http://127.0.0.1:946$n/metrics, log $DIR/node$n.log"
 }
 
 stop_node() {

@@ -49,6 +49,8 @@ pub fn node_config(listen: SocketAddr, dir: &Path, start: i64) -> admit_server::
     cfg.test_clock = true;
     cfg.test_clock_start = Some(admit_core::Ts(start as u64));
     cfg.fsync = false;
+    // every test node serves /metrics on a port of its own
+    cfg.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     cfg.tick_interval = Duration::from_secs(3_600);
     cfg.heartbeat = Duration::from_millis(HEARTBEAT_MS);
     cfg.election_timeout = (
@@ -353,6 +355,7 @@ impl Daemon {
     pub fn start(bin: &Path, data: &Path, clock_start: i64) -> Daemon {
         let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0", "--shards", "8", "--test-clock"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--test-clock-start-ms")
             .arg(clock_start.to_string())
             .arg("--data-dir")

@@ -64,6 +64,7 @@ mod reader;
 mod rules;
 mod snapshot;
 mod state;
+mod summary;
 mod time;
 
 pub use command::*;
@@ -80,4 +81,5 @@ pub use reader::{
     AccountStatus, NumberView, PortfolioStatus, Reader, ScopeStatus, ScopeSum, UniqueCount,
 };
 pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
+pub use summary::{ScopeBrief, ScopeSummary, TemplateCounts};
 pub use time::{window_open, Dur, Ts};

@@ -6,8 +6,8 @@ use crate::engine::tier_of;
 use crate::ids::{NumberId, PortfolioId};
 use crate::policy::{Limit, Policy, Quality};
 use crate::rate::RateDenial;
-use crate::rules::{self, Member, Pre};
-use crate::state::{NumberState, Shared};
+use crate::rules::{self, Member, Pre, Tier};
+use crate::state::{NumberState, ScopeState, Shared};
 use crate::time::{Dur, Ts};
 use crate::AdmitRequest;
 use admit_sketch::WindowedSketch;
@@ -238,6 +238,20 @@ impl PortfolioStatus {
     }
 }
 
+/// A scope with its delayed effects due by some time run (see [`Reader::settled`]).
+pub(crate) struct Settled<'a> {
+    pub tier: Tier,
+    pub policy: Arc<Policy>,
+    pub numbers: Vec<NumberState>,
+    pub members: Vec<Member>,
+    pub sc: dashmap::mapref::one::Ref<'a, u32, ScopeState>,
+    /// Conversations counted in the rolling 24 h window (exact).
+    pub used: u32,
+    pub restricted: bool,
+    pub quality: Quality,
+    pub account_status: AccountStatus,
+}
+
 fn active(t: Option<Ts>, now: Ts) -> Option<Ts> {
     t.filter(|t| *t > now)
 }
@@ -406,25 +420,64 @@ impl Reader {
         }
     }
 
-    fn scope_status(&self, idx: u32, now: Ts) -> Option<ScopeStatus> {
+    /// A scope as it stands at `now`: delayed effects due by then are shown as they
+    /// are, applied or not yet (the writer applies them before its next command).
+    ///
+    /// `numbers`: also copy the numbers' states (status views need them; a
+    /// metrics scrape over every scope does not, and is much cheaper without).
+    pub(crate) fn settled(&self, idx: u32, now: Ts, numbers: bool) -> Option<Settled<'_>> {
         let sh = &self.shared;
         let (mut tier, ids, policy) = {
             let sc = sh.scopes.get(&idx)?;
             (tier_of(&sc), sc.members.clone(), sc.policy.clone())
         };
-        let mut numbers: Vec<NumberState> = ids
-            .iter()
-            .filter_map(|id| sh.numbers.get(id).map(|n| n.clone()))
-            .collect();
-        let mut members: Vec<Member> = numbers.iter().map(Member::of).collect();
+        let (mut numbers, mut members): (Vec<NumberState>, Vec<Member>) = if numbers {
+            let n: Vec<NumberState> = ids
+                .iter()
+                .filter_map(|id| sh.numbers.get(id).map(|n| n.clone()))
+                .collect();
+            let m = n.iter().map(Member::of).collect();
+            (n, m)
+        } else {
+            let m = ids
+                .iter()
+                .filter_map(|id| sh.numbers.get(id).map(|n| Member::of(&n)))
+                .collect();
+            (Vec::new(), m)
+        };
         let sc = sh.scopes.get(&idx)?;
-        // delayed effects due by now are shown as they are, applied or not yet
         rules::run_due(&policy, &mut tier, &mut members, &sc.log, now);
         for (n, m) in numbers.iter_mut().zip(&members) {
             m.store(n);
         }
         let used = sc.log.day_unique_at(now);
         let restricted = tier.limit.cap().is_some_and(|c| used >= c);
+        let quality = rules::scope_quality(&members);
+        Some(Settled {
+            account_status: account_status(restricted, quality),
+            quality,
+            restricted,
+            used,
+            tier,
+            policy,
+            numbers,
+            members,
+            sc,
+        })
+    }
+
+    fn scope_status(&self, idx: u32, now: Ts) -> Option<ScopeStatus> {
+        let Settled {
+            tier,
+            policy,
+            numbers,
+            members,
+            sc,
+            used,
+            restricted,
+            quality,
+            account_status,
+        } = self.settled(idx, now, true)?;
         let next_release = sc.log.next_release(now);
         // used >= limit lifts once used < limit: when the (used - limit + 1)-th counted
         // customer (oldest first) has aged out, not the first when used > limit
@@ -437,7 +490,6 @@ impl Reader {
             Some(l) if l.len == r.window => sc.log.long_unique_at(now).unwrap_or(0),
             _ => sc.log.unique_between(now.minus(r.window), now),
         });
-        let quality = rules::scope_quality(&members);
         let sketch: &WindowedSketch = &sc.sketch;
         let est = |d: Dur| {
             let e = sketch.estimate(d.ms(), now.ms());
@@ -459,7 +511,7 @@ impl Reader {
             restricted,
             restricted_until,
             next_release,
-            account_status: account_status(restricted, quality),
+            account_status,
             quality,
             upgrade_eligible: rules::upgrade_conditions(&policy, &tier, &members, upgrade_count),
             upgrade_count,

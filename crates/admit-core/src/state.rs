@@ -41,6 +41,10 @@ impl PairKey {
             lo: customer as u32,
         }
     }
+    /// The number (or scope) index the entry belongs to.
+    pub fn owner(self) -> u32 {
+        self.owner
+    }
 }
 
 /// The windows of one (number, customer) pair: the customer's latest inbound message

@@ -74,6 +74,8 @@ pub struct ShardInfo {
     pub applied: Option<u64>,
     /// Last purged index (the log starts after it).
     pub purged: Option<u64>,
+    /// Index of the reporter's last snapshot (metrics: entries since it).
+    pub snapshot: Option<u64>,
     /// Replication progress per member; filled only when the reporter leads.
     pub replicas: Vec<ReplicaInfo>,
     /// Target replicas from placement over the reporter's registry copy,

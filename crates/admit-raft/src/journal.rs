@@ -307,8 +307,13 @@ impl Worker {
             } else {
                 PersistMode::Buffer
             };
+            let started = std::time::Instant::now();
             let persisted = self.db.persist(mode).map_err(io_err);
             self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+            // docs/metrics.md; the recorder is the server's (a no-op without one)
+            metrics::histogram!("admit_journal_fsync_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("admit_journal_entries_per_fsync").record(n_ops as f64);
             if persisted.is_ok() && mode != PersistMode::Buffer {
                 if let Some(u) = &mut self.unsynced {
                     u.clear();

@@ -100,7 +100,10 @@ impl admit_raft::App for ShardApp {
     fn snapshot(&self) -> Vec<u8> {
         // the applied index is not part of the bytes: admit-raft keeps it in
         // the snapshot's metadata, and replicas must produce identical bytes
-        self.engine.snapshot()
+        let started = std::time::Instant::now();
+        let bytes = self.engine.snapshot();
+        crate::telemetry::snapshot_built(started.elapsed().as_secs_f64(), bytes.len());
+        bytes
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {

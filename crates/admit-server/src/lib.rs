@@ -24,6 +24,8 @@
 //!
 //! * [`error`]: every error a request ends in and its one mapping to a gRPC
 //!   status, with the named retry hints.
+//! * `telemetry`: the process's metrics recorder and one helper per event
+//!   counted (decisions, latency, shedding, forwarding, snapshots).
 //! * [`clock`]: UTC ms from the system, or the test clock in test mode.
 //! * [`protect`]: self-protection, the in-flight bound and per-caller quota
 //!   (R8.4).
@@ -53,6 +55,10 @@
 //! * `registry`: registration and platform events across shards.
 //! * `relay`: serving requests other nodes relayed here; the test clock set
 //!   on every node.
+//! * `scrape`: the `/metrics` page (docs/metrics.md): the recorder's part
+//!   plus series computed from the state at scrape time (shards, and the
+//!   scopes nearest their limit on the shards this node leads), served on an
+//!   HTTP port of its own.
 //! * [`service`]: the gRPC handlers: decode, call, encode; the public ones
 //!   enter through one helper (deadline scope and self-protection).
 //! * `server`: configuration, start, the tick loop, shutdown.
@@ -121,6 +127,9 @@
 
 pub mod error;
 
+// metrics recorded as things happen (docs/metrics.md)
+mod telemetry;
+
 pub mod clock;
 pub mod protect;
 
@@ -138,6 +147,10 @@ mod ctx;
 
 mod registry;
 mod relay;
+
+// the /metrics page and its HTTP endpoint (docs/metrics.md)
+mod scrape;
+pub use scrape::DEFAULT_TOP_SCOPES;
 
 pub mod service;
 

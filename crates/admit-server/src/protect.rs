@@ -56,9 +56,11 @@ impl Protect {
                 .get(CALLER_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("anonymous");
-            self.charge(caller, q)?;
+            self.charge(caller, q)
+                .inspect_err(|_| crate::telemetry::shed("caller_quota"))?;
         }
         let permit = self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            crate::telemetry::shed("in_flight");
             ApiError::unavailable(
                 "overloaded: too many requests in flight, retry later",
                 self.retry_ms,

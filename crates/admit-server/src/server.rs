@@ -72,6 +72,12 @@ pub struct ServerConfig {
     pub reconcile_interval: Duration,
     /// How long shutdown waits for led shards to hand leadership over.
     pub handoff_timeout: Duration,
+
+    // --- metrics (docs/metrics.md) ---
+    /// Where `/metrics` is served over HTTP; `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Per-scope series only for this many scopes nearest their limit.
+    pub metrics_top_scopes: usize,
 }
 
 impl ServerConfig {
@@ -97,6 +103,9 @@ impl ServerConfig {
             join: None,
             reconcile_interval: Duration::from_secs(1),
             handoff_timeout: Duration::from_secs(3),
+            // off unless asked for: many test nodes share one machine
+            metrics_listen: None,
+            metrics_top_scopes: crate::scrape::DEFAULT_TOP_SCOPES,
         }
     }
 
@@ -128,6 +137,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     ticker: JoinHandle<()>,
+    metrics: Option<crate::scrape::Endpoint>,
 }
 
 /// Starts a node: opens (or recovers) the journal, starts the Raft groups,
@@ -262,6 +272,19 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             .serve_with_incoming_shutdown(incoming, stopping)
             .await
     });
+    let metrics = match cfg.metrics_listen {
+        Some(at) => Some(
+            crate::scrape::Endpoint::start(
+                at,
+                cfg.metrics_top_scopes,
+                ctx.clone(),
+                stop_rx.clone(),
+            )
+            .await
+            .map_err(|source| StartError::Listen { addr: at, source })?,
+        ),
+        None => None,
+    };
     let ticker = tokio::spawn(tick_loop(ctx.clone(), cfg.tick_interval, stop_rx));
     tracing::info!(%addr, node_id = cfg.node_id, shards = cfg.shards, test_clock = cfg.test_clock, peers = cfg.peers.len(), "admit node serving");
     if let Some(via) = &cfg.join {
@@ -273,6 +296,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         stop,
         server,
         ticker,
+        metrics,
     })
 }
 
@@ -389,6 +413,14 @@ impl Running {
             abort.abort();
         }
         self.ticker.abort();
+        if let Some(m) = self.metrics {
+            m.stop().await;
+        }
+    }
+
+    /// The bound address of `/metrics`, if served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr)
     }
 
     /// The bound gRPC address.
@@ -411,6 +443,9 @@ impl Running {
             Err(e) => tracing::warn!(error = %e, "grpc server task failed"),
         }
         let _ = self.ticker.await;
+        if let Some(m) = self.metrics {
+            m.stop().await;
+        }
         let r = self.ctx.routing.raft.shutdown().await;
         tracing::info!("admit node stopped");
         r

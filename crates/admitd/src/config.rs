@@ -34,6 +34,13 @@ pub struct FileConfig {
     pub election_timeout_ms: Option<[u64; 2]>,
     pub reconcile_interval_ms: Option<u64>,
     pub handoff_timeout_ms: Option<u64>,
+
+    // --- metrics and logs (docs/metrics.md) ---
+    /// `host:port` of `/metrics`, or `"off"`.
+    pub metrics_listen: Option<String>,
+    pub metrics_top_scopes: Option<usize>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -92,9 +99,49 @@ pub struct Flags {
     /// with Cluster.AddNode on any member).
     #[arg(long, env = "ADMIT_NO_BOOTSTRAP")]
     pub no_bootstrap: bool,
+
+    // --- metrics and logs (docs/metrics.md) ---
+    /// Serve Prometheus metrics at http://ADDR/metrics, or `off`
+    /// [default: 127.0.0.1:9464].
+    #[arg(long, env = "ADMIT_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Per-scope metric series only for this many scopes nearest their
+    /// limit; the rest are counted in aggregates [default: 100].
+    #[arg(long, env = "ADMIT_METRICS_TOP_SCOPES")]
+    pub metrics_top_scopes: Option<usize>,
+    /// Log format on stderr: `text` (colours only on a terminal) or `json`
+    /// (one object per line) [default: text].
+    #[arg(long, env = "ADMIT_LOG_FORMAT")]
+    pub log_format: Option<String>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Where `/metrics` is served unless configured (docs/metrics.md).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The log format from the flags, else the file (read before anything else
+/// so that start-up is logged in it).
+pub fn log_format(flags: &Flags) -> Result<LogFormat, String> {
+    let from_file = match &flags.config {
+        Some(path) if flags.log_format.is_none() => std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| parse(&t).ok())
+            .and_then(|f| f.log_format),
+        _ => None,
+    };
+    match flags.log_format.clone().or(from_file).as_deref() {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(_) => Err("invalid log_format: must be text or json".into()),
+    }
+}
 
 /// Reads the file (if any), applies the flags and validates.
 pub fn load(flags: &Flags) -> Result<ServerConfig, String> {
@@ -267,6 +314,29 @@ pub fn resolve(file: FileConfig, flags: &Flags) -> Result<ServerConfig, String> 
     if let Some(ms) = file.handoff_timeout_ms {
         c.handoff_timeout = Duration::from_millis(ms);
     }
+    // ---- metrics and logs ----
+    let metrics = flags
+        .metrics_listen
+        .clone()
+        .or(file.metrics_listen)
+        .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.into());
+    c.metrics_listen = match metrics.trim() {
+        "off" => None,
+        a => Some(a.parse().map_err(|_| {
+            bad(
+                "metrics_listen",
+                "must be an address like 127.0.0.1:9464, or off",
+            )
+        })?),
+    };
+    if let Some(n) = flags.metrics_top_scopes.or(file.metrics_top_scopes) {
+        c.metrics_top_scopes = n;
+    }
+    if let Some(f) = &file.log_format {
+        if f != "text" && f != "json" {
+            return Err(bad("log_format", "must be text or json"));
+        }
+    }
     if let Some(q) = file.caller_quota {
         if !(q.rate.is_finite() && q.rate > 0.0) {
             return Err(bad("caller_quota.rate", "must be above zero"));
@@ -392,6 +462,34 @@ mod tests {
         assert!(c.peers.is_empty() && c.join.is_none() && c.bootstrap);
         assert_eq!(c.heartbeat, Duration::from_millis(100));
         assert!(!c.clustered());
+    }
+
+    #[test]
+    fn metrics_on_by_default_off_on_request() {
+        let c = resolve(FileConfig::default(), &Flags::default()).unwrap();
+        assert_eq!(
+            c.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_METRICS_LISTEN)
+        );
+        assert_eq!(c.metrics_top_scopes, admit_server::DEFAULT_TOP_SCOPES);
+        let f = parse("metrics_listen = \"off\"\nmetrics_top_scopes = 7").unwrap();
+        let c = resolve(f, &Flags::default()).unwrap();
+        assert!(c.metrics_listen.is_none());
+        assert_eq!(c.metrics_top_scopes, 7);
+        let flags = Flags {
+            metrics_listen: Some("nope".into()),
+            ..Flags::default()
+        };
+        let e = resolve(FileConfig::default(), &flags).unwrap_err();
+        assert!(e.contains("metrics_listen"), "{e}");
+        let f = parse("log_format = \"xml\"").unwrap();
+        let e = resolve(f, &Flags::default()).unwrap_err();
+        assert!(e.contains("log_format"), "{e}");
+        let flags = Flags {
+            log_format: Some("xml".into()),
+            ..Flags::default()
+        };
+        assert!(log_format(&flags).unwrap_err().contains("log_format"));
     }
 
     #[test]

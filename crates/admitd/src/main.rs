@@ -21,14 +21,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=error,fjall=warn,lsm_tree=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let flags = config::Flags::parse();
+    init_logs(&flags);
     let cfg = match config::load(&flags) {
         Ok(c) => c,
         Err(e) => {
@@ -46,10 +40,35 @@ async fn main() -> anyhow::Result<()> {
         if running.test_clock() { " [test clock]" } else { "" }
     );
     println!("admitd data dir {}", data_dir.display());
+    if let Some(m) = running.metrics_addr() {
+        println!("admitd metrics on http://{m}/metrics");
+    }
     shutdown_signal().await;
     tracing::info!("shutdown requested; draining");
     running.shutdown().await.context("flushing the journal")?;
     Ok(())
+}
+
+/// Logs to stderr, as text (colour codes only when stderr is a terminal,
+/// so files and collectors get plain lines) or as JSON lines.
+fn init_logs(flags: &config::Flags) {
+    use std::io::IsTerminal;
+    let format = match config::log_format(flags) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("admitd: {e}");
+            std::process::exit(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,openraft=error,fjall=warn,lsm_tree=warn".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Json => b.json().init(),
+        config::LogFormat::Text => b.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.

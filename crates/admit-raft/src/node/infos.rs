@@ -180,6 +180,7 @@ fn group_info<X: App>(raft: &GroupRaft<X>, shard: u32, me: u64, target: Vec<u64>
         committed: m.local_committed.map(|l| l.index),
         applied: m.last_applied.map(|l| l.index),
         purged: m.purged.map(|l| l.index),
+        snapshot: m.snapshot.map(|l| l.index),
         replicas,
         target,
     }

@@ -33,10 +33,12 @@ impl Routing {
     {
         let info = ReqInfo::current();
         let mut retry = Retry::new(info);
+        tracing::Span::current().record("shard", shard);
         loop {
             let r = match self.target(shard, retry.attempt()) {
                 Target::Me => local().await,
                 Target::Peer(to) if info.may_relay() => {
+                    crate::telemetry::forwarded();
                     match self.peers.call(&to.addr, &remote, info).await {
                         Ok(env) => {
                             self.learn_leader(shard, env.served_by);

@@ -38,6 +38,7 @@ impl Retry {
             return false;
         }
         tokio::time::sleep(wait).await;
+        crate::telemetry::retried();
         true
     }
 }

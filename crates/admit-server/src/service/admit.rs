@@ -40,6 +40,7 @@ impl AdmitSend for AdmitService {
             let a = self.ctx.admission.admit(req).await?;
             let d = &a.decided;
             tracing::Span::current().record("reason", d.decision.reason.as_str());
+            crate::telemetry::decided(&d.decision, d.replayed);
             let shard = d.scope.as_ref().map(|s| self.ctx.routing.shard_of(s));
             Ok(pb::AdmitResponse {
                 decision: Some(convert::decision_out(
@@ -76,6 +77,7 @@ impl AdmitSend for AdmitService {
                     index: i as u32,
                     result: Some(match r {
                         Ok(d) => {
+                            crate::telemetry::decided(&d.decision, d.replayed);
                             if let Some(s) = &d.scope {
                                 shards.insert(self.ctx.routing.shard_of(s));
                             }

@@ -1,0 +1,174 @@
+//! Metrics recorded as things happen (docs/metrics.md): the process-wide
+//! Prometheus recorder behind the `metrics` macros, the bucket layout of its
+//! histograms, the help texts, and one helper per event the server counts.
+//!
+//! It may import `metrics`, `metrics-exporter-prometheus`, `tonic` (status
+//! codes) and admit-core's decision type; nothing else of this crate. The
+//! series computed from the engine at scrape time are in `scrape`.
+
+use std::sync::OnceLock;
+
+use admit_core::Decision;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets (seconds) of every `_seconds` histogram: 0.5 ms to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const FSYNC_ENTRIES_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
+const BYTES_BUCKETS: &[f64] = &[1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+
+/// The process's recorder handle, installed on first use. Several nodes in
+/// one process (tests) share it: counters are per process, which is per node
+/// in production. If another recorder was installed first, the handle is of
+/// a recorder nobody feeds (it renders nothing) and a warning is logged.
+pub(crate) fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = || -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?
+                .set_buckets_for_metric(
+                    Matcher::Full("admit_journal_entries_per_fsync".into()),
+                    FSYNC_ENTRIES_BUCKETS,
+                )?
+                .set_buckets_for_metric(
+                    Matcher::Full("admit_snapshot_size_bytes".into()),
+                    BYTES_BUCKETS,
+                )
+        };
+        let handle = match builder().and_then(|b| b.install_recorder()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed; counters stay empty");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        };
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    describe_counter!(
+        "admit_decisions_total",
+        "Send decisions answered by this node, by allowed/denied and reason."
+    );
+    describe_histogram!(
+        "admit_rpc_duration_seconds",
+        Unit::Seconds,
+        "Latency of public gRPC calls taken by this node, by method and status code."
+    );
+    describe_counter!(
+        "admit_forwarded_total",
+        "Requests this node relayed to another node (the shard's leader)."
+    );
+    describe_counter!(
+        "admit_forward_retries_total",
+        "Retries of routed requests (no leader yet, leader moved)."
+    );
+    describe_counter!(
+        "admit_shed_total",
+        "Requests refused by self-protection (R8.4), by cause."
+    );
+    describe_counter!(
+        "admit_idempotent_replays_total",
+        "Sends answered with the decision recorded for their idempotency key."
+    );
+    describe_counter!(
+        "admit_leader_changes_total",
+        "Shard leader changes this node observed."
+    );
+    describe_histogram!(
+        "admit_journal_fsync_duration_seconds",
+        Unit::Seconds,
+        "Duration of one journal group commit (fsync)."
+    );
+    describe_histogram!(
+        "admit_journal_entries_per_fsync",
+        "Storage operations covered by one journal fsync (group commit size)."
+    );
+    describe_histogram!(
+        "admit_snapshot_duration_seconds",
+        Unit::Seconds,
+        "Time to build one shard snapshot."
+    );
+    describe_histogram!(
+        "admit_snapshot_size_bytes",
+        Unit::Bytes,
+        "Size of one built shard snapshot."
+    );
+    describe_gauge!("admit_shards_led", "Shards this node leads.");
+}
+
+/// A send decision answered to a caller (on the node that took the call).
+pub(crate) fn decided(d: &Decision, replayed: bool) {
+    let decision = if d.reason.allows() {
+        "allowed"
+    } else {
+        "denied"
+    };
+    counter!("admit_decisions_total", "decision" => decision, "reason" => d.reason.as_str())
+        .increment(1);
+    if replayed {
+        counter!("admit_idempotent_replays_total").increment(1);
+    }
+}
+
+/// A request refused by self-protection: `in_flight` or `caller_quota`.
+pub(crate) fn shed(cause: &'static str) {
+    counter!("admit_shed_total", "cause" => cause).increment(1);
+}
+
+pub(crate) fn forwarded() {
+    counter!("admit_forwarded_total").increment(1);
+}
+
+pub(crate) fn retried() {
+    counter!("admit_forward_retries_total").increment(1);
+}
+
+pub(crate) fn leader_changed() {
+    counter!("admit_leader_changes_total").increment(1);
+}
+
+pub(crate) fn snapshot_built(secs: f64, bytes: usize) {
+    histogram!("admit_snapshot_duration_seconds").record(secs);
+    histogram!("admit_snapshot_size_bytes").record(bytes as f64);
+}
+
+/// One public RPC finished.
+pub(crate) fn rpc_done(method: &str, code: tonic::Code, secs: f64) {
+    histogram!(
+        "admit_rpc_duration_seconds",
+        "method" => method.to_owned(),
+        "code" => code_name(code)
+    )
+    .record(secs);
+}
+
+/// The gRPC name of a status code (`RESOURCE_EXHAUSTED`), as Prometheus
+/// labels and the gRPC spec spell them.
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

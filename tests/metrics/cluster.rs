@@ -1,0 +1,171 @@
+//! In a cluster each scope's series come from its shard's leader only: a
+//! scope appears on exactly one node's `/metrics` (the one that reports
+//! itself the shard's leader there), so sums over nodes count each scope
+//! once. The nodes are started here rather than with `TestCluster`, which
+//! also waits for leader balancing: this test needs only some leader per
+//! shard.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::http::{scrape, value};
+use crate::support::api::numbers_on_distinct_shards;
+use crate::support::cluster::one_at_a_time;
+use crate::support::{keyed, node_config, shard_of, template, Clients, DAY1, SHARDS};
+use admit_proto::v1 as pb;
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+async fn pages(nodes: &BTreeMap<u64, admit_server::Running>) -> Vec<(u64, String)> {
+    let mut v = Vec::new();
+    for (id, r) in nodes {
+        v.push((*id, scrape(r.metrics_addr().expect("metrics served")).await));
+    }
+    v
+}
+
+/// Retries a call the cluster could not answer yet (an election), for up
+/// to 60 s.
+async fn until_answered<T, F: std::future::Future<Output = Result<T, tonic::Status>>>(
+    mut call: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match call().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < deadline && e.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+async fn register(c: &mut Clients, n: &str) {
+    let req = pb::RegisterNumberRequest {
+        number_id: n.into(),
+        initial_tier: Some(pb::TierValue {
+            tier: Some(pb::tier_value::Tier::TierName("TIER_250".into())),
+        }),
+        quality: Some(pb::NumberQuality::High as i32),
+        ..Default::default()
+    };
+    let admin = c.admin.clone();
+    until_answered(|| {
+        let mut a = admin.clone();
+        let r = req.clone();
+        async move { a.register_number(r).await }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_is_exported_by_exactly_one_node_its_shard_leader() {
+    one_at_a_time(240, async {
+        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, free_addr())).collect();
+        let peers: BTreeMap<u64, String> = addrs.iter().map(|(i, a)| (*i, a.to_string())).collect();
+        let mut nodes = BTreeMap::new();
+        for (id, addr) in &addrs {
+            let mut cfg = node_config(*addr, dirs[*id as usize - 1].path(), DAY1);
+            cfg.node_id = *id;
+            cfg.advertise = Some(addr.to_string());
+            cfg.peers = peers.clone();
+            cfg.replicas = 3;
+            // slower elections than the other tests': this one runs on a
+            // loaded machine and only needs leaders to stay put
+            cfg.heartbeat = Duration::from_millis(150);
+            cfg.election_timeout = (Duration::from_millis(1_500), Duration::from_millis(3_000));
+            let r = admit_server::start(cfg).await.expect("node starts");
+            nodes.insert(*id, r);
+        }
+        // every node knows a leader of every shard
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let p = pages(&nodes).await;
+            let known = |page: &String| {
+                (0..SHARDS).all(|s| {
+                    let l = [("shard", s.to_string())];
+                    let l = [("shard", l[0].1.as_str())];
+                    value(page, "admit_shard_has_leader", &l) == Some(1.0)
+                })
+            };
+            if p.iter().all(|(_, page)| known(page)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "shards without a leader");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let mut c = Clients::connect(addrs[&1]).await;
+        let numbers = numbers_on_distinct_shards("4916", 4);
+        for (i, n) in numbers.iter().enumerate() {
+            register(&mut c, n).await;
+            for k in 0..(3 + i as u64) {
+                let customer = 100 * i as u64 + k;
+                let send = keyed(
+                    template(n, customer, "t-util", pb::TemplateCategory::Utility),
+                    &format!("k-{n}-{customer}"),
+                );
+                let d = until_answered(|| {
+                    let mut c = c.clone();
+                    let send = send.clone();
+                    async move { c.admit(send).await }
+                })
+                .await;
+                assert_eq!(d.reason(), pb::Reason::NewConversation);
+            }
+        }
+        // leadership may move (leader balancing): wait for one round of
+        // scrapes in which every scope is on exactly one node, the node that
+        // reports itself the shard's leader in that same scrape
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let p = pages(&nodes).await;
+            let mut ok = true;
+            for (i, n) in numbers.iter().enumerate() {
+                let l = [("scope", n.as_str()), ("kind", "number")];
+                let on: Vec<(u64, f64)> = p
+                    .iter()
+                    .filter_map(|(id, page)| {
+                        value(page, "admit_scope_unique_customers", &l).map(|v| (*id, v))
+                    })
+                    .collect();
+                let shard = shard_of(n).to_string();
+                let leaders: Vec<u64> = p
+                    .iter()
+                    .filter(|(_, page)| {
+                        let l = [("shard", shard.as_str())];
+                        value(page, "admit_shard_commit_lag_entries", &l).is_some()
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                ok &= on.len() == 1 && leaders == [on[0].0] && on[0].1 == (3 + i) as f64;
+            }
+            let total: f64 = p
+                .iter()
+                .map(|(_, page)| value(page, "admit_scopes_exported", &[]).unwrap_or(0.0))
+                .sum();
+            ok &= total == numbers.len() as f64;
+            if ok {
+                eprintln!(
+                    "each of {} scopes exported by exactly one node",
+                    numbers.len()
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scopes not exported once each by their shard's leader"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        for (_, r) in nodes {
+            r.shutdown().await.expect("clean shutdown");
+        }
+    })
+    .await;
+}
