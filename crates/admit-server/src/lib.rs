@@ -141,6 +141,8 @@ mod relay;
 
 pub mod service;
 
+pub mod transport;
+
 mod server;
 
 pub use protect::Quota;

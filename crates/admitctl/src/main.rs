@@ -19,6 +19,8 @@
 //! is the node's, so admitctl shows what any other caller would see and works
 //! with any node that speaks `admit.v1`.
 
+mod certs;
+
 use std::time::Duration;
 
 use admit_proto::v1 as pb;
@@ -77,6 +79,9 @@ enum Cmd {
         /// The business number (phone_number_id).
         number: String,
     },
+    /// Write a development CA, node and caller certificates (no node is
+    /// contacted).
+    Certs(certs::CertsArgs),
 }
 
 async fn channel(addr: &str) -> Result<Channel> {
@@ -124,6 +129,9 @@ fn print_nodes(nodes: &[pb::Node]) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Cmd::Certs(a) = &args.cmd {
+        return certs::run(a);
+    }
     let ch = channel(&args.addr).await?;
     let mut cluster = ClusterClient::new(ch.clone());
     match args.cmd {
@@ -182,6 +190,8 @@ async fn main() -> Result<()> {
                 .add_node(pb::AddNodeRequest {
                     node_id: id,
                     address,
+                    // empty: the API port + 1 (set by the client branch's flag)
+                    peer_address: String::new(),
                 })
                 .await?
                 .into_inner();
@@ -209,6 +219,7 @@ async fn main() -> Result<()> {
             }
             println!("{:#?}", r.status);
         }
+        Cmd::Certs(_) => unreachable!("handled before connecting"),
     }
     Ok(())
 }

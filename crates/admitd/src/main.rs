@@ -15,6 +15,7 @@
 //! in a library crate where tests can reach it.
 
 mod config;
+mod transport;
 
 use anyhow::Context;
 use clap::Parser;
@@ -41,10 +42,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("admitd failed to start")?;
     println!(
-        "admitd listening on {} (gRPC: admit.v1 AdmitSend, Admin, TestClock, Cluster; grpc.health.v1; reflection; raft transport){}",
+        "admitd listening on {} (gRPC: admit.v1 AdmitSend, Admin, TestClock, Cluster; grpc.health.v1; reflection){}",
         running.local_addr(),
         if running.test_clock() { " [test clock]" } else { "" }
     );
+    println!("admitd peer port {}", running.peer_addr());
     println!("admitd data dir {}", data_dir.display());
     shutdown_signal().await;
     tracing::info!("shutdown requested; draining");

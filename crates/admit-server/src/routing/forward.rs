@@ -37,7 +37,7 @@ impl Routing {
             let r = match self.target(shard, retry.attempt()) {
                 Target::Me => local().await,
                 Target::Peer(to) if info.may_relay() => {
-                    match self.peers.call(&to.addr, &remote, info).await {
+                    match self.peers.call(&to, &remote, info).await {
                         Ok(env) => {
                             self.learn_leader(shard, env.served_by);
                             env.result

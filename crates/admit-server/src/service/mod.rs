@@ -30,13 +30,14 @@ pub(crate) async fn handle<T, R>(
         Ok(Response::new(body.await?))
     })
     .await
-    .map_err(ApiError::into_status)
+    .map_err(|e| ctx.routing.for_caller(e).into_status())
 }
 
 /// The shard's leader as this node knows it, for an answer's `leader_hint`.
 pub(crate) fn leader_hint(ctx: &Ctx, shard: u32) -> Option<pb::NodeRef> {
-    ctx.routing.leader_ref(shard).map(|n| pb::NodeRef {
+    let n = ctx.routing.leader_ref(shard)?;
+    Some(pb::NodeRef {
         node_id: n.id,
-        address: n.addr,
+        address: ctx.routing.api_addr(n.id).unwrap_or(n.addr),
     })
 }
