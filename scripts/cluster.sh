@@ -8,8 +8,8 @@
 #   scripts/cluster.sh stop      # SIGTERM all (leadership handed over first)
 #   scripts/cluster.sh clean     # stop and delete ./admit-cluster
 #
-# Node N listens on 127.0.0.1:5005N (gRPC: public API, forwarding and Raft on
-# one port), keeps its data in ./admit-cluster/nodeN and logs to
+# Node N serves its API on 127.0.0.1:5005N and Raft and forwarding on its
+# peer port 127.0.0.1:5006N (plain text: loopback only), keeps its data in ./admit-cluster/nodeN and logs to
 # ./admit-cluster/nodeN.log. Environment: ADMIT_SHARDS (default 64),
 # ADMIT_REPLICAS (default 3), CARGO_PROFILE (release), EXTRA_ARGS.
 set -euo pipefail
@@ -18,7 +18,8 @@ DIR=${ADMIT_CLUSTER_DIR:-./admit-cluster}
 PROFILE=${CARGO_PROFILE:-release}
 SHARDS=${ADMIT_SHARDS:-64}
 REPLICAS=${ADMIT_REPLICAS:-3}
-PEERS="1=127.0.0.1:50051,2=127.0.0.1:50052,3=127.0.0.1:50053"
+# API ports 5005N, peer ports (Raft, node-to-node) 5006N
+PEERS="1=127.0.0.1:50051/127.0.0.1:50061,2=127.0.0.1:50052/127.0.0.1:50062,3=127.0.0.1:50053/127.0.0.1:50063"
 BIN=target/$PROFILE
 
 build() {
@@ -38,7 +39,7 @@ start_node() {
   fi
   # shellcheck disable=SC2086
   nohup "$BIN/admitd" --node-id "$n" --listen "127.0.0.1:5005$n" --metrics-listen "127.0.0.1:946$n" \
-    --peers "$PEERS" --shards "$SHARDS" --replicas "$REPLICAS" \
+    --peer-listen "127.0.0.1:5006$n" --peers "$PEERS" --shards "$SHARDS" --replicas "$REPLICAS" \
     --data-dir "$DIR/node$n" ${EXTRA_ARGS:-} >>"$DIR/node$n.log" 2>&1 &
   echo $! >"$DIR/node$n.pid"
   echo "node $n: pid $!, 127.0.0.1:5005$n, metrics http://127.0.0.1:946$n/metrics, log $DIR/node$n.log"

@@ -408,6 +408,7 @@ async fn add_a_fourth_node_then_remove_one() {
             .add_node(pb::AddNodeRequest {
                 node_id: 1,
                 address: "127.0.0.1:1".into(),
+                peer_address: "127.0.0.1:2".into(),
             })
             .await
             .unwrap_err();

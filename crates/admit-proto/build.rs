@@ -50,9 +50,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         compiler.encode_file_descriptor_set(),
     )?;
 
+    // every service decodes with `admit_proto::codec::Codec`: a request that
+    // does not decode is INVALID_ARGUMENT, not INTERNAL
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .codec_path("crate::codec::Codec")
         .compile_fds(compiler.file_descriptor_set())?;
 
     // The internal packages: their own descriptor set, so the public one (and
@@ -61,6 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .codec_path("crate::codec::Codec")
         .compile_fds(internal)?;
     Ok(())
 }

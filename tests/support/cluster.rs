@@ -30,10 +30,17 @@ pub async fn one_at_a_time<F: std::future::Future>(secs: u64, test: F) -> F::Out
     super::bounded(secs, test).await
 }
 
+/// Changes a node's configuration before it starts (e.g. peer TLS).
+pub type Configure = std::sync::Arc<dyn Fn(u64, &mut ServerConfig) + Send + Sync>;
+
 pub struct TestCluster {
     pub start_ms: i64,
     pub replicas: usize,
+    /// API ports.
     pub addrs: BTreeMap<u64, SocketAddr>,
+    /// Peer ports (Raft and node-to-node calls).
+    pub peer_addrs: BTreeMap<u64, SocketAddr>,
+    pub configure: Option<Configure>,
     pub dirs: BTreeMap<u64, tempfile::TempDir>,
     pub peers: BTreeMap<u64, String>,
     pub nodes: BTreeMap<u64, Running>,
@@ -42,10 +49,22 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts nodes 1..=n bootstrapped from static peers.
     pub async fn start(n: u64, replicas: usize, start_ms: i64) -> TestCluster {
+        Self::start_with(n, replicas, start_ms, None).await
+    }
+
+    /// [`Self::start`], each node's configuration changed by `configure`.
+    pub async fn start_with(
+        n: u64,
+        replicas: usize,
+        start_ms: i64,
+        configure: Option<Configure>,
+    ) -> TestCluster {
         let mut c = TestCluster {
             start_ms,
             replicas,
             addrs: BTreeMap::new(),
+            peer_addrs: BTreeMap::new(),
+            configure,
             dirs: BTreeMap::new(),
             peers: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -53,7 +72,11 @@ impl TestCluster {
         for id in 1..=n {
             c.reserve(id);
         }
-        c.peers = c.addrs.iter().map(|(i, a)| (*i, a.to_string())).collect();
+        c.peers = c
+            .addrs
+            .iter()
+            .map(|(i, a)| (*i, format!("{a}/{}", c.peer_addrs[i])))
+            .collect();
         let starts = (1..=n).map(|id| admit_server::start(c.cfg(id, None)));
         for r in futures_join(starts).await {
             let r = r.expect("node starts");
@@ -66,18 +89,23 @@ impl TestCluster {
     fn reserve(&mut self, id: u64) {
         self.dirs.insert(id, tempfile::tempdir().unwrap());
         self.addrs.insert(id, free_addr());
+        self.peer_addrs.insert(id, free_addr());
     }
 
     fn cfg(&self, id: u64, join: Option<String>) -> ServerConfig {
         let mut cfg = node_config(self.addrs[&id], self.dirs[&id].path(), self.start_ms);
         cfg.node_id = id;
         cfg.advertise = Some(self.addrs[&id].to_string());
+        cfg.peer_listen = Some(self.peer_addrs[&id]);
         cfg.replicas = self.replicas;
         cfg.reconcile_interval = Duration::from_millis(200);
         cfg.handoff_timeout = Duration::from_secs(2);
         match join {
             Some(via) => cfg.join = Some(via),
             None => cfg.peers = self.peers.clone(),
+        }
+        if let Some(f) = &self.configure {
+            f(id, &mut cfg);
         }
         cfg
     }

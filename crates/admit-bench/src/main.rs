@@ -30,7 +30,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+mod conn;
+use conn::Chan;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Load generator for admit (gRPC AdmitSend)")]
@@ -80,6 +83,20 @@ struct Args {
     /// first decision is recorded through the log, R3.4).
     #[arg(long)]
     keyed: bool,
+    // --- transport security ---
+    /// CA of the server's certificate: speak TLS (the host of --target is
+    /// the name verified).
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for TLS, with --key.
+    #[arg(long)]
+    cert: Option<std::path::PathBuf>,
+    /// Client key (PEM).
+    #[arg(long)]
+    key: Option<std::path::PathBuf>,
+    /// Bearer token sent as `authorization: Bearer <token>` on every call.
+    #[arg(long, env = "ADMIT_TOKEN")]
+    token: Option<String>,
 }
 
 /// Resident memory of a process, from /proc (Linux).
@@ -92,7 +109,7 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 
 /// Fills the server with `memory_numbers` numbers and that many times
 /// `memory_windows_per_number` open service windows, and reports its resident memory.
-async fn memory(args: &Args, chans: &[Channel], ids: &Ids) -> Result<()> {
+async fn memory(args: &Args, chans: &[Chan], ids: &Ids) -> Result<()> {
     let Some(pid) = args.server_pid else {
         bail!("the memory scenario needs --server-pid");
     };
@@ -167,21 +184,42 @@ impl Report {
     }
 }
 
-async fn connect(targets: &str, n: usize) -> Result<Vec<Channel>> {
+/// `n` connections over `targets` (TLS and token from the flags; the
+/// in-process floor servers are plain text).
+async fn connect(args: &Args, targets: &str, n: usize, plain: bool) -> Result<Vec<Chan>> {
+    let tls = if plain {
+        None
+    } else {
+        conn::TlsFlags {
+            ca: args.ca.clone(),
+            cert: args.cert.clone(),
+            key: args.key.clone(),
+        }
+        .config()?
+    };
+    let token = conn::Token::new(args.token.as_deref())?;
     let targets: Vec<&str> = targets.split(',').map(str::trim).collect();
     let mut chans = Vec::with_capacity(n);
     for i in 0..n.max(1) {
         let target = targets[i % targets.len()];
         // windows large enough that batch replies of many streams do not
         // wait for window updates
-        let ch = Endpoint::from_shared(target.to_owned())?
+        let uri = if target.contains("://") {
+            target.replace("https://", "http://")
+        } else {
+            format!("http://{target}")
+        };
+        let ep = Endpoint::from_shared(uri)?
             .tcp_nodelay(true)
             .initial_connection_window_size(WINDOW_CONN)
-            .initial_stream_window_size(WINDOW_STREAM)
-            .connect()
+            .initial_stream_window_size(WINDOW_STREAM);
+        let ch = conn::open(ep, target, tls.clone())
             .await
             .with_context(|| format!("connecting to {target}"))?;
-        chans.push(ch);
+        chans.push(tonic::service::interceptor::InterceptedService::new(
+            ch,
+            token.clone(),
+        ));
     }
     Ok(chans)
 }
@@ -334,7 +372,7 @@ async fn batches(
     name: &str,
     args: &Args,
     dur: Duration,
-    clients: Arc<Vec<AdmitSendClient<Channel>>>,
+    clients: Arc<Vec<AdmitSendClient<Chan>>>,
     ids: Arc<Ids>,
     fresh: Arc<AtomicU64>,
     spread: bool,
@@ -459,7 +497,7 @@ fn free_form() -> Option<pb::send::Kind> {
     Some(pb::send::Kind::FreeForm(pb::FreeForm {}))
 }
 
-async fn setup(args: &Args, chans: &[Channel], ids: &Ids) -> Result<()> {
+async fn setup(args: &Args, chans: &[Chan], ids: &Ids) -> Result<()> {
     let mut admin = AdminClient::new(chans[0].clone());
     let mut send = AdmitSendClient::new(chans[0].clone());
     for n in 0..args.numbers {
@@ -525,7 +563,7 @@ async fn main() -> Result<()> {
 
     if wants("floor") {
         let addr = start_floor().await?;
-        let chans = connect(&format!("http://{addr}"), args.connections).await?;
+        let chans = connect(&args, &format!("http://{addr}"), args.connections, true).await?;
         let clients: Vec<_> = chans
             .iter()
             .map(|c| tonic_health::pb::health_client::HealthClient::new(c.clone()))
@@ -556,7 +594,7 @@ async fn main() -> Result<()> {
         // campaign-shaped batches against an AdmitBatch service that decides
         // nothing: the most any AdmitBatch server can do here
         let addr = start_floor().await?;
-        let chans = connect(&format!("http://{addr}"), args.connections).await?;
+        let chans = connect(&args, &format!("http://{addr}"), args.connections, true).await?;
         let clients = Arc::new(
             chans
                 .iter()
@@ -570,7 +608,7 @@ async fn main() -> Result<()> {
     }
 
     if wants("memory") {
-        let chans = connect(&args.target, args.connections).await?;
+        let chans = connect(&args, &args.target, args.connections, false).await?;
         memory(&args, &chans, &ids).await?;
     }
     let needs_server = args
@@ -578,7 +616,7 @@ async fn main() -> Result<()> {
         .iter()
         .any(|s| !["floor", "batch-floor", "memory"].contains(&s.as_str()));
     if needs_server {
-        let chans = connect(&args.target, args.connections).await?;
+        let chans = connect(&args, &args.target, args.connections, false).await?;
         setup(&args, &chans, &ids).await?;
         let clients: Arc<Vec<_>> = Arc::new(
             chans

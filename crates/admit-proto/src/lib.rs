@@ -36,6 +36,8 @@ pub mod v1 {
 /// Node-to-node protocols, generated from `proto/admit/internal/`. They are
 /// served only between the nodes of one cluster and are not part of the
 /// public API (reflection does not list them).
+pub mod codec;
+
 pub mod internal {
     /// `admit.internal.raft`: the Raft transport of `admit-raft`.
     #[allow(missing_docs, clippy::all, missing_debug_implementations)]

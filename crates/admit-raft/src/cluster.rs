@@ -28,8 +28,11 @@ pub enum NodeState {
 pub struct ClusterNode {
     /// Raft node id (never reused).
     pub id: u64,
-    /// Raft transport address (`host:port`).
+    /// Peer-port address (`host:port`): Raft transport and node-to-node calls.
     pub addr: String,
+    /// Public API address (`host:port`) callers are pointed to; empty while
+    /// unknown (set by [`RaftNode::set_api_addr`](crate::RaftNode::set_api_addr)).
+    pub api_addr: String,
     /// Lifecycle state.
     pub state: NodeState,
 }
@@ -94,6 +97,8 @@ impl ShardInfo {
 pub(crate) struct RegistryState {
     pub(crate) seeded: bool,
     pub(crate) nodes: BTreeMap<u64, (String, NodeState)>,
+    /// Public API address per node (the peer address is in `nodes`).
+    pub(crate) apis: BTreeMap<u64, String>,
 }
 
 impl RegistryState {
@@ -119,6 +124,7 @@ impl RegistryState {
             .map(|(id, (addr, state))| ClusterNode {
                 id: *id,
                 addr: addr.clone(),
+                api_addr: self.apis.get(id).cloned().unwrap_or_default(),
                 state: *state,
             })
             .collect()
@@ -137,6 +143,9 @@ pub(crate) enum MetaCmd {
     Leave { id: u64 },
     /// A leaving node holds no replica any more.
     MarkRemoved { id: u64 },
+    /// Record the public API addresses of registered, non-removed nodes
+    /// (node id -> `host:port`); others are ignored.
+    SetApi(BTreeMap<u64, String>),
 }
 
 /// Response of a [`MetaCmd`]: `err` is set if it was refused.
@@ -210,6 +219,17 @@ fn apply_cmd(s: &mut RegistryState, cmd: MetaCmd) -> Result<(), String> {
             Some((_, NodeState::Removed)) => Ok(()),
             _ => Err(format!("node {id} is not leaving")),
         },
+        MetaCmd::SetApi(addrs) => {
+            for (id, api) in addrs {
+                if s.nodes
+                    .get(&id)
+                    .is_some_and(|(_, st)| *st != NodeState::Removed)
+                {
+                    s.apis.insert(id, api);
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -288,6 +308,10 @@ mod tests {
         assert!(r.apply(9, add(3)).err.is_some(), "removed id reused");
         assert!(r.apply(10, MetaCmd::Leave { id: 1 }).err.is_none());
         assert!(r.apply(11, MetaCmd::Leave { id: 2 }).err.is_some(), "last");
+        // API addresses only for registered, non-removed nodes
+        let apis = BTreeMap::from([(2, "b:1".into()), (3, "c:1".into()), (9, "z:1".into())]);
+        assert!(r.apply(12, MetaCmd::SetApi(apis)).err.is_none());
+        assert_eq!(r.read().apis, BTreeMap::from([(2, "b:1".to_string())]));
         let snap = r.snapshot();
         let mut r2 = Registry::default();
         r2.restore(&snap).unwrap();

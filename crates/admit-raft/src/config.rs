@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{Config, SnapshotPolicy};
@@ -81,6 +82,20 @@ pub struct NodeConfig {
     /// set it outside tests.
     #[doc(hidden)]
     pub simulate_power_loss: bool,
+
+    // --- two ports: the peer port (Raft, above) and the public API port ---
+    /// This node's public API address (`host:port`), recorded in the
+    /// registry for callers' leader hints; empty: not recorded.
+    pub api_addr: String,
+    /// The public API addresses of the static `peers` (node id ->
+    /// `host:port`), recorded in the registry when it is seeded.
+    pub api_addrs: BTreeMap<u64, String>,
+    /// How channels to other nodes' peer ports are opened (mutual TLS);
+    /// `None`: plain HTTP/2.
+    pub dialer: Option<Arc<dyn crate::Dialer>>,
+    /// Largest Raft message accepted or sent (a full snapshot travels in
+    /// one message, so this bounds snapshots too); `None`: 256 MiB.
+    pub max_message_bytes: Option<usize>,
 }
 
 impl NodeConfig {
@@ -110,7 +125,16 @@ impl NodeConfig {
             handoff_timeout: Duration::from_secs(3),
             write_timeout: None,
             simulate_power_loss: false,
+            api_addr: String::new(),
+            api_addrs: BTreeMap::new(),
+            dialer: None,
+            max_message_bytes: None,
         }
+    }
+
+    /// The largest Raft message (default 256 MiB).
+    pub(crate) fn max_message(&self) -> usize {
+        self.max_message_bytes.unwrap_or(256 * 1024 * 1024)
     }
 
     pub(crate) fn raft_config(&self) -> Result<Config, StartError> {

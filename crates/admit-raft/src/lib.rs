@@ -270,7 +270,7 @@ pub use admit_proto::internal::raft as pb;
 
 pub use cluster::{ClusterNode, NodeState, ReplicaInfo, ShardInfo};
 pub use config::NodeConfig;
-pub use network::RaftGrpcService;
+pub use network::{Dialer, RaftGrpcService};
 pub use node::{JournalCounters, RaftNode};
 pub use types::{CmdData, RespData, TypeConfig};
 

@@ -37,12 +37,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How a node opens a channel to another node's peer port (node id and its
+/// peer address). The server supplies one that speaks mutual TLS; without
+/// one, channels are plain HTTP/2.
+pub trait Dialer: std::fmt::Debug + Send + Sync + 'static {
+    /// A lazily connecting channel to `node` at `addr` (`host:port`).
+    fn channel(&self, node: u64, addr: &str) -> Result<Channel, String>;
+}
+
+/// Plain HTTP/2, connected on first use.
+fn plain_channel(addr: &str) -> Result<Channel, String> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(uri)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .connect_lazy())
+}
+
 #[derive(Default)]
 struct RouterInner {
     /// node id -> (address, lazily connected channel)
     peers: Mutex<HashMap<u64, (String, RaftTransportClient<Channel>)>>,
     /// Test switch: drop every outgoing and incoming RPC of this node.
     isolated: Arc<AtomicBool>,
+    /// Opens channels to peers (mutual TLS); `None`: plain.
+    dialer: Option<Arc<dyn Dialer>>,
+    /// Largest message sent or received.
+    max_message: usize,
 }
 
 /// Connection pool shared by all groups of a node.
@@ -67,9 +94,13 @@ impl<A> std::fmt::Debug for GrpcRouter<A> {
 }
 
 impl<A: App> GrpcRouter<A> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(dialer: Option<Arc<dyn Dialer>>, max_message: usize) -> Self {
         Self {
-            inner: Arc::default(),
+            inner: Arc::new(RouterInner {
+                dialer,
+                max_message,
+                ..RouterInner::default()
+            }),
             _app: PhantomData,
         }
     }
@@ -93,22 +124,19 @@ impl<A: App> GrpcRouter<A> {
     }
 
     /// Register (or update) the address of `node`. A changed address replaces the channel.
-    pub(crate) fn set_addr(&self, node: u64, addr: &str) -> Result<(), tonic::transport::Error> {
+    pub(crate) fn set_addr(&self, node: u64, addr: &str) -> Result<(), String> {
         let mut peers = lock(&self.inner.peers);
         if peers.get(&node).is_some_and(|(a, _)| a == addr) {
             return Ok(());
         }
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
+        let channel = match &self.inner.dialer {
+            Some(d) => d.channel(node, addr)?,
+            None => plain_channel(addr)?,
         };
-        let channel = Endpoint::from_shared(uri)?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .connect_lazy();
-        peers.insert(node, (addr.to_string(), RaftTransportClient::new(channel)));
+        let client = RaftTransportClient::new(channel)
+            .max_decoding_message_size(self.inner.max_message)
+            .max_encoding_message_size(self.inner.max_message);
+        peers.insert(node, (addr.to_string(), client));
         Ok(())
     }
 

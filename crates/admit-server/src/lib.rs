@@ -160,6 +160,7 @@ pub mod service;
 // in-process access to the public API (the webhook receiver)
 mod inproc;
 pub use inproc::InProcess;
+pub mod transport;
 
 mod server;
 

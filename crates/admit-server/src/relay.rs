@@ -69,7 +69,7 @@ pub(crate) async fn set_clock_everywhere(routing: &Routing, now: Ts) -> Result<(
     let req = NodeReq::SetClock { now };
     let calls = routing.other_nodes().into_iter().map(|node| {
         let req = &req;
-        async move { (node.id, routing.peers.call(&node.addr, req, info).await) }
+        async move { (node.id, routing.peers.call(&node, req, info).await) }
     });
     for (id, r) in join_all(calls).await {
         if let Err(e) = r.and_then(|env| env.result) {

@@ -19,22 +19,27 @@ use crate::app::{ReaderSlot, ShardApp};
 use crate::clock::Clock;
 use crate::ctx::Ctx;
 use crate::protect::{Protect, Quota};
-use crate::routing::peers::{CONN_WINDOW, MAX_FRAME, STREAM_WINDOW};
+use crate::routing::peers::Peers;
 use crate::routing::{Membership, Router, Routing};
 use crate::service::admin::AdminService;
 use crate::service::admit::AdmitService;
 use crate::service::clock::ClockService;
 use crate::service::cluster::ClusterService;
 use crate::service::node::NodeService;
+use crate::transport::dial::{PeerDialer, CONN_WINDOW, STREAM_WINDOW};
+use crate::transport::listen::{incoming, ConnInfo, TrackLayer};
+use crate::transport::tls::{Reloading, Role};
+use crate::transport::{check_plaintext, split_peer_entry, Limits, Transport};
 
 /// Everything a node needs to start. [`ServerConfig::new`] gives the defaults.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Raft node id (never 0).
     pub node_id: u64,
-    /// The gRPC address to listen on (port 0: any free port).
+    /// The API port's address (port 0: any free port).
     pub listen: SocketAddr,
-    /// The address others reach this node at; defaults to the bound address.
+    /// The API address callers reach this node at; defaults to the bound
+    /// address.
     pub advertise: Option<String>,
     /// Where the journal lives.
     pub data_dir: PathBuf,
@@ -57,8 +62,10 @@ pub struct ServerConfig {
     pub election_timeout: (Duration, Duration),
     /// Snapshot a shard after this many entries.
     pub snapshot_every: u64,
-    /// The initial cluster: node id -> gRPC address (`host:port`, a DNS name
-    /// is fine), this node included. Empty (the default): a single node.
+    /// The initial cluster: node id -> `API` or `API/PEER` addresses
+    /// (`host:port`, a DNS name is fine; without `/PEER` the peer port is
+    /// the API port + 1), this node included. Empty (the default): a single
+    /// node.
     pub peers: BTreeMap<u64, String>,
     /// Replicas (voters) per shard in a cluster.
     pub replicas: usize,
@@ -78,6 +85,16 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Per-scope series only for this many scopes nearest their limit.
     pub metrics_top_scopes: usize,
+    // --- the peer port and transport security (docs/security.md) ---
+    /// The peer port's address (Raft and node-to-node calls only). `None`:
+    /// in a cluster the API address with the port + 1 (0 stays 0); a single
+    /// node 127.0.0.1:0.
+    pub peer_listen: Option<SocketAddr>,
+    /// The peer address other nodes reach this node at; default: this
+    /// node's peers entry, else the bound peer address.
+    pub peer_advertise: Option<String>,
+    /// TLS, mutual TLS and connection limits of both ports.
+    pub transport: Transport,
 }
 
 impl ServerConfig {
@@ -106,6 +123,9 @@ impl ServerConfig {
             // off unless asked for: many test nodes share one machine
             metrics_listen: None,
             metrics_top_scopes: crate::scrape::DEFAULT_TOP_SCOPES,
+            peer_listen: None,
+            peer_advertise: None,
+            transport: Transport::default(),
         }
     }
 
@@ -133,16 +153,22 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Running {
     addr: SocketAddr,
+    peer_addr: SocketAddr,
     ctx: Arc<Ctx>,
     stop: watch::Sender<bool>,
+    peer_stop: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    peer_server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Accept loops and certificate watchers (aborted at the end).
+    tasks: Vec<JoinHandle<()>>,
     ticker: JoinHandle<()>,
     metrics: Option<crate::scrape::Endpoint>,
 }
 
 /// Starts a node: opens (or recovers) the journal, starts the Raft groups,
-/// binds the gRPC port and serves AdmitSend, Admin, TestClock, Cluster,
-/// health, reflection and the Raft transport on it.
+/// binds the API port (AdmitSend, Admin, TestClock, Cluster, health,
+/// reflection) and the peer port (Raft transport and node-to-node calls,
+/// only from nodes of the membership).
 pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     if cfg.node_id == 0 {
         return Err(StartError::Config("node_id must not be 0".into()));
@@ -159,29 +185,57 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             cfg.node_id
         )));
     }
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: cfg.listen,
-        source,
-    })?;
+    let t = &cfg.transport;
+    let peer_listen = cfg.peer_listen.unwrap_or_else(|| default_peer_listen(&cfg));
+    check_plaintext("api", cfg.listen, t.api_tls.is_some(), t.insecure)
+        .map_err(StartError::Config)?;
+    check_plaintext("peer", peer_listen, t.peer_tls.is_some(), t.insecure)
+        .map_err(StartError::Config)?;
+    let load = |files: &Option<crate::transport::TlsFiles>, role| {
+        files
+            .clone()
+            .map(|f| Reloading::new(f, role))
+            .transpose()
+            .map_err(StartError::Config)
+    };
+    let api_tls = load(&t.api_tls, Role::Api)?;
+    let peer_tls = load(&t.peer_tls, Role::Peer)?;
+    let mut static_apis = BTreeMap::new();
+    let mut static_peers = BTreeMap::new();
+    for (id, entry) in &cfg.peers {
+        let (api, peer) =
+            split_peer_entry(entry).map_err(|e| StartError::Config(format!("peers: {e}")))?;
+        static_apis.insert(*id, api);
+        static_peers.insert(*id, peer);
+    }
+    let (listener, addr) = bind(cfg.listen).await?;
+    let (peer_listener, peer_addr) = bind(peer_listen).await?;
     let advertise = cfg.advertise.clone().unwrap_or_else(|| addr.to_string());
+    let peer_advertise = cfg
+        .peer_advertise
+        .clone()
+        .or_else(|| static_peers.get(&cfg.node_id).cloned())
+        .unwrap_or_else(|| peer_addr.to_string());
+    static_apis.insert(cfg.node_id, advertise.clone());
+    let dialer = PeerDialer {
+        tls: peer_tls.clone(),
+    };
 
     let mut nc = NodeConfig::new(cfg.node_id, &cfg.data_dir, cfg.shards);
-    nc.advertise_addr = advertise.clone();
+    nc.advertise_addr = peer_advertise.clone();
     nc.listen_addr = None;
+    nc.api_addr = advertise.clone();
+    nc.api_addrs = static_apis.clone();
+    nc.dialer = Some(Arc::new(dialer.clone()));
+    nc.max_message_bytes = Some(t.raft_max_message_bytes);
     nc.fsync = cfg.fsync;
     nc.heartbeat = cfg.heartbeat;
     nc.election_timeout = cfg.election_timeout;
     nc.snapshot_every = cfg.snapshot_every;
-    nc.peers = cfg.peers.clone();
+    nc.peers = static_peers.clone();
     if let Some(me) = nc.peers.get_mut(&cfg.node_id) {
-        // this node's entry is its advertised address
-        me.clone_from(&advertise);
+        // this node's entry is its advertised peer address
+        me.clone_from(&peer_advertise);
     }
     nc.replicas = cfg.replicas;
     nc.bootstrap = cfg.bootstrap && cfg.join.is_none();
@@ -217,9 +271,12 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         Router::new(cfg.shards),
         clock,
         Membership {
+            peer_advertise: peer_advertise.clone(),
             advertise: advertise.clone(),
+            static_apis,
+            peers: Peers::new(dialer, t.peer_limits.max_message_bytes),
             clustered: cfg.clustered(),
-            static_peers: cfg.peers.clone(),
+            static_peers,
             replicas: cfg.replicas,
         },
     );
@@ -244,22 +301,52 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         .build_v1()
         .map_err(|e| StartError::Config(format!("reflection: {e}")))?;
 
-    let router = tonic::transport::Server::builder()
-        .initial_connection_window_size(CONN_WINDOW)
-        .initial_stream_window_size(STREAM_WINDOW)
+    let api_max = t.api_limits.max_message_bytes;
+    let router = server_builder(&t.api_limits)
         .add_service(health_svc)
         .add_service(reflection)
-        .add_service(AdmitSendServer::new(AdmitService { ctx: ctx.clone() }))
-        .add_service(AdminServer::new(AdminService { ctx: ctx.clone() }))
-        .add_service(TestClockServer::new(ClockService { ctx: ctx.clone() }))
-        .add_service(ClusterServer::new(ClusterService { ctx: ctx.clone() }))
         .add_service(
-            crate::wire::pb::node_rpc_server::NodeRpcServer::new(NodeService { ctx: ctx.clone() })
-                .max_decoding_message_size(MAX_FRAME)
-                .max_encoding_message_size(MAX_FRAME),
+            AdmitSendServer::new(AdmitService { ctx: ctx.clone() })
+                .max_decoding_message_size(api_max)
+                .max_encoding_message_size(api_max),
         )
-        .add_service(raft.grpc_service());
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        .add_service(
+            AdminServer::new(AdminService { ctx: ctx.clone() })
+                .max_decoding_message_size(api_max)
+                .max_encoding_message_size(api_max),
+        )
+        .add_service(TestClockServer::new(ClockService { ctx: ctx.clone() }))
+        .add_service(
+            ClusterServer::new(ClusterService { ctx: ctx.clone() })
+                .max_decoding_message_size(api_max)
+                .max_encoding_message_size(api_max),
+        );
+    // The peer port: every request must come from a node of the membership
+    // (its certificate names it) when the port runs mutual TLS.
+    let guard = {
+        let ctx = Arc::downgrade(&ctx);
+        let mtls = peer_tls.is_some();
+        move |req: tonic::Request<()>| peer_guard(&ctx, mtls, req)
+    };
+    let node_max = t.peer_limits.max_message_bytes;
+    let peer_router = server_builder(&t.peer_limits)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            crate::wire::pb::node_rpc_server::NodeRpcServer::new(NodeService { ctx: ctx.clone() })
+                .max_decoding_message_size(node_max)
+                .max_encoding_message_size(node_max),
+            guard.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            raft.grpc_service(),
+            guard,
+        ));
+    let (conns, api_accept) = incoming(listener, "api", api_tls.clone(), &t.api_limits);
+    let (peer_conns, peer_accept) =
+        incoming(peer_listener, "peer", peer_tls.clone(), &t.peer_limits);
+    let mut tasks = vec![api_accept, peer_accept];
+    for tls in [&api_tls, &peer_tls].into_iter().flatten() {
+        tasks.push(tls.watch(t.reload_interval, stop_rx.clone()));
+    }
     let mut rx = stop_rx.clone();
     let server = tokio::spawn(async move {
         let stopping = async move {
@@ -268,8 +355,15 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;
         };
-        router
-            .serve_with_incoming_shutdown(incoming, stopping)
+        router.serve_with_incoming_shutdown(conns, stopping).await
+    });
+    // the peer port closes after Raft stopped (leadership hand-off uses it)
+    let (peer_stop, mut rx) = watch::channel(false);
+    let peer_server = tokio::spawn(async move {
+        peer_router
+            .serve_with_incoming_shutdown(peer_conns, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
             .await
     });
     let metrics = match cfg.metrics_listen {
@@ -286,15 +380,23 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         None => None,
     };
     let ticker = tokio::spawn(tick_loop(ctx.clone(), cfg.tick_interval, stop_rx));
-    tracing::info!(%addr, node_id = cfg.node_id, shards = cfg.shards, test_clock = cfg.test_clock, peers = cfg.peers.len(), "admit node serving");
+    tracing::info!(%addr, %peer_addr, node_id = cfg.node_id, shards = cfg.shards, test_clock = cfg.test_clock, peers = cfg.peers.len(), api_tls = api_tls.is_some(), peer_tls = peer_tls.is_some(), "admit node serving");
     if let Some(via) = &cfg.join {
-        join(via, cfg.node_id, &advertise).await;
+        // TLS to the member's API port when this node's API port has TLS
+        // (a cluster's nodes are alike), with the node certificate
+        let tls = api_tls.as_ref().and(peer_tls.as_ref());
+        let ch = crate::transport::dial::api_channel(via, tls).map_err(StartError::Config)?;
+        join(ch, via, cfg.node_id, &advertise, &peer_advertise).await;
     }
     Ok(Running {
         addr,
+        peer_addr,
         ctx,
         stop,
+        peer_stop,
         server,
+        peer_server,
+        tasks,
         ticker,
         metrics,
     })
@@ -336,25 +438,97 @@ async fn tick_loop(ctx: Arc<Ctx>, every: Duration, mut stop: watch::Receiver<boo
     }
 }
 
+/// Binds one port.
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let bound = l
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr, source })?;
+    Ok((l, bound))
+}
+
+/// The peer port when none is configured: in a cluster the API port + 1 on
+/// the same address (0 stays 0), for a single node any loopback port
+/// (nobody dials it).
+fn default_peer_listen(cfg: &ServerConfig) -> SocketAddr {
+    if !cfg.clustered() {
+        return SocketAddr::from(([127, 0, 0, 1], 0));
+    }
+    let port = match cfg.listen.port() {
+        0 => 0,
+        p => p.saturating_add(1),
+    };
+    SocketAddr::new(cfg.listen.ip(), port)
+}
+
+/// A tonic server with one listener's connection limits.
+fn server_builder(
+    l: &Limits,
+) -> tonic::transport::Server<tower::layer::util::Stack<TrackLayer, tower::layer::util::Identity>> {
+    tonic::transport::Server::builder()
+        .initial_connection_window_size(CONN_WINDOW)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .max_concurrent_streams(l.max_concurrent_streams)
+        .http2_keepalive_interval(Some(l.keepalive_interval))
+        .http2_keepalive_timeout(Some(l.keepalive_timeout))
+        .timeout(l.request_timeout)
+        .layer(TrackLayer)
+}
+
+/// The peer port's check of every request: with mutual TLS, the
+/// certificate must name a node of the membership (PERMISSION_DENIED
+/// otherwise, with the reason).
+#[allow(clippy::result_large_err)]
+fn peer_guard(
+    ctx: &std::sync::Weak<Ctx>,
+    mtls: bool,
+    req: tonic::Request<()>,
+) -> Result<tonic::Request<()>, tonic::Status> {
+    if !mtls {
+        return Ok(req);
+    }
+    let ctx = ctx
+        .upgrade()
+        .ok_or_else(|| tonic::Status::unavailable("node stopping"))?;
+    let id = req
+        .extensions()
+        .get::<ConnInfo>()
+        .and_then(|c| c.leaf())
+        .and_then(crate::transport::node_id_of)
+        .ok_or_else(|| {
+            tonic::Status::permission_denied(
+                "the peer port serves only nodes: the client certificate names no node",
+            )
+        })?;
+    if !ctx.routing.peer_allowed(id) {
+        return Err(tonic::Status::permission_denied(format!(
+            "node {id} is not a member of this cluster"
+        )));
+    }
+    Ok(req)
+}
+
 /// Registers this node with the cluster through `via` (`Cluster.AddNode`),
 /// retrying for up to 60 s. Failure is logged, not fatal: a restarted node
 /// that joined before is registered already.
-async fn join(via: &str, node_id: u64, advertise: &str) {
+async fn join(
+    ch: tonic::transport::Channel,
+    via: &str,
+    node_id: u64,
+    advertise: &str,
+    peer_advertise: &str,
+) {
     use admit_proto::v1::cluster_client::ClusterClient;
-    let uri = if via.contains("://") {
-        via.to_string()
-    } else {
-        format!("http://{via}")
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let r = async {
-            let mut c = ClusterClient::connect(uri.clone())
-                .await
-                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let mut c = ClusterClient::new(ch.clone());
             c.add_node(admit_proto::v1::AddNodeRequest {
                 node_id,
                 address: advertise.to_string(),
+                peer_address: peer_advertise.to_string(),
             })
             .await
         }
@@ -391,9 +565,19 @@ impl Running {
         self.ctx.routing.raft.node_id()
     }
 
-    /// The address other nodes reach this one at.
+    /// The API address callers reach this one at.
     pub fn advertise(&self) -> &str {
         &self.ctx.routing.advertise
+    }
+
+    /// The peer-port address other nodes reach this one at.
+    pub fn peer_advertise(&self) -> &str {
+        &self.ctx.routing.peer_advertise
+    }
+
+    /// The bound peer-port address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
     }
 
     /// Test switch: drop every Raft message to and from this node (a network
@@ -408,14 +592,19 @@ impl Running {
     #[doc(hidden)]
     pub async fn crash(self) {
         let _ = self.stop.send(true);
+        let _ = self.peer_stop.send(true);
         self.ctx.routing.raft.crash().await;
-        let server = self.server;
-        let abort = server.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(2), server)
-            .await
-            .is_err()
-        {
-            abort.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
+        for server in [self.server, self.peer_server] {
+            let abort = server.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), server)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
         self.ticker.abort();
         if let Some(m) = self.metrics {
@@ -442,6 +631,8 @@ impl Running {
     /// groups and flushes the journal.
     pub async fn shutdown(self) -> Result<(), std::io::Error> {
         let _ = self.stop.send(true);
+        // the API port first: stop taking requests
+        self.tasks[0].abort();
         match self.server.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "grpc server ended with an error"),
@@ -451,7 +642,13 @@ impl Running {
         if let Some(m) = self.metrics {
             m.stop().await;
         }
+        // Raft hands leadership over through the peer port, so it closes last
         let r = self.ctx.routing.raft.shutdown().await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.peer_stop.send(true);
+        let _ = self.peer_server.await;
         tracing::info!("admit node stopped");
         r
     }

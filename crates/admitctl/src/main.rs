@@ -31,6 +31,7 @@
 //! Commands live in `ctl` (cluster calls), `demo`, `policy` (the policy file
 //! form) and `output` (tables, JSON, times, exit codes).
 
+mod certs;
 mod ctl;
 mod demo;
 mod output;
@@ -164,6 +165,9 @@ enum Cmd {
         #[arg(long, default_value_t = 700)]
         pause_ms: u64,
     },
+    /// Write a development CA, node and caller certificates (no node is
+    /// contacted).
+    Certs(certs::CertsArgs),
 }
 
 fn client(args: &Args) -> Result<Client, admit_client::Error> {
@@ -183,6 +187,15 @@ fn client(args: &Args) -> Result<Client, admit_client::Error> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Cmd::Certs(a) = &args.cmd {
+        return match certs::run(a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("admitctl certs: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let client = match client(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -213,6 +226,7 @@ async fn main() -> ExitCode {
         Cmd::Policy { cmd } => ctl::policy(&ctx, cmd).await,
         Cmd::Clock { advance, set } => ctl::clock(&ctx, advance, set).await,
         Cmd::Demo { pause_ms } => demo::run(&ctx.client, ctx.json, pause_ms).await,
+        Cmd::Certs(_) => unreachable!("handled before connecting"),
     };
     match res {
         Ok(code) => ExitCode::from(code),

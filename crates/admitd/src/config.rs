@@ -44,6 +44,8 @@ pub struct FileConfig {
     // ---- webhook receiver (crate::webhook) ----
     /// The `[webhook]` table: Meta's webhook receiver.
     pub webhook: Option<crate::webhook::WebhookFile>,
+    // --- the peer port and transport security ---
+    pub transport: Option<crate::transport::TransportFile>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -119,6 +121,9 @@ pub struct Flags {
     // ---- webhook receiver (crate::webhook) ----
     #[command(flatten)]
     pub webhook: crate::webhook::WebhookFlags,
+    // --- the peer port and transport security ---
+    #[command(flatten)]
+    pub transport: crate::transport::TransportFlags,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -285,11 +290,16 @@ pub fn resolve(file: FileConfig, flags: &Flags) -> Result<ServerConfig, String> 
             Duration::from_millis(CLUSTER_ELECTION_MS[0]),
             Duration::from_millis(CLUSTER_ELECTION_MS[1]),
         );
-        if let Some((id, addr)) = c.peers.iter().find(|(id, _)| **id == c.node_id) {
+        if let Some((id, entry)) = c.peers.iter().find(|(id, _)| **id == c.node_id) {
+            // an entry is API or API/PEER: the API part is the advertise
+            let addr = admit_server::transport::split_peer_entry(entry)
+                .map(|(api, _)| api)
+                .map_err(|e| bad("peers", &e))?;
             if c.advertise.is_none() {
                 // the peers entry names how the others reach this node
                 c.advertise = Some(addr.clone());
             } else if c.advertise.as_deref() != Some(addr.as_str()) {
+                let addr = entry;
                 return Err(bad(
                     "advertise",
                     &format!("differs from this node's peers entry {id}={addr}"),
@@ -359,6 +369,7 @@ pub fn resolve(file: FileConfig, flags: &Flags) -> Result<ServerConfig, String> 
             burst: q.burst,
         });
     }
+    crate::transport::apply(&mut c, &flags.transport, file.transport.unwrap_or_default())?;
     Ok(c)
 }
 
@@ -388,6 +399,7 @@ pub fn parse_peers(list: &[String]) -> Result<BTreeMap<u64, String>, String> {
         if !port_ok {
             return Err(format!("{p:?}: the address must be host:port"));
         }
+        admit_server::transport::split_peer_entry(addr).map_err(|e| format!("{p:?}: {e}"))?;
         if peers.insert(id, addr.to_owned()).is_some() {
             return Err(format!("node id {id} is listed twice"));
         }

@@ -18,6 +18,7 @@
 
 mod config;
 mod webhook;
+mod transport;
 
 use anyhow::Context;
 use clap::Parser;
@@ -59,10 +60,11 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     println!(
-        "admitd listening on {} (gRPC: admit.v1 AdmitSend, Admin, TestClock, Cluster; grpc.health.v1; reflection; raft transport){}",
+        "admitd listening on {} (gRPC: admit.v1 AdmitSend, Admin, TestClock, Cluster; grpc.health.v1; reflection){}",
         running.local_addr(),
         if running.test_clock() { " [test clock]" } else { "" }
     );
+    println!("admitd peer port {}", running.peer_addr());
     println!("admitd data dir {}", data_dir.display());
     if let Some(m) = running.metrics_addr() {
         println!("admitd metrics on http://{m}/metrics");

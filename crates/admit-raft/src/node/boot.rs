@@ -53,7 +53,7 @@ impl<A: App> RaftNode<A> {
         .map_err(StartError::Storage)?;
         check_node_info(&journal, &config).await?;
 
-        let router = GrpcRouter::<A>::new();
+        let router = GrpcRouter::<A>::new(config.dialer.clone(), config.max_message());
         for (id, addr) in &config.peers {
             router
                 .set_addr(*id, addr)

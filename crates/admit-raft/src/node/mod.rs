@@ -106,8 +106,8 @@ impl<A: App> RaftNode<A> {
             node: Arc::downgrade(&self.inner) as std::sync::Weak<dyn LocalNode>,
             isolated: self.inner.router.isolated(),
         })
-        .max_decoding_message_size(256 * 1024 * 1024)
-        .max_encoding_message_size(256 * 1024 * 1024)
+        .max_decoding_message_size(self.inner.config.max_message())
+        .max_encoding_message_size(self.inner.config.max_message())
     }
 
     fn group(&self, shard: u32) -> Option<&GroupRaft<A>> {

@@ -70,6 +70,11 @@ impl<A: App> RaftNode<A> {
                     self.inner.config.peers.clone()
                 };
                 let _ = meta_write_local(&self.inner.meta, MetaCmd::Seed(peers)).await;
+                // the API addresses of the initial nodes, in their own entry
+                let mut apis = self.inner.config.api_addrs.clone();
+                apis.insert(me, self.inner.config.api_addr.clone());
+                apis.retain(|_, a| !a.is_empty());
+                let _ = meta_write_local(&self.inner.meta, MetaCmd::SetApi(apis)).await;
                 return;
             }
             let active = reg.active();

@@ -25,6 +25,17 @@ impl<A: App> RaftNode<A> {
         .await
     }
 
+    /// Record the public API address of node `id` (registered, not removed)
+    /// in the registry: the address callers are pointed to, while Raft and
+    /// node-to-node calls use the peer address. Callable on any node.
+    pub async fn set_api_addr(&self, id: u64, api: &str) -> Result<(), AdminError> {
+        self.meta_write(MetaCmd::SetApi(std::collections::BTreeMap::from([(
+            id,
+            api.to_string(),
+        )])))
+        .await
+    }
+
     /// Mark node `id` Leaving: placement stops counting it, the reconcile
     /// loops move its replicas to other nodes (each replacement becomes a
     /// voter before the old replica is removed), and once no group has it as

@@ -180,12 +180,12 @@ impl Admission {
         while !pending.is_empty() {
             // group by where each item runs
             let mut here: Vec<Pending> = Vec::new();
-            let mut away: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+            let mut away: BTreeMap<(u64, String), Vec<Pending>> = BTreeMap::new();
             for p in std::mem::take(&mut pending) {
                 match routing.target(p.shard, retry.attempt()) {
                     Target::Me => here.push(p),
                     Target::Peer(to) if info.may_relay() => {
-                        away.entry(to.addr).or_default().push(p)
+                        away.entry((to.id, to.addr)).or_default().push(p)
                     }
                     Target::Peer(to) => {
                         results[p.index] = Some(Err(ApiError::NotLeader {
@@ -211,11 +211,12 @@ impl Admission {
                 let out = self.admit_many_here(reqs).await.results;
                 here.into_iter().zip(out).collect::<Vec<_>>()
             };
-            let remote = join_all(away.into_iter().map(|(addr, group)| async move {
+            let remote = join_all(away.into_iter().map(|((id, addr), group)| async move {
+                let to = crate::wire::NodeRef { id, addr };
                 let req = NodeReq::Admit {
                     reqs: group.iter().map(|p| p.req.clone()).collect(),
                 };
-                let out = match routing.peers.call(&addr, &req, info).await {
+                let out = match routing.peers.call(&to, &req, info).await {
                     Ok(env) => match env.result {
                         Ok(NodeResp::Admitted(v)) if v.len() == group.len() => v,
                         Ok(other) => vec![Err(unexpected(other)); group.len()],

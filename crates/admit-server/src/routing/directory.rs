@@ -131,7 +131,7 @@ impl Routing {
         let calls = self.other_nodes().into_iter().map(|node| {
             let req = &req;
             async move {
-                match self.peers.call(&node.addr, req, short).await {
+                match self.peers.call(&node, req, short).await {
                     Ok(env) => match env.result {
                         Ok(NodeResp::Sweep(s)) => Some(s),
                         _ => None,

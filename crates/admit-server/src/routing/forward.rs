@@ -39,7 +39,7 @@ impl Routing {
                 Target::Me => local().await,
                 Target::Peer(to) if info.may_relay() => {
                     crate::telemetry::forwarded();
-                    match self.peers.call(&to.addr, &remote, info).await {
+                    match self.peers.call(&to, &remote, info).await {
                         Ok(env) => {
                             self.learn_leader(shard, env.served_by);
                             env.result

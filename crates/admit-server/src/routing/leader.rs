@@ -32,7 +32,7 @@ impl Routing {
         if l == me {
             return Some(NodeRef {
                 id: me,
-                addr: self.advertise.clone(),
+                addr: self.peer_advertise.clone(),
             });
         }
         if !self.member(shard) {
@@ -105,15 +105,13 @@ impl Routing {
         match err {
             Some(ApiError::NotLeader {
                 leader_id: Some(l),
-                leader_addr: Some(a),
+                leader_addr: Some(_),
             }) => {
-                self.learn_leader(
-                    shard,
-                    Some(NodeRef {
-                        id: *l,
-                        addr: a.clone(),
-                    }),
-                );
+                // the address in the error may be the API address (it is
+                // shown to callers): forwarding uses the peer address
+                if let Some(addr) = self.node_addr(*l) {
+                    self.learn_leader(shard, Some(NodeRef { id: *l, addr }));
+                }
                 true
             }
             Some(ApiError::NotLeader { .. }) => true,
@@ -125,7 +123,7 @@ impl Routing {
     /// A node's address: the registry, else the static peers.
     pub fn node_addr(&self, id: u64) -> Option<String> {
         if id == self.raft.node_id() {
-            return Some(self.advertise.clone());
+            return Some(self.peer_advertise.clone());
         }
         self.raft
             .nodes()
@@ -133,6 +131,52 @@ impl Routing {
             .find(|n| n.id == id && n.state != NodeState::Removed)
             .map(|n| n.addr)
             .or_else(|| self.static_peers.get(&id).cloned())
+    }
+
+    /// A node's public API address (for callers): the registry, else the
+    /// static peers.
+    pub fn api_addr(&self, id: u64) -> Option<String> {
+        if id == self.raft.node_id() {
+            return Some(self.advertise.clone());
+        }
+        self.raft
+            .nodes()
+            .into_iter()
+            .find(|n| n.id == id && n.state != NodeState::Removed && !n.api_addr.is_empty())
+            .map(|n| n.api_addr)
+            .or_else(|| self.static_apis.get(&id).cloned())
+    }
+
+    /// An error as a caller sees it: a leader named by its API address.
+    pub(crate) fn for_caller(&self, e: ApiError) -> ApiError {
+        match e {
+            ApiError::NotLeader {
+                leader_id: Some(l), ..
+            } => ApiError::NotLeader {
+                leader_id: Some(l),
+                leader_addr: self.api_addr(l),
+            },
+            other => other,
+        }
+    }
+
+    /// Whether node `id` may use the peer port: a registered, non-removed
+    /// node; before this node has a copy of the registry, a static peer, or
+    /// (a node that joins and knows no one yet) any node of the cluster CA;
+    /// a single node only itself.
+    pub fn peer_allowed(&self, id: u64) -> bool {
+        let reg = self.raft.nodes();
+        if !reg.is_empty() {
+            return reg
+                .iter()
+                .any(|n| n.id == id && n.state != NodeState::Removed);
+        }
+        if !self.static_peers.is_empty() {
+            return self.static_peers.contains_key(&id);
+        }
+        // joining: anyone of the CA until the registry arrives; a single
+        // node: only itself
+        self.cluster_cfg || id == self.raft.node_id()
     }
 
     /// Every registered, non-removed node but this one (the static peers

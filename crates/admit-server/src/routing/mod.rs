@@ -17,7 +17,7 @@
 //!   replica that is not the leader relays once more).
 //! * It sends a [`NodeReq`](crate::wire::NodeReq) in a
 //!   `admit.internal.node.NodeRpc/Call` frame over one cached tonic channel
-//!   per peer ([`peers`]; the peer's advertised address, the same port as the
+//!   per peer ([`peers`]; the peer's advertised peer-port address, the port
 //!   public API and the Raft transport).
 //! * The receiver runs it exactly as if it were the entry node, but it relays
 //!   at most once more: a frame carries its hop count and a node never relays
@@ -63,7 +63,9 @@ pub(crate) struct Routing {
     pub slots: Vec<ReaderSlot>,
     pub router: Router,
     pub clock: Clock,
-    /// This node's gRPC address as others reach it.
+    /// This node's peer-port address as other nodes reach it.
+    pub peer_advertise: String,
+    /// This node's public API address as callers reach it.
     pub advertise: String,
     /// Channels to the other nodes (forwarding).
     pub peers: Peers,
@@ -72,8 +74,10 @@ pub(crate) struct Routing {
     hints: DashMap<u32, NodeRef>,
     /// Started as a member of a cluster (static peers or joining).
     cluster_cfg: bool,
-    /// The static peers (contact points before the registry is known).
+    /// The static peers (contact points before the registry is known):
+    /// peer-port addresses, and their API addresses.
     static_peers: BTreeMap<u64, String>,
+    static_apis: BTreeMap<u64, String>,
     /// Replicas per shard (placement).
     replicas: usize,
     /// Placement over the last seen active node set.
@@ -91,7 +95,10 @@ pub(crate) struct Placement {
 /// How a node is placed in its cluster (see [`Routing::new`]).
 #[derive(Debug)]
 pub(crate) struct Membership {
+    pub peer_advertise: String,
     pub advertise: String,
+    pub static_apis: BTreeMap<u64, String>,
+    pub peers: Peers,
     /// Started as a member of a cluster (static peers or joining).
     pub clustered: bool,
     pub static_peers: BTreeMap<u64, String>,
@@ -111,11 +118,13 @@ impl Routing {
             slots,
             router,
             clock,
+            peer_advertise: m.peer_advertise,
             advertise: m.advertise,
-            peers: Peers::default(),
+            peers: m.peers,
             hints: DashMap::new(),
             cluster_cfg: m.clustered,
             static_peers: m.static_peers,
+            static_apis: m.static_apis,
             replicas: m.replicas,
             placement: Mutex::new(None),
         }

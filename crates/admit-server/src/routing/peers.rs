@@ -4,52 +4,48 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::request::ReqInfo;
 use crate::error::{ApiError, RETRY_PEER_MS};
+use crate::transport::dial::PeerDialer;
 use crate::wire::pb::node_rpc_client::NodeRpcClient;
-use crate::wire::{self, pb, Envelope, NodeReq};
+use crate::wire::{self, pb, Envelope, NodeRef, NodeReq};
 
-/// HTTP/2 flow-control windows (bytes) of the node's connections, in both
-/// directions. The defaults (64 KiB per connection) make the replies of a few
-/// concurrent AdmitBatch calls, or a forwarded batch, wait for window updates.
-pub const CONN_WINDOW: u32 = 8 << 20;
-pub const STREAM_WINDOW: u32 = 1 << 20;
-/// The largest node-to-node frame (a forwarded batch and its answers).
-pub const MAX_FRAME: usize = 256 * 1024 * 1024;
-
-/// One lazily connected channel per peer address, shared by all requests.
-#[derive(Debug, Default)]
+/// One lazily connected channel per peer (node id and peer address),
+/// shared by all requests.
+#[derive(Debug)]
 pub struct Peers {
-    clients: Mutex<HashMap<String, NodeRpcClient<Channel>>>,
+    clients: Mutex<HashMap<(u64, String), NodeRpcClient<Channel>>>,
+    dialer: PeerDialer,
+    /// The largest node-to-node frame (a forwarded batch and its answers).
+    max_frame: usize,
 }
 
 impl Peers {
-    fn client(&self, addr: &str) -> Result<NodeRpcClient<Channel>, ApiError> {
+    pub(crate) fn new(dialer: PeerDialer, max_frame: usize) -> Peers {
+        Peers {
+            clients: Mutex::default(),
+            dialer,
+            max_frame,
+        }
+    }
+
+    fn client(&self, node: &NodeRef) -> Result<NodeRpcClient<Channel>, ApiError> {
         let mut m = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = m.get(addr) {
+        let key = (node.id, node.addr.clone());
+        if let Some(c) = m.get(&key) {
             return Ok(c.clone());
         }
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        let ch = Endpoint::from_shared(uri)
-            .map_err(|e| ApiError::Internal(format!("peer address {addr}: {e}")))?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .initial_connection_window_size(CONN_WINDOW)
-            .initial_stream_window_size(STREAM_WINDOW)
-            .connect_lazy();
+        let ch = self
+            .dialer
+            .open(node.id, &node.addr)
+            .map_err(ApiError::Internal)?;
         let c = NodeRpcClient::new(ch)
-            .max_decoding_message_size(MAX_FRAME)
-            .max_encoding_message_size(MAX_FRAME);
-        m.insert(addr.to_string(), c.clone());
+            .max_decoding_message_size(self.max_frame)
+            .max_encoding_message_size(self.max_frame);
+        m.insert(key, c.clone());
         Ok(c)
     }
 
@@ -59,11 +55,12 @@ impl Peers {
     /// unknown outcome ([`ApiError::Unavailable`]).
     pub async fn call(
         &self,
-        addr: &str,
+        node: &NodeRef,
         req: &NodeReq,
         info: ReqInfo,
     ) -> Result<Envelope, ApiError> {
-        let mut client = self.client(addr)?;
+        let addr = &node.addr;
+        let mut client = self.client(node)?;
         let left = info.left();
         if left.is_zero() {
             return Err(ApiError::unavailable(

@@ -80,7 +80,7 @@ impl ClusterService {
         let id = self.ctx.routing.raft.meta_info().leader?;
         Some(pb::NodeRef {
             node_id: id,
-            address: self.ctx.routing.node_addr(id).unwrap_or_default(),
+            address: self.ctx.routing.api_addr(id).unwrap_or_default(),
         })
     }
 
@@ -90,7 +90,8 @@ impl ClusterService {
         if nodes.is_empty() {
             vec![ClusterNode {
                 id: self.ctx.routing.raft.node_id(),
-                addr: self.ctx.routing.advertise.clone(),
+                addr: self.ctx.routing.peer_advertise.clone(),
+                api_addr: self.ctx.routing.advertise.clone(),
                 state: NodeState::Active,
             }]
         } else {
@@ -129,7 +130,8 @@ impl ClusterService {
                         && (reported || last_ack.is_some_and(|a| a < 3_000)));
                 pb::Node {
                     node_id: id,
-                    address: n.addr,
+                    address: n.api_addr,
+                    peer_address: n.addr,
                     role: if voter {
                         pb::NodeRole::Voter as i32
                     } else if learner {
@@ -196,13 +198,27 @@ impl Cluster for ClusterService {
             )
             .into());
         }
-        self.ctx
-            .routing
-            .raft
-            .add_node(r.node_id, &r.address)
+        // without a peer address: the API port + 1 (the default layout)
+        let peer = if r.peer_address.is_empty() {
+            crate::transport::split_peer_entry(&r.address)
+                .map(|(_, p)| p)
+                .map_err(|e| ApiError::invalid("peer_address", e))?
+        } else {
+            r.peer_address.clone()
+        };
+        if !valid_address(&peer) {
+            return Err(ApiError::invalid(
+                "peer_address",
+                "must be host:port (the new node's peer port)",
+            )
+            .into());
+        }
+        let raft = &self.ctx.routing.raft;
+        raft.add_node(r.node_id, &peer).await.map_err(admin_err)?;
+        raft.set_api_addr(r.node_id, &r.address)
             .await
             .map_err(admin_err)?;
-        tracing::info!(node = r.node_id, address = %r.address, "node added");
+        tracing::info!(node = r.node_id, address = %r.address, peer_address = %peer, "node added");
         let shards = self.ctx.routing.raft.shard_infos();
         Ok(Response::new(pb::AddNodeResponse {
             nodes: self.nodes_out(&shards),

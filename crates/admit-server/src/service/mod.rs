@@ -51,7 +51,7 @@ pub(crate) async fn handle<T, R>(
     })
     .instrument(span.clone())
     .await
-    .map_err(ApiError::into_status);
+    .map_err(|e| ctx.routing.for_caller(e).into_status());
     let code = r.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
     telemetry::rpc_done(method, code, started.elapsed().as_secs_f64());
     span.in_scope(|| tracing::debug!(code = telemetry::code_name(code), "rpc done"));
@@ -68,8 +68,9 @@ fn method_of<T>() -> &'static str {
 
 /// The shard's leader as this node knows it, for an answer's `leader_hint`.
 pub(crate) fn leader_hint(ctx: &Ctx, shard: u32) -> Option<pb::NodeRef> {
-    ctx.routing.leader_ref(shard).map(|n| pb::NodeRef {
+    let n = ctx.routing.leader_ref(shard)?;
+    Some(pb::NodeRef {
         node_id: n.id,
-        address: n.addr,
+        address: ctx.routing.api_addr(n.id).unwrap_or(n.addr),
     })
 }
