@@ -6,6 +6,8 @@ use std::sync::Arc;
 use admit_core::Ts;
 
 use crate::admission::Admission;
+use crate::auth::admission::AdmissionKey;
+use crate::auth::Auth;
 use crate::protect::Protect;
 use crate::reads::Reads;
 use crate::routing::Routing;
@@ -16,16 +18,26 @@ pub(crate) struct Ctx {
     pub admission: Admission,
     pub reads: Reads,
     pub protect: Protect,
+    /// Who may do what (`None`: auth off) and the admission-id key.
+    pub access: Access,
+}
+
+/// Caller authentication settings of a node (issue 12).
+#[derive(Debug)]
+pub(crate) struct Access {
+    pub auth: Option<Auth>,
+    pub admission_key: AdmissionKey,
 }
 
 impl Ctx {
-    pub fn new(routing: Routing, protect: Protect) -> Ctx {
+    pub fn new(routing: Routing, protect: Protect, access: Access) -> Ctx {
         let routing = Arc::new(routing);
         Ctx {
             admission: Admission::new(routing.clone()),
             reads: Reads::new(routing.clone()),
             routing,
             protect,
+            access,
         }
     }
 

@@ -72,6 +72,14 @@ pub struct ServerConfig {
     pub reconcile_interval: Duration,
     /// How long shutdown waits for led shards to hand leadership over.
     pub handoff_timeout: Duration,
+    // ---- caller authentication (issue 12, docs/security.md) ----
+    /// Callers, scopes and grants. `None`: every request is let in, as
+    /// suits the embedded single node on loopback.
+    pub auth: Option<crate::Auth>,
+    /// In-process test clusters only: run a multi-node cluster on the test
+    /// clock, which [`crate::clock::test_clock_allowed`] refuses otherwise.
+    #[doc(hidden)]
+    pub test_clock_in_cluster: bool,
 }
 
 impl ServerConfig {
@@ -97,6 +105,8 @@ impl ServerConfig {
             join: None,
             reconcile_interval: Duration::from_secs(1),
             handoff_timeout: Duration::from_secs(3),
+            auth: None,
+            test_clock_in_cluster: false,
         }
     }
 
@@ -149,6 +159,11 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             cfg.node_id
         )));
     }
+    if !cfg.test_clock_in_cluster {
+        crate::clock::test_clock_allowed(cfg.test_clock, cfg.clustered(), false)
+            .map_err(StartError::Config)?;
+    }
+    let access = crate::auth::access(&cfg).map_err(StartError::Config)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -216,6 +231,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let ctx = Arc::new(Ctx::new(
         routing,
         Protect::new(cfg.max_in_flight, cfg.caller_quota),
+        access,
     ));
 
     let (stop, stop_rx) = watch::channel(false);
@@ -237,11 +253,16 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let router = tonic::transport::Server::builder()
         .initial_connection_window_size(CONN_WINDOW)
         .initial_stream_window_size(STREAM_WINDOW)
+        .layer(crate::auth::layer::AuthLayer::new(cfg.auth.clone()))
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(AdmitSendServer::new(AdmitService { ctx: ctx.clone() }))
         .add_service(AdminServer::new(AdminService { ctx: ctx.clone() }))
-        .add_service(TestClockServer::new(ClockService { ctx: ctx.clone() }))
+        // the test clock is served only in test mode (issue 12)
+        .add_optional_service(
+            cfg.test_clock
+                .then(|| TestClockServer::new(ClockService { ctx: ctx.clone() })),
+        )
         .add_service(ClusterServer::new(ClusterService { ctx: ctx.clone() }))
         .add_service(
             crate::wire::pb::node_rpc_server::NodeRpcServer::new(NodeService { ctx: ctx.clone() })

@@ -34,6 +34,13 @@ pub struct FileConfig {
     pub election_timeout_ms: Option<[u64; 2]>,
     pub reconcile_interval_ms: Option<u64>,
     pub handoff_timeout_ms: Option<u64>,
+    // ---- caller authentication (issue 12, docs/security.md) ----
+    /// `[auth]`: callers (token hashes, certificate names), scopes, grants.
+    /// Absent: no checks (the embedded single node on loopback).
+    pub auth: Option<admit_server::AuthConfig>,
+    /// The config file's folder: relative paths in `[auth]` start there.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -102,7 +109,9 @@ pub fn load(flags: &Flags) -> Result<ServerConfig, String> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-            parse(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
+            let mut f = parse(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+            f.base_dir = path.parent().map(PathBuf::from).unwrap_or_default();
+            f
         }
         None => FileConfig::default(),
     };
@@ -279,6 +288,11 @@ pub fn resolve(file: FileConfig, flags: &Flags) -> Result<ServerConfig, String> 
             burst: q.burst,
         });
     }
+    // ---- caller authentication and the test clock (issue 12) ----
+    if let Some(a) = &file.auth {
+        c.auth = Some(a.load(&file.base_dir)?);
+    }
+    admit_server::clock::test_clock_allowed(c.test_clock, c.clustered(), false)?;
     Ok(c)
 }
 
@@ -392,6 +406,57 @@ mod tests {
         assert!(c.peers.is_empty() && c.join.is_none() && c.bootstrap);
         assert_eq!(c.heartbeat, Duration::from_millis(100));
         assert!(!c.clustered());
+    }
+
+    #[test]
+    fn auth_block_is_read_and_checked() {
+        let h = admit_server::auth::hash_token("s3cret");
+        let f = parse(&format!(
+            "[auth]\n[[auth.callers]]\nname = \"billing\"\ntoken_sha256 = \"{h}\"\nscopes = [\"send\"]\nnumbers = [\"15550001\"]"
+        ))
+        .unwrap();
+        let c = resolve(f, &Flags::default()).unwrap();
+        let auth = c.auth.expect("auth on");
+        assert!(auth.required());
+        let who = auth
+            .identify(Some(b"Bearer s3cret"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(who.name, "billing");
+        let f = parse(
+            "[auth]\n[[auth.callers]]\nname = \"x\"\ntoken_sha256 = \"zz\"\nscopes = [\"send\"]",
+        )
+        .unwrap();
+        let e = resolve(f, &Flags::default()).unwrap_err();
+        assert!(e.contains("auth.callers[0].token_sha256"), "{e}");
+        let e = parse("[auth]\n[[auth.callers]]\nname = \"x\"\nscopes = [\"root\"]").unwrap_err();
+        assert!(e.contains("root"), "{e}");
+        // a callers file next to the config
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("callers.toml"),
+            format!("[[callers]]\nname = \"ops\"\ntoken_sha256 = \"{h}\"\nscopes = [\"admin\"]"),
+        )
+        .unwrap();
+        let mut f = parse("[auth]\ncallers_file = \"callers.toml\"").unwrap();
+        f.base_dir = dir.path().to_path_buf();
+        let auth = resolve(f, &Flags::default()).unwrap().auth.unwrap();
+        let who = auth
+            .identify(Some(b"Bearer s3cret"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(who.name, "ops");
+    }
+
+    #[test]
+    fn test_clock_is_refused_in_a_cluster() {
+        let flags = Flags {
+            test_clock: true,
+            peers: Some("1=127.0.0.1:1,2=127.0.0.1:2".into()),
+            ..Flags::default()
+        };
+        let e = resolve(FileConfig::default(), &flags).unwrap_err();
+        assert!(e.contains("test_clock"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,17 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // `admitd hash-token`: the SHA-256 of a token read from stdin, for
+    // `token_sha256` (the token stays out of argv and shell history)
+    if std::env::args().nth(1).as_deref() == Some("hash-token") {
+        let mut token = String::new();
+        std::io::stdin().read_line(&mut token)?;
+        println!(
+            "{}",
+            admit_server::auth::hash_token(token.trim_end_matches(['\r', '\n']))
+        );
+        return Ok(());
+    }
     let flags = config::Flags::parse();
     let cfg = match config::load(&flags) {
         Ok(c) => c,
