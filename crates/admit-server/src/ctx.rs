@@ -27,6 +27,10 @@ pub(crate) struct Ctx {
 pub(crate) struct Access {
     pub auth: Option<Auth>,
     pub admission_key: AdmissionKey,
+    /// Numbers' portfolios as the grant check learned them: a number's
+    /// portfolio, once set, never changes (admin.proto), so an entry never
+    /// goes stale and a portfolio grant costs one lookup per number.
+    pub portfolios: dashmap::DashMap<admit_core::NumberId, admit_core::PortfolioId>,
 }
 
 impl Ctx {

@@ -76,6 +76,9 @@ pub struct ServerConfig {
     /// Callers, scopes and grants. `None`: every request is let in, as
     /// suits the embedded single node on loopback.
     pub auth: Option<crate::Auth>,
+    /// The bearer token `join` sends with `Cluster.AddNode` (a caller with
+    /// the `cluster` scope on the cluster joined).
+    pub join_token: Option<crate::auth::Token>,
     /// In-process test clusters only: run a multi-node cluster on the test
     /// clock, which [`crate::clock::test_clock_allowed`] refuses otherwise.
     #[doc(hidden)]
@@ -106,6 +109,7 @@ impl ServerConfig {
             reconcile_interval: Duration::from_secs(1),
             handoff_timeout: Duration::from_secs(3),
             auth: None,
+            join_token: None,
             test_clock_in_cluster: false,
         }
     }
@@ -286,7 +290,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let ticker = tokio::spawn(tick_loop(ctx.clone(), cfg.tick_interval, stop_rx));
     tracing::info!(%addr, node_id = cfg.node_id, shards = cfg.shards, test_clock = cfg.test_clock, peers = cfg.peers.len(), "admit node serving");
     if let Some(via) = &cfg.join {
-        join(via, cfg.node_id, &advertise).await;
+        join(via, cfg.node_id, &advertise, cfg.join_token.as_ref()).await;
     }
     Ok(Running {
         addr,
@@ -336,7 +340,7 @@ async fn tick_loop(ctx: Arc<Ctx>, every: Duration, mut stop: watch::Receiver<boo
 /// Registers this node with the cluster through `via` (`Cluster.AddNode`),
 /// retrying for up to 60 s. Failure is logged, not fatal: a restarted node
 /// that joined before is registered already.
-async fn join(via: &str, node_id: u64, advertise: &str) {
+async fn join(via: &str, node_id: u64, advertise: &str, token: Option<&crate::auth::Token>) {
     use admit_proto::v1::cluster_client::ClusterClient;
     let uri = if via.contains("://") {
         via.to_string()
@@ -349,11 +353,17 @@ async fn join(via: &str, node_id: u64, advertise: &str) {
             let mut c = ClusterClient::connect(uri.clone())
                 .await
                 .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-            c.add_node(admit_proto::v1::AddNodeRequest {
+            let mut req = tonic::Request::new(admit_proto::v1::AddNodeRequest {
                 node_id,
                 address: advertise.to_string(),
-            })
-            .await
+            });
+            if let Some(t) = token {
+                let v = format!("Bearer {}", t.0)
+                    .parse()
+                    .map_err(|_| tonic::Status::invalid_argument("join token: not ASCII"))?;
+                req.metadata_mut().insert("authorization", v);
+            }
+            c.add_node(req).await
         }
         .await;
         match r {
@@ -361,7 +371,15 @@ async fn join(via: &str, node_id: u64, advertise: &str) {
                 tracing::info!(via, node_id, "joined the cluster");
                 return;
             }
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            // refused for good: retrying cannot help (bad credentials too)
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::FailedPrecondition
+                        | tonic::Code::Unauthenticated
+                        | tonic::Code::PermissionDenied
+                ) =>
+            {
                 tracing::error!(via, node_id, error = %s.message(), "join refused");
                 return;
             }

@@ -744,3 +744,55 @@ async fn a_cluster_checks_callers_at_the_entry_node() {
     })
     .await;
 }
+
+/// A node joins a cluster with auth by sending a `cluster` caller's token
+/// with Cluster.AddNode; a token without that scope is refused for good
+/// (the node is not added, and its start does not hang on retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_takes_a_cluster_token() {
+    bounded(async {
+        let key = b"the cluster's shared admission key".to_vec();
+        let first_dir = tempfile::tempdir().unwrap();
+        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), first_dir.path());
+        cfg.shards = 2;
+        cfg.fsync = false;
+        cfg.tick_interval = Duration::from_secs(3_600);
+        cfg.heartbeat = Duration::from_millis(50);
+        cfg.election_timeout = (Duration::from_millis(200), Duration::from_millis(400));
+        cfg.auth = Some(callers(Some(key.clone())));
+        let first = admit_server::start(cfg.clone()).await.expect("first node");
+        let via = first.local_addr().to_string();
+        let ch = connect(via.clone()).await;
+        let mut joined = Vec::new();
+        let mut dirs = Vec::new();
+        for (id, token) in [(2u64, ALICE), (3, OPS)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut c = cfg.clone();
+            c.data_dir = dir.path().to_path_buf();
+            c.node_id = id;
+            c.join = Some(via.clone());
+            c.join_token = Some(admit_server::auth::Token(token.into()));
+            joined.push(admit_server::start(c).await.expect("joining node starts"));
+            dirs.push(dir);
+        }
+        let ids = || async {
+            let r = ClusterClient::new(ch.clone())
+                .list_nodes(req(pb::ListNodesRequest {}, Some(OPS)))
+                .await
+                .expect("list nodes")
+                .into_inner();
+            r.nodes.iter().map(|n| n.node_id).collect::<Vec<_>>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ids().await.contains(&3) {
+            assert!(Instant::now() < deadline, "node 3 never joined");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!ids().await.contains(&2), "alice's token added a node");
+        for n in joined {
+            n.crash().await;
+        }
+        first.crash().await;
+    })
+    .await;
+}

@@ -99,6 +99,12 @@ pub struct Flags {
     /// with Cluster.AddNode on any member).
     #[arg(long, env = "ADMIT_NO_BOOTSTRAP")]
     pub no_bootstrap: bool,
+    // ---- caller authentication (issue 12) ----
+    /// With `--join` on a cluster with auth: a token of a caller with the
+    /// `cluster` scope, sent with Cluster.AddNode (prefer the variable:
+    /// flags show in `ps`).
+    #[arg(long, env = "ADMIT_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -291,6 +297,10 @@ pub fn resolve(file: FileConfig, flags: &Flags) -> Result<ServerConfig, String> 
     // ---- caller authentication and the test clock (issue 12) ----
     if let Some(a) = &file.auth {
         c.auth = Some(a.load(&file.base_dir)?);
+    }
+    c.join_token = flags.join_token.clone().map(admit_server::auth::Token);
+    if c.join_token.is_some() && c.join.is_none() {
+        return Err(bad("join_token", "is only sent with join"));
     }
     admit_server::clock::test_clock_allowed(c.test_clock, c.clustered(), false)?;
     Ok(c)

@@ -190,6 +190,17 @@ impl fmt::Debug for Auth {
     }
 }
 
+/// A bearer token this node sends (to join a cluster with auth); its debug
+/// form hides it, so a printed config never shows it.
+#[derive(Clone)]
+pub struct Token(pub String);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
 /// The hex SHA-256 of a token, as `token_sha256` holds it.
 pub fn hash_token(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
@@ -429,6 +440,7 @@ pub(crate) fn access(cfg: &crate::ServerConfig) -> Result<crate::ctx::Access, St
     Ok(crate::ctx::Access {
         auth: cfg.auth.clone(),
         admission_key,
+        portfolios: Default::default(),
     })
 }
 

@@ -177,6 +177,17 @@ async fn number_granted(ctx: &Ctx, caller: &Caller, n: &NumberId) -> Result<(), 
 /// The portfolio a number is registered under (`None`: none, or not
 /// registered). Errors other than "unknown" (no leader, ...) are passed on.
 async fn portfolio_of(ctx: &Ctx, n: &NumberId) -> Result<Option<PortfolioId>, ApiError> {
+    if let Some(p) = ctx.access.portfolios.get(n) {
+        return Ok(Some(p.clone()));
+    }
+    let found = look_up_portfolio(ctx, n).await?;
+    if let Some(p) = &found {
+        ctx.access.portfolios.insert(*n, p.clone());
+    }
+    Ok(found)
+}
+
+async fn look_up_portfolio(ctx: &Ctx, n: &NumberId) -> Result<Option<PortfolioId>, ApiError> {
     let at = match ctx.routing.locate(n).await {
         Ok(at) => at,
         Err(ApiError::NotFound(_)) => return Ok(None),
