@@ -50,3 +50,39 @@ impl Ctx {
         self.routing.now()
     }
 }
+
+/// A node's access settings from its config: the callers, and the
+/// admission-id key: the configured one, else a single node's own (kept in
+/// its data dir), else, in a cluster without auth, a public key (with a
+/// warning: such a cluster lets anyone in anyway). A cluster with auth
+/// must configure the key, the same on every node.
+pub(crate) fn access(
+    auth: Option<Auth>,
+    clustered: bool,
+    data_dir: &std::path::Path,
+) -> Result<Access, String> {
+    let admission_key = match auth.as_ref().and_then(Auth::admission_key) {
+        Some(k) => AdmissionKey::new(k),
+        None if !clustered => AdmissionKey::in_dir(data_dir)
+            .map_err(|e| format!("cannot keep the admission-id key in the data dir: {e}"))?,
+        None if auth.is_some() => {
+            return Err(
+                "invalid auth.admission_key_file: required in a multi-node cluster \
+                 (every node must check the ids the others issued)"
+                    .into(),
+            )
+        }
+        None => {
+            tracing::warn!(
+                "no admission-id key configured in a cluster without auth: admission ids \
+                 are sealed with a public key and can be forged"
+            );
+            AdmissionKey::open_cluster()
+        }
+    };
+    Ok(Access {
+        auth,
+        admission_key,
+        portfolios: Default::default(),
+    })
+}

@@ -167,7 +167,8 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         crate::clock::test_clock_allowed(cfg.test_clock, cfg.clustered(), false)
             .map_err(StartError::Config)?;
     }
-    let access = crate::auth::access(&cfg).map_err(StartError::Config)?;
+    let access = crate::ctx::access(cfg.auth.clone(), cfg.clustered(), &cfg.data_dir)
+        .map_err(StartError::Config)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| StartError::Listen {

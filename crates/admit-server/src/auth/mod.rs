@@ -9,8 +9,9 @@
 //! numbers against the grant. Without an `[auth]` block nothing is checked
 //! (the embedded single node on loopback).
 //!
-//! This module may import `admit_core` (ids), `error`, and the crypto and
-//! certificate crates; it knows no protobuf and no handler.
+//! This module may import `admit_core` (ids), `error`, and the crypto,
+//! certificate and http/tower crates; it knows no protobuf, no handler
+//! and no routing. (`ctx::access` builds a node's settings from it.)
 
 pub mod admission;
 pub mod audit;
@@ -409,39 +410,6 @@ impl Auth {
         }
         Ok(None)
     }
-}
-
-/// A node's access settings from its config: the callers, and the
-/// admission-id key: the configured one, else a single node's own (kept in
-/// its data dir), else, in a cluster without auth, a public key (with a
-/// warning: such a cluster lets anyone in anyway). A cluster with auth
-/// must configure the key, the same on every node.
-pub(crate) fn access(cfg: &crate::ServerConfig) -> Result<crate::ctx::Access, String> {
-    use admission::AdmissionKey;
-    let admission_key = match cfg.auth.as_ref().and_then(Auth::admission_key) {
-        Some(k) => AdmissionKey::new(k),
-        None if !cfg.clustered() => AdmissionKey::in_dir(&cfg.data_dir)
-            .map_err(|e| format!("cannot keep the admission-id key in the data dir: {e}"))?,
-        None if cfg.auth.is_some() => {
-            return Err(
-                "invalid auth.admission_key_file: required in a multi-node cluster \
-                 (every node must check the ids the others issued)"
-                    .into(),
-            )
-        }
-        None => {
-            tracing::warn!(
-                "no admission-id key configured in a cluster without auth: admission ids \
-                 are sealed with a public key and can be forged"
-            );
-            AdmissionKey::open_cluster()
-        }
-    };
-    Ok(crate::ctx::Access {
-        auth: cfg.auth.clone(),
-        admission_key,
-        portfolios: Default::default(),
-    })
 }
 
 #[cfg(test)]
