@@ -100,6 +100,8 @@ impl TestCluster {
         cfg.replicas = self.replicas;
         cfg.reconcile_interval = Duration::from_millis(200);
         cfg.handoff_timeout = Duration::from_secs(2);
+        // in-process test clusters share one fixed test clock start
+        cfg.test_clock_in_cluster = true;
         match join {
             Some(via) => cfg.join = Some(via),
             None => cfg.peers = self.peers.clone(),

@@ -18,6 +18,23 @@ pub enum ClockError {
     TooFar { by_ms: u64, current: u64 },
 }
 
+/// Where the test clock may run (issue 12): only on a single node without
+/// TLS. A clock anyone may set is a test tool; a multi-node or TLS
+/// deployment is a real one. admitd calls this on its settings; the TLS
+/// side passes `tls = true` when the API port speaks TLS. The error names
+/// the flag.
+pub fn test_clock_allowed(test_clock: bool, clustered: bool, tls: bool) -> Result<(), String> {
+    if test_clock && clustered {
+        return Err(
+            "invalid test_clock: not allowed in a multi-node cluster (peers or join)".into(),
+        );
+    }
+    if test_clock && tls {
+        return Err("invalid test_clock: not allowed together with TLS".into());
+    }
+    Ok(())
+}
+
 /// The latest test time: the API carries times as `int64` milliseconds.
 const MAX_TEST_MS: u64 = i64::MAX as u64;
 
@@ -124,5 +141,15 @@ mod tests {
             Err(ClockError::TooFar { .. })
         ));
         assert_eq!(c.now(), Ts(MAX_TEST_MS));
+    }
+
+    #[test]
+    fn the_test_clock_runs_only_on_a_single_plain_node() {
+        assert!(test_clock_allowed(true, false, false).is_ok());
+        assert!(test_clock_allowed(false, true, true).is_ok());
+        for (clustered, tls) in [(true, false), (false, true), (true, true)] {
+            let e = test_clock_allowed(true, clustered, tls).unwrap_err();
+            assert!(e.contains("test_clock"), "{e}");
+        }
     }
 }

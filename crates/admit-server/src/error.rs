@@ -53,6 +53,14 @@ pub enum ApiError {
     },
     #[error("internal error: {0}")]
     Internal(String),
+    // ---- caller authentication (issue 12); kept last: the wire encodes the
+    // variant index ----
+    /// No credentials, or credentials no caller is configured with.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller lacks the scope, or the number is outside its grant.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
 }
 
 impl ApiError {
@@ -88,6 +96,8 @@ impl ApiError {
             ApiError::Unavailable { .. } | ApiError::NotLeader { .. } => Code::Unavailable,
             ApiError::ResourceExhausted { .. } => Code::ResourceExhausted,
             ApiError::Internal(_) => Code::Internal,
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
         }
     }
 

@@ -30,6 +30,9 @@
 //! * [`clock`]: UTC ms from the system, or the test clock in test mode.
 //! * [`protect`]: self-protection, the in-flight bound and per-caller quota
 //!   (R8.4).
+//! * [`auth`]: caller identity (bearer tokens, client certificates), scopes
+//!   and grants, the authenticating tower layer, sealed admission ids and
+//!   the audit log (docs/security.md).
 //! * [`app`]: the Raft state machine of one shard. A log entry is a
 //!   [`app::Stamped`] command: the core `Command` plus the time the proposing
 //!   node stamped from the service clock. `apply` runs `Engine::apply(cmd, at)`
@@ -136,6 +139,8 @@ mod telemetry;
 pub mod clock;
 pub mod protect;
 
+pub mod auth;
+
 pub mod app;
 
 mod convert;
@@ -164,5 +169,6 @@ pub mod transport;
 
 mod server;
 
+pub use auth::{Auth, AuthConfig};
 pub use protect::Quota;
 pub use server::{start, Running, ServerConfig, StartError};

@@ -13,7 +13,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
-/// The metadata key naming the caller for quotas.
+/// The metadata key naming the caller for quotas when auth is off (with
+/// auth on, the authenticated caller's name is the key and this header is
+/// ignored).
 pub const CALLER_HEADER: &str = "x-admit-caller";
 
 /// A per-caller quota: `rate` requests per second sustained, bursts of `burst`.
@@ -48,14 +50,21 @@ impl Protect {
         }
     }
 
-    /// Admits one request into the server, or refuses it at once.
-    pub fn enter<T>(&self, req: &tonic::Request<T>) -> Result<Permit, ApiError> {
+    /// Admits one request into the server, or refuses it at once. The
+    /// quota is charged to `authenticated` when auth named the caller, else
+    /// to the caller the header names.
+    pub fn enter<T>(
+        &self,
+        req: &tonic::Request<T>,
+        authenticated: Option<&str>,
+    ) -> Result<Permit, ApiError> {
         if let Some(q) = self.quota {
-            let caller = req
-                .metadata()
-                .get(CALLER_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("anonymous");
+            let caller = authenticated.unwrap_or_else(|| {
+                req.metadata()
+                    .get(CALLER_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("anonymous")
+            });
             self.charge(caller, q)
                 .inspect_err(|_| crate::telemetry::shed("caller_quota"))?;
         }
@@ -108,12 +117,12 @@ mod tests {
     fn in_flight_bound_refuses_instead_of_queueing() {
         let p = Protect::new(2, None);
         let r = tonic::Request::new(());
-        let a = p.enter(&r).unwrap();
-        let _b = p.enter(&r).unwrap();
-        let e = p.enter(&r).unwrap_err();
+        let a = p.enter(&r, None).unwrap();
+        let _b = p.enter(&r, None).unwrap();
+        let e = p.enter(&r, None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unavailable);
         drop(a);
-        assert!(p.enter(&r).is_ok());
+        assert!(p.enter(&r, None).is_ok());
     }
 
     #[test]
@@ -127,14 +136,14 @@ mod tests {
         );
         let mut r = tonic::Request::new(());
         r.metadata_mut().insert(CALLER_HEADER, "a".parse().unwrap());
-        assert!(p.enter(&r).is_ok());
-        assert!(p.enter(&r).is_ok());
-        let e = p.enter(&r).unwrap_err();
+        assert!(p.enter(&r, None).is_ok());
+        assert!(p.enter(&r, None).is_ok());
+        let e = p.enter(&r, None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::ResourceExhausted);
         let mut other = tonic::Request::new(());
         other
             .metadata_mut()
             .insert(CALLER_HEADER, "b".parse().unwrap());
-        assert!(p.enter(&other).is_ok());
+        assert!(p.enter(&other, None).is_ok());
     }
 }

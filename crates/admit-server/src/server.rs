@@ -95,6 +95,17 @@ pub struct ServerConfig {
     pub peer_advertise: Option<String>,
     /// TLS, mutual TLS and connection limits of both ports.
     pub transport: Transport,
+    // ---- caller authentication (issue 12, docs/security.md) ----
+    /// Callers, scopes and grants. `None`: every request is let in, as
+    /// suits the embedded single node on loopback.
+    pub auth: Option<crate::Auth>,
+    /// The bearer token `join` sends with `Cluster.AddNode` (a caller with
+    /// the `cluster` scope on the cluster joined).
+    pub join_token: Option<crate::auth::Token>,
+    /// In-process test clusters only: run a multi-node cluster on the test
+    /// clock, which [`crate::clock::test_clock_allowed`] refuses otherwise.
+    #[doc(hidden)]
+    pub test_clock_in_cluster: bool,
 }
 
 impl ServerConfig {
@@ -126,6 +137,9 @@ impl ServerConfig {
             peer_listen: None,
             peer_advertise: None,
             transport: Transport::default(),
+            auth: None,
+            join_token: None,
+            test_clock_in_cluster: false,
         }
     }
 
@@ -185,6 +199,16 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             cfg.node_id
         )));
     }
+    if !cfg.test_clock_in_cluster {
+        crate::clock::test_clock_allowed(
+            cfg.test_clock,
+            cfg.clustered(),
+            cfg.transport.api_tls.is_some() || cfg.transport.peer_tls.is_some(),
+        )
+        .map_err(StartError::Config)?;
+    }
+    let access = crate::ctx::access(cfg.auth.clone(), cfg.clustered(), &cfg.data_dir)
+        .map_err(StartError::Config)?;
     let t = &cfg.transport;
     let peer_listen = cfg.peer_listen.unwrap_or_else(|| default_peer_listen(&cfg));
     check_plaintext("api", cfg.listen, t.api_tls.is_some(), t.insecure)
@@ -283,6 +307,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let ctx = Arc::new(Ctx::new(
         routing,
         Protect::new(cfg.max_in_flight, cfg.caller_quota),
+        access,
     ));
 
     let (stop, stop_rx) = watch::channel(false);
@@ -303,6 +328,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
 
     let api_max = t.api_limits.max_message_bytes;
     let router = server_builder(&t.api_limits)
+        .layer(crate::auth::layer::AuthLayer::new(cfg.auth.clone()))
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(
@@ -315,7 +341,11 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
                 .max_decoding_message_size(api_max)
                 .max_encoding_message_size(api_max),
         )
-        .add_service(TestClockServer::new(ClockService { ctx: ctx.clone() }))
+        // the test clock is served only in test mode (issue 12)
+        .add_optional_service(
+            cfg.test_clock
+                .then(|| TestClockServer::new(ClockService { ctx: ctx.clone() })),
+        )
         .add_service(
             ClusterServer::new(ClusterService { ctx: ctx.clone() })
                 .max_decoding_message_size(api_max)
@@ -386,7 +416,15 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         // (a cluster's nodes are alike), with the node certificate
         let tls = api_tls.as_ref().and(peer_tls.as_ref());
         let ch = crate::transport::dial::api_channel(via, tls).map_err(StartError::Config)?;
-        join(ch, via, cfg.node_id, &advertise, &peer_advertise).await;
+        join(
+            ch,
+            via,
+            cfg.node_id,
+            &advertise,
+            &peer_advertise,
+            cfg.join_token.as_ref(),
+        )
+        .await;
     }
     Ok(Running {
         addr,
@@ -519,18 +557,25 @@ async fn join(
     node_id: u64,
     advertise: &str,
     peer_advertise: &str,
+    token: Option<&crate::auth::Token>,
 ) {
     use admit_proto::v1::cluster_client::ClusterClient;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let r = async {
             let mut c = ClusterClient::new(ch.clone());
-            c.add_node(admit_proto::v1::AddNodeRequest {
+            let mut req = tonic::Request::new(admit_proto::v1::AddNodeRequest {
                 node_id,
                 address: advertise.to_string(),
                 peer_address: peer_advertise.to_string(),
-            })
-            .await
+            });
+            if let Some(t) = token {
+                let v = format!("Bearer {}", t.0)
+                    .parse()
+                    .map_err(|_| tonic::Status::invalid_argument("join token: not ASCII"))?;
+                req.metadata_mut().insert("authorization", v);
+            }
+            c.add_node(req).await
         }
         .await;
         match r {
@@ -538,7 +583,15 @@ async fn join(
                 tracing::info!(via, node_id, "joined the cluster");
                 return;
             }
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            // refused for good: retrying cannot help (bad credentials too)
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::FailedPrecondition
+                        | tonic::Code::Unauthenticated
+                        | tonic::Code::PermissionDenied
+                ) =>
+            {
                 tracing::error!(via, node_id, error = %s.message(), "join refused");
                 return;
             }

@@ -4,9 +4,12 @@
 
 use std::time::Duration;
 
+mod common;
+
 use admit_proto::v1 as pb;
 use admit_proto::v1::admin_client::AdminClient;
 use admit_proto::v1::admit_send_client::AdmitSendClient;
+use common::utility;
 use tonic::transport::Channel;
 
 /// 2030-01-01T00:00:00Z; the test clock never moves, so no bucket refills.
@@ -44,19 +47,6 @@ async fn register(admin: &mut AdminClient<Channel>, number: &str, mps: u32) {
         })
         .await
         .expect("register");
-}
-
-fn utility(number: &str, customer: u64) -> pb::Send {
-    pb::Send {
-        number_id: number.into(),
-        customer_id: (491_500_000_000 + customer).to_string(),
-        kind: Some(pb::send::Kind::Template(pb::Template {
-            template_id: "t-util".into(),
-            category: pb::TemplateCategory::Utility as i32,
-            ..Default::default()
-        })),
-        idempotency_key: String::new(),
-    }
 }
 
 async fn admit(c: &mut AdmitSendClient<Channel>, send: pb::Send) -> pb::Decision {

@@ -46,6 +46,13 @@ pub struct FileConfig {
     pub webhook: Option<crate::webhook::WebhookFile>,
     // --- the peer port and transport security ---
     pub transport: Option<crate::transport::TransportFile>,
+    // ---- caller authentication (issue 12, docs/security.md) ----
+    /// `[auth]`: callers (token hashes, certificate names), scopes, grants.
+    /// Absent: no checks (the embedded single node on loopback).
+    pub auth: Option<admit_server::AuthConfig>,
+    /// The config file's folder: relative paths in `[auth]` start there.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -124,6 +131,12 @@ pub struct Flags {
     // --- the peer port and transport security ---
     #[command(flatten)]
     pub transport: crate::transport::TransportFlags,
+    // ---- caller authentication (issue 12) ----
+    /// With `--join` on a cluster with auth: a token of a caller with the
+    /// `cluster` scope, sent with Cluster.AddNode (prefer the variable:
+    /// flags show in `ps`).
+    #[arg(long, env = "ADMIT_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -165,7 +178,9 @@ pub fn read_file(flags: &Flags) -> Result<FileConfig, String> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-            parse(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
+            let mut f = parse(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+            f.base_dir = path.parent().map(PathBuf::from).unwrap_or_default();
+            f
         }
         None => FileConfig::default(),
     })
@@ -370,6 +385,19 @@ pub fn resolve(file: FileConfig, flags: &Flags) -> Result<ServerConfig, String> 
         });
     }
     crate::transport::apply(&mut c, &flags.transport, file.transport.unwrap_or_default())?;
+    // ---- caller authentication and the test clock (issue 12) ----
+    if let Some(a) = &file.auth {
+        c.auth = Some(a.load(&file.base_dir)?);
+    }
+    c.join_token = flags.join_token.clone().map(admit_server::auth::Token);
+    if c.join_token.is_some() && c.join.is_none() {
+        return Err(bad("join_token", "is only sent with join"));
+    }
+    admit_server::clock::test_clock_allowed(
+        c.test_clock,
+        c.clustered(),
+        c.transport.api_tls.is_some() || c.transport.peer_tls.is_some(),
+    )?;
     Ok(c)
 }
 
@@ -512,6 +540,54 @@ mod tests {
             ..Flags::default()
         };
         assert!(log_format(&flags).unwrap_err().contains("log_format"));
+    fn auth_block_is_read_and_checked() {
+        let h = admit_server::auth::hash_token("s3cret");
+        let f = parse(&format!(
+            "[auth]\n[[auth.callers]]\nname = \"billing\"\ntoken_sha256 = \"{h}\"\nscopes = [\"send\"]\nnumbers = [\"15550001\"]"
+        ))
+        .unwrap();
+        let c = resolve(f, &Flags::default()).unwrap();
+        let auth = c.auth.expect("auth on");
+        assert!(auth.required());
+        let who = auth
+            .identify(Some(b"Bearer s3cret"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(who.name, "billing");
+        let f = parse(
+            "[auth]\n[[auth.callers]]\nname = \"x\"\ntoken_sha256 = \"zz\"\nscopes = [\"send\"]",
+        )
+        .unwrap();
+        let e = resolve(f, &Flags::default()).unwrap_err();
+        assert!(e.contains("auth.callers[0].token_sha256"), "{e}");
+        let e = parse("[auth]\n[[auth.callers]]\nname = \"x\"\nscopes = [\"root\"]").unwrap_err();
+        assert!(e.contains("root"), "{e}");
+        // a callers file next to the config
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("callers.toml"),
+            format!("[[callers]]\nname = \"ops\"\ntoken_sha256 = \"{h}\"\nscopes = [\"admin\"]"),
+        )
+        .unwrap();
+        let mut f = parse("[auth]\ncallers_file = \"callers.toml\"").unwrap();
+        f.base_dir = dir.path().to_path_buf();
+        let auth = resolve(f, &Flags::default()).unwrap().auth.unwrap();
+        let who = auth
+            .identify(Some(b"Bearer s3cret"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(who.name, "ops");
+    }
+
+    #[test]
+    fn test_clock_is_refused_in_a_cluster() {
+        let flags = Flags {
+            test_clock: true,
+            peers: Some("1=127.0.0.1:1,2=127.0.0.1:2".into()),
+            ..Flags::default()
+        };
+        let e = resolve(FileConfig::default(), &flags).unwrap_err();
+        assert!(e.contains("test_clock"), "{e}");
     }
 
     #[test]

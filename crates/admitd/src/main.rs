@@ -25,6 +25,17 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `admitd hash-token`: the SHA-256 of a token read from stdin, for
+    // `token_sha256` (the token stays out of argv and shell history)
+    if std::env::args().nth(1).as_deref() == Some("hash-token") {
+        let mut token = String::new();
+        std::io::stdin().read_line(&mut token)?;
+        println!(
+            "{}",
+            admit_server::auth::hash_token(token.trim_end_matches(['\r', '\n']))
+        );
+        return Ok(());
+    }
     let flags = config::Flags::parse();
     init_logs(&flags);
     let cfg = match config::load(&flags) {

@@ -23,6 +23,15 @@ pub struct AdmitService {
     pub(crate) ctx: Arc<Ctx>,
 }
 
+/// A decision as the caller sees it: its admission id sealed
+/// (`auth::admission`), so it cannot be guessed.
+fn sealed(ctx: &Ctx, mut d: pb::Decision, id: Option<&AdmissionId>) -> pb::Decision {
+    if let Some(id) = id {
+        d.admission_id = ctx.access.admission_key.seal(id);
+    }
+    d
+}
+
 fn unexpected(out: Output) -> ApiError {
     ApiError::Internal(format!("unexpected output {out:?}"))
 }
@@ -43,11 +52,10 @@ impl AdmitSend for AdmitService {
             crate::telemetry::decided(&d.decision, d.replayed);
             let shard = d.scope.as_ref().map(|s| self.ctx.routing.shard_of(s));
             Ok(pb::AdmitResponse {
-                decision: Some(convert::decision_out(
-                    &d.decision,
-                    d.scope.as_ref(),
-                    a.now,
-                    d.replayed,
+                decision: Some(sealed(
+                    &self.ctx,
+                    convert::decision_out(&d.decision, d.scope.as_ref(), a.now, d.replayed),
+                    d.decision.admission.as_ref(),
                 )),
                 leader_hint: shard.and_then(|s| leader_hint(&self.ctx, s)),
             })
@@ -81,11 +89,15 @@ impl AdmitSend for AdmitService {
                             if let Some(s) = &d.scope {
                                 shards.insert(self.ctx.routing.shard_of(s));
                             }
-                            pb::admit_batch_result::Result::Decision(convert::decision_out(
-                                &d.decision,
-                                d.scope.as_ref(),
-                                batch.now,
-                                d.replayed,
+                            pb::admit_batch_result::Result::Decision(sealed(
+                                &self.ctx,
+                                convert::decision_out(
+                                    &d.decision,
+                                    d.scope.as_ref(),
+                                    batch.now,
+                                    d.replayed,
+                                ),
+                                d.decision.admission.as_ref(),
                             ))
                         }
                         Err(e) => pb::admit_batch_result::Result::Error(convert::item_error(&e)),
@@ -110,7 +122,11 @@ impl AdmitSend for AdmitService {
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         handle(&self.ctx, &request, async {
-            let id = AdmissionId::parse("admission_id", &request.get_ref().admission_id)?;
+            let id = self
+                .ctx
+                .access
+                .admission_key
+                .open("admission_id", &request.get_ref().admission_id)?;
             tracing::Span::current().record("admission", tracing::field::display(&id));
             let shard = self.ctx.routing.shard_of(&id.scope);
             let scope = id.scope.clone();
@@ -184,7 +200,18 @@ impl AdmitSend for AdmitService {
         request: Request<pb::ReportOutcomeRequest>,
     ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
         handle(&self.ctx, &request, async {
-            let o = convert::outcome_in(request.get_ref())?;
+            // the sealed id's tag is checked here; the rest of the request
+            // converts as it always did
+            let mut raw = request.get_ref().clone();
+            if !raw.admission_id.is_empty() {
+                let id = self
+                    .ctx
+                    .access
+                    .admission_key
+                    .open("admission_id", &raw.admission_id)?;
+                raw.admission_id = id.to_string();
+            }
+            let o = convert::outcome_in(&raw)?;
             tracing::Span::current().record("number", tracing::field::display(&o.number));
             tracing::Span::current().record("code", o.error_code.unwrap_or(0));
             let at = self.ctx.routing.locate(&o.number).await?;

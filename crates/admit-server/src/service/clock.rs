@@ -7,6 +7,7 @@ use admit_proto::v1::test_clock_server::TestClock;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use super::handle;
 use crate::clock::ClockError;
 use crate::convert::{ms, ts_in};
 use crate::ctx::Ctx;
@@ -27,11 +28,11 @@ fn clock_err(e: ClockError) -> ApiError {
 }
 
 impl ClockService {
-    fn reply(&self) -> Response<pb::ClockResponse> {
-        Response::new(pb::ClockResponse {
+    fn reply(&self) -> pb::ClockResponse {
+        pb::ClockResponse {
             now_unix_ms: ms(self.ctx.now()),
             test_mode: self.ctx.routing.clock.is_test(),
-        })
+        }
     }
 }
 
@@ -42,14 +43,17 @@ impl TestClock for ClockService {
         &self,
         request: Request<pb::SetClockRequest>,
     ) -> Result<Response<pb::ClockResponse>, Status> {
-        if !self.ctx.routing.clock.is_test() {
-            return Err(clock_err(ClockError::NotTestMode).into());
-        }
-        let to = ts_in("now_unix_ms", request.get_ref().now_unix_ms)?;
-        let now = self.ctx.routing.clock.set(to).map_err(clock_err)?;
-        relay::set_clock_everywhere(&self.ctx.routing, now).await?;
-        tracing::debug!(now = now.ms(), "test clock set");
-        Ok(self.reply())
+        handle(&self.ctx, &request, async {
+            if !self.ctx.routing.clock.is_test() {
+                return Err(clock_err(ClockError::NotTestMode));
+            }
+            let to = ts_in("now_unix_ms", request.get_ref().now_unix_ms)?;
+            let now = self.ctx.routing.clock.set(to).map_err(clock_err)?;
+            relay::set_clock_everywhere(&self.ctx.routing, now).await?;
+            tracing::debug!(now = now.ms(), "test clock set");
+            Ok(self.reply())
+        })
+        .await
     }
 
     #[instrument(skip_all)]
@@ -57,21 +61,24 @@ impl TestClock for ClockService {
         &self,
         request: Request<pb::AdvanceClockRequest>,
     ) -> Result<Response<pb::ClockResponse>, Status> {
-        if !self.ctx.routing.clock.is_test() {
-            return Err(clock_err(ClockError::NotTestMode).into());
-        }
-        let by = u64::try_from(request.get_ref().by_ms)
-            .map_err(|_| ApiError::invalid("by_ms", "must not be negative"))?;
-        let now = self.ctx.routing.clock.advance(by).map_err(clock_err)?;
-        relay::set_clock_everywhere(&self.ctx.routing, now).await?;
-        tracing::debug!(now = now.ms(), "test clock advanced");
-        Ok(self.reply())
+        handle(&self.ctx, &request, async {
+            if !self.ctx.routing.clock.is_test() {
+                return Err(clock_err(ClockError::NotTestMode));
+            }
+            let by = u64::try_from(request.get_ref().by_ms)
+                .map_err(|_| ApiError::invalid("by_ms", "must not be negative"))?;
+            let now = self.ctx.routing.clock.advance(by).map_err(clock_err)?;
+            relay::set_clock_everywhere(&self.ctx.routing, now).await?;
+            tracing::debug!(now = now.ms(), "test clock advanced");
+            Ok(self.reply())
+        })
+        .await
     }
 
     async fn get_clock(
         &self,
-        _request: Request<pb::GetClockRequest>,
+        request: Request<pb::GetClockRequest>,
     ) -> Result<Response<pb::ClockResponse>, Status> {
-        Ok(self.reply())
+        handle(&self.ctx, &request, async { Ok(self.reply()) }).await
     }
 }

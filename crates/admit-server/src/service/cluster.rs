@@ -9,6 +9,7 @@ use admit_proto::v1::cluster_server::Cluster;
 use admit_raft::{AdminError, ClusterNode, NodeState, ShardInfo};
 use tonic::{Request, Response, Status};
 
+use super::handle;
 use crate::convert::ms;
 use crate::ctx::Ctx;
 use crate::error::ApiError;
@@ -29,7 +30,7 @@ fn state_out(s: NodeState) -> pb::NodeState {
     }
 }
 
-fn admin_err(e: AdminError) -> Status {
+fn admin_err(e: AdminError) -> ApiError {
     let m = e.to_string();
     let refused = [
         "removed",
@@ -41,9 +42,9 @@ fn admin_err(e: AdminError) -> Status {
     .iter()
     .any(|k| m.contains(k));
     if refused {
-        ApiError::FailedPrecondition(m).into()
+        ApiError::FailedPrecondition(m)
     } else {
-        ApiError::unavailable(m, RETRY_MEMBERSHIP_MS).into()
+        ApiError::unavailable(m, RETRY_MEMBERSHIP_MS)
     }
 }
 
@@ -159,91 +160,101 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn list_nodes(
         &self,
-        _request: Request<pb::ListNodesRequest>,
+        request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let shards = self.ctx.routing.raft.cluster_shard_infos().await;
-        Ok(Response::new(pb::ListNodesResponse {
-            nodes: self.nodes_out(&shards),
-            leader_hint: self.hint(),
-        }))
+        handle(&self.ctx, &request, async {
+            let shards = self.ctx.routing.raft.cluster_shard_infos().await;
+            Ok(pb::ListNodesResponse {
+                nodes: self.nodes_out(&shards),
+                leader_hint: self.hint(),
+            })
+        })
+        .await
     }
 
     async fn list_shards(
         &self,
         request: Request<pb::ListShardsRequest>,
     ) -> Result<Response<pb::ListShardsResponse>, Status> {
-        let infos = if request.get_ref().local_only {
-            self.ctx.routing.raft.shard_infos()
-        } else {
-            self.ctx.routing.raft.cluster_shard_infos().await
-        };
-        Ok(Response::new(pb::ListShardsResponse {
-            shards: infos.iter().map(shard_out).collect(),
-            leader_hint: self.hint(),
-        }))
+        handle(&self.ctx, &request, async {
+            let infos = if request.get_ref().local_only {
+                self.ctx.routing.raft.shard_infos()
+            } else {
+                self.ctx.routing.raft.cluster_shard_infos().await
+            };
+            Ok(pb::ListShardsResponse {
+                shards: infos.iter().map(shard_out).collect(),
+                leader_hint: self.hint(),
+            })
+        })
+        .await
     }
 
     async fn add_node(
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::AddNodeResponse>, Status> {
-        let r = request.get_ref();
-        if r.node_id == 0 {
-            return Err(ApiError::invalid("node_id", "must be at least 1").into());
-        }
-        if !valid_address(&r.address) {
-            return Err(ApiError::invalid(
-                "address",
-                "must be host:port (a DNS name or IP address, and a port 1-65535)",
-            )
-            .into());
-        }
-        // without a peer address: the API port + 1 (the default layout)
-        let peer = if r.peer_address.is_empty() {
-            crate::transport::split_peer_entry(&r.address)
-                .map(|(_, p)| p)
-                .map_err(|e| ApiError::invalid("peer_address", e))?
-        } else {
-            r.peer_address.clone()
-        };
-        if !valid_address(&peer) {
-            return Err(ApiError::invalid(
-                "peer_address",
-                "must be host:port (the new node's peer port)",
-            )
-            .into());
-        }
-        let raft = &self.ctx.routing.raft;
-        raft.add_node(r.node_id, &peer).await.map_err(admin_err)?;
-        raft.set_api_addr(r.node_id, &r.address)
-            .await
-            .map_err(admin_err)?;
-        tracing::info!(node = r.node_id, address = %r.address, peer_address = %peer, "node added");
-        let shards = self.ctx.routing.raft.shard_infos();
-        Ok(Response::new(pb::AddNodeResponse {
-            nodes: self.nodes_out(&shards),
-        }))
+        handle(&self.ctx, &request, async {
+            let r = request.get_ref();
+            if r.node_id == 0 {
+                return Err(ApiError::invalid("node_id", "must be at least 1"));
+            }
+            if !valid_address(&r.address) {
+                return Err(ApiError::invalid(
+                    "address",
+                    "must be host:port (a DNS name or IP address, and a port 1-65535)",
+                ));
+            }
+            // without a peer address: the API port + 1 (the default layout)
+            let peer = if r.peer_address.is_empty() {
+                crate::transport::split_peer_entry(&r.address)
+                    .map(|(_, p)| p)
+                    .map_err(|e| ApiError::invalid("peer_address", e))?
+            } else {
+                r.peer_address.clone()
+            };
+            if !valid_address(&peer) {
+                return Err(ApiError::invalid(
+                    "peer_address",
+                    "must be host:port (the new node's peer port)",
+                ));
+            }
+            let raft = &self.ctx.routing.raft;
+            raft.add_node(r.node_id, &peer).await.map_err(admin_err)?;
+            raft.set_api_addr(r.node_id, &r.address)
+                .await
+                .map_err(admin_err)?;
+            tracing::info!(node = r.node_id, address = %r.address, peer_address = %peer, "node added");
+            let shards = self.ctx.routing.raft.shard_infos();
+            Ok(pb::AddNodeResponse {
+                nodes: self.nodes_out(&shards),
+            })
+        })
+        .await
     }
 
     async fn remove_node(
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
-        let id = request.get_ref().node_id;
-        if id == 0 {
-            return Err(ApiError::invalid("node_id", "must be at least 1").into());
-        }
-        self.ctx
-            .routing
-            .raft
-            .remove_node(id)
-            .await
-            .map_err(admin_err)?;
-        tracing::info!(node = id, "node leaving");
-        let shards = self.ctx.routing.raft.shard_infos();
-        Ok(Response::new(pb::RemoveNodeResponse {
-            nodes: self.nodes_out(&shards),
-        }))
+        handle(&self.ctx, &request, async {
+            let id = request.get_ref().node_id;
+            if id == 0 {
+                return Err(ApiError::invalid("node_id", "must be at least 1"));
+            }
+            self.ctx
+                .routing
+                .raft
+                .remove_node(id)
+                .await
+                .map_err(admin_err)?;
+            tracing::info!(node = id, "node leaving");
+            let shards = self.ctx.routing.raft.shard_infos();
+            Ok(pb::RemoveNodeResponse {
+                nodes: self.nodes_out(&shards),
+            })
+        })
+        .await
     }
 }
 

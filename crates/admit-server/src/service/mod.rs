@@ -1,12 +1,15 @@
 //! The gRPC services. Each handler decodes its request ([`crate::convert`]),
 //! calls the admission path, reads or routing ([`crate::ctx::Ctx`]) and
-//! encodes the answer; the public handlers enter through [`handle`].
+//! encodes the answer; the public handlers enter through [`handle`], which
+//! also checks the caller's scope and grant (`guard`), writes the audit log
+//! and records the call's metrics.
 
 use std::future::Future;
 
 use admit_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{audit, Authenticated};
 use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::routing::request;
@@ -17,16 +20,21 @@ pub mod admin;
 pub mod admit;
 pub mod clock;
 pub mod cluster;
+mod guard;
 pub mod node;
 
-/// The entry of every public AdmitSend and Admin handler: runs `body` with
-/// the request's deadline and hop count, once self-protection let the
-/// request in (R8.4), and maps its error to a gRPC status.
+pub(crate) use guard::Guarded;
+
+/// The entry of every public handler: runs `body` with the request's
+/// deadline and hop count, once self-protection let the request in (R8.4,
+/// the quota charged to the authenticated caller when auth is on) and the
+/// caller holds the method's scope and grant; writes admin and cluster
+/// calls to the audit log; maps the error to a gRPC status.
 ///
 /// It also runs the request in an `rpc` span (the handlers record the number
 /// or portfolio, routing the shard, sends their reason) and records its
 /// latency per method and outcome code (docs/metrics.md).
-pub(crate) async fn handle<T, R>(
+pub(crate) async fn handle<T: Guarded, R>(
     ctx: &Ctx,
     request: &Request<T>,
     body: impl Future<Output = Result<R, ApiError>>,
@@ -45,17 +53,49 @@ pub(crate) async fn handle<T, R>(
         code = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
-    let r = request::scoped(request.metadata(), async {
-        let _permit = ctx.protect.enter(request)?;
-        Ok(Response::new(body.await?))
-    })
-    .instrument(span.clone())
-    .await
-    .map_err(|e| ctx.routing.for_caller(e).into_status());
+    let r = entry(ctx, request, body).instrument(span.clone()).await;
     let code = r.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
     telemetry::rpc_done(method, code, started.elapsed().as_secs_f64());
     span.in_scope(|| tracing::debug!(code = telemetry::code_name(code), "rpc done"));
     r
+}
+
+/// [`handle`] without its span and metrics: authentication, protection,
+/// the scope check, the body and the audit line.
+async fn entry<T: Guarded, R>(
+    ctx: &Ctx,
+    request: &Request<T>,
+    body: impl Future<Output = Result<R, ApiError>>,
+) -> Result<Response<R>, Status> {
+    let caller = match &ctx.access.auth {
+        None => None,
+        Some(auth) => match request.extensions().get::<Authenticated>() {
+            Some(a) => Some(a.0.clone()),
+            // the layer let an anonymous request through: allowed only
+            // when credentials are optional
+            None if auth.required() => {
+                return Err(ApiError::Unauthenticated("no credentials".into()).into_status())
+            }
+            None => None,
+        },
+    };
+    let audited = request.get_ref().audited();
+    let r = request::scoped(request.metadata(), async {
+        let _permit = ctx
+            .protect
+            .enter(request, caller.as_deref().map(|c| c.name.as_str()))?;
+        if let Some(c) = &caller {
+            guard::check(ctx, c, T::METHOD, request.get_ref().need()).await?;
+        }
+        Ok(Response::new(body.await?))
+    })
+    .await;
+    if audited {
+        let who = caller.as_deref().map_or("anonymous", |c| c.name.as_str());
+        let summary = audit::summary(request.get_ref());
+        audit::call(who, T::METHOD, &summary, r.as_ref().map(|_| ()));
+    }
+    r.map_err(|e| ctx.routing.for_caller(e).into_status())
 }
 
 /// The method a request message belongs to: `admit.v1.AdmitBatchRequest`
