@@ -126,6 +126,15 @@ impl NodeConfig {
             // A node that was cut off must not inflate its term and depose a
             // healthy leader when it comes back.
             enable_pre_vote: Some(true),
+            // A restarted leader must win an election (and commit a blank
+            // entry of a new term) before it leads again. openraft's
+            // default restores it as leader of its old term at once, with
+            // the committed index of its last persisted hint, which lags:
+            // it then passes every lease check while entries it had
+            // acknowledged before the crash are not committed (nor applied)
+            // again yet, and answers stale reads (see `lib.rs`, "Crash
+            // safety").
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         cfg.validate()

@@ -107,7 +107,13 @@
 //! lost while the appends after it survive; a purge never survives without the
 //! snapshot that allowed it (the snapshot is written, and fsynced, first).
 //! The committed index is persisted lazily (it is only a hint that lets a
-//! restarted node re-apply its log before a new election).
+//! restarted node re-apply its log before a new election). Because it lags,
+//! openraft's *leader restore* is turned off: a leader that restarts does
+//! not resume its old term from the hint (it would pass every lease check
+//! while writes it acknowledged before the crash were not yet committed
+//! again, and answer reads without them); it must win an election and
+//! commit a blank entry of a new term first, which commits everything
+//! before it.
 //!
 //! Entries are readable as soon as `append` returns (a small per-group pending
 //! map bridges the time until they reach the memtable), because a leader
