@@ -551,3 +551,67 @@ async fn a_cut_off_leader_stops_answering_and_admits_nothing() {
     })
     .await;
 }
+
+/// A leader that stops taking part in Raft (cut off, as a frozen process
+/// is) while calls are forwarded to it: the entry nodes give each forwarded
+/// attempt a few leases, learn the new leader and retry keyed sends there.
+/// Every call through the other nodes is answered (with a 10 s deadline)
+/// while the old leader is still cut off; before, each waited on the old
+/// leader until its deadline and failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_forwarded_to_a_frozen_leader_are_retried_on_the_new_one() {
+    one_at_a_time(120, async {
+        let c = TestCluster::start(3, 3, at(1, 9)).await;
+        let number = "100200341";
+        let shard = shard_of(number);
+        c.client(1).await.register(number, "TIER_250").await;
+        let leader = c.leader_of(shard).await.expect("the shard has a leader");
+        let others: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
+        let mut callers = Vec::new();
+        for id in &others {
+            callers.push(c.client(*id).await);
+        }
+        // warm the channels: both entry nodes forward to the leader
+        for (k, cl) in callers.iter_mut().enumerate() {
+            cl.admit(keyed(util(number, k as u64), &format!("warm-{k}")))
+                .await
+                .expect("forwarded before the cut");
+        }
+
+        let cut = Instant::now();
+        c.node(leader).set_isolated(true);
+        let mut calls = Vec::new();
+        for (k, cl) in callers.iter().enumerate() {
+            for j in 0..3u64 {
+                let mut admit = cl.admit.clone();
+                let cust = 10 + 10 * k as u64 + j;
+                calls.push(tokio::spawn(async move {
+                    let mut req = tonic::Request::new(pb::AdmitRequest {
+                        send: Some(keyed(util(number, cust), &format!("frozen-{cust}"))),
+                    });
+                    req.set_timeout(Duration::from_secs(10));
+                    let r = admit.admit(req).await;
+                    (cust, r.map(|r| r.into_inner().decision), cut.elapsed())
+                }));
+            }
+        }
+        let mut longest = Duration::ZERO;
+        for call in calls {
+            let (cust, r, took) = call.await.unwrap();
+            let d = r.unwrap_or_else(|e| {
+                panic!("customer {cust}: no answer while the old leader was cut off: {e:?}")
+            });
+            assert_eq!(d.expect("a decision").reason(), pb::Reason::NewConversation);
+            longest = longest.max(took);
+        }
+        // the old leader is still cut off: every answer came from the new one
+        println!(
+            "frozen leader {leader}: all 6 forwarded calls answered, the longest after {longest:?}"
+        );
+        c.node(leader).set_isolated(false);
+        c.wait_all_led(Duration::from_secs(20)).await;
+        let mut c = c;
+        c.stop_all().await;
+    })
+    .await;
+}

@@ -402,11 +402,13 @@ impl Client {
         Ok(r.shards)
     }
 
-    /// Registers a new node; the nodes after the change.
+    /// Registers a new node by its API address (its peer port is the API
+    /// port + 1, the default layout); the nodes after the change.
     pub async fn add_node(&self, node_id: u64, address: &str) -> Result<Vec<pb::Node>, Error> {
         let msg = pb::AddNodeRequest {
             node_id,
             address: address.to_owned(),
+            peer_address: String::new(),
         };
         let r = self
             .conn

@@ -2,6 +2,7 @@
 //! the public status types.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -99,6 +100,17 @@ pub(crate) struct RegistryState {
     pub(crate) nodes: BTreeMap<u64, (String, NodeState)>,
     /// Public API address per node (the peer address is in `nodes`).
     pub(crate) apis: BTreeMap<u64, String>,
+    /// The cluster id, fixed by the first `Joined` (0: none yet).
+    pub(crate) cluster: u64,
+    /// Node id -> incarnation of the data dir it registered with.
+    pub(crate) joined: BTreeMap<u64, u64>,
+}
+
+/// The registry state before cluster identities (decoded from old snapshots).
+#[derive(Deserialize)]
+struct RegistryStateV0 {
+    seeded: bool,
+    nodes: BTreeMap<u64, (String, NodeState)>,
 }
 
 impl RegistryState {
@@ -146,6 +158,15 @@ pub(crate) enum MetaCmd {
     /// Record the public API addresses of registered, non-removed nodes
     /// (node id -> `host:port`); others are ignored.
     SetApi(BTreeMap<u64, String>),
+    /// Node `id` runs on a data dir of this `incarnation` (random, drawn when
+    /// the dir was created). The first `Joined` fixes the cluster id to its
+    /// `cluster` candidate. Refused when `id` registered another incarnation:
+    /// its data dir was lost, and with it what it acknowledged.
+    Joined {
+        id: u64,
+        incarnation: u64,
+        cluster: u64,
+    },
 }
 
 /// Response of a [`MetaCmd`]: `err` is set if it was refused.
@@ -159,11 +180,26 @@ pub(crate) struct MetaResp {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Registry {
     pub(crate) state: Arc<RwLock<RegistryState>>,
+    /// The cluster id as last applied (0: none), shared with the transport,
+    /// which stamps it on every message and checks it on every arrival.
+    pub(crate) cluster: Arc<AtomicU64>,
 }
 
 impl Registry {
+    /// An empty registry publishing its cluster id into `cluster`.
+    pub(crate) fn with_cluster_cell(cluster: Arc<AtomicU64>) -> Self {
+        Self {
+            state: Arc::default(),
+            cluster,
+        }
+    }
+
     pub(crate) fn read(&self) -> RegistryState {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn publish(&self, s: &RegistryState) {
+        self.cluster.store(s.cluster, Ordering::Release);
     }
 }
 
@@ -230,8 +266,32 @@ fn apply_cmd(s: &mut RegistryState, cmd: MetaCmd) -> Result<(), String> {
             }
             Ok(())
         }
+        MetaCmd::Joined {
+            id,
+            incarnation,
+            cluster,
+        } => {
+            if s.cluster == 0 {
+                s.cluster = cluster;
+            }
+            match s.joined.get(&id) {
+                Some(known) if *known != incarnation => Err(format!(
+                    "{LOST_DIR}: node {id} registered another data dir before; \
+                     remove it (admitctl remove-node {id}) and start this one \
+                     with a new node id and --join"
+                )),
+                Some(_) => Ok(()),
+                None => {
+                    s.joined.insert(id, incarnation);
+                    Ok(())
+                }
+            }
+        }
     }
 }
+
+/// Start of the refusal of a node whose data dir was lost.
+pub(crate) const LOST_DIR: &str = "data dir lost";
 
 fn s_active_count_except(nodes: &BTreeMap<u64, (String, NodeState)>, id: u64) -> usize {
     nodes
@@ -246,9 +306,9 @@ impl App for Registry {
 
     fn apply(&mut self, _index: u64, cmd: MetaCmd) -> MetaResp {
         let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
-        MetaResp {
-            err: apply_cmd(&mut s, cmd).err(),
-        }
+        let err = apply_cmd(&mut s, cmd).err();
+        self.publish(&s);
+        MetaResp { err }
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -256,10 +316,35 @@ impl App for Registry {
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let st: RegistryState = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        let st: RegistryState = match postcard::from_bytes(bytes) {
+            Ok(st) => st,
+            Err(e) => {
+                let old: RegistryStateV0 = postcard::from_bytes(bytes)
+                    .map_err(|e0| format!("registry snapshot: {e}; as the old form: {e0}"))?;
+                RegistryState {
+                    seeded: old.seeded,
+                    nodes: old.nodes,
+                    ..RegistryState::default()
+                }
+            }
+        };
+        self.publish(&st);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = st;
         Ok(())
     }
+}
+
+/// A node's answer to `IDENTITY`: what it knows of the cluster and of the
+/// asking node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Identity {
+    /// The cluster id in its registry (0: none yet).
+    pub(crate) cluster: u64,
+    /// The data dir incarnation the asker registered, if it did.
+    pub(crate) asker_incarnation: Option<u64>,
+    /// The responder's heartbeat and election timeout min/max, in ms: all
+    /// nodes must use the same (the lease assumes it).
+    pub(crate) timing_ms: [u64; 3],
 }
 
 /// Outcome of a forwarded metadata write.
@@ -316,5 +401,47 @@ mod tests {
         let mut r2 = Registry::default();
         r2.restore(&snap).unwrap();
         assert_eq!(r2.read(), r.read());
+    }
+
+    #[test]
+    fn joined_fixes_the_cluster_and_refuses_a_lost_data_dir() {
+        let mut r = Registry::default();
+        let joined = |id, incarnation, cluster| MetaCmd::Joined {
+            id,
+            incarnation,
+            cluster,
+        };
+        assert!(r.apply(1, joined(1, 11, 500)).err.is_none());
+        assert!(r.apply(2, joined(2, 22, 600)).err.is_none());
+        assert_eq!(r.read().cluster, 500, "the first Joined fixes the id");
+        assert_eq!(r.cluster.load(Ordering::Acquire), 500);
+        assert!(
+            r.apply(3, joined(2, 22, 700)).err.is_none(),
+            "same dir again"
+        );
+        let err = r
+            .apply(4, joined(2, 23, 700))
+            .err
+            .expect("lost dir refused");
+        assert!(err.starts_with(LOST_DIR) && err.contains("--join"), "{err}");
+        assert_eq!(r.read().joined.get(&2), Some(&22));
+    }
+
+    #[test]
+    fn restores_a_registry_snapshot_of_the_old_form() {
+        #[derive(Serialize)]
+        struct Old {
+            seeded: bool,
+            nodes: BTreeMap<u64, (String, NodeState)>,
+        }
+        let old = Old {
+            seeded: true,
+            nodes: BTreeMap::from([(1, ("a:1".to_string(), NodeState::Active))]),
+        };
+        let mut r = Registry::default();
+        r.restore(&postcard::to_allocvec(&old).unwrap()).unwrap();
+        assert!(r.read().seeded);
+        assert_eq!(r.read().active(), BTreeSet::from([1]));
+        assert_eq!(r.read().cluster, 0);
     }
 }

@@ -11,6 +11,9 @@ use openraft::{Config, SnapshotPolicy};
 
 use crate::StartError;
 
+/// The default [`NodeConfig::write_timeout`].
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Configuration of a [`RaftNode`](crate::RaftNode).
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -74,7 +77,9 @@ pub struct NodeConfig {
     /// Give up waiting for a write after this long
     /// ([`WriteError::Unavailable`](crate::WriteError::Unavailable), outcome unknown). `None`: wait as long as
     /// openraft does (an isolated leader may then wait until it learns of a
-    /// newer leader).
+    /// newer leader). Default: [`DEFAULT_WRITE_TIMEOUT`], also for a single
+    /// node, because a single node can grow into a cluster (`add_node`)
+    /// without a restart, and a cut-off leader must not hold writes forever.
     pub write_timeout: Option<Duration>,
     /// Test switch: the journal remembers what it has not fsynced yet, so
     /// that [`RaftNode::crash_unsynced`](crate::RaftNode::crash_unsynced)
@@ -123,7 +128,7 @@ impl NodeConfig {
             reconcile_interval: Duration::from_secs(1),
             balance_leaders: true,
             handoff_timeout: Duration::from_secs(3),
-            write_timeout: None,
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             simulate_power_loss: false,
             api_addr: String::new(),
             api_addrs: BTreeMap::new(),
@@ -137,7 +142,44 @@ impl NodeConfig {
         self.max_message_bytes.unwrap_or(256 * 1024 * 1024)
     }
 
+    /// The timing every node of a cluster must share, in ms: heartbeat,
+    /// election timeout min and max (the lease is the max).
+    pub(crate) fn timing_ms(&self) -> [u64; 3] {
+        let ms = |d: Duration| d.as_millis().max(1) as u64;
+        [
+            ms(self.heartbeat),
+            ms(self.election_timeout.0),
+            ms(self.election_timeout.1),
+        ]
+    }
+
+    /// What the lease argument needs of the timing (crate docs, "Why lease
+    /// reads are safe"): with lease = `election_timeout.1`,
+    /// `election_timeout.0 >= lease / 2` and `heartbeat * 2 <= election_timeout.0`.
+    fn check_timing(&self) -> Result<(), StartError> {
+        let [hb, min, max] = self.timing_ms();
+        if min >= max {
+            return Err(StartError::Config(format!(
+                "election_timeout: min ({min} ms) must be below max ({max} ms)"
+            )));
+        }
+        if 2 * min < max {
+            return Err(StartError::Config(format!(
+                "election_timeout: min ({min} ms) must be at least half of max ({max} ms, \
+                 the leader lease): the fast path answers for up to half a lease after a \
+                 quorum acknowledged the leader, and no follower may time out before that"
+            )));
+        }
+        if 2 * hb > min {
+            return Err(StartError::Config(format!(
+                "heartbeat ({hb} ms) must be at most half of election_timeout min ({min} ms)"
+            )));
+        }
+        Ok(())
+    }
+
     pub(crate) fn raft_config(&self) -> Result<Config, StartError> {
+        self.check_timing()?;
         let ms = |d: Duration| d.as_millis().max(1) as u64;
         let cfg = Config {
             cluster_name: "admit".to_string(),
@@ -150,9 +192,45 @@ impl NodeConfig {
             // A node that was cut off must not inflate its term and depose a
             // healthy leader when it comes back.
             enable_pre_vote: Some(true),
+            // A restarted leader must win an election (and commit a blank
+            // entry of a new term) before it leads again. openraft's
+            // default restores it as leader of its old term at once, with
+            // the committed index of its last persisted hint, which lags:
+            // it then passes every lease check while entries it had
+            // acknowledged before the crash are not committed (nor applied)
+            // again yet, and answers stale reads (see `lib.rs`, "Crash
+            // safety").
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         cfg.validate()
             .map_err(|e| StartError::Config(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(hb: u64, min: u64, max: u64) -> Result<Config, StartError> {
+        let mut c = NodeConfig::new(1, "/nonexistent", 1);
+        c.heartbeat = Duration::from_millis(hb);
+        c.election_timeout = (Duration::from_millis(min), Duration::from_millis(max));
+        c.raft_config()
+    }
+
+    #[test]
+    fn timing_must_fit_the_lease() {
+        assert!(with(100, 500, 1_000).is_ok(), "defaults");
+        assert!(with(50, 200, 400).is_ok(), "tests' timing");
+        // election_timeout min = lease / 2 exactly is fine, one ms less is not
+        assert!(with(100, 500, 1_000).is_ok());
+        let e = with(100, 499, 1_000).unwrap_err().to_string();
+        assert!(e.contains("election_timeout") && e.contains("half"), "{e}");
+        // heartbeat = min / 2 is fine, one ms more is not
+        assert!(with(250, 500, 1_000).is_ok());
+        let e = with(251, 500, 1_000).unwrap_err().to_string();
+        assert!(e.contains("heartbeat"), "{e}");
+        assert!(with(100, 1_000, 1_000).is_err(), "min must be below max");
     }
 }

@@ -107,7 +107,13 @@
 //! lost while the appends after it survive; a purge never survives without the
 //! snapshot that allowed it (the snapshot is written, and fsynced, first).
 //! The committed index is persisted lazily (it is only a hint that lets a
-//! restarted node re-apply its log before a new election).
+//! restarted node re-apply its log before a new election). Because it lags,
+//! openraft's *leader restore* is turned off: a leader that restarts does
+//! not resume its old term from the hint (it would pass every lease check
+//! while writes it acknowledged before the crash were not yet committed
+//! again, and answer reads without them); it must win an election and
+//! commit a blank entry of a new term first, which commits everything
+//! before it.
 //!
 //! Entries are readable as soon as `append` returns (a small per-group pending
 //! map bridges the time until they reach the memtable), because a leader
@@ -151,6 +157,30 @@
 //! form. Empty `peers` (the default) is the single-node mode, as before.
 //! A node joining later starts with `bootstrap = false` and is registered with
 //! [`RaftNode::add_node`].
+//!
+//! ### Cluster identity and lost data dirs
+//!
+//! A data dir draws a random *incarnation* when it is created. Every node
+//! with peers registers `(node id, incarnation)` in the registry (below); the
+//! first registration fixes the **cluster id**, which every Raft message
+//! carries (`RaftRequest.cluster`) and every receiver checks: a message of
+//! another cluster is refused (FAILED_PRECONDITION) before it reaches a
+//! group.
+//!
+//! A node whose data dir was wiped comes back with a new incarnation.
+//! [`RaftNode::start`] asks the peers (`IDENTITY`) and fails with the remedy
+//! when one of them knows the node by another incarnation, so it never
+//! votes with an empty log (which could elect a replica that lacks an entry
+//! committed with this node's help). If no peer could answer at start, the
+//! registry refuses its registration later, and from then on the node
+//! refuses every Raft message ([`RaftNode::registration`]). The remedy:
+//! remove the node (`remove-node`), then start the new dir under a **new**
+//! node id with `--join`; it is added as a learner and catches up before it
+//! votes. Not done: holding a new dir out of every group *until* its
+//! registration commits (closing the window when no peer answered at
+//! start); a first version did, and slowed the forming of a new cluster so
+//! much that cluster tests failed. A node without peers (single node, or a
+//! joiner given no contacts) registers nothing.
 //!
 //! ### Node registry: one extra Raft group
 //!
@@ -221,6 +251,29 @@
 //! so a node that was cut off cannot inflate its term and depose a healthy
 //! leader when it returns.
 //!
+//! **Timing the argument needs** (checked at start, `StartError::Config`
+//! naming the field): with lease `L = election_timeout_max`,
+//! `election_timeout_min >= L / 2` (no follower's election timer can expire
+//! while the fast path still answers from a quorum ack, so even an election
+//! that skipped the lease could not overlap it) and `heartbeat <=
+//! election_timeout_min / 2` (a healthy leader renews the fast path's
+//! margin several times per lease). The lease only holds if the followers
+//! enforce the same `L` the leader assumes, so every node must use the same
+//! timeouts: a node asks its peers at start (`IDENTITY`) and refuses to
+//! start if a reachable one uses others.
+//!
+//! **Leadership transfers.** openraft's transfer lets the followers vote for
+//! the target at once, inside the lease they granted the current leader,
+//! while that leader keeps its last quorum-ack time. So before this node
+//! asks for any transfer (leader balance, leaving, shutdown hand-off,
+//! [`RaftNode::transfer_leader`]) it raises the group's *fence*:
+//! `is_leader_with_lease` says `false` until the term changes (a new leader
+//! was elected; this node then leads again only through an election of its
+//! own) or, if the transfer came to nothing, a quorum acknowledged a
+//! heartbeat sent more than one lease after the transfer began. (openraft's
+//! old leader sends no heartbeat once it transfers, so in practice the
+//! fence ends with the next term.)
+//!
 //! A node cut off from the others loses `is_leader_with_lease` within half a
 //! lease of its last acknowledged heartbeat (test: ≈ 200 ms for a 400 ms
 //! lease). It cannot commit anything alone: its writes are never acknowledged
@@ -269,9 +322,9 @@ mod types;
 pub use admit_proto::internal::raft as pb;
 
 pub use cluster::{ClusterNode, NodeState, ReplicaInfo, ShardInfo};
-pub use config::NodeConfig;
+pub use config::{NodeConfig, DEFAULT_WRITE_TIMEOUT};
 pub use network::{Dialer, RaftGrpcService};
-pub use node::{JournalCounters, RaftNode};
+pub use node::{JournalCounters, RaftNode, Registration};
 pub use types::{CmdData, RespData, TypeConfig};
 
 /// A deterministic replicated state machine: the server's domain engine.

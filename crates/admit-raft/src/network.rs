@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cluster::{meta_write_local, MetaCmd, MetaFwd, Registry, ShardInfo};
+use crate::cluster::{meta_write_local, Identity, MetaCmd, MetaFwd, Registry, ShardInfo};
 use crate::journal::io_err;
 use crate::pb::raft_transport_client::RaftTransportClient;
 use crate::pb::raft_transport_server::RaftTransport;
@@ -70,6 +70,8 @@ struct RouterInner {
     dialer: Option<Arc<dyn Dialer>>,
     /// Largest message sent or received.
     max_message: usize,
+    /// This node's cluster id (0: not known yet), stamped on every request.
+    cluster: Arc<AtomicU64>,
 }
 
 /// Connection pool shared by all groups of a node.
@@ -116,6 +118,11 @@ impl<A: App> GrpcRouter<A> {
     /// The isolation switch shared with the gRPC service.
     pub(crate) fn isolated(&self) -> Arc<AtomicBool> {
         self.inner.isolated.clone()
+    }
+
+    /// The cluster id cell stamped on outgoing requests.
+    pub(crate) fn cluster(&self) -> Arc<AtomicU64> {
+        self.inner.cluster.clone()
     }
 
     /// Known address of `node`.
@@ -170,6 +177,7 @@ impl<A: App> GrpcRouter<A> {
             group,
             kind: kind as i32,
             payload,
+            cluster: self.inner.cluster.load(Ordering::Acquire),
         };
         let reply = match tokio::time::timeout(ttl, client.call(request)).await {
             Err(_) => {
@@ -292,6 +300,12 @@ impl<A: App> RaftNetworkFactory<C<A>> for NetFactory<A> {
 pub(crate) trait LocalNode: Send + Sync + 'static {
     /// This node's views of its groups, the metadata group last.
     fn infos(&self) -> Vec<ShardInfo>;
+    /// Whether a Raft message for `group`, stamped with the sender's
+    /// `cluster` id, may reach the group (another cluster's messages, and
+    /// messages to groups this node may not serve yet, are refused).
+    fn admit_message(&self, group: u32, cluster: u64) -> Result<(), tonic::Status>;
+    /// What this node knows of the cluster and of node `asker`.
+    fn identity(&self, asker: u64) -> Identity;
 }
 
 /// gRPC service that receives Raft RPCs for every group of this node.
@@ -349,8 +363,20 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
                     .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
                 return reply::<Vec<ShardInfo>>(Ok(node.infos()));
             }
+            RaftRpcKind::Identity => {
+                let asker: u64 = req(&r.payload)?;
+                let node = self
+                    .node
+                    .upgrade()
+                    .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
+                return reply::<Identity>(Ok(node.identity(asker)));
+            }
             _ => {}
         }
+        self.node
+            .upgrade()
+            .ok_or_else(|| tonic::Status::unavailable("node stopped"))?
+            .admit_message(r.group, r.cluster)?;
         if r.group as usize == self.groups.len() {
             return dispatch(&self.meta, kind, &r.payload).await;
         }
@@ -401,9 +427,10 @@ async fn dispatch<X: App>(
                         .map_err(|e| e.to_string()),
                 )
             }
-            RaftRpcKind::Unspecified | RaftRpcKind::MetaWrite | RaftRpcKind::Status => {
-                Err(tonic::Status::invalid_argument("unexpected rpc kind"))
-            }
+            RaftRpcKind::Unspecified
+            | RaftRpcKind::MetaWrite
+            | RaftRpcKind::Status
+            | RaftRpcKind::Identity => Err(tonic::Status::invalid_argument("unexpected rpc kind")),
         }
     }
 }

@@ -52,6 +52,7 @@ impl<A: App> RaftNode<A> {
         )
         .map_err(StartError::Storage)?;
         check_node_info(&journal, &config).await?;
+        let dir_identity = super::identity::load(&journal).await?;
 
         let router = GrpcRouter::<A>::new(config.dialer.clone(), config.max_message());
         for (id, addr) in &config.peers {
@@ -88,7 +89,7 @@ impl<A: App> RaftNode<A> {
             groups.push(raft);
         }
         let meta_id = config.shards;
-        let registry = Registry::default();
+        let registry = Registry::with_cluster_cell(router.cluster());
         let meta = {
             let log = LogStore::<Registry>::open(meta_id, journal.clone())
                 .map_err(StartError::Storage)?;
@@ -153,6 +154,9 @@ impl<A: App> RaftNode<A> {
             .iter()
             .map(|g| Proposer::spawn(me, g.clone(), batching))
             .collect();
+        let shard_count = groups.len();
+        let registered = dir_identity.registered.is_some();
+        let no_peers = config.peers.keys().all(|id| *id == me);
         let node = Self {
             inner: Arc::new(Inner {
                 groups: Arc::new(groups),
@@ -166,11 +170,27 @@ impl<A: App> RaftNode<A> {
                 server: Mutex::new(None),
                 reconciler: Mutex::new(None),
                 transfers: Mutex::new(HashMap::new()),
+                fences: super::fence::Fences::new(shard_count),
+                // A new dir with peers takes no Raft message until its
+                // peers were asked whether its data dir was lost (the probe
+                // in `start`, a moment); then only a refusal closes it.
+                gate: if registered || no_peers {
+                    super::identity::Gate::open_all(true)
+                } else {
+                    super::identity::Gate::default()
+                },
+                incarnation: dir_identity.incarnation,
                 config,
             }),
         };
         if let Some(addr) = node.inner.config.listen_addr {
             node.serve(addr).await?;
+        }
+        if !no_peers {
+            if let Err(e) = node.check_peers(registered).await {
+                let _ = node.shutdown().await;
+                return Err(e);
+            }
         }
         if let Err(e) = node.wait_ready(&fresh, meta_fresh).await {
             let _ = node.shutdown().await;

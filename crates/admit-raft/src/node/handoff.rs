@@ -15,6 +15,7 @@ impl<A: App> RaftNode<A> {
     /// Ask the leader of `shard` (this node) to hand leadership to `to`.
     pub async fn transfer_leader(&self, shard: u32, to: u64) -> Result<(), AdminError> {
         let raft = self.group(shard).ok_or(AdminError::NoSuchShard(shard))?;
+        self.fence_transfer(shard);
         raft.trigger()
             .transfer_leader(to)
             .await
@@ -30,13 +31,11 @@ impl<A: App> RaftNode<A> {
             return;
         }
         let lease = self.inner.lease;
-        let app = futures_util::future::join_all(
-            self.inner
-                .groups
-                .iter()
-                .map(|r| handoff_group(r, me, lease, timeout)),
-        );
-        let meta = handoff_group(&self.inner.meta, me, lease, timeout);
+        let app =
+            futures_util::future::join_all(self.inner.groups.iter().enumerate().map(|(g, r)| {
+                handoff_group(r, me, lease, timeout, move || self.fence_transfer(g as u32))
+            }));
+        let meta = handoff_group(&self.inner.meta, me, lease, timeout, || {});
         let (app, meta) = tokio::join!(app, meta);
         let tried = app.iter().chain([&meta]).filter(|r| r.is_some()).count();
         let done = app
@@ -57,6 +56,7 @@ async fn handoff_group<X: App>(
     me: u64,
     lease: Duration,
     timeout: Duration,
+    fence: impl FnOnce(),
 ) -> Option<bool> {
     let m = raft.metrics().borrow_watched().clone();
     if m.state != ServerState::Leader || m.current_leader != Some(me) {
@@ -76,6 +76,7 @@ async fn handoff_group<X: App>(
                 .is_some_and(|t| t.into_inner().elapsed() < lease)
         })
         .max_by_key(|n| (repl.get(n).cloned().flatten().map(|l| l.index), *n))?;
+    fence();
     raft.trigger().transfer_leader(to).await.ok()?;
     Some(
         raft.wait(Some(timeout))

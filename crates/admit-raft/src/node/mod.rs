@@ -8,10 +8,14 @@
 //!   [`crate::membership::decide`] returns;
 //! * `registry`: `add_node` / `remove_node` through the metadata group;
 //! * `infos`: views of the groups and of the registry;
-//! * `handoff`: leadership transfers, and the hand-off before shutdown.
+//! * `handoff`: leadership transfers, and the hand-off before shutdown;
+//! * `identity`: cluster id, data dir incarnation, admission of a new dir;
+//! * `fence`: no lease-based answer while this node hands a group over.
 
 mod boot;
+mod fence;
 mod handoff;
+mod identity;
 mod infos;
 mod reconcile;
 mod registry;
@@ -62,7 +66,15 @@ pub(crate) struct Inner<A: App> {
     reconciler: Mutex<Option<ServerHandle>>,
     /// Last leadership transfer per group (leader-balance cooldown).
     transfers: Mutex<HashMap<u32, Instant>>,
+    /// Per shard group: a leadership transfer started here (see `fence`).
+    fences: fence::Fences,
+    /// Which Raft messages this node accepts yet (see `identity`).
+    gate: identity::Gate,
+    /// Incarnation of this node's data dir.
+    incarnation: u64,
 }
+
+pub use identity::Registration;
 
 /// A node hosting one Raft group per shard over one durable journal.
 ///
@@ -122,6 +134,13 @@ impl<A: App> RaftNode<A> {
     /// Number of groups.
     pub fn shards(&self) -> u32 {
         self.inner.config.shards
+    }
+
+    /// The leader lease (the election timeout's maximum): how long a
+    /// follower that heard from its leader refuses to elect another, and so
+    /// about how long a frozen leader takes to be replaced.
+    pub fn lease(&self) -> Duration {
+        self.inner.lease
     }
 
     /// Propose `cmd` to group `shard`; returns the App's response once the
@@ -236,9 +255,26 @@ impl<A: App> RaftNode<A> {
         }
         // Keep a margin below the lease for clock drift and metrics lag.
         let margin = self.inner.lease / 2;
-        m.last_quorum_acked
+        let acked_ago = m
+            .last_quorum_acked
             .as_ref()
-            .is_some_and(|t| t.into_inner().elapsed() < margin)
+            .map(|t| t.into_inner().elapsed());
+        acked_ago.is_some_and(|ago| ago < margin)
+            && self.inner.fences.lets_through(
+                shard as usize,
+                m.current_term,
+                acked_ago,
+                self.inner.lease,
+            )
+    }
+
+    /// Raise the transfer fence of group `gid` (a shard; the metadata group
+    /// has none) before asking openraft to transfer its leadership.
+    pub(super) fn fence_transfer(&self, gid: u32) {
+        if let Some(raft) = self.group(gid) {
+            let term = raft.metrics().borrow_watched().current_term;
+            self.inner.fences.raise(gid as usize, term);
+        }
     }
 
     /// Id of the leader of `shard` as known here.
@@ -428,5 +464,13 @@ impl<A: App> LocalNode for Inner<A> {
         let mut v = self.shard_infos();
         v.push(self.meta_info());
         v
+    }
+
+    fn admit_message(&self, group: u32, cluster: u64) -> Result<(), tonic::Status> {
+        self.admit(group, cluster)
+    }
+
+    fn identity(&self, asker: u64) -> crate::cluster::Identity {
+        self.identity_for(asker)
     }
 }

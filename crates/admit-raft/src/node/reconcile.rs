@@ -235,6 +235,7 @@ impl<A: App> RaftNode<A> {
                     }
                 }
                 self.note_transfer(gid);
+                self.fence_transfer(gid);
                 let _ = raft.trigger().transfer_leader(to).await;
             }
         }

@@ -45,7 +45,7 @@ impl<A: App> RaftNode<A> {
         self.meta_write(MetaCmd::Leave { id }).await
     }
 
-    async fn meta_write(&self, cmd: MetaCmd) -> Result<(), AdminError> {
+    pub(super) async fn meta_write(&self, cmd: MetaCmd) -> Result<(), AdminError> {
         let deadline = Instant::now() + Duration::from_secs(15);
         let me = self.node_id();
         let mut hint: Option<(u64, String)> = None;

@@ -3,6 +3,7 @@
 //! proposed through the shard's Raft log, stamped with the leader's clock.
 
 use std::future::Future;
+use std::time::Duration;
 
 use admit_core::{Command, Output};
 use futures_util::future::join_all;
@@ -14,6 +15,10 @@ use super::Routing;
 use crate::app::{Reply, Stamped};
 use crate::error::{ApiError, RETRY_RAFT_MS};
 use crate::wire::{self, unexpected, NodeReq, NodeResp};
+
+/// The shortest per-attempt timeout of a forwarded request (a healthy
+/// leader under load answers well within it).
+pub const MIN_ATTEMPT: Duration = Duration::from_secs(2);
 
 impl Routing {
     /// Runs a request of `shard` on the shard's leader: `local` when this
@@ -39,7 +44,11 @@ impl Routing {
                 Target::Me => local().await,
                 Target::Peer(to) if info.may_relay() => {
                     crate::telemetry::forwarded();
-                    match self.peers.call(&to, &remote, info).await {
+                    // One attempt waits a few leases at most: a frozen
+                    // leader is replaced by then, and the retry (keyed or
+                    // known-unapplied requests only) goes to the new one.
+                    let attempt = info.within(self.attempt_timeout());
+                    match self.peers.call(&to, &remote, attempt).await {
                         Ok(env) => {
                             self.learn_leader(shard, env.served_by);
                             env.result
@@ -65,6 +74,13 @@ impl Routing {
             }
             tracing::debug!(shard, attempt = retry.attempt(), error = ?r.as_ref().err(), "retried on the shard leader");
         }
+    }
+
+    /// How long one forwarded attempt may take: two leases (the time a
+    /// frozen leader takes to be replaced, with room), at least
+    /// [`MIN_ATTEMPT`].
+    pub(crate) fn attempt_timeout(&self) -> Duration {
+        (self.raft.lease() * 2).max(MIN_ATTEMPT)
     }
 
     /// Proposes `cmd` to `shard` on its leader (here or forwarded), stamped

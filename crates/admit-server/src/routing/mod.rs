@@ -30,7 +30,9 @@
 //!   connections (nothing was applied), and after an unknown outcome (a relay
 //!   that died mid-call) only for idempotent requests (keyed sends, releases,
 //!   registrations, keyed events, reads). So a leader change costs latency,
-//!   not an error, within the deadline.
+//!   not an error, within the deadline. Each forwarded attempt waits at most
+//!   two leases ([`forward::MIN_ATTEMPT`] at least), so a frozen leader
+//!   delays a retried request by about that, not by the whole deadline.
 //! * Clients may send `admit-hops: 2` to forbid forwarding (tests, smart
 //!   clients that route themselves).
 

@@ -77,27 +77,84 @@ impl Peers {
         r.set_timeout(left);
         match client.call(r).await {
             Ok(resp) => wire::decode(&resp.get_ref().body),
-            Err(s) => {
-                let text = format!("{s:?}");
-                let refused = s.code() == tonic::Code::Unavailable
-                    && (text.contains("onnect") || text.contains("refused"))
-                    && !text.contains("reset");
-                if refused {
-                    Err(ApiError::NotLeader {
-                        leader_id: None,
-                        leader_addr: None,
-                    })
-                } else {
-                    Err(ApiError::unavailable(
-                        format!(
-                            "forwarding to {addr} failed ({}: {}); outcome unknown, retry with the same idempotency key",
-                            s.code(),
-                            s.message()
-                        ),
-                        RETRY_PEER_MS,
-                    ))
-                }
-            }
+            Err(s) => Err(failed_call(addr, &s)),
         }
+    }
+}
+
+/// What a failed relay means. Only a refused connection proves that nothing
+/// was sent (so nothing applied): [`ApiError::NotLeader`]. Anything else,
+/// whatever its text says, is an unknown outcome.
+fn failed_call(addr: &str, s: &tonic::Status) -> ApiError {
+    if connection_refused(s) {
+        return ApiError::NotLeader {
+            leader_id: None,
+            leader_addr: None,
+        };
+    }
+    ApiError::unavailable(
+        format!(
+            "forwarding to {addr} failed ({}: {}); outcome unknown, retry with the same idempotency key",
+            s.code(),
+            s.message()
+        ),
+        RETRY_PEER_MS,
+    )
+}
+
+/// A typed signal, not the error's text: an `io::Error` of kind
+/// `ConnectionRefused` in the status' source chain (the transport could not
+/// connect).
+fn connection_refused(s: &tonic::Status) -> bool {
+    let mut e: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(err) = e {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        e = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::NodeReq;
+
+    #[test]
+    fn an_answer_that_speaks_of_refusal_is_an_unknown_outcome() {
+        for text in [
+            "policy refused by the peer",
+            "connect error: connection refused",
+        ] {
+            let s = tonic::Status::unavailable(text);
+            assert!(
+                matches!(failed_call("h:1", &s), ApiError::Unavailable { .. }),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_applied_nothing() {
+        // a port nothing listens on any more
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let peers = Peers::default();
+        let req = NodeReq::SetClock {
+            now: admit_core::Ts(0),
+        };
+        let info = ReqInfo::current().within(Duration::from_secs(5));
+        let r = peers.call(&addr, &req, info).await;
+        assert!(
+            matches!(r, Err(ApiError::NotLeader { .. })),
+            "{:?}",
+            r.err()
+        );
     }
 }
