@@ -23,6 +23,8 @@ async fn start_cluster() -> TestCluster {
         start_ms: at(1, 9),
         replicas: 3,
         addrs: BTreeMap::new(),
+        peer_addrs: BTreeMap::new(),
+        configure: None,
         dirs: BTreeMap::new(),
         peers: BTreeMap::new(),
         nodes: BTreeMap::new(),
@@ -30,13 +32,22 @@ async fn start_cluster() -> TestCluster {
     for id in 1..=3u64 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         c.addrs.insert(id, l.local_addr().unwrap());
+        let p = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        c.peer_addrs.insert(id, p.local_addr().unwrap());
         c.dirs.insert(id, tempfile::tempdir().unwrap());
     }
-    c.peers = c.addrs.iter().map(|(i, a)| (*i, a.to_string())).collect();
+    c.peers = c
+        .addrs
+        .iter()
+        .map(|(i, a)| (*i, format!("{a}/{}", c.peer_addrs[i])))
+        .collect();
     for id in 1..=3u64 {
         let mut cfg = node_config(c.addrs[&id], c.dirs[&id].path(), c.start_ms);
         cfg.node_id = id;
         cfg.advertise = Some(c.addrs[&id].to_string());
+        cfg.peer_listen = Some(c.peer_addrs[&id]);
+        // in-process test clusters share one fixed test clock start
+        cfg.test_clock_in_cluster = true;
         cfg.replicas = 3;
         cfg.reconcile_interval = Duration::from_millis(200);
         cfg.handoff_timeout = Duration::from_secs(2);

@@ -298,6 +298,7 @@ async fn callers_stay_inside_their_scopes_and_grants() {
                     pb::AddNodeRequest {
                         node_id: 9,
                         address: "10.0.0.9:50051".into(),
+                        peer_address: String::new(),
                     },
                     Some(who),
                 ))

@@ -177,6 +177,7 @@ async fn peer_call(
             group: 0,
             kind: RaftRpcKind::Status as i32,
             payload: Vec::new(),
+            cluster: 0,
         })
         .await
         .map(|_| ())

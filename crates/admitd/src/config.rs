@@ -540,6 +540,9 @@ mod tests {
             ..Flags::default()
         };
         assert!(log_format(&flags).unwrap_err().contains("log_format"));
+    }
+
+    #[test]
     fn auth_block_is_read_and_checked() {
         let h = admit_server::auth::hash_token("s3cret");
         let f = parse(&format!(

@@ -17,8 +17,8 @@
 //! in a library crate where tests can reach it.
 
 mod config;
-mod webhook;
 mod transport;
+mod webhook;
 
 use anyhow::Context;
 use clap::Parser;

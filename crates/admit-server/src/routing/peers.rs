@@ -145,12 +145,13 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().to_string()
         };
-        let peers = Peers::default();
+        let peers = Peers::new(PeerDialer { tls: None }, 4 << 20);
         let req = NodeReq::SetClock {
             now: admit_core::Ts(0),
         };
-        let info = ReqInfo::current().within(Duration::from_secs(5));
-        let r = peers.call(&addr, &req, info).await;
+        let info = ReqInfo::current().within(std::time::Duration::from_secs(5));
+        let node = NodeRef { id: 2, addr };
+        let r = peers.call(&node, &req, info).await;
         assert!(
             matches!(r, Err(ApiError::NotLeader { .. })),
             "{:?}",
