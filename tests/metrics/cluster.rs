@@ -68,13 +68,21 @@ async fn a_scope_is_exported_by_exactly_one_node_its_shard_leader() {
     one_at_a_time(240, async {
         let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, free_addr())).collect();
-        let peers: BTreeMap<u64, String> = addrs.iter().map(|(i, a)| (*i, a.to_string())).collect();
+        let peer_addrs: BTreeMap<u64, std::net::SocketAddr> =
+            addrs.keys().map(|i| (*i, free_addr())).collect();
+        let peers: BTreeMap<u64, String> = addrs
+            .iter()
+            .map(|(i, a)| (*i, format!("{a}/{}", peer_addrs[i])))
+            .collect();
         let mut nodes = BTreeMap::new();
         for (id, addr) in &addrs {
             let mut cfg = node_config(*addr, dirs[*id as usize - 1].path(), DAY1);
             cfg.node_id = *id;
             cfg.advertise = Some(addr.to_string());
             cfg.peers = peers.clone();
+            cfg.peer_listen = Some(peer_addrs[id]);
+            // in-process test clusters share one fixed test clock start
+            cfg.test_clock_in_cluster = true;
             cfg.replicas = 3;
             // slower elections than the other tests': this one runs on a
             // loaded machine and only needs leaders to stay put

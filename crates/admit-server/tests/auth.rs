@@ -624,7 +624,12 @@ async fn a_cluster_checks_callers_at_the_entry_node() {
     bounded(async {
         let addrs: BTreeMap<u64, std::net::SocketAddr> =
             (1..=3).map(|i| (i, free_addr())).collect();
-        let peers: BTreeMap<u64, String> = addrs.iter().map(|(i, a)| (*i, a.to_string())).collect();
+        let peer_addrs: BTreeMap<u64, std::net::SocketAddr> =
+            addrs.keys().map(|i| (*i, free_addr())).collect();
+        let peers: BTreeMap<u64, String> = addrs
+            .iter()
+            .map(|(i, a)| (*i, format!("{a}/{}", peer_addrs[i])))
+            .collect();
         let mut dirs = Vec::new();
         let mut starts = Vec::new();
         for (id, addr) in &addrs {
@@ -634,6 +639,7 @@ async fn a_cluster_checks_callers_at_the_entry_node() {
             cfg.shards = 4;
             cfg.replicas = 3;
             cfg.peers = peers.clone();
+            cfg.peer_listen = Some(peer_addrs[id]);
             cfg.fsync = false;
             cfg.tick_interval = Duration::from_secs(3_600);
             cfg.heartbeat = Duration::from_millis(50);

@@ -35,13 +35,21 @@ async fn settled<T, F: std::future::Future<Output = Option<T>>>(mut f: impl FnMu
 async fn a_repeat_at_another_node_is_applied_once() {
     tokio::time::timeout(Duration::from_secs(180), async {
         let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
-        let peers: BTreeMap<u64, String> = addrs.iter().map(|(i, a)| (*i, a.to_string())).collect();
+        let peer_addrs: BTreeMap<u64, std::net::SocketAddr> =
+            addrs.keys().map(|i| (*i, free_addr())).collect();
+        let peers: BTreeMap<u64, String> = addrs
+            .iter()
+            .map(|(i, a)| (*i, format!("{a}/{}", peer_addrs[i])))
+            .collect();
         let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let starts = addrs.iter().zip(&dirs).map(|((id, addr), dir)| {
             let mut cfg = ServerConfig::new(*addr, dir.path());
             cfg.node_id = *id;
             cfg.advertise = Some(addr.to_string());
             cfg.peers = peers.clone();
+            cfg.peer_listen = Some(peer_addrs[id]);
+            // in-process test clusters share one fixed test clock start
+            cfg.test_clock_in_cluster = true;
             cfg.replicas = 3;
             cfg.shards = 4;
             cfg.test_clock = true;
