@@ -179,7 +179,13 @@ async fn outcome<S: Sink>(
         ..o.clone()
     };
     match sink.report_outcome(o).await {
-        Err(s) if s.code() == Code::InvalidArgument && s.message().contains("admission_id") => {
+        // malformed, unknown (a wrong or missing seal), or another caller's
+        Err(s)
+            if matches!(
+                s.code(),
+                Code::InvalidArgument | Code::NotFound | Code::PermissionDenied
+            ) && s.message().contains("admission") =>
+        {
             tracing::warn!(reason = %s.message(), "webhook status names an admission admit refuses; reported without it");
             sink.report_outcome(without).await
         }

@@ -546,8 +546,16 @@ impl Cx<'_> {
 /// value, or the `admit=<id>` part of a value with several parts separated
 /// by `;`, `&` or spaces. What does not parse as an admission id is not one.
 pub fn admission_in_callback(data: &str) -> Option<String> {
+    // an id as callers see it: `<admission>.<hex tag>` when the server seals
+    // its ids, else the bare admission; the server checks the tag
     let valid = |s: &str| {
-        admit_core::AdmissionId::parse("admission_id", s)
+        let name = match s.rsplit_once('.') {
+            Some((name, tag)) if !tag.is_empty() && tag.chars().all(|c| c.is_ascii_hexdigit()) => {
+                name
+            }
+            _ => s,
+        };
+        admit_core::AdmissionId::parse("admission_id", name)
             .ok()
             .map(|_| s.to_owned())
     };
