@@ -120,6 +120,24 @@ async fn all_have_leaders(nodes: &[Node], shards: u32) -> bool {
     (0..shards).all(|s| leader_of(nodes, s).is_some())
 }
 
+/// The node that leads `shard` with a valid lease, waited for: between two
+/// reads of the cluster a shard may be between leaders (leader balancing
+/// moves leaders on its own), so a test that needs "the leader" waits for
+/// one rather than assuming the last check still holds.
+async fn await_leader(nodes: &[Node], shard: u32) -> Node {
+    let t0 = Instant::now();
+    loop {
+        if let Some(l) = leader_of(nodes, shard) {
+            return l;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no leader of shard {shard} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Write `id` to `shard` through whichever node leads it, retrying until
 /// acknowledged or `deadline`.
 async fn write_retry(nodes: &[Node], shard: u32, key: &str, id: u64, deadline: Duration) -> bool {
@@ -301,7 +319,7 @@ async fn bootstrap_failover_and_restart() {
     let mut per_node: BTreeMap<u64, usize> = BTreeMap::new();
     for s in 0..S {
         *per_node
-            .entry(leader_of(&c.live(), s).unwrap().node_id())
+            .entry(await_leader(&c.live(), s).await.node_id())
             .or_default() += 1;
     }
     eprintln!("leaders per node: {per_node:?}");
@@ -321,7 +339,7 @@ async fn bootstrap_failover_and_restart() {
         acked.len() > 20 && acked.iter().any(|(s, _, _)| *s == 0)
     })
     .await;
-    let victim = leader_of(&c.live(), 0).unwrap().node_id();
+    let victim = await_leader(&c.live(), 0).await.node_id();
     let victim_node = c.nodes.remove(&victim).unwrap();
     writer.set_nodes(c.live());
     let killed_at = Instant::now();
@@ -513,7 +531,7 @@ async fn isolated_leader_loses_lease_and_commits_nothing() {
     let mut c = Cluster::new(3, S, fast);
     c.start_all().await;
     eventually("leaders", 20, async || all_have_leaders(&c.live(), S).await).await;
-    let l = leader_of(&c.live(), 0).unwrap();
+    let l = await_leader(&c.live(), 0).await;
     let led: Vec<u32> = (0..S).filter(|s| l.is_leader_with_lease(*s)).collect();
     assert!(led.contains(&0));
 
@@ -601,14 +619,13 @@ async fn stopped_follower_catches_up_by_snapshot() {
         assert!(write_retry(&c.live(), (id % 2) as u32, "a", id, Duration::from_secs(5)).await);
     }
     // Stop a follower of shard 0 (graceful: it hands over what it leads).
-    let follower = (1..=3u64)
-        .find(|id| leader_of(&c.live(), 0).unwrap().node_id() != *id)
-        .unwrap();
+    let leader = await_leader(&c.live(), 0).await.node_id();
+    let follower = (1..=3u64).find(|id| *id != leader).unwrap();
     c.stop(follower).await;
     for id in 100..400 {
         assert!(write_retry(&c.live(), (id % 2) as u32, "b", id, Duration::from_secs(5)).await);
     }
-    let l = leader_of(&c.live(), 0).unwrap();
+    let l = await_leader(&c.live(), 0).await;
     eventually("leader purged its log", 10, async || {
         l.purged_index(0).is_some_and(|p| p > 100)
     })
@@ -801,7 +818,7 @@ async fn grown_cluster_bounds_the_writes_of_a_cut_off_leader() {
     })
     .await;
     eventually("leaders", 60, async || all_have_leaders(&c.live(), S).await).await;
-    let l = leader_of(&c.live(), 0).unwrap();
+    let l = await_leader(&c.live(), 0).await;
     l.set_isolated(true);
     let t0 = Instant::now();
     let cmd = Add {
@@ -852,7 +869,7 @@ async fn no_lease_answer_while_leadership_is_transferred() {
     })
     .await;
 
-    let old = leader_of(&c.live(), 0).unwrap();
+    let old = await_leader(&c.live(), 0).await;
     let to = (1..=3u64).find(|id| *id != old.node_id()).unwrap();
     let target = c.nodes[&to].clone();
     old.transfer_leader(0, to).await.unwrap();
@@ -885,7 +902,7 @@ async fn no_lease_answer_while_leadership_is_transferred() {
     );
 
     // A transfer to a node that never hears of it: the fence lifts again.
-    let l1 = leader_of(&c.live(), 1).unwrap();
+    let l1 = await_leader(&c.live(), 1).await;
     let cut = (1..=3u64).find(|id| *id != l1.node_id()).unwrap();
     c.nodes[&cut].set_isolated(true);
     let term = l1.shard_infos()[1].term;
