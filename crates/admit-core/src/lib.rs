@@ -56,6 +56,7 @@ mod engine;
 mod error;
 pub mod hash;
 mod ids;
+pub mod legacy;
 mod log;
 mod meta_error;
 mod policy;

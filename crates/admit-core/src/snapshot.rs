@@ -81,8 +81,8 @@ struct AddedV3 {
 
 /// A policy as snapshots of versions 1 to 3 hold it: without the back-offs' reset
 /// periods (today's last fields), which it takes from the built-in profiles.
-#[derive(Clone, Serialize, Deserialize)]
-struct PolicyV3 {
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyV3 {
     name: String,
     ladder: Vec<crate::Limit>,
     initial_limit: crate::Limit,

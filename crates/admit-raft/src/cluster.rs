@@ -167,6 +167,33 @@ pub(crate) enum MetaCmd {
         incarnation: u64,
         cluster: u64,
     },
+    /// `cmd`, made for the authenticated caller `by` (see [`acting_for`]):
+    /// every node's audit line names it.
+    By { by: String, cmd: Box<MetaCmd> },
+}
+
+// The caller a membership change is made for, set by the server around an
+// audited request (the server's own audit log says how it was checked).
+tokio::task_local! {
+    static ACTOR: Option<String>;
+}
+
+/// Runs `f` on behalf of the caller `who`: registry changes it makes carry
+/// the name into the replicated log, and each node's `admit::audit` line,
+/// written when it applies them, names it.
+pub async fn acting_for<F: std::future::Future>(who: Option<String>, f: F) -> F::Output {
+    ACTOR.scope(who, f).await
+}
+
+/// `cmd` with the current caller, if there is one.
+pub(crate) fn attributed(cmd: MetaCmd) -> MetaCmd {
+    match ACTOR.try_with(Clone::clone).ok().flatten() {
+        Some(by) if !matches!(cmd, MetaCmd::By { .. }) => MetaCmd::By {
+            by,
+            cmd: Box::new(cmd),
+        },
+        _ => cmd,
+    }
 }
 
 /// Response of a [`MetaCmd`]: `err` is set if it was refused.
@@ -205,6 +232,20 @@ impl Registry {
 
 fn apply_cmd(s: &mut RegistryState, cmd: MetaCmd) -> Result<(), String> {
     match cmd {
+        MetaCmd::By { by, cmd } => {
+            let change = format!("{cmd:?}");
+            let r = apply_cmd(s, *cmd);
+            // the target and fields of admit-server's audit lines
+            match &r {
+                Ok(()) => {
+                    tracing::info!(target: "admit::audit", caller = by, command = change, result = "ok", "audit: applied")
+                }
+                Err(reason) => {
+                    tracing::info!(target: "admit::audit", caller = by, command = change, result = "refused", reason, "audit: applied")
+                }
+            }
+            r
+        }
         MetaCmd::Seed(peers) => {
             if !s.seeded {
                 s.seeded = true;

@@ -71,7 +71,7 @@
 //!
 //! | keyspace         | key                                   | value                              |
 //! |------------------|---------------------------------------|------------------------------------|
-//! | `raft_logs`      | shard `u32` BE ++ index `u64` BE      | postcard openraft entry            |
+//! | `raft_logs`      | shard `u32` BE ++ index `u64` BE      | postcard openraft entry (commands versioned, see `codec.rs`) |
 //! | `raft_meta`      | shard `u32` BE ++ tag (vote/committed/purged) | postcard                   |
 //! | `raft_snapshots` | shard `u32` BE                        | postcard snapshot meta + App bytes |
 //!
@@ -296,6 +296,7 @@
 //
 //   types        openraft type config, command/response envelopes
 //   journal      the fjall journal and its group-commit writer thread
+//   codec        pure: a log entry's commands, versioned by layout
 //   store, sm    openraft log storage / state machine over the journal
 //   placement    pure: which nodes hold and lead each shard
 //   membership   pure: the reconcile decision (facts in, commands out)
@@ -306,6 +307,7 @@
 //   node/        RaftNode: boot, data path, reconcile, registry, infos,
 //                hand-off
 mod cluster;
+mod codec;
 mod config;
 mod journal;
 mod membership;
@@ -321,7 +323,8 @@ mod types;
 /// `admit-proto`, like every proto of the workspace).
 pub use admit_proto::internal::raft as pb;
 
-pub use cluster::{ClusterNode, NodeState, ReplicaInfo, ShardInfo};
+pub use cluster::{acting_for, ClusterNode, NodeState, ReplicaInfo, ShardInfo};
+pub use codec::{decode_log_entry, encode_log_entry};
 pub use config::{NodeConfig, DEFAULT_WRITE_TIMEOUT};
 pub use network::{Dialer, RaftGrpcService};
 pub use node::{JournalCounters, RaftNode, Registration};
@@ -348,6 +351,27 @@ pub trait App: Send + Sync + 'static {
         + Sync
         + std::fmt::Debug
         + 'static;
+
+    /// The layout of [`App::Command`]'s encoding this build writes; it is
+    /// stored with every log entry. Bump it whenever that encoding changes
+    /// (postcard has no field names: a new field is a new layout), and teach
+    /// [`App::decode_command`] the old one, so logs written before still
+    /// replay.
+    const COMMAND_LAYOUT: u32 = 0;
+    /// The layouts an entry written before the log stored one may be in,
+    /// newest first. A stored entry is read with each in turn until one reads
+    /// all of it.
+    const UNVERSIONED_LAYOUTS: &'static [u32] = &[0];
+
+    /// Decode one command written in `layout` (at most
+    /// [`App::COMMAND_LAYOUT`]); the default knows only today's.
+    fn decode_command<'de, D: serde::Deserializer<'de>>(
+        layout: u32,
+        d: D,
+    ) -> Result<Self::Command, D::Error> {
+        let _ = layout;
+        <Self::Command as serde::Deserialize>::deserialize(d)
+    }
 
     /// Apply a committed command. Called in log order, exactly once per
     /// entry per incarnation of the state (replay after restart starts from the

@@ -24,6 +24,7 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
+use crate::codec::decode_entry;
 use crate::journal::{io_err, Journal, Ks, Mutation, Op};
 use crate::types::{EntryT, LogIdT, VoteT, C};
 use crate::App;
@@ -180,7 +181,7 @@ impl<A: App> LogStore<A> {
             idx.copy_from_slice(&k[4..12]);
             let idx = u64::from_be_bytes(idx);
             if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(idx) {
-                slot.insert(decode(&v)?);
+                slot.insert(decode_entry::<A>(&v)?);
             }
         }
         Ok(out.into_values().collect())
@@ -197,7 +198,7 @@ impl<A: App> LogStore<A> {
         {
             Some(g) => {
                 let (_, v) = g.into_inner().map_err(io_err)?;
-                let e: EntryT<A> = decode(&v)?;
+                let e: EntryT<A> = decode_entry::<A>(&v)?;
                 Ok(Some(e.log_id()))
             }
             None => Ok(None),

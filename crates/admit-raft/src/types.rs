@@ -12,18 +12,23 @@ use crate::App;
 /// applied in order as one entry. Batching many callers' commands into one
 /// entry is what lets a group's cost per command fall as load rises: one
 /// append, one journal op, one replication message and one apply call per
-/// batch instead of per command.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct CmdData<C>(pub Vec<C>);
+/// batch instead of per command. Written with the App's command layout in
+/// front (see `codec.rs`, which holds its serde impls).
+pub struct CmdData<A: App>(pub Vec<A::Command>);
 
-impl<C: fmt::Debug> fmt::Debug for CmdData<C> {
+impl<A: App> Clone for CmdData<A> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<A: App> fmt::Debug for CmdData<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
 }
 
-impl<C: fmt::Debug> fmt::Display for CmdData<C> {
+impl<A: App> fmt::Display for CmdData<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} command(s)", self.0.len())
     }
@@ -101,7 +106,7 @@ impl<A> Ord for TypeConfig<A> {
 type LeaderIdT = openraft::impls::leader_id_adv::LeaderId<u64, u64>;
 
 impl<A: App> openraft::RaftTypeConfig for TypeConfig<A> {
-    type D = CmdData<A::Command>;
+    type D = CmdData<A>;
     type R = RespData<A::Response>;
     type NodeId = u64;
     type Node = openraft::impls::BasicNode;

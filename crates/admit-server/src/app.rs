@@ -13,12 +13,19 @@ use std::sync::{Arc, RwLock};
 use admit_core::{Command, CoreError, Engine, Output, Reader, Ts};
 use serde::{Deserialize, Serialize};
 
-/// A command as it is stored in the log: the core command and its time.
+mod layout;
+
+/// A command as it is stored in the log: the core command, its time and, for
+/// an audited change, who made it (layout 4, see `app/layout.rs`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Stamped {
     /// The service-clock time the proposer stamped (UTC ms).
     pub at: Ts,
     pub cmd: Command,
+    /// The authenticated caller of an admin or cluster change (`None` for
+    /// sends, ticks and changes without auth): every replica's audit line
+    /// names it.
+    pub by: Option<String>,
 }
 
 /// What applying a [`Stamped`] command gave.
@@ -90,8 +97,25 @@ impl admit_raft::App for ShardApp {
     type Command = Stamped;
     type Response = Reply;
 
+    // older logs still replay: see app/layout.rs
+    const COMMAND_LAYOUT: u32 = layout::CURRENT;
+    const UNVERSIONED_LAYOUTS: &'static [u32] = layout::UNVERSIONED;
+
+    fn decode_command<'de, D: serde::Deserializer<'de>>(
+        layout: u32,
+        d: D,
+    ) -> Result<Stamped, D::Error> {
+        layout::decode(layout, d)
+    }
+
     fn apply(&mut self, index: u64, cmd: Stamped) -> Reply {
-        let out = self.engine.apply(cmd.cmd, cmd.at);
+        let Stamped { at, cmd, by } = cmd;
+        let summary = by.as_ref().map(|_| crate::auth::audit::summary(&cmd));
+        let out = self.engine.apply(cmd, at);
+        if let (Some(by), Some(summary)) = (&by, &summary) {
+            let result = out.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            crate::auth::audit::applied(by, index, summary, result);
+        }
         let replayed = matches!(&out, Ok(Output::Decision(d)) if d.replayed);
         self.slot.applied.store(index, Ordering::Release);
         Reply { out, replayed }

@@ -4,6 +4,7 @@
 use admit_core::Ts;
 use futures_util::future::join_all;
 
+use crate::auth::audit;
 use crate::clock::ClockError;
 use crate::ctx::Ctx;
 use crate::error::{ApiError, RETRY_PEER_MS};
@@ -19,6 +20,12 @@ pub(crate) async fn serve(ctx: &Ctx, req: NodeReq) -> Envelope {
         NodeReq::Write { shard, cmd } => (
             Some(shard),
             routing.write(shard, *cmd).await.map(NodeResp::Output),
+        ),
+        NodeReq::WriteFor { shard, cmd, by } => (
+            Some(shard),
+            audit::acting(Some(by.as_str()), routing.write(shard, *cmd))
+                .await
+                .map(NodeResp::Output),
         ),
         NodeReq::Admit { mut reqs } => {
             if reqs.len() == 1 {

@@ -416,7 +416,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         // (a cluster's nodes are alike), with the node certificate
         let tls = api_tls.as_ref().and(peer_tls.as_ref());
         let ch = crate::transport::dial::api_channel(via, tls).map_err(StartError::Config)?;
-        join(
+        let members = join(
             ch,
             via,
             cfg.node_id,
@@ -425,6 +425,10 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             cfg.join_token.as_ref(),
         )
         .await;
+        // until the registry arrives, the peer port serves these only
+        if let Some(m) = members {
+            ctx.routing.learned_members(m);
+        }
     }
     Ok(Running {
         addr,
@@ -549,8 +553,9 @@ fn peer_guard(
 }
 
 /// Registers this node with the cluster through `via` (`Cluster.AddNode`),
-/// retrying for up to 60 s. Failure is logged, not fatal: a restarted node
-/// that joined before is registered already.
+/// retrying for up to 60 s; the cluster's non-removed members the answer
+/// names. Failure is logged, not fatal: a restarted node that joined before
+/// is registered already.
 async fn join(
     ch: tonic::transport::Channel,
     via: &str,
@@ -558,7 +563,7 @@ async fn join(
     advertise: &str,
     peer_advertise: &str,
     token: Option<&crate::auth::Token>,
-) {
+) -> Option<std::collections::BTreeSet<u64>> {
     use admit_proto::v1::cluster_client::ClusterClient;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -579,9 +584,17 @@ async fn join(
         }
         .await;
         match r {
-            Ok(_) => {
+            Ok(r) => {
                 tracing::info!(via, node_id, "joined the cluster");
-                return;
+                let removed = admit_proto::v1::NodeState::Removed as i32;
+                return Some(
+                    r.into_inner()
+                        .nodes
+                        .iter()
+                        .filter(|n| n.state != removed)
+                        .map(|n| n.node_id)
+                        .collect(),
+                );
             }
             // refused for good: retrying cannot help (bad credentials too)
             Err(s)
@@ -593,11 +606,11 @@ async fn join(
                 ) =>
             {
                 tracing::error!(via, node_id, error = %s.message(), "join refused");
-                return;
+                return None;
             }
             Err(s) if std::time::Instant::now() > deadline => {
                 tracing::error!(via, node_id, error = %s.message(), "could not join the cluster");
-                return;
+                return None;
             }
             Err(s) => {
                 tracing::info!(via, error = %s.message(), "join: retrying");

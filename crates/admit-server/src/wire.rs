@@ -47,6 +47,14 @@ pub enum NodeReq {
     /// Test mode: move the receiver's clock to at least this time (the
     /// TestClock service sets every node's clock, never relayed).
     SetClock { now: Ts },
+    /// [`NodeReq::Write`] of an audited change, with its authenticated
+    /// caller (checked by the entry node; peers are members, see
+    /// docs/security.md), which the command carries into the log.
+    WriteFor {
+        shard: u32,
+        cmd: Box<Command>,
+        by: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -611,6 +611,30 @@ async fn admin_changes_are_audited_without_tokens() {
     .await;
 }
 
+/// The replicas' audit lines (`audit: applied`) naming `caller` that hold
+/// `needle`.
+fn applied_lines(c: &Captured, needle: &str, caller: &str) -> Vec<String> {
+    let by = format!("caller=\"{caller}\"");
+    audit_lines(c, needle)
+        .into_iter()
+        .filter(|l| l.contains("audit: applied") && l.contains(&by))
+        .collect()
+}
+
+/// Waits (a minute at most) until `n` replica audit lines name `caller`
+/// and hold `needle`.
+async fn wait_for_applied(c: &Captured, needle: &str, caller: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while applied_lines(c, needle, caller).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} replica audit lines name {caller}: {:?}",
+            audit_lines(c, needle)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn free_addr() -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
@@ -621,6 +645,7 @@ fn free_addr() -> std::net::SocketAddr {
 /// sealed by one node opens on another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_checks_callers_at_the_entry_node() {
+    let log = audit_log();
     bounded(async {
         let addrs: BTreeMap<u64, std::net::SocketAddr> =
             (1..=3).map(|i| (i, free_addr())).collect();
@@ -690,6 +715,33 @@ async fn a_cluster_checks_callers_at_the_entry_node() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        // a policy goes to every shard, led here and elsewhere (forwarded):
+        // each replica of each shard writes an audit line naming the caller
+        let mut policy = admin
+            .get_policy(req(
+                pb::GetPolicyRequest {
+                    name: "seeds".into(),
+                },
+                Some(OPS),
+            ))
+            .await
+            .expect("get policy")
+            .into_inner()
+            .policy
+            .expect("a policy");
+        policy.name = "audited-profile".into();
+        admin
+            .set_policy(req(
+                pb::SetPolicyRequest {
+                    policy: Some(policy),
+                },
+                Some(OPS),
+            ))
+            .await
+            .expect("set policy");
+        wait_for_applied(&log, "audited-profile", "ops", 4 * 3).await;
+        let applied = applied_lines(&log, "audited-profile", "ops");
+        assert_eq!(applied.len(), 12, "one line per shard and replica");
         // through every node (so through followers of each number's shard)
         let mut bob_ids = Vec::new();
         for (i, ch) in chans.iter().enumerate() {
@@ -757,6 +809,7 @@ async fn a_cluster_checks_callers_at_the_entry_node() {
 /// (the node is not added, and its start does not hang on retries).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_takes_a_cluster_token() {
+    let log = audit_log();
     bounded(async {
         let key = b"the cluster's shared admission key".to_vec();
         let first_dir = tempfile::tempdir().unwrap();
@@ -796,6 +849,8 @@ async fn joining_takes_a_cluster_token() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(!ids().await.contains(&2), "alice's token added a node");
+        // the registry change names ops on node 1 and on node 3 (its copy)
+        wait_for_applied(&log, "Add { id: 3", "ops", 2).await;
         for n in joined {
             n.crash().await;
         }

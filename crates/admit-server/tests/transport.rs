@@ -9,7 +9,11 @@
 //!   longer;
 //! * plain text off loopback without `insecure` is refused at start;
 //! * an undecodable request is INVALID_ARGUMENT on both ports;
-//! * the connection bound and the idle timeout close connections.
+//! * the connection bound and the idle timeout close connections;
+//! * a request whose body never completes is cut off after the request
+//!   timeout;
+//! * a node that joins serves on its peer port only the members its join
+//!   named until the registry reaches it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -163,13 +167,24 @@ async fn api_call(addr: SocketAddr, roots: &str, ident: Option<&Pem>) -> Result<
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
 }
 
-/// A Raft status call on the peer port, presenting `ident`.
+/// A Raft status call on node 1's peer port, presenting `ident`.
 async fn peer_call(
     addr: SocketAddr,
     roots: &str,
     ident: Option<&Pem>,
 ) -> Result<(), tonic::Status> {
-    let ch = tls_channel(addr, "node-1.admit.internal", client_config(roots, ident))
+    peer_call_to(addr, 1, roots, ident).await
+}
+
+/// A Raft status call on node `node`'s peer port, presenting `ident`.
+async fn peer_call_to(
+    addr: SocketAddr,
+    node: u64,
+    roots: &str,
+    ident: Option<&Pem>,
+) -> Result<(), tonic::Status> {
+    let name = admit_server::transport::node_dns_name(node);
+    let ch = tls_channel(addr, &name, client_config(roots, ident))
         .await
         .map_err(|e| tonic::Status::unavailable(format!("connect: {e:?}")))?;
     RaftTransportClient::new(ch)
@@ -277,6 +292,51 @@ async fn the_peer_port_serves_only_member_nodes() {
             );
         }
         n.running.shutdown().await.unwrap();
+    })
+    .await
+}
+
+/// A node that joins without static peers serves on its peer port only the
+/// members its join's answer named until the registry reaches it: another
+/// node certificate of the same CA is refused. Node 2 advertises a peer
+/// address nobody listens on, so the registry never reaches it and the
+/// join's answer is all it knows of the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_serves_only_the_members_its_join_named() {
+    bounded(90, async {
+        let first = tls_node(|_| {}).await;
+        let certs = first.dir.path();
+        let ca_path = certs.join("ca.pem");
+        first
+            .ca
+            .node(2, &[])
+            .unwrap()
+            .write(certs, "node-2")
+            .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let mut cfg = base(data.path());
+        cfg.node_id = 2;
+        cfg.transport.api_tls = Some(files(certs, "node-2", Some(&ca_path)));
+        cfg.transport.peer_tls = Some(files(certs, "node-2", Some(&ca_path)));
+        cfg.join = Some(first.running.local_addr().to_string());
+        cfg.peer_advertise = Some("127.0.0.1:9".into());
+        let second = admit_server::start(cfg).await.expect("node 2 joins");
+        let peer = second.peer_addr();
+        let roots = first.ca.cert.clone();
+        // a member the join named: served
+        let one = first.ca.node(1, &[]).unwrap();
+        peer_call_to(peer, 2, &roots, Some(&one))
+            .await
+            .expect("node 1, a member");
+        // a node of the same CA the join did not name: refused
+        let stranger = first.ca.node(9, &[]).unwrap();
+        let e = peer_call_to(peer, 2, &roots, Some(&stranger))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("node 9"), "{e:?}");
+        second.shutdown().await.unwrap();
+        first.running.shutdown().await.unwrap();
     })
     .await
 }
@@ -460,6 +520,46 @@ async fn connections_are_bounded_and_idle_ones_closed() {
             .list_nodes(pb::ListNodesRequest {})
             .await
             .expect("served");
+        r.shutdown().await.unwrap();
+    })
+    .await
+}
+
+/// A request whose body never completes (a gRPC call whose single message
+/// never comes) is ended after the listener's request timeout instead of
+/// holding its stream open; the connection goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_body_never_completes_is_cut_off() {
+    bounded(60, async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = base(dir.path());
+        cfg.transport.api_limits.request_timeout = Duration::from_millis(500);
+        let r = admit_server::start(cfg).await.unwrap();
+        let ch = Channel::from_shared(format!("http://{}", r.local_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(ch.clone());
+        grpc.ready().await.unwrap();
+        let never = futures_util::stream::pending::<pb::ListNodesRequest>();
+        let path = http::uri::PathAndQuery::from_static("/admit.v1.Cluster/ListNodes");
+        let codec =
+            tonic_prost::ProstCodec::<pb::ListNodesRequest, pb::ListNodesResponse>::default();
+        let call = grpc.client_streaming(tonic::Request::new(never), path, codec);
+        // far beyond the timeout: without it the call would never end
+        let ended = tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .expect("the half-sent request was never cut off");
+        let e = ended.unwrap_err();
+        assert!(
+            matches!(e.code(), Code::Cancelled | Code::DeadlineExceeded),
+            "{e:?}"
+        );
+        admit_proto::v1::cluster_client::ClusterClient::new(ch)
+            .list_nodes(pb::ListNodesRequest {})
+            .await
+            .expect("the connection still serves");
         r.shutdown().await.unwrap();
     })
     .await

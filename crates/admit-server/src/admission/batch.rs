@@ -94,6 +94,7 @@ impl Admission {
                 .map(|s| Stamped {
                     at,
                     cmd: Command::Admit(s.req.clone()),
+                    by: None,
                 })
                 .collect();
             (group, self.routing.raft.write_many(shard, cmds).await)

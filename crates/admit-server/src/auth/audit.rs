@@ -40,3 +40,45 @@ pub fn call(caller: &str, method: &str, request: &str, result: Result<(), &ApiEr
 pub fn refused(path: &str, e: &ApiError) {
     tracing::info!(target: TARGET, caller = "-", method = path, result = ?e.code(), reason = %e, "audit");
 }
+
+// Who a replicated change is made for. Set around an audited request's
+// handler (`service::handle`) and around a write relayed with its caller;
+// read where the write is stamped (`routing::forward`), so the command
+// carries the caller into the log and every replica's audit line names it.
+tokio::task_local! {
+    static ACTOR: Option<std::sync::Arc<str>>;
+}
+
+/// Runs `f` as `who` (also for admit-raft's membership writes).
+pub async fn acting<F: std::future::Future>(who: Option<&str>, f: F) -> F::Output {
+    let who: Option<std::sync::Arc<str>> = who.map(Into::into);
+    let raft_who = who.as_deref().map(str::to_owned);
+    ACTOR.scope(who, admit_raft::acting_for(raft_who, f)).await
+}
+
+/// The caller a change is being made for, if any.
+pub fn actor() -> Option<String> {
+    ACTOR
+        .try_with(|a| a.as_deref().map(str::to_owned))
+        .ok()
+        .flatten()
+}
+
+/// A replicated change applied on this replica for `caller` (one line per
+/// replica: the log entry's `index` tells one change from another).
+pub fn applied(caller: &str, index: u64, command: &str, result: Result<(), String>) {
+    match result {
+        Ok(()) => {
+            tracing::info!(target: TARGET, caller, index, command, result = "ok", "audit: applied")
+        }
+        Err(reason) => tracing::info!(
+            target: TARGET,
+            caller,
+            index,
+            command,
+            result = "refused",
+            reason,
+            "audit: applied"
+        ),
+    }
+}

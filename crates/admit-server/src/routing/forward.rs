@@ -13,6 +13,7 @@ use super::request::ReqInfo;
 use super::retry::Retry;
 use super::Routing;
 use crate::app::{Reply, Stamped};
+use crate::auth::audit;
 use crate::error::{ApiError, RETRY_RAFT_MS};
 use crate::wire::{self, unexpected, NodeReq, NodeResp};
 
@@ -88,9 +89,16 @@ impl Routing {
     /// committed and applied.
     pub async fn write(&self, shard: u32, cmd: Command) -> Result<Output, ApiError> {
         let idempotent = wire::idempotent(&cmd);
-        let remote = NodeReq::Write {
-            shard,
-            cmd: Box::new(cmd.clone()),
+        let remote = match audit::actor() {
+            None => NodeReq::Write {
+                shard,
+                cmd: Box::new(cmd.clone()),
+            },
+            Some(by) => NodeReq::WriteFor {
+                shard,
+                cmd: Box::new(cmd.clone()),
+                by,
+            },
         };
         let local = || async {
             self.write_here(shard, cmd.clone())
@@ -120,7 +128,9 @@ impl Routing {
     /// deadline (an isolated leader must not hold a request forever).
     pub async fn propose_here(&self, shard: u32, cmd: Command) -> Result<Reply, ApiError> {
         let at = self.now();
-        let fut = self.raft.write(shard, Stamped { at, cmd });
+        // an audited change carries its caller into the log (issue 12)
+        let by = audit::actor();
+        let fut = self.raft.write(shard, Stamped { at, cmd, by });
         if !self.cluster_cfg {
             return Ok(fut.await?);
         }

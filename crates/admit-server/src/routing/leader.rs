@@ -160,23 +160,25 @@ impl Routing {
         }
     }
 
-    /// Whether node `id` may use the peer port: a registered, non-removed
-    /// node; before this node has a copy of the registry, a static peer, or
-    /// (a node that joins and knows no one yet) any node of the cluster CA;
-    /// a single node only itself.
+    /// Whether node `id` may use the peer port (see [`peer_allowed`]).
     pub fn peer_allowed(&self, id: u64) -> bool {
         let reg = self.raft.nodes();
-        if !reg.is_empty() {
-            return reg
-                .iter()
-                .any(|n| n.id == id && n.state != NodeState::Removed);
-        }
-        if !self.static_peers.is_empty() {
-            return self.static_peers.contains_key(&id);
-        }
-        // joining: anyone of the CA until the registry arrives; a single
-        // node: only itself
-        self.cluster_cfg || id == self.raft.node_id()
+        let registry: Vec<(u64, NodeState)> = reg.iter().map(|n| (n.id, n.state)).collect();
+        let joined = self.joined.read().unwrap_or_else(|p| p.into_inner());
+        peer_allowed(
+            id,
+            &Known {
+                me: self.raft.node_id(),
+                registry: &registry,
+                static_peers: &self.static_peers.keys().copied().collect(),
+                joined: joined.as_ref(),
+            },
+        )
+    }
+
+    /// A joining node learned its cluster's members from the join's answer.
+    pub(crate) fn learned_members(&self, ids: BTreeSet<u64>) {
+        *self.joined.write().unwrap_or_else(|p| p.into_inner()) = Some(ids);
     }
 
     /// Every registered, non-removed node but this one (the static peers
@@ -228,5 +230,86 @@ impl Routing {
             .as_ref()
             .and_then(|p| p.table.get(shard as usize).cloned())
             .unwrap_or_default()
+    }
+}
+
+/// What a node knows of its membership, for [`peer_allowed`].
+pub(crate) struct Known<'a> {
+    pub me: u64,
+    /// Its registry copy (empty until the registry reached it).
+    pub registry: &'a [(u64, NodeState)],
+    pub static_peers: &'a BTreeSet<u64>,
+    /// The members a join's answer named (a node started with `--join`).
+    pub joined: Option<&'a BTreeSet<u64>>,
+}
+
+/// Whether node `id` may use the peer port: a registered, non-removed
+/// node; before this node has a copy of the registry, a static peer, or,
+/// for a node that joined, a member the join's answer named. Itself always;
+/// nobody else while a join is unanswered and no static peer is known (a
+/// certificate of the cluster CA alone does not make a member: issue 12).
+pub(crate) fn peer_allowed(id: u64, k: &Known<'_>) -> bool {
+    if !k.registry.is_empty() {
+        return k
+            .registry
+            .iter()
+            .any(|(n, st)| *n == id && *st != NodeState::Removed);
+    }
+    if id == k.me {
+        return true;
+    }
+    if !k.static_peers.is_empty() {
+        return k.static_peers.contains(&id);
+    }
+    k.joined.is_some_and(|m| m.contains(&id))
+}
+
+#[cfg(test)]
+mod peer_tests {
+    use super::*;
+
+    fn known<'a>(
+        registry: &'a [(u64, NodeState)],
+        static_peers: &'a BTreeSet<u64>,
+        joined: Option<&'a BTreeSet<u64>>,
+    ) -> Known<'a> {
+        Known {
+            me: 4,
+            registry,
+            static_peers,
+            joined,
+        }
+    }
+
+    #[test]
+    fn a_joining_node_serves_only_the_members_its_join_named() {
+        let none = BTreeSet::new();
+        // the join not answered yet: itself only, not any node of the CA
+        let k = known(&[], &none, None);
+        assert!(peer_allowed(4, &k));
+        assert!(!peer_allowed(1, &k));
+        assert!(!peer_allowed(9, &k));
+        // answered with members 1, 2, 4: those, no one else
+        let members = BTreeSet::from([1, 2, 4]);
+        let k = known(&[], &none, Some(&members));
+        assert!(peer_allowed(1, &k) && peer_allowed(2, &k) && peer_allowed(4, &k));
+        assert!(!peer_allowed(9, &k));
+        // the registry, once here, decides
+        let reg = [
+            (1, NodeState::Active),
+            (2, NodeState::Removed),
+            (4, NodeState::Active),
+        ];
+        let k = known(&reg, &none, Some(&members));
+        assert!(peer_allowed(1, &k));
+        assert!(!peer_allowed(2, &k), "a removed node");
+    }
+
+    #[test]
+    fn static_peers_before_the_registry() {
+        let peers = BTreeSet::from([1, 2, 3]);
+        let k = known(&[], &peers, None);
+        assert!(peer_allowed(2, &k));
+        assert!(!peer_allowed(9, &k));
     }
 }

@@ -84,6 +84,9 @@ pub(crate) struct Routing {
     replicas: usize,
     /// Placement over the last seen active node set.
     placement: Mutex<Option<Placement>>,
+    /// A joining node's membership as the join's answer named it (issue
+    /// 12): whom the peer port serves until the registry arrives.
+    joined: std::sync::RwLock<Option<BTreeSet<u64>>>,
 }
 
 /// The active node set and the placement table computed for it.
@@ -129,6 +132,7 @@ impl Routing {
             static_apis: m.static_apis,
             replicas: m.replicas,
             placement: Mutex::new(None),
+            joined: std::sync::RwLock::new(None),
         }
     }
 

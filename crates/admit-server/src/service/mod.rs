@@ -80,6 +80,10 @@ async fn entry<T: Guarded, R>(
         },
     };
     let audited = request.get_ref().audited();
+    let who = caller.as_deref().map_or("anonymous", |c| c.name.as_str());
+    // an audited change carries its caller into the log: each replica's
+    // audit line names it (`app`)
+    let body = audit::acting(audited.then_some(who), body);
     let r = request::scoped(request.metadata(), async {
         let _permit = ctx
             .protect
@@ -91,7 +95,6 @@ async fn entry<T: Guarded, R>(
     })
     .await;
     if audited {
-        let who = caller.as_deref().map_or("anonymous", |c| c.name.as_str());
         let summary = audit::summary(request.get_ref());
         audit::call(who, T::METHOD, &summary, r.as_ref().map(|_| ()));
     }

@@ -235,3 +235,70 @@ fn publish_expiry(role: Role, expiry: i64) {
     metrics::gauge!("admit_tls_certificate_expiry_timestamp_seconds", "listener" => role.name())
         .set(expiry as f64);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use admit_certs::{DevCa, Pem, Validity};
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    /// The expiry gauge's value for `listener` in a scrape.
+    fn gauge(scrape: &str, listener: &str) -> Option<f64> {
+        let series =
+            format!("admit_tls_certificate_expiry_timestamp_seconds{{listener=\"{listener}\"}} ");
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map(|v| v.trim().parse().unwrap())
+    }
+
+    fn not_after_of(p: &Pem) -> i64 {
+        not_after(&CertificateDer::from_pem_slice(p.cert.as_bytes()).unwrap()).unwrap()
+    }
+
+    /// The gauge shows the served certificate's end (a recorder local to
+    /// this thread, so other tests' nodes do not write into it), follows a
+    /// rotation, and keeps its value when the new files do not load.
+    #[test]
+    fn the_expiry_gauge_follows_the_served_certificate() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = DevCa::new("test CA").unwrap();
+        let files = TlsFiles {
+            cert: dir.path().join("node-1.pem"),
+            key: dir.path().join("node-1.key"),
+            ca: Some(dir.path().join("ca.pem")),
+        };
+        std::fs::write(files.ca.as_ref().unwrap(), &ca.cert).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let day = 86_400;
+        let month = ca.node_with(1, &[], Validity::days(30)).unwrap();
+        month.write(dir.path(), "node-1").unwrap();
+        let tls = metrics::with_local_recorder(&recorder, || {
+            Reloading::new(files.clone(), Role::Peer).unwrap()
+        });
+        let shown = gauge(&scrape.render(), "peer").expect("the gauge is set at start");
+        assert_eq!(shown, not_after_of(&month) as f64);
+        assert!((now + 29 * day..=now + 31 * day).contains(&(shown as i64)));
+        // rotated to a year: the gauge follows
+        let year = ca.node_with(1, &[], Validity::days(365)).unwrap();
+        year.write(dir.path(), "node-1").unwrap();
+        metrics::with_local_recorder(&recorder, || tls.check());
+        assert_eq!(
+            gauge(&scrape.render(), "peer"),
+            Some(not_after_of(&year) as f64)
+        );
+        // a certificate that does not load keeps the served one's value
+        std::fs::write(&files.cert, "not a certificate").unwrap();
+        metrics::with_local_recorder(&recorder, || tls.check());
+        assert_eq!(
+            gauge(&scrape.render(), "peer"),
+            Some(not_after_of(&year) as f64)
+        );
+        assert_eq!(gauge(&scrape.render(), "api"), None);
+    }
+}

@@ -1,0 +1,172 @@
+//! The layouts of [`Stamped`] in the Raft log, and how each older one reads
+//! into today's. admit-raft stores the layout with every entry (entries of
+//! builds before that carry none and are tried newest first); see its
+//! `codec.rs`. Imports serde and admit-core's command types only.
+//!
+//! | layout | written by | command |
+//! |--------|------------|---------|
+//! | 1 | 3ca74d0 .. 0920f48 (unversioned) | [`CommandV1`]: restrictions without types |
+//! | 2 | 0920f48 .. 08be5d8 (unversioned) | [`CommandV2`]: policies without back-off resets |
+//! | 3 | 08be5d8 .. (unversioned, then versioned) | today's [`Command`], no caller |
+//! | 4 | this layout's introduction .. | today's [`Stamped`]: with the caller of an audited change |
+//!
+//! Builds before 3ca74d0 (the first day's work in progress, before inbound
+//! and outcome reports had event keys) wrote a layout no release read back;
+//! it is not kept.
+
+use admit_core::legacy::{CommandV1, CommandV2};
+use admit_core::{Command, Ts};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+
+use super::Stamped;
+
+/// The layout this build writes.
+pub(crate) const CURRENT: u32 = 4;
+/// What entries without a stored layout may hold, newest first.
+pub(crate) const UNVERSIONED: &[u32] = &[3, 2, 1];
+
+/// [`Stamped`] with an older command.
+#[derive(Deserialize)]
+struct StampedAs<C> {
+    at: Ts,
+    cmd: C,
+}
+
+impl<C: Into<Command>> From<StampedAs<C>> for Stamped {
+    fn from(s: StampedAs<C>) -> Stamped {
+        Stamped {
+            at: s.at,
+            cmd: s.cmd.into(),
+            // those layouts did not record who made a change
+            by: None,
+        }
+    }
+}
+
+/// One command of `layout`, as today's [`Stamped`].
+pub(crate) fn decode<'de, D: Deserializer<'de>>(layout: u32, d: D) -> Result<Stamped, D::Error> {
+    match layout {
+        1 => StampedAs::<CommandV1>::deserialize(d).map(Into::into),
+        2 => StampedAs::<CommandV2>::deserialize(d).map(Into::into),
+        3 => StampedAs::<Command>::deserialize(d).map(Into::into),
+        4 => Stamped::deserialize(d),
+        other => Err(D::Error::custom(format!(
+            "command layout {other} is not known to this build"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use admit_core::{Dur, Policy, RestrictionType};
+    use admit_core::{NumberId, PlatformEvent, Target};
+
+    use super::*;
+    use crate::app::ShardApp;
+
+    /// One stored entry per older layout (tests/fixtures/log-entries/README.md).
+    fn stored(layout: u32) -> &'static [u8] {
+        match layout {
+            1 => include_bytes!("../../../../tests/fixtures/log-entries/layout-1.bin"),
+            2 => include_bytes!("../../../../tests/fixtures/log-entries/layout-2.bin"),
+            3 => include_bytes!("../../../../tests/fixtures/log-entries/layout-3.bin"),
+            _ => unreachable!(),
+        }
+    }
+
+    /// What every fixture holds, read as today's commands; the restriction's
+    /// types exist from layout 2 on.
+    fn assert_the_fixture(cmds: &[Stamped], restriction_types: &[RestrictionType]) {
+        let ats: Vec<u64> = cmds.iter().map(|s| s.at.0).collect();
+        let t0 = 1_795_000_000_000;
+        assert_eq!(ats, [t0, t0 + 1, t0 + 2, t0 + 3]);
+        let Command::SetPolicy(p) = &cmds[0].cmd else {
+            panic!("{:?}", cmds[0].cmd)
+        };
+        assert_eq!(
+            (
+                p.name.as_str(),
+                p.throughput_mps,
+                p.opt_out_keywords.clone()
+            ),
+            ("bulk", 40, vec!["HALT".to_string()])
+        );
+        // layouts 1 and 2 had no reset periods: the built-in 24 h
+        let seeds = Policy::seeds();
+        assert_eq!(p.pair_backoff_reset_after, Dur::hours(24));
+        assert_eq!(
+            p.throughput_backoff_reset_after,
+            seeds.throughput_backoff_reset_after
+        );
+        let n = NumberId::parse("number", "100200300").unwrap();
+        assert_eq!(
+            cmds[1].cmd,
+            Command::Platform {
+                event: PlatformEvent::AccountRestriction {
+                    target: Target::Number(n.clone()),
+                    until: Some(Ts(1_800_000_000_000)),
+                    lifted: false,
+                    types: restriction_types.to_vec(),
+                },
+                event_key: Some("ev-1".into()),
+            }
+        );
+        let Command::RegisterNumber(r) = &cmds[2].cmd else {
+            panic!("{:?}", cmds[2].cmd)
+        };
+        assert_eq!(
+            (r.number.as_ref(), r.profile.as_deref()),
+            (Some(&n), Some("bulk"))
+        );
+        assert_eq!(cmds[3].cmd, Command::Tick);
+    }
+
+    #[test]
+    fn entries_written_before_the_log_had_layouts_still_decode() {
+        let biz = [RestrictionType::BizInitiated];
+        for (layout, types) in [(1, &[][..]), (2, &biz[..]), (3, &biz[..])] {
+            let cmds = admit_raft::decode_log_entry::<ShardApp>(stored(layout))
+                .unwrap_or_else(|e| panic!("layout {layout}: {e}"));
+            assert_the_fixture(&cmds, types);
+        }
+    }
+
+    #[test]
+    fn this_build_writes_its_layout_and_reads_it_back() {
+        let mut cmds = admit_raft::decode_log_entry::<ShardApp>(stored(2)).unwrap();
+        cmds[0].by = Some("ops".into());
+        let bytes = admit_raft::encode_log_entry::<ShardApp>(3, 42, cmds.clone());
+        // term 3, leader 0, index 42, a normal entry, then the versioned payload
+        assert_eq!(bytes[..6], [3, 0, 42, 1, 0, CURRENT as u8]);
+        let back = admit_raft::decode_log_entry::<ShardApp>(&bytes).unwrap();
+        let view = |v: &[Stamped]| -> Vec<(Ts, Command, Option<String>)> {
+            v.iter()
+                .map(|s| (s.at, s.cmd.clone(), s.by.clone()))
+                .collect()
+        };
+        assert_eq!(view(&back), view(&cmds));
+    }
+
+    /// Layout 3 as the first versioned build wrote it: the unversioned
+    /// fixture's commands behind the header `0, 3`.
+    #[test]
+    fn versioned_layout_3_entries_decode() {
+        let old = stored(3);
+        // term 3, leader 1, index 42, a normal entry; then the payload
+        let mut bytes = old[..4].to_vec();
+        bytes.extend([0, 3]);
+        bytes.extend(&old[4..]);
+        let cmds = admit_raft::decode_log_entry::<ShardApp>(&bytes).unwrap();
+        assert_the_fixture(&cmds, &[RestrictionType::BizInitiated]);
+        assert!(cmds.iter().all(|s| s.by.is_none()));
+    }
+
+    #[test]
+    fn a_layout_newer_than_this_build_is_refused_by_name() {
+        let mut bytes = admit_raft::encode_log_entry::<ShardApp>(3, 42, Vec::new());
+        bytes[5] = (CURRENT + 1) as u8;
+        let e = admit_raft::decode_log_entry::<ShardApp>(&bytes).unwrap_err();
+        assert!(e.contains("newer build"), "{e}");
+    }
+}
