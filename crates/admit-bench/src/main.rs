@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tonic::transport::Endpoint;
 
 mod conn;
+mod peers;
 use conn::Chan;
 
 #[derive(Parser, Debug, Clone)]
@@ -63,7 +64,8 @@ struct Args {
     /// Scenarios to run, in order: floor, batch-floor (an AdmitBatch service
     /// here that decides nothing), open, new, batch (each batch's sends spread
     /// over the numbers), campaign (each batch from one number), mixed, half,
-    /// memory, failover.
+    /// memory, failover; and the peer systems: etcd-put (`--etcd`), redis-lua
+    /// (`--redis`).
     #[arg(
         long,
         value_delimiter = ',',
@@ -97,6 +99,17 @@ struct Args {
     /// Bearer token sent as `authorization: Bearer <token>` on every call.
     #[arg(long, env = "ADMIT_TOKEN")]
     token: Option<String>,
+    // --- peer systems (scripts/bench-peers.sh) ---
+    /// `etcd-put`: etcd client URLs, comma-separated (callers spread over them).
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    etcd: String,
+    /// `redis-lua`: the Redis server (`host:port` or `redis://...`).
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    redis: String,
+    /// Also print each scenario as `result<TAB>label<TAB>scenario<TAB>rate`,
+    /// for scripts that put several runs side by side.
+    #[arg(long)]
+    label: Option<String>,
 }
 
 /// Resident memory of a process, from /proc (Linux).
@@ -607,14 +620,21 @@ async fn main() -> Result<()> {
         reports.push(r);
     }
 
+    if wants("etcd-put") {
+        let chans = connect(&args, &args.etcd, args.connections, true).await?;
+        reports.push(peers::etcd_put("etcd Put (unique keys)", &args, dur, chans, run).await);
+    }
+    if wants("redis-lua") {
+        reports.push(peers::redis_lua("Redis+Lua new conversations", &args, dur, run).await?);
+    }
+
     if wants("memory") {
         let chans = connect(&args, &args.target, args.connections, false).await?;
         memory(&args, &chans, &ids).await?;
     }
-    let needs_server = args
-        .scenarios
-        .iter()
-        .any(|s| !["floor", "batch-floor", "memory"].contains(&s.as_str()));
+    let needs_server = args.scenarios.iter().any(|s| {
+        !["floor", "batch-floor", "memory", "etcd-put", "redis-lua"].contains(&s.as_str())
+    });
     if needs_server {
         let chans = connect(&args, &args.target, args.connections, false).await?;
         setup(&args, &chans, &ids).await?;
@@ -833,5 +853,10 @@ async fn main() -> Result<()> {
         }
     }
     print(&reports, floor_rate);
+    if let Some(label) = &args.label {
+        for r in &reports {
+            println!("result\t{label}\t{}\t{:.0}", r.name, r.per_sec());
+        }
+    }
     Ok(())
 }

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# admit beside etcd and Redis, one run, the same load generator (admit-bench)
+# with the same callers against each (issue 14, item 4):
+#
+#   scripts/bench-peers.sh            # build (release), run, print the table
+#
+# Runs, one after another, each server started fresh and stopped after:
+#   admit, 1 node     floor, batch-floor, open, new, campaign
+#   etcd, 1 member    etcd-put (unique key per call, fsync per commit: default)
+#   etcd, 3 members   etcd-put, callers spread over the members
+#   Redis             redis-lua (the window-and-limit rule as a Lua script,
+#                     appendonly yes, appendfsync always)
+#   admit, 3 nodes    floor, batch-floor, open, new, campaign, callers spread
+#                     over the nodes (scripts/cluster.sh)
+# and prints the rates side by side with the ratios the issue's targets name.
+# Everything listens on 127.0.0.1; installs etcd-server and redis-server from
+# Debian when missing. Environment: SECONDS_PER (default 5), CONCURRENCY
+# (128), CONNECTIONS (6), SHARDS (64), BENCH_DIR (/tmp/admit-bench-peers),
+# SKIP_BUILD=1 to use the binaries in target/release as they are.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+SECS=${SECONDS_PER:-5}
+CONC=${CONCURRENCY:-128}
+CONNS=${CONNECTIONS:-6}
+SHARDS=${SHARDS:-64}
+DIR=${BENCH_DIR:-/tmp/admit-bench-peers}
+BIN=$ROOT/target/release
+RESULTS=$DIR/results.tsv
+
+need() {
+  local missing=()
+  command -v etcd >/dev/null || missing+=(etcd-server)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+PIDS=()
+stop_all() {
+  for p in "${PIDS[@]}"; do
+    kill "$p" 2>/dev/null || true
+  done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+  PIDS=()
+  ADMIT_CLUSTER_DIR=$DIR/cluster CARGO_PROFILE=release "$ROOT/scripts/cluster.sh" stop >/dev/null 2>&1 || true
+}
+trap stop_all EXIT
+
+# wait_for CMD...: retries CMD for up to 60 s
+wait_for() {
+  for _ in $(seq 1 120); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  echo "timed out waiting for: $*" >&2
+  return 1
+}
+
+bench() {
+  local label=$1
+  shift
+  echo "== $label"
+  "$BIN/admit-bench" --seconds "$SECS" --concurrency "$CONC" --connections "$CONNS" \
+    --label "$label" "$@" | tee "$DIR/$label.out"
+  grep '^result' "$DIR/$label.out" >>"$RESULTS"
+}
+
+admit_single() {
+  mkdir -p "$DIR/admit1"
+  "$BIN/admitd" --node-id 1 --listen 127.0.0.1:50151 --peer-listen 127.0.0.1:50161 \
+    --shards "$SHARDS" --data-dir "$DIR/admit1" >"$DIR/admit1.log" 2>&1 &
+  PIDS+=($!)
+  wait_for "$BIN/admitctl" --addr 127.0.0.1:50151 shards --check
+  bench admit-1 --target http://127.0.0.1:50151 --scenarios floor,batch-floor,open,new,campaign
+  stop_all
+}
+
+admit_cluster() {
+  ADMIT_CLUSTER_DIR=$DIR/cluster ADMIT_SHARDS=$SHARDS CARGO_PROFILE=release \
+    "$ROOT/scripts/cluster.sh" start >/dev/null
+  bench admit-3 --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
+    --scenarios floor,batch-floor,open,new,campaign
+  stop_all
+}
+
+# etcd_start NAME CLIENT PEER CLUSTER
+etcd_start() {
+  local name=$1 client=$2 peer=$3 cluster=$4
+  mkdir -p "$DIR/etcd"
+  etcd --name "$name" --data-dir "$DIR/etcd/$name" \
+    --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+    --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token bench \
+    --log-level error >"$DIR/etcd-$name.log" 2>&1 &
+  PIDS+=($!)
+}
+
+etcd_single() {
+  etcd_start e1 2379 2380 "e1=http://127.0.0.1:2380"
+  wait_for curl -sf http://127.0.0.1:2379/health
+  bench etcd-1 --scenarios etcd-put --etcd http://127.0.0.1:2379
+  stop_all
+}
+
+etcd_three() {
+  local c="e1=http://127.0.0.1:2380,e2=http://127.0.0.1:22380,e3=http://127.0.0.1:32380"
+  etcd_start e1 2379 2380 "$c"
+  etcd_start e2 22379 22380 "$c"
+  etcd_start e3 32379 32380 "$c"
+  for p in 2379 22379 32379; do wait_for curl -sf "http://127.0.0.1:$p/health"; done
+  bench etcd-3 --scenarios etcd-put --etcd http://127.0.0.1:2379,http://127.0.0.1:22379,http://127.0.0.1:32379
+  stop_all
+}
+
+redis_lua() {
+  mkdir -p "$DIR/redis"
+  redis-server --bind 127.0.0.1 --port 6379 --dir "$DIR/redis" --save '' \
+    --appendonly yes --appendfsync always --daemonize no >"$DIR/redis.log" 2>&1 &
+  PIDS+=($!)
+  wait_for redis-cli -p 6379 ping
+  bench redis --scenarios redis-lua --redis 127.0.0.1:6379
+  stop_all
+}
+
+# rate LABEL SCENARIO-PREFIX
+rate() {
+  awk -F'\t' -v l="$1" -v s="$2" '$2 == l && index($3, s) == 1 { print $4; exit }' "$RESULTS"
+}
+ratio() {
+  if [ -n "$1" ] && [ -n "$2" ] && [ "$2" != 0 ]; then
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
+  else
+    echo "-"
+  fi
+}
+
+need
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release -q -p admitd -p admitctl -p admit-bench
+fi
+rm -rf "$DIR"
+mkdir -p "$DIR"
+: >"$RESULTS"
+admit_single
+etcd_single
+etcd_three
+redis_lua
+admit_cluster
+
+new1=$(rate admit-1 new-conversation)
+new3=$(rate admit-3 new-conversation)
+etcd1=$(rate etcd-1 "etcd Put")
+etcd3=$(rate etcd-3 "etcd Put")
+redis=$(rate redis "Redis+Lua")
+echo
+echo "== side by side ($CONC in flight, $SECS s each, $SHARDS shards)"
+printf '%-44s %14s %14s\n' "system, scenario" "1 node/member" "3 nodes/members"
+printf '%-44s %14s %14s\n' "admit: floor (empty unary)" "$(rate admit-1 floor:)" "$(rate admit-3 floor:)"
+printf '%-44s %14s %14s\n' "admit: batch floor (decisions/s)" "$(rate admit-1 "batch floor")" "$(rate admit-3 "batch floor")"
+printf '%-44s %14s %14s\n' "admit: open-window admits" "$(rate admit-1 open-window)" "$(rate admit-3 open-window)"
+printf '%-44s %14s %14s\n' "admit: new conversations" "$new1" "$new3"
+printf '%-44s %14s %14s\n' "admit: AdmitBatch of 100, 1 number (dec./s)" "$(rate admit-1 "AdmitBatch")" "$(rate admit-3 "AdmitBatch")"
+printf '%-44s %14s %14s\n' "etcd: Put, unique keys" "$etcd1" "$etcd3"
+printf '%-44s %14s %14s\n' "Redis+Lua: new conversations (AOF always)" "$redis" "-"
+echo
+echo "== ratios (issue 14 targets)"
+printf '%-52s %8s %8s\n' "ratio" "run" "target"
+printf '%-52s %8s %8s\n' "new conversations 3 nodes / etcd Put 3 members" "$(ratio "$new3" "$etcd3")" ">= 1.5"
+printf '%-52s %8s %8s\n' "new conversations 1 node / etcd Put 1 member" "$(ratio "$new1" "$etcd1")" ">= 1.5"
+printf '%-52s %8s %8s\n' "new conversations 1 node / Redis+Lua" "$(ratio "$new1" "$redis")" ">= 0.7"
+printf '%-52s %8s %8s\n' "open-window admits 3 nodes / floor" "$(ratio "$(rate admit-3 open-window)" "$(rate admit-3 floor:)")" ">= 0.8"
+printf '%-52s %8s %8s\n' "open-window admits 1 node / floor" "$(ratio "$(rate admit-1 open-window)" "$(rate admit-1 floor:)")" "-"
+printf '%-52s %8s %8s\n' "AdmitBatch of 100 1 node / batch floor" "$(ratio "$(rate admit-1 AdmitBatch)" "$(rate admit-1 "batch floor")")" ">= 0.6"
+printf '%-52s %8s %8s\n' "AdmitBatch of 100 3 nodes / batch floor" "$(ratio "$(rate admit-3 AdmitBatch)" "$(rate admit-3 "batch floor")")" ">= 0.6"
+echo "raw results: $RESULTS; logs in $DIR"
