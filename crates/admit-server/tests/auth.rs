@@ -586,8 +586,14 @@ async fn admin_changes_are_audited_without_tokens() {
         // reads are not audited
         used(&mut admin, "15557771").await;
 
-        let ok = audit_lines(&log, "15557771");
+        let ok: Vec<String> = audit_lines(&log, "15557771")
+            .into_iter()
+            .filter(|l| l.contains("method="))
+            .collect();
         assert_eq!(ok.len(), 1, "{ok:?}");
+        // and the replica that applied it names the caller too
+        let applied = applied_lines(&log, "15557771", "ops");
+        assert_eq!(applied.len(), 1, "{applied:?}");
         for part in ["caller=\"ops\"", "Admin.RegisterNumber", "result=\"ok\""] {
             assert!(ok[0].contains(part), "{part} in {}", ok[0]);
         }
@@ -730,18 +736,25 @@ async fn a_cluster_checks_callers_at_the_entry_node() {
             .policy
             .expect("a policy");
         policy.name = "audited-profile".into();
-        admin
+        // retried like the registrations (a loaded machine may miss the
+        // deadline); setting the same policy again changes nothing
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = admin
             .set_policy(req(
                 pb::SetPolicyRequest {
-                    policy: Some(policy),
+                    policy: Some(policy.clone()),
                 },
                 Some(OPS),
             ))
             .await
-            .expect("set policy");
+        {
+            assert!(Instant::now() < deadline, "set policy: {e:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         wait_for_applied(&log, "audited-profile", "ops", 4 * 3).await;
         let applied = applied_lines(&log, "audited-profile", "ops");
-        assert_eq!(applied.len(), 12, "one line per shard and replica");
+        // (a retried set may add lines: at least one per shard and replica)
+        assert!(applied.len() >= 12, "{applied:?}");
         // through every node (so through followers of each number's shard)
         let mut bob_ids = Vec::new();
         for (i, ch) in chans.iter().enumerate() {
