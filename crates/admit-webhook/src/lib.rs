@@ -45,6 +45,10 @@
 //!   releases an admission only when the sender echoes the admission id in
 //!   the send's `biz_opaque_callback_data` (the whole value, or an
 //!   `admit=<id>` part); otherwise it feeds the error-code reactions only.
+//! * 132015 / 132016 in a failed status pause or disable nothing: Meta's
+//!   statuses name no template, and section 9 of docs/rules.md acts on
+//!   these codes only when the report names it. The template's own
+//!   `message_template_status_update` does (subscribe to that field).
 //! * Display numbers: admit's replicated state does not keep
 //!   `RegisterNumber.display_phone_number`, so events carrying only the
 //!   number as shown are mapped through a node-local index filled from
