@@ -82,5 +82,8 @@ pub use reader::{
     AccountStatus, NumberView, PortfolioStatus, Reader, ScopeStatus, ScopeSum, UniqueCount,
 };
 pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
-pub use summary::{ScopeBrief, ScopeSummary, TemplateCounts};
+pub use summary::{
+    RatioHistogram, ScopeBrief, ScopeGroup, ScopeRollup, ScopeSummary, TemplateCounts,
+    HEADROOM_RATIO_BOUNDS,
+};
 pub use time::{window_open, Dur, Ts};

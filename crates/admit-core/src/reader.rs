@@ -22,7 +22,7 @@ pub struct Reader {
 }
 
 /// R4: what the account status shows.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum AccountStatus {
     Healthy,
     AtRisk,
@@ -260,7 +260,7 @@ fn due(t: Option<Ts>, now: Ts) -> bool {
     t.is_some_and(|t| t <= now)
 }
 
-fn account_status(restricted: bool, q: Quality) -> AccountStatus {
+pub(crate) fn account_status(restricted: bool, q: Quality) -> AccountStatus {
     if restricted {
         AccountStatus::Restricted
     } else if q == Quality::Low {

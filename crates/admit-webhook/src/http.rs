@@ -7,9 +7,11 @@
 //! actions are applied and the delivery is acknowledged (200) only once all
 //! of them are committed; a failure a retry may cure answers 503 so that
 //! Meta delivers again. Any path is served, so the callback URL may name
-//! one. Imports the other modules of this crate, axum and tokio.
+//! one. With TLS configured the port speaks HTTPS only ([`crate::tls`]).
+//! Imports the other modules of this crate, axum and tokio.
 
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +52,8 @@ pub struct Config {
     /// Where the pairs learned from deliveries are kept across restarts
     /// (`None`: in memory only).
     pub display_numbers_file: Option<std::path::PathBuf>,
+    /// TLS on the port (`None`: plain HTTP, for a proxy that ends TLS).
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl std::fmt::Debug for Config {
@@ -60,6 +64,7 @@ impl std::fmt::Debug for Config {
             .field("app_secret", &self.app_secret)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("display_numbers", &self.display_numbers.len())
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -108,14 +113,25 @@ pub async fn serve<S: Sink>(cfg: Config, sink: S) -> std::io::Result<Webhook> {
         numbers: Numbers::open(cfg.display_numbers, cfg.display_numbers_file),
     });
     let app = Router::new().fallback(handle::<S>).with_state(shared);
-    let (stop, mut rx) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let (stop, rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let task = match cfg.tls {
+        None => tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped(rx))
+                .into_future(),
+        ),
+        Some(tls) => {
+            let listener = crate::tls::listen(listener, tls, rx.clone())?;
+            tokio::spawn(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped(rx))
+                    .into_future(),
+            )
+        }
+    };
     tracing::info!(%addr, "webhook receiver serving");
     Ok(Webhook { addr, stop, task })
 }

@@ -11,8 +11,10 @@
 //! ## Layering
 //!
 //! May import admit-proto (the request types), admit-server (only
-//! `InProcess`, in [`apply`]), admit-core (only to recognise an admission
-//! id), axum/tokio (only in [`http`]), hmac/sha2, serde. Modules, each
+//! `InProcess`, in [`apply`], and the certificate reloading of
+//! `transport::HttpsTls`, in [`tls`]), admit-core (only to recognise an
+//! admission id), axum/tokio (only in [`http`] and [`tls`]), tokio-rustls
+//! (only in [`tls`]), hmac/sha2, serde. Modules, each
 //! importing only those above it:
 //!
 //! * [`payload`]: serde types of Meta's envelope and of each field's value.
@@ -21,6 +23,8 @@
 //!   stable key of each action.
 //! * [`numbers`]: display phone number -> `phone_number_id`.
 //! * [`apply`]: actions -> admit, and what counts as acknowledged.
+//! * [`tls`]: HTTPS on the receiver's port (certificates reloaded from
+//!   their files).
 //! * [`http`]: the listener, the handshake, the order of the checks.
 //!
 //! ## At most once
@@ -41,6 +45,10 @@
 //!   releases an admission only when the sender echoes the admission id in
 //!   the send's `biz_opaque_callback_data` (the whole value, or an
 //!   `admit=<id>` part); otherwise it feeds the error-code reactions only.
+//! * 132015 / 132016 in a failed status pause or disable nothing: Meta's
+//!   statuses name no template, and section 9 of docs/rules.md acts on
+//!   these codes only when the report names it. The template's own
+//!   `message_template_status_update` does (subscribe to that field).
 //! * Display numbers: admit's replicated state does not keep
 //!   `RegisterNumber.display_phone_number`, so events carrying only the
 //!   number as shown are mapped through a node-local index filled from
@@ -53,8 +61,10 @@ pub mod http;
 pub mod numbers;
 pub mod payload;
 pub mod signature;
+pub mod tls;
 pub mod translate;
 
 pub use apply::{Report, Sink};
 pub use http::{serve, Config, Webhook, DEFAULT_MAX_BODY_BYTES};
 pub use signature::Secret;
+pub use tls::Tls;

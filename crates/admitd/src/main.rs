@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let data_dir = cfg.data_dir.clone();
     // ---- webhook receiver: settings checked before anything starts ----
-    let webhook_cfg = match webhook::load(&flags, &data_dir) {
+    let webhook_cfg = match webhook::load(&flags, &data_dir, cfg.transport.reload_interval) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("admitd: {e}");

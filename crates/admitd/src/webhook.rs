@@ -3,7 +3,8 @@
 //! validation step, which names the bad field. The receiver is off unless a
 //! listen address is given; then the verify token and the app secret are
 //! required. Neither is ever logged or shown (`--help` hides the variables'
-//! values). Imports `config` and `admit_webhook::Config`.
+//! values). Imports `config`, `admit_webhook::Config` and admit-server's
+//! `transport::HttpsTls` (the receiver's certificate, when given).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +41,14 @@ pub struct WebhookFlags {
     /// `display=phone_number_id,...` (e.g. 15550101234=109900112233445).
     #[arg(long, env = "ADMIT_WEBHOOK_DISPLAY_NUMBERS")]
     pub webhook_display_numbers: Option<String>,
+    /// Certificate of the receiver's port (PEM, chain); with
+    /// --webhook-tls-key the port speaks HTTPS (reloaded when the files
+    /// change) [default: plain HTTP, for a proxy that ends TLS].
+    #[arg(long, env = "ADMIT_WEBHOOK_TLS_CERT")]
+    pub webhook_tls_cert: Option<PathBuf>,
+    /// Private key of the receiver's port (PEM).
+    #[arg(long, env = "ADMIT_WEBHOOK_TLS_KEY")]
+    pub webhook_tls_key: Option<PathBuf>,
 }
 
 /// The `[webhook]` table.
@@ -52,6 +61,8 @@ pub struct WebhookFile {
     pub max_body_bytes: Option<usize>,
     /// `"display=phone_number_id"` each.
     pub display_numbers: Option<Vec<String>>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for WebhookFlags {
@@ -61,22 +72,60 @@ impl std::fmt::Debug for WebhookFlags {
             .field("webhook_listen", &self.webhook_listen)
             .field("webhook_app_secret_file", &self.webhook_app_secret_file)
             .field("webhook_max_body_bytes", &self.webhook_max_body_bytes)
+            .field("webhook_tls_cert", &self.webhook_tls_cert)
+            .field("webhook_tls_key", &self.webhook_tls_key)
             .finish_non_exhaustive()
     }
 }
 
 /// The receiver's settings from the file and the flags; `None`: off.
+/// Certificate files are checked for changes every `reload_every` (the
+/// transport's interval).
 pub fn load(
     flags: &Flags,
     data_dir: &std::path::Path,
+    reload_every: std::time::Duration,
 ) -> Result<Option<admit_webhook::Config>, String> {
     let file = config::read_file(flags)?.webhook.unwrap_or_default();
+    let tls = tls_files(&file, &flags.webhook)?;
     let mut c = resolve(file, &flags.webhook, &|p| std::fs::read(p))?;
     if let Some(c) = &mut c {
         // the pairs deliveries teach, kept beside the journal
         c.display_numbers_file = Some(data_dir.join(DISPLAY_NUMBERS_FILE));
+        if let Some(files) = tls {
+            let files = admit_server::transport::HttpsTls::load(files)
+                .map_err(|e| format!("invalid webhook tls_cert/tls_key: {e}"))?;
+            c.tls = Some(admit_webhook::Tls {
+                files,
+                reload_every,
+            });
+        }
     }
     Ok(c)
+}
+
+/// The receiver's certificate and key (flags win over the file): both or
+/// neither.
+pub fn tls_files(
+    file: &WebhookFile,
+    flags: &WebhookFlags,
+) -> Result<Option<admit_server::transport::TlsFiles>, String> {
+    let cert = flags.webhook_tls_cert.clone().or(file.tls_cert.clone());
+    let key = flags.webhook_tls_key.clone().or(file.tls_key.clone());
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(admit_server::transport::TlsFiles {
+            cert,
+            key,
+            ca: None,
+        })),
+        (Some(_), None) => {
+            Err("invalid webhook tls_key: required with tls_cert (--webhook-tls-key)".into())
+        }
+        (None, Some(_)) => {
+            Err("invalid webhook tls_cert: required with tls_key (--webhook-tls-cert)".into())
+        }
+    }
 }
 
 /// The file in the data dir keeping learned display numbers.
@@ -176,8 +225,9 @@ pub fn resolve(
         app_secret: admit_webhook::Secret::new(secret),
         max_body_bytes,
         display_numbers,
-        // filled in by `load`, which knows the data dir
+        // filled in by `load`, which knows the data dir and loads certificates
         display_numbers_file: None,
+        tls: None,
     }))
 }
 

@@ -9,7 +9,7 @@
 //! It may import `ctx` (routing: Raft views, readers, the clock), the
 //! `telemetry` recorder and admit-core's summaries; which scopes are nearest
 //! their limit and what their figures are is decided in admit-core
-//! (`ScopeBrief`, `Reader::scope_summaries`). `http` serves the page.
+//! (`ScopeRollup`, `Reader::roll_up`, `Reader::scope_summaries`). `http` serves the page.
 
 pub(crate) mod http;
 mod text;
@@ -19,7 +19,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use admit_core::{AccountStatus, Limit, Quality, ScopeBrief, ScopeKey, ScopeSummary, Ts};
+use admit_core::{
+    AccountStatus, Limit, Quality, RatioHistogram, ScopeKey, ScopeRollup, ScopeSummary, Ts,
+    HEADROOM_RATIO_BOUNDS,
+};
 use tokio::sync::watch;
 
 use crate::ctx::Ctx;
@@ -27,9 +30,6 @@ use text::Page;
 
 /// Default of `--metrics-top-scopes`.
 pub const DEFAULT_TOP_SCOPES: usize = 100;
-
-/// Bucket bounds of `admit_scopes_headroom_ratio`.
-const RATIO_BUCKETS: &[f64] = &[0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0];
 
 /// The whole page: the recorder's part, then this node's state.
 pub(crate) fn render(ctx: &Ctx, top: usize) -> String {
@@ -161,7 +161,10 @@ fn seconds_until(t: Ts, now: Ts) -> f64 {
 }
 
 /// The scopes of the shards this node leads: aggregates over all of them,
-/// per-scope series for the `top` nearest their limit.
+/// per-scope series for the `top` nearest their limit. One pass over the
+/// scopes with a bounded selection (admit-core's `ScopeRollup`): no sort and
+/// no allocation per scope, so a scrape of 100,000 scopes stays cheap
+/// (docs/benchmarks.md).
 fn scopes(ctx: &Ctx, top: usize, p: &mut Page) {
     let routing = &ctx.routing;
     let me = routing.raft.node_id();
@@ -169,58 +172,54 @@ fn scopes(ctx: &Ctx, top: usize, p: &mut Page) {
     let led: Vec<u32> = (0..routing.shards())
         .filter(|s| routing.raft.leader(*s) == Some(me))
         .collect();
-    let mut all: Vec<(u32, ScopeBrief)> = led
-        .iter()
-        .flat_map(|s| {
-            routing
-                .reader(*s)
-                .scope_briefs(now)
-                .into_iter()
-                .map(move |b| (*s, b))
-        })
-        .collect();
-    all.sort_by(|a, b| ScopeBrief::nearest_limit_first(&a.1, &b.1));
+    let mut roll = ScopeRollup::new(top);
+    for s in &led {
+        routing.reader(*s).roll_up(*s, now, &mut roll);
+    }
 
     // aggregates over every scope
-    let mut groups: BTreeMap<(&'static str, &'static str, String), u64> = BTreeMap::new();
-    let mut ratios: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
-    for (_, b) in &all {
-        let (k, _) = kind(&b.scope);
-        *groups
-            .entry((k, account(b.account_status), tier(b.limit)))
-            .or_default() += 1;
-        if let Some(r) = b.headroom_ratio() {
-            ratios.entry(k).or_default().push(r);
-        }
-    }
     let mut m = p.gauge(
         "admit_scopes",
         "Scopes this node exports (the leader of their shard), by kind, account status and tier.",
     );
-    for ((k, st, t), n) in &groups {
-        m.sample(&[("kind", k), ("status", st), ("tier", t)], *n as f64);
+    for (g, n) in &roll.groups {
+        let k = if g.portfolio { "portfolio" } else { "number" };
+        m.sample(
+            &[
+                ("kind", k),
+                ("status", account(g.account_status)),
+                ("tier", &tier(g.limit)),
+            ],
+            *n as f64,
+        );
     }
+    let ratios: Vec<(&str, &RatioHistogram)> =
+        [("number", &roll.ratios[0]), ("portfolio", &roll.ratios[1])]
+            .into_iter()
+            .filter(|(_, h)| h.count > 0)
+            .collect();
     p.histogram(
         "admit_scopes_headroom_ratio",
         "Headroom as a share of the limit, over every capped scope this node exports.",
-        RATIO_BUCKETS,
+        &HEADROOM_RATIO_BOUNDS,
         &ratios,
     );
-    let exported = all.len().min(top);
+    let total = roll.scopes as usize;
+    let tops = roll.into_top();
     p.gauge(
         "admit_scopes_exported",
         "Scopes with per-scope series on this node (the nearest their limit).",
     )
-    .sample(&[], exported as f64);
+    .sample(&[], tops.len() as f64);
     p.gauge(
         "admit_scopes_folded",
         "Scopes only counted in the aggregates on this node.",
     )
-    .sample(&[], (all.len() - exported) as f64);
+    .sample(&[], (total - tops.len()) as f64);
 
     // the top N, in the order chosen above
     let mut by_shard: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for (s, b) in &all[..exported] {
+    for (s, b) in &tops {
         by_shard.entry(*s).or_default().push(b.id);
     }
     let mut found: BTreeMap<(u32, u32), ScopeSummary> = BTreeMap::new();
@@ -229,7 +228,7 @@ fn scopes(ctx: &Ctx, top: usize, p: &mut Page) {
             found.insert((*s, sum.brief.id), sum);
         }
     }
-    let tops: Vec<&ScopeSummary> = all[..exported]
+    let tops: Vec<&ScopeSummary> = tops
         .iter()
         .filter_map(|(s, b)| found.get(&(*s, b.id)))
         .collect();
@@ -363,6 +362,18 @@ fn per_scope(tops: &[&ScopeSummary], now: Ts, p: &mut Page) {
         "Customers opted out of the scope's marketing.",
         &|s| Some(f64::from(s.opt_outs)),
     );
+    let mut m = p.gauge(
+        "admit_scope_templates",
+        "Templates that deny the scope's sends now: paused (the pause as the scope's profile measures it) and disabled.",
+    );
+    for (s, (id, k)) in tops.iter().zip(&labels) {
+        for (st, n) in [
+            ("PAUSED", s.templates.paused),
+            ("DISABLED", s.templates.disabled),
+        ] {
+            m.sample(&[("scope", id), ("kind", k), ("status", st)], f64::from(n));
+        }
+    }
 }
 
 /// Counts leader changes of every shard, as this node sees them, until

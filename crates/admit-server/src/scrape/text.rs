@@ -1,9 +1,10 @@
 //! Writing series in the Prometheus text format (version 0.0.4): one
 //! `# HELP` and `# TYPE` per family, escaped label values. Imports nothing
-//! of this crate.
+//! of this crate (admit-core's histogram type only).
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
+
+use admit_core::RatioHistogram;
 
 /// A page under construction.
 #[derive(Debug, Default)]
@@ -78,28 +79,30 @@ impl Page {
         }
     }
 
-    /// A histogram of `values` per `kind` label, with cumulative buckets.
+    /// A histogram per `kind` label, from cumulative bucket counts.
     pub fn histogram(
         &mut self,
         name: &str,
         help: &str,
         bounds: &[f64],
-        values: &BTreeMap<&'static str, Vec<f64>>,
+        per_kind: &[(&str, &RatioHistogram)],
     ) {
         self.head(name, help, "histogram");
-        for (kind, vs) in values {
-            for b in bounds.iter().copied().chain([f64::INFINITY]) {
-                let mut le = String::new();
-                value(b, &mut le);
-                let n = vs.iter().filter(|v| **v <= b).count();
-                self.line(
-                    &format!("{name}_bucket"),
-                    &[("kind", kind), ("le", &le)],
-                    n as f64,
-                );
+        let (bucket, sum, count) = (
+            format!("{name}_bucket"),
+            format!("{name}_sum"),
+            format!("{name}_count"),
+        );
+        for &(kind, h) in per_kind {
+            let mut le = String::new();
+            for (b, n) in bounds.iter().zip(h.le) {
+                le.clear();
+                value(*b, &mut le);
+                self.line(&bucket, &[("kind", kind), ("le", &le)], n as f64);
             }
-            self.line(&format!("{name}_sum"), &[("kind", kind)], vs.iter().sum());
-            self.line(&format!("{name}_count"), &[("kind", kind)], vs.len() as f64);
+            self.line(&bucket, &[("kind", kind), ("le", "+Inf")], h.count as f64);
+            self.line(&sum, &[("kind", kind)], h.sum);
+            self.line(&count, &[("kind", kind)], h.count as f64);
         }
     }
 

@@ -20,9 +20,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub(crate) mod dial;
+pub mod https;
 pub(crate) mod listen;
 pub mod tls;
 
+pub use https::HttpsTls;
 pub use listen::ConnInfo;
 pub use tls::{node_dns_name, node_id_of};
 

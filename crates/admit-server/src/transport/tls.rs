@@ -55,6 +55,9 @@ pub(crate) enum Role {
     Api,
     /// Mutual TLS with the cluster CA, both ways.
     Peer,
+    /// An HTTP/1.1 port outside the gRPC server (the webhook receiver): no
+    /// client certificates.
+    Https,
 }
 
 impl Role {
@@ -62,6 +65,7 @@ impl Role {
         match self {
             Role::Api => "api",
             Role::Peer => "peer",
+            Role::Https => "webhook",
         }
     }
 }
@@ -119,12 +123,16 @@ fn load(files: &TlsFiles, role: Role) -> Result<Loaded, String> {
                 .build()
                 .map_err(|e| format!("client CA: {e}"))?,
         ),
-        (Role::Api, None) => builder.with_no_client_auth(),
+        (Role::Api, None) | (Role::Https, _) => builder.with_no_client_auth(),
     };
     let mut server = builder
         .with_single_cert(certs.clone(), key.clone_key())
         .map_err(bad)?;
-    server.alpn_protocols = vec![b"h2".to_vec()];
+    server.alpn_protocols = if role == Role::Https {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        vec![b"h2".to_vec()]
+    };
     let client = match (role, roots) {
         (Role::Peer, Some(r)) => {
             let mut c = ClientConfig::builder_with_provider(provider())

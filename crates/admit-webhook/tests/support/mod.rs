@@ -62,20 +62,25 @@ pub async fn exchange_closing(addr: SocketAddr, head: String, body: &[u8], close
         }
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out).await;
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let code = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {text:?}"));
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Answer { code, body }
+        answer(&out).unwrap_or_else(|e| panic!("{e}"))
     })
     .await
     .expect("answered in time")
+}
+
+/// The status code and body of an HTTP/1.1 answer read to its end.
+pub fn answer(out: &[u8]) -> Result<Answer, String> {
+    let text = String::from_utf8_lossy(out).into_owned();
+    let code = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status line in {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok(Answer { code, body })
 }
 
 pub fn post_head(len: usize, signature: Option<&str>) -> String {
@@ -117,5 +122,6 @@ pub fn hook_config(display_numbers: Vec<(String, String)>) -> Config {
         max_body_bytes: MAX_BODY,
         display_numbers,
         display_numbers_file: None,
+        tls: None,
     }
 }
