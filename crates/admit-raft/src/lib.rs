@@ -322,7 +322,7 @@ mod types;
 pub use admit_proto::internal::raft as pb;
 
 pub use cluster::{ClusterNode, NodeState, ReplicaInfo, ShardInfo};
-pub use config::{NodeConfig, DEFAULT_WRITE_TIMEOUT};
+pub use config::{NodeConfig, DEFAULT_PROPOSAL_QUEUE, DEFAULT_WRITE_TIMEOUT};
 pub use network::{Dialer, RaftGrpcService};
 pub use node::{JournalCounters, RaftNode, Registration};
 pub use types::{CmdData, RespData, TypeConfig};
@@ -392,6 +392,13 @@ pub enum WriteError {
     /// outcome of the write is unknown.
     #[error("raft group unavailable: {0}")]
     Unavailable(String),
+    /// The group's proposer queue is full ([`NodeConfig::proposal_queue`]):
+    /// the write was not queued, so nothing was applied; retry later.
+    #[error("overloaded: {queued} proposals already wait for this shard's log")]
+    Overloaded {
+        /// The bound that was reached.
+        queued: usize,
+    },
 }
 
 /// Why a linearizable read cannot be served here.

@@ -84,6 +84,8 @@ pub(crate) struct Routing {
     replicas: usize,
     /// Placement over the last seen active node set.
     placement: Mutex<Option<Placement>>,
+    /// The other nodes' clocks as sampled here: the bound on stamping.
+    pub skew: crate::skew::Skew,
 }
 
 /// The active node set and the placement table computed for it.
@@ -105,6 +107,8 @@ pub(crate) struct Membership {
     pub clustered: bool,
     pub static_peers: BTreeMap<u64, String>,
     pub replicas: usize,
+    /// How far this node's clock may run ahead of the others' (`skew`).
+    pub max_clock_offset: std::time::Duration,
 }
 
 impl Routing {
@@ -119,7 +123,6 @@ impl Routing {
             raft,
             slots,
             router,
-            clock,
             peer_advertise: m.peer_advertise,
             advertise: m.advertise,
             peers: m.peers,
@@ -129,6 +132,8 @@ impl Routing {
             static_apis: m.static_apis,
             replicas: m.replicas,
             placement: Mutex::new(None),
+            skew: crate::skew::Skew::new(m.max_clock_offset, clock.is_test()),
+            clock,
         }
     }
 
