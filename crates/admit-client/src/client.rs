@@ -326,14 +326,16 @@ impl Client {
         r.policy.ok_or_else(|| Error::NotFound(name.to_owned()))
     }
 
-    /// Replaces a policy profile as a whole (idempotent); true if created.
+    /// Replaces a policy profile as a whole; true if created. Not retried
+    /// after an unknown outcome (only when the server says nothing was
+    /// applied): a late repeat could overwrite a newer policy set meanwhile.
     pub async fn set_policy(&self, policy: pb::Policy) -> Result<(bool, pb::Policy), Error> {
         let msg = pb::SetPolicyRequest {
             policy: Some(policy),
         };
         let r = self
             .conn
-            .call(None, Safety::Idempotent, no_hint, |ch, m| {
+            .call(None, Safety::Once, no_hint, |ch, m| {
                 let req = m.wrap(msg.clone());
                 async move { AdminClient::new(ch).set_policy(req).await }
             })

@@ -271,6 +271,16 @@ pub(crate) fn account_status(restricted: bool, q: Quality) -> AccountStatus {
 }
 
 impl Reader {
+    /// The engine's time: the latest command time it applied (0 before any). A caller
+    /// deciding from memory takes `max(its clock, this)`, so a window already closed in
+    /// the log's time never reads as open on a node whose clock is behind.
+    pub fn engine_now(&self) -> Ts {
+        Ts(self
+            .shared
+            .engine_now
+            .load(std::sync::atomic::Ordering::Acquire))
+    }
+
     /// Decides a send from memory when no count is involved: a denial by a check before
     /// counting, a send inside an open window, or a retry of a recorded decision.
     /// `None` means the send may open a conversation and must go through the log.

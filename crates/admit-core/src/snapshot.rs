@@ -296,6 +296,7 @@ impl Engine {
         move_map(&sh.idempotency, new.idempotency);
         move_map(&sh.idem_by_admission, new.idem_by_admission);
         self.w = w;
+        self.publish_now();
         Ok(())
     }
 
@@ -381,10 +382,12 @@ impl Engine {
                 sh.idem_by_admission.insert(a.clone(), e.key().clone());
             }
         }
-        Ok(Engine {
+        let e = Engine {
             shared: Arc::new(sh),
             w: writer,
-        })
+        };
+        e.publish_now();
+        Ok(e)
     }
 }
 

@@ -251,6 +251,9 @@ pub(crate) struct Shared {
     /// the key that recorded each admission, so that releasing the admission drops the
     /// record (R3.5) and a retry is decided anew.
     pub idem_by_admission: Map<AdmissionId, IdempotencyKey>,
+    /// The engine's time (the latest command time applied, UTC ms), published for
+    /// readers: a decision from memory must not run on a clock behind it.
+    pub engine_now: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -268,6 +271,7 @@ impl Shared {
             templates: new_map(),
             idempotency: new_map(),
             idem_by_admission: new_map(),
+            engine_now: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }

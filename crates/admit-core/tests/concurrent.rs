@@ -91,3 +91,26 @@ fn readers_run_alongside_the_writer() {
         2_500
     );
 }
+
+/// The engine's time reaches readers (issue 11, item 2): the latest command time
+/// applied, never going back, and kept across a snapshot restore.
+#[test]
+fn readers_see_the_engines_time() {
+    let mut e = Engine::new();
+    let reader = e.reader();
+    assert_eq!(reader.engine_now(), Ts(0));
+    e.apply(Command::Tick, T0.plus(Dur(5 * HOUR))).unwrap();
+    assert_eq!(reader.engine_now(), T0.plus(Dur(5 * HOUR)));
+    // an earlier stamp is taken as the engine's time
+    e.apply(Command::Tick, T0).unwrap();
+    assert_eq!(reader.engine_now(), T0.plus(Dur(5 * HOUR)));
+    let bytes = e.snapshot();
+    let mut other = Engine::new();
+    let r2 = other.reader();
+    other.load_snapshot(&bytes).unwrap();
+    assert_eq!(r2.engine_now(), T0.plus(Dur(5 * HOUR)));
+    assert_eq!(
+        Engine::restore(&bytes).unwrap().reader().engine_now(),
+        T0.plus(Dur(5 * HOUR))
+    );
+}

@@ -11,6 +11,10 @@ use openraft::{Config, SnapshotPolicy};
 
 use crate::StartError;
 
+/// The default [`NodeConfig::proposal_queue`]: with entries of up to
+/// 1,024 commands, a few entries' worth of waiting submissions per group.
+pub const DEFAULT_PROPOSAL_QUEUE: usize = 4_096;
+
 /// The default [`NodeConfig::write_timeout`].
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,6 +57,11 @@ pub struct NodeConfig {
     /// Entries of a group's batched proposals in flight at once; while they
     /// are, new proposals gather into the next entry.
     pub batch_inflight: usize,
+    /// Submissions waiting in one group's proposer at most; beyond it a
+    /// write fails at once with
+    /// [`WriteError::Overloaded`](crate::WriteError::Overloaded) (nothing
+    /// queued, nothing applied) instead of queueing without bound.
+    pub proposal_queue: usize,
     /// How long `start` waits for groups to recover and elect a leader.
     pub startup_timeout: Duration,
     /// The initial cluster (node id -> Raft address), including this node.
@@ -122,6 +131,7 @@ impl NodeConfig {
             group_commit_linger: Duration::ZERO,
             batch_max_commands: 1_024,
             batch_inflight: 2,
+            proposal_queue: DEFAULT_PROPOSAL_QUEUE,
             startup_timeout: Duration::from_secs(10),
             peers: BTreeMap::new(),
             replicas: 3,

@@ -325,7 +325,7 @@ pub use admit_proto::internal::raft as pb;
 
 pub use cluster::{acting_for, ClusterNode, NodeState, ReplicaInfo, ShardInfo};
 pub use codec::{decode_log_entry, encode_log_entry};
-pub use config::{NodeConfig, DEFAULT_WRITE_TIMEOUT};
+pub use config::{NodeConfig, DEFAULT_PROPOSAL_QUEUE, DEFAULT_WRITE_TIMEOUT};
 pub use network::{Dialer, RaftGrpcService};
 pub use node::{JournalCounters, RaftNode, Registration};
 pub use types::{CmdData, RespData, TypeConfig};
@@ -416,6 +416,13 @@ pub enum WriteError {
     /// outcome of the write is unknown.
     #[error("raft group unavailable: {0}")]
     Unavailable(String),
+    /// The group's proposer queue is full ([`NodeConfig::proposal_queue`]):
+    /// the write was not queued, so nothing was applied; retry later.
+    #[error("overloaded: {queued} proposals already wait for this shard's log")]
+    Overloaded {
+        /// The bound that was reached.
+        queued: usize,
+    },
 }
 
 /// Why a linearizable read cannot be served here.

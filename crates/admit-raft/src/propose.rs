@@ -14,6 +14,13 @@
 //! always go into the same entry, in order, so they commit or fail together.
 //! Entries are handed to openraft in the order they are formed, so commands
 //! of one caller that waits for each answer keep their order too.
+//!
+//! Under overload the queue is bounded ([`BatchConfig::queue`]): a
+//! submission beyond it fails at once with [`WriteError::Overloaded`]
+//! (nothing queued). A submission whose caller stopped waiting (its timeout
+//! or deadline passed, or the request was dropped) while it queued is not
+//! proposed: nobody would read its answer, and its work would only delay
+//! the callers still waiting.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +43,8 @@ struct Unit<A: App> {
 
 /// The submission side of one group's proposer.
 pub(crate) struct Proposer<A: App> {
-    tx: mpsc::UnboundedSender<Unit<A>>,
+    tx: mpsc::Sender<Unit<A>>,
+    queue: usize,
 }
 
 /// How proposals are batched.
@@ -47,14 +55,17 @@ pub(crate) struct BatchConfig {
     pub(crate) max_commands: usize,
     /// Entries of this group's proposals in flight at once.
     pub(crate) inflight: usize,
+    /// Submissions waiting at most.
+    pub(crate) queue: usize,
 }
 
 impl<A: App> Proposer<A> {
     /// Start the proposer task of `raft` (it ends when the proposer is dropped).
     pub(crate) fn spawn(node_id: u64, raft: GroupRaft<A>, cfg: BatchConfig) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let queue = cfg.queue.max(1);
+        let (tx, rx) = mpsc::channel(queue);
         tokio::spawn(run(node_id, raft, rx, cfg));
-        Self { tx }
+        Self { tx, queue }
     }
 
     /// Propose `cmds` as part of one entry; their responses in order once the
@@ -65,9 +76,12 @@ impl<A: App> Proposer<A> {
         timeout: Option<Duration>,
     ) -> Reply<A> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Unit { cmds, tx })
-            .map_err(|_| WriteError::Unavailable("the node is shutting down".into()))?;
+        self.tx.try_send(Unit { cmds, tx }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => WriteError::Overloaded { queued: self.queue },
+            mpsc::error::TrySendError::Closed(_) => {
+                WriteError::Unavailable("the node is shutting down".into())
+            }
+        })?;
         let closed = || WriteError::Unavailable("the proposal was dropped; outcome unknown".into());
         match timeout {
             None => rx.await.map_err(|_| closed())?,
@@ -84,7 +98,7 @@ impl<A: App> Proposer<A> {
 async fn run<A: App>(
     node_id: u64,
     raft: GroupRaft<A>,
-    mut rx: mpsc::UnboundedReceiver<Unit<A>>,
+    mut rx: mpsc::Receiver<Unit<A>>,
     cfg: BatchConfig,
 ) {
     let slots = Arc::new(Semaphore::new(cfg.inflight.max(1)));
@@ -108,6 +122,11 @@ async fn run<A: App>(
                 }
                 Err(_) => break,
             }
+        }
+        // callers that gave up while they queued: nothing to propose for them
+        units.retain(|u| !u.tx.is_closed());
+        if units.is_empty() {
+            continue;
         }
         let mut cmds = Vec::with_capacity(n);
         let mut waiters = Vec::with_capacity(units.len());

@@ -20,6 +20,9 @@ pub const NOT_APPLIED: &str = "admit-not-applied";
 pub const RETRY_RAFT_MS: u64 = 200;
 /// Retry hint after a call to another node failed (unknown outcome).
 pub const RETRY_PEER_MS: u64 = 100;
+/// Retry hint when a shard's proposer queue is full (overload): about the
+/// time a few entries take to commit.
+pub const RETRY_QUEUE_MS: u64 = 50;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ApiError {

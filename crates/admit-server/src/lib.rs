@@ -28,6 +28,9 @@
 //! * `telemetry`: the process's metrics recorder and one helper per event
 //!   counted (decisions, latency, shedding, forwarding, snapshots).
 //! * [`clock`]: UTC ms from the system, or the test clock in test mode.
+//! * `skew`: the bound on the service clock: the other nodes' clocks as
+//!   sampled here, and the refusal to stamp a command beyond
+//!   [`DEFAULT_MAX_CLOCK_OFFSET`] (or the configured bound) ahead of them.
 //! * [`protect`]: self-protection, the in-flight bound and per-caller quota
 //!   (R8.4).
 //! * [`auth`]: caller identity (bearer tokens, client certificates), scopes
@@ -137,6 +140,9 @@ pub mod error;
 mod telemetry;
 
 pub mod clock;
+// the bound on how far this node's clock may run ahead (issue 11, item 2)
+mod skew;
+pub use skew::DEFAULT_MAX_CLOCK_OFFSET;
 pub mod protect;
 
 pub mod auth;

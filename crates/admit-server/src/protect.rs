@@ -68,6 +68,26 @@ impl Protect {
             self.charge(caller, q)
                 .inspect_err(|_| crate::telemetry::shed("caller_quota"))?;
         }
+        self.in_flight()
+    }
+
+    /// Admits one request another node relayed here into the same in-flight
+    /// bound as the API's (the entry node charged the caller's quota): a
+    /// leader's load is bounded whichever node its requests entered by.
+    pub fn enter_relayed(&self) -> Result<Permit, ApiError> {
+        self.in_flight()
+    }
+
+    /// Test helper: takes every free in-flight permit (the node is then
+    /// as loaded as its bound allows) until the permit is dropped.
+    #[doc(hidden)]
+    pub fn hold_all(&self) -> Option<Permit> {
+        let n = u32::try_from(self.in_flight.available_permits()).ok()?;
+        let permit = self.in_flight.clone().try_acquire_many_owned(n).ok()?;
+        Some(Permit { _permit: permit })
+    }
+
+    fn in_flight(&self) -> Result<Permit, ApiError> {
         let permit = self.in_flight.clone().try_acquire_owned().map_err(|_| {
             crate::telemetry::shed("in_flight");
             ApiError::unavailable(

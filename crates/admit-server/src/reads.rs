@@ -7,7 +7,8 @@ use std::sync::Arc;
 use admit_core::{NumberId, Policy, PortfolioId, PortfolioStatus, ScopeKey, ScopeStatus, Ts};
 
 use crate::app::ShardApp;
-use crate::error::ApiError;
+use crate::error::{ApiError, RETRY_RAFT_MS};
+use crate::routing::request::ReqInfo;
 use crate::routing::Routing;
 use crate::wire::{unexpected, NodeReq, NodeResp, ReadReq, ShardItem, SweepItem, SweepReq};
 
@@ -156,14 +157,20 @@ impl Reads {
         self.routing.on_leader(shard, true, local, remote).await
     }
 
-    /// Serves a read from this node's replica of the shard.
+    /// Serves a read from this node's replica of the shard, once it is sure
+    /// to lead it (like a write: a leader cut off from the others must not
+    /// serve its stale state; issue 11, item 9).
     async fn here(&self, shard: u32, read: &ReadReq) -> Result<NodeResp, ApiError> {
+        self.confirm_lead(shard).await?;
+        let reader = self.routing.reader(shard);
+        // on a clock behind the engine's, state would show as it was
+        let at = |now: &Ts| (*now).max(reader.engine_now());
         Ok(match read {
             ReadReq::NumberStatus { number, now } => {
-                NodeResp::NumberStatus(self.routing.reader(shard).number_status(number, *now))
+                NodeResp::NumberStatus(reader.number_status(number, at(now)))
             }
             ReadReq::PortfolioStatus { id, now } => {
-                NodeResp::PortfolioStatus(self.routing.reader(shard).portfolio_status(id, *now))
+                NodeResp::PortfolioStatus(reader.portfolio_status(id, at(now)))
             }
             ReadReq::Policy { name } => {
                 let n = name.clone();
@@ -175,5 +182,25 @@ impl Reads {
                 NodeResp::Policy(p.map(|p| (*p).clone()))
             }
         })
+    }
+
+    /// Whether this node may answer from its replica of `shard`: it leads
+    /// with a lease, or a quorum confirms it within a lease (a linearizable
+    /// read). A cut-off leader answers UNAVAILABLE, as a write would.
+    async fn confirm_lead(&self, shard: u32) -> Result<(), ApiError> {
+        let raft = &self.routing.raft;
+        if raft.is_leader_with_lease(shard) {
+            return Ok(());
+        }
+        let wait = raft.lease().min(ReqInfo::current().left());
+        // boxed: the read path's future is deep enough already
+        let confirm = Box::pin(raft.ensure_linearizable(shard));
+        match tokio::time::timeout(wait, confirm).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ApiError::unavailable(
+                format!("this node cannot confirm it leads shard {shard} (no quorum within a lease); retry"),
+                RETRY_RAFT_MS,
+            )),
+        }
     }
 }

@@ -1,8 +1,15 @@
 //! Node-to-node calls: serving a request another node relayed here (within
-//! its deadline and hop count), and setting every node's test clock.
+//! its deadline and hop count), setting every node's test clock, and
+//! sampling the other nodes' clocks for the bound on stamping
+//! (`crate::skew`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use admit_core::Ts;
 use futures_util::future::join_all;
+use tokio::sync::watch;
 
 use crate::auth::audit;
 use crate::clock::ClockError;
@@ -52,11 +59,16 @@ pub(crate) async fn serve(ctx: &Ctx, req: NodeReq) -> Envelope {
         NodeReq::SetClock { now } => (
             None,
             match routing.clock.set(now) {
-                Ok(t) => Ok(NodeResp::Clock(t)),
+                Ok(t) => {
+                    // the entry node set every node there: the others too
+                    routing.skew.raise_all(now);
+                    Ok(NodeResp::Clock(t))
+                }
                 Err(ClockError::Backwards { current, .. }) => Ok(NodeResp::Clock(Ts(current))),
                 Err(e) => Err(ApiError::FailedPrecondition(e.to_string())),
             },
         ),
+        NodeReq::ReadClock => (None, Ok(NodeResp::Clock(routing.now()))),
     };
     Envelope {
         result,
@@ -86,5 +98,73 @@ pub(crate) async fn set_clock_everywhere(routing: &Routing, now: Ts) -> Result<(
             ));
         }
     }
+    routing.skew.raise_all(now);
     Ok(())
+}
+
+/// How long one clock sample may take (a slower answer says little).
+const SAMPLE_WAIT: Duration = Duration::from_secs(1);
+
+/// Samples every other node's service clock every
+/// [`crate::skew::SAMPLE_EVERY`], publishes the skew, and, while this
+/// node's clock is beyond the bound, hands the shards it leads to another
+/// voter (it would refuse their writes anyway).
+pub(crate) async fn watch_clocks(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    let routing = &ctx.routing;
+    let mut interval = tokio::time::interval(crate::skew::SAMPLE_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut handed: HashMap<u32, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if !routing.clustered() {
+            continue;
+        }
+        let nodes = routing.other_nodes();
+        routing.skew.retain(|id| nodes.iter().any(|n| n.id == id));
+        let info = ReqInfo::current().within(SAMPLE_WAIT);
+        let calls = nodes.into_iter().map(|node| async move {
+            let sent = Instant::now();
+            let r = routing.peers.call(&node, &NodeReq::ReadClock, info).await;
+            (node.id, sent.elapsed(), r)
+        });
+        for (id, rtt, r) in join_all(calls).await {
+            if let Ok(Ok(NodeResp::Clock(theirs))) = r.map(|env| env.result) {
+                routing.skew.record(id, theirs, rtt, Instant::now());
+            }
+        }
+        let m = routing.skew.measure(routing.now());
+        crate::telemetry::clock_skew(m.skew_ms, &m.peers);
+        if m.skew_ms > routing.skew.max_offset().as_millis() as i64 {
+            give_away_leadership(routing, &mut handed).await;
+        }
+    }
+}
+
+/// Asks another voter of every shard led here to take it over (once per
+/// lease per shard: a transfer takes an election).
+async fn give_away_leadership(routing: &Routing, handed: &mut HashMap<u32, Instant>) {
+    let me = routing.raft.node_id();
+    let lease = routing.raft.lease();
+    for shard in 0..routing.shards() {
+        if routing.raft.leader(shard) != Some(me)
+            || handed.get(&shard).is_some_and(|t| t.elapsed() < lease)
+        {
+            continue;
+        }
+        let Some(to) = routing.raft.voters(shard).into_iter().find(|v| *v != me) else {
+            continue;
+        };
+        handed.insert(shard, Instant::now());
+        tracing::warn!(
+            shard,
+            to,
+            "this node's clock is beyond the bound: handing the shard's leadership over"
+        );
+        if let Err(e) = routing.raft.transfer_leader(shard, to).await {
+            tracing::debug!(shard, error = %e, "leadership transfer not started");
+        }
+    }
 }

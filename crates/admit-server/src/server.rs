@@ -106,6 +106,10 @@ pub struct ServerConfig {
     /// clock, which [`crate::clock::test_clock_allowed`] refuses otherwise.
     #[doc(hidden)]
     pub test_clock_in_cluster: bool,
+    // ---- the service clock's bound (issue 11, item 2; docs/design.md) ----
+    /// How far this node's clock may run ahead of the other nodes' before it
+    /// stamps no command (its writes answer UNAVAILABLE).
+    pub max_clock_offset: Duration,
 }
 
 impl ServerConfig {
@@ -140,6 +144,7 @@ impl ServerConfig {
             auth: None,
             join_token: None,
             test_clock_in_cluster: false,
+            max_clock_offset: crate::skew::DEFAULT_MAX_CLOCK_OFFSET,
         }
     }
 
@@ -302,6 +307,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             clustered: cfg.clustered(),
             static_peers,
             replicas: cfg.replicas,
+            max_clock_offset: cfg.max_clock_offset,
         },
     );
     let ctx = Arc::new(Ctx::new(
@@ -409,6 +415,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         ),
         None => None,
     };
+    let clocks = tokio::spawn(crate::relay::watch_clocks(ctx.clone(), stop_rx.clone()));
     let ticker = tokio::spawn(tick_loop(ctx.clone(), cfg.tick_interval, stop_rx));
     tracing::info!(%addr, %peer_addr, node_id = cfg.node_id, shards = cfg.shards, test_clock = cfg.test_clock, peers = cfg.peers.len(), api_tls = api_tls.is_some(), peer_tls = peer_tls.is_some(), "admit node serving");
     if let Some(via) = &cfg.join {
@@ -430,6 +437,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             ctx.routing.learned_members(m);
         }
     }
+    tasks.push(clocks);
     Ok(Running {
         addr,
         peer_addr,
@@ -676,6 +684,28 @@ impl Running {
         if let Some(m) = self.metrics {
             m.stop().await;
         }
+    }
+
+    /// Test helper: set this node's test clock alone (the `TestClock`
+    /// service sets every node's), to give it a clock the others lack.
+    #[doc(hidden)]
+    pub fn set_own_clock(&self, to: Ts) -> Result<Ts, crate::clock::ClockError> {
+        self.ctx.routing.clock.set(to)
+    }
+
+    /// Test helper: hold every free in-flight permit of this node until the
+    /// returned permit is dropped (requests beyond it are refused).
+    #[doc(hidden)]
+    pub fn hold_in_flight(&self) -> Option<crate::protect::Permit> {
+        self.ctx.protect.hold_all()
+    }
+
+    /// Test helper: this node's clock minus the quorum clock in ms, and how
+    /// many other nodes' clocks it has a fresh sample of.
+    #[doc(hidden)]
+    pub fn clock_skew(&self) -> (i64, usize) {
+        let m = self.ctx.routing.skew.measure(self.ctx.routing.now());
+        (m.skew_ms, m.peers.len())
     }
 
     /// The bound address of `/metrics`, if served.

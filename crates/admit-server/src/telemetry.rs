@@ -9,7 +9,9 @@
 use std::sync::OnceLock;
 
 use admit_core::Decision;
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets (seconds) of every `_seconds` histogram: 0.5 ms to 10 s.
@@ -100,6 +102,16 @@ fn describe() {
         "Size of one built shard snapshot."
     );
     describe_gauge!("admit_shards_led", "Shards this node leads.");
+    describe_gauge!(
+        "admit_clock_skew_seconds",
+        Unit::Seconds,
+        "This node's service clock minus the clock a majority of the nodes has reached (positive: ahead)."
+    );
+    describe_gauge!(
+        "admit_clock_peer_offset_seconds",
+        Unit::Seconds,
+        "Another node's service clock, as last sampled here, minus this node's (upper estimate)."
+    );
 }
 
 /// A send decision answered to a caller (on the node that took the call).
@@ -119,6 +131,15 @@ pub(crate) fn decided(d: &Decision, replayed: bool) {
 /// A request refused by self-protection: `in_flight` or `caller_quota`.
 pub(crate) fn shed(cause: &'static str) {
     counter!("admit_shed_total", "cause" => cause).increment(1);
+}
+
+/// The skew of this node's clock and each sampled peer's offset (ms).
+pub(crate) fn clock_skew(skew_ms: i64, peers: &[(u64, i64)]) {
+    gauge!("admit_clock_skew_seconds").set(skew_ms as f64 / 1_000.0);
+    for (node, off) in peers {
+        gauge!("admit_clock_peer_offset_seconds", "node_id" => node.to_string())
+            .set(*off as f64 / 1_000.0);
+    }
 }
 
 pub(crate) fn forwarded() {

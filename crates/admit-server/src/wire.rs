@@ -55,6 +55,9 @@ pub enum NodeReq {
         cmd: Box<Command>,
         by: String,
     },
+    /// The receiver's service clock, for the bound on stamping
+    /// (`crate::skew`); answered with `NodeResp::Clock`, never relayed.
+    ReadClock,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,7 +114,7 @@ pub struct SweepResp {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum NodeResp {
     Output(Output),
-    /// The receiver's clock after a `SetClock`.
+    /// The receiver's clock after a `SetClock`, or as a `ReadClock` read it.
     Clock(Ts),
     Admitted(Vec<Result<Decided, ApiError>>),
     NumberStatus(Option<ScopeStatus>),
@@ -127,6 +130,16 @@ pub struct Envelope {
     /// The node that finally served the request (the shard's leader), if
     /// the request was shard-bound.
     pub served_by: Option<NodeRef>,
+}
+
+impl Envelope {
+    /// A request refused before it was served (nothing applied).
+    pub fn refused(e: ApiError) -> Envelope {
+        Envelope {
+            result: Err(e),
+            served_by: None,
+        }
+    }
 }
 
 /// An answer of the wrong kind (a bug, or nodes of different versions).
@@ -150,10 +163,26 @@ pub fn idempotent(cmd: &Command) -> bool {
         Command::Inbound(i) => i.event_key.is_some(),
         Command::Outcome(o) => o.event_key.is_some(),
         Command::Platform { event_key, .. } => event_key.is_some(),
+        // a repeat after an unknown outcome could land after a newer
+        // policy and overwrite it (issue 11, item 9)
+        Command::SetPolicy(_) => false,
         Command::Release(_)
         | Command::RegisterNumber(_)
         | Command::RegisterPortfolio(_)
-        | Command::SetPolicy(_)
         | Command::Tick => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11, item 9: a policy write is never repeated after an unknown
+    /// outcome (a late repeat could overwrite a newer policy); a tick is.
+    #[test]
+    fn a_policy_write_is_not_retried_as_idempotent() {
+        let set = Command::SetPolicy(Policy::meta());
+        assert!(!idempotent(&set));
+        assert!(idempotent(&Command::Tick));
     }
 }

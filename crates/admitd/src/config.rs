@@ -34,6 +34,10 @@ pub struct FileConfig {
     pub election_timeout_ms: Option<[u64; 2]>,
     pub reconcile_interval_ms: Option<u64>,
     pub handoff_timeout_ms: Option<u64>,
+    // ---- the service clock's bound (issue 11; docs/design.md) ----
+    /// How far this node's clock may run ahead of the others' (ms) before
+    /// it stamps no command; default 500.
+    pub max_clock_offset_ms: Option<u64>,
 
     // --- metrics and logs (docs/metrics.md) ---
     /// `host:port` of `/metrics`, or `"off"`.
@@ -348,6 +352,13 @@ pub fn resolve(file: FileConfig, flags: &Flags) -> Result<ServerConfig, String> 
     }
     if let Some(ms) = file.handoff_timeout_ms {
         c.handoff_timeout = Duration::from_millis(ms);
+    }
+    // ---- the service clock's bound ----
+    if let Some(ms) = file.max_clock_offset_ms {
+        if ms == 0 {
+            return Err(bad("max_clock_offset_ms", "must be above 0"));
+        }
+        c.max_clock_offset = Duration::from_millis(ms);
     }
     // ---- metrics and logs ----
     let metrics = flags

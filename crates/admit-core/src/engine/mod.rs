@@ -96,6 +96,13 @@ impl Engine {
         self.w.last_now
     }
 
+    /// Lets readers see the engine's time (after an apply or a restore).
+    pub(crate) fn publish_now(&self) {
+        self.shared
+            .engine_now
+            .store(self.w.last_now.ms(), std::sync::atomic::Ordering::Release);
+    }
+
     /// Tier values from the platform that were not understood (and ignored).
     pub fn tier_errors(&self) -> u64 {
         self.w.tier_errors
@@ -107,6 +114,7 @@ impl Engine {
     pub fn apply(&mut self, cmd: Command, now: Ts) -> Result<Output, CoreError> {
         let now = now.max(self.w.last_now);
         self.w.last_now = now;
+        self.publish_now();
         self.w.applied += 1;
         match cmd {
             Command::Admit(req) => self.admit(&req, now).map(Output::Decision),

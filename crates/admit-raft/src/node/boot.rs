@@ -149,6 +149,7 @@ impl<A: App> RaftNode<A> {
         let batching = BatchConfig {
             max_commands: config.batch_max_commands.max(1),
             inflight: config.batch_inflight.max(1),
+            queue: config.proposal_queue.max(1),
         };
         let proposers = groups
             .iter()

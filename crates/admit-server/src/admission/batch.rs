@@ -89,6 +89,10 @@ impl Admission {
         }
         let writes = slow.into_iter().map(|(shard, group)| async move {
             let at = self.routing.now();
+            // a clock too far ahead of the others' must not stamp (crate::skew)
+            if let Err(e) = self.routing.skew.check(at) {
+                return (group, Err(e));
+            }
             let cmds = group
                 .iter()
                 .map(|s| Stamped {
@@ -97,7 +101,8 @@ impl Admission {
                     by: None,
                 })
                 .collect();
-            (group, self.routing.raft.write_many(shard, cmds).await)
+            let res = self.routing.raft.write_many(shard, cmds).await;
+            (group, res.map_err(crate::routing::forward::write_error))
         });
         for (group, res) in join_all(writes).await {
             match res {
@@ -123,7 +128,6 @@ impl Admission {
                     }
                 }
                 Err(e) => {
-                    let e = ApiError::from(e);
                     for s in group {
                         self.settle(s.taken, false);
                         results[s.index] = Some(Err(e.clone()));

@@ -87,6 +87,10 @@ impl Admission {
             replayed,
         };
         let reader = self.routing.reader(route.shard);
+        // never decide on a clock behind the engine's: after a failover to a
+        // node whose clock is behind, a window closed in the log's time must
+        // not read as open
+        let now = now.max(reader.engine_now());
         let hint = reader.try_fast(req, now);
         if let Some(d) = hint.as_ref().filter(|d| d.replayed) {
             // a retry of a recorded decision gets it back without using rate cells

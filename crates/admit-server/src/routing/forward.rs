@@ -14,8 +14,9 @@ use super::retry::Retry;
 use super::Routing;
 use crate::app::{Reply, Stamped};
 use crate::auth::audit;
-use crate::error::{ApiError, RETRY_RAFT_MS};
+use crate::error::{ApiError, RETRY_QUEUE_MS, RETRY_RAFT_MS};
 use crate::wire::{self, unexpected, NodeReq, NodeResp};
+use admit_raft::WriteError;
 
 /// The shortest per-attempt timeout of a forwarded request (a healthy
 /// leader under load answers well within it).
@@ -128,11 +129,13 @@ impl Routing {
     /// deadline (an isolated leader must not hold a request forever).
     pub async fn propose_here(&self, shard: u32, cmd: Command) -> Result<Reply, ApiError> {
         let at = self.now();
+        // a clock too far ahead of the others' must not stamp (crate::skew)
+        self.skew.check(at)?;
         // an audited change carries its caller into the log (issue 12)
         let by = audit::actor();
         let fut = self.raft.write(shard, Stamped { at, cmd, by });
         if !self.cluster_cfg {
-            return Ok(fut.await?);
+            return fut.await.map_err(write_error);
         }
         tokio::time::timeout(ReqInfo::current().left(), fut)
             .await
@@ -142,6 +145,46 @@ impl Routing {
                     RETRY_RAFT_MS,
                 )
             })?
-            .map_err(ApiError::from)
+            .map_err(write_error)
+    }
+}
+
+/// A write's failure as the caller sees it. A full proposer queue
+/// (overload) is RESOURCE_EXHAUSTED with a retry hint, counted as shed load
+/// like the in-flight bound's refusals.
+pub(crate) fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::Overloaded { queued } => {
+            crate::telemetry::shed("proposal_queue");
+            ApiError::ResourceExhausted {
+                message: format!(
+                    "overloaded: {queued} writes already wait for this shard's log; nothing was applied, retry later"
+                ),
+                retry_after_ms: RETRY_QUEUE_MS,
+            }
+        }
+        other => ApiError::from(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11, item 6: a full proposer queue is RESOURCE_EXHAUSTED with a
+    /// retry hint, not an unknown outcome.
+    #[test]
+    fn a_full_proposer_queue_is_resource_exhausted_with_a_hint() {
+        let s = write_error(WriteError::Overloaded { queued: 8 }).into_status();
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            s.metadata().get(crate::error::RETRY_AFTER_MS).unwrap(),
+            &RETRY_QUEUE_MS.to_string()
+        );
+        assert!(
+            s.message().contains("nothing was applied"),
+            "{}",
+            s.message()
+        );
     }
 }

@@ -87,6 +87,8 @@ pub(crate) struct Routing {
     /// A joining node's membership as the join's answer named it (issue
     /// 12): whom the peer port serves until the registry arrives.
     joined: std::sync::RwLock<Option<BTreeSet<u64>>>,
+    /// The other nodes' clocks as sampled here: the bound on stamping.
+    pub skew: crate::skew::Skew,
 }
 
 /// The active node set and the placement table computed for it.
@@ -108,6 +110,8 @@ pub(crate) struct Membership {
     pub clustered: bool,
     pub static_peers: BTreeMap<u64, String>,
     pub replicas: usize,
+    /// How far this node's clock may run ahead of the others' (`skew`).
+    pub max_clock_offset: std::time::Duration,
 }
 
 impl Routing {
@@ -122,7 +126,6 @@ impl Routing {
             raft,
             slots,
             router,
-            clock,
             peer_advertise: m.peer_advertise,
             advertise: m.advertise,
             peers: m.peers,
@@ -133,6 +136,8 @@ impl Routing {
             replicas: m.replicas,
             placement: Mutex::new(None),
             joined: std::sync::RwLock::new(None),
+            skew: crate::skew::Skew::new(m.max_clock_offset, clock.is_test()),
+            clock,
         }
     }
 

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use crate::ctx::Ctx;
 use crate::relay;
 use crate::routing::request::{self, ReqInfo};
-use crate::wire::{self, pb, NodeReq};
+use crate::wire::{self, pb, Envelope, NodeReq};
 
 #[derive(Debug, Clone)]
 pub struct NodeService {
@@ -23,11 +23,25 @@ impl pb::node_rpc_server::NodeRpc for NodeService {
         let frame = request.into_inner();
         let req: NodeReq = wire::decode(&frame.body)?;
         let info = ReqInfo::relayed(frame.deadline_ms, frame.hops);
+        // relayed work takes an in-flight permit like an API call; the
+        // clock messages are the nodes' own upkeep and always answered
+        let permit = match req {
+            NodeReq::SetClock { .. } | NodeReq::ReadClock => None,
+            _ => match self.ctx.protect.enter_relayed() {
+                Ok(p) => Some(p),
+                Err(e) => return reply(frame.hops, &Envelope::refused(e)),
+            },
+        };
         let env = request::scoped_relay(info, relay::serve(&self.ctx, req)).await;
-        Ok(Response::new(pb::NodeFrame {
-            body: wire::encode(&env)?,
-            hops: frame.hops,
-            deadline_ms: 0,
-        }))
+        drop(permit);
+        reply(frame.hops, &env)
     }
+}
+
+fn reply(hops: u32, env: &Envelope) -> Result<Response<pb::NodeFrame>, Status> {
+    Ok(Response::new(pb::NodeFrame {
+        body: wire::encode(env)?,
+        hops,
+        deadline_ms: 0,
+    }))
 }
