@@ -62,6 +62,7 @@ async fn main() {
             Stamped {
                 at: now(),
                 cmd: reg,
+                by: None,
             },
         )
         .await
@@ -101,7 +102,11 @@ async fn main() {
                                     },
                                     idempotency_key: None,
                                 });
-                                Stamped { at: now(), cmd }
+                                Stamped {
+                                    at: now(),
+                                    cmd,
+                                    by: None,
+                                }
                             })
                             .collect();
                         if let Ok(rs) = node.write_many(shard, cmds).await {

@@ -104,7 +104,7 @@ mod tests {
             cmds[1].cmd,
             Command::Platform {
                 event: PlatformEvent::AccountRestriction {
-                    target: Target::Number(n.clone()),
+                    target: Target::Number(n),
                     until: Some(Ts(1_800_000_000_000)),
                     lifted: false,
                     types: restriction_types.to_vec(),
