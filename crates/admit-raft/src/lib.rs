@@ -301,6 +301,8 @@
 //   membership   pure: the reconcile decision (facts in, commands out)
 //   cluster      the node registry (an App) and the public status types
 //   propose      batching proposer, one per group
+//   pipe         the node-pair stream: batches, replies by id, snapshot
+//                pieces (bytes only; no openraft type)
 //   network      gRPC transport; reaches the node only through a trait
 //   config       NodeConfig
 //   node/        RaftNode: boot, data path, reconcile, registry, infos,
@@ -311,6 +313,7 @@ mod journal;
 mod membership;
 mod network;
 mod node;
+mod pipe;
 pub mod placement;
 mod propose;
 mod sm;
@@ -325,6 +328,7 @@ pub use cluster::{ClusterNode, NodeState, ReplicaInfo, ShardInfo};
 pub use config::{NodeConfig, DEFAULT_WRITE_TIMEOUT};
 pub use network::{Dialer, RaftGrpcService};
 pub use node::{JournalCounters, RaftNode, Registration};
+pub use pipe::PeerCheck;
 pub use types::{CmdData, RespData, TypeConfig};
 
 /// A deterministic replicated state machine: the server's domain engine.
