@@ -302,6 +302,8 @@
 //   membership   pure: the reconcile decision (facts in, commands out)
 //   cluster      the node registry (an App) and the public status types
 //   propose      batching proposer, one per group
+//   pipe         the node-pair stream: batches, replies by id, snapshot
+//                pieces (bytes only; no openraft type)
 //   network      gRPC transport; reaches the node only through a trait
 //   config       NodeConfig
 //   node/        RaftNode: boot, data path, reconcile, registry, infos,
@@ -313,6 +315,7 @@ mod journal;
 mod membership;
 mod network;
 mod node;
+mod pipe;
 pub mod placement;
 mod propose;
 mod sm;
@@ -328,6 +331,7 @@ pub use codec::{decode_log_entry, encode_log_entry};
 pub use config::{NodeConfig, DEFAULT_PROPOSAL_QUEUE, DEFAULT_WRITE_TIMEOUT};
 pub use network::{Dialer, RaftGrpcService};
 pub use node::{JournalCounters, RaftNode, Registration};
+pub use pipe::PeerCheck;
 pub use types::{CmdData, RespData, TypeConfig};
 
 /// A deterministic replicated state machine: the server's domain engine.

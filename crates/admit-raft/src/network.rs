@@ -1,7 +1,9 @@
 //! Raft transport over gRPC (tonic): one HTTP/2 channel per destination node,
-//! shared by every Raft group; each call names its group. Raft messages are
+//! shared by every Raft group; each message names its group. Raft messages are
 //! postcard-encoded openraft structures inside `proto/admit/internal/raft.proto`
-//! frames.
+//! frames. They travel on the node-pair stream of `pipe` (batched, snapshots
+//! in pieces); a peer without that stream gets one unary `Call` each, and
+//! the node-level requests (metadata writes, status, identity) are unary.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,13 +23,15 @@ use openraft::OptionalSend;
 use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cluster::{meta_write_local, Identity, MetaCmd, MetaFwd, Registry, ShardInfo};
 use crate::journal::io_err;
 use crate::pb::raft_transport_client::RaftTransportClient;
 use crate::pb::raft_transport_server::RaftTransport;
-use crate::pb::{RaftReply, RaftRequest, RaftRpcKind};
+use crate::pb::{RaftBatch, RaftFrame, RaftReply, RaftRequest, RaftRpcKind};
+use crate::pipe::{self, Frames, Message, PeerCheck, Pipes, CHUNK};
 use crate::sm::GroupRaft;
 use crate::store::{decode, encode};
 use crate::types::{SnapshotMetaT, SnapshotT, VoteT, C};
@@ -60,7 +64,6 @@ fn plain_channel(addr: &str) -> Result<Channel, String> {
         .connect_lazy())
 }
 
-#[derive(Default)]
 struct RouterInner {
     /// node id -> (address, lazily connected channel)
     peers: Mutex<HashMap<u64, (String, RaftTransportClient<Channel>)>>,
@@ -72,11 +75,16 @@ struct RouterInner {
     max_message: usize,
     /// This node's cluster id (0: not known yet), stamped on every request.
     cluster: Arc<AtomicU64>,
+    /// The node-pair streams.
+    pipes: Pipes,
 }
 
 /// Connection pool shared by all groups of a node.
 pub(crate) struct GrpcRouter<A> {
     inner: Arc<RouterInner>,
+    /// The clients openraft's heartbeat worker uses: their appends without
+    /// entries are heartbeats, which may wait for other groups'.
+    heartbeats: bool,
     _app: PhantomData<fn() -> A>,
 }
 
@@ -84,6 +92,7 @@ impl<A> Clone for GrpcRouter<A> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            heartbeats: self.heartbeats,
             _app: PhantomData,
         }
     }
@@ -96,21 +105,53 @@ impl<A> std::fmt::Debug for GrpcRouter<A> {
 }
 
 impl<A: App> GrpcRouter<A> {
-    pub(crate) fn new(dialer: Option<Arc<dyn Dialer>>, max_message: usize) -> Self {
+    /// `heartbeat`: the groups' heartbeat interval (heartbeats to one peer
+    /// are gathered for half of it).
+    pub(crate) fn new(
+        dialer: Option<Arc<dyn Dialer>>,
+        max_message: usize,
+        heartbeat: Duration,
+    ) -> Self {
+        let cluster = Arc::new(AtomicU64::new(0));
         Self {
             inner: Arc::new(RouterInner {
+                peers: Mutex::default(),
+                isolated: Arc::default(),
                 dialer,
                 max_message,
-                ..RouterInner::default()
+                pipes: Pipes::new(heartbeat, max_message, cluster.clone()),
+                cluster,
             }),
+            heartbeats: false,
             _app: PhantomData,
         }
+    }
+
+    /// Closes the node-pair streams both ways (the node stops); Raft
+    /// messages sent after this fail.
+    pub(crate) fn close(&self) {
+        self.inner.pipes.close();
+    }
+
+    /// Batches and frames sent on the node-pair streams so far.
+    pub(crate) fn stream_counts(&self) -> (u64, u64) {
+        let s = &self.inner.pipes.stats;
+        (
+            s.batches.load(Ordering::Relaxed),
+            s.frames.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The signal incoming node-pair streams end on.
+    pub(crate) fn closed(&self) -> watch::Receiver<bool> {
+        self.inner.pipes.closed()
     }
 
     /// The same connection pool, typed for another App (the metadata group).
     pub(crate) fn retype<B>(&self) -> GrpcRouter<B> {
         GrpcRouter {
             inner: self.inner.clone(),
+            heartbeats: false,
             _app: PhantomData,
         }
     }
@@ -144,6 +185,8 @@ impl<A: App> GrpcRouter<A> {
             .max_decoding_message_size(self.inner.max_message)
             .max_encoding_message_size(self.inner.max_message);
         peers.insert(node, (addr.to_string(), client));
+        drop(peers);
+        self.inner.pipes.reset(node);
         Ok(())
     }
 
@@ -192,6 +235,76 @@ impl<A: App> GrpcRouter<A> {
             decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::Network(NetworkError::new(&io_err(e))))
     }
+
+    /// One Raft message on the node-pair stream to `target` (a unary call
+    /// to a peer without one). `heartbeat`: an append with no entries,
+    /// which may wait briefly for the heartbeats of other groups.
+    async fn frame<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        target: u64,
+        group: u32,
+        kind: RaftRpcKind,
+        req: &Req,
+        heartbeat: bool,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<C<A>>> {
+        if self.inner.pipes.legacy(target) {
+            return self.call(target, group, kind, req, ttl).await;
+        }
+        if self.inner.isolated.load(Ordering::Relaxed) {
+            return Err(RPCError::Unreachable(Unreachable::new(&io_err(
+                "node isolated (test switch)",
+            ))));
+        }
+        let msg = Message {
+            group,
+            kind,
+            payload: encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?,
+            heartbeat,
+        };
+        let client = || self.client(target).ok();
+        let reply = self
+            .inner
+            .pipes
+            .send(target, client, msg, ttl)
+            .await
+            .map_err(|s| RPCError::Unreachable(Unreachable::new(&s)))?;
+        let res: Result<Resp, String> =
+            decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        res.map_err(|e| RPCError::Network(NetworkError::new(&io_err(e))))
+    }
+
+    /// A snapshot in pieces on the node-pair stream, then its install.
+    async fn snapshot_in_pieces(
+        &self,
+        target: u64,
+        group: u32,
+        vote: VoteT<A>,
+        snapshot: SnapshotT<A>,
+        ttl: Duration,
+    ) -> Result<SnapshotResponse<C<A>>, RPCError<C<A>>> {
+        let id = self.inner.pipes.snapshot_id();
+        let data = snapshot.snapshot;
+        let total = data.len() as u64;
+        let size = CHUNK.min(self.inner.max_message / 2).max(1);
+        let mut offset = 0u64;
+        for piece in data.chunks(size) {
+            let req = (id, offset, total, piece);
+            self.frame::<_, ()>(target, group, RaftRpcKind::SnapshotChunk, &req, false, ttl)
+                .await?;
+            offset += piece.len() as u64;
+        }
+        let req = ((id, total), vote, snapshot.meta);
+        self.frame(
+            target,
+            group,
+            RaftRpcKind::SnapshotInstall,
+            &req,
+            false,
+            ttl,
+        )
+        .await
+    }
 }
 
 impl<A: App> GroupRouter<C<A>, u32> for GrpcRouter<A> {
@@ -204,11 +317,13 @@ impl<A: App> GroupRouter<C<A>, u32> for GrpcRouter<A> {
         rpc: AppendEntriesRequest<C<A>>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C<A>>, RPCError<C<A>>> {
-        self.call(
+        let heartbeat = self.heartbeats && rpc.entries.is_empty();
+        self.frame(
             target,
             group_id,
             RaftRpcKind::AppendEntries,
             &rpc,
+            heartbeat,
             option.hard_ttl(),
         )
         .await
@@ -221,7 +336,8 @@ impl<A: App> GroupRouter<C<A>, u32> for GrpcRouter<A> {
         rpc: VoteRequest<C<A>>,
         option: RPCOption,
     ) -> Result<VoteResponse<C<A>>, RPCError<C<A>>> {
-        self.call(target, group_id, RaftRpcKind::Vote, &rpc, option.hard_ttl())
+        let ttl = option.hard_ttl();
+        self.frame(target, group_id, RaftRpcKind::Vote, &rpc, false, ttl)
             .await
     }
 
@@ -232,14 +348,9 @@ impl<A: App> GroupRouter<C<A>, u32> for GrpcRouter<A> {
         rpc: VoteRequest<C<A>>,
         option: RPCOption,
     ) -> Result<VoteResponse<C<A>>, RPCError<C<A>>> {
-        self.call(
-            target,
-            group_id,
-            RaftRpcKind::PreVote,
-            &rpc,
-            option.hard_ttl(),
-        )
-        .await
+        let ttl = option.hard_ttl();
+        self.frame(target, group_id, RaftRpcKind::PreVote, &rpc, false, ttl)
+            .await
     }
 
     async fn full_snapshot(
@@ -251,12 +362,19 @@ impl<A: App> GroupRouter<C<A>, u32> for GrpcRouter<A> {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C<A>>, StreamingError<C<A>>> {
-        let req = (vote, snapshot.meta, snapshot.snapshot);
-        // Snapshots may be large: allow a generous multiple of the soft TTL.
+        // Snapshots may be large: allow a generous multiple of the soft TTL
+        // (per piece on the stream, for the whole of a unary call).
         let ttl = option.hard_ttl().max(Duration::from_secs(30));
+        if self.inner.pipes.legacy(target) {
+            let req = (vote, snapshot.meta, snapshot.snapshot);
+            return tokio::select! {
+                closed = cancel => Err(StreamingError::Closed(closed)),
+                r = self.call(target, group_id, RaftRpcKind::FullSnapshot, &req, ttl) => r.map_err(StreamingError::from),
+            };
+        }
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
-            r = self.call(target, group_id, RaftRpcKind::FullSnapshot, &req, ttl) => r.map_err(StreamingError::from),
+            r = self.snapshot_in_pieces(target, group_id, vote, snapshot, ttl) => r.map_err(StreamingError::from),
         }
     }
 
@@ -267,12 +385,14 @@ impl<A: App> GroupRouter<C<A>, u32> for GrpcRouter<A> {
         req: TransferLeaderRequest<C<A>>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<C<A>>, RPCError<C<A>>> {
-        self.call(
+        let ttl = option.hard_ttl();
+        self.frame(
             target,
             group_id,
             RaftRpcKind::TransferLeader,
             &req,
-            option.hard_ttl(),
+            false,
+            ttl,
         )
         .await
     }
@@ -292,6 +412,15 @@ impl<A: App> RaftNetworkFactory<C<A>> for NetFactory<A> {
             tracing::warn!(target, addr = %node.addr, error = %e, "bad raft peer address");
         }
         GroupNetworkAdapter::new(self.router.clone(), target, self.group)
+    }
+
+    /// Heartbeats and lease probes: the same stream, marked so that the
+    /// heartbeats of many groups to one peer leave together.
+    async fn new_heartbeat_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        let mut router = self.router.clone();
+        router.heartbeats = true;
+        let _ = self.new_client(target, node).await;
+        GroupNetworkAdapter::new(router, target, self.group)
     }
 }
 
@@ -317,6 +446,8 @@ pub struct RaftGrpcService<A: App> {
     pub(crate) meta: GroupRaft<Registry>,
     pub(crate) node: Weak<dyn LocalNode>,
     pub(crate) isolated: Arc<AtomicBool>,
+    /// Set when the node stops: incoming node-pair streams end.
+    pub(crate) closed: watch::Receiver<bool>,
 }
 
 impl<A: App> std::fmt::Debug for RaftGrpcService<A> {
@@ -338,6 +469,32 @@ fn req<T: DeserializeOwned>(b: &[u8]) -> Result<T, tonic::Status> {
 
 #[tonic::async_trait]
 impl<A: App> RaftTransport for RaftGrpcService<A> {
+    type StreamStream = pipe::ReplyStream;
+
+    async fn stream(
+        &self,
+        request: tonic::Request<tonic::Streaming<RaftBatch>>,
+    ) -> Result<tonic::Response<Self::StreamStream>, tonic::Status> {
+        if self.isolated.load(Ordering::Relaxed) {
+            return Err(tonic::Status::unavailable("node isolated (test switch)"));
+        }
+        // the peer port's guard checked the sender when the stream opened;
+        // its check runs again for every batch
+        let check = request.extensions().get::<PeerCheck>().cloned();
+        let frames = Arc::new(StreamFrames {
+            groups: self.groups.clone(),
+            meta: self.meta.clone(),
+            node: self.node.clone(),
+            isolated: self.isolated.clone(),
+        });
+        Ok(tonic::Response::new(pipe::serve(
+            request.into_inner(),
+            check,
+            self.closed.clone(),
+            frames,
+        )))
+    }
+
     async fn call(
         &self,
         request: tonic::Request<RaftRequest>,
@@ -430,7 +587,87 @@ async fn dispatch<X: App>(
             RaftRpcKind::Unspecified
             | RaftRpcKind::MetaWrite
             | RaftRpcKind::Status
-            | RaftRpcKind::Identity => Err(tonic::Status::invalid_argument("unexpected rpc kind")),
+            | RaftRpcKind::Identity
+            | RaftRpcKind::SnapshotChunk
+            | RaftRpcKind::SnapshotInstall => {
+                Err(tonic::Status::invalid_argument("unexpected rpc kind"))
+            }
         }
+    }
+}
+
+/// The receiving side of node-pair streams: the groups, and the same
+/// checks a unary call passes.
+struct StreamFrames<A: App> {
+    groups: Arc<Vec<GroupRaft<A>>>,
+    meta: GroupRaft<Registry>,
+    node: Weak<dyn LocalNode>,
+    isolated: Arc<AtomicBool>,
+}
+
+impl<A: App> Frames for StreamFrames<A> {
+    fn gate(&self) -> Result<(), tonic::Status> {
+        if self.isolated.load(Ordering::Relaxed) {
+            return Err(tonic::Status::unavailable("node isolated (test switch)"));
+        }
+        if self.node.strong_count() == 0 {
+            return Err(tonic::Status::unavailable("node stopped"));
+        }
+        Ok(())
+    }
+
+    fn handle(
+        &self,
+        cluster: u64,
+        frame: RaftFrame,
+        snapshot: Option<Vec<u8>>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<u8>, tonic::Status>> + Send>> {
+        let (groups, meta, node) = (self.groups.clone(), self.meta.clone(), self.node.clone());
+        Box::pin(async move {
+            let kind = RaftRpcKind::try_from(frame.kind)
+                .map_err(|_| tonic::Status::invalid_argument("unknown raft rpc kind"))?;
+            node.upgrade()
+                .ok_or_else(|| tonic::Status::unavailable("node stopped"))?
+                .admit_message(frame.group, cluster)?;
+            if frame.group as usize == groups.len() {
+                return serve_frame(&meta, kind, &frame.payload, snapshot).await;
+            }
+            let raft = groups.get(frame.group as usize).ok_or_else(|| {
+                tonic::Status::not_found(format!("no raft group {}", frame.group))
+            })?;
+            serve_frame(raft, kind, &frame.payload, snapshot).await
+        })
+    }
+}
+
+/// One Raft message of a node-pair stream; the reply's payload.
+async fn serve_frame<X: App>(
+    raft: &GroupRaft<X>,
+    kind: RaftRpcKind,
+    payload: &[u8],
+    snapshot: Option<Vec<u8>>,
+) -> Result<Vec<u8>, tonic::Status> {
+    match kind {
+        RaftRpcKind::SnapshotInstall => {
+            let (_ids, vote, meta): ((u64, u64), VoteT<X>, SnapshotMetaT<X>) = req(payload)?;
+            let snapshot = openraft::storage::Snapshot {
+                meta,
+                snapshot: snapshot.unwrap_or_default(),
+            };
+            let r = raft
+                .install_full_snapshot(vote, snapshot)
+                .await
+                .map_err(|e| e.to_string());
+            encode(&r).map_err(|e| tonic::Status::internal(e.to_string()))
+        }
+        RaftRpcKind::AppendEntries
+        | RaftRpcKind::Vote
+        | RaftRpcKind::PreVote
+        | RaftRpcKind::TransferLeader => dispatch(raft, kind, payload)
+            .await
+            .map(|r| r.into_inner().payload),
+        _ => Err(tonic::Status::invalid_argument(
+            "this rpc kind is not sent on the raft stream",
+        )),
     }
 }

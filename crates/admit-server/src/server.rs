@@ -552,11 +552,24 @@ fn peer_guard(
                 "the peer port serves only nodes: the client certificate names no node",
             )
         })?;
-    if !ctx.routing.peer_allowed(id) {
-        return Err(tonic::Status::permission_denied(format!(
-            "node {id} is not a member of this cluster"
-        )));
-    }
+    let allowed = move |ctx: &Ctx| {
+        if ctx.routing.peer_allowed(id) {
+            Ok(())
+        } else {
+            Err(tonic::Status::permission_denied(format!(
+                "node {id} is not a member of this cluster"
+            )))
+        }
+    };
+    allowed(&*ctx)?;
+    // a long-lived Raft stream is checked again for every batch (issue 14)
+    let mut req = req;
+    let weak = Arc::downgrade(&ctx);
+    req.extensions_mut()
+        .insert(admit_raft::PeerCheck::new(move || match weak.upgrade() {
+            Some(ctx) => allowed(&*ctx),
+            None => Err(tonic::Status::unavailable("node stopping")),
+        }));
     Ok(req)
 }
 

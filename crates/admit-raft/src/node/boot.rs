@@ -54,7 +54,11 @@ impl<A: App> RaftNode<A> {
         check_node_info(&journal, &config).await?;
         let dir_identity = super::identity::load(&journal).await?;
 
-        let router = GrpcRouter::<A>::new(config.dialer.clone(), config.max_message());
+        let router = GrpcRouter::<A>::new(
+            config.dialer.clone(),
+            config.max_message(),
+            config.heartbeat,
+        );
         for (id, addr) in &config.peers {
             router
                 .set_addr(*id, addr)

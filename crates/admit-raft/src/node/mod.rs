@@ -117,6 +117,7 @@ impl<A: App> RaftNode<A> {
             meta: self.inner.meta.clone(),
             node: Arc::downgrade(&self.inner) as std::sync::Weak<dyn LocalNode>,
             isolated: self.inner.router.isolated(),
+            closed: self.inner.router.closed(),
         })
         .max_decoding_message_size(self.inner.config.max_message())
         .max_encoding_message_size(self.inner.config.max_message())
@@ -375,6 +376,12 @@ impl<A: App> RaftNode<A> {
             .unwrap_or_default()
     }
 
+    /// What this node sent on its node-pair Raft streams: `(batches,
+    /// frames)`; frames per batch is how much the streams gather.
+    pub fn stream_counters(&self) -> (u64, u64) {
+        self.inner.router.stream_counts()
+    }
+
     /// Group-commit counters of the journal.
     pub fn journal_counters(&self) -> JournalCounters {
         JournalCounters {
@@ -427,6 +434,9 @@ impl<A: App> RaftNode<A> {
         if handoff {
             self.handoff().await;
         }
+        // end the node-pair streams both ways, or the peer ports' graceful
+        // shutdowns (here and on the peers) would wait for them
+        self.inner.router.close();
         let server = self
             .inner
             .server

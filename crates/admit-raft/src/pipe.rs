@@ -1,0 +1,594 @@
+//! The node-pair stream: every Raft message from this node to one peer, of
+//! every group, travels on one long-lived bidirectional gRPC stream
+//! (`RaftTransport.Stream`), batched, instead of one HTTP/2 call each.
+//!
+//! * **Sending** ([`Pipes`]): one [`Pipe`] per peer node; callers queue a
+//!   frame with a fresh id and wait for the reply with that id. The pipe's
+//!   writer takes everything queued whenever the stream can take the next
+//!   batch, so batches grow while one is in flight. Heartbeats (openraft's
+//!   heartbeat worker's appends with no entries) wait up to half the
+//!   heartbeat interval for others, so the heartbeats of many groups to one
+//!   peer leave together; any other frame sends them at once. The wait is
+//!   safe for the lease: a leader counts its lease from when it sent the
+//!   heartbeat, a follower its election timeout from when it received it.
+//!   A broken stream fails the
+//!   frames waiting on it; the next frame opens a new one.
+//! * **Snapshots** leave in pieces ([`CHUNK`]) on the same stream, each
+//!   acknowledged, then an install frame; the receiver assembles them per
+//!   stream, so no message holds a whole snapshot.
+//! * **Receiving** ([`serve`]): every batch is checked as a whole (the
+//!   sender still a member: [`PeerCheck`]; the node not stopped or cut off:
+//!   [`Frames::gate`]), every frame on its own (cluster id, group:
+//!   [`Frames::handle`]); frames run concurrently and replies go back
+//!   batched the same way.
+//!
+//! A peer that does not serve `Stream` (an older build) is spoken to with
+//! one unary `Call` per message, as before ([`Pipes::legacy`]).
+//!
+//! Imports: tonic, the generated `admit.internal.raft` types, `store`'s
+//! postcard helpers. It knows nothing of openraft or of the groups: the
+//! network module above gives it bytes and a [`Frames`] handler.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
+
+use crate::pb::raft_transport_client::RaftTransportClient;
+use crate::pb::{RaftBatch, RaftFrame, RaftFrameReply, RaftReplyBatch, RaftRpcKind};
+use crate::store::decode;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Largest batch the writer forms (bytes of payload); a single larger
+/// frame still goes alone, up to the message limit.
+const BATCH_BYTES: usize = 4 << 20;
+/// Size of one snapshot piece.
+pub(crate) const CHUNK: usize = 1 << 20;
+/// Largest snapshot a stream assembles.
+const MAX_SNAPSHOT: u64 = 16 << 30;
+/// Room for a frame's own fields around its payload.
+const FRAME_OVERHEAD: usize = 64;
+
+/// Re-checks, for every batch on a long-lived peer stream, that the node
+/// that opened it may still speak to this one (a node removed from the
+/// membership loses its stream at its next batch, as it would lose its
+/// next unary call). The server's peer-port guard puts one into the
+/// request's extensions; without one (plain text) every batch passes.
+#[derive(Clone)]
+pub struct PeerCheck(Arc<dyn Fn() -> Result<(), Status> + Send + Sync>);
+
+impl PeerCheck {
+    /// A check run before each batch is served.
+    pub fn new(f: impl Fn() -> Result<(), Status> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for PeerCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerCheck")
+    }
+}
+
+type Reply = Result<Vec<u8>, Status>;
+
+/// One Raft message to send: its group and kind, the encoded request, and
+/// whether it is a heartbeat (which may wait for others).
+pub(crate) struct Message {
+    pub(crate) group: u32,
+    pub(crate) kind: RaftRpcKind,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) heartbeat: bool,
+}
+
+/// One frame waiting for the writer.
+struct Out {
+    frame: RaftFrame,
+    heartbeat: bool,
+}
+
+/// The stream to one peer.
+struct Pipe {
+    tx: mpsc::UnboundedSender<Out>,
+    /// Frames sent or queued, by id; `None` once the stream broke.
+    waiting: Mutex<Option<HashMap<u64, oneshot::Sender<Reply>>>>,
+}
+
+impl Pipe {
+    fn dead(&self) -> bool {
+        lock(&self.waiting).is_none()
+    }
+
+    /// Fails every waiting frame and refuses new ones.
+    fn kill(&self, why: &Status) {
+        let waiting = lock(&self.waiting).take();
+        for (_, tx) in waiting.into_iter().flatten() {
+            let _ = tx.send(Err(Status::new(why.code(), why.message().to_owned())));
+        }
+    }
+
+    fn answer(&self, r: RaftFrameReply) {
+        let tx = lock(&self.waiting).as_mut().and_then(|w| w.remove(&r.id));
+        if let Some(tx) = tx {
+            let _ = tx.send(if r.refused_code != 0 {
+                Err(Status::new(Code::from(r.refused_code), r.refused_message))
+            } else {
+                Ok(r.payload)
+            });
+        }
+    }
+}
+
+/// What the pipes of a node sent: batches, and the frames in them.
+#[derive(Debug, Default)]
+pub(crate) struct PipeStats {
+    pub(crate) batches: AtomicU64,
+    pub(crate) frames: AtomicU64,
+}
+
+/// The sending side: one pipe per peer node, shared by all groups.
+pub(crate) struct Pipes {
+    pipes: Mutex<HashMap<u64, Arc<Pipe>>>,
+    /// Peers that do not serve `Stream`: unary calls.
+    legacy: Arc<Mutex<HashSet<u64>>>,
+    next_id: AtomicU64,
+    /// How long heartbeats wait for company.
+    linger: Duration,
+    max_message: usize,
+    /// Set when the node stops: pipes close, incoming streams end.
+    closed: watch::Sender<bool>,
+    cluster: Arc<AtomicU64>,
+    pub(crate) stats: Arc<PipeStats>,
+}
+
+impl std::fmt::Debug for Pipes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipes").finish_non_exhaustive()
+    }
+}
+
+impl Pipes {
+    pub(crate) fn new(heartbeat: Duration, max_message: usize, cluster: Arc<AtomicU64>) -> Self {
+        Self {
+            pipes: Mutex::default(),
+            legacy: Arc::default(),
+            next_id: AtomicU64::new(1),
+            linger: heartbeat / 2,
+            max_message,
+            closed: watch::channel(false).0,
+            cluster,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Whether `node` is spoken to with unary calls.
+    pub(crate) fn legacy(&self, node: u64) -> bool {
+        lock(&self.legacy).contains(&node)
+    }
+
+    /// Forgets what is known of `node`'s stream (its address changed).
+    pub(crate) fn reset(&self, node: u64) {
+        lock(&self.legacy).remove(&node);
+        if let Some(p) = lock(&self.pipes).remove(&node) {
+            p.kill(&Status::unavailable("peer address changed"));
+        }
+    }
+
+    /// Closes every pipe and ends every incoming stream; later frames fail.
+    pub(crate) fn close(&self) {
+        self.closed.send_replace(true);
+        for (_, p) in lock(&self.pipes).drain() {
+            p.kill(&Status::unavailable("node stopping"));
+        }
+    }
+
+    /// The signal incoming streams end on.
+    pub(crate) fn closed(&self) -> watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
+    /// A fresh id for a snapshot sent in pieces.
+    pub(crate) fn snapshot_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends `msg` to `node` on its pipe (opened with `client` if needed)
+    /// and waits at most `ttl` for the reply's payload.
+    pub(crate) async fn send(
+        &self,
+        node: u64,
+        client: impl FnOnce() -> Option<RaftTransportClient<Channel>>,
+        msg: Message,
+        ttl: Duration,
+    ) -> Reply {
+        let Message {
+            group,
+            kind,
+            payload,
+            heartbeat,
+        } = msg;
+        if *self.closed.borrow() {
+            return Err(Status::unavailable("node stopping"));
+        }
+        if payload.len() + FRAME_OVERHEAD > self.max_message {
+            return Err(Status::resource_exhausted(format!(
+                "raft message of {} bytes is above the {} byte limit",
+                payload.len(),
+                self.max_message
+            )));
+        }
+        let pipe = self.pipe(node, client)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        match lock(&pipe.waiting).as_mut() {
+            Some(w) => w.insert(id, tx),
+            None => return Err(Status::unavailable(format!("stream to node {node} broke"))),
+        };
+        let frame = RaftFrame {
+            id,
+            group,
+            kind: kind as i32,
+            payload,
+        };
+        if pipe.tx.send(Out { frame, heartbeat }).is_err() {
+            pipe.kill(&Status::unavailable(format!(
+                "stream to node {node} closed"
+            )));
+        }
+        match tokio::time::timeout(ttl, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Status::unavailable(format!("stream to node {node} closed"))),
+            Err(_) => {
+                if let Some(w) = lock(&pipe.waiting).as_mut() {
+                    w.remove(&id);
+                }
+                Err(Status::deadline_exceeded(format!(
+                    "raft message to node {node} not answered within {ttl:?}"
+                )))
+            }
+        }
+    }
+
+    /// The live pipe to `node`, opening one if there is none.
+    fn pipe(
+        &self,
+        node: u64,
+        client: impl FnOnce() -> Option<RaftTransportClient<Channel>>,
+    ) -> Result<Arc<Pipe>, Status> {
+        let mut pipes = lock(&self.pipes);
+        if let Some(p) = pipes.get(&node).filter(|p| !p.dead()) {
+            return Ok(p.clone());
+        }
+        let client =
+            client().ok_or_else(|| Status::unavailable(format!("no address for node {node}")))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pipe = Arc::new(Pipe {
+            tx,
+            waiting: Mutex::new(Some(HashMap::new())),
+        });
+        pipes.insert(node, pipe.clone());
+        tokio::spawn(run(
+            Writer {
+                node,
+                pipe: pipe.clone(),
+                linger: self.linger,
+                closed: self.closed.subscribe(),
+                cluster: self.cluster.clone(),
+                stats: self.stats.clone(),
+            },
+            client,
+            rx,
+            self.legacy.clone(),
+        ));
+        Ok(pipe)
+    }
+}
+
+/// What a pipe's writer task holds.
+struct Writer {
+    node: u64,
+    pipe: Arc<Pipe>,
+    linger: Duration,
+    closed: watch::Receiver<bool>,
+    cluster: Arc<AtomicU64>,
+    stats: Arc<PipeStats>,
+}
+
+/// A pipe's life: open the stream, then form and send batches until the
+/// stream breaks or the node stops; replies are read by a task of their own.
+async fn run(
+    mut w: Writer,
+    mut client: RaftTransportClient<Channel>,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    legacy: Arc<Mutex<HashSet<u64>>>,
+) {
+    // capacity 1: while a batch waits for the stream, the next one grows
+    let (btx, brx) = mpsc::channel::<RaftBatch>(1);
+    let outbound =
+        futures_util::stream::unfold(
+            brx,
+            |mut brx| async move { brx.recv().await.map(|b| (b, brx)) },
+        );
+    let opened = tokio::select! {
+        r = client.stream(outbound) => r,
+        () = until_closed(&mut w.closed) => Err(Status::unavailable("node stopping")),
+    };
+    let inbound = match opened {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            if s.code() == Code::Unimplemented {
+                tracing::info!(node = w.node, "peer has no raft stream; using unary calls");
+                lock(&legacy).insert(w.node);
+            }
+            w.pipe.kill(&s);
+            return;
+        }
+    };
+    let reader = tokio::spawn(read(w.pipe.clone(), inbound));
+    let why = loop {
+        let first = tokio::select! {
+            m = rx.recv() => m,
+            () = until_closed(&mut w.closed) => None,
+        };
+        let Some(first) = first else {
+            break Status::unavailable("node stopping");
+        };
+        let mut bytes = first.frame.payload.len();
+        let mut only_heartbeats = first.heartbeat;
+        let mut frames = vec![first.frame];
+        if only_heartbeats && !w.linger.is_zero() {
+            let until = tokio::time::Instant::now() + w.linger;
+            while only_heartbeats {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => {
+                            only_heartbeats = m.heartbeat;
+                            bytes += m.frame.payload.len();
+                            frames.push(m.frame);
+                        }
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(until) => break,
+                }
+            }
+        }
+        while bytes < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(m) => {
+                    bytes += m.frame.payload.len();
+                    frames.push(m.frame);
+                }
+                Err(_) => break,
+            }
+        }
+        w.stats.batches.fetch_add(1, Ordering::Relaxed);
+        w.stats
+            .frames
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        let batch = RaftBatch {
+            frames,
+            cluster: w.cluster.load(Ordering::Acquire),
+        };
+        if btx.send(batch).await.is_err() || reader.is_finished() {
+            break Status::unavailable(format!("stream to node {} broke", w.node));
+        }
+    };
+    reader.abort();
+    w.pipe.kill(&why);
+}
+
+/// Returns once the node stops (or never, if the signal is gone).
+async fn until_closed(closed: &mut watch::Receiver<bool>) {
+    let stopped = closed.wait_for(|c| *c).await.is_ok();
+    if !stopped {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Hands each reply to the frame waiting for it.
+async fn read(pipe: Arc<Pipe>, mut inbound: Streaming<RaftReplyBatch>) {
+    let why = loop {
+        match inbound.message().await {
+            Ok(Some(b)) => b.replies.into_iter().for_each(|r| pipe.answer(r)),
+            Ok(None) => break Status::unavailable("peer ended the raft stream"),
+            Err(s) => break s,
+        }
+    };
+    pipe.kill(&why);
+}
+
+/// What the receiving side asks of the node.
+pub(crate) trait Frames: Send + Sync + 'static {
+    /// Whether any frame may be served now (the node runs and is not cut
+    /// off by the test switch).
+    fn gate(&self) -> Result<(), Status>;
+    /// Serves one frame of a batch stamped with `cluster`; a snapshot
+    /// install comes with the pieces assembled before it.
+    fn handle(
+        &self,
+        cluster: u64,
+        frame: RaftFrame,
+        snapshot: Option<Vec<u8>>,
+    ) -> Pin<Box<dyn Future<Output = Reply> + Send>>;
+}
+
+/// The reply stream of one incoming node-pair stream.
+pub type ReplyStream = Pin<Box<dyn Stream<Item = Result<RaftReplyBatch, Status>> + Send>>;
+
+/// Serves one incoming stream until the peer ends it or the node stops.
+pub(crate) fn serve(
+    inbound: Streaming<RaftBatch>,
+    check: Option<PeerCheck>,
+    closed: watch::Receiver<bool>,
+    frames: Arc<dyn Frames>,
+) -> ReplyStream {
+    let (tx, rx) = mpsc::unbounded_channel::<RaftFrameReply>();
+    tokio::spawn(receive(inbound, check, closed.clone(), frames, tx));
+    // each poll sends every reply ready by then, as one batch
+    Box::pin(futures_util::stream::unfold(
+        (rx, closed),
+        |(mut rx, mut closed)| async move {
+            let first = tokio::select! {
+                r = rx.recv() => r?,
+                () = until_closed(&mut closed) => return None,
+            };
+            let mut replies = vec![first];
+            while let Ok(r) = rx.try_recv() {
+                replies.push(r);
+            }
+            Some((Ok(RaftReplyBatch { replies }), (rx, closed)))
+        },
+    ))
+}
+
+fn refused(id: u64, s: &Status) -> RaftFrameReply {
+    RaftFrameReply {
+        id,
+        payload: Vec::new(),
+        refused_code: s.code() as i32,
+        refused_message: s.message().to_owned(),
+    }
+}
+
+/// Snapshot pieces of one stream, by (group, snapshot id).
+type Pieces = HashMap<(u32, u64), Vec<u8>>;
+
+async fn receive(
+    mut inbound: Streaming<RaftBatch>,
+    check: Option<PeerCheck>,
+    mut closed: watch::Receiver<bool>,
+    frames: Arc<dyn Frames>,
+    tx: mpsc::UnboundedSender<RaftFrameReply>,
+) {
+    let mut pieces = Pieces::new();
+    loop {
+        let batch = tokio::select! {
+            b = inbound.message() => b,
+            () = until_closed(&mut closed) => return,
+        };
+        let Ok(Some(batch)) = batch else { return };
+        let gate = frames
+            .gate()
+            .and_then(|()| check.as_ref().map_or(Ok(()), |c| (c.0)()));
+        if let Err(s) = gate {
+            for f in &batch.frames {
+                let _ = tx.send(refused(f.id, &s));
+            }
+            if s.code() == Code::PermissionDenied {
+                // no longer a member: end the stream
+                return;
+            }
+            continue;
+        }
+        for f in batch.frames {
+            let id = f.id;
+            let kind = RaftRpcKind::try_from(f.kind).unwrap_or(RaftRpcKind::Unspecified);
+            let snapshot = match kind {
+                // pieces are taken in order, here, not in their own tasks
+                RaftRpcKind::SnapshotChunk => {
+                    let r = piece(&mut pieces, f.group, &f.payload)
+                        .and_then(|()| encode_reply(&Ok::<(), String>(())));
+                    let _ = tx.send(reply(id, r));
+                    continue;
+                }
+                RaftRpcKind::SnapshotInstall => match assembled(&mut pieces, f.group, &f.payload) {
+                    Ok(data) => Some(data),
+                    Err(s) => {
+                        let _ = tx.send(refused(id, &s));
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            let fut = frames.handle(batch.cluster, f, snapshot);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(reply(id, fut.await));
+            });
+        }
+    }
+}
+
+fn reply(id: u64, r: Reply) -> RaftFrameReply {
+    match r {
+        Ok(payload) => RaftFrameReply {
+            id,
+            payload,
+            refused_code: 0,
+            refused_message: String::new(),
+        },
+        Err(s) => refused(id, &s),
+    }
+}
+
+fn encode_reply<T: serde::Serialize>(r: &T) -> Reply {
+    crate::store::encode(r).map_err(|e| Status::internal(e.to_string()))
+}
+
+/// Adds one piece `(snapshot id, offset, total, bytes)`; pieces must come
+/// in order.
+fn piece(pieces: &mut Pieces, group: u32, payload: &[u8]) -> Result<(), Status> {
+    let (id, offset, total, bytes): (u64, u64, u64, Vec<u8>) =
+        decode(payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if total > MAX_SNAPSHOT {
+        return Err(Status::resource_exhausted(format!(
+            "snapshot of {total} bytes is above {MAX_SNAPSHOT}"
+        )));
+    }
+    if offset == 0 {
+        // a new transfer of this group replaces any unfinished one
+        pieces.retain(|(g, _), _| *g != group);
+        pieces.insert((group, id), Vec::with_capacity(total as usize));
+    }
+    let buf = pieces.get_mut(&(group, id)).ok_or_else(|| {
+        Status::failed_precondition(format!("snapshot piece at {offset} of an unknown transfer"))
+    })?;
+    if buf.len() as u64 != offset || offset + bytes.len() as u64 > total {
+        pieces.remove(&(group, id));
+        return Err(Status::failed_precondition(format!(
+            "snapshot piece at {offset} out of order"
+        )));
+    }
+    buf.extend_from_slice(&bytes);
+    Ok(())
+}
+
+/// The snapshot assembled for an install frame `(vote, meta, id, total)`:
+/// only the last two fields are read here.
+fn assembled(pieces: &mut Pieces, group: u32, payload: &[u8]) -> Result<Vec<u8>, Status> {
+    let (id, total) = install_ids(payload)?;
+    let data = match pieces.remove(&(group, id)) {
+        Some(d) => d,
+        None if total == 0 => Vec::new(),
+        None => {
+            return Err(Status::failed_precondition(
+                "snapshot install without its pieces",
+            ))
+        }
+    };
+    if data.len() as u64 != total {
+        return Err(Status::failed_precondition(format!(
+            "snapshot of {total} bytes arrived with {}",
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
+/// The install frame carries `(id, total)` first, the openraft parts after
+/// (they are decoded by the handler, which knows their types).
+fn install_ids(payload: &[u8]) -> Result<(u64, u64), Status> {
+    let (ids, _rest): ((u64, u64), &[u8]) =
+        postcard::take_from_bytes(payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(ids)
+}

@@ -1,0 +1,286 @@
+//! The node-pair Raft stream (issue 14, item 2), on real loopback
+//! listeners: a snapshot larger than the message limit reaches a follower
+//! in pieces; the heartbeats of many groups leave in shared batches; the
+//! sender of a stream is checked again for every batch.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use admit_raft::pb::raft_transport_client::RaftTransportClient;
+use admit_raft::pb::{RaftBatch, RaftFrame, RaftReplyBatch, RaftRpcKind};
+use admit_raft::{NodeConfig, PeerCheck, RaftNode};
+use common::{config, Add, Counters};
+use tonic::Code;
+
+type Node = RaftNode<Counters>;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+async fn eventually(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {secs}s waiting for {what}");
+}
+
+/// Three nodes on loopback, each serving its own Raft port.
+struct Trio {
+    dirs: Vec<tempfile::TempDir>,
+    addrs: Vec<SocketAddr>,
+    nodes: Vec<Option<Node>>,
+    shards: u32,
+    tweak: fn(&mut NodeConfig),
+}
+
+impl Trio {
+    async fn start(shards: u32, tweak: fn(&mut NodeConfig)) -> Trio {
+        let mut t = Trio {
+            dirs: (0..3).map(|_| tempfile::tempdir().unwrap()).collect(),
+            addrs: (0..3).map(|_| free_addr()).collect(),
+            nodes: vec![None, None, None],
+            shards,
+            tweak,
+        };
+        for i in 0..3 {
+            t.up(i).await;
+        }
+        t
+    }
+
+    async fn up(&mut self, i: usize) {
+        let mut c = config(self.dirs[i].path(), self.shards);
+        c.node_id = i as u64 + 1;
+        c.advertise_addr = self.addrs[i].to_string();
+        c.listen_addr = Some(self.addrs[i]);
+        c.fsync = false;
+        c.peers = (0..3)
+            .map(|j| (j as u64 + 1, self.addrs[j].to_string()))
+            .collect();
+        c.write_timeout = Some(Duration::from_secs(3));
+        (self.tweak)(&mut c);
+        self.nodes[i] = Some(RaftNode::start(c, |_| Counters::default()).await.unwrap());
+    }
+
+    fn live(&self) -> Vec<Node> {
+        self.nodes.iter().flatten().cloned().collect()
+    }
+
+    fn leader(&self, shard: u32) -> Option<Node> {
+        self.live()
+            .into_iter()
+            .find(|n| n.leader(shard) == Some(n.node_id()) && n.is_leader_with_lease(shard))
+    }
+
+    async fn write(&self, shard: u32, key: String, id: u64) {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(20) {
+            if let Some(l) = self.leader(shard) {
+                let cmd = Add {
+                    key: key.clone(),
+                    id,
+                    by: 1,
+                };
+                if l.write(shard, cmd).await.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("write {id} to shard {shard} not acknowledged within 20 s");
+    }
+
+    async fn stop(&mut self) {
+        for n in self.nodes.iter_mut().filter_map(Option::take) {
+            n.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// Messages at most 128 KiB; snapshots after every 20 entries, no log
+/// kept behind them.
+fn small_messages(c: &mut NodeConfig) {
+    c.max_message_bytes = Some(128 * 1024);
+    c.snapshot_every = 20;
+    c.keep_logs_after_snapshot = 0;
+    c.purge_batch_size = 1;
+}
+
+/// A follower that was stopped while the leader purged its log catches up
+/// from a snapshot of about 600 KiB, more than four times the largest
+/// message the nodes take: it can only have come in pieces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_larger_than_a_message_arrives_in_pieces() {
+    let _serial = SERIAL.lock().await;
+    let mut t = Trio::start(1, small_messages).await;
+    eventually("a leader", 30, async || t.leader(0).is_some()).await;
+    let leader = t.leader(0).unwrap().node_id();
+    let follower = (0..3).find(|i| *i as u64 + 1 != leader).unwrap();
+    t.nodes[follower].take().unwrap().shutdown().await.unwrap();
+    // 300 counters with 2 KiB names: a snapshot of about 600 KiB
+    let pad = "x".repeat(2048);
+    for id in 0..300u64 {
+        t.write(0, format!("{id}{pad}"), id).await;
+    }
+    let snapshot = t.leader(0).unwrap();
+    let size = snapshot
+        .with_app(0, |a: &Counters| {
+            postcard::to_allocvec(&*a.state.lock().unwrap())
+                .unwrap()
+                .len()
+        })
+        .await
+        .unwrap();
+    assert!(size > 4 * 128 * 1024, "snapshot only {size} bytes");
+    eventually("the leader purged its log", 20, async || {
+        t.leader(0)
+            .and_then(|l| l.purged_index(0))
+            .is_some_and(|p| p > 100)
+    })
+    .await;
+    t.up(follower).await;
+    let f = t.nodes[follower].clone().unwrap();
+    eventually("the follower holds all 300 counters", 60, async || {
+        f.with_app(0, |a: &Counters| a.state.lock().unwrap().counters.len())
+            .await
+            .is_ok_and(|n| n == 300)
+    })
+    .await;
+    assert!(
+        f.purged_index(0).is_some_and(|p| p > 100),
+        "the follower did not install a snapshot"
+    );
+    eprintln!("snapshot of {size} bytes installed through pieces of the 128 KiB limit");
+    t.stop().await;
+}
+
+/// An idle cluster of 16 groups: each node's leaders heartbeat both
+/// followers 20 times a second, and those heartbeats leave in batches of
+/// several groups, not one message each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_of_many_groups_share_batches() {
+    let _serial = SERIAL.lock().await;
+    const S: u32 = 16;
+    let mut t = Trio::start(S, |_| {}).await;
+    // elected leaders are enough (heartbeats flow; no lease needed)
+    eventually("every shard has a leader", 120, async || {
+        (0..S).all(|s| t.live().iter().any(|n| n.leader(s) == Some(n.node_id())))
+    })
+    .await;
+    let counts = |t: &Trio| {
+        t.live().iter().fold((0, 0), |(b, f), n| {
+            let (nb, nf) = n.stream_counters();
+            (b + nb, f + nf)
+        })
+    };
+    let (b0, f0) = counts(&t);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (b1, f1) = counts(&t);
+    let (batches, frames) = (b1 - b0, f1 - f0);
+    eprintln!(
+        "idle for 2 s: {frames} frames in {batches} batches ({:.1} per batch)",
+        frames as f64 / batches.max(1) as f64
+    );
+    assert!(frames >= 100, "only {frames} frames: no heartbeats?");
+    assert!(
+        frames >= 2 * batches,
+        "{frames} frames in {batches} batches: heartbeats were not gathered"
+    );
+    t.stop().await;
+}
+
+/// One node serving its Raft service behind a guard that lets a stream
+/// open and then asks `allowed` again for every batch.
+async fn guarded(allowed: Arc<AtomicBool>) -> (Node, tempfile::TempDir, SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 2);
+    c.fsync = false;
+    let node = RaftNode::start(c, |_| Counters::default()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = tonic::service::interceptor::InterceptedService::new(
+        node.grpc_service(),
+        move |mut req: tonic::Request<()>| {
+            let allowed = allowed.clone();
+            req.extensions_mut().insert(PeerCheck::new(move || {
+                if allowed.load(Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err(tonic::Status::permission_denied("not a member any more"))
+                }
+            }));
+            Ok(req)
+        },
+    );
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(incoming),
+    );
+    (node, dir, addr)
+}
+
+fn vote(id: u64, cluster: u64) -> RaftBatch {
+    // an undecodable vote: it passes every check and fails in the group
+    RaftBatch {
+        frames: vec![RaftFrame {
+            id,
+            group: 0,
+            kind: RaftRpcKind::Vote as i32,
+            payload: vec![0xff; 3],
+        }],
+        cluster,
+    }
+}
+
+async fn next(replies: &mut tonic::Streaming<RaftReplyBatch>) -> Option<(u64, Code)> {
+    let b = tokio::time::timeout(Duration::from_secs(10), replies.message())
+        .await
+        .expect("no reply within 10 s");
+    let b = b.ok().flatten()?;
+    let r = &b.replies[0];
+    Some((r.id, Code::from(r.refused_code)))
+}
+
+/// Frames reach the group (and fail there on their payload) while the
+/// guard lets the sender in; once it says the sender is no longer a
+/// member, the next batch on the same stream is refused and the stream
+/// ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_batch_is_checked_against_the_membership() {
+    let _serial = SERIAL.lock().await;
+    let allowed = Arc::new(AtomicBool::new(true));
+    let (node, _dir, addr) = guarded(allowed.clone()).await;
+    let mut client = RaftTransportClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let mut replies = client.stream(outbound).await.unwrap().into_inner();
+
+    // this cluster (0: not known yet) passes, then the payload fails
+    tx.send(vote(1, 0)).await.unwrap();
+    assert_eq!(next(&mut replies).await, Some((1, Code::InvalidArgument)));
+    tx.send(vote(2, 0)).await.unwrap();
+    assert_eq!(next(&mut replies).await, Some((2, Code::InvalidArgument)));
+    // the sender left the membership: refused, and the stream ends
+    allowed.store(false, Ordering::SeqCst);
+    tx.send(vote(3, 0)).await.unwrap();
+    assert_eq!(next(&mut replies).await, Some((3, Code::PermissionDenied)));
+    assert_eq!(next(&mut replies).await, None, "the stream stayed open");
+    node.shutdown().await.unwrap();
+}
