@@ -109,11 +109,47 @@ async fn scrape_shows_limit_usage_headroom_quality_of_the_nearest_scopes() {
         assert_eq!(value(&page, "admit_scope_account_status", &st), None);
         let denied = [("decision", "denied"), ("reason", "LIMIT_REACHED")];
         assert!(value(&page, "admit_decisions_total", &denied).unwrap() >= 1.0);
+        assert_eq!(templates(&page, A), (Some(0.0), Some(0.0)));
+
+        // a paused and a disabled template deny every scope's sends: counted per scope
+        for (id, event) in [
+            ("t-promo", pb::TemplateStatusEvent::Paused),
+            ("t-old", pb::TemplateStatusEvent::Disabled),
+        ] {
+            let ev = pb::ApplyEventRequest {
+                event: Some(pb::apply_event_request::Event::TemplateStatus(
+                    pb::TemplateStatusChanged {
+                        template_id: id.into(),
+                        event: event as i32,
+                        pause_title: pb::PauseTitle::FirstPause as i32,
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            };
+            assert!(c.admin.apply_event(ev).await.unwrap().into_inner().applied);
+        }
+        let page = scrape(m).await;
+        for n in [A, B] {
+            assert_eq!(templates(&page, n), (Some(1.0), Some(1.0)), "{n}");
+        }
         srv.stop().await;
         // the endpoint stops with the node
         assert!(crate::http::get(m, "/metrics").await.is_err());
     })
     .await;
+}
+
+/// `admit_scope_templates` of number scope `n`: (paused, disabled).
+fn templates(page: &str, n: &str) -> (Option<f64>, Option<f64>) {
+    let t = |st| {
+        value(
+            page,
+            "admit_scope_templates",
+            &[("scope", n), ("kind", "number"), ("status", st)],
+        )
+    };
+    (t("PAUSED"), t("DISABLED"))
 }
 
 /// Names and units as Prometheus wants them, each family documented.

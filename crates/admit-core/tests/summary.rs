@@ -198,4 +198,19 @@ fn rollup_of_100k_scopes() {
         "rollup + 100 summaries of {SCOPES} scopes: median {:?}, min {:?}, max {:?} (5 runs)",
         times[2], times[0], times[4]
     );
+    // the way before the rollup, for comparison: every brief, a full sort
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let mut all = r.scope_briefs(T0);
+        all.sort_by(ScopeBrief::nearest_limit_first);
+        let ids: Vec<u32> = all.iter().take(100).map(|b| b.id).collect();
+        assert_eq!(r.scope_summaries(&ids, T0).len(), 100);
+        times.push(t.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "briefs + sort + 100 summaries (before): median {:?}, min {:?}, max {:?} (5 runs)",
+        times[2], times[0], times[4]
+    );
 }
