@@ -14,6 +14,9 @@ use crate::StartError;
 /// The default [`NodeConfig::write_timeout`].
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The default [`NodeConfig::quiesce_after`].
+pub const DEFAULT_QUIESCE_AFTER: Duration = Duration::from_millis(300);
+
 /// Configuration of a [`RaftNode`](crate::RaftNode).
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -101,6 +104,14 @@ pub struct NodeConfig {
     /// Largest Raft message accepted or sent (a full snapshot travels in
     /// one message, so this bounds snapshots too); `None`: 256 MiB.
     pub max_message_bytes: Option<usize>,
+
+    // --- quiescent groups (node/quiesce.rs) ---
+    /// A group this node leads with nothing to replicate for this long
+    /// stops ticking and heartbeating (quiesces) until its next proposal,
+    /// vote, peer message or lease check; its followers stop their election
+    /// timers while the leader's node keeps saying it is alive. `None`:
+    /// groups never quiesce.
+    pub quiesce_after: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -134,6 +145,7 @@ impl NodeConfig {
             api_addrs: BTreeMap::new(),
             dialer: None,
             max_message_bytes: None,
+            quiesce_after: Some(DEFAULT_QUIESCE_AFTER),
         }
     }
 

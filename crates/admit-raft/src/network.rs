@@ -306,6 +306,11 @@ pub(crate) trait LocalNode: Send + Sync + 'static {
     fn admit_message(&self, group: u32, cluster: u64) -> Result<(), tonic::Status>;
     /// What this node knows of the cluster and of node `asker`.
     fn identity(&self, asker: u64) -> Identity;
+    /// A node liveness message (`LIVENESS`; see `node/quiesce.rs`).
+    fn liveness(&self, payload: &[u8]) -> Result<(), String>;
+    /// A message for `group` was handled (or a metadata write arrived): a
+    /// quiesced group wakes.
+    fn stirred(&self, group: u32);
 }
 
 /// gRPC service that receives Raft RPCs for every group of this node.
@@ -351,9 +356,10 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
         match kind {
             RaftRpcKind::MetaWrite => {
                 let cmd: MetaCmd = req(&r.payload)?;
-                if self.node.upgrade().is_none() {
+                let Some(node) = self.node.upgrade() else {
                     return Err(tonic::Status::unavailable("node stopped"));
-                }
+                };
+                node.stirred(self.groups.len() as u32);
                 return reply::<MetaFwd>(Ok(meta_write_local(&self.meta, cmd).await));
             }
             RaftRpcKind::Status => {
@@ -371,20 +377,34 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
                     .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
                 return reply::<Identity>(Ok(node.identity(asker)));
             }
+            RaftRpcKind::Liveness => {
+                let node = self
+                    .node
+                    .upgrade()
+                    .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
+                node.admit_message(0, r.cluster)?;
+                return reply::<()>(node.liveness(&r.payload));
+            }
             _ => {}
         }
-        self.node
+        let node = self
+            .node
             .upgrade()
-            .ok_or_else(|| tonic::Status::unavailable("node stopped"))?
-            .admit_message(r.group, r.cluster)?;
-        if r.group as usize == self.groups.len() {
-            return dispatch(&self.meta, kind, &r.payload).await;
-        }
-        let raft = self
-            .groups
-            .get(r.group as usize)
-            .ok_or_else(|| tonic::Status::not_found(format!("no raft group {}", r.group)))?;
-        dispatch(raft, kind, &r.payload).await
+            .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
+        node.admit_message(r.group, r.cluster)?;
+        let out = if r.group as usize == self.groups.len() {
+            dispatch(&self.meta, kind, &r.payload).await
+        } else {
+            let raft = self
+                .groups
+                .get(r.group as usize)
+                .ok_or_else(|| tonic::Status::not_found(format!("no raft group {}", r.group)))?;
+            dispatch(raft, kind, &r.payload).await
+        };
+        // after the message is handled: a quiesced follower's election
+        // timer then starts from this contact with its leader
+        node.stirred(r.group);
+        out
     }
 }
 
@@ -430,7 +450,8 @@ async fn dispatch<X: App>(
             RaftRpcKind::Unspecified
             | RaftRpcKind::MetaWrite
             | RaftRpcKind::Status
-            | RaftRpcKind::Identity => Err(tonic::Status::invalid_argument("unexpected rpc kind")),
+            | RaftRpcKind::Identity
+            | RaftRpcKind::Liveness => Err(tonic::Status::invalid_argument("unexpected rpc kind")),
         }
     }
 }

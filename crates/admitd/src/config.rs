@@ -34,6 +34,9 @@ pub struct FileConfig {
     pub election_timeout_ms: Option<[u64; 2]>,
     pub reconcile_interval_ms: Option<u64>,
     pub handoff_timeout_ms: Option<u64>,
+    // --- quiescent groups (issue 14) ---
+    /// An idle shard stops heartbeating after this many ms; 0: never.
+    pub quiesce_after_ms: Option<u64>,
 
     // --- metrics and logs (docs/metrics.md) ---
     /// `host:port` of `/metrics`, or `"off"`.
@@ -348,6 +351,10 @@ pub fn resolve(file: FileConfig, flags: &Flags) -> Result<ServerConfig, String> 
     }
     if let Some(ms) = file.handoff_timeout_ms {
         c.handoff_timeout = Duration::from_millis(ms);
+    }
+    // ---- quiescent groups ----
+    if let Some(ms) = file.quiesce_after_ms {
+        c.quiesce_after = (ms > 0).then_some(Duration::from_millis(ms));
     }
     // ---- metrics and logs ----
     let metrics = flags
