@@ -14,7 +14,8 @@ use crate::StartError;
 /// The default [`NodeConfig::write_timeout`].
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The default [`NodeConfig::quiesce_after`].
+/// The suggested [`NodeConfig::quiesce_after`] (the field's default is
+/// `None`: quiescence is opt-in for now).
 pub const DEFAULT_QUIESCE_AFTER: Duration = Duration::from_millis(300);
 
 /// Configuration of a [`RaftNode`](crate::RaftNode).
@@ -145,7 +146,9 @@ impl NodeConfig {
             api_addrs: BTreeMap::new(),
             dialer: None,
             max_message_bytes: None,
-            quiesce_after: Some(DEFAULT_QUIESCE_AFTER),
+            // off by default until the cluster suites pass with it (see
+            // the module docs of node/quiesce.rs)
+            quiesce_after: None,
         }
     }
 

@@ -35,7 +35,8 @@ pub struct FileConfig {
     pub reconcile_interval_ms: Option<u64>,
     pub handoff_timeout_ms: Option<u64>,
     // --- quiescent groups (issue 14) ---
-    /// An idle shard stops heartbeating after this many ms; 0: never.
+    /// An idle shard stops heartbeating after this many ms (300 is the
+    /// suggested value); 0 or absent: never (the default for now).
     pub quiesce_after_ms: Option<u64>,
 
     // --- metrics and logs (docs/metrics.md) ---

@@ -40,6 +40,10 @@
 //! acknowledgement. The safety argument of `lib.rs` ("Why lease reads are
 //! safe") is thus unchanged: quiescence only stops renewing the lease.
 //!
+//! Off unless [`NodeConfig::quiesce_after`](crate::NodeConfig::quiesce_after)
+//! is set: with it on by default, most of `tests/cluster.rs` timed out
+//! waiting for leaders with a lease, not yet diagnosed (docs/design.md).
+//!
 //! May import: the node's facade (`super`), openraft's metrics and runtime
 //! switches, the router (to send liveness) and the store's codec.
 
