@@ -280,13 +280,27 @@
 //! ([`NodeConfig::write_timeout`] bounds the wait), and its uncommitted entries
 //! are truncated when it rejoins.
 //!
+//! ### Quiescent groups
+//!
+//! A group with nothing to replicate for [`NodeConfig::quiesce_after`]
+//! stops its openraft ticker on the leader (no heartbeats, no timers) and,
+//! once the leader's node lists it in its per-tick liveness message, on the
+//! followers (no election timer). It wakes on a proposal, any message for
+//! it, a lease check, a membership step or shutdown; a follower also wakes
+//! when the leader's node stops listing it for an election timeout, and
+//! then elects as usual. The lease is *not* kept alive by liveness: a
+//! quiesced leader's `is_leader_with_lease` goes false half a lease after
+//! its last quorum acknowledgement, like a cut-off leader's, and a lease
+//! check wakes the group (see `docs/design.md`, "Quiescent groups and the
+//! fast path", and the module docs of `node/quiesce.rs`).
+//!
 //! ### Limits
 //!
 //! Forwarding client writes to the leader is left to the server
 //! ([`WriteError::ForwardToLeader`] carries the leader's address). Snapshots
 //! are sent whole in one RPC (fine for MB-sized states, not for GB).
-//! Heartbeats are per group (64 groups × followers), not coalesced per node
-//! pair. A crashed node stays `Active` (its groups run on the remaining
+//! Heartbeats of active groups are per group (64 groups × followers), not
+//! coalesced per node pair; idle groups quiesce (below). A crashed node stays `Active` (its groups run on the remaining
 //! majority) until an operator calls `remove_node`. There is no automatic
 //! failure detector that re-replicates. All groups may move at once when a
 //! node joins: no rate limit on concurrent snapshot transfers.
@@ -328,7 +342,9 @@ pub use admit_proto::internal::raft as pb;
 
 pub use cluster::{acting_for, ClusterNode, NodeState, ReplicaInfo, ShardInfo};
 pub use codec::{decode_log_entry, encode_log_entry};
-pub use config::{NodeConfig, DEFAULT_PROPOSAL_QUEUE, DEFAULT_WRITE_TIMEOUT};
+pub use config::{
+    NodeConfig, DEFAULT_PROPOSAL_QUEUE, DEFAULT_QUIESCE_AFTER, DEFAULT_WRITE_TIMEOUT,
+};
 pub use network::{Dialer, RaftGrpcService};
 pub use node::{JournalCounters, RaftNode, Registration};
 pub use pipe::PeerCheck;

@@ -435,6 +435,11 @@ pub(crate) trait LocalNode: Send + Sync + 'static {
     fn admit_message(&self, group: u32, cluster: u64) -> Result<(), tonic::Status>;
     /// What this node knows of the cluster and of node `asker`.
     fn identity(&self, asker: u64) -> Identity;
+    /// A node liveness message (`LIVENESS`; see `node/quiesce.rs`).
+    fn liveness(&self, payload: &[u8]) -> Result<(), String>;
+    /// A message for `group` was handled (or a metadata write arrived): a
+    /// quiesced group wakes.
+    fn stirred(&self, group: u32);
 }
 
 /// gRPC service that receives Raft RPCs for every group of this node.
@@ -508,9 +513,10 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
         match kind {
             RaftRpcKind::MetaWrite => {
                 let cmd: MetaCmd = req(&r.payload)?;
-                if self.node.upgrade().is_none() {
+                let Some(node) = self.node.upgrade() else {
                     return Err(tonic::Status::unavailable("node stopped"));
-                }
+                };
+                node.stirred(self.groups.len() as u32);
                 return reply::<MetaFwd>(Ok(meta_write_local(&self.meta, cmd).await));
             }
             RaftRpcKind::Status => {
@@ -528,20 +534,34 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
                     .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
                 return reply::<Identity>(Ok(node.identity(asker)));
             }
+            RaftRpcKind::Liveness => {
+                let node = self
+                    .node
+                    .upgrade()
+                    .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
+                node.admit_message(0, r.cluster)?;
+                return reply::<()>(node.liveness(&r.payload));
+            }
             _ => {}
         }
-        self.node
+        let node = self
+            .node
             .upgrade()
-            .ok_or_else(|| tonic::Status::unavailable("node stopped"))?
-            .admit_message(r.group, r.cluster)?;
-        if r.group as usize == self.groups.len() {
-            return dispatch(&self.meta, kind, &r.payload).await;
-        }
-        let raft = self
-            .groups
-            .get(r.group as usize)
-            .ok_or_else(|| tonic::Status::not_found(format!("no raft group {}", r.group)))?;
-        dispatch(raft, kind, &r.payload).await
+            .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
+        node.admit_message(r.group, r.cluster)?;
+        let out = if r.group as usize == self.groups.len() {
+            dispatch(&self.meta, kind, &r.payload).await
+        } else {
+            let raft = self
+                .groups
+                .get(r.group as usize)
+                .ok_or_else(|| tonic::Status::not_found(format!("no raft group {}", r.group)))?;
+            dispatch(raft, kind, &r.payload).await
+        };
+        // after the message is handled: a quiesced follower's election
+        // timer then starts from this contact with its leader
+        node.stirred(r.group);
+        out
     }
 }
 
@@ -589,9 +609,8 @@ async fn dispatch<X: App>(
             | RaftRpcKind::Status
             | RaftRpcKind::Identity
             | RaftRpcKind::SnapshotChunk
-            | RaftRpcKind::SnapshotInstall => {
-                Err(tonic::Status::invalid_argument("unexpected rpc kind"))
-            }
+            | RaftRpcKind::SnapshotInstall
+            | RaftRpcKind::Liveness => Err(tonic::Status::invalid_argument("unexpected rpc kind")),
         }
     }
 }
@@ -626,16 +645,22 @@ impl<A: App> Frames for StreamFrames<A> {
         Box::pin(async move {
             let kind = RaftRpcKind::try_from(frame.kind)
                 .map_err(|_| tonic::Status::invalid_argument("unknown raft rpc kind"))?;
-            node.upgrade()
-                .ok_or_else(|| tonic::Status::unavailable("node stopped"))?
-                .admit_message(frame.group, cluster)?;
-            if frame.group as usize == groups.len() {
-                return serve_frame(&meta, kind, &frame.payload, snapshot).await;
-            }
-            let raft = groups.get(frame.group as usize).ok_or_else(|| {
-                tonic::Status::not_found(format!("no raft group {}", frame.group))
-            })?;
-            serve_frame(raft, kind, &frame.payload, snapshot).await
+            let node = node
+                .upgrade()
+                .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
+            node.admit_message(frame.group, cluster)?;
+            let out = if frame.group as usize == groups.len() {
+                serve_frame(&meta, kind, &frame.payload, snapshot).await
+            } else {
+                let raft = groups.get(frame.group as usize).ok_or_else(|| {
+                    tonic::Status::not_found(format!("no raft group {}", frame.group))
+                })?;
+                serve_frame(raft, kind, &frame.payload, snapshot).await
+            };
+            // as on the unary path: a quiesced follower's election timer
+            // starts from this contact with its leader (node/quiesce.rs)
+            node.stirred(frame.group);
+            out
         })
     }
 }

@@ -7,25 +7,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use admit_raft::{RaftNode, ReadError, WriteError};
-use common::{config, Add, Counters};
+use common::{config, count, Add, Counters};
 
 fn free_addr() -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
-}
-
-async fn count(node: &RaftNode<Counters>, shard: u32, key: &str) -> usize {
-    let key = key.to_string();
-    node.with_app(shard, move |a: &Counters| {
-        a.state
-            .lock()
-            .unwrap()
-            .counters
-            .get(&key)
-            .map_or(0, |c| c.1.len())
-    })
-    .await
-    .unwrap()
 }
 
 async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {

@@ -79,6 +79,10 @@ pub struct ServerConfig {
     pub reconcile_interval: Duration,
     /// How long shutdown waits for led shards to hand leadership over.
     pub handoff_timeout: Duration,
+    // --- quiescent groups (issue 14) ---
+    /// An idle shard group stops heartbeating after this long (admit-raft's
+    /// `NodeConfig::quiesce_after`); `None` (the default): never.
+    pub quiesce_after: Option<Duration>,
 
     // --- metrics (docs/metrics.md) ---
     /// Where `/metrics` is served over HTTP; `None`: not served.
@@ -135,6 +139,7 @@ impl ServerConfig {
             join: None,
             reconcile_interval: Duration::from_secs(1),
             handoff_timeout: Duration::from_secs(3),
+            quiesce_after: None,
             // off unless asked for: many test nodes share one machine
             metrics_listen: None,
             metrics_top_scopes: crate::scrape::DEFAULT_TOP_SCOPES,
@@ -270,6 +275,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     nc.bootstrap = cfg.bootstrap && cfg.join.is_none();
     nc.reconcile_interval = cfg.reconcile_interval;
     nc.handoff_timeout = cfg.handoff_timeout;
+    nc.quiesce_after = cfg.quiesce_after;
     if cfg.clustered() {
         // an isolated leader must not hold a request forever; the request's
         // own deadline is usually shorter

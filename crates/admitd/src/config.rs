@@ -38,6 +38,10 @@ pub struct FileConfig {
     /// How far this node's clock may run ahead of the others' (ms) before
     /// it stamps no command; default 500.
     pub max_clock_offset_ms: Option<u64>,
+    // --- quiescent groups (issue 14) ---
+    /// An idle shard stops heartbeating after this many ms (300 is the
+    /// suggested value); 0 or absent: never (the default for now).
+    pub quiesce_after_ms: Option<u64>,
 
     // --- metrics and logs (docs/metrics.md) ---
     /// `host:port` of `/metrics`, or `"off"`.
@@ -359,6 +363,10 @@ pub fn resolve(file: FileConfig, flags: &Flags) -> Result<ServerConfig, String> 
             return Err(bad("max_clock_offset_ms", "must be above 0"));
         }
         c.max_clock_offset = Duration::from_millis(ms);
+    }
+    // ---- quiescent groups ----
+    if let Some(ms) = file.quiesce_after_ms {
+        c.quiesce_after = (ms > 0).then_some(Duration::from_millis(ms));
     }
     // ---- metrics and logs ----
     let metrics = flags

@@ -185,6 +185,8 @@ impl<A: App> RaftNode<A> {
                     super::identity::Gate::default()
                 },
                 incarnation: dir_identity.incarnation,
+                quiet: super::quiesce::Quiet::new(shard_count + 1, config.quiesce_after),
+                quiescer: Mutex::new(None),
                 config,
             }),
         };
@@ -202,6 +204,7 @@ impl<A: App> RaftNode<A> {
             return Err(e);
         }
         node.spawn_reconciler();
+        node.spawn_quiescer();
         Ok(node)
     }
 

@@ -54,6 +54,13 @@ impl Fences {
         }
     }
 
+    /// Whether a fence of group `g` is up (a transfer may be under way).
+    pub(super) fn raised(&self, g: usize) -> bool {
+        self.groups
+            .get(g)
+            .is_some_and(|f| f.since_ns.load(Ordering::Acquire) != 0)
+    }
+
     /// Whether group `g`, led here in `term`, may answer from its lease.
     /// `acked_ago`: how long ago the heartbeat the quorum last acknowledged
     /// was sent.

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::Instant as _;
-use openraft::ServerState;
+use openraft::{RaftMetrics, ServerState};
 
 use super::RaftNode;
 use crate::sm::GroupRaft;
+use crate::types::C;
 use crate::{AdminError, App};
 
 impl<A: App> RaftNode<A> {
@@ -58,8 +59,41 @@ async fn handoff_group<X: App>(
     timeout: Duration,
     fence: impl FnOnce(),
 ) -> Option<bool> {
+    let leads =
+        |m: &RaftMetrics<C<X>>| m.state == ServerState::Leader && m.current_leader == Some(me);
+    {
+        let m = raft.metrics();
+        let m = m.borrow_watched();
+        if !leads(&m)
+            || m.membership_config
+                .membership()
+                .voter_ids()
+                .all(|n| n == me)
+        {
+            return None;
+        }
+    }
+    // A group that was quiesced was woken just before (a heartbeat is on
+    // its way): give the voters a lease to acknowledge it.
+    let fresh_voter = |m: &RaftMetrics<C<X>>| {
+        let hb = m.heartbeat.clone().unwrap_or_default();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .filter(|n| *n != me)
+            .any(|n| {
+                hb.get(&n)
+                    .cloned()
+                    .flatten()
+                    .is_some_and(|t| t.into_inner().elapsed() < lease)
+            })
+    };
+    let _ = raft
+        .wait(Some(lease))
+        .metrics(|m| !leads(m) || fresh_voter(m), "a voter acknowledged")
+        .await;
     let m = raft.metrics().borrow_watched().clone();
-    if m.state != ServerState::Leader || m.current_leader != Some(me) {
+    if !leads(&m) {
         return None;
     }
     let repl = m.replication.clone().unwrap_or_default();

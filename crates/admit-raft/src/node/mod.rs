@@ -10,13 +10,15 @@
 //! * `infos`: views of the groups and of the registry;
 //! * `handoff`: leadership transfers, and the hand-off before shutdown;
 //! * `identity`: cluster id, data dir incarnation, admission of a new dir;
-//! * `fence`: no lease-based answer while this node hands a group over.
+//! * `fence`: no lease-based answer while this node hands a group over;
+//! * `quiesce`: idle groups stop ticking and heartbeating.
 
 mod boot;
 mod fence;
 mod handoff;
 mod identity;
 mod infos;
+mod quiesce;
 mod reconcile;
 mod registry;
 
@@ -72,6 +74,9 @@ pub(crate) struct Inner<A: App> {
     gate: identity::Gate,
     /// Incarnation of this node's data dir.
     incarnation: u64,
+    /// Quiescent groups (see `quiesce`).
+    quiet: quiesce::Quiet,
+    quiescer: Mutex<Option<ServerHandle>>,
 }
 
 pub use identity::Registration;
@@ -178,6 +183,7 @@ impl<A: App> RaftNode<A> {
             .proposers
             .get(shard as usize)
             .ok_or(WriteError::NoSuchShard(shard))?;
+        self.inner.stir(shard as usize);
         p.propose(cmds, self.inner.config.write_timeout).await
     }
 
@@ -187,10 +193,18 @@ impl<A: App> RaftNode<A> {
     /// App has applied every entry committed before the call.
     ///
     /// Uses openraft's lease read: no network round trip while the lease is
-    /// fresh (heartbeats keep it so); otherwise waits for a heartbeat quorum.
+    /// fresh (heartbeats keep it so); otherwise (a quiesced group, say)
+    /// waits for a heartbeat quorum (read index).
     pub async fn ensure_linearizable(&self, shard: u32) -> Result<(), ReadError> {
         let raft = self.group(shard).ok_or(ReadError::NoSuchShard(shard))?;
-        match raft.ensure_linearizable(ReadPolicy::LeaseRead).await {
+        self.inner.stir(shard as usize);
+        let r = match raft.ensure_linearizable(ReadPolicy::LeaseRead).await {
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
+                raft.ensure_linearizable(ReadPolicy::ReadIndex).await
+            }
+            r => r,
+        };
+        match r {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 Err(ReadError::ForwardToLeader {
@@ -220,6 +234,9 @@ impl<A: App> RaftNode<A> {
         if m.state != ServerState::Leader || m.current_leader != Some(self.node_id()) {
             return false;
         }
+        // A lease check is activity: a quiesced group wakes to renew its
+        // lease (the answer below is from the acknowledgements so far).
+        self.inner.stir(shard as usize);
         // Everything committed must be applied. The state machine's own
         // index is used, not the metrics' `last_applied`: the metrics follow
         // an apply by a moment, and under a steady write load they would
@@ -272,6 +289,7 @@ impl<A: App> RaftNode<A> {
     /// Raise the transfer fence of group `gid` (a shard; the metadata group
     /// has none) before asking openraft to transfer its leadership.
     pub(super) fn fence_transfer(&self, gid: u32) {
+        self.inner.stir(gid as usize);
         if let Some(raft) = self.group(gid) {
             let term = raft.metrics().borrow_watched().current_term;
             self.inner.fences.raise(gid as usize, term);
@@ -421,6 +439,7 @@ impl<A: App> RaftNode<A> {
     }
 
     async fn stop(&self, handoff: bool) -> Result<(), std::io::Error> {
+        self.stop_quiescer().await;
         let rec = self
             .inner
             .reconciler
@@ -482,5 +501,13 @@ impl<A: App> LocalNode for Inner<A> {
 
     fn identity(&self, asker: u64) -> crate::cluster::Identity {
         self.identity_for(asker)
+    }
+
+    fn liveness(&self, payload: &[u8]) -> Result<(), String> {
+        self.on_liveness(payload)
+    }
+
+    fn stirred(&self, group: u32) {
+        self.stir(group as usize);
     }
 }

@@ -64,6 +64,7 @@ impl<A: App> RaftNode<A> {
         let replicas = self.inner.config.replicas;
         if self.inner.meta.metrics().borrow_watched().current_leader == Some(me) {
             if !reg.seeded {
+                self.inner.stir(self.shards() as usize);
                 let peers = if self.inner.config.peers.is_empty() {
                     BTreeMap::from([(me, self.inner.config.advertise_addr.clone())])
                 } else {
@@ -89,6 +90,7 @@ impl<A: App> RaftNode<A> {
             self.reconcile_group(&self.inner.meta, gid, facts).await;
             for x in reg.with_state(NodeState::Leaving) {
                 if self.holds_no_replica(x, &reg).await {
+                    self.inner.stir(self.shards() as usize);
                     let r =
                         meta_write_local(&self.inner.meta, MetaCmd::MarkRemoved { id: x }).await;
                     tracing::info!(node = x, outcome = ?r, "leaving node holds no replica: removed");
@@ -134,6 +136,10 @@ impl<A: App> RaftNode<A> {
         facts: Facts,
     ) -> Decision {
         let decision = decide(&facts);
+        if decision != Decision::Idle {
+            // a quiesced group wakes for the step (and its acknowledgements)
+            self.inner.stir(gid as usize);
+        }
         if let Decision::Act(cmds) = &decision {
             for cmd in cmds {
                 self.carry_out(raft, gid, cmd.clone()).await;
@@ -164,13 +170,22 @@ impl<A: App> RaftNode<A> {
             .flatten()
             .filter_map(|(n, l)| l.as_ref().map(|l| (*n, l.index)))
             .collect();
-        let fresh = m
+        let mut fresh: BTreeSet<u64> = m
             .heartbeat
             .iter()
             .flatten()
             .filter(|(_, t)| t.is_some_and(|t| t.into_inner().elapsed() < lease))
             .map(|(n, _)| *n)
             .collect();
+        if self.inner.quiet.leads_quiesced(gid as usize) {
+            // no heartbeats while quiesced: a member whose node said it is
+            // alive within the lease counts (a step wakes the group first)
+            fresh.extend(
+                mem.voter_ids()
+                    .chain(mem.learner_ids())
+                    .filter(|n| self.inner.quiet.heard_within(*n, lease)),
+            );
+        }
         let addrs = desired
             .iter()
             .chain(want_learners)

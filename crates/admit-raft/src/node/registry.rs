@@ -47,6 +47,7 @@ impl<A: App> RaftNode<A> {
 
     pub(super) async fn meta_write(&self, cmd: MetaCmd) -> Result<(), AdminError> {
         let cmd = crate::cluster::attributed(cmd);
+        self.inner.stir(self.shards() as usize);
         let deadline = Instant::now() + Duration::from_secs(15);
         let me = self.node_id();
         let mut hint: Option<(u64, String)> = None;

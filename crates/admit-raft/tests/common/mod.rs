@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use admit_raft::{App, NodeConfig};
+use admit_raft::{App, NodeConfig, RaftNode};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +63,21 @@ impl App for Counters {
         *self.state.lock().unwrap() = s;
         Ok(())
     }
+}
+
+/// How many commands with `key` the App of `shard` on `node` applied.
+pub async fn count(node: &RaftNode<Counters>, shard: u32, key: &str) -> usize {
+    let key = key.to_string();
+    node.with_app(shard, move |a: &Counters| {
+        a.state
+            .lock()
+            .unwrap()
+            .counters
+            .get(&key)
+            .map_or(0, |c| c.1.len())
+    })
+    .await
+    .unwrap()
 }
 
 pub fn config(dir: &std::path::Path, shards: u32) -> NodeConfig {

@@ -1,0 +1,533 @@
+//! Quiescent groups: a group with nothing to replicate stops costing CPU.
+//!
+//! An idle group otherwise keeps its openraft ticker (a wake-up every fifth
+//! of a heartbeat) and its heartbeats (one RPC per follower per heartbeat)
+//! running; with 64 groups on three nodes that is most of an idle node's
+//! CPU. Here:
+//!
+//! * **The leader quiesces** a group when the log is settled (last log =
+//!   committed = applied, membership committed and not joint, every replica
+//!   matched the last entry, no transfer fence raised), nothing touched it
+//!   (proposal, lease check, peer message) for [`NodeConfig::quiesce_after`],
+//!   and every replica acknowledged a heartbeat sent after the last change
+//!   (so each knows the commit index). It then turns the group's ticker off:
+//!   no heartbeats, no timers.
+//! * **Node liveness**: every tick (the heartbeat interval) each node sends
+//!   one [`Liveness`] message to every other member of its groups, listing
+//!   the groups it leads quiesced, with their terms. This is the only
+//!   traffic of an idle cluster: one message per node pair per tick.
+//! * **A follower quiesces** (ticker off, so no election timer) when the
+//!   leader it follows, in the term it knows, lists the group. It wakes
+//!   (ticker on) on any message for the group, or when that leader has not
+//!   listed the group for a jittered election timeout: then the leader's
+//!   node is silent (dead, cut off) or no longer leads it quiesced, and the
+//!   follower's election timer, long expired, starts an election (pre-vote
+//!   first) at its next tick. Failover therefore takes about what it takes
+//!   for an active group.
+//! * **The leader wakes** (ticker on, one heartbeat at once) on a proposal,
+//!   any message for the group, a lease check
+//!   ([`RaftNode::is_leader_with_lease`] / `ensure_linearizable`), a
+//!   membership step, a transfer or shutdown.
+//!
+//! **The lease is not kept alive by liveness.** A quiesced leader's last
+//! quorum acknowledgement ages like any other; `is_leader_with_lease` goes
+//! false half a lease after it, exactly as for a leader cut off, and the
+//! fast path then sends the request through the log (a proposal, which
+//! wakes the group) until a heartbeat round renews the lease. Liveness
+//! proves only that the leader's node runs, not that a quorum still follows
+//! it in this term (a follower grants votes once its own lease of the
+//! leader ran out, quiesced or not), so it may not stand in for a quorum
+//! acknowledgement. The safety argument of `lib.rs` ("Why lease reads are
+//! safe") is thus unchanged: quiescence only stops renewing the lease.
+//!
+//! Off unless [`NodeConfig::quiesce_after`](crate::NodeConfig::quiesce_after)
+//! is set: with it on by default, most of `tests/cluster.rs` timed out
+//! waiting for leaders with a lease, not yet diagnosed (docs/design.md).
+//!
+//! May import: the node's facade (`super`), openraft's metrics and runtime
+//! switches, the router (to send liveness) and the store's codec.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::Instant as _;
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+
+use super::{Inner, RaftNode, ServerHandle};
+use crate::pb::RaftRpcKind;
+use crate::sm::GroupRaft;
+use crate::store::decode;
+use crate::App;
+
+const ACTIVE: u8 = 0;
+/// Quiesced, led here.
+const LEADING: u8 = 1;
+/// Quiesced, following another node.
+const FOLLOWING: u8 = 2;
+
+/// Quiescence of one group.
+#[derive(Debug, Default)]
+struct Slot {
+    state: AtomicU8,
+    /// Something asked for the group since the loop last looked.
+    touched: AtomicBool,
+    /// The term in which it quiesced.
+    term: AtomicU64,
+    /// Following: the leader it follows.
+    leader: AtomicU64,
+    /// Following: when that leader last listed the group (ns since epoch).
+    confirmed_ns: AtomicU64,
+    /// Serializes the state changes (never held on the fast path).
+    lock: Mutex<()>,
+}
+
+/// Every group's quiescence, and what was heard from the other nodes.
+#[derive(Debug)]
+pub(super) struct Quiet {
+    after: Option<Duration>,
+    epoch: Instant,
+    /// The shards, then the metadata group.
+    slots: Vec<Slot>,
+    /// Node id -> when its last liveness message arrived (ns since epoch).
+    heard: Mutex<HashMap<u64, u64>>,
+}
+
+/// One node's liveness message to another, once per tick.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Liveness {
+    from: u64,
+    /// (group, term) of every group the sender leads quiesced.
+    quiesced: Vec<(u32, u64)>,
+}
+
+impl Quiet {
+    /// `groups`: the shards and the metadata group.
+    pub(super) fn new(groups: usize, after: Option<Duration>) -> Self {
+        Self {
+            after,
+            epoch: Instant::now(),
+            slots: (0..groups).map(|_| Slot::default()).collect(),
+            heard: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        (self.epoch.elapsed().as_nanos() as u64).max(1)
+    }
+
+    /// Whether group `g` is quiesced here (led or followed).
+    pub(super) fn is_quiesced(&self, g: usize) -> bool {
+        self.slots
+            .get(g)
+            .is_some_and(|s| s.state.load(Ordering::Acquire) != ACTIVE)
+    }
+
+    /// Whether group `g` is quiesced and led here.
+    pub(super) fn leads_quiesced(&self, g: usize) -> bool {
+        self.slots
+            .get(g)
+            .is_some_and(|s| s.state.load(Ordering::Acquire) == LEADING)
+    }
+
+    /// Whether `node` sent a liveness message within `within`.
+    pub(super) fn heard_within(&self, node: u64, within: Duration) -> bool {
+        let now = self.now_ns();
+        lock(&self.heard)
+            .get(&node)
+            .is_some_and(|at| Duration::from_nanos(now.saturating_sub(*at)) < within)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the loop needs to know of one group, from its metrics.
+#[derive(Debug, PartialEq, Eq)]
+enum Role {
+    Leading,
+    Following(u64),
+    Other,
+}
+
+#[derive(Debug)]
+struct View {
+    role: Role,
+    term: u64,
+    /// (last log index, committed index): a change is activity.
+    progress: (Option<u64>, Option<u64>),
+    /// Led here and nothing in flight (see the module docs).
+    settled: bool,
+    /// How long ago the oldest of the replicas' last acknowledged
+    /// heartbeats was sent (`ZERO` without replicas; `None` if one never
+    /// acknowledged).
+    oldest_ack: Option<Duration>,
+    /// The other members (voters and learners).
+    members: Vec<u64>,
+}
+
+/// The switches the loop works a group with, whatever its App.
+trait Switch {
+    fn view(&self, me: u64) -> View;
+    fn ticking(&self, on: bool);
+    /// Send a heartbeat now (renews the lease, wakes the followers).
+    fn beat(&self);
+}
+
+impl<X: App> Switch for GroupRaft<X> {
+    fn view(&self, me: u64) -> View {
+        let rx = self.metrics();
+        let m = rx.borrow_watched();
+        let role = match (m.state, m.current_leader) {
+            (ServerState::Leader, Some(l)) if l == me => Role::Leading,
+            (ServerState::Follower | ServerState::Learner, Some(l)) if l != me => {
+                Role::Following(l)
+            }
+            _ => Role::Other,
+        };
+        let last = m.last_log_index;
+        let committed = m.local_committed.as_ref().map(|c| c.index);
+        let applied = m.last_applied.as_ref().map(|c| c.index);
+        let mem = m.membership_config.membership();
+        let members: Vec<u64> = mem
+            .voter_ids()
+            .chain(mem.learner_ids())
+            .filter(|n| *n != me)
+            .collect();
+        let matched = m.replication.as_ref().is_some_and(|r| {
+            members.iter().all(|n| {
+                r.get(n)
+                    .cloned()
+                    .flatten()
+                    .is_some_and(|l| Some(l.index) == last)
+            })
+        });
+        let settled = role == Role::Leading
+            && last == committed
+            && committed == applied
+            && matched
+            && m.membership_config.log_id() == m.committed_membership_config.log_id()
+            && mem.get_joint_config().len() <= 1;
+        let hb = m.heartbeat.as_ref();
+        let oldest_ack = members.iter().try_fold(Duration::ZERO, |acc, n| {
+            let t = hb.and_then(|h| h.get(n).cloned().flatten())?;
+            Some(acc.max(t.into_inner().elapsed()))
+        });
+        View {
+            role,
+            term: m.current_term,
+            progress: (last, committed),
+            settled,
+            oldest_ack,
+            members,
+        }
+    }
+
+    fn ticking(&self, on: bool) {
+        self.runtime_config().tick(on);
+    }
+
+    fn beat(&self) {
+        let raft = self.clone();
+        tokio::spawn(async move {
+            let _ = raft.trigger().heartbeat().await;
+        });
+    }
+}
+
+/// The loop's memory of one group between ticks.
+#[derive(Debug, Clone)]
+struct Track {
+    progress: (Option<u64>, Option<u64>),
+    since: Instant,
+}
+
+impl<A: App> Inner<A> {
+    fn switch(&self, g: usize) -> Option<&dyn Switch> {
+        if g < self.groups.len() {
+            Some(&self.groups[g] as &dyn Switch)
+        } else if g == self.groups.len() {
+            Some(&self.meta as &dyn Switch)
+        } else {
+            None
+        }
+    }
+
+    /// Activity on group `g` (a proposal, a lease check, a message, an
+    /// admin step): it is not idle, and wakes if quiesced. Cheap when
+    /// awake: two atomic reads.
+    pub(super) fn stir(&self, g: usize) {
+        let Some(slot) = self.quiet.slots.get(g) else {
+            return;
+        };
+        // SeqCst against `quiesce_leader`: either it sees this touch or
+        // this sees its state.
+        if !slot.touched.load(Ordering::Relaxed) {
+            slot.touched.store(true, Ordering::SeqCst);
+        }
+        if slot.state.load(Ordering::SeqCst) != ACTIVE {
+            self.wake(g);
+        }
+    }
+
+    /// Every group: awake, heartbeating.
+    pub(super) fn stir_all(&self) {
+        for g in 0..self.quiet.slots.len() {
+            self.stir(g);
+        }
+    }
+
+    fn wake(&self, g: usize) {
+        let (Some(slot), Some(sw)) = (self.quiet.slots.get(g), self.switch(g)) else {
+            return;
+        };
+        let _guard = lock(&slot.lock);
+        let was = slot.state.swap(ACTIVE, Ordering::SeqCst);
+        if was != ACTIVE {
+            sw.ticking(true);
+            if was == LEADING {
+                sw.beat();
+            }
+            tracing::trace!(group = g, "group woken");
+        }
+    }
+
+    fn quiesce_leader(&self, g: usize, sw: &dyn Switch, term: u64) {
+        let slot = &self.quiet.slots[g];
+        let _guard = lock(&slot.lock);
+        slot.term.store(term, Ordering::Release);
+        slot.state.store(LEADING, Ordering::SeqCst);
+        if slot.touched.swap(false, Ordering::SeqCst) {
+            // touched meanwhile: stay awake
+            slot.state.store(ACTIVE, Ordering::SeqCst);
+            return;
+        }
+        sw.ticking(false);
+        tracing::trace!(group = g, term, "group quiesced (leader)");
+    }
+
+    fn quiesce_follower(&self, g: usize, sw: &dyn Switch, leader: u64, term: u64) {
+        let slot = &self.quiet.slots[g];
+        let _guard = lock(&slot.lock);
+        if slot.state.load(Ordering::SeqCst) != ACTIVE {
+            return;
+        }
+        slot.leader.store(leader, Ordering::Release);
+        slot.term.store(term, Ordering::Release);
+        slot.confirmed_ns
+            .store(self.quiet.now_ns(), Ordering::Release);
+        slot.state.store(FOLLOWING, Ordering::SeqCst);
+        sw.ticking(false);
+        tracing::trace!(group = g, leader, term, "group quiesced (follower)");
+    }
+
+    /// A liveness message arrived (the transport's `LIVENESS` kind).
+    pub(super) fn on_liveness(&self, payload: &[u8]) -> Result<(), String> {
+        let msg: Liveness = decode(payload).map_err(|e| e.to_string())?;
+        let now = self.quiet.now_ns();
+        lock(&self.quiet.heard).insert(msg.from, now);
+        if self.quiet.after.is_none() {
+            return Ok(());
+        }
+        let me = self.config.node_id;
+        for (g, term) in msg.quiesced {
+            let g = g as usize;
+            let (Some(slot), Some(sw)) = (self.quiet.slots.get(g), self.switch(g)) else {
+                continue;
+            };
+            match slot.state.load(Ordering::Acquire) {
+                FOLLOWING => {
+                    if slot.leader.load(Ordering::Acquire) == msg.from
+                        && slot.term.load(Ordering::Acquire) == term
+                    {
+                        slot.confirmed_ns.store(now, Ordering::Release);
+                    }
+                }
+                ACTIVE => {
+                    let v = sw.view(me);
+                    if v.role == Role::Following(msg.from) && v.term == term {
+                        self.quiesce_follower(g, sw, msg.from, term);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// How long a quiesced follower waits for its leader's liveness before
+    /// it wakes: the election timeout, jittered per node and group (from
+    /// min to max) so that the followers of a group rarely wake together.
+    fn silence(&self, g: usize) -> Duration {
+        let (min, max) = self.config.election_timeout;
+        let span = max.saturating_sub(min).as_millis() as u64;
+        if span == 0 {
+            return min;
+        }
+        let mut x = self.config.node_id ^ ((g as u64) << 32) ^ 0x9E37_79B9_7F4A_7C15;
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        min + Duration::from_millis(x % span)
+    }
+
+    /// One tick of the loop: quiesce idle groups, wake the followers whose
+    /// leader went silent, tell the other nodes this one is alive.
+    fn quiesce_tick(&self, track: &mut [Track], after: Duration) {
+        let me = self.config.node_id;
+        let now = Instant::now();
+        let now_ns = self.quiet.now_ns();
+        let mut led_quiesced = Vec::new();
+        let mut peers = BTreeSet::new();
+        for (g, t) in track.iter_mut().enumerate() {
+            let (Some(slot), Some(sw)) = (self.quiet.slots.get(g), self.switch(g)) else {
+                continue;
+            };
+            let v = sw.view(me);
+            peers.extend(v.members.iter().copied());
+            match slot.state.load(Ordering::SeqCst) {
+                ACTIVE => {
+                    let touched = slot.touched.swap(false, Ordering::SeqCst);
+                    let fenced = g < self.groups.len() && self.fences.raised(g);
+                    if touched || v.progress != t.progress || !v.settled || fenced {
+                        t.progress = v.progress;
+                        t.since = now;
+                        continue;
+                    }
+                    let idle = now.duration_since(t.since);
+                    // every replica acknowledged a heartbeat sent after the
+                    // last change, so it knows the commit index
+                    if idle >= after && v.oldest_ack.is_some_and(|ago| ago < idle) {
+                        self.quiesce_leader(g, sw, v.term);
+                        if slot.state.load(Ordering::SeqCst) == LEADING {
+                            led_quiesced.push((g as u32, v.term));
+                        }
+                    }
+                }
+                LEADING => {
+                    let term = slot.term.load(Ordering::Acquire);
+                    if v.role != Role::Leading || v.term != term || v.progress != t.progress {
+                        self.wake(g);
+                    } else {
+                        led_quiesced.push((g as u32, term));
+                    }
+                }
+                _ => {
+                    let leader = slot.leader.load(Ordering::Acquire);
+                    let term = slot.term.load(Ordering::Acquire);
+                    let quiet_for =
+                        now_ns.saturating_sub(slot.confirmed_ns.load(Ordering::Acquire));
+                    if v.role != Role::Following(leader)
+                        || v.term != term
+                        || Duration::from_nanos(quiet_for) > self.silence(g)
+                    {
+                        self.wake(g);
+                        t.since = now;
+                    }
+                }
+            }
+        }
+        peers.remove(&me);
+        let msg = Liveness {
+            from: me,
+            quiesced: led_quiesced,
+        };
+        let ttl = self.config.election_timeout.0;
+        for peer in peers {
+            let router = self.router.clone();
+            let msg = msg.clone();
+            tokio::spawn(async move {
+                let _ = router
+                    .call::<_, ()>(peer, 0, RaftRpcKind::Liveness, &msg, ttl)
+                    .await;
+            });
+        }
+    }
+}
+
+impl<A: App> RaftNode<A> {
+    /// Start the quiescence loop (one tick per heartbeat interval), unless
+    /// [`NodeConfig::quiesce_after`](crate::NodeConfig::quiesce_after) is `None`.
+    pub(super) fn spawn_quiescer(&self) {
+        let Some(after) = self.inner.quiet.after else {
+            return;
+        };
+        let every = self.inner.config.heartbeat;
+        let weak = Arc::downgrade(&self.inner);
+        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let groups = self.inner.quiet.slots.len();
+        let task = tokio::spawn(async move {
+            let mut track = vec![
+                Track {
+                    progress: (None, None),
+                    since: Instant::now(),
+                };
+                groups
+            ];
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => break,
+                    _ = tick.tick() => {}
+                }
+                let Some(inner) = weak.upgrade() else { break };
+                inner.quiesce_tick(&mut track, after);
+            }
+        });
+        *lock(&self.inner.quiescer) = Some(ServerHandle { stop, task });
+    }
+
+    /// Stop the quiescence loop and wake every group (before a hand-off or
+    /// shutdown).
+    pub(super) async fn stop_quiescer(&self) {
+        let q = lock(&self.inner.quiescer).take();
+        if let Some(q) = q {
+            let _ = q.stop.send(());
+            let _ = q.task.await;
+        }
+        self.inner.stir_all();
+    }
+
+    /// Whether `shard`'s group is quiesced on this node (led or followed).
+    pub fn is_quiesced(&self, shard: u32) -> bool {
+        shard < self.shards() && self.inner.quiet.is_quiesced(shard as usize)
+    }
+
+    /// How many of this node's groups (the metadata group included) are
+    /// quiesced.
+    pub fn quiesced_groups(&self) -> usize {
+        (0..self.inner.quiet.slots.len())
+            .filter(|g| self.inner.quiet.is_quiesced(*g))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_start_awake_and_report_quiescence() {
+        let q = Quiet::new(3, Some(Duration::from_millis(300)));
+        assert!(!q.is_quiesced(0) && !q.leads_quiesced(0));
+        q.slots[1].state.store(LEADING, Ordering::SeqCst);
+        q.slots[2].state.store(FOLLOWING, Ordering::SeqCst);
+        assert!(q.is_quiesced(1) && q.leads_quiesced(1));
+        assert!(q.is_quiesced(2) && !q.leads_quiesced(2));
+        assert!(!q.is_quiesced(3), "no such group");
+    }
+
+    #[test]
+    fn liveness_is_remembered_per_node() {
+        let q = Quiet::new(1, None);
+        assert!(!q.heard_within(2, Duration::from_secs(1)));
+        lock(&q.heard).insert(2, q.now_ns());
+        assert!(q.heard_within(2, Duration::from_secs(1)));
+        assert!(!q.heard_within(3, Duration::from_secs(1)));
+    }
+}
