@@ -14,49 +14,9 @@ use std::time::{Duration, Instant};
 
 use admit_proto::v1 as pb;
 use support::api::util;
-use support::cluster::{one_at_a_time, TestCluster};
+use support::cluster::{admit_until_answered, one_at_a_time, TestCluster};
 use support::*;
 use tonic::Code;
-
-/// How long a keyed admit is retried before the test gives up: 100 election
-/// timeouts, far beyond a failover (detection, one or two elections,
-/// retries) even on a loaded machine.
-const ANSWER_BOUND: Duration = Duration::from_millis(100 * ELECTION_MS.1);
-
-/// One keyed admit, retried (same key) through the nodes in turn until some
-/// node answers. Returns the decision and when the answering call was sent.
-async fn admit_until_answered(
-    clients: &[(u64, Clients)],
-    send: pb::Send,
-    first: usize,
-) -> (pb::Decision, Instant) {
-    let deadline = Instant::now() + ANSWER_BOUND;
-    let mut attempt = 0usize;
-    loop {
-        let (_, c) = &clients[(first + attempt) % clients.len()];
-        let mut req = tonic::Request::new(pb::AdmitRequest {
-            send: Some(send.clone()),
-        });
-        req.set_timeout(Duration::from_secs(3));
-        let sent = Instant::now();
-        match c.admit.clone().admit(req).await {
-            Ok(r) => return (r.into_inner().decision.expect("a decision"), sent),
-            Err(e) => {
-                assert!(Instant::now() < deadline, "no node answered: {e:?}");
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-}
-
-async fn clients_of(c: &TestCluster) -> Vec<(u64, Clients)> {
-    let mut v = Vec::new();
-    for id in c.nodes.keys() {
-        v.push((*id, c.client(*id).await));
-    }
-    v
-}
 
 /// Kill (crash) the leader of a number's shard in the middle of a stream of
 /// keyed new-conversation admits from 6 concurrent callers that retry with
@@ -71,8 +31,7 @@ async fn kill_the_leader_during_a_stream_of_admits() {
         let number = "100200301";
         let shard = shard_of(number);
         c.client(1).await.register(number, "TIER_250").await;
-        let leader = c.leader_of(shard).await.expect("the shard has a leader");
-        let clients = Arc::new(clients_of(&c).await);
+        let clients = Arc::new(c.clients().await);
         let kill_at: Arc<Mutex<Option<Instant>>> = Arc::default();
         let first_after: Arc<Mutex<Option<Instant>>> = Arc::default();
         let answered = Arc::new(AtomicU64::new(0));
@@ -104,6 +63,8 @@ async fn kill_the_leader_during_a_stream_of_admits() {
         while answered.load(Ordering::Relaxed) < 100 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // the leader now (leader balancing may have moved it since the start)
+        let leader = c.await_leader(shard).await;
         let killed = Instant::now();
         *kill_at.lock().unwrap() = Some(killed);
         c.crash(leader).await;
@@ -165,8 +126,8 @@ async fn any_node_forwards_to_the_shard_leader() {
         let number = "100200302";
         let shard = shard_of(number);
         let shards = c.shards(None).await;
+        let leader = c.await_leader(shard).await;
         let s = &shards[shard as usize];
-        let leader = s.leader_node_id.expect("a leader");
         let members: BTreeSet<u64> = s.replicas.iter().map(|r| r.node_id).collect();
         assert_eq!(members.len(), 3, "3 replicas: {s:?}");
         let outsider = (1..=4).find(|id| !members.contains(id)).unwrap();
@@ -313,7 +274,7 @@ async fn restart_every_node_from_disk() {
         for id in 1..=3 {
             c.restart(id).await;
         }
-        c.wait_all_led(Duration::from_secs(20)).await;
+        c.wait_all_led(c.opts.settle_within).await;
         let after = views(&c, &numbers).await;
         assert_eq!(before, after);
         let mut cl = c.client(2).await;
@@ -330,7 +291,7 @@ async fn restart_every_node_from_disk() {
 /// at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn add_a_fourth_node_then_remove_one() {
-    one_at_a_time(150, async {
+    one_at_a_time(300, async {
         let mut c = TestCluster::start(3, 3, at(1, 9)).await;
         let number = "100200321";
         c.client(1).await.register(number, "TIER_1K").await;
@@ -354,7 +315,7 @@ async fn add_a_fourth_node_then_remove_one() {
 
         c.join(4, 1).await;
         // wait until node 4 holds its share and every shard is at its target
-        let deadline = Instant::now() + Duration::from_secs(40);
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let shards = c.shards(Some(2)).await;
             let settled = shards.iter().all(|s| {
@@ -416,7 +377,7 @@ async fn add_a_fourth_node_then_remove_one() {
 
         stop.store(true, Ordering::Relaxed);
         streamer.await.unwrap();
-        c.wait_all_led(Duration::from_secs(20)).await;
+        c.wait_all_led(c.opts.settle_within).await;
         let shards = c.shards(Some(3)).await;
         for s in &shards {
             assert!(s.replicas.iter().all(|r| r.node_id != 1), "{s:?}");
@@ -452,17 +413,29 @@ async fn a_cut_off_leader_stops_answering_and_admits_nothing() {
         let mut a = c.client(1).await;
         a.register(number, "TIER_250").await;
         a.inbound(number, &cust(7), None).await; // an open service window
-        let leader = c.leader_of(shard).await.unwrap();
-        let others: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
-        let mut l = c.client(leader).await;
         let direct = |send: pb::Send| {
             let mut r = tonic::Request::new(pb::AdmitRequest { send: Some(send) });
             r.metadata_mut().insert("admit-hops", "2".parse().unwrap());
             r.set_timeout(Duration::from_millis(1_500));
             r
         };
-        let d = l.admit.admit(direct(free_form(number, 7))).await.unwrap();
-        assert_eq!(d.into_inner().decision.unwrap().reason(), pb::Reason::ServiceWindow);
+        // the leader, once it answers directly (it refuses without
+        // forwarding if leadership moved between the read and the call)
+        let deadline = Instant::now() + c.opts.leader_bound();
+        let (leader, mut l) = loop {
+            let leader = c.await_leader(shard).await;
+            let mut l = c.client(leader).await;
+            match l.admit.admit(direct(free_form(number, 7))).await {
+                Ok(d) => {
+                    let d = d.into_inner().decision.unwrap();
+                    assert_eq!(d.reason(), pb::Reason::ServiceWindow);
+                    break (leader, l);
+                }
+                Err(e) => assert!(Instant::now() < deadline, "the leader never answered: {e:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let others: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
 
         let cut = Instant::now();
         c.node(leader).set_isolated(true);
@@ -485,7 +458,7 @@ async fn a_cut_off_leader_stops_answering_and_admits_nothing() {
         );
 
         // the majority elects a new leader and commits an opt-out
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + c.opts.leader_bound();
         loop {
             let s = &c.shards(Some(others[0])).await[shard as usize];
             if s.leader_node_id.is_some_and(|l| l != leader) {
@@ -540,7 +513,7 @@ async fn a_cut_off_leader_stops_answering_and_admits_nothing() {
         assert_eq!(used_majority, 0);
 
         c.node(leader).set_isolated(false);
-        c.wait_all_led(Duration::from_secs(20)).await;
+        c.wait_all_led(c.opts.settle_within).await;
         let d = m.admit(marketing).await.unwrap();
         assert_eq!(d.reason(), pb::Reason::OptedOut);
         for id in 1..=3 {
@@ -565,7 +538,7 @@ async fn calls_forwarded_to_a_frozen_leader_are_retried_on_the_new_one() {
         let number = "100200341";
         let shard = shard_of(number);
         c.client(1).await.register(number, "TIER_250").await;
-        let leader = c.leader_of(shard).await.expect("the shard has a leader");
+        let leader = c.await_leader(shard).await;
         let others: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
         let mut callers = Vec::new();
         for id in &others {
@@ -609,9 +582,37 @@ async fn calls_forwarded_to_a_frozen_leader_are_retried_on_the_new_one() {
             "frozen leader {leader}: all 6 forwarded calls answered, the longest after {longest:?}"
         );
         c.node(leader).set_isolated(false);
-        c.wait_all_led(Duration::from_secs(20)).await;
+        c.wait_all_led(c.opts.settle_within).await;
         let mut c = c;
         c.stop_all().await;
     })
     .await;
+}
+
+/// The cluster tests take turns: two tests entering `one_at_a_time`
+/// together run one after the other, never overlapping (a turn-taking that
+/// stops holding fails here, and in every cluster test that overlaps
+/// another, rather than only making them slower and flakier).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_tests_take_turns() {
+    let spans: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
+    let runs = (0..2).map(|_| {
+        let spans = spans.clone();
+        tokio::spawn(one_at_a_time(30, async move {
+            let from = Instant::now();
+            // long enough for the other task to try to enter meanwhile
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            spans.lock().unwrap().push((from, Instant::now()));
+        }))
+    });
+    for r in runs.collect::<Vec<_>>() {
+        r.await.expect("a turn ran to its end");
+    }
+    let mut spans = spans.lock().unwrap().clone();
+    spans.sort();
+    assert_eq!(spans.len(), 2);
+    assert!(
+        spans[0].1 <= spans[1].0,
+        "two cluster tests overlapped: {spans:?}"
+    );
 }

@@ -14,7 +14,7 @@ use admit_certs::DevCa;
 use admit_proto::v1 as pb;
 use admit_server::transport::TlsFiles;
 use support::api::util;
-use support::cluster::{one_at_a_time, Configure, TestCluster};
+use support::cluster::{admit_until_answered, one_at_a_time, Configure, TestCluster};
 use support::*;
 
 /// Node certificates 1..=5 of one CA in a temp dir; every node gets its own
@@ -38,35 +38,6 @@ fn peer_tls(dir: &std::path::Path) -> Configure {
     })
 }
 
-/// A keyed admit through the nodes in turn until one answers (bounded).
-async fn admit_until_answered(clients: &[(u64, Clients)], send: pb::Send) -> pb::Decision {
-    let deadline = Instant::now() + Duration::from_millis(100 * ELECTION_MS.1);
-    let mut attempt = 0usize;
-    loop {
-        let (_, c) = &clients[attempt % clients.len()];
-        let mut req = tonic::Request::new(pb::AdmitRequest {
-            send: Some(send.clone()),
-        });
-        req.set_timeout(Duration::from_secs(3));
-        match c.admit.clone().admit(req).await {
-            Ok(r) => return r.into_inner().decision.expect("a decision"),
-            Err(e) => {
-                assert!(Instant::now() < deadline, "no node answered: {e:?}");
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-}
-
-async fn clients_of(c: &TestCluster) -> Vec<(u64, Clients)> {
-    let mut v = Vec::new();
-    for id in c.nodes.keys() {
-        v.push((*id, c.client(*id).await));
-    }
-    v
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cluster_with_mutual_tls_forwards_fails_over_and_changes_membership() {
     one_at_a_time(240, async {
@@ -75,27 +46,40 @@ async fn a_cluster_with_mutual_tls_forwards_fails_over_and_changes_membership() 
         let number = "100200391";
         let shard = shard_of(number);
         c.client(1).await.register(number, "TIER_1K").await;
-        let leader = c.leader_of(shard).await.expect("a leader");
 
-        // forwarding: every node answers; hints name the leader's API port
+        // forwarding: every node answers; hints name the leader's API port.
+        // A hint is checked against the leader read before and after the
+        // call when both reads agree (an election in between is retried:
+        // the same key replays the same decision)
+        let mut leader = 0;
         for id in 1..=3u64 {
             let mut cl = c.client(id).await;
-            let r = cl
-                .admit
-                .admit(pb::AdmitRequest {
-                    send: Some(keyed(util(number, id), &format!("f-{id}"))),
-                })
-                .await
-                .expect("admitted through any node")
-                .into_inner();
-            assert!(r.decision.unwrap().allowed);
-            let hint = r.leader_hint.expect("a leader hint");
-            assert_eq!(hint.node_id, leader);
-            assert_eq!(
-                hint.address,
-                c.addrs[&leader].to_string(),
-                "hints are API addresses"
-            );
+            let deadline = Instant::now() + c.opts.leader_bound();
+            loop {
+                let before = c.await_leader(shard).await;
+                let r = cl
+                    .admit
+                    .admit(pb::AdmitRequest {
+                        send: Some(keyed(util(number, id), &format!("f-{id}"))),
+                    })
+                    .await
+                    .expect("admitted through any node")
+                    .into_inner();
+                assert!(r.decision.unwrap().allowed);
+                let hint = r.leader_hint.expect("a leader hint");
+                if c.await_leader(shard).await != before {
+                    assert!(Instant::now() < deadline, "the leader never stayed put");
+                    continue;
+                }
+                assert_eq!(hint.node_id, before);
+                assert_eq!(
+                    hint.address,
+                    c.addrs[&before].to_string(),
+                    "hints are API addresses"
+                );
+                leader = before;
+                break;
+            }
         }
         let nodes = c.nodes_view(1).await;
         for n in &nodes {
@@ -105,12 +89,13 @@ async fn a_cluster_with_mutual_tls_forwards_fails_over_and_changes_membership() 
 
         // failover: crash the leader; a keyed admit is answered by the others
         c.crash(leader).await;
-        let clients = clients_of(&c).await;
-        let d = admit_until_answered(&clients, keyed(util(number, 10), "after-crash")).await;
+        let clients = c.clients().await;
+        let (d, _) =
+            admit_until_answered(&clients, keyed(util(number, 10), "after-crash"), 0).await;
         assert!(d.allowed, "{d:?}");
         // and the crashed node comes back over mutual TLS
         c.restart(leader).await;
-        c.wait_all_led(Duration::from_secs(30)).await;
+        c.wait_all_led(c.opts.settle_within).await;
 
         // membership: node 4 joins, node `leader` is removed
         c.join(4, 2).await;
@@ -147,8 +132,9 @@ async fn a_cluster_with_mutual_tls_forwards_fails_over_and_changes_membership() 
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         c.stop(leader).await;
-        let clients = clients_of(&c).await;
-        let d = admit_until_answered(&clients, keyed(util(number, 11), "after-remove")).await;
+        let clients = c.clients().await;
+        let (d, _) =
+            admit_until_answered(&clients, keyed(util(number, 11), "after-remove"), 0).await;
         assert!(d.allowed, "{d:?}");
         c.stop_all().await;
     })

@@ -1,24 +1,18 @@
 //! In a cluster each scope's series come from its shard's leader only: a
 //! scope appears on exactly one node's `/metrics` (the one that reports
 //! itself the shard's leader there), so sums over nodes count each scope
-//! once. The nodes are started here rather than with `TestCluster`, which
-//! also waits for leader balancing: this test needs only some leader per
+//! once. The cluster is the shared harness's, with steady Raft timers and
+//! no wait for leader balancing: this test needs only some leader per
 //! shard.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::http::{scrape, value};
 use crate::support::api::numbers_on_distinct_shards;
-use crate::support::cluster::one_at_a_time;
-use crate::support::{keyed, node_config, shard_of, template, Clients, DAY1, SHARDS};
+use crate::support::cluster::{one_at_a_time, ClusterOptions, TestCluster};
+use crate::support::{keyed, shard_of, template, Clients, DAY1, SHARDS};
 use admit_proto::v1 as pb;
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
 
 async fn pages(nodes: &BTreeMap<u64, admit_server::Running>) -> Vec<(u64, String)> {
     let mut v = Vec::new();
@@ -66,35 +60,14 @@ async fn register(c: &mut Clients, n: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scope_is_exported_by_exactly_one_node_its_shard_leader() {
     one_at_a_time(240, async {
-        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, free_addr())).collect();
-        let peer_addrs: BTreeMap<u64, std::net::SocketAddr> =
-            addrs.keys().map(|i| (*i, free_addr())).collect();
-        let peers: BTreeMap<u64, String> = addrs
-            .iter()
-            .map(|(i, a)| (*i, format!("{a}/{}", peer_addrs[i])))
-            .collect();
-        let mut nodes = BTreeMap::new();
-        for (id, addr) in &addrs {
-            let mut cfg = node_config(*addr, dirs[*id as usize - 1].path(), DAY1);
-            cfg.node_id = *id;
-            cfg.advertise = Some(addr.to_string());
-            cfg.peers = peers.clone();
-            cfg.peer_listen = Some(peer_addrs[id]);
-            // in-process test clusters share one fixed test clock start
-            cfg.test_clock_in_cluster = true;
-            cfg.replicas = 3;
-            // slower elections than the other tests': this one runs on a
-            // loaded machine and only needs leaders to stay put
-            cfg.heartbeat = Duration::from_millis(150);
-            cfg.election_timeout = (Duration::from_millis(1_500), Duration::from_millis(3_000));
-            let r = admit_server::start(cfg).await.expect("node starts");
-            nodes.insert(*id, r);
-        }
+        // steady Raft timers: this test runs on a loaded machine and only
+        // needs leaders to stay put
+        let mut c =
+            TestCluster::start_opts(ClusterOptions::new(3, 3, DAY1).steady().any_leader()).await;
         // every node knows a leader of every shard
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let p = pages(&nodes).await;
+            let p = pages(&c.nodes).await;
             let known = |page: &String| {
                 (0..SHARDS).all(|s| {
                     let l = [("shard", s.to_string())];
@@ -108,10 +81,10 @@ async fn a_scope_is_exported_by_exactly_one_node_its_shard_leader() {
             assert!(Instant::now() < deadline, "shards without a leader");
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        let mut c = Clients::connect(addrs[&1]).await;
+        let mut cl = c.client(1).await;
         let numbers = numbers_on_distinct_shards("4916", 4);
         for (i, n) in numbers.iter().enumerate() {
-            register(&mut c, n).await;
+            register(&mut cl, n).await;
             for k in 0..(3 + i as u64) {
                 let customer = 100 * i as u64 + k;
                 let send = keyed(
@@ -119,9 +92,9 @@ async fn a_scope_is_exported_by_exactly_one_node_its_shard_leader() {
                     &format!("k-{n}-{customer}"),
                 );
                 let d = until_answered(|| {
-                    let mut c = c.clone();
+                    let mut cl = cl.clone();
                     let send = send.clone();
-                    async move { c.admit(send).await }
+                    async move { cl.admit(send).await }
                 })
                 .await;
                 assert_eq!(d.reason(), pb::Reason::NewConversation);
@@ -132,7 +105,7 @@ async fn a_scope_is_exported_by_exactly_one_node_its_shard_leader() {
         // reports itself the shard's leader in that same scrape
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let p = pages(&nodes).await;
+            let p = pages(&c.nodes).await;
             let mut ok = true;
             for (i, n) in numbers.iter().enumerate() {
                 let l = [("scope", n.as_str()), ("kind", "number")];
@@ -171,9 +144,7 @@ async fn a_scope_is_exported_by_exactly_one_node_its_shard_leader() {
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        for (_, r) in nodes {
-            r.shutdown().await.expect("clean shutdown");
-        }
+        c.stop_all().await;
     })
     .await;
 }

@@ -5,72 +5,20 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use admit_client::{Category, SendSpec, Target};
-use common::support::cluster::{one_at_a_time, TestCluster};
+use common::support::cluster::{one_at_a_time, ClusterOptions, TestCluster};
 use common::*;
 
 const NUMBER: &str = "100200300";
 
-/// Three nodes, three replicas per shard, every shard led. Unlike
-/// `TestCluster::start` it does not insist that leadership has moved to the
-/// preferred nodes within 20 s (a loaded machine may take longer); the test
-/// reads the leader when it needs it.
+/// Three nodes, three replicas per shard, every shard led by its preferred
+/// leader (so leader balancing moves no leader during the test). Steady
+/// Raft timers: a loaded machine misses 50 ms heartbeats and the shards
+/// keep electing.
 async fn start_cluster() -> TestCluster {
-    let mut c = TestCluster {
-        start_ms: at(1, 9),
-        replicas: 3,
-        addrs: BTreeMap::new(),
-        peer_addrs: BTreeMap::new(),
-        configure: None,
-        dirs: BTreeMap::new(),
-        peers: BTreeMap::new(),
-        nodes: BTreeMap::new(),
-    };
-    for id in 1..=3u64 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        c.addrs.insert(id, l.local_addr().unwrap());
-        let p = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        c.peer_addrs.insert(id, p.local_addr().unwrap());
-        c.dirs.insert(id, tempfile::tempdir().unwrap());
-    }
-    c.peers = c
-        .addrs
-        .iter()
-        .map(|(i, a)| (*i, format!("{a}/{}", c.peer_addrs[i])))
-        .collect();
-    for id in 1..=3u64 {
-        let mut cfg = node_config(c.addrs[&id], c.dirs[&id].path(), c.start_ms);
-        cfg.node_id = id;
-        cfg.advertise = Some(c.addrs[&id].to_string());
-        cfg.peer_listen = Some(c.peer_addrs[&id]);
-        // in-process test clusters share one fixed test clock start
-        cfg.test_clock_in_cluster = true;
-        cfg.replicas = 3;
-        cfg.reconcile_interval = Duration::from_millis(200);
-        cfg.handoff_timeout = Duration::from_secs(2);
-        cfg.peers = c.peers.clone();
-        // slower Raft timers than the other cluster tests: on a loaded
-        // machine 50 ms heartbeats are missed and the shards keep electing
-        cfg.heartbeat = Duration::from_millis(250);
-        cfg.election_timeout = (Duration::from_millis(1500), Duration::from_millis(3000));
-        let r = admit_server::start(cfg).await.expect("node starts");
-        c.nodes.insert(id, r);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let shards = c.shards(None).await;
-        if shards.len() == SHARDS as usize && shards.iter().all(|s| s.leader_node_id.is_some()) {
-            return c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "shards without a leader: {shards:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    TestCluster::start_opts(ClusterOptions::new(3, 3, at(1, 9)).steady()).await
 }
 
 /// The shard's leader once it has stayed the same for a second (leader

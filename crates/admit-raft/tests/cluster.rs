@@ -177,7 +177,7 @@ async fn converged_states(nodes: &[Node], shards: u32) -> Vec<State> {
     let mut out = Vec::new();
     for shard in 0..shards {
         let mut agreed = None;
-        eventually("replicas converge", 20, async || {
+        eventually("replicas converge", 60, async || {
             let Some(l) = leader_of(nodes, shard) else {
                 return false;
             };
@@ -307,21 +307,23 @@ async fn bootstrap_failover_and_restart() {
             .all(|n| (0..S).all(|s| n.voters(s) == BTreeSet::from([1, 2, 3])))
     })
     .await;
-    // Leader balance: every shard ends up led by its preferred leader.
+    // Leader balance: every shard ends up led by its preferred leader. The
+    // leaders are counted from the read that saw them all preferred (a
+    // later read may catch a shard between leaders).
+    let mut per_node: BTreeMap<u64, usize> = BTreeMap::new();
     eventually("preferred leaders", 60, async || {
         let nodes = c.live();
+        per_node.clear();
         (0..S).all(|s| {
             let target = nodes[0].shard_infos()[s as usize].target.clone();
-            !target.is_empty() && leader_of(&nodes, s).map(|l| l.node_id()) == Some(target[0])
+            let leader = leader_of(&nodes, s).map(|l| l.node_id());
+            if let Some(l) = leader {
+                *per_node.entry(l).or_default() += 1;
+            }
+            !target.is_empty() && leader == Some(target[0])
         })
     })
     .await;
-    let mut per_node: BTreeMap<u64, usize> = BTreeMap::new();
-    for s in 0..S {
-        *per_node
-            .entry(await_leader(&c.live(), s).await.node_id())
-            .or_default() += 1;
-    }
     eprintln!("leaders per node: {per_node:?}");
     assert_eq!(per_node.len(), 3);
     assert!(per_node.values().all(|c| (2..=4).contains(c)));
@@ -496,7 +498,13 @@ async fn add_then_remove_a_node() {
     })
     .await;
     eprintln!("remove node 1: Removed after {:?}", t0.elapsed());
-    let infos = c.nodes[&2].cluster_shard_infos().await;
+    // a leader's view of every shard (a follower's may lag the last change)
+    let mut infos = Vec::new();
+    eventually("a leader's view of every shard", 60, async || {
+        infos = c.nodes[&2].cluster_shard_infos().await;
+        infos.iter().all(|i| i.is_leader_view())
+    })
+    .await;
     for i in &infos {
         assert!(!i.voters.contains(&1) && !i.learners.contains(&1), "{i:?}");
         assert_eq!(i.voters.len(), 3, "shard {} voters {:?}", i.shard, i.voters);
@@ -517,7 +525,10 @@ async fn add_then_remove_a_node() {
     }
     c.stop(1).await;
     let live = c.live();
-    assert!(all_have_leaders(&live, S).await);
+    eventually("leaders without node 1", 60, async || {
+        all_have_leaders(&live, S).await
+    })
+    .await;
     let states = converged_states(&live, S).await;
     assert_acked_everywhere(&acked, S);
     assert_all_present(&states, &acked);
@@ -530,10 +541,16 @@ async fn isolated_leader_loses_lease_and_commits_nothing() {
     const S: u32 = 4;
     let mut c = Cluster::new(3, S, fast);
     c.start_all().await;
-    eventually("leaders", 20, async || all_have_leaders(&c.live(), S).await).await;
-    let l = await_leader(&c.live(), 0).await;
-    let led: Vec<u32> = (0..S).filter(|s| l.is_leader_with_lease(*s)).collect();
-    assert!(led.contains(&0));
+    eventually("leaders", 60, async || all_have_leaders(&c.live(), S).await).await;
+    // shard 0's leader and the shards it leads, read together: its lease
+    // may lapse for a moment between two reads on a loaded machine
+    let (l, led) = loop {
+        let l = await_leader(&c.live(), 0).await;
+        let led: Vec<u32> = (0..S).filter(|s| l.is_leader_with_lease(*s)).collect();
+        if led.contains(&0) {
+            break (l, led);
+        }
+    };
 
     let others: Vec<Node> = c
         .live()
@@ -546,7 +563,7 @@ async fn isolated_leader_loses_lease_and_commits_nothing() {
     // give up its lease before another node gains one (the others' view is
     // read first, so an overlap seen here is a real one).
     let mut lost = None;
-    eventually("lease lost and new leaders elected", 20, async || {
+    eventually("lease lost and new leaders elected", 60, async || {
         let mut all_new = true;
         for s in &led {
             let new = leader_of(&others, *s).is_some();
@@ -567,7 +584,7 @@ async fn isolated_leader_loses_lease_and_commits_nothing() {
         t0.elapsed()
     );
     // The others keep serving.
-    assert!(write_retry(&others, 0, "majority", 2, Duration::from_secs(5)).await);
+    assert!(write_retry(&others, 0, "majority", 2, Duration::from_secs(30)).await);
     // openraft's own lease (the full election timeout max) ended before the
     // new leader could be elected; now a linearizable read needs a quorum
     // the isolated node cannot reach.
@@ -614,19 +631,19 @@ async fn stopped_follower_catches_up_by_snapshot() {
     const S: u32 = 2;
     let mut c = Cluster::new(3, S, small_snapshots);
     c.start_all().await;
-    eventually("leaders", 20, async || all_have_leaders(&c.live(), S).await).await;
+    eventually("leaders", 60, async || all_have_leaders(&c.live(), S).await).await;
     for id in 0..20 {
-        assert!(write_retry(&c.live(), (id % 2) as u32, "a", id, Duration::from_secs(5)).await);
+        assert!(write_retry(&c.live(), (id % 2) as u32, "a", id, Duration::from_secs(30)).await);
     }
     // Stop a follower of shard 0 (graceful: it hands over what it leads).
     let leader = await_leader(&c.live(), 0).await.node_id();
     let follower = (1..=3u64).find(|id| *id != leader).unwrap();
     c.stop(follower).await;
     for id in 100..400 {
-        assert!(write_retry(&c.live(), (id % 2) as u32, "b", id, Duration::from_secs(5)).await);
+        assert!(write_retry(&c.live(), (id % 2) as u32, "b", id, Duration::from_secs(30)).await);
     }
     let l = await_leader(&c.live(), 0).await;
-    eventually("leader purged its log", 10, async || {
+    eventually("leader purged its log", 60, async || {
         l.purged_index(0).is_some_and(|p| p > 100)
     })
     .await;
@@ -673,7 +690,7 @@ async fn power_cut_on_every_node_keeps_acknowledged_writes() {
     const S: u32 = 4;
     let mut c = Cluster::new(3, S, durable);
     c.start_all().await;
-    eventually("leaders", 20, async || all_have_leaders(&c.live(), S).await).await;
+    eventually("leaders", 60, async || all_have_leaders(&c.live(), S).await).await;
     let writer = Writer::start(c.live(), S, Duration::from_millis(1));
     eventually("writes acknowledged on every shard", 60, async || {
         let acked = writer.acked.lock().unwrap();
@@ -699,7 +716,7 @@ async fn power_cut_on_every_node_keeps_acknowledged_writes() {
 
     // Back from the data dirs: every acknowledged write is there.
     c.start_all().await;
-    eventually("leaders after the power cut", 30, async || {
+    eventually("leaders after the power cut", 60, async || {
         all_have_leaders(&c.live(), S).await
     })
     .await;
@@ -731,7 +748,7 @@ async fn wiped_node_is_refused_and_nothing_acknowledged_is_lost() {
     let mut acked = Vec::new();
     for id in 0..40u64 {
         let shard = (id % S as u64) as u32;
-        assert!(write_retry(&c.live(), shard, "w", id, Duration::from_secs(10)).await);
+        assert!(write_retry(&c.live(), shard, "w", id, Duration::from_secs(30)).await);
         acked.push((shard, id, Instant::now()));
     }
 
@@ -785,7 +802,7 @@ async fn wiped_node_is_refused_and_nothing_acknowledged_is_lost() {
     // The others still hold and serve everything acknowledged.
     let states = converged_states(&c.live(), S).await;
     assert_all_present(&states, &acked);
-    assert!(write_retry(&c.live(), 0, "after", 1, Duration::from_secs(10)).await);
+    assert!(write_retry(&c.live(), 0, "after", 1, Duration::from_secs(30)).await);
     c.stop_all().await;
 }
 

@@ -4,12 +4,15 @@
 //! cannot be guessed; the quota keys on the authenticated caller; admin
 //! changes leave audit lines; a cluster checks at the entry node.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 mod common;
+/// The workspace's test servers (`tests/support` at the workspace root):
+/// the shared cluster harness.
+#[path = "../../../tests/support/mod.rs"]
+mod harness;
 
 use admit_proto::v1 as pb;
 use admit_proto::v1::admin_client::AdminClient;
@@ -641,74 +644,29 @@ async fn wait_for_applied(c: &Captured, needle: &str, caller: &str, n: usize) {
     }
 }
 
-fn free_addr() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 /// Three nodes, auth on, one admission key: a check at the entry node holds
 /// for requests it forwards to the shard's leader elsewhere, and an id
 /// sealed by one node opens on another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_checks_callers_at_the_entry_node() {
+    use harness::cluster::{one_at_a_time, ClusterOptions, TestCluster};
     let log = audit_log();
-    bounded(async {
-        let addrs: BTreeMap<u64, std::net::SocketAddr> =
-            (1..=3).map(|i| (i, free_addr())).collect();
-        let peer_addrs: BTreeMap<u64, std::net::SocketAddr> =
-            addrs.keys().map(|i| (*i, free_addr())).collect();
-        let peers: BTreeMap<u64, String> = addrs
-            .iter()
-            .map(|(i, a)| (*i, format!("{a}/{}", peer_addrs[i])))
-            .collect();
-        let mut dirs = Vec::new();
-        let mut starts = Vec::new();
-        for (id, addr) in &addrs {
-            let dir = tempfile::tempdir().unwrap();
-            let mut cfg = ServerConfig::new(*addr, dir.path());
-            cfg.node_id = *id;
-            cfg.shards = 4;
-            cfg.replicas = 3;
-            cfg.peers = peers.clone();
-            cfg.peer_listen = Some(peer_addrs[id]);
-            cfg.fsync = false;
-            cfg.tick_interval = Duration::from_secs(3_600);
-            cfg.heartbeat = Duration::from_millis(50);
-            cfg.election_timeout = (Duration::from_millis(200), Duration::from_millis(400));
-            cfg.auth = Some(callers(Some(
-                b"the cluster's shared admission key".to_vec(),
-            )));
-            starts.push(tokio::spawn(admit_server::start(cfg)));
-            dirs.push(dir);
-        }
-        let mut nodes = Vec::new();
-        for s in starts {
-            nodes.push(s.await.unwrap().expect("node starts"));
-        }
+    one_at_a_time(120, async {
+        // every shard led by its preferred leader (leader balance settled)
+        let mut c = TestCluster::start_opts(
+            ClusterOptions::new(3, 3, START_MS as i64)
+                .shards(4)
+                .token(OPS)
+                .configure(Arc::new(|_, cfg: &mut ServerConfig| {
+                    cfg.auth = Some(callers(Some(
+                        b"the cluster's shared admission key".to_vec(),
+                    )));
+                })),
+        )
+        .await;
         let mut chans = Vec::new();
-        for a in addrs.values() {
+        for a in c.addrs.values() {
             chans.push(connect(a.to_string()).await);
-        }
-        // every shard led, seen from node 1
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let r = ClusterClient::new(chans[0].clone())
-                .list_shards(req(pb::ListShardsRequest { local_only: false }, Some(OPS)))
-                .await;
-            if let Ok(r) = r {
-                let s = r.into_inner().shards;
-                // led by the preferred leader (leader balance settled)
-                let settled = s.iter().all(|s| {
-                    s.leader_node_id.is_some()
-                        && s.leader_node_id == Some(s.reporter_node_id)
-                        && s.leader_node_id == s.target_node_ids.first().copied()
-                });
-                if s.len() == 4 && settled {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "shards never all led");
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut admin = AdminClient::new(chans[0].clone());
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -810,9 +768,7 @@ async fn a_cluster_checks_callers_at_the_entry_node() {
                 .into_inner();
             assert!(r.released, "{id}");
         }
-        for n in nodes {
-            n.shutdown().await.unwrap();
-        }
+        c.stop_all().await;
     })
     .await;
 }

@@ -3,20 +3,17 @@
 //! with its receiver; a delivery applied through one node is a repeat at the
 //! others, as the keys live in the shards' replicated state.
 
+/// The workspace's test servers (`tests/support` at the workspace root):
+/// the shared cluster harness.
+#[path = "../../../tests/support/mod.rs"]
+mod harness;
 mod support;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use admit_proto::v1 as pb;
-use admit_server::{Running, ServerConfig};
+use harness::cluster::{one_at_a_time, ClusterOptions, TestCluster};
 use support::*;
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
 
 /// Retries `f` (a call that may meet a shard without a leader yet) until it
 /// succeeds, for at most 60 s.
@@ -33,38 +30,14 @@ async fn settled<T, F: std::future::Future<Output = Option<T>>>(mut f: impl FnMu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_repeat_at_another_node_is_applied_once() {
-    tokio::time::timeout(Duration::from_secs(180), async {
-        let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|id| (id, free_addr())).collect();
-        let peer_addrs: BTreeMap<u64, std::net::SocketAddr> =
-            addrs.keys().map(|i| (*i, free_addr())).collect();
-        let peers: BTreeMap<u64, String> = addrs
-            .iter()
-            .map(|(i, a)| (*i, format!("{a}/{}", peer_addrs[i])))
-            .collect();
-        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let starts = addrs.iter().zip(&dirs).map(|((id, addr), dir)| {
-            let mut cfg = ServerConfig::new(*addr, dir.path());
-            cfg.node_id = *id;
-            cfg.advertise = Some(addr.to_string());
-            cfg.peers = peers.clone();
-            cfg.peer_listen = Some(peer_addrs[id]);
-            // in-process test clusters share one fixed test clock start
-            cfg.test_clock_in_cluster = true;
-            cfg.replicas = 3;
-            cfg.shards = 4;
-            cfg.test_clock = true;
-            cfg.test_clock_start = Some(admit_core::Ts(START_MS));
-            cfg.fsync = false;
-            cfg.tick_interval = Duration::from_secs(3_600);
-            cfg.heartbeat = Duration::from_millis(50);
-            cfg.election_timeout = (Duration::from_millis(200), Duration::from_millis(400));
-            admit_server::start(cfg)
-        });
-        let nodes: Vec<Running> = futures_util::future::join_all(starts)
-            .await
-            .into_iter()
-            .map(|r| r.expect("node starts"))
-            .collect();
+    one_at_a_time(180, async {
+        // any leader per shard will do: every call below retries until the
+        // cluster answers
+        let opts = ClusterOptions::new(3, 3, START_MS as i64)
+            .shards(4)
+            .any_leader();
+        let mut c = TestCluster::start_opts(opts).await;
+        let nodes: Vec<&admit_server::Running> = c.nodes.values().collect();
         let mut hooks = Vec::new();
         for n in &nodes {
             hooks.push(
@@ -123,10 +96,7 @@ async fn a_repeat_at_another_node_is_applied_once() {
         for h in hooks {
             h.shutdown().await;
         }
-        for n in nodes {
-            n.shutdown().await.expect("clean shutdown");
-        }
+        c.stop_all().await;
     })
-    .await
-    .expect("done within 180 s");
+    .await;
 }
