@@ -14,20 +14,6 @@ fn free_addr() -> std::net::SocketAddr {
     l.local_addr().unwrap()
 }
 
-async fn count(node: &RaftNode<Counters>, shard: u32, key: &str) -> usize {
-    let key = key.to_string();
-    node.with_app(shard, move |a: &Counters| {
-        a.state
-            .lock()
-            .unwrap()
-            .counters
-            .get(&key)
-            .map_or(0, |c| c.1.len())
-    })
-    .await
-    .unwrap()
-}
-
 /// Waits for `f`, for up to 60 s: 150 election timeouts, for a loaded
 /// machine.
 async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
