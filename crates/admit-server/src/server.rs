@@ -567,13 +567,13 @@ fn peer_guard(
             )))
         }
     };
-    allowed(&*ctx)?;
+    allowed(&ctx)?;
     // a long-lived Raft stream is checked again for every batch (issue 14)
     let mut req = req;
     let weak = Arc::downgrade(&ctx);
     req.extensions_mut()
         .insert(admit_raft::PeerCheck::new(move || match weak.upgrade() {
-            Some(ctx) => allowed(&*ctx),
+            Some(ctx) => allowed(&ctx),
             None => Err(tonic::Status::unavailable("node stopping")),
         }));
     Ok(req)

@@ -340,12 +340,11 @@ impl<A: App> Inner<A> {
                 continue;
             };
             match slot.state.load(Ordering::Acquire) {
-                FOLLOWING => {
+                FOLLOWING
                     if slot.leader.load(Ordering::Acquire) == msg.from
-                        && slot.term.load(Ordering::Acquire) == term
-                    {
-                        slot.confirmed_ns.store(now, Ordering::Release);
-                    }
+                        && slot.term.load(Ordering::Acquire) == term =>
+                {
+                    slot.confirmed_ns.store(now, Ordering::Release);
                 }
                 ACTIVE => {
                     let v = sw.view(me);
