@@ -47,6 +47,7 @@ cleanup() {
   rm -rf "$DIR"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 for n in 1 2 3; do
   mkdir -p "$DIR/node$n"
