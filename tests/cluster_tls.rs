@@ -81,7 +81,24 @@ async fn a_cluster_with_mutual_tls_forwards_fails_over_and_changes_membership() 
                 break;
             }
         }
-        let nodes = c.nodes_view(1).await;
+        // a node's addresses reach the registry after it starts: wait for
+        // every node's, then check them
+        let deadline = Instant::now() + c.opts.leader_bound();
+        let nodes = loop {
+            let nodes = c.nodes_view(1).await;
+            if nodes.len() == 3
+                && nodes
+                    .iter()
+                    .all(|n| !n.address.is_empty() && !n.peer_address.is_empty())
+            {
+                break nodes;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node addresses never reached the registry: {nodes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         for n in &nodes {
             assert_eq!(n.address, c.addrs[&n.node_id].to_string());
             assert_eq!(n.peer_address, c.peer_addrs[&n.node_id].to_string());
