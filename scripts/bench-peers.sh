@@ -83,7 +83,7 @@ admit_single() {
 }
 
 admit_cluster() {
-  ADMIT_CLUSTER_DIR=$DIR/cluster ADMIT_SHARDS=$SHARDS CARGO_PROFILE=release \
+  NO_BUILD=1 ADMIT_CLUSTER_DIR=$DIR/cluster ADMIT_SHARDS=$SHARDS CARGO_PROFILE=release \
     "$ROOT/scripts/cluster.sh" start >/dev/null
   bench admit-3 --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
     --scenarios floor,batch-floor,open,new,campaign

@@ -11,7 +11,7 @@
 # Node N serves its API on 127.0.0.1:5005N and Raft and forwarding on its
 # peer port 127.0.0.1:5006N (plain text: loopback only), keeps its data in ./admit-cluster/nodeN and logs to
 # ./admit-cluster/nodeN.log. Environment: ADMIT_SHARDS (default 64),
-# ADMIT_REPLICAS (default 3), CARGO_PROFILE (release), EXTRA_ARGS.
+# ADMIT_REPLICAS (default 3), CARGO_PROFILE (release), EXTRA_ARGS, NO_BUILD=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${ADMIT_CLUSTER_DIR:-./admit-cluster}
@@ -22,11 +22,15 @@ REPLICAS=${ADMIT_REPLICAS:-3}
 PEERS="1=127.0.0.1:50051/127.0.0.1:50061,2=127.0.0.1:50052/127.0.0.1:50062,3=127.0.0.1:50053/127.0.0.1:50063"
 BIN=target/$PROFILE
 
+# The same package set as scripts/bench-peers.sh and scripts/idle-cpu.sh, so
+# that cargo unifies features alike and one script's build is the other's.
+# NO_BUILD=1: use the binaries as they are.
 build() {
+  [ -n "${NO_BUILD:-}" ] && return 0
   if [ "$PROFILE" = release ]; then
-    cargo build --release -q -p admitd -p admitctl
+    cargo build --release -q -p admitd -p admitctl -p admit-bench
   else
-    cargo build -q -p admitd -p admitctl
+    cargo build -q -p admitd -p admitctl -p admit-bench
   fi
 }
 

@@ -27,9 +27,9 @@ DIR=$(mktemp -d /tmp/admit-idle.XXXXXX)
 
 if [ -z "${NO_BUILD:-}" ]; then
   if [ "$PROFILE" = release ]; then
-    cargo build --release -q -p admitd -p admitctl
+    cargo build --release -q -p admitd -p admitctl -p admit-bench
   else
-    cargo build -q -p admitd -p admitctl
+    cargo build -q -p admitd -p admitctl -p admit-bench
   fi
 fi
 

@@ -160,10 +160,10 @@ pub(crate) fn snapshot_built(secs: f64, bytes: usize) {
 }
 
 /// One public RPC finished.
-pub(crate) fn rpc_done(method: &str, code: tonic::Code, secs: f64) {
+pub(crate) fn rpc_done(method: &'static str, code: tonic::Code, secs: f64) {
     histogram!(
         "admit_rpc_duration_seconds",
-        "method" => method.to_owned(),
+        "method" => method,
         "code" => code_name(code)
     )
     .record(secs);

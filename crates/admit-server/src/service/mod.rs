@@ -5,6 +5,7 @@
 //! and records the call's metrics.
 
 use std::future::Future;
+use std::pin::Pin;
 
 use admit_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -34,24 +35,52 @@ pub(crate) use guard::Guarded;
 /// It also runs the request in an `rpc` span (the handlers record the number
 /// or portfolio, routing the shard, sends their reason) and records its
 /// latency per method and outcome code (docs/metrics.md).
-pub(crate) async fn handle<T: Guarded, R>(
+pub(crate) fn handle<'a, T: Guarded, R: 'a>(
+    ctx: &'a Ctx,
+    request: &'a Request<T>,
+    body: impl Future<Output = Result<R, ApiError>> + Send + 'a,
+) -> impl Future<Output = Result<Response<R>, Status>> + 'a {
+    // The body holds the whole admission path's state (kilobytes). Boxed
+    // once here, the layers below (span, task-locals, audit, protection)
+    // wrap a pointer: unboxed, each wrap copied the body, and those copies
+    // were the largest cost of a fast-path admit (docs/benchmarks.md).
+    handle_boxed(ctx, request, Box::pin(body))
+}
+
+/// A body boxed by [`handle`].
+type Body<'a, R> = Pin<Box<dyn Future<Output = Result<R, ApiError>> + Send + 'a>>;
+
+async fn handle_boxed<T: Guarded, R>(
     ctx: &Ctx,
     request: &Request<T>,
-    body: impl Future<Output = Result<R, ApiError>>,
+    body: Body<'_, R>,
 ) -> Result<Response<R>, Status> {
     let method = method_of::<T>();
-    let span = tracing::info_span!(
-        "rpc",
-        method,
-        number = tracing::field::Empty,
-        portfolio = tracing::field::Empty,
-        shard = tracing::field::Empty,
-        reason = tracing::field::Empty,
-        items = tracing::field::Empty,
-        admission = tracing::field::Empty,
-        event_key = tracing::field::Empty,
-        code = tracing::field::Empty,
-    );
+    // The span's fields are formatted on every record while its level is
+    // enabled: the hot send path gets a debug span (free at the default
+    // level), changes (audited, rare) an info one, so their log lines
+    // carry the number or portfolio at the default level.
+    macro_rules! rpc_span {
+        ($mac:ident) => {
+            tracing::$mac!(
+                "rpc",
+                method,
+                number = tracing::field::Empty,
+                portfolio = tracing::field::Empty,
+                shard = tracing::field::Empty,
+                reason = tracing::field::Empty,
+                items = tracing::field::Empty,
+                admission = tracing::field::Empty,
+                event_key = tracing::field::Empty,
+                code = tracing::field::Empty,
+            )
+        };
+    }
+    let span = if request.get_ref().audited() {
+        rpc_span!(info_span)
+    } else {
+        rpc_span!(debug_span)
+    };
     let started = std::time::Instant::now();
     let r = entry(ctx, request, body).instrument(span.clone()).await;
     let code = r.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
@@ -65,7 +94,7 @@ pub(crate) async fn handle<T: Guarded, R>(
 async fn entry<T: Guarded, R>(
     ctx: &Ctx,
     request: &Request<T>,
-    body: impl Future<Output = Result<R, ApiError>>,
+    body: Body<'_, R>,
 ) -> Result<Response<R>, Status> {
     let caller = match &ctx.access.auth {
         None => None,
