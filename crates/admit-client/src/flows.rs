@@ -14,10 +14,15 @@ use crate::types::{Decision, Delivery, Outcome, OutcomeResult, SendSpec};
 use crate::{Client, Error};
 
 /// How a delivery attempt ended, as the sender's WhatsApp call saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivered {
     /// Meta accepted the message.
     Sent,
+    /// Meta accepted the message and answered with its id (`messages[0].id`,
+    /// the wamid): reported with the admission, so that a failed status that
+    /// names only the wamid (Meta's webhook, through admit's receiver) still
+    /// releases the admission (R3.5).
+    SentAs(String),
     /// Meta refused it, with its error code (`errors[].code`) if known.
     Failed(Option<u32>),
 }
@@ -56,11 +61,15 @@ impl Client {
                 customer: send.customer.clone(),
                 admission_id: decision.admission_id.clone(),
                 delivery: match delivered {
-                    Delivered::Sent => Delivery::Sent,
+                    Delivered::Sent | Delivered::SentAs(_) => Delivery::Sent,
                     Delivered::Failed(c) => Delivery::Failed(c),
                 },
                 template_id: Client::template_of(send),
                 event_key: None,
+                message_id: match &delivered {
+                    Delivered::SentAs(id) => Some(id.clone()),
+                    _ => None,
+                },
             })
             .await?;
         Ok(SendResult::Attempted {

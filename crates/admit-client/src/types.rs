@@ -447,6 +447,10 @@ pub struct Outcome {
     pub template_id: Option<String>,
     /// De-duplication key; generated when `None`.
     pub event_key: Option<String>,
+    /// Meta's id of the sent message (wamid); with `admission_id`, a later
+    /// outcome naming only the message finds the admission (see
+    /// `ReportOutcomeRequest.message_id`).
+    pub message_id: Option<String>,
 }
 
 impl Outcome {
@@ -465,6 +469,7 @@ impl Outcome {
             meta_error_code: code,
             template_id: self.template_id.clone().unwrap_or_default(),
             event_key: key,
+            message_id: self.message_id.clone().unwrap_or_default(),
         }
     }
 }

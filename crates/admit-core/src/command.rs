@@ -60,6 +60,11 @@ pub struct Outcome {
     pub template: Option<TemplateId>,
     /// A stable key of the report: applied at most once.
     pub event_key: Option<String>,
+    /// Meta's id of the sent message (`wamid`). With an admission (the sender's
+    /// report after the send) it is remembered for the admission's conversation
+    /// window; without one (a status from Meta's webhook) it finds the admission
+    /// remembered for it (R3.5). Layout 5 on (see `legacy`).
+    pub message_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +178,9 @@ pub struct NumberRegistration {
     pub status: Option<NumberStatus>,
     /// R8.1 per-number override (1,000 upgraded, 20 coexistence).
     pub throughput_mps: Option<u32>,
+    /// The number as Meta displays it, digits only: events that carry only this form
+    /// find the number by it ([`crate::Reader::number_by_display`]). Layout 5 on.
+    pub display_phone_number: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -364,6 +364,13 @@ impl Reader {
             .map(|n| (n.policy.pair_interval, n.policy.pair_burst))
     }
 
+    /// The number of this shard registered with these display digits
+    /// (`RegisterNumber.display_phone_number`), and when, for events that carry only
+    /// that form.
+    pub fn number_by_display(&self, digits: &str) -> Option<(NumberId, Ts)> {
+        self.shared.displays.get(digits).map(|n| *n)
+    }
+
     /// The limit scope a number's sends count against (for routing).
     pub fn scope_of(&self, number: &NumberId) -> Option<ScopeKey> {
         self.shared.numbers.get(number).map(|n| n.scope_key.clone())

@@ -22,7 +22,10 @@ use std::sync::Arc;
 ///   snapshot restores with none known delivered, as those versions treated them.
 /// * 4: V3's layout, with policies that hold the back-offs' reset periods (section 9).
 ///   Policies of V1 to V3 (`PolicyV3`) restore with the built-in period (24 h).
-pub const SNAPSHOT_VERSION: u8 = 4;
+/// * 5: `SnapshotV5`: V4, then the numbers' display digits and the admissions
+///   remembered by Meta's message id. A V1 to V4 snapshot restores with neither (as
+///   those versions had neither).
+pub const SNAPSHOT_VERSION: u8 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -77,6 +80,21 @@ struct SnapshotV3<P = Policy> {
 struct AddedV3 {
     /// Delivered admissions by scope index and sequence number, sorted.
     delivered: Vec<(u32, u64)>,
+}
+
+/// Version 5: V4 (V3's layout), then what V5 added.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV5<P = Policy> {
+    v3: SnapshotV3<P>,
+    added: AddedV5,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct AddedV5 {
+    /// Numbers and their registration time by display digits, sorted.
+    displays: Vec<(String, (NumberId, crate::Ts))>,
+    /// Admissions by message id, sorted by message id.
+    sent: Vec<(String, SentMessage)>,
 }
 
 /// A policy as snapshots of versions 1 to 3 hold it: without the back-offs' reset
@@ -163,6 +181,8 @@ impl<P> WriterState<P> {
             seen_events: self.seen_events,
             seen_expiry: self.seen_expiry,
             tier_errors: self.tier_errors,
+            sent: self.sent,
+            sent_expiry: self.sent_expiry,
         }
     }
 }
@@ -265,9 +285,21 @@ impl Engine {
             },
             added,
         };
-        let snap = SnapshotV3 {
-            v2,
-            added: added_v3,
+        let added_v5 = AddedV5 {
+            displays: sorted(&sh.displays),
+            sent: self
+                .w
+                .sent
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        let snap = SnapshotV5 {
+            v3: SnapshotV3 {
+                v2,
+                added: added_v3,
+            },
+            added: added_v5,
         };
         let mut out = vec![SNAPSHOT_VERSION];
         out.extend(postcard::to_stdvec(&snap).expect("state encodes"));
@@ -295,19 +327,16 @@ impl Engine {
         move_map(&sh.templates, new.templates);
         move_map(&sh.idempotency, new.idempotency);
         move_map(&sh.idem_by_admission, new.idem_by_admission);
+        move_map(&sh.displays, new.displays);
         self.w = w;
         self.publish_now();
         Ok(())
     }
 
-    /// Rebuilds an engine from [`Engine::snapshot`]'s bytes.
-    pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
-        let (&v, rest) = bytes.split_first().ok_or(SnapshotError::Empty)?;
+    /// The body of a snapshot of versions 1 to 4, as V4's layout.
+    fn restore_v4(v: u8, rest: &[u8]) -> Result<SnapshotV3, SnapshotError> {
         let decode = |e: postcard::Error| SnapshotError::Decode(e.to_string());
-        let SnapshotV3 {
-            v2: SnapshotV2 { body: snap, added },
-            added: added_v3,
-        } = match v {
+        Ok(match v {
             1 => SnapshotV3::<PolicyV3> {
                 v2: SnapshotV2 {
                     body: postcard::from_bytes(rest).map_err(decode)?,
@@ -326,8 +355,26 @@ impl Engine {
                 .map_policies(Policy::from),
             4 => postcard::from_bytes(rest).map_err(decode)?,
             _ => return Err(SnapshotError::Version(v)),
+        })
+    }
+
+    /// Rebuilds an engine from [`Engine::snapshot`]'s bytes.
+    pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
+        let (&v, rest) = bytes.split_first().ok_or(SnapshotError::Empty)?;
+        let decode = |e: postcard::Error| SnapshotError::Decode(e.to_string());
+        let (v3, added_v5) = match v {
+            1..=4 => (Self::restore_v4(v, rest)?, AddedV5::default()),
+            5 => {
+                let s: SnapshotV5 = postcard::from_bytes(rest).map_err(decode)?;
+                (s.v3, s.added)
+            }
+            _ => return Err(SnapshotError::Version(v)),
         };
-        let writer = snap.writer.map_policies(Arc::new);
+        let SnapshotV3 {
+            v2: SnapshotV2 { body: snap, added },
+            added: added_v3,
+        } = v3;
+        let mut writer = snap.writer.map_policies(Arc::new);
         let link = |name: &str| {
             writer
                 .policies
@@ -375,6 +422,16 @@ impl Engine {
             if let Some(mut s) = sh.scopes.get_mut(&idx) {
                 s.log.mark_delivered(seq);
             }
+        }
+        for (d, (id, at)) in added_v5.displays {
+            if let Some(mut n) = sh.numbers.get_mut(&id) {
+                n.display = Some(d.clone());
+                sh.displays.insert(d, (id, at));
+            }
+        }
+        for (k, sent) in added_v5.sent {
+            writer.sent_expiry.insert((sent.expires, k.clone()));
+            writer.sent.insert(k, sent);
         }
         // derived: which key recorded each admission (the release path drops it)
         for e in sh.idempotency.iter() {
@@ -497,6 +554,7 @@ mod tests {
                 error_code: None,
                 template: None,
                 event_key: None,
+                message_id: None,
             })
         };
         e.apply(outcome(DeliveryStatus::Delivered), Ts(3)).unwrap();

@@ -130,6 +130,10 @@ pub(crate) struct NumberState {
     pub throughput: Backoff,
     pub throughput_mps: Option<u32>,
     pub registered_at: Ts,
+    /// The number as displayed (digits), if registered with it. Not in the V1
+    /// snapshot body: restored from `Shared::displays` (the V5 section).
+    #[serde(skip)]
+    pub display: Option<String>,
 }
 
 impl NumberState {
@@ -251,6 +255,10 @@ pub(crate) struct Shared {
     /// the key that recorded each admission, so that releasing the admission drops the
     /// record (R3.5) and a retry is decided anew.
     pub idem_by_admission: Map<AdmissionId, IdempotencyKey>,
+    /// Display digits -> the number registered with them, and when (numbers of
+    /// different shards may claim the same digits: the latest registration wins).
+    /// Each number's `display` is derived from it on restore.
+    pub displays: Map<String, (NumberId, Ts)>,
     /// The engine's time (the latest command time applied, UTC ms), published for
     /// readers: a decision from memory must not run on a clock behind it.
     pub engine_now: std::sync::atomic::AtomicU64,
@@ -271,7 +279,17 @@ impl Shared {
             templates: new_map(),
             idempotency: new_map(),
             idem_by_admission: new_map(),
+            displays: new_map(),
             engine_now: std::sync::atomic::AtomicU64::new(0),
         }
     }
+}
+
+/// A sent message's admission, remembered by Meta's message id until `expires` (the
+/// end of the conversation window it opened: a release after it changes nothing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SentMessage {
+    pub number: NumberId,
+    pub admission: AdmissionId,
+    pub expires: Ts,
 }

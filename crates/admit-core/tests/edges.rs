@@ -155,6 +155,7 @@ fn r6_2_132015_outcomes_applied_by_the_engine_do_not_escalate() {
                 error_code: Some(132015),
                 template: Some(promo()),
                 event_key: Some(format!("wamid.{i}")),
+                message_id: None,
             }),
             ms(t, i),
         )
@@ -319,6 +320,7 @@ fn r3_5_a_retry_after_a_failed_outcome_counts_again() {
                 error_code: Some(131026),
                 template: None,
                 event_key: None,
+                message_id: None,
             }),
             ms(T0, 1),
         )
@@ -1252,6 +1254,7 @@ fn delivery(c: u64, a: &Option<AdmissionId>, status: DeliveryStatus) -> Command 
         error_code: (status == DeliveryStatus::Failed).then_some(131026),
         template: None,
         event_key: None,
+        message_id: None,
     })
 }
 

@@ -596,6 +596,7 @@ fn run(ops: &[Op], check: bool) -> H {
                         error_code: code,
                         template: None,
                         event_key: None,
+                        message_id: None,
                     }),
                     Ts(now),
                 )

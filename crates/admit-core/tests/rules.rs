@@ -217,6 +217,7 @@ fn r3_5_release_gives_the_conversation_back() {
                 error_code: Some(131026),
                 template: None,
                 event_key: None,
+                message_id: None,
             }),
             T0,
         )
@@ -926,6 +927,7 @@ fn inbound_and_outcome_deliveries_with_a_key_apply_once() {
             error_code: Some(131056),
             template: None,
             event_key: Some(k.into()),
+            message_id: None,
         })
     };
     let t = Ts(T0.0 + 1);

@@ -146,6 +146,36 @@ impl Reads {
             .collect())
     }
 
+    /// The number registered with these display digits, on any shard: each
+    /// shard's leader answers from its applied state (a number's shard
+    /// follows from its id, not from its display digits), and the latest
+    /// registration of the digits wins.
+    pub async fn number_by_display(&self, digits: &str) -> Result<Option<NumberId>, ApiError> {
+        let routing = &self.routing;
+        let found: Vec<(NumberId, Ts)> = if !routing.clustered() {
+            (0..routing.shards())
+                .filter_map(|s| routing.reader(s).number_by_display(digits))
+                .collect()
+        } else {
+            let q = SweepReq::Display {
+                digits: digits.to_owned(),
+            };
+            routing
+                .sweep_all(q)
+                .await?
+                .into_iter()
+                .filter_map(|it| match it.item {
+                    SweepItem::Display(d) => d,
+                    _ => None,
+                })
+                .collect()
+        };
+        Ok(found
+            .into_iter()
+            .max_by_key(|(n, at)| (*at, *n))
+            .map(|(n, _)| n))
+    }
+
     /// A read of one shard's state, served by the shard's leader (here, or
     /// relayed to it).
     pub(crate) async fn on_leader(&self, shard: u32, read: ReadReq) -> Result<NodeResp, ApiError> {

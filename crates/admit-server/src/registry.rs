@@ -162,6 +162,7 @@ pub(crate) async fn register_number(ctx: &Ctx, r: NumberRegistrationIn) -> Resul
         display_name_approved: r.display_name_approved,
         status: r.status,
         throughput_mps,
+        display_phone_number: r.display_phone_number.clone(),
     };
     let shard = ctx.routing.shard_of(&scope);
     expect_registered(

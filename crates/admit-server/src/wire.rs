@@ -75,6 +75,9 @@ pub enum SweepReq {
     Portfolio { id: PortfolioId, now: Ts },
     /// Every scope's status (ListNumbers).
     Scopes { now: Ts },
+    /// The number registered with these display digits (webhook events
+    /// that carry only that form).
+    Display { digits: String },
 }
 
 impl SweepReq {
@@ -84,6 +87,7 @@ impl SweepReq {
             SweepReq::Lookup { number } => SweepItem::Lookup(r.scope_of(number)),
             SweepReq::Portfolio { id, now } => SweepItem::Portfolio(r.portfolio_status(id, *now)),
             SweepReq::Scopes { now } => SweepItem::Scopes(r.list_by_headroom(*now)),
+            SweepReq::Display { digits } => SweepItem::Display(r.number_by_display(digits)),
         }
     }
 }
@@ -93,6 +97,8 @@ pub enum SweepItem {
     Lookup(Option<ScopeKey>),
     Portfolio(Option<PortfolioStatus>),
     Scopes(Vec<ScopeStatus>),
+    /// The number and when it was registered with the digits.
+    Display(Option<(NumberId, Ts)>),
 }
 
 /// One shard's answer to a sweep.

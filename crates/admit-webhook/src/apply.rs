@@ -6,14 +6,17 @@
 //! (an unknown number: NOT_FOUND; a value it cannot take: INVALID_ARGUMENT)
 //! is skipped and counted: Meta's retry would not cure it. Anything else
 //! (no leader, a deadline) stops the delivery unacknowledged, so Meta
-//! retries it. Imports the translation, admit-proto, tonic's `Status`.
+//! retries it. Imports the translation, the node-local display index,
+//! admit-proto, tonic's `Status`.
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use admit_proto::v1 as pb;
 use serde::Serialize;
 use tonic::{Code, Status};
 
+use crate::numbers::Numbers;
 use crate::translate::{Action, Planned, Translation};
 
 /// Where actions go: admit's public API.
@@ -34,6 +37,16 @@ pub trait Sink: Send + Sync + 'static {
         &self,
         r: pb::RegisterNumberRequest,
     ) -> impl Future<Output = Result<pb::RegisterNumberResponse, Status>> + Send;
+    /// The `phone_number_id` registered with these display digits
+    /// (`RegisterNumber.display_phone_number`), from replicated state. A sink
+    /// without such an index knows none.
+    fn number_by_display(
+        &self,
+        digits: &str,
+    ) -> impl Future<Output = Result<Option<String>, Status>> + Send {
+        let _ = digits;
+        async { Ok(None) }
+    }
 }
 
 impl Sink for admit_server::InProcess {
@@ -60,6 +73,12 @@ impl Sink for admit_server::InProcess {
         r: pb::RegisterNumberRequest,
     ) -> impl Future<Output = Result<pb::RegisterNumberResponse, Status>> + Send {
         admit_server::InProcess::register_number(self, r)
+    }
+    fn number_by_display(
+        &self,
+        digits: &str,
+    ) -> impl Future<Output = Result<Option<String>, Status>> + Send {
+        admit_server::InProcess::number_by_display(self, digits)
     }
 }
 
@@ -90,6 +109,40 @@ pub struct Report {
 pub struct Unavailable {
     pub at: String,
     pub status: Status,
+}
+
+/// The `phone_number_id` of each display number a delivery names without
+/// one: the number registered with it in admit's replicated state (the same
+/// answer on every node), else the node-local index (configured pairs, and
+/// pairs learned from deliveries that carry both forms), for numbers
+/// registered without a display number. A failed lookup leaves the delivery
+/// unacknowledged (Meta retries it): applying it without the number would
+/// count the change as unknown for good.
+pub async fn resolve_displays<S: Sink>(
+    sink: &S,
+    local: &Numbers,
+    displays: impl IntoIterator<Item = String>,
+) -> Result<HashMap<String, String>, Unavailable> {
+    let mut found = HashMap::new();
+    for d in displays {
+        if found.contains_key(&d) {
+            continue;
+        }
+        let id = match sink.number_by_display(&d).await {
+            Ok(Some(id)) => Some(id),
+            Ok(None) => local.get(&d),
+            Err(status) => {
+                return Err(Unavailable {
+                    at: format!("display_phone_number {d}"),
+                    status,
+                })
+            }
+        };
+        if let Some(id) = id {
+            found.insert(d, id);
+        }
+    }
+    Ok(found)
 }
 
 /// Counts what the translation found, then applies its actions in order.

@@ -217,10 +217,34 @@ async fn deliver<S: Sink>(sh: Arc<Shared<S>>, req: Request) -> (&'static str, Re
         Ok(e) => e,
         Err(why) => return ("malformed", refuse(StatusCode::BAD_REQUEST, why)),
     };
-    let t = match translate::translate(&env, &|d| sh.numbers.get(d)) {
+    // display numbers first found unknown are looked up (replicated state,
+    // then this node's index), and the delivery translated again with them
+    let mut t = match translate::translate(&env, &|_| None) {
         Ok(t) => t,
         Err(why) => return ("malformed", refuse(StatusCode::BAD_REQUEST, why)),
     };
+    if !t.unresolved.is_empty() {
+        let wanted: Vec<String> = t.unresolved.iter().map(|(_, d)| d.clone()).collect();
+        let found = match apply::resolve_displays(&sh.sink, &sh.numbers, wanted).await {
+            Ok(f) => f,
+            Err(u) => {
+                tracing::warn!(at = %u.at, code = ?u.status.code(), reason = %u.status.message(), "webhook display number not looked up; Meta will retry");
+                return (
+                    "unavailable",
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(header::RETRY_AFTER, "1")],
+                        format!("{} not looked up: {}\n", u.at, u.status.message()),
+                    )
+                        .into_response(),
+                );
+            }
+        };
+        t = match translate::translate(&env, &|d| found.get(d).cloned()) {
+            Ok(t) => t,
+            Err(why) => return ("malformed", refuse(StatusCode::BAD_REQUEST, why)),
+        };
+    }
     for (d, id) in &t.learned {
         sh.numbers.learn(d, id);
     }

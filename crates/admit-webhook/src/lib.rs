@@ -21,8 +21,10 @@
 //! * [`signature`]: the HMAC-SHA256 check, in constant time.
 //! * [`translate`]: payload -> actions, pure (no I/O, no clock), with the
 //!   stable key of each action.
-//! * [`numbers`]: display phone number -> `phone_number_id`.
-//! * [`apply`]: actions -> admit, and what counts as acknowledged.
+//! * [`numbers`]: display phone number -> `phone_number_id`, the node-local
+//!   fallback.
+//! * [`apply`]: display numbers looked up, actions -> admit, and what counts
+//!   as acknowledged.
 //! * [`tls`]: HTTPS on the receiver's port (certificates reloaded from
 //!   their files).
 //! * [`http`]: the listener, the handshake, the order of the checks.
@@ -38,23 +40,43 @@
 //! acknowledged only when each of its actions was committed (or refused for
 //! good: an unknown number, an invalid value, which a retry cannot cure).
 //!
+//! ## Statuses and admissions
+//!
+//! A status names Meta's message id (wamid), which the sender gets only
+//! after the send. The sender reports it with the admission
+//! (`ReportOutcome` SENT with `admission_id` and `message_id`); the shard
+//! keeps wamid -> admission in replicated state for the admission's
+//! conversation window, and every status the receiver reports carries its
+//! wamid, so a failed one releases that admission (R3.5) and a delivered one
+//! marks it delivered. An admission id echoed in the send's
+//! `biz_opaque_callback_data` (the whole value, or an `admit=<id>` part)
+//! names it as well.
+//!
+//! ## Display numbers
+//!
+//! Events that carry only `display_phone_number` (quality, limit and
+//! restriction updates) are resolved through the display digits a number
+//! was registered with (`RegisterNumber.display_phone_number`), kept in the
+//! number's replicated record. A number's shard follows from its id, not
+//! from those digits, so the lookup asks every shard's leader
+//! ([`Sink::number_by_display`]): exact on every node, and cheap because
+//! display-only events are rare (a hash index per shard, one sweep per
+//! delivery that needs it). Numbers registered without display digits fall
+//! back to the node-local index ([`numbers`]: configured pairs, and pairs
+//! learned from the deliveries that carry both forms, kept in a file of
+//! the node's data dir, not shared between nodes), which stays for them.
+//! A lookup that fails (no leader) leaves the delivery unacknowledged.
+//!
 //! ## Known gaps
 //!
-//! * Statuses and admissions: a status names Meta's message id, which admit
-//!   never sees (the sender gets it after the send). A failed status
-//!   releases an admission only when the sender echoes the admission id in
-//!   the send's `biz_opaque_callback_data` (the whole value, or an
-//!   `admit=<id>` part); otherwise it feeds the error-code reactions only.
+//! * A wamid reported after its status arrived (the sender's report lost
+//!   the race with Meta's webhook) is not matched to that earlier status:
+//!   the failed status then feeds the error-code reactions only. Report the
+//!   wamid as soon as the send returns it.
 //! * 132015 / 132016 in a failed status pause or disable nothing: Meta's
 //!   statuses name no template, and section 9 of docs/rules.md acts on
 //!   these codes only when the report names it. The template's own
 //!   `message_template_status_update` does (subscribe to that field).
-//! * Display numbers: admit's replicated state does not keep
-//!   `RegisterNumber.display_phone_number`, so events carrying only the
-//!   number as shown are mapped through a node-local index filled from
-//!   configuration and from the deliveries that carry both forms (kept in
-//!   a file of the node's data dir across restarts, not shared between
-//!   nodes).
 
 pub mod apply;
 pub mod http;

@@ -1,12 +1,13 @@
-//! The display-number index: `display_phone_number` (digits) ->
+//! The node-local display-number index: `display_phone_number` (digits) ->
 //! `phone_number_id`, for the events that carry only the number as shown
-//! (`phone_number_quality_update`, `account_update`). Filled from the
+//! (`phone_number_quality_update`, `account_update`) when the number was
+//! registered without its display digits (those registered with them are
+//! found in replicated state first, see the crate docs). Filled from the
 //! configuration and from the metadata of the deliveries themselves
 //! (`messages`, `user_preferences` and `calls` carry both), and kept in a
 //! file of the node's data dir when one is given, so a restart does not
-//! forget what deliveries taught. Node-local: admit's replicated state does
-//! not keep display numbers (see the crate docs). Imports std and
-//! serde_json only.
+//! forget what deliveries taught. Node-local, not shared between nodes.
+//! Imports std and serde_json only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -495,6 +495,13 @@ impl Cx<'_> {
                 .as_deref()
                 .and_then(admission_in_callback)
                 .unwrap_or_default();
+            // the wamid finds the admission the sender reported it under
+            // (ReportOutcome.message_id); one admit would refuse is not sent
+            let message_id = if s.id.chars().count() <= 128 && !s.id.chars().any(char::is_control) {
+                s.id.clone()
+            } else {
+                String::new()
+            };
             self.push(Action::Outcome(pb::ReportOutcomeRequest {
                 number_id: number.clone(),
                 customer_id: s.recipient_id,
@@ -502,6 +509,7 @@ impl Cx<'_> {
                 status: status as i32,
                 meta_error_code: code,
                 template_id: String::new(),
+                message_id,
                 event_key: key(&[
                     "st",
                     &number,

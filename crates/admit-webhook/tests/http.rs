@@ -349,6 +349,61 @@ async fn a_failed_status_releases_its_admission_and_holds_marketing() {
     n.stop().await;
 }
 
+/// A failed status that names only Meta's message id releases the admission
+/// the sender reported that id under (`ReportOutcome.message_id` with SENT);
+/// a delivered one keeps its admission counted, also when a failure of the
+/// same message follows.
+#[tokio::test]
+async fn a_failed_status_naming_the_wamid_releases_its_admission() {
+    const FAILED: &str = "wamid.HBgNNDkxNTE4NzY1NDMyMRUCABEYEkQ3RTg5MEFCQ0RFRjAxMjM0AA";
+    const DELIVERED: &str = "wamid.HBgMNDQ3NzAwOTAwMTIzFQIAERgSQzVGNjc4OUFCQ0RFRjAxMjMA";
+    let (_dir, n) = Node::fresh().await;
+    let headroom = |s: &pb::StatusView| s.usage.as_ref().unwrap().headroom;
+    for (customer, wamid) in [("4915187654321", FAILED), ("447700900123", DELIVERED)] {
+        let d = n.marketing(customer, "t").await;
+        assert_eq!(d.reason(), pb::Reason::NewConversation, "{d:?}");
+        let r = n
+            .api
+            .report_outcome(pb::ReportOutcomeRequest {
+                number_id: NUMBER.into(),
+                customer_id: customer.into(),
+                admission_id: d.admission_id.clone(),
+                status: pb::DeliveryStatus::Sent as i32,
+                message_id: wamid.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("reported");
+        assert!(r.effects.is_empty(), "{r:?}");
+    }
+    assert_eq!(headroom(&n.status().await), 998);
+    // the statuses without the callback data: only the wamids name the sends
+    let body = text(&fixture("messages_statuses.json")).replace(
+        "\"biz_opaque_callback_data\": \"campaign=spring;admit=n109900112233445-1\",",
+        "",
+    );
+    assert!(!body.contains("biz_opaque"));
+    let a = deliver(n.addr(), body.as_bytes()).await;
+    assert_eq!(a.count("applied"), 2, "{a:?}");
+    assert_eq!(
+        headroom(&n.status().await),
+        999,
+        "the failed send's BIC is back"
+    );
+    // a failure reported for the delivered message releases nothing (R3.5)
+    let late = text(&fixture("messages_statuses.json"))
+        .replace(FAILED, DELIVERED)
+        .replace("4915187654321", "447700900123")
+        .replace(
+            "\"biz_opaque_callback_data\": \"campaign=spring;admit=n109900112233445-1\",",
+            "",
+        );
+    let a = deliver(n.addr(), late.as_bytes()).await;
+    assert_eq!(a.count("applied"), 1, "{a:?}");
+    assert_eq!(headroom(&n.status().await), 999);
+    n.stop().await;
+}
+
 #[tokio::test]
 async fn an_admission_of_another_scope_does_not_cost_the_codes_reaction() {
     let (_dir, n) = Node::fresh().await;

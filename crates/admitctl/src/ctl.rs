@@ -454,6 +454,10 @@ pub struct OutcomeArgs {
     /// De-duplication key.
     #[arg(long)]
     pub key: Option<String>,
+    /// Meta's message id (wamid) of the send: with --admission, a later status
+    /// naming only the wamid finds the admission.
+    #[arg(long)]
+    pub message_id: Option<String>,
 }
 
 pub async fn outcome(ctx: &Ctx, a: OutcomeArgs) -> Res {
@@ -476,6 +480,7 @@ pub async fn outcome(ctx: &Ctx, a: OutcomeArgs) -> Res {
             delivery,
             template_id: a.template,
             event_key: a.key,
+            message_id: a.message_id,
         })
         .await?;
     if ctx.json {

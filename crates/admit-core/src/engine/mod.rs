@@ -8,6 +8,9 @@ mod outcomes;
 mod registry;
 mod tick;
 
+#[cfg(test)]
+mod sent_tests;
+
 use crate::command::*;
 use crate::decision::{AdmissionId, Decision, Reason, ScopeKey};
 use crate::error::CoreError;
@@ -22,6 +25,7 @@ use crate::Reader;
 use admit_sketch::{SketchConfig, WindowedSketch};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+
 use std::sync::Arc;
 
 /// State only the writer touches (it is in snapshots too). Generic over the policy type
@@ -42,6 +46,13 @@ pub(crate) struct WriterState<P = Arc<Policy>> {
     pub seen_expiry: VecDeque<(Ts, String)>,
     /// Tier values that could not be understood (kept the limit: fail safe).
     pub tier_errors: u64,
+    /// Admissions by Meta's message id, reported with the send (R3.5 for statuses
+    /// that name only the message). Not in the V1 snapshot body: the V5 section.
+    #[serde(skip)]
+    pub sent: BTreeMap<String, SentMessage>,
+    /// `sent`'s keys in expiry order (derived; rebuilt on restore).
+    #[serde(skip)]
+    pub sent_expiry: std::collections::BTreeSet<(Ts, String)>,
 }
 
 /// How long a platform delivery's key is remembered: Meta retries deliveries for days.

@@ -49,15 +49,24 @@ impl Engine {
         let pair = PairKey::new(idx, customer);
         let mut released = false;
         let mut hold_until = None;
+        // the admission named, or the one the sender reported for Meta's message id
+        let admission = match (&o.admission, &o.message_id) {
+            (Some(a), Some(m)) => {
+                self.remember_sent(m, o.number, a, now.plus(p.conversation_window));
+                Some(a.clone())
+            }
+            (None, Some(m)) => self.sent_admission(m, &o.number, now),
+            (a, None) => a.clone(),
+        };
         if o.status == DeliveryStatus::Failed {
             // R3.5: a send that failed before delivery gives its conversation back; one
             // reported delivered already was delivered, whatever is reported after
-            if let Some(a) = o.admission.as_ref().filter(|a| !self.delivered(a)) {
+            if let Some(a) = admission.as_ref().filter(|a| !self.delivered(a)) {
                 released = self.release(a, now);
             }
         } else {
             if let (Some(a), DeliveryStatus::Delivered | DeliveryStatus::Read) =
-                (&o.admission, o.status)
+                (&admission, o.status)
             {
                 self.mark_delivered(a);
             }
@@ -129,6 +138,34 @@ impl Engine {
             hold_until,
             duplicate: false,
         })
+    }
+}
+
+impl Engine {
+    /// Remembers the admission of a sent message until `expires`; a message id
+    /// reported again takes the latest report.
+    fn remember_sent(&mut self, message: &str, number: NumberId, a: &AdmissionId, expires: Ts) {
+        let entry = SentMessage {
+            number,
+            admission: a.clone(),
+            expires,
+        };
+        if let Some(old) = self.w.sent.insert(message.to_owned(), entry) {
+            self.w
+                .sent_expiry
+                .remove(&(old.expires, message.to_owned()));
+        }
+        self.w.sent_expiry.insert((expires, message.to_owned()));
+    }
+
+    /// The admission remembered for a message of `number`, while its window lasts (an
+    /// expired entry that `tick` has not reclaimed yet decides as an absent one).
+    fn sent_admission(&self, message: &str, number: &NumberId, now: Ts) -> Option<AdmissionId> {
+        self.w
+            .sent
+            .get(message)
+            .filter(|s| s.number == *number && s.expires > now)
+            .map(|s| s.admission.clone())
     }
 }
 

@@ -95,6 +95,14 @@ impl Engine {
                 return Err(CoreError::invalid("throughput_mps", "must be at least 1"));
             }
         }
+        if let Some(d) = &r.display_phone_number {
+            if d.is_empty() || d.len() > 32 || !d.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(CoreError::invalid(
+                    "display_phone_number",
+                    "must be 1 to 32 digits",
+                ));
+            }
+        }
         let existing = self
             .shared
             .numbers
@@ -190,6 +198,7 @@ impl Engine {
                         throughput: Backoff::default(),
                         throughput_mps: None,
                         registered_at: now,
+                        display: None,
                     },
                 );
                 self.shared
@@ -217,11 +226,37 @@ impl Engine {
         if let Some(a) = r.display_name_approved {
             self.with_member(&id, now, |m, _| m.display_name_approved = a)?;
         }
+        if let Some(d) = r.display_phone_number {
+            self.set_display(id, d, now);
+        }
         if let Some(l) = r.limit {
             self.set_limit(scope, l, now);
         }
         self.advance_scope(scope, now);
         Ok(Output::Registered)
+    }
+
+    /// The number as displayed: the latest registration wins, also over another number
+    /// of this shard that had the same digits (Meta moved the display number).
+    fn set_display(&mut self, id: NumberId, d: String, now: Ts) {
+        let sh = &self.shared;
+        let old = sh.numbers.get(&id).and_then(|n| n.display.clone());
+        if old.as_deref() == Some(d.as_str()) {
+            return;
+        }
+        if let Some(old) = old {
+            sh.displays.remove_if(&old, |_, (n, _)| *n == id);
+        }
+        if let Some((other, _)) = sh
+            .displays
+            .insert(d.clone(), (id, now))
+            .filter(|o| o.0 != id)
+        {
+            if let Some(mut n) = sh.numbers.get_mut(&other) {
+                n.display = None;
+            }
+        }
+        sh.numbers.get_mut(&id).expect("known").display = Some(d);
     }
 
     /// A number without a portfolio joins one (created with the number's profile if

@@ -66,6 +66,14 @@ impl Engine {
                 self.w.seen_events.remove(&key);
             }
         }
+        while let Some((exp, _)) = self.w.sent_expiry.first() {
+            if *exp > now {
+                break;
+            }
+            let (_, key) = self.w.sent_expiry.pop_first().expect("first");
+            self.w.sent.remove(&key);
+            reclaimed += 1;
+        }
         for m in [
             &sh.pairs as &dyn Shrink,
             &sh.fep,

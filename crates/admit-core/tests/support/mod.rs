@@ -133,6 +133,7 @@ impl H {
                 error_code: code,
                 template: None,
                 event_key: None,
+                message_id: None,
             }),
             now,
         )

@@ -7,14 +7,15 @@
 //! |--------|------------|---------|
 //! | 1 | 3ca74d0 .. 0920f48 (unversioned) | [`CommandV1`]: restrictions without types |
 //! | 2 | 0920f48 .. 08be5d8 (unversioned) | [`CommandV2`]: policies without back-off resets |
-//! | 3 | 08be5d8 .. (unversioned, then versioned) | today's [`Command`], no caller |
-//! | 4 | this layout's introduction .. | today's [`Stamped`]: with the caller of an audited change |
+//! | 3 | 08be5d8 .. (unversioned, then versioned) | [`CommandV4`], no caller |
+//! | 4 | 24e8cef and before .. | [`CommandV4`] with the caller of an audited change |
+//! | 5 | this layout's introduction .. | today's [`Stamped`]: registrations with display numbers, outcomes with Meta's message id |
 //!
 //! Builds before 3ca74d0 (the first day's work in progress, before inbound
 //! and outcome reports had event keys) wrote a layout no release read back;
 //! it is not kept.
 
-use admit_core::legacy::{CommandV1, CommandV2};
+use admit_core::legacy::{CommandV1, CommandV2, CommandV4};
 use admit_core::{Command, Ts};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
@@ -22,7 +23,7 @@ use serde::{Deserialize, Deserializer};
 use super::Stamped;
 
 /// The layout this build writes.
-pub(crate) const CURRENT: u32 = 4;
+pub(crate) const CURRENT: u32 = 5;
 /// What entries without a stored layout may hold, newest first.
 pub(crate) const UNVERSIONED: &[u32] = &[3, 2, 1];
 
@@ -31,6 +32,24 @@ pub(crate) const UNVERSIONED: &[u32] = &[3, 2, 1];
 struct StampedAs<C> {
     at: Ts,
     cmd: C,
+}
+
+/// [`Stamped`] of layout 4: with its caller, and an older command.
+#[derive(Deserialize)]
+struct StampedByAs<C> {
+    at: Ts,
+    cmd: C,
+    by: Option<String>,
+}
+
+impl<C: Into<Command>> From<StampedByAs<C>> for Stamped {
+    fn from(s: StampedByAs<C>) -> Stamped {
+        Stamped {
+            at: s.at,
+            cmd: s.cmd.into(),
+            by: s.by,
+        }
+    }
 }
 
 impl<C: Into<Command>> From<StampedAs<C>> for Stamped {
@@ -49,8 +68,9 @@ pub(crate) fn decode<'de, D: Deserializer<'de>>(layout: u32, d: D) -> Result<Sta
     match layout {
         1 => StampedAs::<CommandV1>::deserialize(d).map(Into::into),
         2 => StampedAs::<CommandV2>::deserialize(d).map(Into::into),
-        3 => StampedAs::<Command>::deserialize(d).map(Into::into),
-        4 => Stamped::deserialize(d),
+        3 => StampedAs::<CommandV4>::deserialize(d).map(Into::into),
+        4 => StampedByAs::<CommandV4>::deserialize(d).map(Into::into),
+        5 => Stamped::deserialize(d),
         other => Err(D::Error::custom(format!(
             "command layout {other} is not known to this build"
         ))),
@@ -71,6 +91,7 @@ mod tests {
             1 => include_bytes!("../../../../tests/fixtures/log-entries/layout-1.bin"),
             2 => include_bytes!("../../../../tests/fixtures/log-entries/layout-2.bin"),
             3 => include_bytes!("../../../../tests/fixtures/log-entries/layout-3.bin"),
+            4 => include_bytes!("../../../../tests/fixtures/log-entries/layout-4.bin"),
             _ => unreachable!(),
         }
     }
@@ -119,6 +140,8 @@ mod tests {
             (r.number.as_ref(), r.profile.as_deref()),
             (Some(&n), Some("bulk"))
         );
+        // layouts before 5 had no display numbers
+        assert_eq!(r.display_phone_number, None);
         assert_eq!(cmds[3].cmd, Command::Tick);
     }
 
@@ -160,6 +183,16 @@ mod tests {
         let cmds = admit_raft::decode_log_entry::<ShardApp>(&bytes).unwrap();
         assert_the_fixture(&cmds, &[RestrictionType::BizInitiated]);
         assert!(cmds.iter().all(|s| s.by.is_none()));
+    }
+
+    /// Layout 4 as the last build before display numbers and message ids
+    /// wrote it (versioned, with the caller of the first command).
+    #[test]
+    fn layout_4_entries_decode() {
+        let cmds = admit_raft::decode_log_entry::<ShardApp>(stored(4)).unwrap();
+        assert_the_fixture(&cmds, &[RestrictionType::BizInitiated]);
+        let by: Vec<Option<&str>> = cmds.iter().map(|s| s.by.as_deref()).collect();
+        assert_eq!(by, [Some("ops"), None, None, None]);
     }
 
     #[test]

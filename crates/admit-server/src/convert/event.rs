@@ -118,6 +118,7 @@ pub(crate) struct OutcomeIn {
     pub error_code: Option<u32>,
     pub meta_error: Option<MetaError>,
     pub event_key: Option<String>,
+    pub message_id: Option<String>,
 }
 
 pub(crate) fn outcome_in(r: &pb::ReportOutcomeRequest) -> Result<OutcomeIn, ApiError> {
@@ -146,6 +147,7 @@ pub(crate) fn outcome_in(r: &pb::ReportOutcomeRequest) -> Result<OutcomeIn, ApiE
         Some(template("template_id", &r.template_id)?)
     };
     let event_key = send_event_key("out", &r.event_key)?;
+    let message_id = message_id(&r.message_id)?;
     // Meta reports error codes with FAILED statuses only; a code on
     // another status is a caller's mistake, not a reason to back off
     if r.meta_error_code.is_some() && status != DeliveryStatus::Failed {
@@ -163,7 +165,20 @@ pub(crate) fn outcome_in(r: &pb::ReportOutcomeRequest) -> Result<OutcomeIn, ApiE
         error_code: r.meta_error_code,
         meta_error: r.meta_error_code.map(MetaError::from),
         event_key,
+        message_id,
     })
+}
+
+/// Meta's message id (`wamid`) of an outcome: at most 128 characters, no
+/// control characters. Empty = none.
+fn message_id(id: &str) -> Result<Option<String>, ApiError> {
+    if id.chars().count() > MAX_SEND_EVENT_KEY || id.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "message_id",
+            "must be at most 128 characters, without control characters",
+        ));
+    }
+    Ok((!id.is_empty()).then(|| id.to_owned()))
 }
 
 /// What an outcome did, as `ReportOutcomeResponse.effects` lists it.

@@ -85,6 +85,8 @@ pub(crate) struct NumberRegistrationIn {
     pub display_name_approved: Option<bool>,
     /// 0: the profile's rate.
     pub throughput_mps: Option<u32>,
+    /// Digits (a wa_id's form); `None`: keep what is stored.
+    pub display_phone_number: Option<String>,
 }
 
 /// The largest per-number throughput a registration may set (messages/s).
@@ -110,9 +112,11 @@ pub(crate) fn number_registration_in(
     if r.throughput_mps.is_some_and(|t| t > MAX_NUMBER_MPS) {
         return Err(ApiError::invalid("throughput_mps", "must be 0 to 10000"));
     }
-    if !r.display_phone_number.is_empty() {
-        customer("display_phone_number", &r.display_phone_number)?;
-    }
+    let display_phone_number = if r.display_phone_number.is_empty() {
+        None
+    } else {
+        Some(customer("display_phone_number", &r.display_phone_number)?.to_string())
+    };
     Ok(NumberRegistrationIn {
         number,
         portfolio,
@@ -122,5 +126,6 @@ pub(crate) fn number_registration_in(
         status,
         display_name_approved: r.display_name_approved,
         throughput_mps: r.throughput_mps,
+        display_phone_number,
     })
 }

@@ -247,6 +247,7 @@ impl AdmitSend for AdmitService {
                     o.template
                 },
                 event_key: o.event_key,
+                message_id: o.message_id,
             };
             let (released, hold_until) = match self
                 .ctx
