@@ -18,8 +18,7 @@ pub const DEFAULT_PROPOSAL_QUEUE: usize = 4_096;
 /// The default [`NodeConfig::write_timeout`].
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The suggested [`NodeConfig::quiesce_after`] (the field's default is
-/// `None`: quiescence is opt-in for now).
+/// The default [`NodeConfig::quiesce_after`].
 pub const DEFAULT_QUIESCE_AFTER: Duration = Duration::from_millis(300);
 
 /// Configuration of a [`RaftNode`](crate::RaftNode).
@@ -156,9 +155,7 @@ impl NodeConfig {
             api_addrs: BTreeMap::new(),
             dialer: None,
             max_message_bytes: None,
-            // off by default until the cluster suites pass with it (see
-            // the module docs of node/quiesce.rs)
-            quiesce_after: None,
+            quiesce_after: Some(DEFAULT_QUIESCE_AFTER),
         }
     }
 

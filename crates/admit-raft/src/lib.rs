@@ -283,7 +283,7 @@
 //! ### Quiescent groups
 //!
 //! A group with nothing to replicate for [`NodeConfig::quiesce_after`]
-//! stops its openraft ticker on the leader (no heartbeats, no timers) and,
+//! (300 ms by default) stops its openraft ticker on the leader (no heartbeats, no timers) and,
 //! once the leader's node lists it in its per-tick liveness message, on the
 //! followers (no election timer). It wakes on a proposal, any message for
 //! it, a lease check, a membership step or shutdown; a follower also wakes

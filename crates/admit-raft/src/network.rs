@@ -239,7 +239,7 @@ impl<A: App> GrpcRouter<A> {
     /// One Raft message on the node-pair stream to `target` (a unary call
     /// to a peer without one). `heartbeat`: an append with no entries,
     /// which may wait briefly for the heartbeats of other groups.
-    async fn frame<Req: Serialize, Resp: DeserializeOwned>(
+    pub(crate) async fn frame<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         target: u64,
         group: u32,
@@ -648,6 +648,12 @@ impl<A: App> Frames for StreamFrames<A> {
             let node = node
                 .upgrade()
                 .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
+            if kind == RaftRpcKind::Liveness {
+                // a node's message, not a group's: it wakes nothing
+                node.admit_message(0, cluster)?;
+                return encode(&node.liveness(&frame.payload))
+                    .map_err(|e| tonic::Status::internal(e.to_string()));
+            }
             node.admit_message(frame.group, cluster)?;
             let out = if frame.group as usize == groups.len() {
                 serve_frame(&meta, kind, &frame.payload, snapshot).await

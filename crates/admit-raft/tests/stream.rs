@@ -173,7 +173,8 @@ async fn a_snapshot_larger_than_a_message_arrives_in_pieces() {
 async fn heartbeats_of_many_groups_share_batches() {
     let _serial = SERIAL.lock().await;
     const S: u32 = 16;
-    let mut t = Trio::start(S, |_| {}).await;
+    // quiescence off: idle groups would stop heartbeating (tests/quiesce.rs)
+    let mut t = Trio::start(S, |c| c.quiesce_after = None).await;
     // elected leaders are enough (heartbeats flow; no lease needed)
     eventually("every shard has a leader", 120, async || {
         (0..S).all(|s| t.live().iter().any(|n| n.leader(s) == Some(n.node_id())))

@@ -81,7 +81,7 @@ pub struct ServerConfig {
     pub handoff_timeout: Duration,
     // --- quiescent groups (issue 14) ---
     /// An idle shard group stops heartbeating after this long (admit-raft's
-    /// `NodeConfig::quiesce_after`); `None` (the default): never.
+    /// `NodeConfig::quiesce_after`, 300 ms by default); `None`: never.
     pub quiesce_after: Option<Duration>,
 
     // --- metrics (docs/metrics.md) ---
@@ -139,7 +139,7 @@ impl ServerConfig {
             join: None,
             reconcile_interval: Duration::from_secs(1),
             handoff_timeout: Duration::from_secs(3),
-            quiesce_after: None,
+            quiesce_after: Some(admit_raft::DEFAULT_QUIESCE_AFTER),
             // off unless asked for: many test nodes share one machine
             metrics_listen: None,
             metrics_top_scopes: crate::scrape::DEFAULT_TOP_SCOPES,

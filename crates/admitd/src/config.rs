@@ -39,8 +39,8 @@ pub struct FileConfig {
     /// it stamps no command; default 500.
     pub max_clock_offset_ms: Option<u64>,
     // --- quiescent groups (issue 14) ---
-    /// An idle shard stops heartbeating after this many ms (300 is the
-    /// suggested value); 0 or absent: never (the default for now).
+    /// An idle shard stops heartbeating after this many ms (default 300);
+    /// 0: never.
     pub quiesce_after_ms: Option<u64>,
 
     // --- metrics and logs (docs/metrics.md) ---

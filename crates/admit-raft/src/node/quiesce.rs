@@ -40,9 +40,10 @@
 //! acknowledgement. The safety argument of `lib.rs` ("Why lease reads are
 //! safe") is thus unchanged: quiescence only stops renewing the lease.
 //!
-//! Off unless [`NodeConfig::quiesce_after`](crate::NodeConfig::quiesce_after)
-//! is set: with it on by default, most of `tests/cluster.rs` timed out
-//! waiting for leaders with a lease, not yet diagnosed (docs/design.md).
+//! On by default ([`NodeConfig::quiesce_after`](crate::NodeConfig::quiesce_after),
+//! 300 ms); `None` turns it off. Liveness travels on the node-pair stream
+//! (`pipe.rs`) like any frame, and a quiesced group is checked each tick
+//! from a glance at its metrics (role, term, progress), not a full view.
 //!
 //! May import: the node's facade (`super`), openraft's metrics and runtime
 //! switches, the router (to send liveness) and the store's codec.
@@ -173,22 +174,39 @@ struct View {
 /// The switches the loop works a group with, whatever its App.
 trait Switch {
     fn view(&self, me: u64) -> View;
+    /// What a quiesced group is checked for each tick: role, term and
+    /// progress only (no member lists: the loop keeps those from the last
+    /// full view, and membership does not change without waking it).
+    fn glance(&self, me: u64) -> (Role, u64, (Option<u64>, Option<u64>));
     fn ticking(&self, on: bool);
     /// Send a heartbeat now (renews the lease, wakes the followers).
     fn beat(&self);
 }
 
+fn role_of<X: App>(m: &openraft::RaftMetrics<crate::types::C<X>>, me: u64) -> Role {
+    match (m.state, m.current_leader) {
+        (ServerState::Leader, Some(l)) if l == me => Role::Leading,
+        (ServerState::Follower | ServerState::Learner, Some(l)) if l != me => Role::Following(l),
+        _ => Role::Other,
+    }
+}
+
 impl<X: App> Switch for GroupRaft<X> {
+    fn glance(&self, me: u64) -> (Role, u64, (Option<u64>, Option<u64>)) {
+        let rx = self.metrics();
+        let m = rx.borrow_watched();
+        let committed = m.local_committed.as_ref().map(|c| c.index);
+        (
+            role_of::<X>(&m, me),
+            m.current_term,
+            (m.last_log_index, committed),
+        )
+    }
+
     fn view(&self, me: u64) -> View {
         let rx = self.metrics();
         let m = rx.borrow_watched();
-        let role = match (m.state, m.current_leader) {
-            (ServerState::Leader, Some(l)) if l == me => Role::Leading,
-            (ServerState::Follower | ServerState::Learner, Some(l)) if l != me => {
-                Role::Following(l)
-            }
-            _ => Role::Other,
-        };
+        let role = role_of::<X>(&m, me);
         let last = m.last_log_index;
         let committed = m.local_committed.as_ref().map(|c| c.index);
         let applied = m.last_applied.as_ref().map(|c| c.index);
@@ -244,6 +262,8 @@ impl<X: App> Switch for GroupRaft<X> {
 struct Track {
     progress: (Option<u64>, Option<u64>),
     since: Instant,
+    /// The other members, from the last full view.
+    members: Vec<u64>,
 }
 
 impl<A: App> Inner<A> {
@@ -386,10 +406,11 @@ impl<A: App> Inner<A> {
             let (Some(slot), Some(sw)) = (self.quiet.slots.get(g), self.switch(g)) else {
                 continue;
             };
-            let v = sw.view(me);
-            peers.extend(v.members.iter().copied());
             match slot.state.load(Ordering::SeqCst) {
                 ACTIVE => {
+                    let v = sw.view(me);
+                    peers.extend(v.members.iter().copied());
+                    t.members = v.members;
                     let touched = slot.touched.swap(false, Ordering::SeqCst);
                     let fenced = g < self.groups.len() && self.fences.raised(g);
                     if touched || v.progress != t.progress || !v.settled || fenced {
@@ -408,20 +429,24 @@ impl<A: App> Inner<A> {
                     }
                 }
                 LEADING => {
+                    peers.extend(t.members.iter().copied());
+                    let (role, v_term, progress) = sw.glance(me);
                     let term = slot.term.load(Ordering::Acquire);
-                    if v.role != Role::Leading || v.term != term || v.progress != t.progress {
+                    if role != Role::Leading || v_term != term || progress != t.progress {
                         self.wake(g);
                     } else {
                         led_quiesced.push((g as u32, term));
                     }
                 }
                 _ => {
+                    peers.extend(t.members.iter().copied());
+                    let (role, v_term, _) = sw.glance(me);
                     let leader = slot.leader.load(Ordering::Acquire);
                     let term = slot.term.load(Ordering::Acquire);
                     let quiet_for =
                         now_ns.saturating_sub(slot.confirmed_ns.load(Ordering::Acquire));
-                    if v.role != Role::Following(leader)
-                        || v.term != term
+                    if role != Role::Following(leader)
+                        || v_term != term
                         || Duration::from_nanos(quiet_for) > self.silence(g)
                     {
                         self.wake(g);
@@ -440,8 +465,10 @@ impl<A: App> Inner<A> {
             let router = self.router.clone();
             let msg = msg.clone();
             tokio::spawn(async move {
+                // on the node-pair stream (a unary call to a peer without
+                // one): a frame in a batch, not an HTTP/2 request of its own
                 let _ = router
-                    .call::<_, ()>(peer, 0, RaftRpcKind::Liveness, &msg, ttl)
+                    .frame::<_, ()>(peer, 0, RaftRpcKind::Liveness, &msg, false, ttl)
                     .await;
             });
         }
@@ -464,6 +491,7 @@ impl<A: App> RaftNode<A> {
                 Track {
                     progress: (None, None),
                     since: Instant::now(),
+                    members: Vec::new(),
                 };
                 groups
             ];

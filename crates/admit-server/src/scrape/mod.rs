@@ -380,22 +380,21 @@ fn per_scope(tops: &[&ScopeSummary], now: Ts, p: &mut Page) {
 /// `stop` (polling: a change undone within one period is missed).
 pub(crate) async fn watch_leaders(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let raft = ctx.routing.raft.clone();
-    let mut last: Vec<Option<(u64, u64)>> = vec![None; raft.shards() as usize];
+    let mut last: Vec<Option<u64>> = vec![None; raft.shards() as usize];
     let mut every = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        for i in raft.shard_infos() {
-            let Some(slot) = last.get_mut(i.shard as usize) else {
-                continue;
-            };
-            if let Some(l) = i.leader {
-                if slot.is_some_and(|(_, prev)| prev != l) {
+        // each shard's leader from its metrics (shard_infos would also
+        // build the placement table: most of an idle node's CPU here)
+        for (shard, slot) in (0..raft.shards()).zip(last.iter_mut()) {
+            if let Some(l) = raft.leader(shard) {
+                if slot.is_some_and(|prev| prev != l) {
                     crate::telemetry::leader_changed();
                 }
-                *slot = Some((i.term, l));
+                *slot = Some(l);
             }
         }
     }
