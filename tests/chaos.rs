@@ -366,10 +366,13 @@ async fn admit(entries: &Entries, send: pb::Send, first: usize, t0: Instant) -> 
         match tokio::time::timeout(ATTEMPT + Duration::from_millis(500), client.admit(req)).await {
             Ok(Ok(r)) => {
                 let d = r.into_inner().decision.expect("a decision");
+                // a replayed NEW_CONVERSATION says counted: false (not
+                // counted again); the conversation it opened is counted
+                let counted = d.reason() == pb::Reason::NewConversation;
                 break Some(Answer {
                     allowed: d.allowed,
                     reason: d.reason(),
-                    counted: d.counted,
+                    counted,
                     admission_id: d.admission_id,
                 });
             }
