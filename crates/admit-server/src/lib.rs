@@ -175,6 +175,10 @@ pub mod transport;
 
 mod server;
 
+// ---- issue 11: hostile input (proptest, tests only) ----
+#[cfg(test)]
+mod hostile;
+
 pub use auth::{Auth, AuthConfig};
 pub use protect::Quota;
 pub use server::{start, Running, ServerConfig, StartError};
