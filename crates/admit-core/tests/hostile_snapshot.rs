@@ -46,8 +46,8 @@ fn populated() -> Engine {
             if c % 3 == 0 {
                 let _ = e.apply(
                     Command::Inbound(Inbound {
-                        number: number.clone(),
-                        customer: customer.clone(),
+                        number,
+                        customer,
                         kind: InboundKind::Message,
                         text: Some(if c == 3 { "STOP" } else { "hi" }.into()),
                         event_key: Some(format!("ev-{i}-{c}")),

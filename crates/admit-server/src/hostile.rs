@@ -87,7 +87,7 @@ fn node_reqs() -> Vec<NodeReq> {
         NodeReq::Read {
             shard: 2,
             read: ReadReq::NumberStatus {
-                number: n.clone(),
+                number: n,
                 now: Ts(5),
             },
         },
@@ -210,7 +210,7 @@ fn send() -> impl Strategy<Value = pb::Send> {
                     category,
                     ..Default::default()
                 })),
-                None => free.then(|| pb::send::Kind::FreeForm(pb::FreeForm {})),
+                None => free.then_some(pb::send::Kind::FreeForm(pb::FreeForm {})),
             },
             idempotency_key: key,
         })
