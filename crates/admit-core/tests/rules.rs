@@ -1403,3 +1403,192 @@ fn r8_3_a_leader_change_resets_the_token_buckets_and_nothing_else() {
     );
     assert_eq!(nr.number_status(&num(N), t).unwrap().used, 1);
 }
+
+// ---- R5.5/R5.6: reported status and quality through the Flagged period ----
+
+fn reported(h: &mut H, status: NumberStatus, t: Ts) {
+    h.event(
+        PlatformEvent::NumberStatus {
+            number: num(N),
+            status,
+        },
+        t,
+    );
+}
+
+#[test]
+fn r5_5_a_second_good_rating_does_not_restart_the_recovery() {
+    let mut h = H::new();
+    h.register(N, Some(Limit::Capped(10_000)), T0);
+    let t = at(1, 0, 0);
+    low(&mut h, Quality::Low, t);
+    low(&mut h, Quality::Medium, Ts(t.0 + 2 * DAY));
+    // still good: the 7 recovery days keep counting from the first good rating
+    low(&mut h, Quality::High, Ts(t.0 + 4 * DAY));
+    let s = h.status(N, Ts(t.0 + 9 * DAY - 1));
+    assert_eq!(s.numbers[0].status, NumberStatus::Flagged);
+    let s = h.status(N, Ts(t.0 + 9 * DAY));
+    assert_eq!(
+        (s.numbers[0].status, s.limit),
+        (NumberStatus::Connected, Limit::Capped(10_000))
+    );
+}
+
+#[test]
+fn r5_6_a_reported_connected_status_ends_the_flagged_period() {
+    let mut h = H::new();
+    h.register(N, Some(Limit::Capped(10_000)), T0);
+    let t = at(1, 0, 0);
+    low(&mut h, Quality::Low, t);
+    assert_eq!(h.status(N, t).downgrade_at, Some(Ts(t.0 + 7 * DAY)));
+    reported(&mut h, NumberStatus::Connected, Ts(t.0 + DAY));
+    let s = h.status(N, Ts(t.0 + DAY));
+    assert_eq!(
+        (
+            s.numbers[0].status,
+            s.numbers[0].flagged_since,
+            s.downgrade_at
+        ),
+        (NumberStatus::Connected, None, None)
+    );
+    // the 7 Low days that would have ended here no longer run
+    assert_eq!(h.status(N, Ts(t.0 + 7 * DAY)).limit, Limit::Capped(10_000));
+    let d = h.admit(N, 1, util(), Ts(t.0 + 7 * DAY));
+    assert_eq!(d.limit, Some(Limit::Capped(10_000)));
+}
+
+#[test]
+fn r5_6_a_reported_flagged_status_starts_a_flagged_period_and_blocks_upgrades() {
+    let mut h = seeds_1k();
+    let t = at(1, 9, 0);
+    reported(&mut h, NumberStatus::Flagged, t);
+    let s = h.status(N, t);
+    assert_eq!(
+        (s.numbers[0].status, s.numbers[0].flagged_since),
+        (NumberStatus::Flagged, Some(t))
+    );
+    h.open_many(N, 0, 500, Ts(t.0 + HOUR));
+    let s = h.status(N, Ts(t.0 + HOUR));
+    assert_eq!((s.upgrade_at, s.upgrade_eligible), (None, false));
+    // a second report of the same status keeps the period's start
+    reported(&mut h, NumberStatus::Flagged, Ts(t.0 + 2 * HOUR));
+    assert_eq!(
+        h.status(N, Ts(t.0 + 2 * HOUR)).numbers[0].flagged_since,
+        Some(t)
+    );
+}
+
+#[test]
+fn r5_6_a_reported_flagged_status_keeps_a_recovery_under_way() {
+    let mut h = H::new();
+    h.register(N, Some(Limit::Capped(10_000)), T0);
+    let t = at(1, 0, 0);
+    low(&mut h, Quality::Low, t);
+    low(&mut h, Quality::Medium, Ts(t.0 + DAY));
+    // Meta restates Flagged while quality is already Medium: recovery goes on from day 1
+    reported(&mut h, NumberStatus::Flagged, Ts(t.0 + 2 * DAY));
+    let s = h.status(N, Ts(t.0 + 7 * DAY));
+    assert_eq!(
+        (s.numbers[0].status, s.limit),
+        (NumberStatus::Flagged, Limit::Capped(10_000)),
+        "no downgrade: quality has not been Low for 7 days"
+    );
+    let s = h.status(N, Ts(t.0 + 8 * DAY - 1));
+    assert_eq!(s.numbers[0].status, NumberStatus::Flagged);
+    let s = h.status(N, Ts(t.0 + 8 * DAY));
+    assert_eq!(
+        (s.numbers[0].status, s.limit),
+        (NumberStatus::Connected, Limit::Capped(10_000))
+    );
+}
+
+#[test]
+fn r5_3_only_a_rule_that_asks_for_connected_waits_for_it() {
+    // the seeds' first rule (250 -> 1K) does not ask for Connected
+    let mut h = H::new();
+    h.register(N, None, T0);
+    reported(&mut h, NumberStatus::Disconnected, T0);
+    for day in 1..=4 {
+        h.open_many(N, (day - 1) * 250, 250, at(day, 9, 0));
+    }
+    let s = h.status(N, at(4, 9, 0));
+    assert_eq!(
+        (s.numbers[0].status, s.limit),
+        (NumberStatus::Disconnected, Limit::Capped(1_000))
+    );
+    // the second (1K -> 10K) does
+    let mut h = seeds_1k();
+    reported(&mut h, NumberStatus::Disconnected, T0);
+    h.open_many(N, 0, 500, at(1, 15, 0));
+    let s = h.status(N, at(1, 15, 0));
+    assert_eq!((s.upgrade_at, s.upgrade_eligible), (None, false));
+    assert_eq!(h.status(N, at(2, 15, 0)).limit, Limit::Capped(1_000));
+}
+
+// ---- section 12: delayed effects due in one pass run in time order ----
+
+/// A profile whose upgrade wait (3 days) outlasts its Flagged period (1 day), so that an
+/// upgrade and a Flagged deadline can fall due in the same pass.
+fn short_flag_long_wait() -> H {
+    let mut p = Policy::seeds();
+    p.name = "order".into();
+    p.flag_period = Dur::days(1);
+    p.upgrade.as_mut().unwrap().delay = Dur::days(3);
+    let mut h = H::new();
+    h.apply(Command::SetPolicy(p), T0).unwrap();
+    h.register_with(
+        NumberRegistration {
+            number: Some(num(N)),
+            profile: Some("order".into()),
+            limit: Some(Limit::Capped(1_000)),
+            ..Default::default()
+        },
+        T0,
+    );
+    h
+}
+
+#[test]
+fn s12_a_recovery_due_at_the_upgrade_s_millisecond_runs_first() {
+    let mut h = short_flag_long_wait();
+    let t = at(1, 12, 0);
+    h.open_many(N, 0, 500, t);
+    let u = Ts(t.0 + 3 * DAY);
+    assert_eq!(h.status(N, t).upgrade_at, Some(u));
+    low(&mut h, Quality::Low, Ts(t.0 + DAY + HOUR));
+    // recovery ends exactly when the wait does: unflagged first, then the upgrade holds
+    low(&mut h, Quality::Medium, Ts(t.0 + 2 * DAY));
+    let s = h.status(N, Ts(u.0 - 1));
+    assert_eq!(
+        (s.numbers[0].status, s.limit),
+        (NumberStatus::Flagged, Limit::Capped(1_000))
+    );
+    let s = h.status(N, u);
+    assert_eq!(
+        (s.numbers[0].status, s.limit),
+        (NumberStatus::Connected, Limit::Capped(10_000))
+    );
+    // the writer's pass agrees with the reader's
+    let d = h.admit(N, 9_999, util(), u);
+    assert_eq!(d.limit, Some(Limit::Capped(10_000)));
+}
+
+#[test]
+fn s12_an_upgrade_due_before_a_recovery_is_decided_before_it() {
+    let mut h = short_flag_long_wait();
+    let t = at(1, 12, 0);
+    h.open_many(N, 0, 500, t);
+    low(&mut h, Quality::Low, Ts(t.0 + DAY + HOUR));
+    // Medium before the Low day ends (day 2 + 1 h): recovery ends at day 3 + 30 min
+    low(&mut h, Quality::Medium, Ts(t.0 + 2 * DAY + HOUR / 2));
+    // one pass over both: the wait ends (day 3, Flagged: no upgrade), then recovery
+    // leaves the tier as it was
+    let late = Ts(t.0 + 4 * DAY);
+    let s = h.status(N, late);
+    assert_eq!(
+        (s.numbers[0].status, s.limit, s.upgrades),
+        (NumberStatus::Connected, Limit::Capped(1_000), 0)
+    );
+    let d = h.admit(N, 9_999, util(), late);
+    assert_eq!(d.limit, Some(Limit::Capped(1_000)));
+}
