@@ -1,6 +1,6 @@
 //! Starting, running and stopping one admit node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -461,6 +461,13 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
 /// Every `every`, each shard this node leads logs a `Tick`, so expired state
 /// is reclaimed through the log (alike on every replica). Also sweeps the
 /// leader-local token buckets and quota buckets.
+///
+/// A shard whose log has not grown since its last tick here, and whose last
+/// tick reclaimed nothing, is skipped for up to [`IDLE_TICK_EVERY`]: a tick
+/// is a write, and a write wakes a quiescent group (heartbeats, an fsync on
+/// every replica), which was most of an idle cluster's CPU. Skipping changes
+/// no decision: expired state decides like absent state (`admit-core`'s
+/// `Engine::tick`), so reclaiming it later only holds memory a little longer.
 async fn tick_loop(ctx: Arc<Ctx>, every: Duration, mut stop: watch::Receiver<bool>) {
     if every.is_zero() {
         return;
@@ -468,29 +475,75 @@ async fn tick_loop(ctx: Arc<Ctx>, every: Duration, mut stop: watch::Receiver<boo
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await;
+    let mut last: HashMap<u32, IdleTick> = HashMap::new();
     loop {
         tokio::select! {
             _ = interval.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let routing = &ctx.routing;
+        let raft = &routing.raft;
         for shard in 0..routing.shards() {
             if *stop.borrow() {
                 return;
             }
-            if routing.raft.leader(shard) != Some(routing.raft.node_id()) {
+            if raft.leader(shard) != Some(raft.node_id()) {
+                last.remove(&shard);
                 continue;
             }
-            match routing.write_here(shard, Command::Tick).await {
-                Ok(admit_core::Output::Ticked { reclaimed }) if reclaimed > 0 => {
-                    tracing::debug!(shard, reclaimed, "tick reclaimed expired state");
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(shard, error = %e, "tick not applied"),
+            let log = raft.last_log_index(shard);
+            if last.get(&shard).is_some_and(|l| l.skips(log, ctx.now())) {
+                continue;
             }
+            let reclaimed = match routing.write_here(shard, Command::Tick).await {
+                Ok(admit_core::Output::Ticked { reclaimed }) => {
+                    if reclaimed > 0 {
+                        tracing::debug!(shard, reclaimed, "tick reclaimed expired state");
+                    }
+                    reclaimed
+                }
+                Ok(_) => 0,
+                Err(e) => {
+                    tracing::debug!(shard, error = %e, "tick not applied");
+                    last.remove(&shard);
+                    continue;
+                }
+            };
+            last.insert(
+                shard,
+                IdleTick {
+                    log: raft.last_log_index(shard),
+                    at: ctx.now(),
+                    reclaimed,
+                },
+            );
         }
         ctx.admission.rates.sweep(ctx.now());
         ctx.protect.sweep();
+    }
+}
+
+/// The longest a led shard goes without a tick when nothing is written to it.
+pub(crate) const IDLE_TICK_EVERY: Duration = Duration::from_secs(600);
+
+/// What the tick loop saw right after its last tick of a shard.
+#[derive(Debug, Clone, Copy)]
+struct IdleTick {
+    /// The shard's last log index just after the tick.
+    log: Option<u64>,
+    /// The service time of the tick (the test clock can jump: a jump past the
+    /// idle bound ticks at once).
+    at: admit_core::Ts,
+    reclaimed: u64,
+}
+
+impl IdleTick {
+    /// Whether the next tick may be skipped: nothing was reclaimed (so nothing
+    /// was left half done), the log has not grown since, and the idle bound has
+    /// not passed.
+    fn skips(&self, log: Option<u64>, now: admit_core::Ts) -> bool {
+        let idle = Duration::from_millis(now.0.saturating_sub(self.at.0));
+        self.reclaimed == 0 && self.log == log && idle < IDLE_TICK_EVERY
     }
 }
 

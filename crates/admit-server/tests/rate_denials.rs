@@ -16,21 +16,7 @@ use tonic::transport::Channel;
 const START_MS: u64 = 1_893_456_000_000;
 
 async fn start() -> (admit_server::Running, tempfile::TempDir, Channel) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = admit_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path());
-    cfg.shards = 2;
-    cfg.test_clock = true;
-    cfg.test_clock_start = Some(admit_core::Ts(START_MS));
-    cfg.fsync = false;
-    cfg.tick_interval = Duration::from_secs(3_600);
-    let running = admit_server::start(cfg).await.expect("server starts");
-    let ch = Channel::from_shared(format!("http://{}", running.local_addr()))
-        .unwrap()
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .expect("connect");
-    (running, dir, ch)
+    common::single_node(2, START_MS, Duration::from_secs(3_600)).await
 }
 
 async fn register(admin: &mut AdminClient<Channel>, number: &str, mps: u32) {

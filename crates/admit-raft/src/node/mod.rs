@@ -302,6 +302,13 @@ impl<A: App> RaftNode<A> {
             .and_then(|r| r.metrics().borrow_watched().current_leader)
     }
 
+    /// Index of the last entry of `shard`'s log here (`None`: empty, or no
+    /// such shard). Equal readings mean nothing was appended in between.
+    pub fn last_log_index(&self, shard: u32) -> Option<u64> {
+        self.group(shard)
+            .and_then(|r| r.metrics().borrow_watched().last_log_index)
+    }
+
     /// Address of the leader of `shard` as recorded in the group membership.
     pub fn leader_addr(&self, shard: u32) -> Option<String> {
         let raft = self.group(shard)?;

@@ -1,0 +1,120 @@
+//! The reclaiming `Tick` is a replicated write, and a write wakes a quiescent
+//! group. A shard with nothing written since its last tick is therefore not
+//! ticked again until the idle bound (10 min of service time) has passed;
+//! a write, or the service clock moving past the bound, brings the tick back.
+//! Read through `Cluster.ListShards`' last log index of each shard.
+
+use std::time::{Duration, Instant};
+
+mod common;
+
+use admit_proto::v1 as pb;
+use admit_proto::v1::admin_client::AdminClient;
+use admit_proto::v1::cluster_client::ClusterClient;
+use admit_proto::v1::test_clock_client::TestClockClient;
+use tonic::transport::Channel;
+
+/// 2030-01-01T00:00:00Z on the test clock.
+const START_MS: u64 = 1_893_456_000_000;
+const TICK: Duration = Duration::from_millis(50);
+
+async fn start() -> (admit_server::Running, tempfile::TempDir, Channel) {
+    common::single_node(2, START_MS, TICK).await
+}
+
+async fn logs(ch: &Channel) -> Vec<u64> {
+    ClusterClient::new(ch.clone())
+        .list_shards(pb::ListShardsRequest { local_only: true })
+        .await
+        .expect("list shards")
+        .into_inner()
+        .shards
+        .iter()
+        .map(|s| s.last_log_index)
+        .collect()
+}
+
+/// Waits (up to 20 s) until every shard's log index has stayed the same for
+/// 20 tick intervals, and returns it; panics if it never settles.
+async fn settled(ch: &Channel) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = logs(ch).await;
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(TICK).await;
+        let now = logs(ch).await;
+        if now != seen {
+            seen = now;
+            since = Instant::now();
+        } else if since.elapsed() >= TICK * 20 {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shards' logs never stop growing with no traffic (last {seen:?})"
+        );
+    }
+}
+
+/// Waits (up to 20 s) until `ok` holds for the shards' log indexes.
+async fn until(ch: &Channel, what: &str, ok: impl Fn(&[u64]) -> bool) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let l = logs(ch).await;
+        if ok(&l) {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "{what}: logs stay at {l:?}");
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_shard_is_not_ticked_until_written_or_the_idle_bound_passes() {
+    let (running, _dir, ch) = start().await;
+    let first = logs(&ch).await;
+    // each shard is ticked once (its log grows), then left alone
+    until(&ch, "a first tick of every shard", |l| {
+        l.iter().zip(&first).all(|(a, b)| a > b)
+    })
+    .await;
+    let idle = settled(&ch).await;
+    tokio::time::sleep(TICK * 10).await;
+    assert_eq!(logs(&ch).await, idle, "no tick while nothing is written");
+
+    // a write to one shard: that shard is ticked again (the write and a tick)
+    AdminClient::new(ch.clone())
+        .register_number(pb::RegisterNumberRequest {
+            number_id: "100200300".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("register");
+    let after = settled(&ch).await;
+    let grown: Vec<u64> = after.iter().zip(&idle).map(|(a, b)| a - b).collect();
+    assert!(
+        grown.contains(&2) && grown.contains(&0),
+        "the written shard gets its write and one tick, the other nothing: {grown:?}"
+    );
+
+    // the service clock moves past the idle bound: every shard is ticked once more
+    TestClockClient::new(ch.clone())
+        .advance_clock(pb::AdvanceClockRequest { by_ms: 600_000 - 1 })
+        .await
+        .expect("advance");
+    tokio::time::sleep(TICK * 10).await;
+    assert_eq!(
+        logs(&ch).await,
+        after,
+        "within the idle bound: still no tick"
+    );
+    TestClockClient::new(ch.clone())
+        .advance_clock(pb::AdvanceClockRequest { by_ms: 1 })
+        .await
+        .expect("advance");
+    until(&ch, "a tick of every shard after the idle bound", |l| {
+        l.iter().zip(&after).all(|(a, b)| a == &(b + 1))
+    })
+    .await;
+    running.shutdown().await.expect("shutdown");
+}
