@@ -13,7 +13,8 @@
 # Environment: ADMIT_SHARDS (64), ADMIT_REPLICAS (3), IDLE_SECS (60),
 # SAMPLE_SECS (10), PORT_BASE (51000: API ports PORT_BASE+N, peer ports
 # PORT_BASE+10+N, metrics ports PORT_BASE+20+N), CARGO_PROFILE (release),
-# NO_BUILD=1 to skip the build, EXTRA_ARGS (passed to every admitd).
+# NO_BUILD=1 to skip the build, EXTRA_ARGS (passed to every admitd), PERF_OUT=FILE
+# to record node 1 with `perf record -g` over the sample window (where its time goes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${CARGO_PROFILE:-release}
@@ -80,7 +81,12 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 declare -A before
 for p in "${PIDS[@]}"; do before[$p]=$(ticks "$p"); done
+if [ -n "${PERF_OUT:-}" ]; then
+  perf record -q -F 999 -g -p "${PIDS[0]}" -o "$PERF_OUT" -- sleep "$SAMPLE" >/dev/null 2>&1 &
+  PERF_PID=$!
+fi
 sleep "$SAMPLE"
+[ -n "${PERF_PID:-}" ] && wait "$PERF_PID"
 n=0
 for p in "${PIDS[@]}"; do
   n=$((n + 1))
