@@ -125,23 +125,37 @@ impl Clients {
     }
 
     /// Registers a seeds number with `tier`, quality HIGH, display name
-    /// approved and a throughput high enough that R8.1 never binds.
+    /// approved and a throughput high enough that R8.1 never binds. Retries
+    /// UNAVAILABLE (a leader change under way) a bounded number of times, as
+    /// a caller is told to (an earlier try applied after all then answers
+    /// ALREADY_EXISTS); any other error fails the test.
     pub async fn register(&mut self, number: &str, tier: &str) -> pb::RegisterNumberResponse {
-        self.admin
-            .register_number(pb::RegisterNumberRequest {
-                number_id: number.into(),
-                portfolio_id: "waba-1".into(),
-                initial_tier: Some(pb::TierValue {
-                    tier: Some(pb::tier_value::Tier::TierName(tier.into())),
-                }),
-                quality: Some(pb::NumberQuality::High as i32),
-                display_name_approved: Some(true),
-                throughput_mps: Some(10_000),
-                ..Default::default()
-            })
-            .await
-            .expect("register number")
-            .into_inner()
+        let req = pb::RegisterNumberRequest {
+            number_id: number.into(),
+            portfolio_id: "waba-1".into(),
+            initial_tier: Some(pb::TierValue {
+                tier: Some(pb::tier_value::Tier::TierName(tier.into())),
+            }),
+            quality: Some(pb::NumberQuality::High as i32),
+            display_name_approved: Some(true),
+            throughput_mps: Some(10_000),
+            ..Default::default()
+        };
+        for attempt in 0..50 {
+            match self.admin.register_number(req.clone()).await {
+                Ok(r) => return r.into_inner(),
+                // an earlier try that answered UNAVAILABLE was applied after all
+                Err(s) if attempt > 0 && s.code() == tonic::Code::AlreadyExists => {
+                    return pb::RegisterNumberResponse::default();
+                }
+                Err(s) if s.code() == tonic::Code::Unavailable => {
+                    eprintln!("register {number}: {}; retrying", s.message());
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(s) => panic!("register number {number}: {s:?}"),
+            }
+        }
+        panic!("register number {number}: UNAVAILABLE for 50 tries")
     }
 
     pub async fn admit(&mut self, send: pb::Send) -> Result<pb::Decision, tonic::Status> {
