@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::app::{ReaderSlot, ShardApp};
 use crate::clock::Clock;
 use crate::ctx::Ctx;
+use crate::error::ApiError;
 use crate::protect::{Protect, Quota};
 use crate::routing::peers::Peers;
 use crate::routing::{Membership, Router, Routing};
@@ -495,7 +496,7 @@ async fn tick_loop(ctx: Arc<Ctx>, every: Duration, mut stop: watch::Receiver<boo
             if last.get(&shard).is_some_and(|l| l.skips(log, ctx.now())) {
                 continue;
             }
-            let reclaimed = match routing.write_here(shard, Command::Tick).await {
+            let reclaimed = match tick_once(routing, shard).await {
                 Ok(admit_core::Output::Ticked { reclaimed }) => {
                     if reclaimed > 0 {
                         tracing::debug!(shard, reclaimed, "tick reclaimed expired state");
@@ -520,6 +521,28 @@ async fn tick_loop(ctx: Arc<Ctx>, every: Duration, mut stop: watch::Receiver<boo
         }
         ctx.admission.rates.sweep(ctx.now());
         ctx.protect.sweep();
+    }
+}
+
+/// Logs one `Tick` to `shard`. A group that was quiescent answers its first
+/// proposal "not leader" while it wakes (the same answer a caller's write
+/// gets and retries through `on_leader`), so that answer is retried a few
+/// times after a short pause; left unretried, every tick round would wake
+/// the group and apply nothing.
+async fn tick_once(routing: &Routing, shard: u32) -> Result<admit_core::Output, ApiError> {
+    let mut pause = Duration::from_millis(20);
+    let mut tries = 0;
+    loop {
+        match routing.write_here(shard, Command::Tick).await {
+            Err(ApiError::NotLeader { .. })
+                if tries < 4 && routing.raft.leader(shard) == Some(routing.raft.node_id()) =>
+            {
+                tries += 1;
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            r => return r,
+        }
     }
 }
 
