@@ -34,6 +34,7 @@ use tonic::transport::Endpoint;
 
 mod conn;
 mod peers;
+mod webhook;
 use conn::Chan;
 
 #[derive(Parser, Debug, Clone)]
@@ -64,8 +65,9 @@ struct Args {
     /// Scenarios to run, in order: floor, batch-floor (an AdmitBatch service
     /// here that decides nothing), open, new, batch (each batch's sends spread
     /// over the numbers), campaign (each batch from one number), mixed, half,
-    /// memory, failover; and the peer systems: etcd-put (`--etcd`), redis-lua
-    /// (`--redis`).
+    /// memory, failover; webhook (`--webhook-target`: signed deliveries to
+    /// admitd's webhook receiver); and the peer systems: etcd-put (`--etcd`),
+    /// redis-lua (`--redis`).
     #[arg(
         long,
         value_delimiter = ',',
@@ -106,6 +108,15 @@ struct Args {
     /// `redis-lua`: the Redis server (`host:port` or `redis://...`).
     #[arg(long, default_value = "127.0.0.1:6379")]
     redis: String,
+    // --- the webhook scenario ---
+    /// `webhook`: the receiver's URL, `http://HOST:PORT/PATH` (admitd's
+    /// `--webhook-listen` address; any path).
+    #[arg(long)]
+    webhook_target: Option<String>,
+    /// `webhook`: the app secret deliveries are signed with (admitd's
+    /// `--webhook-app-secret`).
+    #[arg(long, env = "ADMIT_BENCH_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
     /// Also print each scenario as `result<TAB>label<TAB>scenario<TAB>rate`,
     /// for scripts that put several runs side by side.
     #[arg(long)]
@@ -827,6 +838,9 @@ async fn main() -> Result<()> {
             })
             .await;
             reports.push(r);
+        }
+        if wants("webhook") {
+            reports.push(webhook::run(&args, dur, ids.clone()).await?);
         }
         if wants("half") {
             let max = match open_rate {

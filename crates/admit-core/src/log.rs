@@ -103,6 +103,17 @@ impl EventLog {
         }
     }
 
+    /// Whether a log read from a snapshot is one the engine could have written: each
+    /// window starts within the kept events (a damaged snapshot is refused, not run).
+    pub fn is_consistent(&self) -> bool {
+        let Some(end) = self.base.checked_add(self.events.len() as u64) else {
+            return false;
+        };
+        std::iter::once(&self.day)
+            .chain(self.long.as_ref())
+            .all(|w| (self.base..=end).contains(&w.start))
+    }
+
     /// Recomputes the windows' derived counts from the events (after a restore).
     pub fn rebuild(&mut self) {
         let base = self.base;

@@ -25,7 +25,10 @@ use std::sync::Arc;
 /// * 5: `SnapshotV5`: V4, then the numbers' display digits and the admissions
 ///   remembered by Meta's message id. A V1 to V4 snapshot restores with neither (as
 ///   those versions had neither).
-pub const SNAPSHOT_VERSION: u8 = 5;
+/// * 6: `SnapshotV6`: V5, then the failures Meta reported for messages no send report
+///   had named yet (R3.5). A V1 to V5 snapshot restores with none (as those versions
+///   kept none).
+pub const SNAPSHOT_VERSION: u8 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -95,6 +98,19 @@ struct AddedV5 {
     displays: Vec<(String, (NumberId, crate::Ts))>,
     /// Admissions by message id, sorted by message id.
     sent: Vec<(String, SentMessage)>,
+}
+
+/// Version 6: V5, then what V6 added.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV6<P = Policy> {
+    v5: SnapshotV5<P>,
+    added: AddedV6,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct AddedV6 {
+    /// Failures by message id not reported yet, sorted by message id.
+    early_failures: Vec<(String, EarlyFailure)>,
 }
 
 /// A policy as snapshots of versions 1 to 3 hold it: without the back-offs' reset
@@ -183,6 +199,8 @@ impl<P> WriterState<P> {
             tier_errors: self.tier_errors,
             sent: self.sent,
             sent_expiry: self.sent_expiry,
+            early_failures: self.early_failures,
+            early_expiry: self.early_expiry,
         }
     }
 }
@@ -294,12 +312,23 @@ impl Engine {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        let snap = SnapshotV5 {
-            v3: SnapshotV3 {
-                v2,
-                added: added_v3,
+        let added_v6 = AddedV6 {
+            early_failures: self
+                .w
+                .early_failures
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        let snap = SnapshotV6 {
+            v5: SnapshotV5 {
+                v3: SnapshotV3 {
+                    v2,
+                    added: added_v3,
+                },
+                added: added_v5,
             },
-            added: added_v5,
+            added: added_v6,
         };
         let mut out = vec![SNAPSHOT_VERSION];
         out.extend(postcard::to_stdvec(&snap).expect("state encodes"));
@@ -362,11 +391,19 @@ impl Engine {
     pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
         let (&v, rest) = bytes.split_first().ok_or(SnapshotError::Empty)?;
         let decode = |e: postcard::Error| SnapshotError::Decode(e.to_string());
-        let (v3, added_v5) = match v {
-            1..=4 => (Self::restore_v4(v, rest)?, AddedV5::default()),
+        let (v3, added_v5, added_v6) = match v {
+            1..=4 => (
+                Self::restore_v4(v, rest)?,
+                AddedV5::default(),
+                AddedV6::default(),
+            ),
             5 => {
                 let s: SnapshotV5 = postcard::from_bytes(rest).map_err(decode)?;
-                (s.v3, s.added)
+                (s.v3, s.added, AddedV6::default())
+            }
+            6 => {
+                let s: SnapshotV6 = postcard::from_bytes(rest).map_err(decode)?;
+                (s.v5.v3, s.v5.added, s.added)
             }
             _ => return Err(SnapshotError::Version(v)),
         };
@@ -390,6 +427,11 @@ impl Engine {
         fill(&sh.portfolios, snap.portfolios);
         for (idx, mut s) in snap.scopes {
             s.policy = link(&s.profile)?;
+            if !s.log.is_consistent() {
+                return Err(SnapshotError::Decode(format!(
+                    "scope {idx}: a limit window starts outside the events kept"
+                )));
+            }
             s.log.rebuild();
             sh.scope_ids.insert(s.key.clone(), idx);
             sh.scopes.insert(idx, s);
@@ -432,6 +474,11 @@ impl Engine {
         for (k, sent) in added_v5.sent {
             writer.sent_expiry.insert((sent.expires, k.clone()));
             writer.sent.insert(k, sent);
+        }
+        for (k, f) in added_v6.early_failures {
+            let queue = writer.early_expiry.entry(f.scope).or_default();
+            queue.insert((f.expires, k.clone()));
+            writer.early_failures.insert(k, f);
         }
         // derived: which key recorded each admission (the release path drops it)
         for e in sh.idempotency.iter() {
@@ -486,6 +533,23 @@ mod tests {
         (e, n)
     }
 
+    /// A template send of `n` to `customer` admitted at `at`.
+    fn admit_template(e: &mut Engine, n: NumberId, customer: WaId, at: Ts) -> crate::Decision {
+        let req = AdmitRequest {
+            number: n,
+            customer,
+            kind: SendKind::Template {
+                id: crate::TemplateId::parse("t", "t").unwrap(),
+                category: crate::Category::Utility,
+            },
+            idempotency_key: None,
+        };
+        let Ok(Output::Decision(d)) = e.apply(Command::Admit(req), at) else {
+            panic!("a decision")
+        };
+        d
+    }
+
     /// A version 1 snapshot (no restriction types, no pause starts) still restores.
     #[test]
     fn a_v1_snapshot_still_restores() {
@@ -533,18 +597,7 @@ mod tests {
     fn a_v2_snapshot_still_restores() {
         let (mut e, n) = engine_with_number();
         let customer = WaId::parse("c", "4915000000001").unwrap();
-        let req = AdmitRequest {
-            number: n,
-            customer,
-            kind: SendKind::Template {
-                id: crate::TemplateId::parse("t", "t").unwrap(),
-                category: crate::Category::Utility,
-            },
-            idempotency_key: None,
-        };
-        let Ok(Output::Decision(d)) = e.apply(Command::Admit(req), Ts(2)) else {
-            panic!("a decision")
-        };
+        let d = admit_template(&mut e, n, customer, Ts(2));
         let outcome = |status| {
             Command::Outcome(Outcome {
                 number: n,
@@ -568,6 +621,45 @@ mod tests {
         assert!(released(Engine::restore(&with_version(2, &v3.v2)).unwrap()));
         assert!(!released(Engine::restore(&with_version(3, &v3)).unwrap()));
         assert!(!released(Engine::restore(&now).unwrap()));
+    }
+
+    /// A version 5 snapshot (no failures remembered for messages not reported yet)
+    /// still restores: the send's later report then releases nothing, as V5 did; today's
+    /// snapshot keeps the failure, and the report releases (R3.5).
+    #[test]
+    fn a_v5_snapshot_still_restores() {
+        let (mut e, n) = engine_with_number();
+        let customer = WaId::parse("c", "4915000000001").unwrap();
+        let report = |admission, status| {
+            Command::Outcome(Outcome {
+                number: n,
+                customer,
+                admission,
+                status,
+                error_code: None,
+                template: None,
+                event_key: None,
+                message_id: Some("wamid.1".into()),
+            })
+        };
+        e.apply(report(None, DeliveryStatus::Failed), Ts(2))
+            .unwrap();
+        let d = admit_template(&mut e, n, customer, Ts(3));
+        let now = e.snapshot();
+        let v6: SnapshotV6 = postcard::from_bytes(&now[1..]).unwrap();
+        assert_eq!(v6.added.early_failures.len(), 1);
+        let released = |mut e: Engine| match e
+            .apply(report(d.admission.clone(), DeliveryStatus::Sent), Ts(4))
+        {
+            Ok(Output::Outcome { released, .. }) => released,
+            other => panic!("{other:?}"),
+        };
+        let old = Engine::restore(&with_version(5, &v6.v5)).unwrap();
+        assert!(old.w.early_failures.is_empty());
+        assert!(!released(old));
+        let new = Engine::restore(&now).unwrap();
+        assert_eq!(new.snapshot(), now);
+        assert!(released(new));
     }
 
     /// A version 3 snapshot (policies without the back-offs' reset periods) still

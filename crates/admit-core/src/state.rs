@@ -293,3 +293,17 @@ pub(crate) struct SentMessage {
     pub admission: AdmissionId,
     pub expires: Ts,
 }
+
+/// A FAILED status that named a message id no send report had named yet (Meta's
+/// webhook beat the sender's report): the report that names the message later releases
+/// its admission then (R3.5), until `expires`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EarlyFailure {
+    pub number: NumberId,
+    /// The number's limit scope when the status came: the memory bound is per scope.
+    pub scope: u32,
+    pub expires: Ts,
+    /// DELIVERED or READ was reported for the message after the failure: the message
+    /// reached the customer, so nothing is released.
+    pub delivered: bool,
+}

@@ -64,6 +64,12 @@ pub enum ApiError {
     /// The caller lacks the scope, or the number is outside its grant.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    // ---- mixed versions; kept after the above for the same reason ----
+    /// A node-to-node request of a kind the receiving node does not know (a
+    /// newer node's, during a rolling upgrade): nothing was done. Answered as
+    /// UNIMPLEMENTED, which the sender recognises (`wire::unknown_kind_answer`).
+    #[error("unknown request kind: {0}")]
+    UnknownKind(String),
 }
 
 impl ApiError {
@@ -101,6 +107,7 @@ impl ApiError {
             ApiError::Internal(_) => Code::Internal,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
+            ApiError::UnknownKind(_) => Code::Unimplemented,
         }
     }
 

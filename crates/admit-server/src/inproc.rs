@@ -95,7 +95,9 @@ impl InProcess {
 
     /// The `phone_number_id` registered with these display digits
     /// (`RegisterNumber.display_phone_number`), from replicated state: every
-    /// shard's leader is asked (see `Reads::number_by_display`).
+    /// shard's leader is asked (see `Reads::number_by_display`). UNIMPLEMENTED
+    /// when a node of an older build could not answer and no other shard
+    /// holds the digits (mid-upgrade).
     pub async fn number_by_display(&self, digits: &str) -> Result<Option<String>, Status> {
         let found = self.admin.ctx.reads.number_by_display(digits).await?;
         Ok(found.map(|n| n.to_string()))

@@ -150,8 +150,15 @@ impl Reads {
     /// shard's leader answers from its applied state (a number's shard
     /// follows from its id, not from its display digits), and the latest
     /// registration of the digits wins.
+    ///
+    /// A node of an older build does not know this question (mid-upgrade):
+    /// its shards count as not holding the digits, and when no other shard
+    /// does the answer is [`ApiError::UnknownKind`], so that the caller can
+    /// tell "not found" from "not asked everywhere" (the webhook then falls
+    /// back to its node-local index).
     pub async fn number_by_display(&self, digits: &str) -> Result<Option<NumberId>, ApiError> {
         let routing = &self.routing;
+        let mut unknown_at = Vec::new();
         let found: Vec<(NumberId, Ts)> = if !routing.clustered() {
             (0..routing.shards())
                 .filter_map(|s| routing.reader(s).number_by_display(digits))
@@ -160,9 +167,9 @@ impl Reads {
             let q = SweepReq::Display {
                 digits: digits.to_owned(),
             };
-            routing
-                .sweep_all(q)
-                .await?
+            let p = routing.sweep_known(q).await?;
+            unknown_at = p.unknown_at;
+            p.items
                 .into_iter()
                 .filter_map(|it| match it.item {
                     SweepItem::Display(d) => d,
@@ -170,10 +177,16 @@ impl Reads {
                 })
                 .collect()
         };
-        Ok(found
+        let latest = found
             .into_iter()
             .max_by_key(|(n, at)| (*at, *n))
-            .map(|(n, _)| n))
+            .map(|(n, _)| n);
+        match latest {
+            None if !unknown_at.is_empty() => Err(ApiError::UnknownKind(format!(
+                "display number lookup: nodes {unknown_at:?} run a build without it"
+            ))),
+            found => Ok(found),
+        }
     }
 
     /// A read of one shard's state, served by the shard's leader (here, or

@@ -161,6 +161,88 @@ pub fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, ApiError> {
     postcard::from_bytes(b).map_err(|e| ApiError::Internal(format!("decode: {e}")))
 }
 
+/// Whether request bytes that did not decode name a kind of request this
+/// build does not know (a newer node's, during a rolling upgrade): the
+/// request's own kind, or the kind of the read or sweep it carries. Read from
+/// the variant indexes postcard writes first, against the variants this
+/// build's types list, so damaged bytes of a known kind are not taken for it.
+pub fn unknown_kind(b: &[u8]) -> bool {
+    fn tag(b: &[u8]) -> Option<(u32, &[u8])> {
+        postcard::take_from_bytes::<u32>(b).ok()
+    }
+    let first = |r: &NodeReq| {
+        let b = encode(r).ok()?;
+        tag(&b).map(|(t, _)| t)
+    };
+    let Some((kind, rest)) = tag(b) else {
+        return false;
+    };
+    if kind as usize >= variant_count::<NodeReq>() {
+        return true;
+    }
+    let sweep = NodeReq::Sweep {
+        sweep: SweepReq::Scopes { now: Ts(0) },
+    };
+    let read = NodeReq::Read {
+        shard: 0,
+        read: ReadReq::Policy {
+            name: String::new(),
+        },
+    };
+    if Some(kind) == first(&sweep) {
+        tag(rest).is_some_and(|(k, _)| k as usize >= variant_count::<SweepReq>())
+    } else if Some(kind) == first(&read) {
+        // after the shard (a u32)
+        tag(rest)
+            .and_then(|(_, rest)| tag(rest))
+            .is_some_and(|(k, _)| k as usize >= variant_count::<ReadReq>())
+    } else {
+        false
+    }
+}
+
+/// The answer of a node that does not know the kind of a request sent to it:
+/// [`ApiError::UnknownKind`] as UNIMPLEMENTED (from this build on), or what
+/// builds before it answered any request they could not decode (INTERNAL with
+/// postcard's text for an unknown variant; they fail on nothing else between
+/// admit nodes). Either way nothing was done there.
+pub fn unknown_kind_answer(s: &tonic::Status) -> bool {
+    const BEFORE: &str = "internal error: decode: Serde Deserialization Error";
+    s.code() == tonic::Code::Unimplemented
+        || (s.code() == tonic::Code::Internal && s.message() == BEFORE)
+}
+
+/// How many variants serde's derive lists for the enum `T` (read through a
+/// deserializer that only records them).
+fn variant_count<T: serde::de::DeserializeOwned>() -> usize {
+    use serde::de::{Error, Visitor};
+    type E = serde::de::value::Error;
+    struct Probe(usize);
+    impl<'de> serde::Deserializer<'de> for &mut Probe {
+        type Error = E;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, E> {
+            Err(E::custom("not an enum"))
+        }
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            variants: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, E> {
+            self.0 = variants.len();
+            Err(E::custom("counted"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map struct identifier ignored_any
+        }
+    }
+    let mut p = Probe(0);
+    let _ = T::deserialize(&mut p);
+    p.0
+}
+
 /// Whether proposing `cmd` twice has the effect of proposing it once (so an
 /// unknown outcome may be retried automatically).
 pub fn idempotent(cmd: &Command) -> bool {
@@ -185,6 +267,57 @@ mod tests {
 
     /// Issue 11, item 9: a policy write is never repeated after an unknown
     /// outcome (a late repeat could overwrite a newer policy); a tick is.
+    /// A request of a kind added after this build (a newer node's request,
+    /// or a read or sweep kind it carries) is told apart from damaged bytes of
+    /// a known kind, and both from requests that decode.
+    #[test]
+    fn an_unknown_request_kind_is_recognised() {
+        let known = [
+            NodeReq::ReadClock,
+            NodeReq::Sweep {
+                sweep: SweepReq::Display {
+                    digits: "15550001234".into(),
+                },
+            },
+            NodeReq::Read {
+                shard: 300,
+                read: ReadReq::Policy { name: "p".into() },
+            },
+        ];
+        for r in &known {
+            let b = encode(r).unwrap();
+            assert!(decode::<NodeReq>(&b).is_ok());
+            assert!(!unknown_kind(&b), "{r:?}");
+        }
+        // one past the last kind of each: the next build's first new kind
+        let mut newer = vec![variant_count::<NodeReq>() as u8];
+        let mut sweep = encode(&known[1]).unwrap();
+        sweep[1] = variant_count::<SweepReq>() as u8;
+        let mut read = encode(&known[2]).unwrap();
+        // the shard 300 is two bytes
+        read[3] = variant_count::<ReadReq>() as u8;
+        newer.push(0);
+        for b in [&newer, &sweep, &read] {
+            assert!(decode::<NodeReq>(b).is_err());
+            assert!(unknown_kind(b), "{b:?}");
+        }
+        // a known kind cut short, and nothing at all
+        let cut = &encode(&known[1]).unwrap()[..3];
+        assert!(decode::<NodeReq>(cut).is_err());
+        assert!(!unknown_kind(cut));
+        assert!(!unknown_kind(&[]));
+        // the answer: this build's, and the one builds before it gave
+        let s = ApiError::UnknownKind("x".into()).into_status();
+        assert!(unknown_kind_answer(&s));
+        let before = ApiError::Internal(format!("decode: {}", postcard::Error::SerdeDeCustom));
+        assert!(unknown_kind_answer(&before.into_status()));
+        let damaged = ApiError::Internal(format!(
+            "decode: {}",
+            postcard::Error::DeserializeUnexpectedEnd
+        ));
+        assert!(!unknown_kind_answer(&damaged.into_status()));
+    }
+
     #[test]
     fn a_policy_write_is_not_retried_as_idempotent() {
         let set = Command::SetPolicy(Policy::meta());

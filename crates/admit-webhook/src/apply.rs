@@ -131,6 +131,12 @@ pub async fn resolve_displays<S: Sink>(
         let id = match sink.number_by_display(&d).await {
             Ok(Some(id)) => Some(id),
             Ok(None) => local.get(&d),
+            // a node of an older build does not know the lookup (mid-upgrade):
+            // not found there, so the node-local index answers
+            Err(status) if status.code() == Code::Unimplemented => {
+                older_peers(&status);
+                local.get(&d)
+            }
             Err(status) => {
                 return Err(Unavailable {
                     at: format!("display_phone_number {d}"),
@@ -143,6 +149,21 @@ pub async fn resolve_displays<S: Sink>(
         }
     }
     Ok(found)
+}
+
+/// Whether this process already said that some nodes cannot answer the
+/// display-number lookup (said once: it lasts the whole upgrade).
+static OLDER_PEERS_TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Counts a lookup that some nodes could not answer, and says so in the log
+/// the first time; true then.
+fn older_peers(status: &Status) -> bool {
+    metrics::counter!("admit_webhook_display_lookup_partial_total").increment(1);
+    let first = !OLDER_PEERS_TOLD.swap(true, std::sync::atomic::Ordering::Relaxed);
+    if first {
+        tracing::warn!(reason = %status.message(), "display number lookup: some nodes run an older build that cannot answer it; their shards count as not holding the number and the node-local index is used (logged once)");
+    }
+    first
 }
 
 /// Counts what the translation found, then applies its actions in order.
@@ -361,6 +382,81 @@ mod tests {
         ) -> Result<pb::RegisterNumberResponse, Status> {
             known(&r.number_id).map(|_| Default::default())
         }
+    }
+
+    /// A sink whose display lookup answers as a cluster with a node of an
+    /// older build does: UNIMPLEMENTED (or, `down`, a failure a retry cures).
+    struct Mixed {
+        down: bool,
+    }
+
+    impl Sink for Mixed {
+        async fn apply_event(
+            &self,
+            r: pb::ApplyEventRequest,
+        ) -> Result<pb::ApplyEventResponse, Status> {
+            Fake.apply_event(r).await
+        }
+        async fn record_inbound(
+            &self,
+            r: pb::RecordInboundRequest,
+        ) -> Result<pb::RecordInboundResponse, Status> {
+            Fake.record_inbound(r).await
+        }
+        async fn report_outcome(
+            &self,
+            r: pb::ReportOutcomeRequest,
+        ) -> Result<pb::ReportOutcomeResponse, Status> {
+            Fake.report_outcome(r).await
+        }
+        async fn register_number(
+            &self,
+            r: pb::RegisterNumberRequest,
+        ) -> Result<pb::RegisterNumberResponse, Status> {
+            Fake.register_number(r).await
+        }
+        async fn number_by_display(&self, _: &str) -> Result<Option<String>, Status> {
+            if self.down {
+                return Err(Status::unavailable("no leader"));
+            }
+            // what `Reads::number_by_display` answers when a node did not
+            // know the question and no other shard holds the digits
+            Err(Status::unimplemented(
+                "unknown request kind: display number lookup: nodes [3] run a build without it",
+            ))
+        }
+    }
+
+    /// Mid-upgrade, a node that does not know the display lookup counts as
+    /// not holding the number: the node-local index answers (and the log
+    /// says so once); a failure a retry cures still leaves the delivery
+    /// unacknowledged.
+    #[tokio::test]
+    async fn a_lookup_older_nodes_cannot_answer_falls_back_to_the_local_index() {
+        let counts = Counts::default();
+        let _guard = metrics::set_default_local_recorder(&counts);
+        let local = Numbers::new([("15550001234".to_owned(), "1001".to_owned())]);
+        let asked = || ["15550001234".to_owned(), "15559999999".to_owned()];
+        let found = resolve_displays(&Mixed { down: false }, &local, asked())
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found["15550001234"], "1001");
+        assert!(resolve_displays(&Mixed { down: false }, &local, asked())
+            .await
+            .is_ok());
+        let c = counts.0.lock().unwrap().clone();
+        assert_eq!(
+            c.get("admit_webhook_display_lookup_partial_total{}"),
+            Some(&4),
+            "{c:?}"
+        );
+        // told once for the process
+        assert!(!older_peers(&Status::unimplemented("again")));
+        let err = resolve_displays(&Mixed { down: true }, &local, asked())
+            .await
+            .unwrap_err();
+        assert_eq!(err.status.code(), Code::Unavailable);
     }
 
     #[tokio::test]

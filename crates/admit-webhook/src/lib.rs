@@ -67,12 +67,13 @@
 //! the node's data dir, not shared between nodes), which stays for them.
 //! A lookup that fails (no leader) leaves the delivery unacknowledged.
 //!
+//! A failed status that comes before the sender's report (Meta's webhook
+//! won the race) is remembered by its wamid in the shard for the
+//! conversation window, and the report that names the wamid releases then
+//! (unless a delivered status came in between).
+//!
 //! ## Known gaps
 //!
-//! * A wamid reported after its status arrived (the sender's report lost
-//!   the race with Meta's webhook) is not matched to that earlier status:
-//!   the failed status then feeds the error-code reactions only. Report the
-//!   wamid as soon as the send returns it.
 //! * 132015 / 132016 in a failed status pause or disable nothing: Meta's
 //!   statuses name no template, and section 9 of docs/rules.md acts on
 //!   these codes only when the report names it. The template's own

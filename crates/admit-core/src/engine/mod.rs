@@ -53,7 +53,22 @@ pub(crate) struct WriterState<P = Arc<Policy>> {
     /// `sent`'s keys in expiry order (derived; rebuilt on restore).
     #[serde(skip)]
     pub sent_expiry: std::collections::BTreeSet<(Ts, String)>,
+    /// FAILED statuses by a message id not known yet, waiting for the send's report
+    /// (R3.5). Not in the V1 snapshot body: the V6 section.
+    #[serde(skip)]
+    pub early_failures: BTreeMap<String, EarlyFailure>,
+    /// `early_failures`' keys in expiry order, by scope (derived; rebuilt on restore):
+    /// at most [`EARLY_FAILURES_PER_SCOPE`] each.
+    #[serde(skip)]
+    pub early_expiry: BTreeMap<u32, std::collections::BTreeSet<(Ts, String)>>,
 }
+
+/// How many failures naming a message not reported yet one scope remembers; the oldest
+/// is forgotten first. The race they cover (Meta's status before the sender's report)
+/// lasts seconds, so a scope that reaches this many holds failures of messages whose
+/// sender never reports message ids; forgetting one keeps a conversation counted,
+/// which is the safe side.
+pub(crate) const EARLY_FAILURES_PER_SCOPE: usize = 1024;
 
 /// How long a platform delivery's key is remembered: Meta retries deliveries for days.
 const EVENT_KEY_TTL: crate::Dur = crate::Dur::days(7);

@@ -53,16 +53,32 @@ impl Engine {
         let admission = match (&o.admission, &o.message_id) {
             (Some(a), Some(m)) => {
                 self.remember_sent(m, o.number, a, now.plus(p.conversation_window));
+                // R3.5 for a failure Meta reported before this report named the
+                // message: applied now, as if it had come after
+                if let Some(f) = self.take_early_failure(m, &o.number, now) {
+                    if f.delivered {
+                        self.mark_delivered(a);
+                    } else if !self.delivered(a) {
+                        released = self.release(a, now);
+                    }
+                }
                 Some(a.clone())
             }
-            (None, Some(m)) => self.sent_admission(m, &o.number, now),
+            (None, Some(m)) => {
+                let found = self.sent_admission(m, &o.number, now);
+                if found.is_none() {
+                    let expires = now.plus(p.conversation_window);
+                    self.note_early_status(m, o.number, scope, o.status, now, expires);
+                }
+                found
+            }
             (a, None) => a.clone(),
         };
         if o.status == DeliveryStatus::Failed {
             // R3.5: a send that failed before delivery gives its conversation back; one
             // reported delivered already was delivered, whatever is reported after
             if let Some(a) = admission.as_ref().filter(|a| !self.delivered(a)) {
-                released = self.release(a, now);
+                released |= self.release(a, now);
             }
         } else {
             if let (Some(a), DeliveryStatus::Delivered | DeliveryStatus::Read) =
@@ -156,6 +172,78 @@ impl Engine {
                 .remove(&(old.expires, message.to_owned()));
         }
         self.w.sent_expiry.insert((expires, message.to_owned()));
+    }
+
+    /// A status naming only a message no report has named yet: a FAILED one is
+    /// remembered until `expires` (the oldest of the scope's is forgotten at the
+    /// bound); a DELIVERED or READ one after it cancels its release. A DELIVERED before
+    /// the FAILED is not remembered: that would hold every status of senders that do not
+    /// report message ids, and Meta reports no failure after a delivery.
+    fn note_early_status(
+        &mut self,
+        message: &str,
+        number: NumberId,
+        scope: u32,
+        status: DeliveryStatus,
+        now: Ts,
+        expires: Ts,
+    ) {
+        let live = self
+            .w
+            .early_failures
+            .get_mut(message)
+            .filter(|f| f.number == number && f.expires > now);
+        match (status, live) {
+            (DeliveryStatus::Delivered | DeliveryStatus::Read, Some(f)) => f.delivered = true,
+            (DeliveryStatus::Failed, None) => {
+                if let Some(old) = self.w.early_failures.remove(message) {
+                    self.forget_early_expiry(old.scope, old.expires, message);
+                }
+                let queue = self.w.early_expiry.entry(scope).or_default();
+                if queue.len() >= EARLY_FAILURES_PER_SCOPE {
+                    if let Some((_, oldest)) = queue.pop_first() {
+                        self.w.early_failures.remove(&oldest);
+                    }
+                }
+                let queue = self.w.early_expiry.entry(scope).or_default();
+                queue.insert((expires, message.to_owned()));
+                self.w.early_failures.insert(
+                    message.to_owned(),
+                    EarlyFailure {
+                        number,
+                        scope,
+                        expires,
+                        delivered: false,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// The failure remembered for a message of `number`, taken out, while it lasts.
+    fn take_early_failure(
+        &mut self,
+        message: &str,
+        number: &NumberId,
+        now: Ts,
+    ) -> Option<EarlyFailure> {
+        let f = self.w.early_failures.get(message)?;
+        if f.number != *number || f.expires <= now {
+            return None;
+        }
+        let f = self.w.early_failures.remove(message)?;
+        self.forget_early_expiry(f.scope, f.expires, message);
+        Some(f)
+    }
+
+    fn forget_early_expiry(&mut self, scope: u32, expires: Ts, message: &str) {
+        if let Some(q) = self.w.early_expiry.get_mut(&scope) {
+            q.remove(&(expires, message.to_owned()));
+            if q.is_empty() {
+                self.w.early_expiry.remove(&scope);
+            }
+        }
     }
 
     /// The admission remembered for a message of `number`, while its window lasts (an

@@ -16,33 +16,11 @@ fn customer() -> WaId {
     WaId::parse("customer", "4915000000001").unwrap()
 }
 
-/// An engine with number 1001, and one template send to the customer admitted and
-/// reported SENT with its message id, all at `T0`.
+/// An engine with numbers 1001 and 1002, and one template send of 1001 to the
+/// customer admitted and reported SENT with its message id, all at `T0`.
 fn sent() -> (Engine, AdmissionId) {
-    let mut e = Engine::new();
-    for n in ["1001", "1002"] {
-        e.apply(
-            Command::RegisterNumber(NumberRegistration {
-                number: Some(number(n)),
-                ..Default::default()
-            }),
-            T0,
-        )
-        .unwrap();
-    }
-    let req = AdmitRequest {
-        number: number("1001"),
-        customer: customer(),
-        kind: SendKind::Template {
-            id: TemplateId::parse("template", "welcome").unwrap(),
-            category: Category::Utility,
-        },
-        idempotency_key: None,
-    };
-    let Ok(Output::Decision(d)) = e.apply(Command::Admit(req), T0) else {
-        panic!("a decision")
-    };
-    let a = d.admission.expect("a counted send");
+    let mut e = registered();
+    let a = admit(&mut e, T0);
     let out = e
         .apply(report("1001", Some(&a), DeliveryStatus::Sent), T0)
         .unwrap();
@@ -56,7 +34,45 @@ fn sent() -> (Engine, AdmissionId) {
     (e, a)
 }
 
+fn registered() -> Engine {
+    let mut e = Engine::new();
+    for n in ["1001", "1002"] {
+        e.apply(
+            Command::RegisterNumber(NumberRegistration {
+                number: Some(number(n)),
+                ..Default::default()
+            }),
+            T0,
+        )
+        .unwrap();
+    }
+    e
+}
+
+/// One template send of 1001 to the customer, admitted at `at`.
+fn admit(e: &mut Engine, at: Ts) -> AdmissionId {
+    let req = AdmitRequest {
+        number: number("1001"),
+        customer: customer(),
+        kind: SendKind::Template {
+            id: TemplateId::parse("template", "welcome").unwrap(),
+            category: Category::Utility,
+        },
+        idempotency_key: None,
+    };
+    let Ok(Output::Decision(d)) = e.apply(Command::Admit(req), at) else {
+        panic!("a decision")
+    };
+    d.admission.expect("a counted send")
+}
+
+const WAMID: &str = "wamid.HBgLMTU1NTAwMDEyMzQVAgARGBI";
+
 fn report(n: &str, a: Option<&AdmissionId>, status: DeliveryStatus) -> Command {
+    report_of(WAMID, n, a, status)
+}
+
+fn report_of(message: &str, n: &str, a: Option<&AdmissionId>, status: DeliveryStatus) -> Command {
     Command::Outcome(Outcome {
         number: number(n),
         customer: customer(),
@@ -65,8 +81,16 @@ fn report(n: &str, a: Option<&AdmissionId>, status: DeliveryStatus) -> Command {
         error_code: (status == DeliveryStatus::Failed).then_some(131_026),
         template: None,
         event_key: None,
-        message_id: Some("wamid.HBgLMTU1NTAwMDEyMzQVAgARGBI".into()),
+        message_id: Some(message.into()),
     })
+}
+
+/// Whether applying `cmd` at `at` released an admission.
+fn releases(e: &mut Engine, cmd: Command, at: Ts) -> bool {
+    match e.apply(cmd, at) {
+        Ok(Output::Outcome { released, .. }) => released,
+        other => panic!("{other:?}"),
+    }
 }
 
 fn released(e: &mut Engine, n: &str, at: Ts) -> bool {
@@ -165,4 +189,91 @@ fn display_digits_find_the_latest_number_registered_with_them() {
     let err = e.apply(reg("1003", "+1 555"), T0.plus(Dur(3))).unwrap_err();
     assert!(err.to_string().contains("display_phone_number"), "{err}");
     assert!(e.reader().scope_of(&number("1003")).is_none());
+}
+
+/// Meta's FAILED status (naming only the message) came before the sender's SENT report
+/// with that message id: the report releases then, while the failure is remembered (the
+/// conversation window from the failure). The send is admitted a minute after the
+/// failure here only so that the failure's memory ends before the admission's own
+/// window: the last edge then tests the former.
+#[test]
+fn a_failure_reported_before_the_send_releases_when_the_send_is_reported() {
+    let window = Policy::seeds().conversation_window;
+    let failed_then_admitted = || {
+        let mut e = registered();
+        assert!(!released(&mut e, "1001", T0));
+        let a = admit(&mut e, T0.plus(Dur::secs(60)));
+        (e, a)
+    };
+    let last = T0.plus(Dur(window.ms() - 1));
+    // the failure's last millisecond, also across a snapshot restore
+    let (e, a) = failed_then_admitted();
+    let mut e = Engine::restore(&e.snapshot()).unwrap();
+    assert_eq!(used(&e, last), 1);
+    let sent = report("1001", Some(&a), DeliveryStatus::Sent);
+    assert!(releases(&mut e, sent.clone(), last));
+    assert_eq!(used(&e, last), 0);
+    // taken: the same report again releases nothing
+    assert!(!releases(&mut e, sent.clone(), last));
+    // the end of its window: forgotten
+    let (mut e, _) = failed_then_admitted();
+    assert!(!releases(&mut e, sent.clone(), T0.plus(window)));
+    assert_eq!(used(&e, T0.plus(window)), 1);
+    // another number's report of the same message id takes nothing
+    let (mut e, a) = failed_then_admitted();
+    let other = report("1002", Some(&a), DeliveryStatus::Sent);
+    assert!(!releases(&mut e, other, T0.plus(Dur(1))));
+    assert!(releases(&mut e, sent, T0.plus(Dur(2))));
+}
+
+/// FAILED, then DELIVERED, both naming only the message, then the send's report: the
+/// message reached the customer, so nothing is released (R3.5), and the admission is
+/// known delivered afterwards.
+#[test]
+fn a_delivery_between_the_early_failure_and_the_report_keeps_the_admission() {
+    let mut e = registered();
+    let a = admit(&mut e, T0);
+    assert!(!released(&mut e, "1001", T0));
+    let delivered = report("1001", None, DeliveryStatus::Delivered);
+    assert!(!releases(&mut e, delivered, T0.plus(Dur(1))));
+    let sent = report("1001", Some(&a), DeliveryStatus::Sent);
+    assert!(!releases(&mut e, sent, T0.plus(Dur(2))));
+    assert_eq!(used(&e, T0.plus(Dur(2))), 1);
+    assert!(!released(&mut e, "1001", T0.plus(Dur(3))));
+    assert_eq!(used(&e, T0.plus(Dur(3))), 1);
+}
+
+/// Early failures leave memory when their window ends (the tick), and a scope holds at
+/// most `EARLY_FAILURES_PER_SCOPE`, forgetting the oldest first.
+#[test]
+fn early_failures_are_swept_by_the_tick_and_bounded_per_scope() {
+    let window = Policy::seeds().conversation_window;
+    let mut e = registered();
+    assert!(!released(&mut e, "1001", T0));
+    let held = |e: &Engine| {
+        let queued: usize = e.w.early_expiry.values().map(|q| q.len()).sum();
+        (e.w.early_failures.len(), queued)
+    };
+    e.apply(Command::Tick, T0.plus(Dur(window.ms() - 1)))
+        .unwrap();
+    assert_eq!(held(&e), (1, 1));
+    e.apply(Command::Tick, T0.plus(window)).unwrap();
+    assert_eq!(held(&e), (0, 0));
+    assert!(e.w.early_expiry.is_empty());
+
+    let mut e = registered();
+    let failed = |i: usize| report_of(&format!("wamid.{i}"), "1001", None, DeliveryStatus::Failed);
+    for i in 0..=EARLY_FAILURES_PER_SCOPE {
+        assert!(!releases(&mut e, failed(i), T0.plus(Dur(i as u64))));
+    }
+    assert_eq!(
+        held(&e),
+        (EARLY_FAILURES_PER_SCOPE, EARLY_FAILURES_PER_SCOPE)
+    );
+    let now = T0.plus(Dur(EARLY_FAILURES_PER_SCOPE as u64 + 1));
+    let a = admit(&mut e, now);
+    let first = report_of("wamid.0", "1001", Some(&a), DeliveryStatus::Sent);
+    assert!(!releases(&mut e, first, now));
+    let second = report_of("wamid.1", "1001", Some(&a), DeliveryStatus::Sent);
+    assert!(releases(&mut e, second, now));
 }

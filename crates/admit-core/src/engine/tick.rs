@@ -74,6 +74,15 @@ impl Engine {
             self.w.sent.remove(&key);
             reclaimed += 1;
         }
+        let w = &mut self.w;
+        w.early_expiry.retain(|_, q| {
+            while q.first().is_some_and(|(exp, _)| *exp <= now) {
+                let (_, key) = q.pop_first().expect("first");
+                w.early_failures.remove(&key);
+                reclaimed += 1;
+            }
+            !q.is_empty()
+        });
         for m in [
             &sh.pairs as &dyn Shrink,
             &sh.fep,

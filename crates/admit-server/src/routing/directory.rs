@@ -42,6 +42,16 @@ pub(crate) struct Route {
 struct Swept {
     answers: Vec<SweepResp>,
     covered: bool,
+    /// Nodes that answered that they do not know the question (older builds).
+    unknown_at: Vec<u64>,
+}
+
+/// Every shard's answer a sweep could get, and whether some could not be had
+/// because a node does not know the question (an older build, mid-upgrade).
+pub(crate) struct Partial {
+    pub items: Vec<ShardItem>,
+    /// Nodes that do not know the question, when not every shard answered.
+    pub unknown_at: Vec<u64>,
 }
 
 impl Routing {
@@ -133,39 +143,68 @@ impl Routing {
             async move {
                 match self.peers.call(&node, req, short).await {
                     Ok(env) => match env.result {
-                        Ok(NodeResp::Sweep(s)) => Some(s),
-                        _ => None,
+                        Ok(NodeResp::Sweep(s)) => Ok(Some(s)),
+                        _ => Ok(None),
                     },
-                    Err(_) => None,
+                    Err(ApiError::UnknownKind(_)) => Err(node.id),
+                    Err(_) => Ok(None),
                 }
             }
         });
         let mut answers = vec![self.sweep_here(&q)];
-        answers.extend(join_all(calls).await.into_iter().flatten());
+        let mut unknown_at = Vec::new();
+        for a in join_all(calls).await {
+            match a {
+                Ok(a) => answers.extend(a),
+                Err(node) => unknown_at.push(node),
+            }
+        }
         let led: BTreeSet<u32> = answers.iter().flat_map(|a| a.led.iter().copied()).collect();
         Swept {
             covered: led.len() == self.shards() as usize,
             answers,
+            unknown_at,
         }
     }
 
     /// Every shard's answer to `q`, each from its leader; retried until the
     /// deadline while a shard has no reachable leader.
     pub(crate) async fn sweep_all(&self, q: SweepReq) -> Result<Vec<ShardItem>, ApiError> {
+        let p = self.sweep_known(q).await?;
+        if p.unknown_at.is_empty() {
+            Ok(p.items)
+        } else {
+            Err(ApiError::UnknownKind(format!(
+                "nodes {:?} do not know this question",
+                p.unknown_at
+            )))
+        }
+    }
+
+    /// [`Routing::sweep_all`], but a sweep that a node cannot answer because
+    /// it does not know the question (an older build) is not retried: it
+    /// returns what the other shards answered, with those nodes named.
+    pub(crate) async fn sweep_known(&self, q: SweepReq) -> Result<Partial, ApiError> {
         let mut retry = Retry::new(ReqInfo::current());
         loop {
             let swept = self.sweep(q.clone()).await;
-            if swept.covered {
+            if swept.covered || !swept.unknown_at.is_empty() {
                 let mut by_shard: BTreeMap<u32, SweepItem> = BTreeMap::new();
                 for a in swept.answers {
                     for it in a.items {
                         by_shard.entry(it.shard).or_insert(it.item);
                     }
                 }
-                return Ok(by_shard
+                let items = by_shard
                     .into_iter()
                     .map(|(shard, item)| ShardItem { shard, item })
-                    .collect());
+                    .collect();
+                let unknown_at = if swept.covered {
+                    Vec::new()
+                } else {
+                    swept.unknown_at
+                };
+                return Ok(Partial { items, unknown_at });
             }
             // also on a relayed hop: a sweep is answered by every node itself,
             // never relayed further

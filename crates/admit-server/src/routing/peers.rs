@@ -86,6 +86,10 @@ impl Peers {
 /// was sent (so nothing applied): [`ApiError::NotLeader`]. Anything else,
 /// whatever its text says, is an unknown outcome.
 fn failed_call(addr: &str, s: &tonic::Status) -> ApiError {
+    // the peer could not read the request's kind (an older build): nothing done
+    if wire::unknown_kind_answer(s) {
+        return ApiError::UnknownKind(format!("{addr} answered {}", s.message()));
+    }
     if connection_refused(s) {
         return ApiError::NotLeader {
             leader_id: None,
@@ -123,6 +127,26 @@ fn connection_refused(s: &tonic::Status) -> bool {
 mod tests {
     use super::*;
     use crate::wire::NodeReq;
+
+    /// A peer that does not know the request's kind (UNIMPLEMENTED, or the
+    /// decode failure of builds before that answer) did nothing: not an
+    /// unknown outcome; damaged bytes stay one.
+    #[test]
+    fn an_unknown_kind_is_told_apart_from_a_failed_relay() {
+        let older = ApiError::Internal(format!("decode: {}", postcard::Error::SerdeDeCustom));
+        for s in [
+            tonic::Status::unimplemented("unknown request kind"),
+            older.into_status(),
+        ] {
+            let e = failed_call("h:1", &s);
+            assert!(matches!(e, ApiError::UnknownKind(_)), "{e:?}");
+        }
+        let damaged = ApiError::Internal("decode: Hit the end of buffer".into()).into_status();
+        assert!(matches!(
+            failed_call("h:1", &damaged),
+            ApiError::Unavailable { .. }
+        ));
+    }
 
     #[test]
     fn an_answer_that_speaks_of_refusal_is_an_unknown_outcome() {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::ctx::Ctx;
+use crate::error::ApiError;
 use crate::relay;
 use crate::routing::request::{self, ReqInfo};
 use crate::wire::{self, pb, Envelope, NodeReq};
@@ -21,7 +22,18 @@ impl pb::node_rpc_server::NodeRpc for NodeService {
         request: Request<pb::NodeFrame>,
     ) -> Result<Response<pb::NodeFrame>, Status> {
         let frame = request.into_inner();
-        let req: NodeReq = wire::decode(&frame.body)?;
+        let req: NodeReq = match wire::decode(&frame.body) {
+            Ok(r) => r,
+            // a newer node's request (rolling upgrade): said so, distinctly
+            // from damaged bytes, so that the sender can do without it
+            Err(_) if wire::unknown_kind(&frame.body) => {
+                return Err(ApiError::UnknownKind(
+                    "this node's build does not know it (an older build during an upgrade)".into(),
+                )
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let info = ReqInfo::relayed(frame.deadline_ms, frame.hops);
         // relayed work takes an in-flight permit like an API call; the
         // clock messages are the nodes' own upkeep and always answered
