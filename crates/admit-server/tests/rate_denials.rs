@@ -9,27 +9,13 @@ mod common;
 use admit_proto::v1 as pb;
 use admit_proto::v1::admin_client::AdminClient;
 use admit_proto::v1::admit_send_client::AdmitSendClient;
-use common::utility;
+use common::{start_node, utility};
 use tonic::transport::Channel;
 
-/// 2030-01-01T00:00:00Z; the test clock never moves, so no bucket refills.
-const START_MS: u64 = 1_893_456_000_000;
-
+/// The test clock never moves, so no bucket refills.
 async fn start() -> (admit_server::Running, tempfile::TempDir, Channel) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = admit_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path());
-    cfg.shards = 2;
-    cfg.test_clock = true;
-    cfg.test_clock_start = Some(admit_core::Ts(START_MS));
-    cfg.fsync = false;
-    cfg.tick_interval = Duration::from_secs(3_600);
-    let running = admit_server::start(cfg).await.expect("server starts");
-    let ch = Channel::from_shared(format!("http://{}", running.local_addr()))
-        .unwrap()
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .expect("connect");
+    let (running, ch) = start_node(dir.path(), false).await;
     (running, dir, ch)
 }
 
