@@ -8,18 +8,37 @@
 //! since the last fsync, its value before that change, and on request
 //! simulate a power cut: put those values back and stop, so that what was
 //! written but not yet synced is lost as the page cache would lose it.
+//!
+//! **Damage and loss** ([`crate::watermark`]): every batch carries the next
+//! number of a write sequence and a mark file outside the journal records
+//! the number each fsync covered, so a journal that comes back shorter than
+//! what was fsynced is refused at open, as are files fjall cannot read.
+//!
+//! **A failed write** (a full disk, an I/O error) is final for this run:
+//! that op and every later one fail with the first error, and nothing more
+//! is written, so no batch can be acknowledged behind a torn one (fjall's
+//! recovery would stop at the torn batch and drop it). Writes come back
+//! with a restart, which recovers the journal to its last whole batch. A
+//! test switch makes the next writes fail as a full disk would.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use crate::watermark::{self, Mark, SEQ_KEY};
+
+/// What to do with a data dir the node refuses to open.
+pub(crate) const REBUILD: &str = "rebuild this node from its peers: remove it \
+    (admitctl remove-node N), wipe the data dir and start it with a new node id and \
+    --join (a single node: restore the data dir from a backup)";
 
 /// Which keyspace a mutation targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,6 +88,29 @@ pub struct JournalStats {
     pub ops: AtomicU64,
 }
 
+/// The first write error, shared by the writer and the node.
+#[derive(Debug, Default)]
+pub(crate) struct Failure {
+    /// Test switch: the next writes fail as on a full disk.
+    inject: AtomicBool,
+    first: Mutex<Option<String>>,
+}
+
+impl Failure {
+    /// Why this journal takes no more writes, if it does not.
+    pub(crate) fn get(&self) -> Option<String> {
+        self.first.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, e: &io::Error) {
+        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            tracing::error!(error = %e, "journal write failed; this node takes no more writes until it restarts");
+            *first = Some(e.to_string());
+        }
+    }
+}
+
 pub(crate) struct Journal {
     pub(crate) logs: Keyspace,
     pub(crate) meta: Keyspace,
@@ -77,6 +119,8 @@ pub(crate) struct Journal {
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     pub(crate) stats: Arc<JournalStats>,
+    pub(crate) failure: Arc<Failure>,
+    mark: Arc<Mark>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -99,10 +143,43 @@ impl Journal {
         track_unsynced: bool,
     ) -> io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
-        let db = Database::builder(dir.join("journal"))
-            .manual_journal_persist(true)
-            .open()
-            .map_err(io_err)?;
+        let path = dir.join("journal");
+        // fjall may panic on some damaged files: a refusal, not a crash
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Database::builder(&path).manual_journal_persist(true).open()
+        }));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(fjall::Error::Io(e))) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{}: the journal could not be opened: {e}", path.display()),
+                ))
+            }
+            Ok(Err(fjall::Error::Locked)) => {
+                return Err(io_err(format!(
+                    "{}: the journal is in use by another process",
+                    path.display()
+                )))
+            }
+            Ok(Err(e)) => {
+                return Err(io_err(format!(
+                    "{}: the journal's files are damaged ({e}); {REBUILD}",
+                    path.display()
+                )))
+            }
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                return Err(io_err(format!(
+                    "{}: the journal's files are damaged (reading them failed: {why}); {REBUILD}",
+                    path.display()
+                )));
+            }
+        };
         let logs = db
             .keyspace("raft_logs", KeyspaceCreateOptions::default)
             .map_err(io_err)?;
@@ -112,6 +189,19 @@ impl Journal {
         let snaps = db
             .keyspace("raft_snapshots", KeyspaceCreateOptions::default)
             .map_err(io_err)?;
+        let seq = watermark::parse_seq(meta.get(SEQ_KEY).map_err(io_err)?.as_deref())?;
+        let (mark, held) = Mark::open(dir)?;
+        if let Some(held) = held.filter(|h| *h > seq) {
+            return Err(io_err(format!(
+                "{}: the journal holds writes up to number {seq}, but writes up to {held} were \
+                 fsynced before ({}): acknowledged writes are lost (a damaged or cut journal \
+                 file); {REBUILD}",
+                path.display(),
+                mark.path().display()
+            )));
+        }
+        let mark = Arc::new(mark);
+        let failure = Arc::new(Failure::default());
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(JournalStats::default());
         let worker = Worker {
@@ -124,6 +214,9 @@ impl Journal {
             linger,
             stats: stats.clone(),
             unsynced: track_unsynced.then(HashMap::new),
+            seq,
+            mark: fsync.then(|| mark.clone()),
+            failure: failure.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("admit-raft-journal".into())
@@ -136,7 +229,16 @@ impl Journal {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             stats,
+            failure,
+            mark,
         }))
+    }
+
+    /// Test switch: from now on every write fails as on a full disk
+    /// (ENOSPC), which, like a real write error, stops this journal's
+    /// writes until a restart.
+    pub(crate) fn fail_writes(&self) {
+        self.failure.inject.store(true, Ordering::SeqCst);
     }
 
     fn send(&self, msg: Msg) -> Result<(), Msg> {
@@ -205,7 +307,12 @@ impl Journal {
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
-        self.db.persist(PersistMode::SyncAll).map_err(io_err)
+        if self.failure.get().is_some() {
+            // nothing more is written after a failed write, not even here
+            return Ok(());
+        }
+        self.db.persist(PersistMode::SyncAll).map_err(io_err)?;
+        self.mark.sync()
     }
 }
 
@@ -227,6 +334,11 @@ struct Worker {
     /// With the power-cut test switch: the value of every key changed since
     /// the last fsync, as it was before (`None`: absent).
     unsynced: Option<Unsynced>,
+    /// The number of the last batch written ([`crate::watermark`]).
+    seq: u64,
+    /// Where each fsync's number is recorded (with fsync on only).
+    mark: Option<Arc<Mark>>,
+    failure: Arc<Failure>,
 }
 
 /// Key -> its value before the first change since the last fsync.
@@ -308,7 +420,21 @@ impl Worker {
                 PersistMode::Buffer
             };
             let started = std::time::Instant::now();
-            let persisted = self.db.persist(mode).map_err(io_err);
+            let persisted = match self.failure.get() {
+                // no fsync behind a failed write: what it covers is unknown
+                Some(why) => Err(io_err(why)),
+                None => self.db.persist(mode).map_err(io_err),
+            };
+            match &persisted {
+                Err(e) => self.failure.set(e),
+                Ok(()) => {
+                    if let Some(mark) = &self.mark {
+                        if let Err(e) = mark.record(self.seq) {
+                            tracing::warn!(error = %e, "the journal's high-water mark was not written");
+                        }
+                    }
+                }
+            }
             self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
             // docs/metrics.md; the recorder is the server's (a no-op without one)
             metrics::histogram!("admit_journal_fsync_duration_seconds")
@@ -330,11 +456,32 @@ impl Worker {
         }
     }
 
-    /// Write one op as one atomic batch (journal buffer + memtable, no fsync).
-    fn write(&mut self, muts: Vec<Mutation>) -> io::Result<()> {
+    /// Write one op as one atomic batch (journal buffer + memtable, no
+    /// fsync), numbered with the next write sequence. After a failed write
+    /// nothing is written any more.
+    fn write(&mut self, mut muts: Vec<Mutation>) -> io::Result<()> {
+        if let Some(why) = self.failure.get() {
+            return Err(io_err(format!(
+                "not written: an earlier journal write failed: {why}"
+            )));
+        }
+        if self.failure.inject.load(Ordering::SeqCst) {
+            let e = io::Error::from_raw_os_error(28);
+            self.failure.set(&e);
+            return Err(e);
+        }
+        muts.push(Mutation::Put(
+            Ks::Meta,
+            SEQ_KEY.to_vec(),
+            watermark::seq_value(self.seq + 1),
+        ));
         let mut unsynced = self.unsynced.take();
         let r = self.write_batch(muts, unsynced.as_mut());
         self.unsynced = unsynced;
+        match &r {
+            Ok(()) => self.seq += 1,
+            Err(e) => self.failure.set(e),
+        }
         r
     }
 

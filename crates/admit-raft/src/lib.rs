@@ -309,9 +309,11 @@
 // node's facade at the bottom is the only one that sees them all):
 //
 //   types        openraft type config, command/response envelopes
+//   watermark    the journal's high-water mark file
 //   journal      the fjall journal and its group-commit writer thread
 //   codec        pure: a log entry's commands, versioned by layout
 //   store, sm    openraft log storage / state machine over the journal
+//   integrity    the start-time check of every group's stored log
 //   placement    pure: which nodes hold and lead each shard
 //   membership   pure: the reconcile decision (facts in, commands out)
 //   cluster      the node registry (an App) and the public status types
@@ -325,6 +327,7 @@
 mod cluster;
 mod codec;
 mod config;
+mod integrity;
 mod journal;
 mod membership;
 mod network;
@@ -335,6 +338,7 @@ mod propose;
 mod sm;
 mod store;
 mod types;
+mod watermark;
 
 /// Generated protobuf/gRPC types of `admit.internal.raft` (compiled in
 /// `admit-proto`, like every proto of the workspace).

@@ -781,6 +781,14 @@ impl Running {
         }
     }
 
+    // --- issue 11: storage faults ---
+    /// Test switch: every journal write from now on fails as on a full disk
+    /// (ENOSPC); writes answer UNAVAILABLE until the node restarts.
+    #[doc(hidden)]
+    pub fn fail_journal_writes(&self) {
+        self.ctx.routing.raft.fail_journal_writes();
+    }
+
     /// Test helper: set this node's test clock alone (the `TestClock`
     /// service sets every node's), to give it a clock the others lack.
     #[doc(hidden)]

@@ -14,12 +14,12 @@ use admit_proto::v1::cluster_client::ClusterClient;
 use admit_proto::v1::test_clock_client::TestClockClient;
 use tonic::transport::Channel;
 
-/// 2030-01-01T00:00:00Z on the test clock.
-const START_MS: u64 = 1_893_456_000_000;
 const TICK: Duration = Duration::from_millis(50);
 
 async fn start() -> (admit_server::Running, tempfile::TempDir, Channel) {
-    common::single_node(2, START_MS, TICK).await
+    let dir = tempfile::tempdir().unwrap();
+    let (running, ch) = common::start_node_ticking(dir.path(), false, TICK).await;
+    (running, dir, ch)
 }
 
 async fn logs(ch: &Channel) -> Vec<u64> {

@@ -9,14 +9,14 @@ mod common;
 use admit_proto::v1 as pb;
 use admit_proto::v1::admin_client::AdminClient;
 use admit_proto::v1::admit_send_client::AdmitSendClient;
-use common::utility;
+use common::{start_node, utility};
 use tonic::transport::Channel;
 
-/// 2030-01-01T00:00:00Z; the test clock never moves, so no bucket refills.
-const START_MS: u64 = 1_893_456_000_000;
-
+/// The test clock never moves, so no bucket refills.
 async fn start() -> (admit_server::Running, tempfile::TempDir, Channel) {
-    common::single_node(2, START_MS, Duration::from_secs(3_600)).await
+    let dir = tempfile::tempdir().unwrap();
+    let (running, ch) = start_node(dir.path(), false).await;
+    (running, dir, ch)
 }
 
 async fn register(admin: &mut AdminClient<Channel>, number: &str, mps: u32) {

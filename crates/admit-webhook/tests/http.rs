@@ -481,55 +481,6 @@ async fn unknown_numbers_and_fields_are_acknowledged_and_counted() {
     n.stop().await;
 }
 
-/// A sink that refuses with UNAVAILABLE while `down`, else answers
-/// "applied"; counts the calls it answered.
-#[derive(Default, Clone)]
-struct Flaky {
-    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    applied: std::sync::Arc<std::sync::atomic::AtomicU32>,
-}
-
-impl Flaky {
-    fn answer<T: Default>(&self) -> Result<T, tonic::Status> {
-        use std::sync::atomic::Ordering::SeqCst;
-        if self.down.load(SeqCst) {
-            return Err(tonic::Status::unavailable("no leader"));
-        }
-        self.applied.fetch_add(1, SeqCst);
-        Ok(T::default())
-    }
-}
-
-impl admit_webhook::Sink for Flaky {
-    async fn apply_event(
-        &self,
-        _: pb::ApplyEventRequest,
-    ) -> Result<pb::ApplyEventResponse, tonic::Status> {
-        self.answer().map(|_: ()| pb::ApplyEventResponse {
-            applied: true,
-            ..Default::default()
-        })
-    }
-    async fn record_inbound(
-        &self,
-        _: pb::RecordInboundRequest,
-    ) -> Result<pb::RecordInboundResponse, tonic::Status> {
-        self.answer()
-    }
-    async fn report_outcome(
-        &self,
-        _: pb::ReportOutcomeRequest,
-    ) -> Result<pb::ReportOutcomeResponse, tonic::Status> {
-        self.answer()
-    }
-    async fn register_number(
-        &self,
-        _: pb::RegisterNumberRequest,
-    ) -> Result<pb::RegisterNumberResponse, tonic::Status> {
-        self.answer()
-    }
-}
-
 #[tokio::test]
 async fn a_delivery_is_acknowledged_only_once_committed() {
     use std::sync::atomic::Ordering::SeqCst;

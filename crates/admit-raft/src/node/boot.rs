@@ -52,6 +52,9 @@ impl<A: App> RaftNode<A> {
         )
         .map_err(StartError::Storage)?;
         check_node_info(&journal, &config).await?;
+        // a log with a hole is refused before any group reads it
+        crate::integrity::check::<A>(&journal, config.shards + 1, &config.data_dir)
+            .map_err(StartError::Storage)?;
         let dir_identity = super::identity::load(&journal).await?;
 
         let router = GrpcRouter::<A>::new(

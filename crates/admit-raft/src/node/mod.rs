@@ -183,8 +183,21 @@ impl<A: App> RaftNode<A> {
             .proposers
             .get(shard as usize)
             .ok_or(WriteError::NoSuchShard(shard))?;
+        // a journal that failed a write takes none (journal.rs): say why
+        let stopped = |why: String| {
+            WriteError::Unavailable(format!(
+                "this node's storage failed ({why}); it takes no writes until it restarts"
+            ))
+        };
+        if let Some(why) = self.inner.journal.failure.get() {
+            return Err(stopped(why));
+        }
         self.inner.stir(shard as usize);
-        p.propose(cmds, self.inner.config.write_timeout).await
+        let r = p.propose(cmds, self.inner.config.write_timeout).await;
+        match (r, self.inner.journal.failure.get()) {
+            (Err(WriteError::Unavailable(_)), Some(why)) => Err(stopped(why)),
+            (r, _) => r,
+        }
     }
 
     /// Wait until a read of this node's App for `shard` is linearizable: this
@@ -484,6 +497,20 @@ impl<A: App> RaftNode<A> {
         self.inner.journal.sync().await.ok();
         self.inner.journal.close()
     }
+    /// Test switch: every journal write from now on fails as on a full disk
+    /// (ENOSPC); like a real write error it stops this node's writes until
+    /// a restart ([`WriteError::Unavailable`] naming the error).
+    #[doc(hidden)]
+    pub fn fail_journal_writes(&self) {
+        self.inner.journal.fail_writes();
+    }
+
+    /// Why this node takes no writes, if its journal failed a write (a full
+    /// disk, an I/O error); cleared by a restart.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.inner.journal.failure.get()
+    }
+
     /// Test switch: drop every Raft RPC this node sends or receives (a
     /// network partition around it). Not for production use.
     #[doc(hidden)]

@@ -95,3 +95,50 @@ pub fn kill_writer_config(dir: &std::path::Path) -> NodeConfig {
     c.keep_logs_after_snapshot = 10;
     c
 }
+
+/// The ids of the commands with `key` the App of `shard` on `node` applied,
+/// in order.
+pub async fn ids(node: &RaftNode<Counters>, shard: u32, key: &str) -> Vec<u64> {
+    let key = key.to_string();
+    node.with_app(shard, move |a: &Counters| {
+        a.state
+            .lock()
+            .unwrap()
+            .counters
+            .get(&key)
+            .map(|c| c.1.clone())
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap()
+}
+
+/// xorshift64*: the seeded randomness of the hostile-input tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// `HOSTILE_SEED` when set (to replay a run), else from the clock.
+    pub fn seed() -> u64 {
+        std::env::var("HOSTILE_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            })
+    }
+}

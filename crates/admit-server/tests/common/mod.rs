@@ -1,25 +1,31 @@
 //! What the admit-server test binaries share.
-
-#![allow(dead_code)] // each test binary uses part of it
+#![allow(dead_code)]
 
 use std::time::Duration;
 
 use admit_proto::v1 as pb;
 use tonic::transport::Channel;
 
-/// A single node on loopback with the test clock at `start_ms`, no fsync,
-/// and the given tick interval; with its data dir and a channel to its API.
-pub async fn single_node(
-    shards: u32,
-    start_ms: u64,
+/// The test clock's start: 2030-01-01T00:00:00Z.
+pub const START_MS: u64 = 1_893_456_000_000;
+
+/// A single node with 2 shards on `dir`, on the test clock (it never moves
+/// unless told), and a channel to it.
+pub async fn start_node(dir: &std::path::Path, fsync: bool) -> (admit_server::Running, Channel) {
+    start_node_ticking(dir, fsync, Duration::from_secs(3_600)).await
+}
+
+/// [`start_node`] with its `Tick` every `tick`.
+pub async fn start_node_ticking(
+    dir: &std::path::Path,
+    fsync: bool,
     tick: Duration,
-) -> (admit_server::Running, tempfile::TempDir, Channel) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = admit_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path());
-    cfg.shards = shards;
+) -> (admit_server::Running, Channel) {
+    let mut cfg = admit_server::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir);
+    cfg.shards = 2;
     cfg.test_clock = true;
-    cfg.test_clock_start = Some(admit_core::Ts(start_ms));
-    cfg.fsync = false;
+    cfg.test_clock_start = Some(admit_core::Ts(START_MS));
+    cfg.fsync = fsync;
     cfg.tick_interval = tick;
     let running = admit_server::start(cfg).await.expect("server starts");
     let ch = Channel::from_shared(format!("http://{}", running.local_addr()))
@@ -28,7 +34,7 @@ pub async fn single_node(
         .connect()
         .await
         .expect("connect");
-    (running, dir, ch)
+    (running, ch)
 }
 
 /// A utility template from `number` to customer `491500000000 + customer`.

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use admit_proto::v1 as pb;
 use admit_webhook::{Config, Secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -123,5 +124,54 @@ pub fn hook_config(display_numbers: Vec<(String, String)>) -> Config {
         display_numbers,
         display_numbers_file: None,
         tls: None,
+    }
+}
+
+/// A sink that refuses with UNAVAILABLE while `down`, else answers
+/// "applied"; counts the calls it answered.
+#[derive(Default, Clone)]
+pub struct Flaky {
+    pub down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub applied: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Flaky {
+    pub fn answer<T: Default>(&self) -> Result<T, tonic::Status> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.down.load(SeqCst) {
+            return Err(tonic::Status::unavailable("no leader"));
+        }
+        self.applied.fetch_add(1, SeqCst);
+        Ok(T::default())
+    }
+}
+
+impl admit_webhook::Sink for Flaky {
+    async fn apply_event(
+        &self,
+        _: pb::ApplyEventRequest,
+    ) -> Result<pb::ApplyEventResponse, tonic::Status> {
+        self.answer().map(|_: ()| pb::ApplyEventResponse {
+            applied: true,
+            ..Default::default()
+        })
+    }
+    async fn record_inbound(
+        &self,
+        _: pb::RecordInboundRequest,
+    ) -> Result<pb::RecordInboundResponse, tonic::Status> {
+        self.answer()
+    }
+    async fn report_outcome(
+        &self,
+        _: pb::ReportOutcomeRequest,
+    ) -> Result<pb::ReportOutcomeResponse, tonic::Status> {
+        self.answer()
+    }
+    async fn register_number(
+        &self,
+        _: pb::RegisterNumberRequest,
+    ) -> Result<pb::RegisterNumberResponse, tonic::Status> {
+        self.answer()
     }
 }
