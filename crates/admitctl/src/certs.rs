@@ -29,7 +29,7 @@ pub fn run(a: &CertsArgs) -> Result<()> {
     let files = admit_certs::write_dir(&a.out, a.nodes, &a.callers, &a.hosts)
         .map_err(anyhow::Error::msg)?;
     for f in files {
-        println!("{}", f.display());
+        outln!("{}", f.display());
     }
     Ok(())
 }

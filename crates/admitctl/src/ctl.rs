@@ -57,12 +57,17 @@ fn print_nodes(ctx: &Ctx, nodes: &[pb::Node]) {
             .collect();
         return json(&v);
     }
-    println!(
+    outln!(
         "{:>4}  {:<28} {:<8} {:<7} {:>8} {:>5}  leads",
-        "id", "address", "state", "alive", "replicas", "self"
+        "id",
+        "address",
+        "state",
+        "alive",
+        "replicas",
+        "self"
     );
     for n in nodes {
-        println!(
+        outln!(
             "{:>4}  {:<28} {:<8} {:<7} {:>8} {:>5}  {}",
             n.node_id,
             n.address,
@@ -88,7 +93,7 @@ pub async fn add_node(ctx: &Ctx, id: u64, address: &str) -> Res {
 pub async fn remove_node(ctx: &Ctx, id: u64) -> Res {
     print_nodes(ctx, &ctx.client.remove_node(id).await?);
     if !ctx.json {
-        println!(
+        outln!(
             "node {id} is leaving; it is removed once it holds no replica (see `admitctl nodes`)"
         );
     }
@@ -141,9 +146,14 @@ pub async fn shards(ctx: &Ctx, check: bool, local: bool) -> Res {
             .collect();
         json(&v);
     } else {
-        println!(
+        outln!(
             "{:>5} {:>6} {:>6} {:>10} {:>8}  {:<34} target",
-            "shard", "leader", "term", "applied", "reporter", "replicas (node:lag, ~learner)"
+            "shard",
+            "leader",
+            "term",
+            "applied",
+            "reporter",
+            "replicas (node:lag, ~learner)"
         );
         for s in &shards {
             let reps: Vec<String> = s
@@ -158,7 +168,7 @@ pub async fn shards(ctx: &Ctx, check: bool, local: bool) -> Res {
                     )
                 })
                 .collect();
-            println!(
+            outln!(
                 "{:>5} {:>6} {:>6} {:>10} {:>8}  {:<34} {:?}{}",
                 s.shard_id,
                 s.leader_node_id.map_or("-".into(), |l| l.to_string()),
@@ -198,7 +208,7 @@ pub async fn status(ctx: &Ctx, number: Option<String>, portfolio: Option<String>
             .leader_of(&s.number)
             .filter(|_| !s.number.is_empty())
         {
-            println!("  {:<20} {l}", "shard leader");
+            outln!("  {:<20} {l}", "shard leader");
         }
     }
     Ok(OK)
@@ -341,7 +351,7 @@ pub async fn admit(ctx: &Ctx, a: AdmitArgs) -> Res {
     if ctx.json {
         json(&d);
     } else {
-        println!(
+        outln!(
             "{} ({}){}",
             if d.allowed { "ALLOWED" } else { "DENIED" },
             d.reason,
@@ -353,22 +363,22 @@ pub async fn admit(ctx: &Ctx, a: AdmitArgs) -> Res {
                 .as_ref()
                 .map(|t| t.limit.map_or("unlimited".into(), |l| l.to_string()))
                 .unwrap_or_default();
-            println!("  used {} of {limit}, headroom {}", u.used, u.headroom);
+            outln!("  used {} of {limit}, headroom {}", u.used, u.headroom);
         }
         if let Some(w) = d.retry_after {
-            println!(
+            outln!(
                 "  retry after {} ms (at {})",
                 w.as_millis(),
                 opt_time(d.retry_at_unix_ms)
             );
         }
         if let Some(w) = d.window_end_unix_ms {
-            println!("  window ends {}", time(w));
+            outln!("  window ends {}", time(w));
         }
         if let Some(id) = &d.admission_id {
-            println!("  admission {id}");
+            outln!("  admission {id}");
         }
-        println!("  key {}", d.idempotency_key);
+        outln!("  key {}", d.idempotency_key);
     }
     Ok(if d.allowed { OK } else { DENIED })
 }
@@ -409,15 +419,15 @@ pub async fn inbound(ctx: &Ctx, a: InboundArgs) -> Res {
     if ctx.json {
         json(&r);
     } else {
-        println!("service window open until {}", time(r.window_end_unix_ms));
+        outln!("service window open until {}", time(r.window_end_unix_ms));
         if let Some(f) = r.free_entry_point_end_unix_ms {
-            println!("free entry point window until {}", time(f));
+            outln!("free entry point window until {}", time(f));
         }
         if r.opt_change != "none" {
-            println!("customer {}", r.opt_change.replace('_', " "));
+            outln!("customer {}", r.opt_change.replace('_', " "));
         }
         if r.duplicate {
-            println!("(duplicate: already applied)");
+            outln!("(duplicate: already applied)");
         }
     }
     Ok(OK)
@@ -487,15 +497,15 @@ pub async fn outcome(ctx: &Ctx, a: OutcomeArgs) -> Res {
         json(&r);
     } else {
         if r.effects.is_empty() {
-            println!("recorded; no reaction");
+            outln!("recorded; no reaction");
         } else {
-            println!("effects: {}", r.effects.join(", "));
+            outln!("effects: {}", r.effects.join(", "));
         }
         if let Some(h) = r.hold_until_unix_ms {
-            println!("hold until {}", time(h));
+            outln!("hold until {}", time(h));
         }
         if r.duplicate {
-            println!("(duplicate: already applied)");
+            outln!("(duplicate: already applied)");
         }
     }
     Ok(OK)
@@ -560,11 +570,11 @@ pub async fn event(ctx: &Ctx, e: EventCmd, key: Option<String>) -> Res {
     if ctx.json {
         json(&r);
     } else if r.applied {
-        println!("applied");
+        outln!("applied");
     } else if r.duplicate {
-        println!("duplicate: already applied");
+        outln!("duplicate: already applied");
     } else {
-        println!(
+        outln!(
             "not applied: {}",
             r.ignored_reason.as_deref().unwrap_or("no reason given")
         );
@@ -603,7 +613,7 @@ pub async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Res {
             };
             let (created, stored) = ctx.client.set_policy(p).await?;
             if !ctx.json {
-                println!(
+                outln!(
                     "# profile {} {}",
                     stored.name,
                     if created { "created" } else { "replaced" }
@@ -620,7 +630,7 @@ fn print_policy(ctx: &Ctx, p: &PolicyFile) {
         json(p);
     } else {
         match toml::to_string(p) {
-            Ok(t) => print!("{t}"),
+            Ok(t) => out!("{t}"),
             Err(e) => eprintln!("admitctl: cannot encode TOML: {e}"),
         }
     }
@@ -649,7 +659,7 @@ pub async fn clock(ctx: &Ctx, advance_ms: Option<i64>, set_ms: Option<i64>) -> R
             test_mode,
         });
     } else {
-        println!(
+        outln!(
             "{} ({now}){}",
             time(now),
             if test_mode { ", test clock" } else { "" }

@@ -112,7 +112,7 @@ impl Demo<'_> {
             note: note.to_owned(),
         };
         if !self.json {
-            println!(
+            outln!(
                 "  {:<13} {:<26} tier {:<9} limit {:>6}  used {:>4}  7-day uniques {:>4}  upgrade {}",
                 step.at,
                 step.what,
@@ -123,7 +123,7 @@ impl Demo<'_> {
                 step.upgrade_at.as_deref().unwrap_or("-"),
             );
             if !note.is_empty() {
-                println!("  {:<13} -> {note}", "");
+                outln!("  {:<13} -> {note}", "");
             }
             tokio::time::sleep(self.pause).await;
         }
@@ -172,8 +172,8 @@ pub async fn run(client: &Client, json_out: bool, pause_ms: u64) -> Res {
     };
 
     if !json_out {
-        println!("Example 1 (R5.3): number {a} at 1K; 500 new conversations on day 1, the 500th at 15:00.");
-        println!("  Expected: the limit is 10K from 15:00 on day 2.\n");
+        outln!("Example 1 (R5.3): number {a} at 1K; 500 new conversations on day 1, the 500th at 15:00.");
+        outln!("  Expected: the limit is 10K from 15:00 on day 2.\n");
     }
     d.register(&a).await?;
     d.step(1, &a, (1, 9, 0), 499, "").await?;
@@ -213,8 +213,8 @@ pub async fn run(client: &Client, json_out: bool, pause_ms: u64) -> Res {
     // example 2 on its own calendar, three days later
     d.day1 += 3 * DAY;
     if !json_out {
-        println!("\nExample 2 (R5.3): number {b} at 1K; 100, 200 and 200 new conversations on days 1 to 3, the 500th at 19:00 on day 3.");
-        println!("  Expected: the limit is 10K from 19:00 on day 4.\n");
+        outln!("\nExample 2 (R5.3): number {b} at 1K; 100, 200 and 200 new conversations on days 1 to 3, the 500th at 19:00 on day 3.");
+        outln!("  Expected: the limit is 10K from 19:00 on day 4.\n");
     }
     d.register(&b).await?;
     d.step(2, &b, (1, 10, 0), 100, "").await?;

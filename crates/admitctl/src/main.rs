@@ -31,6 +31,37 @@
 //! Commands live in `ctl` (cluster calls), `demo`, `policy` (the policy file
 //! form) and `output` (tables, JSON, times, exit codes).
 
+/// `println!` that ends the process quietly when stdout is closed
+/// (`admitctl shards | head`): a reader that stopped reading is not an error.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            crate::stdout_failed(e)
+        }
+    }};
+}
+
+/// `print!` with the same handling as [`outln!`].
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($t)*) {
+            crate::stdout_failed(e)
+        }
+    }};
+}
+
+/// Writing to stdout failed: a closed pipe ends the process quietly (exit
+/// 0, as `head` expects of its writer); anything else is reported.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("admitctl: cannot write to stdout: {e}");
+    std::process::exit(1)
+}
+
 mod certs;
 mod ctl;
 mod demo;

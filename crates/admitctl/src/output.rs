@@ -38,7 +38,7 @@ pub fn explain(e: &Error, server: &str) -> String {
 /// Prints `v` as pretty JSON.
 pub fn json<T: Serialize + ?Sized>(v: &T) {
     match serde_json::to_string_pretty(v) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => outln!("{s}"),
         Err(e) => eprintln!("admitctl: cannot encode JSON: {e}"),
     }
 }
@@ -153,16 +153,16 @@ pub fn status_table(s: &Status) {
     rows.push(("as of", time(s.as_of_unix_ms)));
     for (k, v) in rows {
         if k.is_empty() {
-            println!("{v}");
+            outln!("{v}");
         } else {
-            println!("  {k:<20} {v}");
+            outln!("  {k:<20} {v}");
         }
     }
 }
 
 /// Numbers as a table, one a line.
 pub fn numbers_table(list: &[Status]) {
-    println!(
+    outln!(
         "{:<18} {:<14} {:<14} {:>9} {:>7} {:>9}  {:<10} {:<8} {:<10} {:>6} {:>6} {:>6}",
         "number",
         "portfolio",
@@ -179,7 +179,7 @@ pub fn numbers_table(list: &[Status]) {
     );
     for s in list {
         let (tier, limit, used, headroom) = limit_of(s);
-        println!(
+        outln!(
             "{:<18} {:<14} {:<14} {:>9} {:>7} {:>9}  {:<10} {:<8} {:<10} {:>6} {:>6} {:>6}",
             s.number,
             s.portfolio,

@@ -224,3 +224,25 @@ async fn an_unreadable_tls_file_is_a_usage_error_naming_it() {
     })
     .await
 }
+
+/// A reader that stops reading (`admitctl shards | head -1`) ends admitctl
+/// quietly with exit 0, not with a panic about a broken pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_quietly() {
+    bounded(60, async {
+        let (srv, _) = InProcess::start(at(1, 9)).await;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_admitctl"));
+        cmd.arg("--server").arg(srv.addr.to_string()).arg("shards");
+        cmd.env_remove("ADMIT_SERVER").env_remove("ADMIT_TOKEN");
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("run admitctl");
+        // closed before admitctl writes its first line
+        drop(child.stdout.take());
+        let out = child.wait_with_output().await.expect("admitctl ends");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(out.status.code(), Some(0), "{err}");
+    })
+    .await;
+}
