@@ -69,10 +69,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
+use support::ports::free_addr;
 
 /// xorshift64*: the callers' choices, reproducible from a seed.
 struct Rng(u64);

@@ -47,11 +47,7 @@ fn prometheus_bin() -> String {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::support::ports::free_addr().port()
 }
 
 /// A child process killed (by its own pid) when dropped.

@@ -20,10 +20,7 @@ use tonic::transport::Channel;
 use super::{node_config, Clients};
 use super::{ELECTION_MS, HEARTBEAT_MS, SHARDS};
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
+use super::ports::free_addr;
 
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Clusters running inside [`one_at_a_time`] right now: checked, so a

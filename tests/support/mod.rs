@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod ports;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

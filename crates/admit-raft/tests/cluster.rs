@@ -15,10 +15,7 @@ use common::{config, Add, Counters, State};
 
 type Node = RaftNode<Counters>;
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
+use common::ports::free_addr;
 
 struct Cluster {
     shards: u32,

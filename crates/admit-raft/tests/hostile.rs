@@ -30,12 +30,16 @@ const LIMIT: usize = 64 * 1024;
 
 /// The codes a hostile frame may get: OK (it decoded), INVALID_ARGUMENT
 /// (it did not), NOT_FOUND (no such group), FAILED_PRECONDITION (a snapshot
-/// piece of no transfer under way).
+/// piece of no transfer under way), RESOURCE_EXHAUSTED (a snapshot piece
+/// announcing a total above the snapshot limit).
 fn expected(code: Option<tonic::Code>) -> bool {
     matches!(
         code,
         None | Some(
-            tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::FailedPrecondition
+            tonic::Code::InvalidArgument
+                | tonic::Code::NotFound
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::ResourceExhausted
         )
     )
 }
@@ -83,10 +87,7 @@ async fn random_raft_frames_never_panic_and_the_node_keeps_serving() {
     }));
 
     let dir = tempfile::tempdir().unwrap();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = common::ports::free_addr();
     let mut cfg = config(dir.path(), 2);
     cfg.listen_addr = Some(addr);
     cfg.advertise_addr = addr.to_string();

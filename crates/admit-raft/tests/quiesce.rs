@@ -15,10 +15,7 @@ type Node = RaftNode<Counters>;
 
 const SHARDS: u32 = 2;
 
-fn free_addr() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
+use common::ports::free_addr;
 
 /// Three nodes bootstrapped from static peers; groups quiesce after 200 ms.
 /// `slow`: heartbeat 100 ms, election timeout 1-2 s (only a stall of a

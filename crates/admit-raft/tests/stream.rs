@@ -20,10 +20,7 @@ type Node = RaftNode<Counters>;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
+use common::ports::free_addr;
 
 async fn eventually(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
     let t0 = Instant::now();

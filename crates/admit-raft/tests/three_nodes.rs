@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 use admit_raft::{RaftNode, ReadError, WriteError};
 use common::{config, count, Add, Counters};
 
-fn free_addr() -> std::net::SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
+use common::ports::free_addr;
 
 /// Waits for `f`, for up to 60 s: 150 election timeouts, for a loaded
 /// machine.

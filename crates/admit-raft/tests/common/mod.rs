@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../../../../tests/support/ports.rs"]
+pub mod ports;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
