@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tonic::transport::Endpoint;
 
 mod conn;
+mod overload;
 mod peers;
 mod webhook;
 use conn::Chan;
@@ -66,7 +67,9 @@ struct Args {
     /// here that decides nothing), open, new, batch (each batch's sends spread
     /// over the numbers), campaign (each batch from one number), mixed, half,
     /// memory, failover; webhook (`--webhook-target`: signed deliveries to
-    /// admitd's webhook receiver); and the peer systems: etcd-put (`--etcd`),
+    /// admitd's webhook receiver); overload and overload-new (open-loop
+    /// load at `--overload-factor` times the capacity, open-window sends or
+    /// new conversations); and the peer systems: etcd-put (`--etcd`),
     /// redis-lua (`--redis`).
     #[arg(
         long,
@@ -117,6 +120,15 @@ struct Args {
     /// `--webhook-app-secret`).
     #[arg(long, env = "ADMIT_BENCH_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
+    // --- the overload scenarios ---
+    /// `overload`, `overload-new`: the capacity to overload, calls/s. Without
+    /// it, measured first (a closed loop of `--concurrency` callers).
+    #[arg(long)]
+    capacity: Option<f64>,
+    /// `overload`, `overload-new`: the offered load as a multiple of the
+    /// capacity (the baseline runs at half of it).
+    #[arg(long, default_value_t = 2.0)]
+    overload_factor: f64,
     /// Also print each scenario as `result<TAB>label<TAB>scenario<TAB>rate`,
     /// for scripts that put several runs side by side.
     #[arg(long)]
@@ -304,6 +316,77 @@ where
         elapsed: start.elapsed(),
         hist,
     }
+}
+
+/// An overload scenario: the capacity (closed loop, unless `--capacity`),
+/// then an open loop at half of it (the unloaded latency) and one at
+/// `--overload-factor` times it; prints both and the ratio of their p99s,
+/// and the server's resident memory around the overload (`--server-pid`).
+async fn overload_run<F, Fut>(
+    scenario: &str,
+    args: &Args,
+    dur: Duration,
+    call: F,
+    reports: &mut Vec<Report>,
+    lines: &mut Vec<(String, f64)>,
+) -> Result<()>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<u64, tonic::Status>> + Send + 'static,
+{
+    let capacity = match args.capacity {
+        Some(c) => c,
+        None => {
+            let r = drive(
+                &format!("{scenario}: capacity (closed loop)"),
+                args,
+                dur,
+                None,
+                call.clone(),
+            )
+            .await;
+            let c = r.per_sec();
+            reports.push(r);
+            c
+        }
+    };
+    let conc = args.concurrency.max(1);
+    let open_loop = |rate: f64, name: String| {
+        let call = call.clone();
+        async move {
+            overload::run(&name, rate, dur, move |i| {
+                let f = call((i % conc as u64) as usize, i);
+                async move { f.await.map(|_| ()) }
+            })
+            .await
+        }
+    };
+    let base = open_loop(capacity / 2.0, format!("{scenario}: at half the capacity")).await;
+    base.print();
+    let rss0 = args.server_pid.and_then(rss_bytes);
+    let over = open_loop(
+        capacity * args.overload_factor,
+        format!("{scenario}: at {}x the capacity", args.overload_factor),
+    )
+    .await;
+    over.print();
+    let rss1 = args.server_pid.and_then(rss_bytes);
+    println!(
+        "{scenario}: capacity {capacity:.0}/s; admitted p99 under overload / at half load = {:.2}",
+        over.ok_ms(0.99) / base.ok_ms(0.99).max(0.001)
+    );
+    if let (Some(a), Some(b)) = (rss0, rss1) {
+        println!(
+            "{scenario}: server resident memory {:.1} MiB before the overload, {:.1} MiB after",
+            a as f64 / 1048576.0,
+            b as f64 / 1048576.0
+        );
+    }
+    lines.push((
+        format!("{scenario} admitted under overload"),
+        over.ok_per_sec(),
+    ));
+    Ok(())
 }
 
 /// An empty unary tonic service on loopback: the health service's `Check`.
@@ -584,6 +667,7 @@ async fn main() -> Result<()> {
     let wants = |s: &str| args.scenarios.iter().any(|x| x == s);
     let mut reports = Vec::new();
     let mut floor_rate = None;
+    let mut overloads: Vec<(String, f64)> = Vec::new();
 
     if wants("floor") {
         let addr = start_floor().await?;
@@ -842,6 +926,40 @@ async fn main() -> Result<()> {
         if wants("webhook") {
             reports.push(webhook::run(&args, dur, ids.clone()).await?);
         }
+        for (scenario, fresh_customers) in [("overload", false), ("overload-new", true)] {
+            if !wants(scenario) {
+                continue;
+            }
+            let (clients, ids, fresh) = (clients.clone(), ids.clone(), fresh.clone());
+            let open = open.clone();
+            // one call: an open-window send, or a new conversation
+            let call = move |w: usize, i: u64| {
+                let req = if fresh_customers {
+                    let k = fresh.fetch_add(1, Ordering::Relaxed);
+                    Some(pb::AdmitRequest {
+                        send: Some(pb::Send {
+                            number_id: ids.number((i % numbers) as u32),
+                            customer_id: ids.customer(3, k),
+                            kind: template(pb::TemplateCategory::Utility),
+                            ..Default::default()
+                        }),
+                    })
+                } else {
+                    None
+                };
+                let mut c = clients[w % clients.len()].clone();
+                let open = open(w, i);
+                async move {
+                    match req {
+                        Some(req) => c.admit(req).await.map(|_| 1),
+                        None => open.await,
+                    }
+                }
+            };
+            let report =
+                overload_run(scenario, &args, dur, call, &mut reports, &mut overloads).await;
+            report?;
+        }
         if wants("half") {
             let max = match open_rate {
                 Some(r) => r,
@@ -867,6 +985,11 @@ async fn main() -> Result<()> {
         }
     }
     print(&reports, floor_rate);
+    for (line, rate) in &overloads {
+        if let Some(label) = &args.label {
+            println!("result\t{label}\t{line}\t{rate:.0}");
+        }
+    }
     if let Some(label) = &args.label {
         for r in &reports {
             println!("result\t{label}\t{}\t{:.0}", r.name, r.per_sec());
