@@ -71,19 +71,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 use support::ports::free_addr;
 
-/// xorshift64*: the callers' choices, reproducible from a seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use support::seeded::Rng;
 
 // ---- the processes -------------------------------------------------------------------
 
@@ -608,13 +596,7 @@ async fn used(admin: &mut AdminClient<Channel>, number: &str) -> u32 {
 async fn chaos_run() {
     let secs = env_u64("ADMIT_CHAOS_SECS", 90);
     let max = env_u64("ADMIT_CHAOS_REQUESTS", 20_000);
-    let seed = env_u64(
-        "ADMIT_CHAOS_SEED",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    );
+    let seed = support::seeded::seed("ADMIT_CHAOS_SEED");
     let bin = support::admitd_path();
     println!(
         "chaos run: {} for {secs} s (at most {max} requests), seed {seed}",
@@ -632,17 +614,7 @@ async fn chaos_run() {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let r = admin
-                .register_number(pb::RegisterNumberRequest {
-                    number_id: number.into(),
-                    portfolio_id: "waba-chaos".into(),
-                    initial_tier: Some(pb::TierValue {
-                        tier: Some(pb::tier_value::Tier::TierName(tier.into())),
-                    }),
-                    quality: Some(pb::NumberQuality::High as i32),
-                    display_name_approved: Some(true),
-                    throughput_mps: Some(10_000),
-                    ..Default::default()
-                })
+                .register_number(support::plain_number(number, "waba-chaos", tier))
                 .await;
             if r.is_ok() {
                 break;

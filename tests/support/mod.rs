@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cluster;
 pub mod ports;
+pub mod seeded;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -102,6 +103,22 @@ pub struct Clients {
     pub clock: TestClockClient<Channel>,
 }
 
+/// A registration of a seeds number in `portfolio` with `tier`, quality
+/// HIGH, display name approved and a throughput high enough that R8.1 never
+/// binds: a number whose sends only the tier's limit decides.
+pub fn plain_number(number: &str, portfolio: &str, tier: &str) -> pb::RegisterNumberRequest {
+    pb::RegisterNumberRequest {
+        number_id: number.into(),
+        portfolio_id: portfolio.into(),
+        initial_tier: Some(pb::TierValue {
+            tier: Some(pb::tier_value::Tier::TierName(tier.into())),
+        }),
+        quality: Some(pb::NumberQuality::High as i32),
+        display_name_approved: Some(true),
+        throughput_mps: Some(10_000),
+        ..Default::default()
+    }
+}
 impl Clients {
     pub async fn connect(addr: SocketAddr) -> Clients {
         let ch = Channel::from_shared(format!("http://{addr}"))
@@ -131,17 +148,7 @@ impl Clients {
     /// a caller is told to (an earlier try applied after all then answers
     /// ALREADY_EXISTS); any other error fails the test.
     pub async fn register(&mut self, number: &str, tier: &str) -> pb::RegisterNumberResponse {
-        let req = pb::RegisterNumberRequest {
-            number_id: number.into(),
-            portfolio_id: "waba-1".into(),
-            initial_tier: Some(pb::TierValue {
-                tier: Some(pb::tier_value::Tier::TierName(tier.into())),
-            }),
-            quality: Some(pb::NumberQuality::High as i32),
-            display_name_approved: Some(true),
-            throughput_mps: Some(10_000),
-            ..Default::default()
-        };
+        let req = plain_number(number, "waba-1", tier);
         for attempt in 0..50 {
             match self.admin.register_number(req.clone()).await {
                 Ok(r) => return r.into_inner(),

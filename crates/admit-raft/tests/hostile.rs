@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use admit_raft::pb::raft_transport_client::RaftTransportClient;
 use admit_raft::pb::{RaftBatch, RaftFrame, RaftRequest, RaftRpcKind};
 use admit_raft::RaftNode;
-use common::{config, ids, Add, Counters, Rng};
+use common::{config, hostile_seed, ids, Add, Counters, Rng};
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
@@ -78,7 +78,7 @@ async fn random_raft_frames_never_panic_and_the_node_keeps_serving() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(400);
-    let seed = Rng::seed();
+    let seed = hostile_seed();
     println!("{frames} frames, HOSTILE_SEED={seed}");
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

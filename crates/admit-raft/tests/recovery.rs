@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use admit_raft::{NodeConfig, RaftNode, StartError};
-use common::{config, ids, Add, Counters, Rng};
+use common::{config, hostile_seed, ids, Add, Counters, Rng};
 
 type Node = RaftNode<Counters>;
 
@@ -300,7 +300,7 @@ async fn random_damage_never_panics_and_never_serves_a_lost_write() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let seed = Rng::seed();
+    let seed = hostile_seed();
     println!("{cases} cases, HOSTILE_SEED={seed}");
     let d = Damaged::write().await;
     let mut rng = Rng(seed);

@@ -10,6 +10,8 @@
 //! `PROPTEST_CASES=100000 cargo test -p admit-webhook --test hostile` runs
 //! more.
 
+#[path = "../../../tests/support/seeded.rs"]
+mod seeded;
 mod support;
 
 use admit_webhook::{translate, Secret};
@@ -188,16 +190,7 @@ fn below(rng: &mut TestRng, n: usize) -> usize {
 /// applied). Never a 5xx, never a hang. Over the size limit: 413.
 #[tokio::test]
 async fn damaged_deliveries_over_http_change_nothing_when_refused() {
-    let seed = std::env::var("HOSTILE_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = seeded::seed("HOSTILE_SEED");
     let runs = cases(48);
     println!("{runs} deliveries, HOSTILE_SEED={seed}");
     let sink = Flaky::default();

@@ -4,6 +4,16 @@
 
 #[path = "../../../../tests/support/ports.rs"]
 pub mod ports;
+#[path = "../../../../tests/support/seeded.rs"]
+pub mod seeded;
+#[allow(unused_imports)] // used by the hostile tests only
+pub use seeded::Rng;
+
+/// The hostile-input tests' seed: `HOSTILE_SEED` when set (to replay a
+/// run), else from the clock.
+pub fn hostile_seed() -> u64 {
+    seeded::seed("HOSTILE_SEED")
+}
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -114,34 +124,4 @@ pub async fn ids(node: &RaftNode<Counters>, shard: u32, key: &str) -> Vec<u64> {
     })
     .await
     .unwrap()
-}
-
-/// xorshift64*: the seeded randomness of the hostile-input tests.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    /// `HOSTILE_SEED` when set (to replay a run), else from the clock.
-    pub fn seed() -> u64 {
-        std::env::var("HOSTILE_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            })
-    }
 }
