@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use admit_raft::{NodeConfig, NodeState, RaftNode};
-use common::{config, Add, Counters, State};
+use common::{config, eventually, Add, Counters, State};
 
 type Node = RaftNode<Counters>;
 
@@ -100,17 +100,6 @@ fn leader_of(nodes: &[Node], shard: u32) -> Option<Node> {
         .iter()
         .find(|n| n.leader(shard) == Some(n.node_id()) && n.is_leader_with_lease(shard))
         .cloned()
-}
-
-async fn eventually(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(secs) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out after {secs}s waiting for {what}");
 }
 
 async fn all_have_leaders(nodes: &[Node], shards: u32) -> bool {

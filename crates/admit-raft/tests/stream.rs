@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use admit_raft::pb::raft_transport_client::RaftTransportClient;
 use admit_raft::pb::{RaftBatch, RaftFrame, RaftReplyBatch, RaftRpcKind};
 use admit_raft::{NodeConfig, PeerCheck, RaftNode};
-use common::{config, Add, Counters};
+use common::{config, eventually, Add, Counters};
 use tonic::Code;
 
 type Node = RaftNode<Counters>;
@@ -21,17 +21,6 @@ type Node = RaftNode<Counters>;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 use common::ports::free_addr;
-
-async fn eventually(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(secs) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out after {secs}s waiting for {what}");
-}
 
 /// Three nodes on loopback, each serving its own Raft port.
 struct Trio {

@@ -125,3 +125,20 @@ pub async fn ids(node: &RaftNode<Counters>, shard: u32, key: &str) -> Vec<u64> {
     .await
     .unwrap()
 }
+
+/// Polls `f` every 50 ms until it holds; fails the test after `secs`
+/// seconds naming `what`. How long it took.
+pub async fn eventually(
+    what: &str,
+    secs: u64,
+    mut f: impl AsyncFnMut() -> bool,
+) -> std::time::Duration {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if f().await {
+            return t0.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {secs}s waiting for {what}");
+}
