@@ -526,26 +526,12 @@ async fn tick_loop(ctx: Arc<Ctx>, every: Duration, mut stop: watch::Receiver<boo
     }
 }
 
-/// Logs one `Tick` to `shard`. A group that was quiescent answers its first
-/// proposal "not leader" while it wakes (the same answer a caller's write
-/// gets and retries through `on_leader`), so that answer is retried a few
-/// times after a short pause; left unretried, every tick round would wake
-/// the group and apply nothing.
+/// Logs one `Tick` to `shard`. A group that was quiescent takes it like any
+/// proposal: admit-raft renews a lease that ran out while the group idled
+/// before it proposes (openraft refuses entries from a leader without one),
+/// so the tick needs no retry of its own.
 async fn tick_once(routing: &Routing, shard: u32) -> Result<admit_core::Output, ApiError> {
-    let mut pause = Duration::from_millis(20);
-    let mut tries = 0;
-    loop {
-        match routing.write_here(shard, Command::Tick).await {
-            Err(ApiError::NotLeader { .. })
-                if tries < 4 && routing.raft.leader(shard) == Some(routing.raft.node_id()) =>
-            {
-                tries += 1;
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-            }
-            r => return r,
-        }
-    }
+    routing.write_here(shard, Command::Tick).await
 }
 
 /// The longest a led shard goes without a tick when nothing is written to it.

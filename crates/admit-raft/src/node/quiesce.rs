@@ -42,6 +42,21 @@
 //! acknowledgement. The safety argument of `lib.rs` ("Why lease reads are
 //! safe") is thus unchanged: quiescence only stops renewing the lease.
 //!
+//! **The first proposal after an idle spell.** openraft takes a new entry
+//! only from a leader that a quorum acknowledged within the lease
+//! (`election_timeout.max`); otherwise it answers "forward to leader" with
+//! no leader named, appending nothing. A quiesced leader's lease runs out
+//! while it idles, so its first proposal after an idle spell longer than
+//! the lease was refused that way (callers retried it as "not leader").
+//! [`RaftNode::write`] therefore checks, before proposing, whether this
+//! node leads the group and its last quorum acknowledgement is three
+//! quarters of a lease old or older; then it sends a heartbeat round and
+//! waits (at most a lease) until a quorum acknowledged a heartbeat sent
+//! after it asked, and proposes. It is the same heartbeat round the lease
+//! would take anyway; the proposal only waits for it instead of failing.
+//! Tested by `a_quiesced_leader_takes_its_first_proposal_after_the_lease_ran_out`
+//! (`tests/quiesce.rs`).
+//!
 //! **How often.** The loop runs, and liveness leaves, every
 //! `max(heartbeat, election_timeout.min / 3)` ([`liveness_every`]; 167 ms
 //! with the defaults, 100 ms heartbeats and 500-1000 ms election
