@@ -350,7 +350,7 @@ pub use config::{
     NodeConfig, DEFAULT_PROPOSAL_QUEUE, DEFAULT_QUIESCE_AFTER, DEFAULT_WRITE_TIMEOUT,
 };
 pub use network::{Dialer, RaftGrpcService};
-pub use node::{JournalCounters, RaftNode, Registration};
+pub use node::{IdleCounters, JournalCounters, RaftNode, Registration, ServiceClock};
 pub use pipe::PeerCheck;
 pub use types::{CmdData, RespData, TypeConfig};
 

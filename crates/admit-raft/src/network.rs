@@ -435,8 +435,9 @@ pub(crate) trait LocalNode: Send + Sync + 'static {
     fn admit_message(&self, group: u32, cluster: u64) -> Result<(), tonic::Status>;
     /// What this node knows of the cluster and of node `asker`.
     fn identity(&self, asker: u64) -> Identity;
-    /// A node liveness message (`LIVENESS`; see `node/quiesce.rs`).
-    fn liveness(&self, payload: &[u8]) -> Result<(), String>;
+    /// A node liveness message (`LIVENESS`; see `node/quiesce.rs`); the
+    /// answer carries this node's service clock, if it has one.
+    fn liveness(&self, payload: &[u8]) -> Result<Option<u64>, String>;
     /// A message for `group` was handled (or a metadata write arrived): a
     /// quiesced group wakes.
     fn stirred(&self, group: u32);
@@ -540,7 +541,7 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
                     .upgrade()
                     .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
                 node.admit_message(0, r.cluster)?;
-                return reply::<()>(node.liveness(&r.payload));
+                return reply::<Option<u64>>(node.liveness(&r.payload));
             }
             _ => {}
         }

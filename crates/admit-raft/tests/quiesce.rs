@@ -139,6 +139,47 @@ async fn a_quiesced_group_wakes_on_a_proposal_without_an_election() {
     }
 }
 
+/// openraft takes a proposal only from a leader a quorum acknowledged
+/// within the lease; a quiesced leader's lease runs out while it idles. Its
+/// first proposal after an idle spell longer than the lease must still be
+/// accepted (the node renews the lease first), not answered "no leader".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiesced_leader_takes_its_first_proposal_after_the_lease_ran_out() {
+    let (_dirs, nodes) = start_three(false).await;
+    let mut l = leader_after_a_write(&nodes, 0).await;
+    // a few tries: on a loaded machine the group may change leader while
+    // it settles; each try idles under one leader for three leases
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        all_quiesced(&nodes, 0).await;
+        let t0 = term(&l, 0);
+        tokio::time::sleep(l.lease() * 3).await;
+        let same = nodes
+            .iter()
+            .all(|n| n.is_quiesced(0) && n.leader(0) == Some(l.node_id()));
+        if !same {
+            assert!(
+                tries < 5,
+                "the group never stayed quiesced under one leader"
+            );
+            l = leader_after_a_write(&nodes, 0).await;
+            continue;
+        }
+        let r = l.write(0, add("after-idle", 1)).await;
+        assert!(
+            r.is_ok(),
+            "the quiesced leader refused its first proposal after {:?} idle: {r:?}",
+            l.lease() * 3
+        );
+        assert_eq!(term(&l, 0), t0, "the proposal took no election");
+        break;
+    }
+    for n in &nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_quiesced_leader_has_no_lease_while_a_new_leader_commits() {
     let (_dirs, nodes) = start_three(false).await;

@@ -1,10 +1,12 @@
 //! Node-to-node calls: serving a request another node relayed here (within
 //! its deadline and hop count), setting every node's test clock, and
 //! sampling the other nodes' clocks for the bound on stamping
-//! (`crate::skew`).
+//! (`crate::skew`): carried on the Raft layer's liveness answers, or by a
+//! call of its own to a peer whose answers do not carry them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use admit_core::Ts;
@@ -105,8 +107,38 @@ pub(crate) async fn set_clock_everywhere(routing: &Routing, now: Ts) -> Result<(
 /// How long one clock sample may take (a slower answer says little).
 const SAMPLE_WAIT: Duration = Duration::from_secs(1);
 
+/// A peer with a clock sample carried on liveness younger than this is
+/// not asked with a call of its own (liveness leaves several times per
+/// [`crate::skew::SAMPLE_EVERY`]).
+const CARRIED_FRESH: Duration = Duration::from_secs(1);
+
+/// The service clock the Raft layer's liveness answers carry, and where
+/// the samples they bring go (`crate::skew`).
+struct CarriedClock(Weak<Ctx>);
+
+impl admit_raft::ServiceClock for CarriedClock {
+    fn now_ms(&self) -> Option<u64> {
+        self.0.upgrade().map(|ctx| ctx.routing.now().ms())
+    }
+
+    fn sampled(&self, node: u64, clock_ms: u64, rtt: Duration, at: Instant) {
+        if let Some(ctx) = self.0.upgrade() {
+            ctx.routing.skew.record_carried(node, Ts(clock_ms), rtt, at);
+        }
+    }
+}
+
+/// Lets the Raft layer's liveness carry this node's service clock and
+/// bring the others' (before [`watch_clocks`] starts).
+pub(crate) fn carry_clocks(ctx: &Arc<Ctx>) {
+    ctx.routing
+        .raft
+        .set_service_clock(Arc::new(CarriedClock(Arc::downgrade(ctx))));
+}
+
 /// Samples every other node's service clock every
-/// [`crate::skew::SAMPLE_EVERY`], publishes the skew, and, while this
+/// [`crate::skew::SAMPLE_EVERY`] (by a call to the peers whose samples do
+/// not arrive on liveness), publishes the skew, and, while this
 /// node's clock is beyond the bound, hands the shards it leads to another
 /// voter (it would refuse their writes anyway).
 pub(crate) async fn watch_clocks(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
@@ -125,11 +157,16 @@ pub(crate) async fn watch_clocks(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>)
         let nodes = routing.other_nodes();
         routing.skew.retain(|id| nodes.iter().any(|n| n.id == id));
         let info = ReqInfo::current().within(SAMPLE_WAIT);
-        let calls = nodes.into_iter().map(|node| async move {
-            let sent = Instant::now();
-            let r = routing.peers.call(&node, &NodeReq::ReadClock, info).await;
-            (node.id, sent.elapsed(), r)
-        });
+        // peers whose liveness answers carry their clock need no call
+        let calls = nodes
+            .into_iter()
+            .filter(|n| !routing.skew.carried_within(n.id, CARRIED_FRESH))
+            .map(|node| async move {
+                routing.skew.unary_calls.fetch_add(1, Ordering::Relaxed);
+                let sent = Instant::now();
+                let r = routing.peers.call(&node, &NodeReq::ReadClock, info).await;
+                (node.id, sent.elapsed(), r)
+            });
         for (id, rtt, r) in join_all(calls).await {
             if let Ok(Ok(NodeResp::Clock(theirs))) = r.map(|env| env.result) {
                 routing.skew.record(id, theirs, rtt, Instant::now());

@@ -422,6 +422,8 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         ),
         None => None,
     };
+    // issue 14: clock samples ride on the Raft layer's liveness answers
+    crate::relay::carry_clocks(&ctx);
     let clocks = tokio::spawn(crate::relay::watch_clocks(ctx.clone(), stop_rx.clone()));
     let ticker = tokio::spawn(tick_loop(ctx.clone(), cfg.tick_interval, stop_rx));
     tracing::info!(%addr, %peer_addr, node_id = cfg.node_id, shards = cfg.shards, test_clock = cfg.test_clock, peers = cfg.peers.len(), api_tls = api_tls.is_some(), peer_tls = peer_tls.is_some(), "admit node serving");
@@ -524,26 +526,12 @@ async fn tick_loop(ctx: Arc<Ctx>, every: Duration, mut stop: watch::Receiver<boo
     }
 }
 
-/// Logs one `Tick` to `shard`. A group that was quiescent answers its first
-/// proposal "not leader" while it wakes (the same answer a caller's write
-/// gets and retries through `on_leader`), so that answer is retried a few
-/// times after a short pause; left unretried, every tick round would wake
-/// the group and apply nothing.
+/// Logs one `Tick` to `shard`. A group that was quiescent takes it like any
+/// proposal: admit-raft renews a lease that ran out while the group idled
+/// before it proposes (openraft refuses entries from a leader without one),
+/// so the tick needs no retry of its own.
 async fn tick_once(routing: &Routing, shard: u32) -> Result<admit_core::Output, ApiError> {
-    let mut pause = Duration::from_millis(20);
-    let mut tries = 0;
-    loop {
-        match routing.write_here(shard, Command::Tick).await {
-            Err(ApiError::NotLeader { .. })
-                if tries < 4 && routing.raft.leader(shard) == Some(routing.raft.node_id()) =>
-            {
-                tries += 1;
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-            }
-            r => return r,
-        }
-    }
+    routing.write_here(shard, Command::Tick).await
 }
 
 /// The longest a led shard goes without a tick when nothing is written to it.
@@ -809,6 +797,37 @@ impl Running {
     pub fn clock_skew(&self) -> (i64, usize) {
         let m = self.ctx.routing.skew.measure(self.ctx.routing.now());
         (m.skew_ms, m.peers.len())
+    }
+
+    // --- issue 14: what an idle node does ---
+    /// Test helper: counters of an idle node's own traffic so far: the
+    /// quiescence loop's ticks, liveness messages sent, clock samples they
+    /// brought, unary clock calls, node-pair stream batches and frames.
+    #[doc(hidden)]
+    pub fn idle_counters(&self) -> Vec<(&'static str, u64)> {
+        let raft = &self.ctx.routing.raft;
+        let q = raft.idle_counters();
+        let (batches, frames) = raft.stream_counters();
+        let unary = self
+            .ctx
+            .routing
+            .skew
+            .unary_calls
+            .load(std::sync::atomic::Ordering::Relaxed);
+        vec![
+            ("quiesce_ticks", q.ticks),
+            ("liveness_sent", q.liveness_sent),
+            ("liveness_clock_samples", q.clock_samples),
+            ("unary_clock_calls", unary),
+            ("stream_batches", batches),
+            ("stream_frames", frames),
+        ]
+    }
+
+    /// Test helper: how many of this node's Raft groups are quiesced.
+    #[doc(hidden)]
+    pub fn quiesced_groups(&self) -> usize {
+        self.ctx.routing.raft.quiesced_groups()
     }
 
     /// The bound address of `/metrics`, if served.

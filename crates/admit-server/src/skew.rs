@@ -18,6 +18,13 @@
 //! the node logs it. A jump of this node's own clock is seen at the next
 //! stamp (the estimates run on the monotonic clock), not at the next sample.
 //!
+//! The samples arrive on the Raft layer's node liveness messages: each
+//! answer carries the receiver's clock, and the sender's round trip bounds
+//! it (`admit_raft`'s quiesce docs, "Clock samples"; [`Skew::record_carried`]).
+//! A peer that sent no such sample lately (an older build, liveness off,
+//! a peer sharing no group with this node) is asked with a unary call
+//! every [`SAMPLE_EVERY`] instead; the estimate rule is the same for both.
+//!
 //! Peers without a sample younger than [`STALE_AFTER`] are not counted (a
 //! single node, or one cut off from the rest, cannot compare and stamps as
 //! before).
@@ -61,6 +68,10 @@ pub(crate) struct Skew {
     peers: Mutex<HashMap<u64, Sample>>,
     /// When the refusal was last logged (at most once a second).
     warned: Mutex<Option<Instant>>,
+    /// Per peer: when its last sample carried on liveness arrived.
+    carried: Mutex<HashMap<u64, Instant>>,
+    /// Unary clock calls sent (the fallback), for tests and benches.
+    pub(crate) unary_calls: std::sync::atomic::AtomicU64,
 }
 
 impl Skew {
@@ -70,6 +81,8 @@ impl Skew {
             test,
             peers: Mutex::new(HashMap::new()),
             warned: Mutex::new(None),
+            carried: Mutex::new(HashMap::new()),
+            unary_calls: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -94,6 +107,25 @@ impl Skew {
         }
     }
 
+    /// [`Self::record`] for a sample carried on a liveness answer.
+    pub fn record_carried(&self, peer: u64, theirs: Ts, rtt: Duration, at: Instant) {
+        self.record(peer, theirs, rtt, at);
+        self.carried
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, at);
+    }
+
+    /// Whether `peer`'s last sample carried on liveness is younger than
+    /// `within` (then it needs no unary call).
+    pub fn carried_within(&self, peer: u64, within: Duration) -> bool {
+        self.carried
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .is_some_and(|at| at.elapsed() < within)
+    }
+
     /// Test mode: the test clock was set to `now` on every node, so every
     /// peer's clock is at least there (the samples keep the difference).
     pub fn raise_all(&self, now: Ts) {
@@ -112,6 +144,10 @@ impl Skew {
     /// Forgets a peer (it left the cluster).
     pub fn retain(&self, keep: impl Fn(u64) -> bool) {
         self.lock().retain(|id, _| keep(*id));
+        self.carried
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| keep(*id));
     }
 
     /// Each counted peer's estimated clock now, upper bound.

@@ -80,6 +80,7 @@ pub(crate) struct Inner<A: App> {
 }
 
 pub use identity::Registration;
+pub use quiesce::{IdleCounters, ServiceClock};
 
 /// A node hosting one Raft group per shard over one durable journal.
 ///
@@ -193,6 +194,12 @@ impl<A: App> RaftNode<A> {
             return Err(stopped(why));
         }
         self.inner.stir(shard as usize);
+        // a leader idle for most of its lease (a quiesced group's) renews
+        // it first, or openraft would refuse the entry (quiesce.rs, "The
+        // first proposal after an idle spell")
+        if self.lease_lapsing(shard) {
+            self.renew_lease(shard).await;
+        }
         let r = p.propose(cmds, self.inner.config.write_timeout).await;
         match (r, self.inner.journal.failure.get()) {
             (Err(WriteError::Unavailable(_)), Some(why)) => Err(stopped(why)),
@@ -537,7 +544,7 @@ impl<A: App> LocalNode for Inner<A> {
         self.identity_for(asker)
     }
 
-    fn liveness(&self, payload: &[u8]) -> Result<(), String> {
+    fn liveness(&self, payload: &[u8]) -> Result<Option<u64>, String> {
         self.on_liveness(payload)
     }
 

@@ -12,10 +12,12 @@
 //!   and every replica acknowledged a heartbeat sent after the last change
 //!   (so each knows the commit index). It then turns the group's ticker off:
 //!   no heartbeats, no timers.
-//! * **Node liveness**: every tick (the heartbeat interval) each node sends
+//! * **Node liveness**: every tick (see "How often" below) each node sends
 //!   one [`Liveness`] message to every other member of its groups, listing
-//!   the groups it leads quiesced, with their terms. This is the only
-//!   traffic of an idle cluster: one message per node pair per tick.
+//!   the groups it leads quiesced, with their terms; the answer carries the
+//!   receiver's service clock (see "Clock samples"). This is the only
+//!   traffic of an idle cluster: one message and its answer per node pair
+//!   per tick.
 //! * **A follower quiesces** (ticker off, so no election timer) when the
 //!   leader it follows, in the term it knows, lists the group. It wakes
 //!   (ticker on) on any message for the group, or when that leader has not
@@ -40,17 +42,68 @@
 //! acknowledgement. The safety argument of `lib.rs` ("Why lease reads are
 //! safe") is thus unchanged: quiescence only stops renewing the lease.
 //!
+//! **The first proposal after an idle spell.** openraft takes a new entry
+//! only from a leader that a quorum acknowledged within the lease
+//! (`election_timeout.max`); otherwise it answers "forward to leader" with
+//! no leader named, appending nothing. A quiesced leader's lease runs out
+//! while it idles, so its first proposal after an idle spell longer than
+//! the lease was refused that way (callers retried it as "not leader").
+//! [`RaftNode::write`] therefore checks, before proposing, whether this
+//! node leads the group and its last quorum acknowledgement is three
+//! quarters of a lease old or older; then it sends a heartbeat round and
+//! waits (at most a lease) until a quorum acknowledged a heartbeat sent
+//! after it asked, and proposes. It is the same heartbeat round the lease
+//! would take anyway; the proposal only waits for it instead of failing.
+//! Tested by `a_quiesced_leader_takes_its_first_proposal_after_the_lease_ran_out`
+//! (`tests/quiesce.rs`).
+//!
+//! **How often.** The loop runs, and liveness leaves, every
+//! `max(heartbeat, election_timeout.min / 3)` ([`liveness_every`]; 167 ms
+//! with the defaults, 100 ms heartbeats and 500-1000 ms election
+//! timeouts), not every heartbeat: liveness only has to reach a quiesced
+//! follower before its jittered silence (an election timeout, at least
+//! `election_timeout.min`) runs out, and a third of the minimum leaves
+//! room for two lost or late messages before a live leader's followers
+//! wake. Nothing else depends on the period:
+//! * *lease safety*: liveness never extends a lease (above), so sending it
+//!   less often cannot make a lease answer wrong; a quiesced leader's lease
+//!   runs out on its own clock exactly as before, and a proposal or lease
+//!   check wakes the group at once, not at the next tick;
+//! * *failover*: a follower of a dead leader wakes when the leader's last
+//!   liveness is older than its silence, as before; it notices at its own
+//!   next tick, so at most one period after the silence ran out instead
+//!   of one heartbeat (with the defaults at most 67 ms later, against a
+//!   500 ms jitter of the election timeouts themselves). Active groups do
+//!   not depend on the loop at all: openraft's own timers run them.
+//! * *quiescing*: a leader quiesces an idle group at the first tick after
+//!   [`NodeConfig::quiesce_after`](crate::NodeConfig::quiesce_after), at
+//!   most one period later than before.
+//!
+//! **Clock samples.** The layer above bounds how far its service clock
+//! may run ahead of the other nodes' (admit-server's `skew`), from samples
+//! of their clocks. Each liveness answer carries the receiver's service
+//! clock ([`ServiceClock`]), read while answering; the sender measures the
+//! round trip `r` from sending the message to the answer's arrival, so the
+//! receiver's clock stood at most at `c + r` when the answer arrived (a
+//! delay in the batch only widens `r`: the estimate errs towards the peer
+//! being later, never making this node look further ahead than it is).
+//! Both nodes of a pair send liveness, so both get samples, with no call
+//! of their own. A node of an older build answers liveness without a
+//! clock (its answer does not decode as one): no sample is taken, and the
+//! layer above keeps asking that node with its own call.
+//!
 //! On by default ([`NodeConfig::quiesce_after`](crate::NodeConfig::quiesce_after),
 //! 300 ms); `None` turns it off. Liveness travels on the node-pair stream
 //! (`pipe.rs`) like any frame, and a quiesced group is checked each tick
 //! from a glance at its metrics (role, term, progress), not a full view.
 //!
 //! May import: the node's facade (`super`), openraft's metrics and runtime
-//! switches, the router (to send liveness) and the store's codec.
+//! switches, the router (to send liveness), the store's codec and the
+//! config.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
@@ -95,6 +148,50 @@ pub(super) struct Quiet {
     slots: Vec<Slot>,
     /// Node id -> when its last liveness message arrived (ns since epoch).
     heard: Mutex<HashMap<u64, u64>>,
+    /// The service clock liveness carries, once the server above set it.
+    clock: ClockCell,
+    /// What the loop did, for tests and benches.
+    ticks: AtomicU64,
+    liveness_sent: AtomicU64,
+    clock_samples: Arc<AtomicU64>,
+}
+
+/// The service clock of the layer above (admit-server's), carried on
+/// liveness: the answer to each liveness message reads the receiver's
+/// clock, so the sender gets a sample of it with a round-trip bound at no
+/// cost of its own (see "Clock samples" in the module docs).
+pub trait ServiceClock: Send + Sync + 'static {
+    /// This node's service clock now, in ms (`None`: none to tell, e.g.
+    /// while stopping; the answer then carries no clock).
+    fn now_ms(&self) -> Option<u64>;
+    /// Node `node`'s service clock read `clock_ms`, answered within `rtt`
+    /// of the liveness message leaving; the answer arrived at `at`.
+    fn sampled(&self, node: u64, clock_ms: u64, rtt: Duration, at: Instant);
+}
+
+/// Where the [`ServiceClock`] is kept.
+struct ClockCell(OnceLock<Arc<dyn ServiceClock>>);
+
+impl std::fmt::Debug for ClockCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "ClockCell(set)"
+        } else {
+            "ClockCell(unset)"
+        })
+    }
+}
+
+/// What a node's quiescence loop did since the node started (an idle
+/// node's own traffic; tests and benches read it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdleCounters {
+    /// Wake-ups of the loop.
+    pub ticks: u64,
+    /// Liveness messages sent (one per peer node per liveness tick).
+    pub liveness_sent: u64,
+    /// Clock samples taken from liveness answers.
+    pub clock_samples: u64,
 }
 
 /// One node's liveness message to another, once per tick.
@@ -113,6 +210,10 @@ impl Quiet {
             epoch: Instant::now(),
             slots: (0..groups).map(|_| Slot::default()).collect(),
             heard: Mutex::new(HashMap::new()),
+            clock: ClockCell(OnceLock::new()),
+            ticks: AtomicU64::new(0),
+            liveness_sent: AtomicU64::new(0),
+            clock_samples: Arc::default(),
         }
     }
 
@@ -345,8 +446,15 @@ impl<A: App> Inner<A> {
         tracing::trace!(group = g, leader, term, "group quiesced (follower)");
     }
 
-    /// A liveness message arrived (the transport's `LIVENESS` kind).
-    pub(super) fn on_liveness(&self, payload: &[u8]) -> Result<(), String> {
+    /// A liveness message arrived (the transport's `LIVENESS` kind); the
+    /// answer is this node's service clock (read last, so that it is as
+    /// late as the answer allows).
+    pub(super) fn on_liveness(&self, payload: &[u8]) -> Result<Option<u64>, String> {
+        self.heed_liveness(payload)?;
+        Ok(self.quiet.clock.0.get().and_then(|c| c.now_ms()))
+    }
+
+    fn heed_liveness(&self, payload: &[u8]) -> Result<(), String> {
         let msg: Liveness = decode(payload).map_err(|e| e.to_string())?;
         let now = self.quiet.now_ns();
         lock(&self.quiet.heard).insert(msg.from, now);
@@ -461,18 +569,39 @@ impl<A: App> Inner<A> {
             quiesced: led_quiesced,
         };
         let ttl = self.config.election_timeout.0;
+        self.quiet.ticks.fetch_add(1, Ordering::Relaxed);
+        self.quiet
+            .liveness_sent
+            .fetch_add(peers.len() as u64, Ordering::Relaxed);
         for peer in peers {
             let router = self.router.clone();
             let msg = msg.clone();
+            let clock = self.quiet.clock.0.get().cloned();
+            let samples = self.quiet.clock_samples.clone();
             tokio::spawn(async move {
                 // on the node-pair stream (a unary call to a peer without
                 // one): a frame in a batch, not an HTTP/2 request of its own
-                let _ = router
-                    .frame::<_, ()>(peer, 0, RaftRpcKind::Liveness, &msg, false, ttl)
+                let sent = Instant::now();
+                let r = router
+                    .frame::<_, Option<u64>>(peer, 0, RaftRpcKind::Liveness, &msg, false, ttl)
                     .await;
+                // an older build answers without a clock (it does not
+                // decode as one): no sample, the layer above asks it
+                if let (Ok(Some(theirs)), Some(clock)) = (r, clock) {
+                    let at = Instant::now();
+                    clock.sampled(peer, theirs, at.duration_since(sent), at);
+                    samples.fetch_add(1, Ordering::Relaxed);
+                }
             });
         }
     }
+}
+
+/// How often the loop runs and liveness leaves: every heartbeat, but no
+/// more often than a third of the shortest election timeout (see "How
+/// often" in the module docs).
+pub(crate) fn liveness_every(config: &crate::NodeConfig) -> Duration {
+    config.heartbeat.max(config.election_timeout.0 / 3)
 }
 
 impl<A: App> RaftNode<A> {
@@ -482,7 +611,7 @@ impl<A: App> RaftNode<A> {
         let Some(after) = self.inner.quiet.after else {
             return;
         };
-        let every = self.inner.config.heartbeat;
+        let every = liveness_every(&self.inner.config);
         let weak = Arc::downgrade(&self.inner);
         let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let groups = self.inner.quiet.slots.len();
@@ -518,6 +647,77 @@ impl<A: App> RaftNode<A> {
             let _ = q.task.await;
         }
         self.inner.stir_all();
+    }
+
+    /// Sets the service clock that liveness answers carry (once; later
+    /// calls are ignored). Without one, liveness carries no clock.
+    pub fn set_service_clock(&self, clock: Arc<dyn ServiceClock>) {
+        let _ = self.inner.quiet.clock.0.set(clock);
+    }
+
+    /// What this node's quiescence loop did so far.
+    pub fn idle_counters(&self) -> IdleCounters {
+        let q = &self.inner.quiet;
+        IdleCounters {
+            ticks: q.ticks.load(Ordering::Relaxed),
+            liveness_sent: q.liveness_sent.load(Ordering::Relaxed),
+            clock_samples: q.clock_samples.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether this node leads `shard` and a quorum last acknowledged it
+    /// three quarters of a lease ago or earlier (or never): openraft may
+    /// refuse a proposal by the time it reaches the core.
+    pub(super) fn lease_lapsing(&self, shard: u32) -> bool {
+        let Some(raft) = self.inner.groups.get(shard as usize) else {
+            return false;
+        };
+        let rx = raft.metrics();
+        let m = rx.borrow_watched();
+        if role_of::<A>(&m, self.node_id()) != Role::Leading {
+            return false;
+        }
+        let me = self.node_id();
+        if m.membership_config.membership().voter_ids().eq([me]) {
+            return false;
+        }
+        let lapse = self.inner.lease * 3 / 4;
+        m.last_quorum_acked
+            .as_ref()
+            .is_none_or(|t| t.into_inner().elapsed() >= lapse)
+    }
+
+    /// Renews this leader's lease of `shard` before a proposal: a heartbeat
+    /// round now, waited for until a quorum acknowledged it (at most a
+    /// lease; then the proposal goes as it is). Returns whether it did.
+    pub(super) async fn renew_lease(&self, shard: u32) -> bool {
+        let Some(raft) = self.inner.groups.get(shard as usize) else {
+            return false;
+        };
+        let mut rx = raft.metrics();
+        let asked = Instant::now();
+        let _ = raft.trigger().heartbeat().await;
+        let me = self.node_id();
+        let deadline = tokio::time::Instant::now() + self.inner.lease;
+        loop {
+            {
+                let m = rx.borrow_watched();
+                if role_of::<A>(&m, me) != Role::Leading {
+                    return false;
+                }
+                // acknowledged: a heartbeat sent after the ask
+                if m.last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|t| t.into_inner().elapsed() <= asked.elapsed())
+                {
+                    return true;
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
     }
 
     /// Whether `shard`'s group is quiesced on this node (led or followed).

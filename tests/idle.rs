@@ -1,0 +1,110 @@
+//! Issue 14: what an idle cluster does (3 in-process nodes on loopback, 16
+//! shards, 3 replicas, the production Raft timings: heartbeat 100 ms,
+//! election 500-1000 ms). Once every group is quiesced, each node's only
+//! traffic is its liveness messages (one per peer per liveness tick), and
+//! their answers carry the clock samples, so no node sends a clock call of
+//! its own. The counters of a few seconds of idleness are printed (the
+//! numbers of docs/benchmarks.md); the assertions are on counts, not time.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use support::cluster::{one_at_a_time, ClusterOptions, TestCluster};
+use support::*;
+
+const SHARDS: u32 = 16;
+const HEARTBEAT: Duration = Duration::from_millis(100);
+const ELECTION: (Duration, Duration) = (Duration::from_millis(500), Duration::from_millis(1_000));
+/// How long the counters are watched once the cluster is idle.
+const WINDOW: Duration = Duration::from_secs(3);
+
+type Counters = BTreeMap<u64, BTreeMap<&'static str, u64>>;
+
+fn counters(c: &TestCluster) -> Counters {
+    c.nodes
+        .iter()
+        .map(|(id, r)| (*id, r.idle_counters().into_iter().collect()))
+        .collect()
+}
+
+/// Waits (generously) until every group of every node is quiesced.
+async fn all_quiesced(c: &TestCluster) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let q: Vec<usize> = c.nodes.values().map(|r| r.quiesced_groups()).collect();
+        // the shards and the metadata group
+        if q.iter().all(|n| *n == SHARDS as usize + 1) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the idle cluster's groups never all quiesced: {q:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An idle cluster's nodes talk by liveness alone: the answers bring every
+/// peer's clock (each node keeps a fresh sample of both others) and no node
+/// sends a unary clock call; each sends at most one liveness message per
+/// peer per liveness tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_cluster_talks_by_liveness_alone() {
+    one_at_a_time(150, async {
+        let mut o = ClusterOptions::new(3, 3, at(1, 9)).shards(SHARDS);
+        o.heartbeat = HEARTBEAT;
+        o.election_timeout = ELECTION;
+        o.settle_within = Duration::from_secs(120);
+        let mut c = TestCluster::start_opts(o).await;
+        all_quiesced(&c).await;
+        // liveness answers bring clock samples in (on the frozen test clock
+        // the skew bound keeps its first sample of each peer, so the
+        // samples are counted here, not read from the bound)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while counters(&c)
+            .values()
+            .any(|n| n["liveness_clock_samples"] < 2)
+        {
+            assert!(Instant::now() < deadline, "a node has no sample of a peer's clock");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let before = counters(&c);
+        let started = Instant::now();
+        tokio::time::sleep(WINDOW).await;
+        let after = counters(&c);
+        let secs = started.elapsed().as_secs_f64();
+        let still_quiet: Vec<usize> = c.nodes.values().map(|r| r.quiesced_groups()).collect();
+        for (id, a) in &after {
+            let rates: Vec<String> = a
+                .iter()
+                .map(|(k, v)| format!("{k} {:.1}/s", (v - before[id][k]) as f64 / secs))
+                .collect();
+            println!("node {id} idle over {secs:.1} s: {}", rates.join(", "));
+        }
+        println!("quiesced groups per node after the window: {still_quiet:?}");
+        // the liveness tick: max(heartbeat, election min / 3)
+        let tick = HEARTBEAT.max(ELECTION.0 / 3);
+        let ticks_at_most = (secs / tick.as_secs_f64()).ceil() as u64 + 1;
+        for (id, a) in &after {
+            let d = |k: &str| a[k] - before[id][k];
+            assert_eq!(
+                d("unary_clock_calls"),
+                0,
+                "node {id} sent clock calls while every peer's liveness answers carry clocks"
+            );
+            assert!(
+                d("liveness_clock_samples") > 0,
+                "node {id}'s liveness answers brought no clock"
+            );
+            assert!(
+                d("liveness_sent") <= 2 * ticks_at_most,
+                "node {id} sent {} liveness messages to 2 peers in {secs:.1} s: more than one per peer per {tick:?}",
+                d("liveness_sent")
+            );
+        }
+        c.stop_all().await;
+    })
+    .await;
+}
