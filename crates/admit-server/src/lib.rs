@@ -144,6 +144,7 @@ pub mod clock;
 mod skew;
 pub use skew::DEFAULT_MAX_CLOCK_OFFSET;
 pub mod protect;
+pub mod shed;
 
 pub mod auth;
 

@@ -115,6 +115,12 @@ pub struct ServerConfig {
     /// How far this node's clock may run ahead of the other nodes' before it
     /// stamps no command (its writes answer UNAVAILABLE).
     pub max_clock_offset: Duration,
+    // ---- early refusal under overload (issue 11; crate::shed) ----
+    /// Refuse sends before decoding them once calls wait this long to be
+    /// first polled (the node is behind). `None`: never. admitd turns it on
+    /// ([`crate::shed::DEFAULT_SHED_WHEN_LATE`]); library users and tests
+    /// choose.
+    pub shed_when_late: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -151,6 +157,7 @@ impl ServerConfig {
             join_token: None,
             test_clock_in_cluster: false,
             max_clock_offset: crate::skew::DEFAULT_MAX_CLOCK_OFFSET,
+            shed_when_late: None,
         }
     }
 
@@ -341,6 +348,10 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
 
     let api_max = t.api_limits.max_message_bytes;
     let router = server_builder(&t.api_limits)
+        // ahead of auth: a node that is behind refuses before any other work
+        .layer(crate::shed::ShedLayer::new(
+            cfg.shed_when_late.map(crate::shed::Lateness::new),
+        ))
         .layer(crate::auth::layer::AuthLayer::new(cfg.auth.clone()))
         .add_service(health_svc)
         .add_service(reflection)

@@ -42,6 +42,10 @@ pub struct FileConfig {
     /// An idle shard stops heartbeating after this many ms (default 300);
     /// 0: never.
     pub quiesce_after_ms: Option<u64>,
+    // --- early refusal under overload (issue 11) ---
+    /// Refuse sends before decoding them once calls wait this many ms to be
+    /// served (the node is behind; default 50); 0: never.
+    pub shed_when_late_ms: Option<u64>,
 
     // --- metrics and logs (docs/metrics.md) ---
     /// `host:port` of `/metrics`, or `"off"`.
@@ -368,6 +372,12 @@ pub fn resolve(file: FileConfig, flags: &Flags) -> Result<ServerConfig, String> 
     if let Some(ms) = file.quiesce_after_ms {
         c.quiesce_after = (ms > 0).then_some(Duration::from_millis(ms));
     }
+    // ---- early refusal under overload ----
+    c.shed_when_late = match file.shed_when_late_ms {
+        None => Some(admit_server::shed::DEFAULT_SHED_WHEN_LATE),
+        Some(0) => None,
+        Some(ms) => Some(Duration::from_millis(ms)),
+    };
     // ---- metrics and logs ----
     let metrics = flags
         .metrics_listen
@@ -465,6 +475,18 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./admit-data"));
         assert_eq!(c.shards, 64);
         assert!(!c.test_clock);
+        assert_eq!(
+            c.shed_when_late,
+            Some(admit_server::shed::DEFAULT_SHED_WHEN_LATE)
+        );
+    }
+
+    #[test]
+    fn shedding_when_late_is_set_in_ms_and_zero_turns_it_off() {
+        let c = resolve(parse("shed_when_late_ms = 15").unwrap(), &Flags::default()).unwrap();
+        assert_eq!(c.shed_when_late, Some(Duration::from_millis(15)));
+        let c = resolve(parse("shed_when_late_ms = 0").unwrap(), &Flags::default()).unwrap();
+        assert_eq!(c.shed_when_late, None);
     }
 
     #[test]
