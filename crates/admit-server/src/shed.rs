@@ -22,6 +22,15 @@
 //! a node offered twice what it can answer clears its queue by refusing
 //! and answers the rest at the latency of a short queue.
 //!
+//! A second rule bounds the calls under way by what the node answers: a
+//! call arrives to find `busy` calls handed over and not yet answered; at
+//! the best rate the node answered lately (calls per second, decaying
+//! slowly), they take `busy / rate` to clear. Past the limit's worth
+//! (never below [`MIN_BUDGET`], so a burst after a quiet time is served),
+//! the call is refused on arrival. This catches what the first rule
+//! misses: the runtime polls the task it spawned last first, so under a
+//! long queue the newest calls look prompt while older ones starve.
+//!
 //! Only the `AdmitSend` service is shed: health checks, reflection, the
 //! admin and cluster services must get through an overload (a probe that
 //! fails under load gets the pod restarted; an operator must still act).
@@ -50,10 +59,37 @@ const SHED_PREFIX: &str = "/admit.v1.AdmitSend/";
 /// nothing is refused: a handful of late calls is a pause, not a queue.
 pub const MIN_BUSY: u64 = 16;
 
+/// The bound on calls under way is never below this many.
+pub const MIN_BUDGET: u64 = 256;
+
+/// How often the answer rate is measured.
+const RATE_EVERY_US: u64 = 100_000;
+
+/// The calls under way allowed when the node answers `peak` calls a second
+/// at best lately: what it answers within the limit.
+fn budget_for(peak_per_s: u64, limit_us: u64) -> u64 {
+    (peak_per_s.saturating_mul(limit_us) / 1_000_000).max(MIN_BUDGET)
+}
+
+/// The best recent rate after a measurement of `rate`: a higher rate at
+/// once, a lower one by 1/64 per measurement (half in about 4.5 s), so a
+/// lull does not shrink the bound before the next burst.
+fn next_peak(peak: u64, rate: u64) -> u64 {
+    rate.max(peak - peak / 64)
+}
+
 /// The node's lateness, shared by every connection of the API port.
 #[derive(Debug)]
 pub struct Lateness {
     limit_us: u64,
+    /// Calls answered by the service (not refused here).
+    answered: AtomicU64,
+    /// When the rate was last measured, and `answered` then.
+    rate_at_us: AtomicU64,
+    answered_then: AtomicU64,
+    peak_per_s: AtomicU64,
+    /// The bound on calls under way: [`budget_for`] the peak rate.
+    budget: AtomicU64,
     /// Calls of the shed service handed to it and not yet answered.
     busy: AtomicU64,
     /// Microseconds since [`epoch`] until which the node counts as late.
@@ -81,10 +117,44 @@ impl Lateness {
         Arc::new(Lateness {
             limit_us,
             busy: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            rate_at_us: AtomicU64::new(0),
+            answered_then: AtomicU64::new(0),
+            peak_per_s: AtomicU64::new(0),
+            budget: AtomicU64::new(MIN_BUDGET),
             late_until_us: AtomicU64::new(0),
             // the queue that made the node late drains in about one limit
             retry_ms: (limit_us / 1_000).clamp(5, 1_000),
         })
+    }
+
+    /// Measures the answer rate if it is due (one caller does; the others
+    /// go on) and sets the bound on calls under way from it.
+    fn measure(&self, now_us: u64) {
+        let at = self.rate_at_us.load(Ordering::Relaxed);
+        if now_us < at.saturating_add(RATE_EVERY_US) {
+            return;
+        }
+        if self
+            .rate_at_us
+            .compare_exchange(at, now_us, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let done = self.answered.load(Ordering::Relaxed);
+        let then = self.answered_then.swap(done, Ordering::Relaxed);
+        let rate = done.saturating_sub(then).saturating_mul(1_000_000) / (now_us - at).max(1);
+        let peak = next_peak(self.peak_per_s.load(Ordering::Relaxed), rate);
+        self.peak_per_s.store(peak, Ordering::Relaxed);
+        self.budget
+            .store(budget_for(peak, self.limit_us), Ordering::Relaxed);
+    }
+
+    /// Whether the calls under way are already more than the node answers
+    /// within the limit.
+    fn over_budget(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) >= self.budget.load(Ordering::Relaxed)
     }
 
     /// Whether a call arriving at `now` is refused at once.
@@ -180,7 +250,8 @@ where
             _ => return Box::pin(self.inner.call(req)),
         };
         let arrived = Instant::now();
-        if late.late_at(arrived) {
+        late.measure(micros(arrived));
+        if late.late_at(arrived) || late.over_budget() {
             let r = late.refusal(LATE);
             return Box::pin(async move { Ok(r) });
         }
@@ -194,6 +265,7 @@ where
                 return Ok(late.refusal(LATE));
             }
             let r = fut.await;
+            late.answered.fetch_add(1, Ordering::Relaxed);
             drop(busy);
             r
         })
@@ -243,6 +315,36 @@ mod tests {
         assert!(l.waited_too_long(t, at(t, 25), MIN_BUSY));
         assert!(l.late_at(at(t, 89)));
         assert!(!l.late_at(at(t, 90)));
+    }
+
+    #[test]
+    fn the_bound_on_calls_under_way_is_what_the_node_answers_within_the_limit() {
+        // 20,000 answers/s and a 50 ms limit: 1,000 calls
+        assert_eq!(budget_for(20_000, 50_000), 1_000);
+        // never below the floor
+        assert_eq!(budget_for(4_000, 50_000), MIN_BUDGET);
+        assert_eq!(budget_for(0, 50_000), MIN_BUDGET);
+        // the peak follows a rise at once and a fall slowly
+        assert_eq!(next_peak(1_000, 5_000), 5_000);
+        assert_eq!(next_peak(6_400, 0), 6_300);
+    }
+
+    #[test]
+    fn the_rate_is_measured_every_100_ms_from_the_answers() {
+        let l = Lateness::new(Duration::from_millis(50));
+        l.measure(RATE_EVERY_US);
+        l.answered.store(4_000, Ordering::Relaxed);
+        // 99.999 ms later: not yet
+        l.measure(2 * RATE_EVERY_US - 1);
+        assert_eq!(l.peak_per_s.load(Ordering::Relaxed), 0);
+        // 100 ms later: 4,000 answers in 0.1 s
+        l.measure(2 * RATE_EVERY_US);
+        assert_eq!(l.peak_per_s.load(Ordering::Relaxed), 40_000);
+        assert_eq!(l.budget.load(Ordering::Relaxed), 2_000);
+        l.busy.store(1_999, Ordering::Relaxed);
+        assert!(!l.over_budget());
+        l.busy.store(2_000, Ordering::Relaxed);
+        assert!(l.over_budget());
     }
 
     #[test]
@@ -314,6 +416,26 @@ mod tests {
         let r = svc.call(req(HEALTH)).await.unwrap();
         assert_eq!(status(&r), None);
         assert_eq!(inner.polled.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_send_arriving_with_the_budget_under_way_is_refused_uncalled() {
+        use tower::{Layer, Service};
+        let inner = Counting::default();
+        // a limit no call reaches here: only the budget refuses
+        let mut svc =
+            ShedLayer::new(Some(Lateness::new(Duration::from_secs(3_600)))).layer(inner.clone());
+        let waiting: Vec<_> = (0..MIN_BUDGET).map(|_| svc.call(req(SEND))).collect();
+        assert_eq!(inner.calls.load(Ordering::Relaxed), MIN_BUDGET);
+        let r = svc.call(req(SEND)).await.unwrap();
+        assert_eq!(status(&r), Some("14"));
+        assert_eq!(inner.calls.load(Ordering::Relaxed), MIN_BUDGET);
+        // health is never refused; once answered, sends are served again
+        assert_eq!(status(&svc.call(req(HEALTH)).await.unwrap()), None);
+        for f in waiting {
+            assert_eq!(status(&f.await.unwrap()), None);
+        }
+        assert_eq!(status(&svc.call(req(SEND)).await.unwrap()), None);
     }
 
     #[tokio::test]
