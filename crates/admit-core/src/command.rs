@@ -1,7 +1,7 @@
 //! Commands in, outputs out. A command carries no time of its own: the replicated log
 //! stamps one, and [`crate::Engine::apply`] takes it as an argument.
 
-use crate::decision::{AdmissionId, Decision};
+use crate::decision::{AdmissionId, Decision, ScopeKey};
 use crate::ids::{IdempotencyKey, NumberId, PortfolioId, TemplateId, WaId};
 use crate::policy::{Category, Limit, Policy, Quality, TierInput};
 use crate::time::Ts;
@@ -207,6 +207,17 @@ pub enum Command {
     /// Time passes: reclaims expired state and runs due transitions. The log stamps it
     /// like any command, so every replica reclaims the same entries.
     Tick,
+    /// Claims `number`'s limit scope, on the number's home shard (the shard of
+    /// `ScopeKey::Number(number)`), before a first registration: the home shard
+    /// is the one arbiter of each number's scope, so two first registrations
+    /// racing with different scopes agree on one ([`Output::Claimed`]). The first
+    /// claim holds for good (a number registered on this shard holds its
+    /// registered scope); repeating a claim answers the same. `scope` must be
+    /// `Number(number)` or a portfolio. New in log layout 6.
+    ClaimScope {
+        number: NumberId,
+        scope: ScopeKey,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,5 +250,10 @@ pub enum Output {
     Registered,
     Ticked {
         reclaimed: u64,
+    },
+    /// The scope that holds for the number of a [`Command::ClaimScope`]: the one
+    /// claimed first (maybe by this command), or the one it is registered in here.
+    Claimed {
+        scope: ScopeKey,
     },
 }

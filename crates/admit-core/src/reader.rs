@@ -376,6 +376,12 @@ impl Reader {
         self.shared.numbers.get(number).map(|n| n.scope_key.clone())
     }
 
+    /// The limit scope claimed for a number on this shard (its home shard), if any:
+    /// always right once made, registered yet or not ([`crate::Command::ClaimScope`]).
+    pub fn claim_of(&self, number: &NumberId) -> Option<ScopeKey> {
+        self.shared.claims.get(number).map(|s| s.clone())
+    }
+
     pub fn numbers(&self) -> Vec<NumberId> {
         let mut v: Vec<NumberId> = self.shared.numbers.iter().map(|n| *n.key()).collect();
         v.sort();

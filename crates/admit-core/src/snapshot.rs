@@ -28,7 +28,10 @@ use std::sync::Arc;
 /// * 6: `SnapshotV6`: V5, then the failures Meta reported for messages no send report
 ///   had named yet (R3.5). A V1 to V5 snapshot restores with none (as those versions
 ///   kept none).
-pub const SNAPSHOT_VERSION: u8 = 6;
+/// * 7: `SnapshotV7`: V6, then the numbers' scope claims (`Command::ClaimScope`). A V1
+///   to V6 snapshot restores with none: its numbers were registered without claims,
+///   and a claim for one of them answers the scope it is registered in.
+pub const SNAPSHOT_VERSION: u8 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -111,6 +114,19 @@ struct SnapshotV6<P = Policy> {
 struct AddedV6 {
     /// Failures by message id not reported yet, sorted by message id.
     early_failures: Vec<(String, EarlyFailure)>,
+}
+
+/// Version 7: V6, then what V7 added.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV7<P = Policy> {
+    v6: SnapshotV6<P>,
+    added: AddedV7,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct AddedV7 {
+    /// Scope claims by number, sorted.
+    claims: Vec<(NumberId, crate::ScopeKey)>,
 }
 
 /// A policy as snapshots of versions 1 to 3 hold it: without the back-offs' reset
@@ -320,15 +336,20 @@ impl Engine {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        let snap = SnapshotV6 {
-            v5: SnapshotV5 {
-                v3: SnapshotV3 {
-                    v2,
-                    added: added_v3,
+        let snap = SnapshotV7 {
+            v6: SnapshotV6 {
+                v5: SnapshotV5 {
+                    v3: SnapshotV3 {
+                        v2,
+                        added: added_v3,
+                    },
+                    added: added_v5,
                 },
-                added: added_v5,
+                added: added_v6,
             },
-            added: added_v6,
+            added: AddedV7 {
+                claims: sorted(&sh.claims),
+            },
         };
         let mut out = vec![SNAPSHOT_VERSION];
         out.extend(postcard::to_stdvec(&snap).expect("state encodes"));
@@ -357,6 +378,7 @@ impl Engine {
         move_map(&sh.idempotency, new.idempotency);
         move_map(&sh.idem_by_admission, new.idem_by_admission);
         move_map(&sh.displays, new.displays);
+        move_map(&sh.claims, new.claims);
         self.w = w;
         self.publish_now();
         Ok(())
@@ -391,19 +413,24 @@ impl Engine {
     pub fn restore(bytes: &[u8]) -> Result<Engine, SnapshotError> {
         let (&v, rest) = bytes.split_first().ok_or(SnapshotError::Empty)?;
         let decode = |e: postcard::Error| SnapshotError::Decode(e.to_string());
-        let (v3, added_v5, added_v6) = match v {
+        let (v3, added_v5, added_v6, added_v7) = match v {
             1..=4 => (
                 Self::restore_v4(v, rest)?,
                 AddedV5::default(),
                 AddedV6::default(),
+                AddedV7::default(),
             ),
             5 => {
                 let s: SnapshotV5 = postcard::from_bytes(rest).map_err(decode)?;
-                (s.v3, s.added, AddedV6::default())
+                (s.v3, s.added, AddedV6::default(), AddedV7::default())
             }
             6 => {
                 let s: SnapshotV6 = postcard::from_bytes(rest).map_err(decode)?;
-                (s.v5.v3, s.v5.added, s.added)
+                (s.v5.v3, s.v5.added, s.added, AddedV7::default())
+            }
+            7 => {
+                let s: SnapshotV7 = postcard::from_bytes(rest).map_err(decode)?;
+                (s.v6.v5.v3, s.v6.v5.added, s.v6.added, s.added)
             }
             _ => return Err(SnapshotError::Version(v)),
         };
@@ -480,6 +507,7 @@ impl Engine {
             queue.insert((f.expires, k.clone()));
             writer.early_failures.insert(k, f);
         }
+        fill(&sh.claims, added_v7.claims);
         // derived: which key recorded each admission (the release path drops it)
         for e in sh.idempotency.iter() {
             if let Some(a) = &e.decision.admission {
@@ -646,7 +674,8 @@ mod tests {
             .unwrap();
         let d = admit_template(&mut e, n, customer, Ts(3));
         let now = e.snapshot();
-        let v6: SnapshotV6 = postcard::from_bytes(&now[1..]).unwrap();
+        let v7: SnapshotV7 = postcard::from_bytes(&now[1..]).unwrap();
+        let v6 = v7.v6;
         assert_eq!(v6.added.early_failures.len(), 1);
         let released = |mut e: Engine| match e
             .apply(report(d.admission.clone(), DeliveryStatus::Sent), Ts(4))
@@ -685,5 +714,57 @@ mod tests {
             }
         );
         assert_eq!(Engine::restore(&now).unwrap().snapshot(), now);
+    }
+
+    fn claim(e: &mut Engine, number: NumberId, scope: crate::ScopeKey) -> crate::ScopeKey {
+        match e.apply(Command::ClaimScope { number, scope }, Ts(5)) {
+            Ok(Output::Claimed { scope }) => scope,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Scope claims survive a snapshot (version 7), byte for byte; a version 6
+    /// snapshot (no claims) still restores, and a claim for one of its numbers
+    /// answers the scope it is registered in.
+    #[test]
+    fn claims_round_trip_and_a_v6_snapshot_still_restores() {
+        use crate::ScopeKey;
+        let (mut e, n) = engine_with_number();
+        let fresh = NumberId::parse("n", "2").unwrap();
+        let p = PortfolioId::parse("p", "acme").unwrap();
+        assert_eq!(
+            claim(&mut e, fresh, ScopeKey::Portfolio(p.clone())),
+            ScopeKey::Portfolio(p.clone())
+        );
+        let now = e.snapshot();
+        assert_eq!(now[0], 7);
+        let v7: SnapshotV7 = postcard::from_bytes(&now[1..]).unwrap();
+        assert_eq!(
+            v7.added.claims,
+            vec![(fresh, ScopeKey::Portfolio(p.clone()))]
+        );
+        let mut new = Engine::restore(&now).unwrap();
+        assert_eq!(new.snapshot(), now);
+        assert_eq!(
+            new.reader().claim_of(&fresh),
+            Some(ScopeKey::Portfolio(p.clone()))
+        );
+        // the restored claim still holds against a rival
+        assert_eq!(
+            claim(&mut new, fresh, ScopeKey::Number(fresh)),
+            ScopeKey::Portfolio(p.clone())
+        );
+        // loaded in place too
+        let mut other = Engine::new();
+        other.load_snapshot(&now).unwrap();
+        assert_eq!(other.snapshot(), now);
+
+        let mut old = Engine::restore(&with_version(6, &v7.v6)).unwrap();
+        assert_eq!(old.reader().claim_of(&fresh), None);
+        assert_eq!(old.reader().scope_of(&n), Some(ScopeKey::Number(n)));
+        assert_eq!(
+            claim(&mut old, n, ScopeKey::Portfolio(p)),
+            ScopeKey::Number(n)
+        );
     }
 }

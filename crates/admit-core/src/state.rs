@@ -259,6 +259,11 @@ pub(crate) struct Shared {
     /// different shards may claim the same digits: the latest registration wins).
     /// Each number's `display` is derived from it on restore.
     pub displays: Map<String, (NumberId, Ts)>,
+    /// Numbers' limit scopes as claimed on this shard, their home shard, before a
+    /// first registration (`Command::ClaimScope`). Never removed: a claim is a
+    /// number id and a scope key, and numbers are registered by admins (few, and
+    /// never deleted), so the table stays about as large as the number list.
+    pub claims: Map<NumberId, ScopeKey>,
     /// The engine's time (the latest command time applied, UTC ms), published for
     /// readers: a decision from memory must not run on a clock behind it.
     pub engine_now: std::sync::atomic::AtomicU64,
@@ -280,6 +285,7 @@ impl Shared {
             idempotency: new_map(),
             idem_by_admission: new_map(),
             displays: new_map(),
+            claims: new_map(),
             engine_now: std::sync::atomic::AtomicU64::new(0),
         }
     }

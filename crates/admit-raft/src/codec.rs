@@ -6,7 +6,8 @@
 //! A normal entry's payload is written (postcard varints) as
 //!
 //! * versioned, from this build on: `0`, the App's layout
-//!   ([`App::COMMAND_LAYOUT`]), the command count, the commands;
+//!   ([`App::layout_of`] the commands: at most [`App::COMMAND_LAYOUT`]), the
+//!   command count, the commands;
 //! * unversioned, by older builds: the command count, the commands.
 //!
 //! No unversioned payload starts with `0`: the proposer never proposes an
@@ -38,7 +39,7 @@ const VERSIONED: u64 = 0;
 
 impl<A: App> Serialize for CmdData<A> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (VERSIONED, A::COMMAND_LAYOUT, &self.0).serialize(s)
+        (VERSIONED, A::layout_of(&self.0), &self.0).serialize(s)
     }
 }
 

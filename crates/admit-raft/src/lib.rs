@@ -397,6 +397,15 @@ pub trait App: Send + Sync + 'static {
         <Self::Command as serde::Deserialize>::deserialize(d)
     }
 
+    /// The layout an entry holding `cmds` is written in: at most
+    /// [`App::COMMAND_LAYOUT`], and an older one where that encodes these
+    /// commands the same, so that a follower of an older build refuses only
+    /// the entries that need the newer layout. The default: always today's.
+    fn layout_of(cmds: &[Self::Command]) -> u32 {
+        let _ = cmds;
+        Self::COMMAND_LAYOUT
+    }
+
     /// Apply a committed command. Called in log order, exactly once per
     /// entry per incarnation of the state (replay after restart starts from the
     /// last snapshot); `index` is the entry's Raft log index. One entry can

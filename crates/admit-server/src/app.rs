@@ -108,6 +108,10 @@ impl admit_raft::App for ShardApp {
         layout::decode(layout, d)
     }
 
+    fn layout_of(cmds: &[Stamped]) -> u32 {
+        layout::of(cmds)
+    }
+
     fn apply(&mut self, index: u64, cmd: Stamped) -> Reply {
         let Stamped { at, cmd, by } = cmd;
         let summary = by.as_ref().map(|_| crate::auth::audit::summary(&cmd));

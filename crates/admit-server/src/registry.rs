@@ -109,37 +109,125 @@ fn expect_registered(out: Output) -> Result<(), ApiError> {
     }
 }
 
+/// A number's profile if it is registered on `shard` (read from the shard's
+/// leader), else `None`.
+async fn registered_profile(
+    ctx: &Ctx,
+    shard: u32,
+    number: &NumberId,
+) -> Result<Option<String>, ApiError> {
+    Ok(ctx
+        .reads
+        .number_status(shard, number, ctx.now())
+        .await?
+        .and_then(|s| s.numbers.into_iter().find(|n| n.number == *number))
+        .map(|n| n.profile))
+}
+
+/// The profile a registration names, else the profile of `portfolio`, else the
+/// default.
+async fn profile_for_new(
+    ctx: &Ctx,
+    r: &NumberRegistrationIn,
+    portfolio: Option<&PortfolioId>,
+) -> Result<String, ApiError> {
+    if !r.profile.is_empty() {
+        return Ok(r.profile.clone());
+    }
+    Ok(match portfolio {
+        Some(p) => portfolio_profile(ctx, p).await?,
+        None => None,
+    }
+    .unwrap_or_else(|| DEFAULT_PROFILE.into()))
+}
+
+/// Claims `number`'s scope on its home shard (the shard of
+/// `ScopeKey::Number(number)`), the one arbiter of a number's scope: the scope
+/// that holds, `wanted` or a rival's claimed first. While an older build leads
+/// the home shard (mid-upgrade, it does not know the claim) the registration
+/// goes on unclaimed, as builds before claims did.
+async fn claim_scope(ctx: &Ctx, number: NumberId, wanted: ScopeKey) -> Result<ScopeKey, ApiError> {
+    let home = ctx.routing.shard_of(&ScopeKey::Number(number));
+    let cmd = Command::ClaimScope {
+        number,
+        scope: wanted.clone(),
+    };
+    match ctx.routing.write(home, cmd).await {
+        Ok(Output::Claimed { scope }) => Ok(scope),
+        Ok(other) => Err(ApiError::Internal(format!("unexpected output {other:?}"))),
+        Err(ApiError::UnknownKind(e)) => {
+            tracing::warn!(%number, error = %e, "the number's home shard does not know scope claims (an older build): registering unclaimed");
+            Ok(wanted)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A registration that creates `number` in `scope` (claimed, or found by the
+/// directory) must land in exactly that scope: the profile's limit kind and
+/// the portfolio must agree with it. The portfolio the registration names.
+fn fit_scope(
+    number: &NumberId,
+    scope: &ScopeKey,
+    kind: ScopeKind,
+    portfolio: Option<PortfolioId>,
+) -> Result<Option<PortfolioId>, ApiError> {
+    match (scope, kind) {
+        (ScopeKey::Number(_), ScopeKind::Number) => Ok(portfolio),
+        (ScopeKey::Portfolio(p), ScopeKind::Portfolio) => match portfolio {
+            Some(q) if q != *p => Err(ApiError::FailedPrecondition(format!(
+                "portfolio_id: number {number}'s limit scope is portfolio {p} (claimed by \
+                 an earlier registration); register it in that portfolio"
+            ))),
+            _ => Ok(Some(p.clone())),
+        },
+        (ScopeKey::Number(_), ScopeKind::Portfolio) => Err(ApiError::FailedPrecondition(format!(
+            "profile: number {number}'s limit scope is the number itself (claimed by an \
+             earlier registration); register it with a profile whose limit is per number"
+        ))),
+        (ScopeKey::Portfolio(p), ScopeKind::Number) => Err(ApiError::FailedPrecondition(format!(
+            "profile: number {number}'s limit scope is portfolio {p} (claimed by an earlier \
+             registration); register it with a profile whose limit belongs to the portfolio"
+        ))),
+    }
+}
+
 /// Registers (or updates) a number; whether it was created.
+///
+/// A number no shard knows is claimed first on its home shard (see
+/// [`claim_scope`]), so two first registrations racing with different scopes
+/// agree on one: the later one registers in the scope the claim answered, as
+/// an update, or is refused FAILED_PRECONDITION when its profile or
+/// portfolio cannot apply there (docs/design.md, "Routing in a cluster").
 pub(crate) async fn register_number(ctx: &Ctx, r: NumberRegistrationIn) -> Result<bool, ApiError> {
     let number = r.number;
-    let existing = match ctx.routing.resolve(&number).await? {
-        Resolved::Known(s) => Some(s),
-        Resolved::Unknown => None,
-    };
-    let created = existing.is_none();
-    let profile_name = if !r.profile.is_empty() {
-        r.profile.clone()
-    } else if let Some(s) = &existing {
-        number_profile(ctx, ctx.routing.shard_of(s), &number).await?
-    } else {
-        match r.portfolio.as_ref() {
-            Some(p) => portfolio_profile(ctx, p).await?,
-            None => None,
+    let mut portfolio = r.portfolio.clone();
+    let (scope, profile_name, policy, created) = match ctx.routing.resolve(&number).await? {
+        Resolved::Unknown => {
+            let name = profile_for_new(ctx, &r, portfolio.as_ref()).await?;
+            let policy = ctx.reads.policy(&name).await?;
+            let wanted = match policy.scope {
+                ScopeKind::Number => ScopeKey::Number(number),
+                ScopeKind::Portfolio => {
+                    ScopeKey::Portfolio(portfolio.clone().ok_or_else(|| {
+                        ApiError::invalid(
+                            "portfolio_id",
+                            "is required: this profile's limit belongs to the portfolio",
+                        )
+                    })?)
+                }
+            };
+            let held = claim_scope(ctx, number, wanted.clone()).await?;
+            ctx.routing.router.remember(number, held.clone());
+            if held == wanted {
+                (held, name, policy, true)
+            } else {
+                // a rival registration claimed it first: this one updates the
+                // number in the rival's scope
+                existing_in(ctx, &r, &mut portfolio, held).await?
+            }
         }
-        .unwrap_or_else(|| DEFAULT_PROFILE.into())
-    };
-    let policy = ctx.reads.policy(&profile_name).await?;
-    let scope = match (&existing, policy.scope) {
-        (Some(s), _) => s.clone(),
-        (None, ScopeKind::Number) => ScopeKey::Number(number),
-        (None, ScopeKind::Portfolio) => {
-            ScopeKey::Portfolio(r.portfolio.clone().ok_or_else(|| {
-                ApiError::invalid(
-                    "portfolio_id",
-                    "is required: this profile's limit belongs to the portfolio",
-                )
-            })?)
-        }
+        Resolved::Known(s) => existing_in(ctx, &r, &mut portfolio, s).await?,
     };
     let limit = match policy.scope {
         ScopeKind::Number => {
@@ -152,7 +240,7 @@ pub(crate) async fn register_number(ctx: &Ctx, r: NumberRegistrationIn) -> Resul
         .map(|t| if t == 0 { policy.throughput_mps } else { t });
     let reg = NumberRegistration {
         number: Some(number),
-        portfolio: r.portfolio.clone(),
+        portfolio: portfolio.clone(),
         profile: Some(profile_name),
         limit,
         // unset on creation: the engine's defaults (the profile's initial
@@ -171,10 +259,42 @@ pub(crate) async fn register_number(ctx: &Ctx, r: NumberRegistrationIn) -> Resul
             .await?,
     )?;
     ctx.routing.router.remember(number, scope);
-    if let Some(p) = &r.portfolio {
+    if let Some(p) = &portfolio {
         share_portfolio_restriction(ctx, p, shard).await?;
     }
     Ok(created)
+}
+
+/// A registration of a number whose scope is known (registered, or claimed):
+/// its scope, profile and policy, and whether it creates the number. Not
+/// registered yet (claimed by a rival still registering, or whose registration
+/// failed after its claim), it creates the number in `scope`, which its
+/// profile and portfolio must fit.
+async fn existing_in(
+    ctx: &Ctx,
+    r: &NumberRegistrationIn,
+    portfolio: &mut Option<PortfolioId>,
+    scope: ScopeKey,
+) -> Result<(ScopeKey, String, Arc<Policy>, bool), ApiError> {
+    let number = r.number;
+    let shard = ctx.routing.shard_of(&scope);
+    let registered = registered_profile(ctx, shard, &number).await?;
+    let name = match (&registered, r.profile.is_empty()) {
+        (_, false) => r.profile.clone(),
+        (Some(p), true) => p.clone(),
+        (None, true) => {
+            let of = match &scope {
+                ScopeKey::Portfolio(p) => Some(p.clone()),
+                ScopeKey::Number(_) => portfolio.clone(),
+            };
+            profile_for_new(ctx, r, of.as_ref()).await?
+        }
+    };
+    let policy = ctx.reads.policy(&name).await?;
+    if registered.is_none() {
+        *portfolio = fit_scope(&number, &scope, policy.scope, portfolio.take())?;
+    }
+    Ok((scope, name, policy, registered.is_none()))
 }
 
 /// Registers (or updates) a portfolio; whether it was created.

@@ -84,7 +84,10 @@ impl SweepReq {
     /// One shard's answer, from its reader.
     pub fn answer(&self, r: &Reader) -> SweepItem {
         match self {
-            SweepReq::Lookup { number } => SweepItem::Lookup(r.scope_of(number)),
+            // a claim is as right as a registration (issue 11, item 9)
+            SweepReq::Lookup { number } => {
+                SweepItem::Lookup(r.scope_of(number).or_else(|| r.claim_of(number)))
+            }
             SweepReq::Portfolio { id, now } => SweepItem::Portfolio(r.portfolio_status(id, *now)),
             SweepReq::Scopes { now } => SweepItem::Scopes(r.list_by_headroom(*now)),
             SweepReq::Display { digits } => SweepItem::Display(r.number_by_display(digits)),
@@ -166,6 +169,8 @@ pub fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, ApiError> {
 /// request's own kind, or the kind of the read or sweep it carries. Read from
 /// the variant indexes postcard writes first, against the variants this
 /// build's types list, so damaged bytes of a known kind are not taken for it.
+/// A write whose command is of a kind this build does not know is such a
+/// request too.
 pub fn unknown_kind(b: &[u8]) -> bool {
     fn tag(b: &[u8]) -> Option<(u32, &[u8])> {
         postcard::take_from_bytes::<u32>(b).ok()
@@ -189,7 +194,22 @@ pub fn unknown_kind(b: &[u8]) -> bool {
             name: String::new(),
         },
     };
-    if Some(kind) == first(&sweep) {
+    let write = NodeReq::Write {
+        shard: 0,
+        cmd: Box::new(Command::Tick),
+    };
+    let write_for = NodeReq::WriteFor {
+        shard: 0,
+        cmd: Box::new(Command::Tick),
+        by: String::new(),
+    };
+    if Some(kind) == first(&write) || Some(kind) == first(&write_for) {
+        // the command's kind, after the shard (a u32): a command added after
+        // this build (a scope claim to a build before claims, say)
+        tag(rest)
+            .and_then(|(_, rest)| tag(rest))
+            .is_some_and(|(k, _)| k as usize >= variant_count::<Command>())
+    } else if Some(kind) == first(&sweep) {
         tag(rest).is_some_and(|(k, _)| k as usize >= variant_count::<SweepReq>())
     } else if Some(kind) == first(&read) {
         // after the shard (a u32)
@@ -258,6 +278,8 @@ pub fn idempotent(cmd: &Command) -> bool {
         | Command::RegisterNumber(_)
         | Command::RegisterPortfolio(_)
         | Command::Tick => true,
+        // the first claim holds: a repeat answers the same scope
+        Command::ClaimScope { .. } => true,
     }
 }
 
@@ -289,6 +311,25 @@ mod tests {
             assert!(decode::<NodeReq>(&b).is_ok());
             assert!(!unknown_kind(&b), "{r:?}");
         }
+        // a write of a command this build does not know (a newer build's)
+        for w in [
+            NodeReq::Write {
+                shard: 300,
+                cmd: Box::new(Command::Tick),
+            },
+            NodeReq::WriteFor {
+                shard: 300,
+                cmd: Box::new(Command::Tick),
+                by: "ops".into(),
+            },
+        ] {
+            let mut b = encode(&w).unwrap();
+            assert!(!unknown_kind(&b));
+            // after the kind and the two-byte shard 300
+            b[3] = variant_count::<Command>() as u8;
+            assert!(decode::<NodeReq>(&b).is_err());
+            assert!(unknown_kind(&b), "{w:?}");
+        }
         // one past the last kind of each: the next build's first new kind
         let mut newer = vec![variant_count::<NodeReq>() as u8];
         let mut sweep = encode(&known[1]).unwrap();
@@ -316,6 +357,18 @@ mod tests {
             postcard::Error::DeserializeUnexpectedEnd
         ));
         assert!(!unknown_kind_answer(&damaged.into_status()));
+    }
+
+    /// A scope claim repeated after an unknown outcome answers the same scope
+    /// (the first claim holds), so it is retried like a registration.
+    #[test]
+    fn a_scope_claim_is_idempotent() {
+        let n = NumberId::parse("n", "1").unwrap();
+        let claim = Command::ClaimScope {
+            number: n,
+            scope: ScopeKey::Number(n),
+        };
+        assert!(idempotent(&claim));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The single writer: applies commands in log order, deterministically. One file per
 //! job: admission, inbound and outcomes, platform and template events, registration and
-//! policies, and reclaiming (tick).
+//! policies, number scope claims, and reclaiming (tick).
 
 mod admission;
+mod claims;
 mod events;
 mod outcomes;
 mod registry;
@@ -185,6 +186,7 @@ impl Engine {
             Command::Tick => Ok(Output::Ticked {
                 reclaimed: self.tick(now),
             }),
+            Command::ClaimScope { number, scope } => self.claim_scope(number, scope),
         }
     }
 

@@ -166,6 +166,8 @@ impl Engine {
                         })?)
                     }
                 };
+                // on the number's home shard: its claim, if made, decides the scope
+                self.check_claim(&id, &key)?;
                 if let Some(p) = &r.portfolio {
                     let mut ps = self.shared.portfolios.entry(p.clone()).or_default();
                     if ps.profile.is_empty() {

@@ -9,7 +9,8 @@
 //! | 2 | 0920f48 .. 08be5d8 (unversioned) | [`CommandV2`]: policies without back-off resets |
 //! | 3 | 08be5d8 .. (unversioned, then versioned) | [`CommandV4`], no caller |
 //! | 4 | 24e8cef and before .. | [`CommandV4`] with the caller of an audited change |
-//! | 5 | this layout's introduction .. | today's [`Stamped`]: registrations with display numbers, outcomes with Meta's message id |
+//! | 5 | the display numbers' introduction .. the scope claims' | today's [`Stamped`] without [`Command::ClaimScope`]: registrations with display numbers, outcomes with Meta's message id |
+//! | 6 | the scope claims' introduction (issue 11, item 9) .. | today's [`Stamped`]: layout 5 and [`Command::ClaimScope`], a new last kind (so layout 5 reads as today's); written only for an entry holding a claim, every other entry is still written as layout 5 ([`of`]) |
 //!
 //! Builds before 3ca74d0 (the first day's work in progress, before inbound
 //! and outcome reports had event keys) wrote a layout no release read back;
@@ -23,7 +24,24 @@ use serde::{Deserialize, Deserializer};
 use super::Stamped;
 
 /// The layout this build writes.
-pub(crate) const CURRENT: u32 = 5;
+pub(crate) const CURRENT: u32 = 6;
+/// The layout before scope claims: today's encoding of every other command.
+const BEFORE_CLAIMS: u32 = 5;
+
+/// The layout an entry of `cmds` is written in: 6 only for an entry holding
+/// a scope claim; any other entry encodes exactly as layout 5 (claims are the
+/// last command kind), so a follower of a layout-5 build refuses only claims.
+pub(crate) fn of(cmds: &[Stamped]) -> u32 {
+    if cmds
+        .iter()
+        .any(|s| matches!(s.cmd, admit_core::Command::ClaimScope { .. }))
+    {
+        CURRENT
+    } else {
+        BEFORE_CLAIMS
+    }
+}
+
 /// What entries without a stored layout may hold, newest first.
 pub(crate) const UNVERSIONED: &[u32] = &[3, 2, 1];
 
@@ -70,7 +88,8 @@ pub(crate) fn decode<'de, D: Deserializer<'de>>(layout: u32, d: D) -> Result<Sta
         2 => StampedAs::<CommandV2>::deserialize(d).map(Into::into),
         3 => StampedAs::<CommandV4>::deserialize(d).map(Into::into),
         4 => StampedByAs::<CommandV4>::deserialize(d).map(Into::into),
-        5 => Stamped::deserialize(d),
+        // layout 6 only added a command kind after the others: 5 reads as 6
+        5 | 6 => Stamped::deserialize(d),
         other => Err(D::Error::custom(format!(
             "command layout {other} is not known to this build"
         ))),
@@ -160,8 +179,9 @@ mod tests {
         let mut cmds = admit_raft::decode_log_entry::<ShardApp>(stored(2)).unwrap();
         cmds[0].by = Some("ops".into());
         let bytes = admit_raft::encode_log_entry::<ShardApp>(3, 42, cmds.clone());
-        // term 3, leader 0, index 42, a normal entry, then the versioned payload
-        assert_eq!(bytes[..6], [3, 0, 42, 1, 0, CURRENT as u8]);
+        // term 3, leader 0, index 42, a normal entry, then the versioned
+        // payload: no claim in it, so layout 5 (see `of`)
+        assert_eq!(bytes[..6], [3, 0, 42, 1, 0, BEFORE_CLAIMS as u8]);
         let back = admit_raft::decode_log_entry::<ShardApp>(&bytes).unwrap();
         let view = |v: &[Stamped]| -> Vec<(Ts, Command, Option<String>)> {
             v.iter()
@@ -193,6 +213,43 @@ mod tests {
         assert_the_fixture(&cmds, &[RestrictionType::BizInitiated]);
         let by: Vec<Option<&str>> = cmds.iter().map(|s| s.by.as_deref()).collect();
         assert_eq!(by, [Some("ops"), None, None, None]);
+    }
+
+    /// Layout 5 (before scope claims) reads as today's: layout 6 only added
+    /// a command kind after the others. An entry without a claim is still
+    /// written as layout 5, so a follower of a layout-5 build takes it; one
+    /// holding a claim is written as 6, which such a follower refuses by
+    /// name (as the test below shows for this build and the next layout).
+    #[test]
+    fn layout_5_entries_decode() {
+        let cmds = admit_raft::decode_log_entry::<ShardApp>(stored(4)).unwrap();
+        let mut bytes = admit_raft::encode_log_entry::<ShardApp>(3, 42, cmds.clone());
+        assert_eq!(bytes[5], 5, "no claim: written as layout 5");
+        let back = admit_raft::decode_log_entry::<ShardApp>(&bytes).unwrap();
+        assert_the_fixture(&back, &[RestrictionType::BizInitiated]);
+        // the same bytes read as layout 6 too
+        bytes[5] = 6;
+        let back = admit_raft::decode_log_entry::<ShardApp>(&bytes).unwrap();
+        assert_the_fixture(&back, &[RestrictionType::BizInitiated]);
+        // a claim is written in layout 6 and reads back
+        let n = NumberId::parse("number", "100200300").unwrap();
+        let claim = Stamped {
+            at: Ts(1),
+            cmd: Command::ClaimScope {
+                number: n,
+                scope: admit_core::ScopeKey::Number(n),
+            },
+            by: None,
+        };
+        let bytes = admit_raft::encode_log_entry::<ShardApp>(3, 43, vec![claim.clone()]);
+        assert_eq!(bytes[5], 6, "a claim: layout 6");
+        let back = admit_raft::decode_log_entry::<ShardApp>(&bytes).unwrap();
+        assert_eq!(back[0].cmd, claim.cmd);
+        // in a batch with other commands too
+        let mut batch = cmds.clone();
+        batch.push(claim.clone());
+        let bytes = admit_raft::encode_log_entry::<ShardApp>(3, 44, batch);
+        assert_eq!(bytes[5], 6, "a batch holding a claim: layout 6");
     }
 
     #[test]

@@ -74,12 +74,13 @@ impl Routing {
         }
     }
 
-    /// A number's scope: the local directory and replicas, else every node is
-    /// asked (a registered scope never changes, so any positive answer is
+    /// A number's scope: the local directory and replicas (registrations, and
+    /// the claim on the number's home shard), else every node is asked (a
+    /// registered or claimed scope never changes, so any positive answer is
     /// right; "unregistered" needs every shard's leader, with a lease, to
     /// say so). See docs/design.md, "Routing in a cluster".
     pub(crate) async fn resolve(&self, number: &NumberId) -> Result<Resolved, ApiError> {
-        if let Some(s) = self.scope_of(number) {
+        if let Some(s) = self.known_here(number) {
             return Ok(Resolved::Known(s));
         }
         if !self.clustered() {
@@ -115,6 +116,19 @@ impl Routing {
         }
     }
 
+    /// A number's scope as this node knows it: [`Routing::scope_of`], else the
+    /// claim on its local replica of the number's home shard (a claim is right
+    /// once made, even before its registration is applied; then remembered).
+    /// Not the send path's [`Routing::route`], which stays as it was.
+    fn known_here(&self, number: &NumberId) -> Option<ScopeKey> {
+        self.scope_of(number).or_else(|| {
+            let home = self.shard_of(&ScopeKey::Number(*number)) as usize;
+            let s = self.slots.get(home)?.get().claim_of(number)?;
+            self.router.remember(*number, s.clone());
+            Some(s)
+        })
+    }
+
     /// Answers a sweep for the shards this node leads with a lease.
     pub(crate) fn sweep_here(&self, q: &SweepReq) -> SweepResp {
         let led: Vec<u32> = (0..self.shards())
@@ -128,7 +142,7 @@ impl Routing {
             })
             .collect();
         let any = match q {
-            SweepReq::Lookup { number } => self.scope_of(number),
+            SweepReq::Lookup { number } => self.known_here(number),
             _ => None,
         };
         SweepResp { led, items, any }
