@@ -86,7 +86,7 @@ async fn an_idle_cluster_talks_by_liveness_alone() {
         println!("quiesced groups per node after the window: {still_quiet:?}");
         // the liveness tick: max(heartbeat, election min / 3)
         let tick = HEARTBEAT.max(ELECTION.0 / 3);
-        let ticks_at_most = (secs / tick.as_secs_f64()).ceil() as u64 + 1;
+        let rounds_at_most = (secs / tick.as_secs_f64()).ceil() as u64 + 1;
         for (id, a) in &after {
             let d = |k: &str| a[k] - before[id][k];
             assert_eq!(
@@ -99,7 +99,7 @@ async fn an_idle_cluster_talks_by_liveness_alone() {
                 "node {id}'s liveness answers brought no clock"
             );
             assert!(
-                d("liveness_sent") <= 2 * ticks_at_most,
+                d("liveness_sent") <= 2 * rounds_at_most,
                 "node {id} sent {} liveness messages to 2 peers in {secs:.1} s: more than one per peer per {tick:?}",
                 d("liveness_sent")
             );

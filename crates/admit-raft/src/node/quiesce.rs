@@ -50,7 +50,10 @@
 //! the lease was refused that way (callers retried it as "not leader").
 //! [`RaftNode::write`] therefore checks, before proposing, whether this
 //! node leads the group and its last quorum acknowledgement is three
-//! quarters of a lease old or older; then it sends a heartbeat round and
+//! quarters of a lease old or older (only for the proposals after a spell
+//! quiesced led here, until one has checked: an awake leader's heartbeats
+//! keep its lease fresh, so the write path pays two atomic loads, not a
+//! read of the metrics); then it sends a heartbeat round and
 //! waits (at most a lease) until a quorum acknowledged a heartbeat sent
 //! after it asked, and proposes. It is the same heartbeat round the lease
 //! would take anyway; the proposal only waits for it instead of failing.
@@ -135,6 +138,11 @@ struct Slot {
     leader: AtomicU64,
     /// Following: when that leader last listed the group (ns since epoch).
     confirmed_ns: AtomicU64,
+    /// How many times the group quiesced led here, and how many of those
+    /// spells a proposal has since checked the lease after (see
+    /// [`Quiet::lease_unchecked`]): the write path's gate.
+    led_spells: AtomicU64,
+    lease_checked: AtomicU64,
     /// Serializes the state changes (never held on the fast path).
     lock: Mutex<()>,
 }
@@ -151,7 +159,7 @@ pub(super) struct Quiet {
     /// The service clock liveness carries, once the server above set it.
     clock: ClockCell,
     /// What the loop did, for tests and benches.
-    ticks: AtomicU64,
+    liveness_rounds: AtomicU64,
     liveness_sent: AtomicU64,
     clock_samples: Arc<AtomicU64>,
 }
@@ -186,8 +194,8 @@ impl std::fmt::Debug for ClockCell {
 /// node's own traffic; tests and benches read it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IdleCounters {
-    /// Wake-ups of the loop.
-    pub ticks: u64,
+    /// Rounds of the loop (each sends liveness to every peer node).
+    pub liveness_rounds: u64,
     /// Liveness messages sent (one per peer node per liveness tick).
     pub liveness_sent: u64,
     /// Clock samples taken from liveness answers.
@@ -211,7 +219,7 @@ impl Quiet {
             slots: (0..groups).map(|_| Slot::default()).collect(),
             heard: Mutex::new(HashMap::new()),
             clock: ClockCell(OnceLock::new()),
-            ticks: AtomicU64::new(0),
+            liveness_rounds: AtomicU64::new(0),
             liveness_sent: AtomicU64::new(0),
             clock_samples: Arc::default(),
         }
@@ -233,6 +241,27 @@ impl Quiet {
         self.slots
             .get(g)
             .is_some_and(|s| s.state.load(Ordering::Acquire) == LEADING)
+    }
+
+    /// Group `g` quiesced led here since a proposal last checked its lease:
+    /// returns the spell to hand to [`Self::lease_checked`] once checked.
+    /// Only such a group can lead with a lapsed lease that a heartbeat
+    /// round renews (an awake leader's heartbeats keep it fresh; one cut
+    /// off cannot renew it), so the write path checks the lease only then:
+    /// two atomic loads otherwise.
+    pub(super) fn lease_unchecked(&self, g: usize) -> Option<u64> {
+        let s = self.slots.get(g)?;
+        let spell = s.led_spells.load(Ordering::Acquire);
+        (s.lease_checked.load(Ordering::Acquire) < spell).then_some(spell)
+    }
+
+    /// A proposal checked (and renewed if needed) the lease of group `g`
+    /// after its quiesced spell `spell`. Not cleared at the wake: the
+    /// proposals that arrive while the first one renews must wait too.
+    pub(super) fn lease_checked(&self, g: usize, spell: u64) {
+        if let Some(s) = self.slots.get(g) {
+            s.lease_checked.fetch_max(spell, Ordering::AcqRel);
+        }
     }
 
     /// Whether `node` sent a liveness message within `within`.
@@ -427,6 +456,7 @@ impl<A: App> Inner<A> {
             slot.state.store(ACTIVE, Ordering::SeqCst);
             return;
         }
+        slot.led_spells.fetch_add(1, Ordering::AcqRel);
         sw.ticking(false);
         tracing::trace!(group = g, term, "group quiesced (leader)");
     }
@@ -569,7 +599,7 @@ impl<A: App> Inner<A> {
             quiesced: led_quiesced,
         };
         let ttl = self.config.election_timeout.0;
-        self.quiet.ticks.fetch_add(1, Ordering::Relaxed);
+        self.quiet.liveness_rounds.fetch_add(1, Ordering::Relaxed);
         self.quiet
             .liveness_sent
             .fetch_add(peers.len() as u64, Ordering::Relaxed);
@@ -659,7 +689,7 @@ impl<A: App> RaftNode<A> {
     pub fn idle_counters(&self) -> IdleCounters {
         let q = &self.inner.quiet;
         IdleCounters {
-            ticks: q.ticks.load(Ordering::Relaxed),
+            liveness_rounds: q.liveness_rounds.load(Ordering::Relaxed),
             liveness_sent: q.liveness_sent.load(Ordering::Relaxed),
             clock_samples: q.clock_samples.load(Ordering::Relaxed),
         }
