@@ -808,6 +808,7 @@ impl Running {
         let raft = &self.ctx.routing.raft;
         let q = raft.idle_counters();
         let (batches, frames) = raft.stream_counters();
+        let w = &self.ctx.routing.wakeups;
         let unary = self
             .ctx
             .routing
@@ -821,6 +822,16 @@ impl Running {
             ("unary_clock_calls", unary),
             ("stream_batches", batches),
             ("stream_frames", frames),
+            // wake-ups of the periodic loops
+            (
+                "leader_scans",
+                w.leaders.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (
+                "clock_rounds",
+                w.clocks.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            ("reconcile_passes", q.reconcile_passes),
         ]
     }
 

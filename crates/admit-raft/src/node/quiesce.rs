@@ -105,7 +105,7 @@
 //! config.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -158,8 +158,13 @@ pub(super) struct Quiet {
     heard: Mutex<HashMap<u64, u64>>,
     /// The service clock liveness carries, once the server above set it.
     clock: ClockCell,
-    /// What the loop did, for tests and benches.
+    /// Groups not quiesced here, and whether that is none (the node is
+    /// quiet: see [`RaftNode::quiet`]).
+    awake: AtomicUsize,
+    all_quiet: tokio::sync::watch::Sender<bool>,
+    /// What the loops did, for tests and benches.
     liveness_rounds: AtomicU64,
+    pub(super) reconcile_passes: AtomicU64,
     liveness_sent: AtomicU64,
     clock_samples: Arc<AtomicU64>,
 }
@@ -200,6 +205,8 @@ pub struct IdleCounters {
     pub liveness_sent: u64,
     /// Clock samples taken from liveness answers.
     pub clock_samples: u64,
+    /// Passes of the reconcile loop.
+    pub reconcile_passes: u64,
 }
 
 /// One node's liveness message to another, once per tick.
@@ -219,7 +226,10 @@ impl Quiet {
             slots: (0..groups).map(|_| Slot::default()).collect(),
             heard: Mutex::new(HashMap::new()),
             clock: ClockCell(OnceLock::new()),
+            awake: AtomicUsize::new(groups),
+            all_quiet: tokio::sync::watch::channel(false).0,
             liveness_rounds: AtomicU64::new(0),
+            reconcile_passes: AtomicU64::new(0),
             liveness_sent: AtomicU64::new(0),
             clock_samples: Arc::default(),
         }
@@ -262,6 +272,22 @@ impl Quiet {
         if let Some(s) = self.slots.get(g) {
             s.lease_checked.fetch_max(spell, Ordering::AcqRel);
         }
+    }
+
+    /// A group went quiesced (`false`) or woke (`true`): counts it, and
+    /// tells the watchers of [`RaftNode::quiet`] when the node turns quiet
+    /// or stops being so (the count is read under the watch's lock, so the
+    /// last of two racing changes publishes the final state).
+    fn settle(&self, woke: bool) {
+        if woke {
+            self.awake.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.awake.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.all_quiet.send_if_modified(|q| {
+            let now = self.awake.load(Ordering::SeqCst) == 0;
+            std::mem::replace(q, now) != now
+        });
     }
 
     /// Whether `node` sent a liveness message within `within`.
@@ -438,6 +464,7 @@ impl<A: App> Inner<A> {
         let _guard = lock(&slot.lock);
         let was = slot.state.swap(ACTIVE, Ordering::SeqCst);
         if was != ACTIVE {
+            self.quiet.settle(true);
             sw.ticking(true);
             if was == LEADING {
                 sw.beat();
@@ -457,6 +484,7 @@ impl<A: App> Inner<A> {
             return;
         }
         slot.led_spells.fetch_add(1, Ordering::AcqRel);
+        self.quiet.settle(false);
         sw.ticking(false);
         tracing::trace!(group = g, term, "group quiesced (leader)");
     }
@@ -472,6 +500,7 @@ impl<A: App> Inner<A> {
         slot.confirmed_ns
             .store(self.quiet.now_ns(), Ordering::Release);
         slot.state.store(FOLLOWING, Ordering::SeqCst);
+        self.quiet.settle(false);
         sw.ticking(false);
         tracing::trace!(group = g, leader, term, "group quiesced (follower)");
     }
@@ -692,6 +721,7 @@ impl<A: App> RaftNode<A> {
             liveness_rounds: q.liveness_rounds.load(Ordering::Relaxed),
             liveness_sent: q.liveness_sent.load(Ordering::Relaxed),
             clock_samples: q.clock_samples.load(Ordering::Relaxed),
+            reconcile_passes: q.reconcile_passes.load(Ordering::Relaxed),
         }
     }
 
@@ -748,6 +778,17 @@ impl<A: App> RaftNode<A> {
                 _ => return false,
             }
         }
+    }
+
+    /// Whether every group of this node (the metadata group included) is
+    /// quiesced, as a watch. While it is `true` no group here ticks, and no
+    /// leader, term or log changes here without a group waking first (any
+    /// message, proposal or lease check wakes its group, which turns it
+    /// `false`): the periodic loops above may wait for that instead of
+    /// polling. Never `true` with quiescence off, nor while this node holds
+    /// a group it is no member of (such a group never quiesces).
+    pub fn quiet(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.quiet.all_quiet.subscribe()
     }
 
     /// Whether `shard`'s group is quiesced on this node (led or followed).
