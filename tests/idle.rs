@@ -4,7 +4,7 @@
 //! traffic is its liveness messages (one per peer per liveness tick), and
 //! their answers carry the clock samples, so no node sends a clock call of
 //! its own. The periodic loops above the groups (the leader scan of the
-//! metrics, the clock loop, reconcile) wait while every group is quiesced,
+//! metrics, the clock loop) wait while every group is quiesced,
 //! and the leader scan still sees a leader change at once. The counters of
 //! a few seconds of idleness are printed (the numbers of
 //! docs/benchmarks.md); the assertions are on counts, not time.
@@ -26,8 +26,6 @@ const HEARTBEAT: Duration = Duration::from_millis(100);
 const ELECTION: (Duration, Duration) = (Duration::from_millis(500), Duration::from_millis(1_000));
 /// How long the counters are watched once the cluster is idle.
 const WINDOW: Duration = Duration::from_secs(3);
-/// The test cluster's reconcile interval (`support::cluster`).
-const RECONCILE: Duration = Duration::from_millis(200);
 
 type Counters = BTreeMap<u64, BTreeMap<&'static str, u64>>;
 
@@ -114,10 +112,11 @@ async fn an_idle_cluster_talks_by_liveness_alone() {
             );
         }
         // the periodic loops while quiet: the leader scan waits for a
-        // group to wake, the clock loop runs every 5 s, reconcile every
-        // fifth interval (awake: 4/s, 2/s and one per interval; the bounds
-        // leave room for one group waking within the window)
-        let reconcile_at_most = (secs / (RECONCILE * 5).as_secs_f64()).ceil() as u64 + 2;
+        // group to wake, the clock loop runs every 5 s (awake: 4/s and
+        // 2/s; the bounds leave room for one group waking within the
+        // window). Reconcile keeps its interval (`reconcile_passes` is
+        // printed only: stretched while quiet, a cluster test's start
+        // stalled; not understood yet)
         for (id, a) in &after {
             let d = |k: &str| a[k] - before[id][k];
             assert!(
@@ -129,11 +128,6 @@ async fn an_idle_cluster_talks_by_liveness_alone() {
                 d("clock_rounds") <= 3,
                 "node {id} ran its clock loop {} times in {secs:.1} s while quiet",
                 d("clock_rounds")
-            );
-            assert!(
-                d("reconcile_passes") <= reconcile_at_most,
-                "node {id} reconciled {} times in {secs:.1} s while quiet (at most {reconcile_at_most})",
-                d("reconcile_passes")
             );
         }
         // a leader change on a quiet cluster is still counted: the node

@@ -204,8 +204,7 @@
 //!
 //! ### Reconcile loop
 //!
-//! Every [`NodeConfig::reconcile_interval`] (every fifth while every group
-//! on the node is quiesced, and at once when one wakes), each node reconciles the groups
+//! Every [`NodeConfig::reconcile_interval`], each node reconciles the groups
 //! it leads with the placement over its registry copy, one step at a time,
 //! only through openraft membership changes:
 //!

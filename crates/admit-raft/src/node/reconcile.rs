@@ -23,13 +23,6 @@ use crate::App;
 /// How long one membership command may take before the round moves on.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// While every group here is quiesced, a pass every this many intervals
-/// (and one as soon as a group wakes). What a pass decides from changes
-/// only with a group waking (a registry entry, a membership, a leader),
-/// except the liveness of the other nodes and the transfer cooldown: those
-/// are looked at less often while nothing else happens.
-const QUIET_STRETCH: u32 = 5;
-
 impl<A: App> RaftNode<A> {
     pub(super) fn spawn_reconciler(&self) {
         let every = self.inner.config.reconcile_interval;
@@ -38,21 +31,11 @@ impl<A: App> RaftNode<A> {
         }
         let weak = Arc::downgrade(&self.inner);
         let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut quiet = self.quiet();
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = &mut stop_rx => break,
                     _ = tokio::time::sleep(every) => {}
-                }
-                if *quiet.borrow_and_update() {
-                    // the node is quiet: the rest of a longer period, or
-                    // until a group wakes (a dropped sender: stopping)
-                    tokio::select! {
-                        _ = &mut stop_rx => break,
-                        _ = tokio::time::sleep(every * (QUIET_STRETCH - 1)) => {}
-                        _ = quiet.wait_for(|q| !*q) => {}
-                    }
                 }
                 let Some(inner) = weak.upgrade() else { break };
                 let node = RaftNode { inner };
