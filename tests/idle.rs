@@ -3,10 +3,17 @@
 //! election 500-1000 ms). Once every group is quiesced, each node's only
 //! traffic is its liveness messages (one per peer per liveness tick), and
 //! their answers carry the clock samples, so no node sends a clock call of
-//! its own. The counters of a few seconds of idleness are printed (the
-//! numbers of docs/benchmarks.md); the assertions are on counts, not time.
+//! its own. The periodic loops above the groups (the leader scan of the
+//! metrics, the clock loop) wait while every group is quiesced,
+//! and the leader scan still sees a leader change at once. The counters of
+//! a few seconds of idleness are printed (the numbers of
+//! docs/benchmarks.md); the assertions are on counts, not time.
 
 mod support;
+// the metrics page over HTTP, as the metrics tests read it
+#[allow(dead_code)]
+#[path = "metrics/http.rs"]
+mod http;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -86,7 +93,7 @@ async fn an_idle_cluster_talks_by_liveness_alone() {
         println!("quiesced groups per node after the window: {still_quiet:?}");
         // the liveness tick: max(heartbeat, election min / 3)
         let tick = HEARTBEAT.max(ELECTION.0 / 3);
-        let ticks_at_most = (secs / tick.as_secs_f64()).ceil() as u64 + 1;
+        let rounds_at_most = (secs / tick.as_secs_f64()).ceil() as u64 + 1;
         for (id, a) in &after {
             let d = |k: &str| a[k] - before[id][k];
             assert_eq!(
@@ -99,12 +106,57 @@ async fn an_idle_cluster_talks_by_liveness_alone() {
                 "node {id}'s liveness answers brought no clock"
             );
             assert!(
-                d("liveness_sent") <= 2 * ticks_at_most,
+                d("liveness_sent") <= 2 * rounds_at_most,
                 "node {id} sent {} liveness messages to 2 peers in {secs:.1} s: more than one per peer per {tick:?}",
                 d("liveness_sent")
             );
         }
+        // the periodic loops while quiet: the leader scan waits for a
+        // group to wake, the clock loop runs every 5 s (awake: 4/s and
+        // 2/s; the bounds leave room for one group waking within the
+        // window). Reconcile keeps its interval (`reconcile_passes` is
+        // printed only: stretched while quiet, a cluster test's start
+        // stalled; not understood yet)
+        for (id, a) in &after {
+            let d = |k: &str| a[k] - before[id][k];
+            assert!(
+                d("leader_scans") <= 4,
+                "node {id} scanned its leaders {} times in {secs:.1} s while quiet",
+                d("leader_scans")
+            );
+            assert!(
+                d("clock_rounds") <= 3,
+                "node {id} ran its clock loop {} times in {secs:.1} s while quiet",
+                d("clock_rounds")
+            );
+        }
+        // a leader change on a quiet cluster is still counted: the node
+        // leading shard 0 stops (handing its groups over), and the other
+        // nodes' leader scans, woken with the groups, count the new leaders
+        let gone = c.leader_of(0).await.expect("shard 0 has a leader");
+        let stays = *c.nodes.keys().find(|id| **id != gone).unwrap();
+        let metrics = c.node(stays).metrics_addr().expect("metrics served");
+        let changes_before = leader_changes(metrics).await;
+        c.stop(gone).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while leader_changes(metrics).await <= changes_before {
+            assert!(
+                Instant::now() < deadline,
+                "no leader change counted after node {gone} (leader of shard 0) stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         c.stop_all().await;
     })
     .await;
+}
+
+/// `admit_leader_changes_total` on the page at `addr` (0 before the first).
+async fn leader_changes(addr: std::net::SocketAddr) -> f64 {
+    let page = http::scrape(addr).await;
+    http::samples(&page)
+        .into_iter()
+        .filter(|((name, _), _)| name == "admit_leader_changes_total")
+        .map(|(_, v)| v)
+        .sum()
 }

@@ -162,6 +162,8 @@ mod ctx;
 
 mod registry;
 mod relay;
+// issue 14: the periodic loops while the node is quiet
+mod quiet;
 
 // the /metrics page and its HTTP endpoint (docs/metrics.md)
 mod scrape;

@@ -140,17 +140,21 @@ pub(crate) fn carry_clocks(ctx: &Arc<Ctx>) {
 /// [`crate::skew::SAMPLE_EVERY`] (by a call to the peers whose samples do
 /// not arrive on liveness), publishes the skew, and, while this
 /// node's clock is beyond the bound, hands the shards it leads to another
-/// voter (it would refuse their writes anyway).
+/// voter (it would refuse their writes anyway). While every group here is
+/// quiesced and liveness brings every sample, only every
+/// [`crate::quiet::QUIET_CLOCK_EVERY`] or when a group wakes.
 pub(crate) async fn watch_clocks(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let routing = &ctx.routing;
     let mut interval = tokio::time::interval(crate::skew::SAMPLE_EVERY);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut handed: HashMap<u32, Instant> = HashMap::new();
+    let mut quiet = routing.raft.quiet();
     loop {
         tokio::select! {
             _ = interval.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        routing.wakeups.clocks.fetch_add(1, Ordering::Relaxed);
         if !routing.clustered() {
             continue;
         }
@@ -158,15 +162,17 @@ pub(crate) async fn watch_clocks(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>)
         routing.skew.retain(|id| nodes.iter().any(|n| n.id == id));
         let info = ReqInfo::current().within(SAMPLE_WAIT);
         // peers whose liveness answers carry their clock need no call
-        let calls = nodes
+        let uncarried: Vec<_> = nodes
             .into_iter()
             .filter(|n| !routing.skew.carried_within(n.id, CARRIED_FRESH))
-            .map(|node| async move {
-                routing.skew.unary_calls.fetch_add(1, Ordering::Relaxed);
-                let sent = Instant::now();
-                let r = routing.peers.call(&node, &NodeReq::ReadClock, info).await;
-                (node.id, sent.elapsed(), r)
-            });
+            .collect();
+        let all_carried = uncarried.is_empty();
+        let calls = uncarried.into_iter().map(|node| async move {
+            routing.skew.unary_calls.fetch_add(1, Ordering::Relaxed);
+            let sent = Instant::now();
+            let r = routing.peers.call(&node, &NodeReq::ReadClock, info).await;
+            (node.id, sent.elapsed(), r)
+        });
         for (id, rtt, r) in join_all(calls).await {
             if let Ok(Ok(NodeResp::Clock(theirs))) = r.map(|env| env.result) {
                 routing.skew.record(id, theirs, rtt, Instant::now());
@@ -174,8 +180,17 @@ pub(crate) async fn watch_clocks(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>)
         }
         let m = routing.skew.measure(routing.now());
         crate::telemetry::clock_skew(m.skew_ms, &m.peers);
-        if m.skew_ms > routing.skew.max_offset().as_millis() as i64 {
+        let beyond = m.skew_ms > routing.skew.max_offset().as_millis() as i64;
+        if beyond {
             give_away_leadership(routing, &mut handed).await;
+        }
+        // quiet: nothing to call, nothing to hand over; the next round
+        // after the longer period, or at once when a group wakes
+        if all_carried && !beyond && *quiet.borrow_and_update() {
+            let rest = crate::quiet::QUIET_CLOCK_EVERY.saturating_sub(crate::skew::SAMPLE_EVERY);
+            if !crate::quiet::while_quiet(&mut quiet, Some(rest), &mut stop).await {
+                return;
+            }
         }
     }
 }

@@ -812,13 +812,14 @@ impl Running {
 
     // --- issue 14: what an idle node does ---
     /// Test helper: counters of an idle node's own traffic so far: the
-    /// quiescence loop's ticks, liveness messages sent, clock samples they
+    /// quiescence loop's liveness rounds, liveness messages sent, clock samples they
     /// brought, unary clock calls, node-pair stream batches and frames.
     #[doc(hidden)]
     pub fn idle_counters(&self) -> Vec<(&'static str, u64)> {
         let raft = &self.ctx.routing.raft;
         let q = raft.idle_counters();
         let (batches, frames) = raft.stream_counters();
+        let w = &self.ctx.routing.wakeups;
         let unary = self
             .ctx
             .routing
@@ -826,12 +827,22 @@ impl Running {
             .unary_calls
             .load(std::sync::atomic::Ordering::Relaxed);
         vec![
-            ("quiesce_ticks", q.ticks),
+            ("liveness_rounds", q.liveness_rounds),
             ("liveness_sent", q.liveness_sent),
             ("liveness_clock_samples", q.clock_samples),
             ("unary_clock_calls", unary),
             ("stream_batches", batches),
             ("stream_frames", frames),
+            // wake-ups of the periodic loops
+            (
+                "leader_scans",
+                w.leaders.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            (
+                "clock_rounds",
+                w.clocks.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            ("reconcile_passes", q.reconcile_passes),
         ]
     }
 

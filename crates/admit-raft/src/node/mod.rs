@@ -196,9 +196,13 @@ impl<A: App> RaftNode<A> {
         self.inner.stir(shard as usize);
         // a leader idle for most of its lease (a quiesced group's) renews
         // it first, or openraft would refuse the entry (quiesce.rs, "The
-        // first proposal after an idle spell")
-        if self.lease_lapsing(shard) {
-            self.renew_lease(shard).await;
+        // first proposal after an idle spell"); looked at only after a
+        // quiesced spell led here, not on every write
+        if let Some(spell) = self.inner.quiet.lease_unchecked(shard as usize) {
+            if self.lease_lapsing(shard) {
+                self.renew_lease(shard).await;
+            }
+            self.inner.quiet.lease_checked(shard as usize, spell);
         }
         let r = p.propose(cmds, self.inner.config.write_timeout).await;
         match (r, self.inner.journal.failure.get()) {

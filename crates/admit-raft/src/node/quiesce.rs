@@ -50,7 +50,10 @@
 //! the lease was refused that way (callers retried it as "not leader").
 //! [`RaftNode::write`] therefore checks, before proposing, whether this
 //! node leads the group and its last quorum acknowledgement is three
-//! quarters of a lease old or older; then it sends a heartbeat round and
+//! quarters of a lease old or older (only for the proposals after a spell
+//! quiesced led here, until one has checked: an awake leader's heartbeats
+//! keep its lease fresh, so the write path pays two atomic loads, not a
+//! read of the metrics); then it sends a heartbeat round and
 //! waits (at most a lease) until a quorum acknowledged a heartbeat sent
 //! after it asked, and proposes. It is the same heartbeat round the lease
 //! would take anyway; the proposal only waits for it instead of failing.
@@ -102,7 +105,7 @@
 //! config.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -135,6 +138,11 @@ struct Slot {
     leader: AtomicU64,
     /// Following: when that leader last listed the group (ns since epoch).
     confirmed_ns: AtomicU64,
+    /// How many times the group quiesced led here, and how many of those
+    /// spells a proposal has since checked the lease after (see
+    /// [`Quiet::lease_unchecked`]): the write path's gate.
+    led_spells: AtomicU64,
+    lease_checked: AtomicU64,
     /// Serializes the state changes (never held on the fast path).
     lock: Mutex<()>,
 }
@@ -150,8 +158,13 @@ pub(super) struct Quiet {
     heard: Mutex<HashMap<u64, u64>>,
     /// The service clock liveness carries, once the server above set it.
     clock: ClockCell,
-    /// What the loop did, for tests and benches.
-    ticks: AtomicU64,
+    /// Groups not quiesced here, and whether that is none (the node is
+    /// quiet: see [`RaftNode::quiet`]).
+    awake: AtomicUsize,
+    all_quiet: tokio::sync::watch::Sender<bool>,
+    /// What the loops did, for tests and benches.
+    liveness_rounds: AtomicU64,
+    pub(super) reconcile_passes: AtomicU64,
     liveness_sent: AtomicU64,
     clock_samples: Arc<AtomicU64>,
 }
@@ -186,12 +199,14 @@ impl std::fmt::Debug for ClockCell {
 /// node's own traffic; tests and benches read it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IdleCounters {
-    /// Wake-ups of the loop.
-    pub ticks: u64,
+    /// Rounds of the loop (each sends liveness to every peer node).
+    pub liveness_rounds: u64,
     /// Liveness messages sent (one per peer node per liveness tick).
     pub liveness_sent: u64,
     /// Clock samples taken from liveness answers.
     pub clock_samples: u64,
+    /// Passes of the reconcile loop.
+    pub reconcile_passes: u64,
 }
 
 /// One node's liveness message to another, once per tick.
@@ -211,7 +226,10 @@ impl Quiet {
             slots: (0..groups).map(|_| Slot::default()).collect(),
             heard: Mutex::new(HashMap::new()),
             clock: ClockCell(OnceLock::new()),
-            ticks: AtomicU64::new(0),
+            awake: AtomicUsize::new(groups),
+            all_quiet: tokio::sync::watch::channel(false).0,
+            liveness_rounds: AtomicU64::new(0),
+            reconcile_passes: AtomicU64::new(0),
             liveness_sent: AtomicU64::new(0),
             clock_samples: Arc::default(),
         }
@@ -233,6 +251,43 @@ impl Quiet {
         self.slots
             .get(g)
             .is_some_and(|s| s.state.load(Ordering::Acquire) == LEADING)
+    }
+
+    /// Group `g` quiesced led here since a proposal last checked its lease:
+    /// returns the spell to hand to [`Self::lease_checked`] once checked.
+    /// Only such a group can lead with a lapsed lease that a heartbeat
+    /// round renews (an awake leader's heartbeats keep it fresh; one cut
+    /// off cannot renew it), so the write path checks the lease only then:
+    /// two atomic loads otherwise.
+    pub(super) fn lease_unchecked(&self, g: usize) -> Option<u64> {
+        let s = self.slots.get(g)?;
+        let spell = s.led_spells.load(Ordering::Acquire);
+        (s.lease_checked.load(Ordering::Acquire) < spell).then_some(spell)
+    }
+
+    /// A proposal checked (and renewed if needed) the lease of group `g`
+    /// after its quiesced spell `spell`. Not cleared at the wake: the
+    /// proposals that arrive while the first one renews must wait too.
+    pub(super) fn lease_checked(&self, g: usize, spell: u64) {
+        if let Some(s) = self.slots.get(g) {
+            s.lease_checked.fetch_max(spell, Ordering::AcqRel);
+        }
+    }
+
+    /// A group went quiesced (`false`) or woke (`true`): counts it, and
+    /// tells the watchers of [`RaftNode::quiet`] when the node turns quiet
+    /// or stops being so (the count is read under the watch's lock, so the
+    /// last of two racing changes publishes the final state).
+    fn settle(&self, woke: bool) {
+        if woke {
+            self.awake.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.awake.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.all_quiet.send_if_modified(|q| {
+            let now = self.awake.load(Ordering::SeqCst) == 0;
+            std::mem::replace(q, now) != now
+        });
     }
 
     /// Whether `node` sent a liveness message within `within`.
@@ -409,6 +464,7 @@ impl<A: App> Inner<A> {
         let _guard = lock(&slot.lock);
         let was = slot.state.swap(ACTIVE, Ordering::SeqCst);
         if was != ACTIVE {
+            self.quiet.settle(true);
             sw.ticking(true);
             if was == LEADING {
                 sw.beat();
@@ -427,6 +483,8 @@ impl<A: App> Inner<A> {
             slot.state.store(ACTIVE, Ordering::SeqCst);
             return;
         }
+        slot.led_spells.fetch_add(1, Ordering::AcqRel);
+        self.quiet.settle(false);
         sw.ticking(false);
         tracing::trace!(group = g, term, "group quiesced (leader)");
     }
@@ -442,6 +500,7 @@ impl<A: App> Inner<A> {
         slot.confirmed_ns
             .store(self.quiet.now_ns(), Ordering::Release);
         slot.state.store(FOLLOWING, Ordering::SeqCst);
+        self.quiet.settle(false);
         sw.ticking(false);
         tracing::trace!(group = g, leader, term, "group quiesced (follower)");
     }
@@ -569,7 +628,7 @@ impl<A: App> Inner<A> {
             quiesced: led_quiesced,
         };
         let ttl = self.config.election_timeout.0;
-        self.quiet.ticks.fetch_add(1, Ordering::Relaxed);
+        self.quiet.liveness_rounds.fetch_add(1, Ordering::Relaxed);
         self.quiet
             .liveness_sent
             .fetch_add(peers.len() as u64, Ordering::Relaxed);
@@ -659,9 +718,10 @@ impl<A: App> RaftNode<A> {
     pub fn idle_counters(&self) -> IdleCounters {
         let q = &self.inner.quiet;
         IdleCounters {
-            ticks: q.ticks.load(Ordering::Relaxed),
+            liveness_rounds: q.liveness_rounds.load(Ordering::Relaxed),
             liveness_sent: q.liveness_sent.load(Ordering::Relaxed),
             clock_samples: q.clock_samples.load(Ordering::Relaxed),
+            reconcile_passes: q.reconcile_passes.load(Ordering::Relaxed),
         }
     }
 
@@ -718,6 +778,17 @@ impl<A: App> RaftNode<A> {
                 _ => return false,
             }
         }
+    }
+
+    /// Whether every group of this node (the metadata group included) is
+    /// quiesced, as a watch. While it is `true` no group here ticks, and no
+    /// leader, term or log changes here without a group waking first (any
+    /// message, proposal or lease check wakes its group, which turns it
+    /// `false`): the periodic loops above may wait for that instead of
+    /// polling. Never `true` with quiescence off, nor while this node holds
+    /// a group it is no member of (such a group never quiesces).
+    pub fn quiet(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.quiet.all_quiet.subscribe()
     }
 
     /// Whether `shard`'s group is quiesced on this node (led or followed).

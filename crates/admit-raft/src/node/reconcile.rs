@@ -39,6 +39,10 @@ impl<A: App> RaftNode<A> {
                 }
                 let Some(inner) = weak.upgrade() else { break };
                 let node = RaftNode { inner };
+                node.inner
+                    .quiet
+                    .reconcile_passes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::select! {
                     _ = &mut stop_rx => break,
                     _ = node.reconcile_once() => {}

@@ -89,6 +89,8 @@ pub(crate) struct Routing {
     joined: std::sync::RwLock<Option<BTreeSet<u64>>>,
     /// The other nodes' clocks as sampled here: the bound on stamping.
     pub skew: crate::skew::Skew,
+    /// Wake-ups of the periodic loops (issue 14; `crate::quiet`).
+    pub wakeups: crate::quiet::LoopWakeups,
 }
 
 /// The active node set and the placement table computed for it.
@@ -137,6 +139,7 @@ impl Routing {
             placement: Mutex::new(None),
             joined: std::sync::RwLock::new(None),
             skew: crate::skew::Skew::new(m.max_clock_offset, clock.is_test()),
+            wakeups: Default::default(),
             clock,
         }
     }

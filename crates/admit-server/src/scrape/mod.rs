@@ -377,16 +377,26 @@ fn per_scope(tops: &[&ScopeSummary], now: Ts, p: &mut Page) {
 }
 
 /// Counts leader changes of every shard, as this node sees them, until
-/// `stop` (polling: a change undone within one period is missed).
+/// `stop` (polling: a change undone within one period is missed). While
+/// every group here is quiesced no leader changes without a group waking,
+/// so the loop waits for that instead (`crate::quiet`).
 pub(crate) async fn watch_leaders(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let raft = ctx.routing.raft.clone();
     let mut last: Vec<Option<u64>> = vec![None; raft.shards() as usize];
     let mut every = tokio::time::interval(Duration::from_millis(250));
+    let mut quiet = raft.quiet();
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        ctx.routing
+            .wakeups
+            .leaders
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // read before the scan: quiet already, the scan sees every change
+        // until a group wakes
+        let quiet_now = *quiet.borrow_and_update();
         // each shard's leader from its metrics (shard_infos would also
         // build the placement table: most of an idle node's CPU here)
         for (shard, slot) in (0..raft.shards()).zip(last.iter_mut()) {
@@ -396,6 +406,9 @@ pub(crate) async fn watch_leaders(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>
                 }
                 *slot = Some(l);
             }
+        }
+        if quiet_now && !crate::quiet::while_quiet(&mut quiet, None, &mut stop).await {
+            return;
         }
     }
 }
