@@ -594,9 +594,15 @@ async fn admin_changes_are_audited_without_tokens() {
             .filter(|l| l.contains("method="))
             .collect();
         assert_eq!(ok.len(), 1, "{ok:?}");
-        // and the replica that applied it names the caller too
+        // and the replica that applied it names the caller too: the
+        // registration, and the scope claim written for it on the number's
+        // home shard (issue 11, item 9), both in the caller's name
         let applied = applied_lines(&log, "15557771", "ops");
-        assert_eq!(applied.len(), 1, "{applied:?}");
+        let registered = applied.iter().filter(|l| l.contains("RegisterNumber"));
+        assert_eq!(registered.count(), 1, "{applied:?}");
+        let claimed = applied.iter().filter(|l| l.contains("ClaimScope"));
+        assert_eq!(claimed.count(), 1, "{applied:?}");
+        assert_eq!(applied.len(), 2, "{applied:?}");
         for part in ["caller=\"ops\"", "Admin.RegisterNumber", "result=\"ok\""] {
             assert!(ok[0].contains(part), "{part} in {}", ok[0]);
         }
