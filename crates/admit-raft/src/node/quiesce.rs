@@ -290,6 +290,77 @@ impl Quiet {
         });
     }
 
+    /// Wakes group `g` (ticker on; a heartbeat at once if it was led
+    /// here): whether it was quiesced.
+    fn wake(&self, g: usize, sw: &dyn Switch) -> bool {
+        let Some(slot) = self.slots.get(g) else {
+            return false;
+        };
+        let _guard = lock(&slot.lock);
+        let was = slot.state.swap(ACTIVE, Ordering::SeqCst);
+        if was == ACTIVE {
+            return false;
+        }
+        self.settle(true);
+        sw.ticking(true);
+        if was == LEADING {
+            sw.beat();
+        }
+        true
+    }
+
+    /// Quiesces group `g` as its leader in `term`: whether it did. Only
+    /// an active group: the loop read its state before this lock, and a
+    /// follower quiesce (a liveness message) or a wake may have run since;
+    /// quiescing over those would count the group asleep twice, or awake
+    /// when it is not, and [`RaftNode::quiet`] would be wrong from then on.
+    fn quiesce_led(&self, g: usize, sw: &dyn Switch, term: u64) -> bool {
+        let Some(slot) = self.slots.get(g) else {
+            return false;
+        };
+        let _guard = lock(&slot.lock);
+        if slot.state.load(Ordering::SeqCst) != ACTIVE {
+            return false;
+        }
+        slot.term.store(term, Ordering::Release);
+        slot.state.store(LEADING, Ordering::SeqCst);
+        if slot.touched.swap(false, Ordering::SeqCst) {
+            // touched meanwhile: stay awake
+            slot.state.store(ACTIVE, Ordering::SeqCst);
+            return false;
+        }
+        slot.led_spells.fetch_add(1, Ordering::AcqRel);
+        self.settle(false);
+        sw.ticking(false);
+        true
+    }
+
+    /// Quiesces group `g` as a follower of `leader` in `term` (confirmed
+    /// at `now_ns`): whether it did (only an active group).
+    fn quiesce_followed(
+        &self,
+        g: usize,
+        sw: &dyn Switch,
+        leader: u64,
+        term: u64,
+        now_ns: u64,
+    ) -> bool {
+        let Some(slot) = self.slots.get(g) else {
+            return false;
+        };
+        let _guard = lock(&slot.lock);
+        if slot.state.load(Ordering::SeqCst) != ACTIVE {
+            return false;
+        }
+        slot.leader.store(leader, Ordering::Release);
+        slot.term.store(term, Ordering::Release);
+        slot.confirmed_ns.store(now_ns, Ordering::Release);
+        slot.state.store(FOLLOWING, Ordering::SeqCst);
+        self.settle(false);
+        sw.ticking(false);
+        true
+    }
+
     /// Whether `node` sent a liveness message within `within`.
     pub(super) fn heard_within(&self, node: u64, within: Duration) -> bool {
         let now = self.now_ns();
@@ -458,51 +529,27 @@ impl<A: App> Inner<A> {
     }
 
     fn wake(&self, g: usize) {
-        let (Some(slot), Some(sw)) = (self.quiet.slots.get(g), self.switch(g)) else {
+        let (Some(_), Some(sw)) = (self.quiet.slots.get(g), self.switch(g)) else {
             return;
         };
-        let _guard = lock(&slot.lock);
-        let was = slot.state.swap(ACTIVE, Ordering::SeqCst);
-        if was != ACTIVE {
-            self.quiet.settle(true);
-            sw.ticking(true);
-            if was == LEADING {
-                sw.beat();
-            }
+        if self.quiet.wake(g, sw) {
             tracing::trace!(group = g, "group woken");
         }
     }
 
     fn quiesce_leader(&self, g: usize, sw: &dyn Switch, term: u64) {
-        let slot = &self.quiet.slots[g];
-        let _guard = lock(&slot.lock);
-        slot.term.store(term, Ordering::Release);
-        slot.state.store(LEADING, Ordering::SeqCst);
-        if slot.touched.swap(false, Ordering::SeqCst) {
-            // touched meanwhile: stay awake
-            slot.state.store(ACTIVE, Ordering::SeqCst);
-            return;
+        if self.quiet.quiesce_led(g, sw, term) {
+            tracing::trace!(group = g, term, "group quiesced (leader)");
         }
-        slot.led_spells.fetch_add(1, Ordering::AcqRel);
-        self.quiet.settle(false);
-        sw.ticking(false);
-        tracing::trace!(group = g, term, "group quiesced (leader)");
     }
 
     fn quiesce_follower(&self, g: usize, sw: &dyn Switch, leader: u64, term: u64) {
-        let slot = &self.quiet.slots[g];
-        let _guard = lock(&slot.lock);
-        if slot.state.load(Ordering::SeqCst) != ACTIVE {
-            return;
+        if self
+            .quiet
+            .quiesce_followed(g, sw, leader, term, self.quiet.now_ns())
+        {
+            tracing::trace!(group = g, leader, term, "group quiesced (follower)");
         }
-        slot.leader.store(leader, Ordering::Release);
-        slot.term.store(term, Ordering::Release);
-        slot.confirmed_ns
-            .store(self.quiet.now_ns(), Ordering::Release);
-        slot.state.store(FOLLOWING, Ordering::SeqCst);
-        self.quiet.settle(false);
-        sw.ticking(false);
-        tracing::trace!(group = g, leader, term, "group quiesced (follower)");
     }
 
     /// A liveness message arrived (the transport's `LIVENESS` kind); the
@@ -818,6 +865,102 @@ mod tests {
         assert!(q.is_quiesced(1) && q.leads_quiesced(1));
         assert!(q.is_quiesced(2) && !q.leads_quiesced(2));
         assert!(!q.is_quiesced(3), "no such group");
+    }
+
+    /// A group's switches as the tests see them: the ticker and the beats.
+    #[derive(Default)]
+    struct Switches {
+        ticking: AtomicBool,
+        beats: AtomicU64,
+    }
+
+    impl Switch for Switches {
+        fn view(&self, _: u64) -> View {
+            unreachable!("the transitions never read the metrics")
+        }
+        fn glance(&self, _: u64) -> (Role, u64, (Option<u64>, Option<u64>)) {
+            unreachable!("the transitions never read the metrics")
+        }
+        fn ticking(&self, on: bool) {
+            self.ticking.store(on, Ordering::SeqCst);
+        }
+        fn beat(&self) {
+            self.beats.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn awake(q: &Quiet) -> usize {
+        q.awake.load(Ordering::SeqCst)
+    }
+
+    /// The loop read group 0 active and its metrics as led here; before it
+    /// took the slot's lock, a liveness message quiesced the group as a
+    /// follower (a newer term's leader listed it). The leader quiesce must
+    /// leave the group as it is: counted asleep once, not twice.
+    #[test]
+    fn a_leader_quiesce_after_a_follower_quiesce_changes_nothing() {
+        let q = Quiet::new(2, Some(Duration::from_millis(300)));
+        let sw = Switches::default();
+        sw.ticking(true);
+        let quiet = q.all_quiet.subscribe();
+        assert!(q.quiesce_followed(0, &sw, 2, 7, q.now_ns()));
+        assert!(!q.quiesce_led(0, &sw, 6), "not active: not quiesced");
+        assert_eq!(q.slots[0].state.load(Ordering::SeqCst), FOLLOWING);
+        assert_eq!(q.slots[0].term.load(Ordering::SeqCst), 7);
+        assert_eq!(awake(&q), 1, "group 1 is still awake");
+        assert!(!*quiet.borrow());
+        // the other group quiesces: the node is quiet
+        assert!(q.quiesce_led(1, &sw, 3));
+        assert_eq!(awake(&q), 0);
+        assert!(*quiet.borrow());
+        // and a wake of each is counted once
+        assert!(q.wake(0, &sw));
+        assert!(!*quiet.borrow());
+        assert!(q.wake(1, &sw));
+        assert_eq!(awake(&q), 2);
+        assert!(q.quiesce_led(0, &sw, 8) && q.quiesce_led(1, &sw, 3));
+        assert!(*quiet.borrow(), "quiet again once every group quiesced");
+    }
+
+    /// The same race, with the group touched meanwhile: the leader quiesce
+    /// must not turn a quiesced follower active behind the count's back.
+    #[test]
+    fn a_touched_leader_quiesce_leaves_a_quiesced_follower_counted() {
+        let q = Quiet::new(1, Some(Duration::from_millis(300)));
+        let sw = Switches::default();
+        let quiet = q.all_quiet.subscribe();
+        assert!(q.quiesce_followed(0, &sw, 2, 7, q.now_ns()));
+        assert!(*quiet.borrow());
+        q.slots[0].touched.store(true, Ordering::SeqCst);
+        assert!(!q.quiesce_led(0, &sw, 6));
+        assert_eq!(q.slots[0].state.load(Ordering::SeqCst), FOLLOWING);
+        assert_eq!((awake(&q), *quiet.borrow()), (0, true));
+        // its wake counts it awake once
+        assert!(q.wake(0, &sw));
+        assert!(!q.wake(0, &sw), "already awake");
+        assert_eq!((awake(&q), *quiet.borrow()), (1, false));
+        assert!(sw.ticking.load(Ordering::SeqCst));
+        assert_eq!(
+            sw.beats.load(Ordering::SeqCst),
+            0,
+            "a follower does not beat"
+        );
+    }
+
+    /// A wake between the loop's read and its lock leaves an active group,
+    /// which quiesces once: a second quiesce (of either kind) is refused.
+    #[test]
+    fn a_group_quiesces_once_whichever_quiesce_comes_second() {
+        let q = Quiet::new(1, Some(Duration::from_millis(300)));
+        let sw = Switches::default();
+        assert!(q.quiesce_led(0, &sw, 4));
+        assert!(!q.quiesce_led(0, &sw, 4));
+        assert!(!q.quiesce_followed(0, &sw, 2, 4, q.now_ns()));
+        assert_eq!(q.slots[0].led_spells.load(Ordering::SeqCst), 1);
+        assert_eq!(awake(&q), 0);
+        assert!(q.wake(0, &sw));
+        assert_eq!(sw.beats.load(Ordering::SeqCst), 1, "a woken leader beats");
+        assert_eq!(awake(&q), 1);
     }
 
     #[test]
