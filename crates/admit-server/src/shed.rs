@@ -31,13 +31,22 @@
 //! misses: the runtime polls the task it spawned last first, so under a
 //! long queue the newest calls look prompt while older ones starve.
 //!
+//! **Calls parked for a leader are not busy.** A call that waits in
+//! routing for a shard's leader (the backoff between attempts while a
+//! shard fails over, `routing::retry`) uses no CPU here; counted
+//! as under way, a failover under heavy load would fill the budget with
+//! such calls and refuse sends to healthy shards. The shed layer runs each
+//! call with its [`Lateness`] as a task-local, and [`parked`] takes the
+//! call out of the count used by both rules while it waits (the call
+//! itself is still answered, and counted in the rate, as before).
+//!
 //! Only the `AdmitSend` service is shed: health checks, reflection, the
 //! admin and cluster services must get through an overload (a probe that
 //! fails under load gets the pod restarted; an operator must still act).
 //!
 //! Runs on the monotonic clock (it protects the process), with no state
-//! but two atomics. May import: http, tower, tonic (the status), tokio's
-//! `Instant` via std.
+//! but a few atomics. May import: http, tower, tonic (the status), std's
+//! `Instant`, tokio's task-locals (the call being served).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -92,6 +101,8 @@ pub struct Lateness {
     budget: AtomicU64,
     /// Calls of the shed service handed to it and not yet answered.
     busy: AtomicU64,
+    /// Those of them parked waiting for a shard's leader ([`parked`]).
+    parked: AtomicU64,
     /// Microseconds since [`epoch`] until which the node counts as late.
     late_until_us: AtomicU64,
     /// The retry hint given with a refusal.
@@ -117,6 +128,7 @@ impl Lateness {
         Arc::new(Lateness {
             limit_us,
             busy: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
             answered: AtomicU64::new(0),
             rate_at_us: AtomicU64::new(0),
             answered_then: AtomicU64::new(0),
@@ -154,7 +166,15 @@ impl Lateness {
     /// Whether the calls under way are already more than the node answers
     /// within the limit.
     fn over_budget(&self) -> bool {
-        self.busy.load(Ordering::Relaxed) >= self.budget.load(Ordering::Relaxed)
+        self.working() >= self.budget.load(Ordering::Relaxed)
+    }
+
+    /// Calls under way that are not parked waiting for a leader. The two
+    /// counts are read apart, so the difference may be off by a call or
+    /// two for a moment (never below zero).
+    fn working(&self) -> u64 {
+        let parked = self.parked.load(Ordering::Relaxed);
+        self.busy.load(Ordering::Relaxed).saturating_sub(parked)
     }
 
     /// Whether a call arriving at `now` is refused at once.
@@ -187,9 +207,11 @@ impl Lateness {
 struct Busy(Arc<Lateness>);
 
 impl Busy {
+    /// Counts a call in; also returns the calls now under way and not
+    /// parked (this one included).
     fn enter(l: &Arc<Lateness>) -> (Busy, u64) {
-        let n = l.busy.fetch_add(1, Ordering::Relaxed) + 1;
-        (Busy(l.clone()), n)
+        l.busy.fetch_add(1, Ordering::Relaxed);
+        (Busy(l.clone()), l.working())
     }
 }
 
@@ -197,6 +219,38 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+tokio::task_local! {
+    /// The lateness of the shed call this task serves (absent outside one:
+    /// other services, relayed calls, background work).
+    static CALL: Arc<Lateness>;
+}
+
+/// A shed call parked waiting for a shard's leader: out of the busy count
+/// that the budget and sojourn rules read until dropped.
+struct Parked(Arc<Lateness>);
+
+impl Parked {
+    fn enter() -> Option<Parked> {
+        let l = CALL.try_with(Arc::clone).ok()?;
+        l.parked.fetch_add(1, Ordering::Relaxed);
+        Some(Parked(l))
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs `wait`, a wait for a shard's leader (no CPU used here), with the
+/// shed call it belongs to (if any) out of the busy count: a failover must
+/// not fill the budget and refuse sends to healthy shards.
+pub(crate) async fn parked<F: Future>(wait: F) -> F::Output {
+    let _parked = Parked::enter();
+    wait.await
 }
 
 const LATE: &str = "overloaded: this node is running behind, retry later";
@@ -258,7 +312,8 @@ where
         // Created now, polled (and so decoded) only if the call did not
         // wait too long in the run queue.
         let (busy, n) = Busy::enter(&late);
-        let fut = self.inner.call(req);
+        // the handler may park the call while it waits for a leader
+        let fut = CALL.scope(late.clone(), self.inner.call(req));
         Box::pin(async move {
             if late.waited_too_long(arrived, Instant::now(), n) {
                 drop(fut);
@@ -436,6 +491,99 @@ mod tests {
             assert_eq!(status(&f.await.unwrap()), None);
         }
         assert_eq!(status(&svc.call(req(SEND)).await.unwrap()), None);
+    }
+
+    /// A service whose calls park (as routing does while it waits for a
+    /// shard's leader) until the leader is back, and count themselves once
+    /// parked; once it is back, calls are answered at once.
+    #[derive(Clone)]
+    struct Parking {
+        parked: Arc<AtomicU64>,
+        back: tokio::sync::watch::Sender<bool>,
+    }
+
+    impl tower::Service<http::Request<()>> for Parking {
+        type Response = http::Response<()>;
+        type Error = std::convert::Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<http::Response<()>, Self::Error>> + Send>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            let (count, mut back) = (self.parked.clone(), self.back.subscribe());
+            Box::pin(async move {
+                if !*back.borrow() {
+                    parked(async {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        back.wait_for(|b| *b).await.map(drop)
+                    })
+                    .await
+                    .unwrap();
+                }
+                Ok(http::Response::new(()))
+            })
+        }
+    }
+
+    /// Calls parked waiting for a shard's leader (a failover) use no CPU:
+    /// with the whole budget of them parked, a new send is still served,
+    /// and every one of them is answered once the leader is back.
+    #[tokio::test]
+    async fn sends_parked_for_a_leader_leave_the_budget_to_new_sends() {
+        use tower::{Layer, Service};
+        let late = Lateness::new(Duration::from_secs(3_600));
+        let inner = Parking {
+            parked: Arc::default(),
+            back: tokio::sync::watch::channel(false).0,
+        };
+        let mut svc = ShedLayer::new(Some(late.clone())).layer(inner.clone());
+        let waiting: Vec<_> = (0..MIN_BUDGET)
+            .map(|_| tokio::spawn(svc.call(req(SEND))))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while inner.parked.load(Ordering::SeqCst) < MIN_BUDGET {
+            assert!(Instant::now() < deadline, "the calls never parked");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // a new send (to a healthy shard: it does not park) is served
+        let healthy = svc.call(req(SEND));
+        inner.back.send_replace(true);
+        assert_eq!(
+            status(&healthy.await.unwrap()),
+            None,
+            "a send refused while {MIN_BUDGET} calls were parked for a leader"
+        );
+        assert_eq!(late.parked.load(Ordering::SeqCst), MIN_BUDGET);
+        // every parked call is answered, none refused
+        for f in waiting {
+            assert_eq!(status(&f.await.unwrap().unwrap()), None);
+        }
+        assert_eq!(late.busy.load(Ordering::SeqCst), 0);
+        assert_eq!(late.parked.load(Ordering::SeqCst), 0);
+    }
+
+    /// Outside a shed call (another service, a relayed call) parking is a
+    /// plain wait, and a parked call that is dropped leaves no count.
+    #[tokio::test]
+    async fn parking_outside_a_shed_call_or_dropped_leaves_the_counts_as_they_were() {
+        assert_eq!(parked(async { 7 }).await, 7);
+        let late = Lateness::new(Duration::from_secs(3_600));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let counted = late.clone();
+        let call = CALL.scope(late.clone(), async move {
+            let _busy = Busy::enter(&counted);
+            parked(rx).await
+        });
+        let task = tokio::spawn(call);
+        while late.parked.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!((late.busy.load(Ordering::SeqCst), late.working()), (1, 0));
+        task.abort();
+        let _ = task.await;
+        drop(tx);
+        assert_eq!(late.busy.load(Ordering::SeqCst), 0);
+        assert_eq!(late.parked.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

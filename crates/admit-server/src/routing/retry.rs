@@ -37,7 +37,9 @@ impl Retry {
         if self.info.left() <= wait {
             return false;
         }
-        tokio::time::sleep(wait).await;
+        // waiting for a leader (or a reachable one) costs no CPU: not
+        // counted as busy by the overload rules (crate::shed)
+        crate::shed::parked(tokio::time::sleep(wait)).await;
         crate::telemetry::retried();
         true
     }
