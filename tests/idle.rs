@@ -36,6 +36,15 @@ fn counters(c: &TestCluster) -> Counters {
         .collect()
 }
 
+/// 3 nodes, every shard on each, with the production Raft timings.
+async fn start() -> TestCluster {
+    let mut o = ClusterOptions::new(3, 3, at(1, 9)).shards(SHARDS);
+    o.heartbeat = HEARTBEAT;
+    o.election_timeout = ELECTION;
+    o.settle_within = Duration::from_secs(120);
+    TestCluster::start_opts(o).await
+}
+
 /// Waits (generously) until every group of every node is quiesced.
 async fn all_quiesced(c: &TestCluster) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -60,11 +69,7 @@ async fn all_quiesced(c: &TestCluster) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_cluster_talks_by_liveness_alone() {
     one_at_a_time(150, async {
-        let mut o = ClusterOptions::new(3, 3, at(1, 9)).shards(SHARDS);
-        o.heartbeat = HEARTBEAT;
-        o.election_timeout = ELECTION;
-        o.settle_within = Duration::from_secs(120);
-        let mut c = TestCluster::start_opts(o).await;
+        let mut c = start().await;
         all_quiesced(&c).await;
         // liveness answers bring clock samples in (on the frozen test clock
         // the skew bound keeps its first sample of each peer, so the
@@ -159,4 +164,53 @@ async fn leader_changes(addr: std::net::SocketAddr) -> f64 {
         .filter(|((name, _), _)| name == "admit_leader_changes_total")
         .map(|(_, v)| v)
         .sum()
+}
+
+/// Issue 11 (review): a number lookup on a quiet cluster, every group
+/// quiesced for longer than the lease (so no leader holds one), still gets
+/// every shard's answer from one sweep: each node renews the lapsed lease
+/// of the shards it leads before it answers. Asked as a relayed call
+/// (`admit-hops: 1`), which sweeps once and does not retry, an unregistered
+/// number is NOT_FOUND (every shard's leader said so), not UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quiet_cluster_answers_a_lookup_from_every_shard_at_once() {
+    one_at_a_time(150, async {
+        let mut c = start().await;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            all_quiesced(&c).await;
+            // two leases: every leader's last quorum acknowledgement is
+            // older than the half lease a lease answer needs
+            tokio::time::sleep(ELECTION.1 * 2).await;
+            let q: Vec<usize> = c.nodes.values().map(|r| r.quiesced_groups()).collect();
+            if q.iter().any(|n| *n != SHARDS as usize + 1) {
+                // a group woke meanwhile (a loaded machine): idle again
+                assert!(tries < 5, "the cluster never stayed quiet: {q:?}");
+                continue;
+            }
+            break;
+        }
+        for (via, number) in [(1, "100200901"), (2, "100200902"), (3, "100200903")] {
+            let mut r = tonic::Request::new(admit_proto::v1::GetStatusRequest {
+                target: Some(api::number_target(number)),
+            });
+            r.metadata_mut().insert("admit-hops", "1".parse().unwrap());
+            r.set_timeout(Duration::from_secs(10));
+            let e = c
+                .client(via)
+                .await
+                .admin
+                .get_status(r)
+                .await
+                .expect_err("an unregistered number has no status");
+            assert_eq!(
+                e.code(),
+                tonic::Code::NotFound,
+                "lookup via node {via} on a quiet cluster: {e:?}"
+            );
+        }
+        c.stop_all().await;
+    })
+    .await;
 }

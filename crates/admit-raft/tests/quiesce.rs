@@ -139,6 +139,26 @@ async fn a_quiesced_group_wakes_on_a_proposal_without_an_election() {
     }
 }
 
+/// Idles group 0 quiesced under one leader for three leases (so its lease
+/// ran out); returns that leader and its term. A few tries: on a loaded
+/// machine the group may change leader while it settles.
+async fn idle_past_the_lease(nodes: &[Node]) -> (Node, u64) {
+    let mut l = leader_after_a_write(nodes, 0).await;
+    for _ in 0..5 {
+        all_quiesced(nodes, 0).await;
+        let t0 = term(&l, 0);
+        tokio::time::sleep(l.lease() * 3).await;
+        let same = nodes
+            .iter()
+            .all(|n| n.is_quiesced(0) && n.leader(0) == Some(l.node_id()));
+        if same && term(&l, 0) == t0 {
+            return (l, t0);
+        }
+        l = leader_after_a_write(nodes, 0).await;
+    }
+    panic!("the group never stayed quiesced under one leader");
+}
+
 /// openraft takes a proposal only from a leader a quorum acknowledged
 /// within the lease; a quiesced leader's lease runs out while it idles. Its
 /// first proposal after an idle spell longer than the lease must still be
@@ -146,35 +166,39 @@ async fn a_quiesced_group_wakes_on_a_proposal_without_an_election() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiesced_leader_takes_its_first_proposal_after_the_lease_ran_out() {
     let (_dirs, nodes) = start_three(false).await;
-    let mut l = leader_after_a_write(&nodes, 0).await;
-    // a few tries: on a loaded machine the group may change leader while
-    // it settles; each try idles under one leader for three leases
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        all_quiesced(&nodes, 0).await;
-        let t0 = term(&l, 0);
-        tokio::time::sleep(l.lease() * 3).await;
-        let same = nodes
-            .iter()
-            .all(|n| n.is_quiesced(0) && n.leader(0) == Some(l.node_id()));
-        if !same {
-            assert!(
-                tries < 5,
-                "the group never stayed quiesced under one leader"
-            );
-            l = leader_after_a_write(&nodes, 0).await;
-            continue;
-        }
-        let r = l.write(0, add("after-idle", 1)).await;
-        assert!(
-            r.is_ok(),
-            "the quiesced leader refused its first proposal after {:?} idle: {r:?}",
-            l.lease() * 3
-        );
-        assert_eq!(term(&l, 0), t0, "the proposal took no election");
-        break;
+    let (l, t0) = idle_past_the_lease(&nodes).await;
+    let r = l.write(0, add("after-idle", 1)).await;
+    assert!(
+        r.is_ok(),
+        "the quiesced leader refused its first proposal after {:?} idle: {r:?}",
+        l.lease() * 3
+    );
+    assert_eq!(term(&l, 0), t0, "the proposal took no election");
+    for n in &nodes {
+        n.shutdown().await.unwrap();
     }
+}
+
+/// A quiesced leader whose lease ran out renews it when asked to ensure it
+/// (a heartbeat round; a directory sweep asks so before it answers), with
+/// no election; a follower has no lease to ensure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiesced_leader_renews_its_lapsed_lease_when_asked() {
+    let (_dirs, nodes) = start_three(false).await;
+    let (l, t0) = idle_past_the_lease(&nodes).await;
+    // generous: a heartbeat round on loopback, on a loaded machine
+    assert!(
+        l.ensure_lease(0, Duration::from_secs(10)).await,
+        "the quiesced leader did not renew its lease after {:?} idle",
+        l.lease() * 3
+    );
+    assert_eq!(term(&l, 0), t0, "the renewal took no election");
+    let f = nodes.iter().find(|n| n.node_id() != l.node_id()).unwrap();
+    assert!(!f.ensure_lease(0, Duration::from_millis(100)).await);
+    assert!(
+        !l.ensure_lease(99, Duration::from_millis(100)).await,
+        "no such shard"
+    );
     for n in &nodes {
         n.shutdown().await.unwrap();
     }
@@ -226,6 +250,11 @@ async fn a_cut_off_quiesced_leader_has_no_lease_while_a_new_leader_commits() {
         "the cut-off leader served a linearizable read"
     );
     assert!(!old.is_leader_with_lease(0));
+    // nor may it renew its lease (no quorum hears it): the sweep's check
+    assert!(
+        !old.ensure_lease(0, old.lease()).await,
+        "a cut-off leader renewed its lease"
+    );
 
     // back in touch, it follows a newer leader (the new one, or one after
     // it on a loaded machine) and gets the write

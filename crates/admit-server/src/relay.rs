@@ -56,7 +56,7 @@ pub(crate) async fn serve(ctx: &Ctx, req: NodeReq) -> Envelope {
             }
         }
         NodeReq::Read { shard, read } => (Some(shard), ctx.reads.on_leader(shard, read).await),
-        NodeReq::Sweep { sweep } => (None, Ok(NodeResp::Sweep(routing.sweep_here(&sweep)))),
+        NodeReq::Sweep { sweep } => (None, Ok(NodeResp::Sweep(routing.sweep_here(&sweep).await))),
         // a node already past `now` stays there: time never goes back
         NodeReq::SetClock { now } => (
             None,

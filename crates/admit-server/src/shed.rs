@@ -330,6 +330,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
 
     fn at(base: Instant, ms: u64) -> Instant {
         base + Duration::from_millis(ms)
@@ -411,26 +412,41 @@ mod tests {
         assert_eq!(h.get(crate::error::RETRY_AFTER_MS).unwrap(), "20");
     }
 
-    /// A service that counts the calls made to it and the futures polled.
+    type Answer = Pin<Box<dyn Future<Output = Result<http::Response<()>, Infallible>> + Send>>;
+
+    /// A test service: each call runs `F` (which returns its answer).
+    #[derive(Clone)]
+    struct Fake<F>(F);
+
+    impl<F: FnMut() -> Answer> tower::Service<http::Request<()>> for Fake<F> {
+        type Response = http::Response<()>;
+        type Error = Infallible;
+        type Future = Answer;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<()>) -> Answer {
+            (self.0)()
+        }
+    }
+
+    /// Counts the calls made to a [`Fake`] and the futures polled.
     #[derive(Clone, Default)]
     struct Counting {
         calls: Arc<AtomicU64>,
         polled: Arc<AtomicU64>,
     }
 
-    impl tower::Service<http::Request<()>> for Counting {
-        type Response = http::Response<()>;
-        type Error = std::convert::Infallible;
-        type Future = Pin<Box<dyn Future<Output = Result<http::Response<()>, Self::Error>> + Send>>;
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
-        }
-        fn call(&mut self, _: http::Request<()>) -> Self::Future {
-            self.calls.fetch_add(1, Ordering::Relaxed);
-            let polled = self.polled.clone();
-            Box::pin(async move {
-                polled.fetch_add(1, Ordering::Relaxed);
-                Ok(http::Response::new(()))
+    impl Counting {
+        fn service(&self) -> Fake<impl FnMut() -> Answer + Clone> {
+            let c = self.clone();
+            Fake(move || -> Answer {
+                c.calls.fetch_add(1, Ordering::Relaxed);
+                let polled = c.polled.clone();
+                Box::pin(async move {
+                    polled.fetch_add(1, Ordering::Relaxed);
+                    Ok(http::Response::new(()))
+                })
             })
         }
     }
@@ -451,7 +467,7 @@ mod tests {
         use tower::{Layer, Service};
         let limit = Duration::from_millis(200);
         let inner = Counting::default();
-        let mut svc = ShedLayer::new(Some(Lateness::new(limit))).layer(inner.clone());
+        let mut svc = ShedLayer::new(Some(Lateness::new(limit))).layer(inner.service());
         // MIN_BUSY sends under way, none polled yet
         let mut waiting: Vec<_> = (0..MIN_BUSY).map(|_| svc.call(req(SEND))).collect();
         tokio::time::sleep(limit + Duration::from_millis(50)).await;
@@ -479,7 +495,7 @@ mod tests {
         let inner = Counting::default();
         // a limit no call reaches here: only the budget refuses
         let mut svc =
-            ShedLayer::new(Some(Lateness::new(Duration::from_secs(3_600)))).layer(inner.clone());
+            ShedLayer::new(Some(Lateness::new(Duration::from_secs(3_600)))).layer(inner.service());
         let waiting: Vec<_> = (0..MIN_BUDGET).map(|_| svc.call(req(SEND))).collect();
         assert_eq!(inner.calls.load(Ordering::Relaxed), MIN_BUDGET);
         let r = svc.call(req(SEND)).await.unwrap();
@@ -493,34 +509,31 @@ mod tests {
         assert_eq!(status(&svc.call(req(SEND)).await.unwrap()), None);
     }
 
-    /// A service whose calls park (as routing does while it waits for a
-    /// shard's leader) until the leader is back, and count themselves once
-    /// parked; once it is back, calls are answered at once.
+    /// Calls that park (as routing does while it waits for a shard's
+    /// leader) until the leader is back, and count themselves once parked;
+    /// once it is back, calls are answered at once.
     #[derive(Clone)]
     struct Parking {
         parked: Arc<AtomicU64>,
         back: tokio::sync::watch::Sender<bool>,
     }
 
-    impl tower::Service<http::Request<()>> for Parking {
-        type Response = http::Response<()>;
-        type Error = std::convert::Infallible;
-        type Future = Pin<Box<dyn Future<Output = Result<http::Response<()>, Self::Error>> + Send>>;
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
-        }
-        fn call(&mut self, _: http::Request<()>) -> Self::Future {
-            let (count, mut back) = (self.parked.clone(), self.back.subscribe());
-            Box::pin(async move {
-                if !*back.borrow() {
-                    parked(async {
-                        count.fetch_add(1, Ordering::SeqCst);
-                        back.wait_for(|b| *b).await.map(drop)
-                    })
-                    .await
-                    .unwrap();
-                }
-                Ok(http::Response::new(()))
+    impl Parking {
+        fn service(&self) -> Fake<impl FnMut() -> Answer + Clone> {
+            let p = self.clone();
+            Fake(move || -> Answer {
+                let (count, mut back) = (p.parked.clone(), p.back.subscribe());
+                Box::pin(async move {
+                    if !*back.borrow() {
+                        parked(async {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            back.wait_for(|b| *b).await.map(drop)
+                        })
+                        .await
+                        .unwrap();
+                    }
+                    Ok(http::Response::new(()))
+                })
             })
         }
     }
@@ -536,7 +549,7 @@ mod tests {
             parked: Arc::default(),
             back: tokio::sync::watch::channel(false).0,
         };
-        let mut svc = ShedLayer::new(Some(late.clone())).layer(inner.clone());
+        let mut svc = ShedLayer::new(Some(late.clone())).layer(inner.service());
         let waiting: Vec<_> = (0..MIN_BUDGET)
             .map(|_| tokio::spawn(svc.call(req(SEND))))
             .collect();
@@ -592,7 +605,7 @@ mod tests {
         let limit = Duration::from_millis(50);
         for late in [Some(Lateness::new(limit)), None] {
             let inner = Counting::default();
-            let mut svc = ShedLayer::new(late).layer(inner.clone());
+            let mut svc = ShedLayer::new(late).layer(inner.service());
             let waiting: Vec<_> = (0..MIN_BUSY - 1).map(|_| svc.call(req(SEND))).collect();
             tokio::time::sleep(limit * 2).await;
             for f in waiting {

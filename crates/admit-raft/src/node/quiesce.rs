@@ -827,6 +827,50 @@ impl<A: App> RaftNode<A> {
         }
     }
 
+    /// Whether this node leads `shard` with a lease
+    /// ([`Self::is_leader_with_lease`]), renewing a lapsed one first: when
+    /// this node believes it leads the shard but the lease lapsed (a
+    /// quiesced spell, or acknowledgements late under load), it sends a
+    /// heartbeat round and waits, at most `within`, until the lease holds
+    /// again. `false` when another node leads, or no quorum acknowledged
+    /// in time: never `true` without a valid lease. For answers that must
+    /// come from the shard's leader now (a directory sweep), as a proposal
+    /// renews a lapsing lease before it is made.
+    pub async fn ensure_lease(&self, shard: u32, within: Duration) -> bool {
+        // the check wakes a quiesced group (a heartbeat at once)
+        if self.is_leader_with_lease(shard) {
+            return true;
+        }
+        let Some(raft) = self.inner.groups.get(shard as usize) else {
+            return false;
+        };
+        let me = self.node_id();
+        let mut rx = raft.metrics();
+        if role_of::<A>(&rx.borrow_watched(), me) != Role::Leading {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        // an awake leader whose acknowledgements came late: a round now
+        if tokio::time::timeout_at(deadline, raft.trigger().heartbeat())
+            .await
+            .is_err()
+        {
+            return self.is_leader_with_lease(shard);
+        }
+        loop {
+            if self.is_leader_with_lease(shard) {
+                return true;
+            }
+            if role_of::<A>(&rx.borrow_watched(), me) != Role::Leading {
+                return false;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return self.is_leader_with_lease(shard),
+            }
+        }
+    }
+
     /// Whether every group of this node (the metadata group included) is
     /// quiesced, as a watch. While it is `true` no group here ticks, and no
     /// leader, term or log changes here without a group waking first (any

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use admit_core::{NumberId, ScopeKey};
-use futures_util::future::join_all;
+use futures_util::future::{join, join_all};
 
 use super::request::ReqInfo;
 use super::retry::Retry;
@@ -129,11 +129,20 @@ impl Routing {
         })
     }
 
-    /// Answers a sweep for the shards this node leads with a lease.
-    pub(crate) fn sweep_here(&self, q: &SweepReq) -> SweepResp {
-        let led: Vec<u32> = (0..self.shards())
-            .filter(|s| self.raft.is_leader_with_lease(*s))
-            .collect();
+    /// Answers a sweep for the shards this node leads with a lease. A shard
+    /// it leads whose lease lapsed (a quiesced spell, acknowledgements late
+    /// under load) is renewed first, within three quarters of the sweep's
+    /// time (at most a lease), so that the answer is in before the asker
+    /// gives up; one whose renewal fails stays unanswered: never an answer
+    /// without a lease (docs/design.md, "Routing in a cluster").
+    pub(crate) async fn sweep_here(&self, q: &SweepReq) -> SweepResp {
+        let within = (ReqInfo::current().within(SWEEP_WAIT).left() * 3 / 4).min(self.raft.lease());
+        let me = self.raft.node_id();
+        let held = (0..self.shards()).map(|s| async move {
+            (self.raft.leader(s) == Some(me) && self.raft.ensure_lease(s, within).await)
+                .then_some(s)
+        });
+        let led: Vec<u32> = join_all(held).await.into_iter().flatten().collect();
         let items = led
             .iter()
             .map(|s| ShardItem {
@@ -165,9 +174,11 @@ impl Routing {
                 }
             }
         });
-        let mut answers = vec![self.sweep_here(&q)];
+        // this node's own answer may wait for a lease renewal: meanwhile
+        let (here, others) = join(self.sweep_here(&q), join_all(calls)).await;
+        let mut answers = vec![here];
         let mut unknown_at = Vec::new();
-        for a in join_all(calls).await {
+        for a in others {
             match a {
                 Ok(a) => answers.extend(a),
                 Err(node) => unknown_at.push(node),
