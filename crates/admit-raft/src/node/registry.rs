@@ -1,7 +1,10 @@
 //! The node registry from the outside: `add_node` / `remove_node`, callable
 //! on any node, forwarded to the metadata group's leader.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so that a simulation with paused time drives these too
+use tokio::time::Instant;
 
 use openraft::async_runtime::WatchReceiver;
 
