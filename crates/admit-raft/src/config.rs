@@ -99,6 +99,12 @@ pub struct NodeConfig {
     /// set it outside tests.
     #[doc(hidden)]
     pub simulate_power_loss: bool,
+    /// Simulation switch: the journal has no writer thread; each write is
+    /// made (and fsynced, if `fsync`) by its caller at once, so a
+    /// single-threaded simulation with paused time is deterministic. Only
+    /// on a current-thread runtime; never outside tests.
+    #[doc(hidden)]
+    pub inline_journal: bool,
 
     // --- two ports: the peer port (Raft, above) and the public API port ---
     /// This node's public API address (`host:port`), recorded in the
@@ -151,6 +157,7 @@ impl NodeConfig {
             handoff_timeout: Duration::from_secs(3),
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             simulate_power_loss: false,
+            inline_journal: false,
             api_addr: String::new(),
             api_addrs: BTreeMap::new(),
             dialer: None,

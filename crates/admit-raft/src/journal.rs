@@ -118,6 +118,9 @@ pub(crate) struct Journal {
     db: Database,
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Inline mode (a simulation's switch): no thread; the caller of
+    /// `submit` writes and syncs (see [`Inline`]).
+    inline: Option<Inline>,
     pub(crate) stats: Arc<JournalStats>,
     pub(crate) failure: Arc<Failure>,
     mark: Arc<Mark>,
@@ -141,6 +144,7 @@ impl Journal {
         fsync: bool,
         linger: Duration,
         track_unsynced: bool,
+        inline: bool,
     ) -> io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("journal");
@@ -218,16 +222,27 @@ impl Journal {
             mark: fsync.then(|| mark.clone()),
             failure: failure.clone(),
         };
-        let thread = std::thread::Builder::new()
-            .name("admit-raft-journal".into())
-            .spawn(move || worker.run())?;
+        let (tx, thread, inline) = if inline {
+            drop(tx);
+            let inline = Inline {
+                queue: Mutex::new(Vec::new()),
+                worker: Mutex::new(Some(worker)),
+            };
+            (None, None, Some(inline))
+        } else {
+            let thread = std::thread::Builder::new()
+                .name("admit-raft-journal".into())
+                .spawn(move || worker.run())?;
+            (Some(tx), Some(thread), None)
+        };
         Ok(Arc::new(Self {
             logs,
             meta,
             snaps,
             db,
-            tx: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
+            tx: Mutex::new(tx),
+            thread: Mutex::new(thread),
+            inline,
             stats,
             failure,
             mark,
@@ -242,6 +257,9 @@ impl Journal {
     }
 
     fn send(&self, msg: Msg) -> Result<(), Msg> {
+        if let Some(inline) = &self.inline {
+            return inline.send(msg);
+        }
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
             Some(tx) => tx.send(msg).map_err(|e| e.0),
@@ -303,6 +321,10 @@ impl Journal {
     /// Stop the writer thread after it drained its queue, then fsync.
     pub(crate) fn close(&self) -> io::Result<()> {
         let _ = self.send(Msg::Stop);
+        if let Some(inline) = &self.inline {
+            // later ops fail as with a stopped thread
+            lock(&inline.worker).take();
+        }
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
@@ -319,6 +341,72 @@ impl Journal {
 impl Drop for Journal {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+/// Whether the writer goes on after a group.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    More,
+    Stop,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The writer without a thread, for a deterministic simulation: the caller
+/// of `submit` writes and fsyncs at once, so nothing runs beside the
+/// simulation's single thread and no write's timing depends on the
+/// machine. An op submitted from a callback of the group being written
+/// (the callbacks run on the submitting task) is queued and written by the
+/// same caller right after.
+struct Inline {
+    queue: Mutex<Vec<Msg>>,
+    /// `None` once stopped (closed or cut).
+    worker: Mutex<Option<Worker>>,
+}
+
+impl Inline {
+    fn send(&self, msg: Msg) -> Result<(), Msg> {
+        lock(&self.queue).push(msg);
+        // whoever holds the writer drains the queue, this message included
+        let mut worker = match self.worker.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            // single-threaded use only: the holder is this thread's caller
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
+        loop {
+            let group = std::mem::take(&mut *lock(&self.queue));
+            if group.is_empty() {
+                return Ok(());
+            }
+            let Some(w) = worker.as_mut() else {
+                // stopped: what is queued fails
+                drop(worker);
+                for m in group {
+                    fail(m);
+                }
+                return Ok(());
+            };
+            if w.process(group) == Next::Stop {
+                worker.take();
+            }
+        }
+    }
+}
+
+/// Answers a message a stopped writer cannot serve.
+fn fail(m: Msg) {
+    match m {
+        Msg::Op(op) => {
+            if let Some(done) = op.done {
+                done(Err(io_err("journal is closed")));
+            }
+        }
+        Msg::Sync(d) | Msg::PowerCut(d) => d(Err(io_err("journal is closed"))),
+        Msg::Stop => {}
     }
 }
 
@@ -357,8 +445,7 @@ impl Worker {
     }
 
     fn run(mut self) {
-        let mut stop = false;
-        while !stop {
+        loop {
             let first = match self.rx.recv() {
                 Ok(m) => m,
                 Err(_) => break,
@@ -373,6 +460,17 @@ impl Worker {
                     Err(_) => break,
                 }
             }
+            if self.process(group) == Next::Stop {
+                break;
+            }
+        }
+    }
+
+    /// Writes one group of messages, each op as an atomic batch, then makes
+    /// them durable with one fsync and calls their callbacks.
+    fn process(&mut self, group: Vec<Msg>) -> Next {
+        let mut stop = false;
+        {
             let mut dones: Vec<(Done, Option<io::Error>)> = Vec::with_capacity(group.len());
             let mut n_ops = 0u64;
             let mut group = group.into_iter();
@@ -404,7 +502,7 @@ impl Worker {
                             }
                         }
                         reply(self.undo_unsynced());
-                        return;
+                        return Next::Stop;
                     }
                 }
             }
@@ -412,14 +510,14 @@ impl Worker {
             if dones.is_empty() {
                 // Only hints (e.g. committed markers): they ride along with
                 // the next fsync.
-                continue;
+                return if stop { Next::Stop } else { Next::More };
             }
             let mode = if self.fsync {
                 PersistMode::SyncData
             } else {
                 PersistMode::Buffer
             };
-            let started = std::time::Instant::now();
+            let started = std::time::Instant::now(); // a real duration: the fsync's
             let persisted = match self.failure.get() {
                 // no fsync behind a failed write: what it covers is unknown
                 Some(why) => Err(io_err(why)),
@@ -453,6 +551,11 @@ impl Worker {
                 };
                 done(r);
             }
+        }
+        if stop {
+            Next::Stop
+        } else {
+            Next::More
         }
     }
 

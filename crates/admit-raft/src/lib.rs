@@ -308,6 +308,7 @@
 // Modules, lowest first; each imports only from those above it (the
 // node's facade at the bottom is the only one that sees them all):
 //
+//   rt           openraft's runtime: tokio with seedable random draws
 //   types        openraft type config, command/response envelopes
 //   watermark    the journal's high-water mark file
 //   journal      the fjall journal and its group-commit writer thread
@@ -335,6 +336,7 @@ mod node;
 mod pipe;
 pub mod placement;
 mod propose;
+mod rt;
 mod sm;
 mod store;
 mod types;
@@ -352,6 +354,8 @@ pub use config::{
 pub use network::{Dialer, RaftGrpcService};
 pub use node::{IdleCounters, JournalCounters, RaftNode, Registration, ServiceClock};
 pub use pipe::PeerCheck;
+#[doc(hidden)]
+pub use rt::seed_draws;
 pub use types::{CmdData, RespData, TypeConfig};
 
 /// A deterministic replicated state machine: the server's domain engine.

@@ -118,7 +118,7 @@ impl<A: App> openraft::RaftTypeConfig for TypeConfig<A> {
         <LeaderIdT as openraft::vote::RaftLeaderId>::Committed,
         openraft::EntryPayload<Self::D, u64, openraft::impls::BasicNode>,
     >;
-    type AsyncRuntime = openraft::impls::TokioRuntime;
+    type AsyncRuntime = crate::rt::Runtime;
     type Responder<T>
         = CallbackResponder<T>
     where

@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so that a simulation with paused time drives these too
+use tokio::time::Instant;
 
 use openraft::impls::BasicNode;
 use openraft::Raft;
@@ -49,6 +52,7 @@ impl<A: App> RaftNode<A> {
             config.fsync,
             config.group_commit_linger,
             config.simulate_power_loss,
+            config.inline_journal,
         )
         .map_err(StartError::Storage)?;
         check_node_info(&journal, &config).await?;

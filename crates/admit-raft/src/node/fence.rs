@@ -16,7 +16,10 @@
 //! Imports nothing of the node but its facade.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so that a simulation with paused time drives these too
+use tokio::time::Instant;
 
 /// The fence of one group.
 #[derive(Debug, Default)]

@@ -107,7 +107,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so that a simulation with paused time drives these too
+use tokio::time::Instant;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::Instant as _;

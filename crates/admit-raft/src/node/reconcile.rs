@@ -6,7 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, so that a simulation with paused time drives these too
+use tokio::time::Instant;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::impls::BasicNode;

@@ -1,0 +1,952 @@
+//! A seeded, deterministic fault simulation of a whole cluster in one
+//! process (issue 11).
+//!
+//! Three real [`RaftNode`]s (openraft groups, batching proposers,
+//! quiescence, the reconcile loop, the journal on fjall) run on one
+//! current-thread tokio runtime with paused time, so the clock only moves
+//! when every task waits, and nothing runs beside that thread:
+//! * the journal writes inline ([`NodeConfig::inline_journal`]);
+//! * openraft's random draws come from [`admit_raft::seed_draws`];
+//! * the nodes talk over in-memory connections ([`Net`]) dialed through the
+//!   node's [`Dialer`], so the transport is the real gRPC one and the
+//!   faults act on its bytes.
+//!
+//! One seed fixes the whole run: the fault schedule, the load and every
+//! interleaving. Faults: one-way and two-way holds of a link (messages
+//! delayed until the hold ends, in order), a node cut off from both others,
+//! connection resets (what was in flight is lost), a crash with the disk
+//! kept, a power cut (what was not fsynced is lost), at most one node down
+//! at a time. Callers admit ids to scopes with a limit (the App below: the
+//! R3.4 shape, a count that must never pass its limit) through any node,
+//! follow leader hints and retry an unanswered id (a repeat of an id
+//! answers its first decision, like admit's keyed sends), and read counts
+//! on the fast path (a leader with a lease answers from memory).
+//!
+//! Checked on every step: no replica's scope holds more than the limit;
+//! the replicas of a shard agree (one's decisions are a prefix of the
+//! other's). At the end, after healing: every shard has a leader within
+//! [`HEAL_BOUND`]; every answered admission is still applied and every
+//! answered refusal still a refusal; the order of decisions respects real
+//! time (an answer before another's call is decided first); no fast-path
+//! read missed an answered admission or saw one not yet asked for.
+//! A run's digest (every event, answer and final state) is the same each
+//! time a seed runs; `a_seed_replays_exactly` checks it.
+//!
+//! ```sh
+//! cargo test -p admit-raft --test sim                           # CI's seeds
+//! ADMIT_SIM_SEEDS=2000 cargo test --release -p admit-raft --test sim -- --nocapture never_over
+//! ADMIT_SIM_SEED=1234 cargo test -p admit-raft --test sim -- --nocapture   # replay one
+//! ```
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use admit_raft::{App, Dialer, NodeConfig, RaftNode, WriteError};
+use common::seeded::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+const NODES: u64 = 3;
+const SHARDS: u32 = 4;
+const SCOPES: u32 = 6;
+const LIMIT: usize = 8;
+/// Virtual time of load and faults per seed (`ADMIT_SIM_RUN_MS`).
+fn run_time() -> Duration {
+    Duration::from_millis(
+        std::env::var("ADMIT_SIM_RUN_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3_000),
+    )
+}
+/// After healing, every shard has a leader within this (virtual) time: a
+/// few election timeouts (200-400 ms) and a restart.
+const HEAL_BOUND: Duration = Duration::from_secs(10);
+/// One attempt of a caller; then it retries through another node.
+const ATTEMPT: Duration = Duration::from_millis(1_500);
+/// A caller gives up (the answer stays unknown) after this.
+const PATIENCE: Duration = Duration::from_secs(6);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// ---------------------------------------------------------------- the App
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Admit {
+    scope: u32,
+    id: u64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct Book {
+    /// scope -> ids admitted
+    admitted: BTreeMap<u32, Vec<u64>>,
+    /// id -> its decision (a repeat answers it again)
+    decided: BTreeMap<u64, bool>,
+    /// scope -> ids in the order they were first decided
+    order: BTreeMap<u32, Vec<u64>>,
+}
+
+/// A limit per scope: an id is admitted while its scope holds fewer than
+/// [`LIMIT`].
+#[derive(Debug, Clone, Default)]
+struct Limits(Arc<Mutex<Book>>);
+
+impl App for Limits {
+    type Command = Admit;
+    type Response = bool;
+
+    fn apply(&mut self, _index: u64, c: Admit) -> bool {
+        let mut b = lock(&self.0);
+        if let Some(d) = b.decided.get(&c.id) {
+            return *d;
+        }
+        let ok = b.admitted.get(&c.scope).map_or(0, Vec::len) < LIMIT;
+        if ok {
+            b.admitted.entry(c.scope).or_default().push(c.id);
+        }
+        b.decided.insert(c.id, ok);
+        b.order.entry(c.scope).or_default().push(c.id);
+        ok
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        postcard::to_allocvec(&*lock(&self.0)).unwrap()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        *lock(&self.0) = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+fn shard_of(scope: u32) -> u32 {
+    scope % SHARDS
+}
+
+// ---------------------------------------------------------- the network
+
+/// In-memory connections between the nodes, with faults on their bytes.
+#[derive(Default)]
+struct Net(Mutex<NetState>);
+
+#[derive(Default)]
+struct NetState {
+    /// node -> where its server takes new connections (absent: down)
+    listeners: BTreeMap<u64, tokio::sync::mpsc::UnboundedSender<io::Result<Pipe>>>,
+    /// (from, to): bytes from `from` to `to` wait until the hold ends
+    held: BTreeSet<(u64, u64)>,
+    /// node pair (low, high) -> generation; older connections are reset
+    generation: BTreeMap<(u64, u64), u64>,
+    /// pipe -> the waker of its last read, woken on every change
+    wakers: BTreeMap<u64, Waker>,
+    next_pipe: u64,
+}
+
+fn pair(a: u64, b: u64) -> (u64, u64) {
+    (a.min(b), a.max(b))
+}
+
+impl NetState {
+    fn generation(&self, a: u64, b: u64) -> u64 {
+        self.generation.get(&pair(a, b)).copied().unwrap_or(0)
+    }
+}
+
+impl Net {
+    fn change(&self, f: impl FnOnce(&mut NetState)) {
+        let mut s = lock(&self.0);
+        f(&mut s);
+        for (_, w) in std::mem::take(&mut s.wakers) {
+            w.wake();
+        }
+    }
+
+    /// Resets every connection between `a` and `b`.
+    fn reset(&self, a: u64, b: u64) {
+        self.change(|s| *s.generation.entry(pair(a, b)).or_default() += 1);
+    }
+
+    fn connect(self: &Arc<Self>, from: u64, to: u64) -> io::Result<Pipe> {
+        let mut s = lock(&self.0);
+        let Some(listener) = s.listeners.get(&to).cloned() else {
+            return Err(io::ErrorKind::ConnectionRefused.into());
+        };
+        let born = s.generation(from, to);
+        let (a, b) = tokio::io::duplex(1 << 16);
+        s.next_pipe += 2;
+        let id = s.next_pipe;
+        let pipe = |io, me, peer, id| Pipe {
+            io,
+            me,
+            peer,
+            born,
+            id,
+            net: self.clone(),
+        };
+        // unlocked: a refused pipe is dropped, and its drop takes the lock
+        drop(s);
+        listener
+            .send(Ok(pipe(b, to, from, id + 1)))
+            .map_err(|_| io::Error::from(io::ErrorKind::ConnectionRefused))?;
+        Ok(pipe(a, from, to, id))
+    }
+}
+
+/// One end of an in-memory connection.
+struct Pipe {
+    io: DuplexStream,
+    me: u64,
+    peer: u64,
+    born: u64,
+    id: u64,
+    net: Arc<Net>,
+}
+
+impl Pipe {
+    fn reset(&self, s: &NetState) -> bool {
+        s.generation(self.me, self.peer) != self.born
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        lock(&self.net.0).wakers.remove(&self.id);
+    }
+}
+
+impl AsyncRead for Pipe {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        {
+            let mut s = lock(&this.net.0);
+            if this.reset(&s) {
+                return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+            }
+            s.wakers.insert(this.id, cx.waker().clone());
+            if s.held.contains(&(this.peer, this.me)) {
+                return Poll::Pending;
+            }
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Pipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.reset(&lock(&this.net.0)) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Pipe {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+/// Dials the other nodes over [`Net`].
+struct SimDialer {
+    net: Arc<Net>,
+    me: u64,
+}
+
+impl std::fmt::Debug for SimDialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SimDialer({})", self.me)
+    }
+}
+
+impl Dialer for SimDialer {
+    fn channel(&self, node: u64, _addr: &str) -> Result<Channel, String> {
+        let (net, me) = (self.net.clone(), self.me);
+        let connector = tower::service_fn(move |_: Uri| {
+            let r = net.connect(me, node).map(hyper_util::rt::TokioIo::new);
+            async move { r }
+        });
+        Ok(Endpoint::from_static("http://sim.invalid").connect_with_connector_lazy(connector))
+    }
+}
+
+// ------------------------------------------------------------ the cluster
+
+type Node = RaftNode<Limits>;
+
+/// The running nodes, shared with the callers (who look a node up for each
+/// attempt and hold it only for that attempt).
+type Live = Arc<Mutex<BTreeMap<u64, Node>>>;
+
+struct Sim {
+    net: Arc<Net>,
+    root: tempfile::TempDir,
+    live: Live,
+    servers: BTreeMap<u64, JoinHandle<()>>,
+    /// (node, shard) -> the App of the node's current run
+    books: Arc<Mutex<BTreeMap<(u64, u32), Limits>>>,
+}
+
+fn scratch() -> tempfile::TempDir {
+    // tmpfs where there is one: a fsync costs nothing there
+    let shm = PathBuf::from("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::tempdir_in(&shm) {
+            return d;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
+impl Sim {
+    fn config(&self, id: u64) -> NodeConfig {
+        let mut c = NodeConfig::new(id, self.root.path().join(format!("n{id}")), SHARDS);
+        c.heartbeat = Duration::from_millis(50);
+        c.election_timeout = (Duration::from_millis(200), Duration::from_millis(400));
+        c.fsync = true;
+        c.simulate_power_loss = true;
+        c.inline_journal = true;
+        c.advertise_addr = format!("sim-{id}:1");
+        c.peers = (1..=NODES).map(|i| (i, format!("sim-{i}:1"))).collect();
+        c.bootstrap = true;
+        c.replicas = NODES as usize;
+        c.dialer = Some(Arc::new(SimDialer {
+            net: self.net.clone(),
+            me: id,
+        }));
+        c.reconcile_interval = Duration::from_millis(150);
+        c.handoff_timeout = Duration::from_secs(1);
+        c.write_timeout = Some(Duration::from_secs(2));
+        c.startup_timeout = Duration::from_secs(10);
+        c.snapshot_every = 40;
+        c.keep_logs_after_snapshot = 8;
+        c.purge_batch_size = 8;
+        c
+    }
+
+    async fn new() -> Sim {
+        let mut sim = Sim {
+            net: Arc::default(),
+            root: scratch(),
+            live: Arc::default(),
+            servers: BTreeMap::new(),
+            books: Arc::default(),
+        };
+        for id in 1..=NODES {
+            sim.start(id).await;
+        }
+        sim
+    }
+
+    async fn start(&mut self, id: u64) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.net.change(|s| {
+            s.listeners.insert(id, tx);
+        });
+        let books = self.books.clone();
+        let factory = move |shard| {
+            let app = Limits::default();
+            lock(&books).insert((id, shard), app.clone());
+            app
+        };
+        // The node's last run may still be ending: something of it holds
+        // the journal (fjall's lock) for up to seconds after `crash` in one
+        // process (seen: 14 s; not found what). Wait for that, bounded.
+        let mut tries = 0;
+        let node = loop {
+            match RaftNode::start(self.config(id), factory.clone()).await {
+                Ok(n) => break n,
+                Err(e) if e.to_string().contains("in use") && tries < 240 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!("node {id} did not start: {e}"),
+            }
+        };
+        if tries > 0 {
+            println!(
+                "node {id} restarted after {} ms of its journal in use",
+                tries * 250
+            );
+        }
+        let svc = node.grpc_service();
+        let server = tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        self.servers.insert(id, server);
+        lock(&self.live).insert(id, node);
+    }
+
+    /// Takes `id` down: unreachable at once, then stopped without a
+    /// hand-off; `power_cut` also loses what its journal did not fsync.
+    async fn down(&mut self, id: u64, power_cut: bool) {
+        let node = lock(&self.live).remove(&id).expect("node is up");
+        self.net.change(|s| {
+            s.listeners.remove(&id);
+            for other in 1..=NODES {
+                *s.generation.entry(pair(id, other)).or_default() += 1;
+            }
+        });
+        if power_cut {
+            node.crash_unsynced().await.expect("power cut");
+        } else {
+            node.crash().await;
+        }
+        if let Some(s) = self.servers.remove(&id) {
+            s.abort();
+            let _ = s.await;
+        }
+        lock(&self.books).retain(|(n, _), _| *n != id);
+    }
+
+    fn up(&self) -> Vec<u64> {
+        lock(&self.live).keys().copied().collect()
+    }
+
+    /// Every replica's state now: (node, shard, book).
+    fn books(&self) -> Vec<(u64, u32, Book)> {
+        lock(&self.books)
+            .iter()
+            .map(|((n, s), app)| (*n, *s, lock(&app.0).clone()))
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        let ids = self.up();
+        for id in ids {
+            let node = lock(&self.live).remove(&id).unwrap();
+            let _ = node.shutdown().await;
+            if let Some(s) = self.servers.remove(&id) {
+                s.abort();
+            }
+        }
+    }
+}
+
+// -------------------------------------------------------------- history
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Answer {
+    Admitted(bool),
+    /// The caller gave up: the id may or may not have been decided.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Hash)]
+struct Call {
+    id: u64,
+    scope: u32,
+    asked_ms: u64,
+    answered_ms: u64,
+    answer: Answer,
+}
+
+#[derive(Debug, Clone, Hash)]
+struct Read {
+    node: u64,
+    scope: u32,
+    at_ms: u64,
+    admitted: usize,
+}
+
+#[derive(Default)]
+struct History {
+    calls: Vec<Call>,
+    reads: Vec<Read>,
+    /// faults and other events, with their virtual time
+    events: Vec<String>,
+}
+
+/// Admits `id` through `entry`, following leader hints and retrying
+/// through the other nodes until answered or [`PATIENCE`] runs out.
+async fn call(live: Live, epoch: Instant, mut entry: u64, scope: u32, id: u64) -> Call {
+    let asked = Instant::now();
+    let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
+    let mut answer = Answer::Unknown;
+    while asked.elapsed() < PATIENCE {
+        let node = lock(&live).get(&entry).cloned();
+        let next = entry % NODES + 1;
+        let Some(node) = node else {
+            entry = next;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let shard = shard_of(scope);
+        let r = tokio::time::timeout(ATTEMPT, node.write(shard, Admit { scope, id })).await;
+        drop(node);
+        match r {
+            Ok(Ok(ok)) => {
+                answer = Answer::Admitted(ok);
+                break;
+            }
+            Ok(Err(WriteError::ForwardToLeader {
+                leader_id: Some(l), ..
+            })) if l != entry => {
+                // two stale hints may point at each other: a hop costs no
+                // virtual time, so pause or the clock never moves
+                entry = l;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(Err(_)) | Err(_) => {
+                entry = next;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    Call {
+        id,
+        scope,
+        asked_ms: ms(asked),
+        answered_ms: ms(Instant::now()),
+        answer,
+    }
+}
+
+// ------------------------------------------------------------------ a run
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// bytes from .0 to .1 held
+    Hold(u64, u64),
+    /// both ways between two nodes
+    Split(u64, u64),
+    /// a node cut off from both others
+    Isolate(u64),
+    Reset(u64, u64),
+    Crash(u64),
+    PowerCut(u64),
+}
+
+struct Outcome {
+    digest: u64,
+    calls: usize,
+    answered: usize,
+    faults: usize,
+}
+
+fn links_of(f: Fault) -> Vec<(u64, u64)> {
+    match f {
+        Fault::Hold(a, b) => vec![(a, b)],
+        Fault::Split(a, b) => vec![(a, b), (b, a)],
+        Fault::Isolate(n) => (1..=NODES)
+            .filter(|o| *o != n)
+            .flat_map(|o| [(n, o), (o, n)])
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// The invariants that hold at every step: no replica holds more than the
+/// limit in a scope, and two replicas of a shard never disagree (one's
+/// decisions are a prefix of the other's).
+fn check_step(books: &[(u64, u32, Book)], at_ms: u64, seed: u64) {
+    for (n, s, b) in books {
+        for (scope, ids) in &b.admitted {
+            assert!(
+                ids.len() <= LIMIT,
+                "seed {seed}, {at_ms} ms: node {n} shard {s} scope {scope} holds {} > {LIMIT}",
+                ids.len()
+            );
+        }
+    }
+    for (i, (n1, s1, b1)) in books.iter().enumerate() {
+        for (n2, s2, b2) in &books[i + 1..] {
+            if s1 != s2 {
+                continue;
+            }
+            for (scope, o1) in &b1.order {
+                let o2 = b2.order.get(scope).map(Vec::as_slice).unwrap_or(&[]);
+                let k = o1.len().min(o2.len());
+                assert_eq!(
+                    &o1[..k],
+                    &o2[..k],
+                    "seed {seed}, {at_ms} ms: nodes {n1} and {n2} decided scope {scope} differently"
+                );
+            }
+        }
+    }
+}
+
+async fn run(seed: u64) -> Outcome {
+    admit_raft::seed_draws(seed);
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut sim = Sim::new().await;
+    let epoch = Instant::now();
+    let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
+    let history = Arc::new(Mutex::new(History::default()));
+    let next_id = AtomicU64::new(1);
+    let mut callers: Vec<JoinHandle<()>> = Vec::new();
+    // faults in force: (ends at, fault)
+    let mut active: Vec<(Instant, Fault)> = Vec::new();
+    let mut next_fault = epoch + Duration::from_millis(300 + rng.below(500));
+    let mut faults = 0;
+    let mut t = epoch;
+    let log = |h: &Arc<Mutex<History>>, at: Instant, what: String| {
+        lock(h).events.push(format!("{} {what}", ms(at)));
+    };
+
+    let run_for = run_time();
+    while t.duration_since(epoch) < run_for {
+        t += Duration::from_millis(5);
+        tokio::time::sleep_until(t).await;
+        let now = Instant::now();
+
+        // faults that end now
+        let mut i = 0;
+        while i < active.len() {
+            if active[i].0 > now {
+                i += 1;
+                continue;
+            }
+            let (_, f) = active.remove(i);
+            match f {
+                Fault::Crash(n) | Fault::PowerCut(n) => sim.start(n).await,
+                _ => {
+                    let links = links_of(f);
+                    sim.net.change(|s| {
+                        for l in links {
+                            s.held.remove(&l);
+                        }
+                    });
+                }
+            }
+            log(&history, now, format!("end {f:?}"));
+        }
+
+        // a new fault
+        if now >= next_fault {
+            let a = 1 + rng.below(NODES);
+            let b = a % NODES + 1 + rng.below(NODES - 1) % (NODES - 1);
+            let b = if b == a { a % NODES + 1 } else { b };
+            let lasts = Duration::from_millis(100 + rng.below(1_500));
+            let someone_down = active
+                .iter()
+                .any(|(_, f)| matches!(f, Fault::Crash(_) | Fault::PowerCut(_)));
+            let f = match rng.below(7) {
+                0 => Fault::Hold(a, b),
+                1 => Fault::Split(a, b),
+                2 => Fault::Isolate(a),
+                3 => Fault::Reset(a, b),
+                4 | 5 if !someone_down => Fault::Crash(a),
+                6 if !someone_down => Fault::PowerCut(a),
+                _ => Fault::Hold(b, a),
+            };
+            log(&history, now, format!("{f:?} for {} ms", lasts.as_millis()));
+            faults += 1;
+            match f {
+                Fault::Reset(a, b) => sim.net.reset(a, b),
+                Fault::Crash(n) => sim.down(n, false).await,
+                Fault::PowerCut(n) => sim.down(n, true).await,
+                _ => {
+                    let links = links_of(f);
+                    sim.net.change(|s| s.held.extend(links));
+                }
+            }
+            if !matches!(f, Fault::Reset(..)) {
+                active.push((now + lasts, f));
+            }
+            next_fault = now + Duration::from_millis(200 + rng.below(900));
+        }
+
+        // load: an admission every fourth step (50/s), a fast-path read
+        // every third
+        if rng.below(4) == 0 {
+            let scope = rng.below(SCOPES as u64) as u32;
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            let entry = 1 + rng.below(NODES);
+            let (live, h) = (sim.live.clone(), history.clone());
+            callers.push(tokio::spawn(async move {
+                let c = call(live, epoch, entry, scope, id).await;
+                lock(&h).calls.push(c);
+            }));
+        }
+        if rng.below(3) == 0 {
+            let scope = rng.below(SCOPES as u64) as u32;
+            let n = 1 + rng.below(NODES);
+            let node = lock(&sim.live).get(&n).cloned();
+            if let Some(node) = node {
+                if node.is_leader_with_lease(shard_of(scope)) {
+                    let book = lock(&sim.books).get(&(n, shard_of(scope))).cloned();
+                    if let Some(book) = book {
+                        let admitted = lock(&book.0).admitted.get(&scope).map_or(0, Vec::len);
+                        lock(&history).reads.push(Read {
+                            node: n,
+                            scope,
+                            at_ms: ms(now),
+                            admitted,
+                        });
+                    }
+                }
+            }
+        }
+        check_step(&sim.books(), ms(now), seed);
+    }
+
+    // heal: end every fault, bring every node back
+    for (_, f) in std::mem::take(&mut active) {
+        if let Fault::Crash(n) | Fault::PowerCut(n) = f {
+            sim.start(n).await;
+        }
+    }
+    sim.net.change(|s| s.held.clear());
+    let healed = Instant::now();
+    log(&history, healed, "healed".into());
+    for c in callers {
+        c.await.unwrap();
+    }
+    // every shard led, with a lease, within the bound after healing
+    loop {
+        let nodes: Vec<Node> = lock(&sim.live).values().cloned().collect();
+        let led = (0..SHARDS).all(|s| nodes.iter().any(|n| n.is_leader_with_lease(s)));
+        if led {
+            break;
+        }
+        assert!(
+            healed.elapsed() <= HEAL_BOUND,
+            "seed {seed}: a shard has no leader {} ms after healing",
+            HEAL_BOUND.as_millis()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // the leaders' state, once each has applied all it committed
+    let mut finals: BTreeMap<u32, Book> = BTreeMap::new();
+    for s in 0..SHARDS {
+        loop {
+            let nodes: Vec<Node> = lock(&sim.live).values().cloned().collect();
+            let mut got = None;
+            for n in &nodes {
+                if n.ensure_linearizable(s).await.is_ok() {
+                    got = lock(&sim.books)
+                        .get(&(n.node_id(), s))
+                        .map(|b| lock(&b.0).clone());
+                    break;
+                }
+            }
+            if let Some(b) = got {
+                finals.insert(s, b);
+                break;
+            }
+            assert!(
+                healed.elapsed() <= HEAL_BOUND * 2,
+                "seed {seed}: shard {s} gives no linearizable read after healing"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    check_step(&sim.books(), ms(Instant::now()), seed);
+
+    let h = std::mem::take(&mut *lock(&history));
+    check_history(&h, &finals, seed);
+    let mut digest = DefaultHasher::new();
+    let mut calls = h.calls.clone();
+    calls.sort_by_key(|c| c.id);
+    calls.hash(&mut digest);
+    h.reads.hash(&mut digest);
+    h.events.hash(&mut digest);
+    finals.hash(&mut digest);
+    sim.stop().await;
+    Outcome {
+        digest: digest.finish(),
+        calls: calls.len(),
+        answered: calls.iter().filter(|c| c.answer != Answer::Unknown).count(),
+        faults,
+    }
+}
+
+/// The end-of-run checks against the final state of every shard.
+fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
+    let book = |scope: u32| &finals[&shard_of(scope)];
+    let pos = |scope: u32, id: u64| {
+        book(scope)
+            .order
+            .get(&scope)
+            .and_then(|o| o.iter().position(|x| *x == id))
+    };
+    for c in &h.calls {
+        let b = book(c.scope);
+        if let Answer::Admitted(ok) = c.answer {
+            // an answer is never lost nor changed
+            assert_eq!(
+                b.decided.get(&c.id),
+                Some(&ok),
+                "seed {seed}: id {} answered {ok} at {} ms, but the final state says {:?}",
+                c.id,
+                c.answered_ms,
+                b.decided.get(&c.id)
+            );
+        }
+    }
+    for (scope, ids) in finals.values().flat_map(|b| b.admitted.iter()) {
+        assert!(
+            ids.len() <= LIMIT,
+            "seed {seed}: scope {scope} ends over its limit"
+        );
+    }
+    // real time: an answer given before another call was made is decided first
+    let mut answered: Vec<&Call> = h
+        .calls
+        .iter()
+        .filter(|c| c.answer != Answer::Unknown)
+        .collect();
+    answered.sort_by_key(|c| c.answered_ms);
+    for x in &answered {
+        for y in &answered {
+            if x.scope == y.scope && x.answered_ms < y.asked_ms {
+                let (px, py) = (pos(x.scope, x.id), pos(y.scope, y.id));
+                assert!(
+                    px < py,
+                    "seed {seed}: id {} answered at {} ms is decided after id {} asked at {} ms",
+                    x.id,
+                    x.answered_ms,
+                    y.id,
+                    y.asked_ms
+                );
+            }
+        }
+    }
+    // fast-path reads: never stale, never ahead of the callers
+    for r in &h.reads {
+        let must = h
+            .calls
+            .iter()
+            .filter(|c| {
+                c.scope == r.scope && c.answer == Answer::Admitted(true) && c.answered_ms < r.at_ms
+            })
+            .count();
+        let may = h
+            .calls
+            .iter()
+            .filter(|c| {
+                c.scope == r.scope
+                    && c.asked_ms <= r.at_ms
+                    && book(c.scope).decided.get(&c.id) == Some(&true)
+            })
+            .count();
+        assert!(
+            must <= r.admitted && r.admitted <= may,
+            "seed {seed}: node {} read {} admitted in scope {} at {} ms; between {must} and {may} were possible",
+            r.node,
+            r.admitted,
+            r.scope,
+            r.at_ms
+        );
+    }
+}
+
+/// Real time one seed may take. Virtual time moves only when every task
+/// waits, so a task that never waits (a loop without a pause) would hang
+/// the run instead of failing it.
+const WATCHDOG: Duration = Duration::from_secs(300);
+
+fn run_seed(seed: u64) -> Outcome {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let _ = tx.send(rt.block_on(run(seed)));
+    });
+    match rx.recv_timeout(WATCHDOG) {
+        Ok(o) => o,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+            "seed {seed}: no end after {} s of real time (a task spins without letting the clock move)",
+            WATCHDOG.as_secs()
+        ),
+        // the run panicked: its message is above
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("seed {seed} failed"),
+    }
+}
+
+/// The seeds to run: `ADMIT_SIM_SEED` alone, or `ADMIT_SIM_SEEDS` of them
+/// from `ADMIT_SIM_FIRST` (default: CI's, `default_count` from `first`).
+fn seeds(first: u64, default_count: u64) -> Vec<u64> {
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.parse::<u64>().expect(name))
+    };
+    if let Some(s) = var("ADMIT_SIM_SEED") {
+        return vec![s];
+    }
+    let n = var("ADMIT_SIM_SEEDS").unwrap_or(default_count);
+    let first = var("ADMIT_SIM_FIRST").unwrap_or(first);
+    (first..first + n).collect()
+}
+
+fn run_seeds(seeds: &[u64]) {
+    let t0 = std::time::Instant::now();
+    let (mut calls, mut answered, mut faults) = (0, 0, 0);
+    for seed in seeds {
+        let o = run_seed(*seed);
+        calls += o.calls;
+        answered += o.answered;
+        faults += o.faults;
+    }
+    println!(
+        "{} seeds from {}: {calls} calls ({answered} answered), {faults} faults, in {:.1} s",
+        seeds.len(),
+        seeds.first().copied().unwrap_or_default(),
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+// CI's seeds, in two tests so that both cores run them.
+#[test]
+fn seeded_faults_never_over_admit_nor_lose_an_answer() {
+    run_seeds(&seeds(1, 30));
+}
+
+#[test]
+fn seeded_faults_more_seeds() {
+    let chosen = ["ADMIT_SIM_SEED", "ADMIT_SIM_SEEDS", "ADMIT_SIM_FIRST"];
+    if chosen.iter().any(|v| std::env::var(v).is_ok()) {
+        println!("seeds chosen by the environment: run by the test above");
+        return;
+    }
+    run_seeds(&seeds(1_001, 30));
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let seed = seeds(1, 1)[0] ^ 0x5eed;
+    let a = run_seed(seed);
+    let b = run_seed(seed);
+    assert_eq!(a.digest, b.digest, "seed {seed} ran two different ways");
+    assert!(a.faults > 0 && a.answered > 0);
+}
