@@ -182,7 +182,7 @@ pub trait ServiceClock: Send + Sync + 'static {
     fn now_ms(&self) -> Option<u64>;
     /// Node `node`'s service clock read `clock_ms`, answered within `rtt`
     /// of the liveness message leaving; the answer arrived at `at`.
-    fn sampled(&self, node: u64, clock_ms: u64, rtt: Duration, at: Instant);
+    fn sampled(&self, node: u64, clock_ms: u64, rtt: Duration, at: std::time::Instant);
 }
 
 /// Where the [`ServiceClock`] is kept.
@@ -698,7 +698,7 @@ impl<A: App> Inner<A> {
                 // decode as one): no sample, the layer above asks it
                 if let (Ok(Some(theirs)), Some(clock)) = (r, clock) {
                     let at = Instant::now();
-                    clock.sampled(peer, theirs, at.duration_since(sent), at);
+                    clock.sampled(peer, theirs, at.duration_since(sent), at.into_std());
                     samples.fetch_add(1, Ordering::Relaxed);
                 }
             });
