@@ -61,7 +61,11 @@ use tonic::transport::{Channel, Endpoint, Uri};
 const NODES: u64 = 3;
 const SHARDS: u32 = 4;
 const SCOPES: u32 = 6;
-const LIMIT: usize = 8;
+/// Each scope's limit: the small ones fill early (refusals at the limit),
+/// the large ones keep changing all run (so a stale read shows).
+fn limit(scope: u32) -> usize {
+    4 << scope
+}
 /// Virtual time of load and faults per seed (`ADMIT_SIM_RUN_MS`).
 fn run_time() -> Duration {
     Duration::from_millis(
@@ -102,7 +106,7 @@ struct Book {
 }
 
 /// A limit per scope: an id is admitted while its scope holds fewer than
-/// [`LIMIT`].
+/// its [`limit`].
 #[derive(Debug, Clone, Default)]
 struct Limits(Arc<Mutex<Book>>);
 
@@ -115,7 +119,7 @@ impl App for Limits {
         if let Some(d) = b.decided.get(&c.id) {
             return *d;
         }
-        let ok = b.admitted.get(&c.scope).map_or(0, Vec::len) < LIMIT;
+        let ok = b.admitted.get(&c.scope).map_or(0, Vec::len) < limit(c.scope);
         if ok {
             b.admitted.entry(c.scope).or_default().push(c.id);
         }
@@ -577,9 +581,10 @@ fn check_step(books: &[(u64, u32, Book)], at_ms: u64, seed: u64) {
     for (n, s, b) in books {
         for (scope, ids) in &b.admitted {
             assert!(
-                ids.len() <= LIMIT,
-                "seed {seed}, {at_ms} ms: node {n} shard {s} scope {scope} holds {} > {LIMIT}",
-                ids.len()
+                ids.len() <= limit(*scope),
+                "seed {seed}, {at_ms} ms: node {n} shard {s} scope {scope} holds {} > {}",
+                ids.len(),
+                limit(*scope)
             );
         }
     }
@@ -812,7 +817,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
     }
     for (scope, ids) in finals.values().flat_map(|b| b.admitted.iter()) {
         assert!(
-            ids.len() <= LIMIT,
+            ids.len() <= limit(*scope),
             "seed {seed}: scope {scope} ends over its limit"
         );
     }
