@@ -194,6 +194,7 @@ impl<A: App> RaftNode<A> {
                 incarnation: dir_identity.incarnation,
                 quiet: super::quiesce::Quiet::new(shard_count + 1, config.quiesce_after),
                 quiescer: Mutex::new(None),
+                halt: tokio::sync::watch::Sender::new(false),
                 config,
             }),
         };

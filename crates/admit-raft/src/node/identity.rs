@@ -269,15 +269,21 @@ impl<A: App> RaftNode<A> {
         }
         self.inner.gate.open();
         let weak = std::sync::Arc::downgrade(&self.inner);
+        let mut halt = self.inner.halt.subscribe();
         tokio::spawn(async move {
             loop {
+                // a stopping node ends its registration (and so lets go of
+                // its journal): it registers when it starts again
+                if *halt.borrow_and_update() {
+                    return;
+                }
                 let Some(inner) = weak.upgrade() else { return };
                 let node = RaftNode { inner };
                 if node.register_once().await {
                     return;
                 }
                 drop(node);
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                let _ = tokio::time::timeout(Duration::from_millis(200), halt.changed()).await;
             }
         });
         Ok(())

@@ -80,6 +80,10 @@ pub(crate) struct Inner<A: App> {
     /// Quiescent groups (see `quiesce`).
     quiet: quiesce::Quiet,
     quiescer: Mutex<Option<ServerHandle>>,
+    /// Set when the node starts to stop: background work that holds the
+    /// node (a registration retrying `meta_write`) ends at once, or a
+    /// stopped node's journal would stay open until its deadline.
+    halt: tokio::sync::watch::Sender<bool>,
 }
 
 pub use identity::Registration;
@@ -473,6 +477,7 @@ impl<A: App> RaftNode<A> {
     }
 
     async fn stop(&self, handoff: bool) -> Result<(), std::io::Error> {
+        self.inner.halt.send_replace(true);
         self.stop_quiescer().await;
         let rec = self
             .inner

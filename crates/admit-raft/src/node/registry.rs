@@ -57,7 +57,13 @@ impl<A: App> RaftNode<A> {
         let mut round = 0usize;
         // hints followed without a pause since the last one
         let mut hops = 0u32;
+        let mut halt = self.inner.halt.subscribe();
         loop {
+            if *halt.borrow_and_update() {
+                return Err(AdminError::Raft(format!(
+                    "node {me} is stopping: metadata write abandoned"
+                )));
+            }
             if Instant::now() > deadline {
                 return Err(AdminError::Raft(
                     "metadata group: no reachable leader".into(),
@@ -122,7 +128,9 @@ impl<A: App> RaftNode<A> {
                 _ => {}
             }
             hops = 0;
-            tokio::time::sleep(Duration::from_millis(if hint.is_some() { 20 } else { 100 })).await;
+            let pause = Duration::from_millis(if hint.is_some() { 20 } else { 100 });
+            // a stop ends the pause (checked at the top of the loop)
+            let _ = tokio::time::timeout(pause, halt.changed()).await;
         }
     }
 
