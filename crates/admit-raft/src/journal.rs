@@ -120,7 +120,7 @@ pub(crate) struct Journal {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Inline mode (a simulation's switch): no thread; the caller of
     /// `submit` writes and syncs (see [`Inline`]).
-    inline: Option<Inline>,
+    inline: Option<Arc<Inline>>,
     pub(crate) stats: Arc<JournalStats>,
     pub(crate) failure: Arc<Failure>,
     mark: Arc<Mark>,
@@ -221,13 +221,16 @@ impl Journal {
             seq,
             mark: fsync.then(|| mark.clone()),
             failure: failure.clone(),
+            dones: Vec::new(),
+            written: 0,
         };
         let (tx, thread, inline) = if inline {
             drop(tx);
-            let inline = Inline {
+            let inline = Arc::new(Inline {
                 queue: Mutex::new(Vec::new()),
                 worker: Mutex::new(Some(worker)),
-            };
+                syncing: AtomicBool::new(false),
+            });
             (None, None, Some(inline))
         } else {
             let thread = std::thread::Builder::new()
@@ -258,7 +261,7 @@ impl Journal {
 
     fn send(&self, msg: Msg) -> Result<(), Msg> {
         if let Some(inline) = &self.inline {
-            return inline.send(msg);
+            return Inline::send(inline, msg);
         }
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
@@ -351,47 +354,100 @@ enum Next {
     Stop,
 }
 
+/// What writing a group did.
+#[derive(Debug, PartialEq, Eq)]
+enum Written {
+    /// written, the writer goes on
+    More,
+    /// written; the writer stops after making it durable
+    Stop,
+    /// a power cut: what was not synced is undone, nothing is acknowledged
+    Cut,
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The writer without a thread, for a deterministic simulation: the caller
-/// of `submit` writes and fsyncs at once, so nothing runs beside the
-/// simulation's single thread and no write's timing depends on the
-/// machine. An op submitted from a callback of the group being written
-/// (the callbacks run on the submitting task) is queued and written by the
-/// same caller right after.
+/// of `submit` writes the op at once (readable, not yet durable), and a
+/// task on the same runtime makes what was written durable after a
+/// simulated fsync time drawn from the seeded draws ([`crate::rt`]), then
+/// calls the callbacks. So nothing runs beside the simulation's single
+/// thread, and a power cut can land between a write and its fsync, as on
+/// a machine: what was written but not yet synced is then lost, and must
+/// not have been acknowledged. An op submitted while the writer is busy (from
+/// a callback) is queued and written by the holder right after.
 struct Inline {
     queue: Mutex<Vec<Msg>>,
     /// `None` once stopped (closed or cut).
     worker: Mutex<Option<Worker>>,
+    /// A simulated fsync is under way (its task is spawned).
+    syncing: AtomicBool,
 }
 
 impl Inline {
-    fn send(&self, msg: Msg) -> Result<(), Msg> {
-        lock(&self.queue).push(msg);
+    fn send(this: &Arc<Self>, msg: Msg) -> Result<(), Msg> {
+        lock(&this.queue).push(msg);
         // whoever holds the writer drains the queue, this message included
-        let mut worker = match self.worker.try_lock() {
+        let mut worker = match this.worker.try_lock() {
             Ok(w) => w,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             // single-threaded use only: the holder is this thread's caller
             Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
         };
+        this.drain(&mut worker);
+        let pending = worker.as_ref().is_some_and(|w| !w.dones.is_empty());
+        drop(worker);
+        if pending && !this.syncing.swap(true, Ordering::AcqRel) {
+            let me = this.clone();
+            tokio::spawn(async move { me.sync_loop().await });
+        }
+        Ok(())
+    }
+
+    /// Writes every queued message (no fsync); a stop or a power cut ends
+    /// the writer.
+    fn drain(&self, worker: &mut Option<Worker>) {
         loop {
             let group = std::mem::take(&mut *lock(&self.queue));
             if group.is_empty() {
-                return Ok(());
+                return;
             }
             let Some(w) = worker.as_mut() else {
                 // stopped: what is queued fails
-                drop(worker);
                 for m in group {
                     fail(m);
                 }
-                return Ok(());
+                continue;
             };
-            if w.process(group) == Next::Stop {
-                worker.take();
+            match w.write_group(group) {
+                Written::More => {}
+                Written::Stop => {
+                    w.persist_written();
+                    worker.take();
+                }
+                Written::Cut => {
+                    worker.take();
+                }
+            }
+        }
+    }
+
+    /// The simulated fsyncs: wait, make durable what was written, call its
+    /// callbacks, write what they queued; again while anything waits.
+    async fn sync_loop(self: Arc<Self>) {
+        loop {
+            let micros = 100 + crate::rt::draw_below(1_900);
+            tokio::time::sleep(Duration::from_micros(micros)).await;
+            let mut worker = lock(&self.worker);
+            if let Some(w) = worker.as_mut() {
+                w.persist_written();
+            }
+            self.drain(&mut worker);
+            if worker.as_ref().is_none_or(|w| w.dones.is_empty()) {
+                self.syncing.store(false, Ordering::Release);
+                return;
             }
         }
     }
@@ -427,6 +483,11 @@ struct Worker {
     /// Where each fsync's number is recorded (with fsync on only).
     mark: Option<Arc<Mark>>,
     failure: Arc<Failure>,
+    /// Written, not yet made durable: the callbacks to call after the next
+    /// fsync (with the op's own error, if its write failed).
+    dones: Vec<(Done, Option<io::Error>)>,
+    /// Ops written since the last fsync.
+    written: u64,
 }
 
 /// Key -> its value before the first change since the last fsync.
@@ -469,93 +530,112 @@ impl Worker {
     /// Writes one group of messages, each op as an atomic batch, then makes
     /// them durable with one fsync and calls their callbacks.
     fn process(&mut self, group: Vec<Msg>) -> Next {
+        match self.write_group(group) {
+            Written::More => {
+                self.persist_written();
+                Next::More
+            }
+            Written::Stop => {
+                self.persist_written();
+                Next::Stop
+            }
+            Written::Cut => Next::Stop,
+        }
+    }
+
+    /// Writes each op of `group` as an atomic batch (readable, not durable);
+    /// their callbacks wait for [`Self::persist_written`].
+    fn write_group(&mut self, group: Vec<Msg>) -> Written {
         let mut stop = false;
-        {
-            let mut dones: Vec<(Done, Option<io::Error>)> = Vec::with_capacity(group.len());
-            let mut n_ops = 0u64;
-            let mut group = group.into_iter();
-            while let Some(msg) = group.next() {
-                match msg {
-                    Msg::Op(op) => {
-                        n_ops += 1;
-                        let res = self.write(op.muts);
-                        if res.is_ok() {
-                            if let Some(v) = op.visible {
-                                v();
-                            }
-                        }
-                        if let Some(d) = op.done {
-                            dones.push((d, res.err()));
+        let mut group = group.into_iter();
+        while let Some(msg) = group.next() {
+            match msg {
+                Msg::Op(op) => {
+                    self.written += 1;
+                    let res = self.write(op.muts);
+                    if res.is_ok() {
+                        if let Some(v) = op.visible {
+                            v();
                         }
                     }
-                    Msg::Sync(d) => dones.push((d, None)),
-                    Msg::Stop => stop = true,
-                    Msg::PowerCut(reply) => {
-                        // Nothing of this group was synced: its ops are lost
-                        // with the rest, and so are those queued after it.
-                        // Their callbacks are dropped, never called: a
-                        // process that loses power reports nothing.
-                        dones.clear();
-                        for m in group.by_ref() {
-                            if let Msg::PowerCut(d) = m {
-                                d(Err(io_err("journal is closed")));
-                            }
-                        }
-                        reply(self.undo_unsynced());
-                        return Next::Stop;
+                    if let Some(d) = op.done {
+                        self.dones.push((d, res.err()));
                     }
                 }
-            }
-            self.stats.ops.fetch_add(n_ops, Ordering::Relaxed);
-            if dones.is_empty() {
-                // Only hints (e.g. committed markers): they ride along with
-                // the next fsync.
-                return if stop { Next::Stop } else { Next::More };
-            }
-            let mode = if self.fsync {
-                PersistMode::SyncData
-            } else {
-                PersistMode::Buffer
-            };
-            let started = std::time::Instant::now(); // a real duration: the fsync's
-            let persisted = match self.failure.get() {
-                // no fsync behind a failed write: what it covers is unknown
-                Some(why) => Err(io_err(why)),
-                None => self.db.persist(mode).map_err(io_err),
-            };
-            match &persisted {
-                Err(e) => self.failure.set(e),
-                Ok(()) => {
-                    if let Some(mark) = &self.mark {
-                        if let Err(e) = mark.record(self.seq) {
-                            tracing::warn!(error = %e, "the journal's high-water mark was not written");
+                Msg::Sync(d) => self.dones.push((d, None)),
+                Msg::Stop => stop = true,
+                Msg::PowerCut(reply) => {
+                    // Nothing written since the last fsync was synced: it
+                    // is lost with the rest, and so are the ops queued
+                    // after the cut. Their callbacks are dropped, never
+                    // called: a process that loses power reports nothing.
+                    self.dones.clear();
+                    for m in group.by_ref() {
+                        if let Msg::PowerCut(d) = m {
+                            d(Err(io_err("journal is closed")));
                         }
                     }
+                    reply(self.undo_unsynced());
+                    return Written::Cut;
                 }
-            }
-            self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-            // docs/metrics.md; the recorder is the server's (a no-op without one)
-            metrics::histogram!("admit_journal_fsync_duration_seconds")
-                .record(started.elapsed().as_secs_f64());
-            metrics::histogram!("admit_journal_entries_per_fsync").record(n_ops as f64);
-            if persisted.is_ok() && mode != PersistMode::Buffer {
-                if let Some(u) = &mut self.unsynced {
-                    u.clear();
-                }
-            }
-            for (done, err) in dones {
-                let r = match (&persisted, err) {
-                    (_, Some(e)) => Err(e),
-                    (Err(e), None) => Err(io_err(e)),
-                    (Ok(()), None) => Ok(()),
-                };
-                done(r);
             }
         }
         if stop {
-            Next::Stop
+            Written::Stop
         } else {
-            Next::More
+            Written::More
+        }
+    }
+
+    /// Makes everything written so far durable with one fsync, then calls
+    /// the callbacks that waited for it.
+    fn persist_written(&mut self) {
+        let n_ops = std::mem::take(&mut self.written);
+        self.stats.ops.fetch_add(n_ops, Ordering::Relaxed);
+        if self.dones.is_empty() {
+            // Only hints (e.g. committed markers): they ride along with
+            // the next fsync.
+            return;
+        }
+        let dones = std::mem::take(&mut self.dones);
+        let mode = if self.fsync {
+            PersistMode::SyncData
+        } else {
+            PersistMode::Buffer
+        };
+        let started = std::time::Instant::now(); // a real duration: the fsync's
+        let persisted = match self.failure.get() {
+            // no fsync behind a failed write: what it covers is unknown
+            Some(why) => Err(io_err(why)),
+            None => self.db.persist(mode).map_err(io_err),
+        };
+        match &persisted {
+            Err(e) => self.failure.set(e),
+            Ok(()) => {
+                if let Some(mark) = &self.mark {
+                    if let Err(e) = mark.record(self.seq) {
+                        tracing::warn!(error = %e, "the journal's high-water mark was not written");
+                    }
+                }
+            }
+        }
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        // docs/metrics.md; the recorder is the server's (a no-op without one)
+        metrics::histogram!("admit_journal_fsync_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("admit_journal_entries_per_fsync").record(n_ops as f64);
+        if persisted.is_ok() && mode != PersistMode::Buffer {
+            if let Some(u) = &mut self.unsynced {
+                u.clear();
+            }
+        }
+        for (done, err) in dones {
+            let r = match (&persisted, err) {
+                (_, Some(e)) => Err(e),
+                (Err(e), None) => Err(io_err(e)),
+                (Ok(()), None) => Ok(()),
+            };
+            done(r);
         }
     }
 

@@ -28,6 +28,12 @@ pub fn seed_draws(seed: u64) {
     DRAWS.with(|d| *d.borrow_mut() = SmallRng::seed_from_u64(seed));
 }
 
+/// A draw below `n` (`n` > 0) from this thread's generator: the inline
+/// journal's simulated fsync time, which a seeded simulation repeats.
+pub(crate) fn draw_below(n: u64) -> u64 {
+    DRAWS.with(|d| d.borrow_mut().next_u64() % n)
+}
+
 /// tokio, with seedable draws (module docs).
 #[derive(Debug)]
 pub struct Runtime(TokioRuntime);
