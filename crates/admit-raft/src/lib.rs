@@ -39,7 +39,9 @@
 //! same commands in the same order give the same state and responses (commands
 //! carry their own timestamps; never read the wall clock in `apply`).
 //! [`App::snapshot`] returns the whole state as bytes; [`App::restore`] replaces
-//! the state with such bytes. After a restart the App is restored from the
+//! the state with such bytes. [`App::snapshot_job`] splits a snapshot into a
+//! copy taken on the state-machine task and the encoding, run later on a
+//! blocking thread (the default encodes at once). After a restart the App is restored from the
 //! group's latest snapshot and the log after it is replayed through `apply`,
 //! so the state equals the pre-crash state.
 //!
@@ -120,10 +122,13 @@
 //! replicates entries before its own fsync completes.
 //!
 //! **Compaction.** openraft's snapshot policy builds a snapshot every
-//! [`NodeConfig::snapshot_every`] entries; the bytes are taken from the App on
-//! its own task (so they match the applied index exactly), stored, and then the
-//! log below the snapshot (minus [`NodeConfig::keep_logs_after_snapshot`]) is
-//! purged.
+//! [`NodeConfig::snapshot_every`] entries. The state-machine task only asks
+//! the App for its [`App::snapshot_job`] (a copy of the state, so it matches
+//! the applied index exactly) and goes on applying; openraft runs the
+//! builder on a task of its own, which runs the job (the encoding) on tokio's
+//! blocking pool (inline with [`NodeConfig::inline_journal`]: a simulation
+//! runs nothing on other threads), stores the bytes, and then the log below
+//! the snapshot (minus [`NodeConfig::keep_logs_after_snapshot`]) is purged.
 //!
 //! ## Network
 //!
@@ -358,6 +363,10 @@ pub use pipe::PeerCheck;
 pub use rt::seed_draws;
 pub use types::{CmdData, RespData, TypeConfig};
 
+/// The encoding half of a snapshot ([`App::snapshot_job`]): runs off the
+/// state-machine task and returns the snapshot's bytes.
+pub type SnapshotJob = Box<dyn FnOnce() -> Vec<u8> + Send>;
+
 /// A deterministic replicated state machine: the server's domain engine.
 ///
 /// One instance per shard; see the crate docs for the contract.
@@ -419,6 +428,17 @@ pub trait App: Send + Sync + 'static {
 
     /// Deterministic bytes of the whole state.
     fn snapshot(&self) -> Vec<u8>;
+
+    /// A snapshot in two steps. This call runs on the group's state-machine
+    /// task between two applies and takes what the bytes need (a copy of the
+    /// state, say); the job it returns runs on a blocking thread while the
+    /// group goes on applying, and returns [`App::snapshot`]'s bytes *of the
+    /// state at the time of this call*. Override it when encoding costs more
+    /// than copying; the default encodes here, at once.
+    fn snapshot_job(&self) -> SnapshotJob {
+        let bytes = self.snapshot();
+        Box::new(move || bytes)
+    }
 
     /// Replace the whole state by the state encoded in `bytes`.
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;

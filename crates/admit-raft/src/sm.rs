@@ -1,5 +1,10 @@
 //! The openraft state machine of one group: the [`App`] in memory plus its
 //! latest snapshot in the journal.
+//!
+//! A snapshot costs the state-machine task (which applies every entry and
+//! answers every write) only the App's copy of its state
+//! ([`App::snapshot_job`]); the encoding runs in the [`SnapBuilder`], which
+//! openraft runs on a task of its own, on tokio's blocking pool.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::journal::{io_err, Journal, Ks, Mutation};
 use crate::store::{decode, encode};
 use crate::types::{LogIdT, RespData, SnapshotMetaT, SnapshotT, StoredMembershipT, C};
-use crate::App;
+use crate::{App, SnapshotJob};
 
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -109,22 +114,41 @@ async fn persist_snapshot<A: App>(
         .await
 }
 
-/// Holds a copy of the state taken on the state-machine task; persists it.
+/// Holds what the App took of its state on the state-machine task; encodes
+/// it (on a blocking thread) and persists it, off that task.
 pub(crate) struct SnapBuilder<A: App> {
     shard: u32,
-    snap: Option<StoredSnapshot<A>>,
+    meta: SnapshotMetaT<A>,
+    /// In a mutex only to make the builder `Sync`, as openraft wants.
+    job: Mutex<Option<SnapshotJob>>,
     journal: Arc<Journal>,
     current: Current<A>,
+}
+
+/// Runs a snapshot job where it stalls nothing: on tokio's blocking pool,
+/// or at once with an inline journal (a single-threaded simulation, where
+/// nothing may run beside its thread).
+async fn run_job(job: SnapshotJob, inline: bool) -> io::Result<Vec<u8>> {
+    if inline {
+        return Ok(job());
+    }
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| io_err(format!("snapshot encoding failed: {e}")))
 }
 
 impl<A: App> RaftSnapshotBuilder<C<A>> for SnapBuilder<A> {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotT<A>, io::Error> {
-        let snap = self
-            .snap
+        let job = lock(&self.job)
             .take()
             .ok_or_else(|| io_err("snapshot builder used twice"))?;
+        let data = run_job(job, self.journal.is_inline()).await?;
+        let snap = StoredSnapshot {
+            meta: self.meta.clone(),
+            data,
+        };
         persist_snapshot(&self.journal, self.shard, &snap).await?;
         let out = Snapshot {
             meta: snap.meta.clone(),
@@ -178,12 +202,12 @@ impl<A: App> RaftStateMachine<C<A>> for StateMachine<A> {
             last_log_id: self.applied,
             last_membership: self.membership.clone(),
         };
+        // only the App's copy is taken here, between two applies: the
+        // encoding runs in the builder, which openraft runs on a task of its own
         SnapBuilder {
             shard: self.shard,
-            snap: Some(StoredSnapshot {
-                meta,
-                data: self.app.snapshot(),
-            }),
+            meta,
+            job: Mutex::new(Some(self.app.snapshot_job())),
             journal: self.journal.clone(),
             current: self.current.clone(),
         }
