@@ -75,7 +75,16 @@
 //! |------------------|---------------------------------------|------------------------------------|
 //! | `raft_logs`      | shard `u32` BE ++ index `u64` BE      | postcard openraft entry (commands versioned, see `codec.rs`) |
 //! | `raft_meta`      | shard `u32` BE ++ tag (vote/committed/purged) | postcard                   |
-//! | `raft_snapshots` | shard `u32` BE                        | postcard snapshot meta + App bytes |
+//! | `raft_snapshots` | shard `u32` BE ++ `f`                 | postcard snapshot meta + file name, length, checksum |
+//!
+//! The App bytes of each group's latest snapshot are a file of their own,
+//! `<data_dir>/snapshots/<shard>-<index>-<checksum>.snap`, written (and
+//! fsynced, with its directory) on a blocking thread before the journal
+//! record that names it: a snapshot of any size never occupies the journal's
+//! writer thread, which every group's appends go through (see `snapfile.rs`
+//! for the order that keeps a crash safe). A data dir written before this
+//! layout holds the bytes inline under the key shard `u32` BE; it is still
+//! read, and replaced by the group's next snapshot.
 //!
 //! Big-endian keys keep each group's log contiguous and ordered, so range
 //! reads, truncation and purge are range scans.
@@ -127,8 +136,10 @@
 //! the applied index exactly) and goes on applying; openraft runs the
 //! builder on a task of its own, which runs the job (the encoding) on tokio's
 //! blocking pool (inline with [`NodeConfig::inline_journal`]: a simulation
-//! runs nothing on other threads), stores the bytes, and then the log below
-//! the snapshot (minus [`NodeConfig::keep_logs_after_snapshot`]) is purged.
+//! runs nothing on other threads), stores the bytes (a file, then the
+//! journal record; above), and only then, once the record is durable, the
+//! log below the snapshot (minus [`NodeConfig::keep_logs_after_snapshot`])
+//! is purged.
 //!
 //! ## Network
 //!
@@ -318,6 +329,7 @@
 //   watermark    the journal's high-water mark file
 //   journal      the fjall journal and its group-commit writer thread
 //   codec        pure: a log entry's commands, versioned by layout
+//   snapfile     snapshot files: the bytes beside the journal, a record in it
 //   store, sm    openraft log storage / state machine over the journal
 //   integrity    the start-time check of every group's stored log
 //   placement    pure: which nodes hold and lead each shard
@@ -343,6 +355,7 @@ pub mod placement;
 mod propose;
 mod rt;
 mod sm;
+mod snapfile;
 mod store;
 mod types;
 mod watermark;
@@ -354,7 +367,7 @@ pub use admit_proto::internal::raft as pb;
 pub use cluster::{acting_for, ClusterNode, NodeState, ReplicaInfo, ShardInfo};
 pub use codec::{decode_log_entry, encode_log_entry};
 pub use config::{
-    NodeConfig, DEFAULT_PROPOSAL_QUEUE, DEFAULT_QUIESCE_AFTER, DEFAULT_WRITE_TIMEOUT,
+    NodeConfig, SnapshotHook, DEFAULT_PROPOSAL_QUEUE, DEFAULT_QUIESCE_AFTER, DEFAULT_WRITE_TIMEOUT,
 };
 pub use network::{Dialer, RaftGrpcService};
 pub use node::{IdleCounters, JournalCounters, RaftNode, Registration, ServiceClock};

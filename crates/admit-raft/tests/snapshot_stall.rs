@@ -5,7 +5,7 @@
 //! purged, and a restart recovers from it.
 //!
 //! The hold-ups are gates the test opens (no timing): the App's snapshot
-//! job waits on one.
+//! job waits on one, and [`NodeConfig::snapshot_write_hook`] on the other.
 //! A write must be answered within [`LIVE`] while the gate is shut: a
 //! liveness bound (far above a write's normal latency), not a measurement.
 
@@ -15,7 +15,9 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use admit_raft::{App, NodeConfig, RaftNode, SnapshotJob};
+use tokio::task::JoinHandle;
+
+use admit_raft::{App, NodeConfig, RaftNode, SnapshotHook, SnapshotJob};
 use common::{config, eventually, Add, Counters, State};
 
 /// How long a write may take while a snapshot is held up.
@@ -142,12 +144,7 @@ async fn state(node: &Node, shard: u32) -> State {
 /// Lets the gate go, waits for the snapshot of shard 0 and its purge, then
 /// restarts from the data dir and checks both shards recovered (shard 0's
 /// log below the snapshot is gone: its state came from the snapshot).
-async fn release_and_restart(
-    node: Node,
-    gate: &Gate,
-    snap: tokio::task::JoinHandle<()>,
-    c: NodeConfig,
-) {
+async fn release_and_restart(node: Node, gate: &Gate, snap: JoinHandle<()>, c: NodeConfig) {
     gate.open();
     tokio::time::timeout(Duration::from_secs(60), snap)
         .await
@@ -170,6 +167,28 @@ async fn release_and_restart(
     node.shutdown().await.unwrap();
 }
 
+/// Writes 10 commands to shard 0, starts its snapshot, waits until the
+/// snapshot is held up at `gate`, then writes to both shards: each write
+/// must be answered while the snapshot stays held up. Returns the snapshot.
+async fn write_while_held(node: &Node, gate: &Gate, shards: [u32; 2]) -> JoinHandle<()> {
+    for id in 1..=10 {
+        node.write(0, add(id)).await.unwrap();
+    }
+    let snap = {
+        let node = node.clone();
+        tokio::spawn(async move { node.snapshot(0).await.expect("snapshot") })
+    };
+    eventually("the snapshot at its gate", 30, async || gate.reached() == 1).await;
+    for id in 11..=20 {
+        for shard in shards {
+            write_live(node, shard, id).await;
+        }
+    }
+    assert_eq!(gate.reached(), 1, "the snapshot is still held up");
+    assert!(!snap.is_finished());
+    snap
+}
+
 /// The state machine task only copies the state: while the encoding waits
 /// at its gate, new writes to the same shard are applied and answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,22 +198,28 @@ async fn a_snapshot_being_encoded_does_not_stop_its_shard() {
     let _open = OpenOnDrop(gate.clone());
     let c = cfg(dir.path());
     let node = start(c.clone(), Some(gate.clone())).await;
-    for id in 1..=10 {
-        node.write(0, add(id)).await.unwrap();
-    }
-    let snap = {
-        let node = node.clone();
-        tokio::spawn(async move { node.snapshot(0).await.expect("snapshot") })
-    };
-    eventually("the snapshot job at its gate", 30, async || {
-        gate.reached() == 1
-    })
-    .await;
-    for id in 11..=20 {
-        write_live(&node, 0, id).await;
-        write_live(&node, 1, id).await;
-    }
-    assert_eq!(gate.reached(), 1, "the snapshot is still held up");
-    assert!(!snap.is_finished());
+    let snap = write_while_held(&node, &gate, [0, 1]).await;
     release_and_restart(node, &gate, snap, c).await;
+}
+
+/// The snapshot's bytes are written beside the journal's writer: while that
+/// write waits at its gate, the other shard's appends (and the same
+/// shard's) are made durable and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_being_written_does_not_stop_the_other_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    let _open = OpenOnDrop(gate.clone());
+    let mut c = cfg(dir.path());
+    c.fsync = true;
+    let plain = c.clone();
+    let g = gate.clone();
+    c.snapshot_write_hook = Some(SnapshotHook(Arc::new(move |shard| {
+        if shard == 0 {
+            g.pass();
+        }
+    })));
+    let node = start(c, None).await;
+    let snap = write_while_held(&node, &gate, [1, 0]).await;
+    release_and_restart(node, &gate, snap, plain).await;
 }
