@@ -48,7 +48,9 @@
 //!   ([`MetaError`], section 9), a policy's validity ([`Policy::validate_stated`]) and a
 //!   portfolio's status gathered from several shards ([`PortfolioStatus::merge`]).
 //! * [`Engine::snapshot`] writes deterministic bytes (sorted, versioned) for Raft
-//!   snapshots; [`Engine::restore`] reads them back, older versions included.
+//!   snapshots; [`Engine::restore`] reads them back, older versions included. It is
+//!   [`Engine::freeze`] (clone the entries: the only part that needs the engine) then
+//!   [`Frozen::encode`] (sort and encode), so a caller can encode while the engine goes on.
 
 mod command;
 mod decision;
@@ -81,7 +83,7 @@ pub use policy::{
 pub use reader::{
     AccountStatus, NumberView, PortfolioStatus, Reader, ScopeStatus, ScopeSum, UniqueCount,
 };
-pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
+pub use snapshot::{Frozen, SnapshotError, SNAPSHOT_VERSION};
 pub use summary::{
     RatioHistogram, ScopeBrief, ScopeGroup, ScopeRollup, ScopeSummary, TemplateCounts,
     HEADROOM_RATIO_BOUNDS,

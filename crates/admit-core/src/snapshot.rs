@@ -249,11 +249,16 @@ impl<P> SnapshotV3<P> {
     }
 }
 
-fn sorted<K: Ord + Clone + Eq + std::hash::Hash, V: Clone>(m: &Map<K, V>) -> Vec<(K, V)> {
-    let mut v: Vec<(K, V)> = m
-        .iter()
+/// A map's entries, cloned, in the map's own (arbitrary) order: the cheap part of a
+/// snapshot ([`Engine::freeze`]); [`Frozen::encode`] sorts them.
+fn entries<K: Eq + std::hash::Hash + Clone, V: Clone>(m: &Map<K, V>) -> Vec<(K, V)> {
+    m.iter()
         .map(|e| (e.key().clone(), e.value().clone()))
-        .collect();
+        .collect()
+}
+
+fn sorted<K: Ord, V>(mut v: Vec<(K, V)>) -> Vec<(K, V)> {
+    // keys of a map are unique, so the order is total and the same on every replica
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
@@ -272,14 +277,88 @@ fn fill<K: Eq + std::hash::Hash, V>(m: &Map<K, V>, v: Vec<(K, V)>) {
     }
 }
 
+/// A copy of an engine's whole state, taken by [`Engine::freeze`] and not yet
+/// encoded: the maps' entries in no particular order. [`Frozen::encode`] turns it into
+/// exactly the bytes [`Engine::snapshot`] gives for that state.
+///
+/// The split lets the state machine's owner take the copy between two commands (the
+/// engine must not change while it is taken) and do the sorting and encoding, the
+/// larger part of the work, elsewhere while the engine goes on.
+pub struct Frozen {
+    w: WriterState,
+    numbers: Vec<NumberState>,
+    portfolios: Vec<(PortfolioId, PortfolioState)>,
+    scopes: Vec<(u32, ScopeState)>,
+    pairs: Vec<(PairKey, PairWindows)>,
+    fep: Vec<(PairKey, crate::Ts)>,
+    optouts: Vec<(PairKey, ())>,
+    marketing_holds: Vec<(PairKey, crate::Ts)>,
+    pair_backoff: Vec<(PairKey, Backoff)>,
+    templates: Vec<(TemplateId, TemplateState)>,
+    idempotency: Vec<(IdempotencyKey, IdemEntry)>,
+    displays: Vec<(String, (NumberId, crate::Ts))>,
+    claims: Vec<(NumberId, crate::ScopeKey)>,
+}
+
+impl std::fmt::Debug for Frozen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frozen")
+            .field("numbers", &self.numbers.len())
+            .field("pairs", &self.pairs.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Engine {
     /// The whole state as bytes: a version byte, then the postcard encoding.
     pub fn snapshot(&self) -> Vec<u8> {
+        self.freeze().encode()
+    }
+
+    /// A copy of the whole state to encode later ([`Frozen::encode`]): clones of the
+    /// entries, neither sorted nor encoded.
+    pub fn freeze(&self) -> Frozen {
         let sh = &self.shared;
-        let mut numbers: Vec<NumberState> = sh.numbers.iter().map(|n| n.clone()).collect();
+        Frozen {
+            w: self.w.clone(),
+            numbers: sh.numbers.iter().map(|n| n.clone()).collect(),
+            portfolios: entries(&sh.portfolios),
+            scopes: entries(&sh.scopes),
+            pairs: entries(&sh.pairs),
+            fep: entries(&sh.fep),
+            optouts: entries(&sh.optouts),
+            marketing_holds: entries(&sh.marketing_holds),
+            pair_backoff: entries(&sh.pair_backoff),
+            templates: entries(&sh.templates),
+            idempotency: entries(&sh.idempotency),
+            displays: entries(&sh.displays),
+            claims: entries(&sh.claims),
+        }
+    }
+}
+
+impl Frozen {
+    /// The snapshot bytes of the frozen state: maps as vectors sorted by key, so the
+    /// bytes do not depend on the order the entries were copied in.
+    pub fn encode(self) -> Vec<u8> {
+        let Frozen {
+            mut w,
+            mut numbers,
+            portfolios,
+            scopes,
+            pairs,
+            fep,
+            optouts,
+            marketing_holds,
+            pair_backoff,
+            templates,
+            idempotency,
+            displays,
+            claims,
+        } = self;
         numbers.sort_by_key(|n| n.id);
-        let portfolios = sorted(&sh.portfolios);
-        let templates = sorted(&sh.templates);
+        let portfolios = sorted(portfolios);
+        let templates = sorted(templates);
         let added = AddedV2 {
             number_restrictions: numbers
                 .iter()
@@ -296,45 +375,31 @@ impl Engine {
                 .filter_map(|(id, t)| t.pause.map(|p| (id.clone(), p)))
                 .collect(),
         };
-        let scopes = sorted(&sh.scopes);
+        let scopes = sorted(scopes);
         let added_v3 = AddedV3 {
             delivered: scopes
                 .iter()
                 .flat_map(|(idx, s)| s.log.delivered_seqs().map(move |seq| (*idx, seq)))
                 .collect(),
         };
+        // the writer's V5 and V6 sections are not in its own encoding (serde(skip))
+        let sent = std::mem::take(&mut w.sent).into_iter().collect();
+        let early_failures = std::mem::take(&mut w.early_failures).into_iter().collect();
         let v2 = SnapshotV2 {
             body: SnapshotV1 {
-                writer: self.w.clone().map_policies(|p| Policy::clone(&p)),
+                writer: w.map_policies(|p| Policy::clone(&p)),
                 numbers,
                 portfolios,
                 scopes,
-                pairs: sorted(&sh.pairs),
-                fep: sorted(&sh.fep),
-                optouts: sorted(&sh.optouts).into_iter().map(|(k, _)| k).collect(),
-                marketing_holds: sorted(&sh.marketing_holds),
-                pair_backoff: sorted(&sh.pair_backoff),
+                pairs: sorted(pairs),
+                fep: sorted(fep),
+                optouts: sorted(optouts).into_iter().map(|(k, _)| k).collect(),
+                marketing_holds: sorted(marketing_holds),
+                pair_backoff: sorted(pair_backoff),
                 templates,
-                idempotency: sorted(&sh.idempotency),
+                idempotency: sorted(idempotency),
             },
             added,
-        };
-        let added_v5 = AddedV5 {
-            displays: sorted(&sh.displays),
-            sent: self
-                .w
-                .sent
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        };
-        let added_v6 = AddedV6 {
-            early_failures: self
-                .w
-                .early_failures
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
         };
         let snap = SnapshotV7 {
             v6: SnapshotV6 {
@@ -343,19 +408,24 @@ impl Engine {
                         v2,
                         added: added_v3,
                     },
-                    added: added_v5,
+                    added: AddedV5 {
+                        displays: sorted(displays),
+                        sent,
+                    },
                 },
-                added: added_v6,
+                added: AddedV6 { early_failures },
             },
             added: AddedV7 {
-                claims: sorted(&sh.claims),
+                claims: sorted(claims),
             },
         };
         let mut out = vec![SNAPSHOT_VERSION];
         out.extend(postcard::to_stdvec(&snap).expect("state encodes"));
         out
     }
+}
 
+impl Engine {
     /// Replaces this engine's state with a snapshot's, in place: [`crate::Reader`]s taken
     /// before stay valid and see the new state (a replica installing a snapshot from its
     /// leader, or a restart, keeps the handles the server already holds). On error the
@@ -576,6 +646,28 @@ mod tests {
             panic!("a decision")
         };
         d
+    }
+
+    /// A frozen copy encodes the state at the time it was taken, whatever the engine
+    /// applies afterwards, into the same bytes as `snapshot` at that time.
+    #[test]
+    fn a_frozen_copy_encodes_the_state_it_was_taken_from() {
+        let (mut e, n) = engine_with_number();
+        for c in 1..=20u64 {
+            let customer = WaId::parse("c", &format!("49150000000{c:02}")).unwrap();
+            admit_template(&mut e, n, customer, Ts(1 + c));
+        }
+        let at_freeze = e.snapshot();
+        let frozen = e.freeze();
+        let later = WaId::parse("c", "4915000000099").unwrap();
+        admit_template(&mut e, n, later, Ts(100));
+        let now = e.snapshot();
+        assert_ne!(now, at_freeze, "the engine went on");
+        assert_eq!(frozen.encode(), at_freeze);
+        // the entries' order in the maps does not matter: a restored engine (other
+        // hashers, other order) freezes into the same bytes
+        let restored = Engine::restore(&now).unwrap();
+        assert_eq!(restored.freeze().encode(), now);
     }
 
     /// A version 1 snapshot (no restriction types, no pause starts) still restores.

@@ -21,6 +21,17 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default [`NodeConfig::quiesce_after`].
 pub const DEFAULT_QUIESCE_AFTER: Duration = Duration::from_millis(300);
 
+/// A test's hook into snapshot writes ([`NodeConfig::snapshot_write_hook`]).
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct SnapshotHook(pub Arc<dyn Fn(u32) + Send + Sync>);
+
+impl std::fmt::Debug for SnapshotHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotHook")
+    }
+}
+
 /// Configuration of a [`RaftNode`](crate::RaftNode).
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -108,6 +119,12 @@ pub struct NodeConfig {
     #[doc(hidden)]
     pub inline_journal: bool,
 
+    /// Test switch: called with the group on the thread that writes a
+    /// snapshot's bytes, before it writes them (a test holds a write up
+    /// with it). Never set it outside tests.
+    #[doc(hidden)]
+    pub snapshot_write_hook: Option<SnapshotHook>,
+
     // --- two ports: the peer port (Raft, above) and the public API port ---
     /// This node's public API address (`host:port`), recorded in the
     /// registry for callers' leader hints; empty: not recorded.
@@ -160,6 +177,7 @@ impl NodeConfig {
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             simulate_power_loss: false,
             inline_journal: false,
+            snapshot_write_hook: None,
             api_addr: String::new(),
             api_addrs: BTreeMap::new(),
             dialer: None,

@@ -12,19 +12,19 @@
 //! The journal's high-water mark ([`crate::watermark`]) catches what this
 //! cannot: a whole suffix of the journal lost, markers included.
 //!
-//! Imports the journal, the store's and the state machine's keys.
+//! Imports the journal, the store's and the snapshot files' keys.
 
 use std::io;
 use std::path::Path;
 
 use crate::journal::{io_err, Journal, REBUILD};
-use crate::sm::snap_key;
+use crate::snapfile::{file_key, inline_key};
 use crate::store::{decode, meta_key, TAG_COMMITTED, TAG_PURGED};
 use crate::types::LogIdT;
 use crate::App;
 
-/// The first field of a stored snapshot (postcard reads fields in order,
-/// so the rest, the state itself, is not decoded).
+/// The first field of a stored snapshot record, inline or of a file
+/// (postcard reads fields in order, so the rest is not decoded).
 #[derive(serde::Deserialize)]
 #[serde(bound = "")]
 struct SnapHead<A: App> {
@@ -76,11 +76,18 @@ pub(crate) fn check<A: App>(journal: &Journal, groups: u32, dir: &Path) -> io::R
         };
         let purged = marker(TAG_PURGED)?;
         let committed = marker(TAG_COMMITTED)?;
-        let snapshot = match journal
-            .snaps
-            .get(snap_key(g))
-            .map_err(|e| refuse(format!("group {g}: the snapshot cannot be read ({e})")))?
-        {
+        let read = |key| {
+            journal
+                .snaps
+                .get(key)
+                .map_err(|e| refuse(format!("group {g}: the snapshot cannot be read ({e})")))
+        };
+        // the record of a snapshot file, or the inline one of an older dir
+        let stored = match read(file_key(g))? {
+            Some(b) => Some(b),
+            None => read(inline_key(g))?,
+        };
+        let snapshot = match stored {
             None => None,
             Some(b) => Some(
                 decode::<SnapHead<A>>(&b)

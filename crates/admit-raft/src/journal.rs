@@ -252,6 +252,12 @@ impl Journal {
         }))
     }
 
+    /// Whether this journal runs without a writer thread (a simulation:
+    /// nothing may run on a thread of its own then).
+    pub(crate) fn is_inline(&self) -> bool {
+        self.inline.is_some()
+    }
+
     /// Test switch: from now on every write fails as on a full disk
     /// (ENOSPC), which, like a real write error, stops this journal's
     /// writes until a restart.

@@ -39,7 +39,9 @@
 //! same commands in the same order give the same state and responses (commands
 //! carry their own timestamps; never read the wall clock in `apply`).
 //! [`App::snapshot`] returns the whole state as bytes; [`App::restore`] replaces
-//! the state with such bytes. After a restart the App is restored from the
+//! the state with such bytes. [`App::snapshot_job`] splits a snapshot into a
+//! copy taken on the state-machine task and the encoding, run later on a
+//! blocking thread (the default encodes at once). After a restart the App is restored from the
 //! group's latest snapshot and the log after it is replayed through `apply`,
 //! so the state equals the pre-crash state.
 //!
@@ -73,7 +75,16 @@
 //! |------------------|---------------------------------------|------------------------------------|
 //! | `raft_logs`      | shard `u32` BE ++ index `u64` BE      | postcard openraft entry (commands versioned, see `codec.rs`) |
 //! | `raft_meta`      | shard `u32` BE ++ tag (vote/committed/purged) | postcard                   |
-//! | `raft_snapshots` | shard `u32` BE                        | postcard snapshot meta + App bytes |
+//! | `raft_snapshots` | shard `u32` BE ++ `f`                 | postcard snapshot meta + file name, length, checksum |
+//!
+//! The App bytes of each group's latest snapshot are a file of their own,
+//! `<data_dir>/snapshots/<shard>-<index>-<checksum>.snap`, written (and
+//! fsynced, with its directory) on a blocking thread before the journal
+//! record that names it: a snapshot of any size never occupies the journal's
+//! writer thread, which every group's appends go through (see `snapfile.rs`
+//! for the order that keeps a crash safe). A data dir written before this
+//! layout holds the bytes inline under the key shard `u32` BE; it is still
+//! read, and replaced by the group's next snapshot.
 //!
 //! Big-endian keys keep each group's log contiguous and ordered, so range
 //! reads, truncation and purge are range scans.
@@ -120,10 +131,15 @@
 //! replicates entries before its own fsync completes.
 //!
 //! **Compaction.** openraft's snapshot policy builds a snapshot every
-//! [`NodeConfig::snapshot_every`] entries; the bytes are taken from the App on
-//! its own task (so they match the applied index exactly), stored, and then the
-//! log below the snapshot (minus [`NodeConfig::keep_logs_after_snapshot`]) is
-//! purged.
+//! [`NodeConfig::snapshot_every`] entries. The state-machine task only asks
+//! the App for its [`App::snapshot_job`] (a copy of the state, so it matches
+//! the applied index exactly) and goes on applying; openraft runs the
+//! builder on a task of its own, which runs the job (the encoding) on tokio's
+//! blocking pool (inline with [`NodeConfig::inline_journal`]: a simulation
+//! runs nothing on other threads), stores the bytes (a file, then the
+//! journal record; above), and only then, once the record is durable, the
+//! log below the snapshot (minus [`NodeConfig::keep_logs_after_snapshot`])
+//! is purged.
 //!
 //! ## Network
 //!
@@ -313,6 +329,7 @@
 //   watermark    the journal's high-water mark file
 //   journal      the fjall journal and its group-commit writer thread
 //   codec        pure: a log entry's commands, versioned by layout
+//   snapfile     snapshot files: the bytes beside the journal, a record in it
 //   store, sm    openraft log storage / state machine over the journal
 //   integrity    the start-time check of every group's stored log
 //   placement    pure: which nodes hold and lead each shard
@@ -338,6 +355,7 @@ pub mod placement;
 mod propose;
 mod rt;
 mod sm;
+mod snapfile;
 mod store;
 mod types;
 mod watermark;
@@ -349,7 +367,7 @@ pub use admit_proto::internal::raft as pb;
 pub use cluster::{acting_for, ClusterNode, NodeState, ReplicaInfo, ShardInfo};
 pub use codec::{decode_log_entry, encode_log_entry};
 pub use config::{
-    NodeConfig, DEFAULT_PROPOSAL_QUEUE, DEFAULT_QUIESCE_AFTER, DEFAULT_WRITE_TIMEOUT,
+    NodeConfig, SnapshotHook, DEFAULT_PROPOSAL_QUEUE, DEFAULT_QUIESCE_AFTER, DEFAULT_WRITE_TIMEOUT,
 };
 pub use network::{Dialer, RaftGrpcService};
 pub use node::{IdleCounters, JournalCounters, RaftNode, Registration, ServiceClock};
@@ -357,6 +375,10 @@ pub use pipe::PeerCheck;
 #[doc(hidden)]
 pub use rt::seed_draws;
 pub use types::{CmdData, RespData, TypeConfig};
+
+/// The encoding half of a snapshot ([`App::snapshot_job`]): runs off the
+/// state-machine task and returns the snapshot's bytes.
+pub type SnapshotJob = Box<dyn FnOnce() -> Vec<u8> + Send>;
 
 /// A deterministic replicated state machine: the server's domain engine.
 ///
@@ -419,6 +441,17 @@ pub trait App: Send + Sync + 'static {
 
     /// Deterministic bytes of the whole state.
     fn snapshot(&self) -> Vec<u8>;
+
+    /// A snapshot in two steps. This call runs on the group's state-machine
+    /// task between two applies and takes what the bytes need (a copy of the
+    /// state, say); the job it returns runs on a blocking thread while the
+    /// group goes on applying, and returns [`App::snapshot`]'s bytes *of the
+    /// state at the time of this call*. Override it when encoding costs more
+    /// than copying; the default encodes here, at once.
+    fn snapshot_job(&self) -> SnapshotJob {
+        let bytes = self.snapshot();
+        Box::new(move || bytes)
+    }
 
     /// Replace the whole state by the state encoded in `bytes`.
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;

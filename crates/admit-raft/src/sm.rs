@@ -1,5 +1,15 @@
 //! The openraft state machine of one group: the [`App`] in memory plus its
-//! latest snapshot in the journal.
+//! latest snapshot, stored as a file with a record in the journal
+//! ([`crate::snapfile`]).
+//!
+//! A snapshot costs the state-machine task (which applies every entry and
+//! answers every write) only the App's copy of its state
+//! ([`App::snapshot_job`]); the encoding runs in the [`SnapBuilder`], which
+//! openraft runs on a task of its own, on tokio's blocking pool, and so does
+//! the write of the file. The journal's writer thread only writes the small
+//! record. An installed snapshot (from the leader) is stored the same way,
+//! its file written on the blocking pool while the state-machine task
+//! waits (it may not apply anything before the install is durable anyway).
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +22,10 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StoredMembership
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{io_err, Journal, Ks, Mutation};
+use crate::snapfile::{checksum, file_key, inline_key, inline_key_end, SnapDir, SnapRecord};
 use crate::store::{decode, encode};
 use crate::types::{LogIdT, RespData, SnapshotMetaT, SnapshotT, StoredMembershipT, C};
-use crate::App;
+use crate::{App, SnapshotJob};
 
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -32,10 +43,6 @@ impl<A: App> Clone for StoredSnapshot<A> {
     }
 }
 
-pub(crate) fn snap_key(shard: u32) -> Vec<u8> {
-    shard.to_be_bytes().to_vec()
-}
-
 type Current<A> = Arc<Mutex<Option<Arc<StoredSnapshot<A>>>>>;
 
 /// The openraft handle of one group running an `A`.
@@ -47,11 +54,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// State machine of one group. Owned by openraft's state-machine task.
 pub(crate) struct StateMachine<A: App> {
-    shard: u32,
     pub(crate) app: A,
     applied: Option<LogIdT<A>>,
     membership: StoredMembershipT<A>,
-    journal: Arc<Journal>,
+    store: Arc<SnapStore>,
     current: Current<A>,
     /// Index of the last applied entry, published before its responses are
     /// sent (see [`crate::RaftNode::is_leader_with_lease`]).
@@ -66,14 +72,24 @@ impl<A: App> StateMachine<A> {
         shard: u32,
         mut app: A,
         journal: Arc<Journal>,
+        dir: Arc<SnapDir>,
         applied_index: Arc<AtomicU64>,
     ) -> io::Result<Self> {
-        let stored: Option<StoredSnapshot<A>> = journal
-            .snaps
-            .get(snap_key(shard))
-            .map_err(io_err)?
-            .map(|b| decode(&b))
-            .transpose()?;
+        let (stored, file) = match journal.snaps.get(file_key(shard)).map_err(io_err)? {
+            Some(b) => {
+                let rec: SnapRecord<A> = decode(&b)?;
+                let data = dir.load(shard, &rec)?;
+                let meta = rec.meta;
+                (Some(StoredSnapshot { meta, data }), Some(rec.file))
+            }
+            // a data dir from before snapshot files: the bytes inline
+            None => {
+                let inline = journal.snaps.get(inline_key(shard)).map_err(io_err)?;
+                (inline.map(|b| decode(&b)).transpose()?, None)
+            }
+        };
+        // files no record names: a store that a crash cut short
+        dir.remove_other(shard, file.as_deref());
         let (applied, membership, current) = match stored {
             Some(s) => {
                 app.restore(&s.data).map_err(io_err)?;
@@ -87,33 +103,104 @@ impl<A: App> StateMachine<A> {
         };
         applied_index.store(applied.as_ref().map_or(0, |l| l.index), Ordering::Release);
         Ok(Self {
-            shard,
             app,
             applied_index,
             applied,
             membership,
-            journal,
+            store: Arc::new(SnapStore {
+                shard,
+                dir,
+                journal,
+                stored: tokio::sync::Mutex::new(applied.as_ref().map_or(0, |l| l.index)),
+            }),
             current: Arc::new(Mutex::new(current)),
         })
     }
 }
 
-async fn persist_snapshot<A: App>(
-    journal: &Journal,
-    shard: u32,
-    snap: &StoredSnapshot<A>,
-) -> io::Result<()> {
-    let bytes = encode(snap)?;
-    journal
-        .submit_wait(vec![Mutation::Put(Ks::Snapshots, snap_key(shard), bytes)])
+/// Runs `f` where it stalls nothing: on tokio's blocking pool, or at once
+/// with an inline journal (a single-threaded simulation, where nothing may
+/// run beside its thread).
+async fn off_task<T: Send + 'static>(
+    inline: bool,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    if inline {
+        return f();
+    }
+    tokio::task::spawn_blocking(f)
         .await
+        .map_err(|e| io_err(format!("snapshot thread failed: {e}")))?
 }
 
-/// Holds a copy of the state taken on the state-machine task; persists it.
-pub(crate) struct SnapBuilder<A: App> {
+/// Where one group's snapshots are stored: the bytes in a file of their own
+/// (written off the journal's thread), a small record of it in the journal
+/// (see `snapfile.rs` for the order that keeps a crash safe). One store of
+/// the group at a time: a build and an install may overlap.
+pub(crate) struct SnapStore {
     shard: u32,
-    snap: Option<StoredSnapshot<A>>,
+    dir: Arc<SnapDir>,
     journal: Arc<Journal>,
+    /// The last index of the snapshot stored (0: none, or none applied).
+    stored: tokio::sync::Mutex<u64>,
+}
+
+impl SnapStore {
+    /// Stores `data` as the group's latest snapshot and returns it once the
+    /// record is durable (only then may the log below it go), with `true`;
+    /// with `false` if a newer snapshot is stored already (a build that an
+    /// install overtook: storing it would put the snapshot behind the purged
+    /// log).
+    async fn persist<A: App>(
+        &self,
+        meta: &SnapshotMetaT<A>,
+        data: Vec<u8>,
+    ) -> io::Result<(Vec<u8>, bool)> {
+        let mut stored = self.stored.lock().await;
+        let index = meta.last_log_id.as_ref().map_or(0, |l| l.index);
+        if index < *stored {
+            return Ok((data, false));
+        }
+        let inline = self.journal.is_inline();
+        let (shard, dir) = (self.shard, self.dir.clone());
+        let (data, file, sum) = off_task(inline, move || {
+            let sum = checksum(&data);
+            let file = SnapDir::name(shard, index, sum);
+            dir.store(shard, &file, &data)?;
+            Ok((data, file, sum))
+        })
+        .await?;
+        let rec = SnapRecord::<A> {
+            meta: meta.clone(),
+            file: file.clone(),
+            len: data.len() as u64,
+            sum,
+        };
+        self.journal
+            .submit_wait(vec![
+                Mutation::Put(Ks::Snapshots, file_key(shard), encode(&rec)?),
+                // the inline record of a data dir from before snapshot files
+                Mutation::DelRange(Ks::Snapshots, inline_key(shard), inline_key_end(shard)),
+            ])
+            .await?;
+        let dir = self.dir.clone();
+        *stored = index;
+        off_task(inline, move || {
+            dir.remove_other(shard, Some(&file));
+            Ok(())
+        })
+        .await?;
+        Ok((data, true))
+    }
+}
+
+/// Holds what the App took of its state on the state-machine task; encodes
+/// it (on a blocking thread) and stores it, off that task.
+pub(crate) struct SnapBuilder<A: App> {
+    meta: SnapshotMetaT<A>,
+    /// In a mutex only to make the builder `Sync`, as openraft wants.
+    job: Mutex<Option<SnapshotJob>>,
+    store: Arc<SnapStore>,
     current: Current<A>,
 }
 
@@ -121,16 +208,20 @@ impl<A: App> RaftSnapshotBuilder<C<A>> for SnapBuilder<A> {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotT<A>, io::Error> {
-        let snap = self
-            .snap
+        let job = lock(&self.job)
             .take()
             .ok_or_else(|| io_err("snapshot builder used twice"))?;
-        persist_snapshot(&self.journal, self.shard, &snap).await?;
+        let data = off_task(self.store.journal.is_inline(), move || Ok(job())).await?;
+        let (data, stored) = self.store.persist::<A>(&self.meta, data).await?;
         let out = Snapshot {
-            meta: snap.meta.clone(),
-            snapshot: snap.data.clone(),
+            meta: self.meta.clone(),
+            snapshot: data.clone(),
         };
-        *lock(&self.current) = Some(Arc::new(snap));
+        // an older one than what is stored: openraft ignores it too
+        if stored {
+            let meta = self.meta.clone();
+            *lock(&self.current) = Some(Arc::new(StoredSnapshot { meta, data }));
+        }
         Ok(out)
     }
 }
@@ -178,13 +269,12 @@ impl<A: App> RaftStateMachine<C<A>> for StateMachine<A> {
             last_log_id: self.applied,
             last_membership: self.membership.clone(),
         };
+        // only the App's copy is taken here, between two applies: the
+        // encoding runs in the builder, which openraft runs on a task of its own
         SnapBuilder {
-            shard: self.shard,
-            snap: Some(StoredSnapshot {
-                meta,
-                data: self.app.snapshot(),
-            }),
-            journal: self.journal.clone(),
+            meta,
+            job: Mutex::new(Some(self.app.snapshot_job())),
+            store: self.store.clone(),
             current: self.current.clone(),
         }
     }
@@ -201,12 +291,11 @@ impl<A: App> RaftStateMachine<C<A>> for StateMachine<A> {
             Ordering::Release,
         );
         self.membership = meta.last_membership.clone();
-        let snap = StoredSnapshot {
-            meta: meta.clone(),
-            data: snapshot,
-        };
-        persist_snapshot(&self.journal, self.shard, &snap).await?;
-        *lock(&self.current) = Some(Arc::new(snap));
+        let (data, stored) = self.store.persist::<A>(meta, snapshot).await?;
+        if stored {
+            let meta = meta.clone();
+            *lock(&self.current) = Some(Arc::new(StoredSnapshot { meta, data }));
+        }
         Ok(())
     }
 
@@ -216,5 +305,112 @@ impl<A: App> RaftStateMachine<C<A>> for StateMachine<A> {
             meta: s.meta.clone(),
             snapshot: s.data.clone(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An App whose state is its bytes.
+    #[derive(Debug, Default)]
+    struct Bytes(Vec<u8>);
+
+    impl App for Bytes {
+        type Command = u8;
+        type Response = ();
+
+        fn apply(&mut self, _index: u64, cmd: u8) {
+            self.0.push(cmd);
+        }
+
+        fn snapshot(&self) -> Vec<u8> {
+            self.0.clone()
+        }
+
+        fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+            self.0 = bytes.to_vec();
+            Ok(())
+        }
+    }
+
+    fn open(journal: &Arc<Journal>, dir: &Arc<SnapDir>) -> io::Result<StateMachine<Bytes>> {
+        StateMachine::open(
+            0,
+            Bytes::default(),
+            journal.clone(),
+            dir.clone(),
+            Arc::new(AtomicU64::new(0)),
+        )
+    }
+
+    fn files(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A data dir from before snapshot files (the bytes inline in the
+    /// journal) still restores; the next snapshot moves to a file and drops
+    /// the inline record. Files no record names (a store a crash cut short)
+    /// are removed at open, and a damaged file is refused.
+    #[tokio::test]
+    async fn inline_records_still_restore_and_files_follow_their_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path();
+        let journal = Journal::open(path, true, std::time::Duration::ZERO, false, false).unwrap();
+        let dir = Arc::new(SnapDir::open(path, true, None).unwrap());
+        let meta = SnapshotMetaT::<Bytes> {
+            last_log_id: None,
+            last_membership: StoredMembership::default(),
+        };
+        let old = StoredSnapshot::<Bytes> {
+            meta: meta.clone(),
+            data: b"old".to_vec(),
+        };
+        journal
+            .submit_wait(vec![Mutation::Put(
+                Ks::Snapshots,
+                inline_key(0),
+                encode(&old).unwrap(),
+            )])
+            .await
+            .unwrap();
+        crate::integrity::check::<Bytes>(&journal, 1, path).unwrap();
+        let sm = open(&journal, &dir).unwrap();
+        assert_eq!(sm.app.0, b"old");
+
+        let data = sm
+            .store
+            .persist::<Bytes>(&meta, b"new".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(data, (b"new".to_vec(), true));
+        assert!(journal.snaps.get(inline_key(0)).unwrap().is_none());
+        assert!(journal.snaps.get(file_key(0)).unwrap().is_some());
+        let stored = files(path);
+        assert_eq!(stored, [SnapDir::name(0, 0, checksum(b"new"))]);
+        drop(sm);
+
+        // a newer file whose record never made it, a temp file, and another
+        // group's file
+        for f in ["0-9-00.snap", "0-9-01.snap.tmp", "1-3-00.snap"] {
+            std::fs::write(path.join("snapshots").join(f), b"x").unwrap();
+        }
+        crate::integrity::check::<Bytes>(&journal, 1, path).unwrap();
+        let sm = open(&journal, &dir).unwrap();
+        assert_eq!(sm.app.0, b"new");
+        assert_eq!(files(path), [stored[0].clone(), "1-3-00.snap".to_string()]);
+        drop(sm);
+
+        std::fs::write(path.join("snapshots").join(&stored[0]), b"wen").unwrap();
+        let e = open(&journal, &dir)
+            .err()
+            .expect("a damaged file is refused");
+        assert!(e.to_string().contains("checksum"), "{e}");
+        assert!(e.to_string().contains("rebuild"), "{e}");
     }
 }

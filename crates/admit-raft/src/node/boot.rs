@@ -23,6 +23,7 @@ use crate::network::{GrpcRouter, NetFactory};
 use crate::placement::{placement_table, rendezvous};
 use crate::propose::{BatchConfig, Proposer};
 use crate::sm::{GroupRaft, StateMachine};
+use crate::snapfile::SnapDir;
 use crate::store::{decode, encode, LogStore};
 use crate::{App, StartError};
 
@@ -77,6 +78,14 @@ impl<A: App> RaftNode<A> {
                 "peers must include this node ({me}) to bootstrap"
             )));
         }
+        let snap_dir = Arc::new(
+            SnapDir::open(
+                &config.data_dir,
+                config.fsync,
+                config.snapshot_write_hook.clone().map(|h| h.0),
+            )
+            .map_err(StartError::Storage)?,
+        );
         let mut groups = Vec::with_capacity(config.shards as usize);
         let applied: Vec<Arc<AtomicU64>> = (0..config.shards)
             .map(|_| Arc::new(AtomicU64::new(0)))
@@ -87,6 +96,7 @@ impl<A: App> RaftNode<A> {
                 shard,
                 app_factory(shard),
                 journal.clone(),
+                snap_dir.clone(),
                 applied[shard as usize].clone(),
             )
             .map_err(StartError::Storage)?;
@@ -108,6 +118,7 @@ impl<A: App> RaftNode<A> {
                 meta_id,
                 registry.clone(),
                 journal.clone(),
+                snap_dir.clone(),
                 Arc::new(AtomicU64::new(0)),
             )
             .map_err(StartError::Storage)?;
