@@ -15,10 +15,18 @@
 //!
 //! One seed fixes the whole run: the fault schedule, the load and every
 //! interleaving. Faults: one-way and two-way holds of a link (messages
-//! delayed until the hold ends, in order), a node cut off from both others,
+//! delayed until the hold ends, in order), a node cut off from the others,
 //! connection resets (what was in flight is lost), a crash with the disk
-//! kept, a power cut (what was not fsynced is lost), at most one node down
-//! at a time. Callers admit ids to scopes with a limit (the App below: the
+//! kept, a power cut (what was not fsynced is lost), an explicit leadership
+//! transfer of a shard (`transfer_leader` on its leader, racing the other
+//! faults), and at most one lost disk a run: the node's data dir is
+//! deleted and it starts again under its id on an empty one, which admit
+//! must refuse (`start` fails with "data dir lost"; when no peer answered
+//! in time, the node ends `Registration::Refused`); the operator removes it
+//! and adds a new node id (`remove_node`, `add_node`), and the reconcile
+//! loops move the replicas while the faults go on. At most one node is down
+//! at a time; a lost node counts as down until its replacement is added.
+//! Callers admit ids to scopes with a limit (the App below: the
 //! R3.4 shape, a count that must never pass its limit) through any node,
 //! follow leader hints and retry an unanswered id (a repeat of an id
 //! answers its first decision, like admit's keyed sends), and read counts
@@ -30,7 +38,11 @@
 //! [`HEAL_BOUND`]; every answered admission is still applied and every
 //! answered refusal still a refusal; the order of decisions respects real
 //! time (an answer before another's call is decided first); no fast-path
-//! read missed an answered admission or saw one not yet asked for.
+//! read missed an answered admission or saw one not yet asked for; after a
+//! lost disk, every group's voters are the members (the new node in, the
+//! lost one out) and the lost id is `Removed` in every node's registry.
+//! Not covered: removing or adding a node that did not lose its disk,
+//! clock jumps and skew, admit's own App.
 //! A run's digest (every event, answer and final state) is the same each
 //! time a seed runs; `a_seed_replays_exactly` checks it.
 //!
@@ -38,6 +50,7 @@
 //! cargo test -p admit-raft --test sim                           # CI's seeds
 //! ADMIT_SIM_SEEDS=2000 cargo test --release -p admit-raft --test sim -- --nocapture never_over
 //! ADMIT_SIM_SEED=1234 cargo test -p admit-raft --test sim -- --nocapture   # replay one
+//! ADMIT_SIM_EVENTS=1 ...                    # print each fault and event as it happens
 //! ```
 
 mod common;
@@ -161,6 +174,11 @@ struct NetState {
     /// pipe -> the waker of its last read, woken on every change
     wakers: BTreeMap<u64, Waker>,
     next_pipe: u64,
+}
+
+/// Node `id`'s peer address (the dialer ignores it: it dials by id).
+fn addr(id: u64) -> String {
+    format!("sim-{id}:1")
 }
 
 fn pair(a: u64, b: u64) -> (u64, u64) {
@@ -321,6 +339,14 @@ struct Sim {
     servers: BTreeMap<u64, JoinHandle<()>>,
     /// (node, shard) -> the App of the node's current run
     books: Arc<Mutex<BTreeMap<(u64, u32), Limits>>>,
+    /// The nodes of the cluster (up or down), the targets of faults, load
+    /// and reads; a replacement joins once the operator added it.
+    members: Vec<u64>,
+    /// node -> its data dir (a new one after its disk was lost); every node
+    /// ever started has one
+    dirs: BTreeMap<u64, PathBuf>,
+    /// The id of the next node the operator adds.
+    next_node: u64,
 }
 
 fn scratch() -> tempfile::TempDir {
@@ -336,15 +362,26 @@ fn scratch() -> tempfile::TempDir {
 
 impl Sim {
     fn config(&self, id: u64) -> NodeConfig {
-        let mut c = NodeConfig::new(id, self.root.path().join(format!("n{id}")), SHARDS);
+        let mut c = NodeConfig::new(id, self.dirs[&id].clone(), SHARDS);
         c.heartbeat = Duration::from_millis(50);
         c.election_timeout = (Duration::from_millis(200), Duration::from_millis(400));
         c.fsync = true;
         c.simulate_power_loss = true;
         c.inline_journal = true;
-        c.advertise_addr = format!("sim-{id}:1");
-        c.peers = (1..=NODES).map(|i| (i, format!("sim-{i}:1"))).collect();
-        c.bootstrap = true;
+        c.advertise_addr = addr(id);
+        if id <= NODES {
+            c.peers = (1..=NODES).map(|i| (i, addr(i))).collect();
+            c.bootstrap = true;
+        } else {
+            // added later: joins through the members, never bootstraps
+            c.peers = self
+                .members
+                .iter()
+                .chain([&id])
+                .map(|i| (*i, addr(*i)))
+                .collect();
+            c.bootstrap = false;
+        }
         c.replicas = NODES as usize;
         c.dialer = Some(Arc::new(SimDialer {
             net: self.net.clone(),
@@ -367,6 +404,9 @@ impl Sim {
             live: Arc::default(),
             servers: BTreeMap::new(),
             books: Arc::default(),
+            members: (1..=NODES).collect(),
+            dirs: BTreeMap::new(),
+            next_node: NODES + 1,
         };
         for id in 1..=NODES {
             sim.start(id).await;
@@ -375,6 +415,18 @@ impl Sim {
     }
 
     async fn start(&mut self, id: u64) {
+        if let Err(e) = self.try_start(id).await {
+            panic!("node {id} did not start: {e}");
+        }
+    }
+
+    /// Starts `id` on its data dir; on a refusal nothing of the attempt
+    /// stays (no listener, no replica state).
+    async fn try_start(&mut self, id: u64) -> Result<(), String> {
+        let root = self.root.path().to_path_buf();
+        self.dirs
+            .entry(id)
+            .or_insert_with(|| root.join(format!("n{id}")));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.net.change(|s| {
             s.listeners.insert(id, tx);
@@ -390,7 +442,16 @@ impl Sim {
         // the last run still held the node; see `RaftNode::stop`).
         let node = match RaftNode::start(self.config(id), factory).await {
             Ok(n) => n,
-            Err(e) => panic!("node {id} did not start: {e}"),
+            Err(e) if e.to_string().contains("in use") => {
+                panic!("node {id} did not start: {e}")
+            }
+            Err(e) => {
+                self.net.change(|s| {
+                    s.listeners.remove(&id);
+                });
+                lock(&self.books).retain(|(n, _), _| *n != id);
+                return Err(e.to_string());
+            }
         };
         let svc = node.grpc_service();
         let server = tokio::spawn(async move {
@@ -402,6 +463,18 @@ impl Sim {
         });
         self.servers.insert(id, server);
         lock(&self.live).insert(id, node);
+        Ok(())
+    }
+
+    /// The disk of `id` (down) is lost: its data dir is deleted, and it
+    /// comes back on an empty one. (A new path: the crashed run may still
+    /// hold files of the old one, see `try_start`.)
+    fn wipe(&mut self, id: u64) {
+        let old = self.dirs[&id].clone();
+        let _ = std::fs::remove_dir_all(&old);
+        let k = self.dirs.len();
+        self.dirs
+            .insert(id, self.root.path().join(format!("n{id}-wiped{k}")));
     }
 
     /// Takes `id` down: unreachable at once, then stopped without a
@@ -410,8 +483,8 @@ impl Sim {
         let node = lock(&self.live).remove(&id).expect("node is up");
         self.net.change(|s| {
             s.listeners.remove(&id);
-            for other in 1..=NODES {
-                *s.generation.entry(pair(id, other)).or_default() += 1;
+            for other in self.dirs.keys() {
+                *s.generation.entry(pair(id, *other)).or_default() += 1;
             }
         });
         if power_cut {
@@ -491,8 +564,12 @@ async fn call(live: Live, epoch: Instant, mut entry: u64, scope: u32, id: u64) -
     let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
     let mut answer = Answer::Unknown;
     while asked.elapsed() < PATIENCE {
-        let node = lock(&live).get(&entry).cloned();
-        let next = entry % NODES + 1;
+        let (node, next) = {
+            let l = lock(&live);
+            // the next running node after `entry`, round the ring
+            let next = l.range(entry + 1..).chain(l.iter()).next();
+            (l.get(&entry).cloned(), next.map_or(entry, |(id, _)| *id))
+        };
         let Some(node) = node else {
             entry = next;
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -537,11 +614,18 @@ enum Fault {
     Hold(u64, u64),
     /// both ways between two nodes
     Split(u64, u64),
-    /// a node cut off from both others
+    /// a node cut off from every other member
     Isolate(u64),
     Reset(u64, u64),
     Crash(u64),
     PowerCut(u64),
+    /// the leader of shard .0 hands its leadership to .1 (at once, racing
+    /// the other faults)
+    Transfer(u32, u64),
+    /// a crash that loses the data dir: when it ends the node starts again
+    /// on an empty one under its id, which admit must refuse, and the
+    /// operator replaces it by a new node ([`Replacing`])
+    LoseDisk(u64),
 }
 
 struct Outcome {
@@ -549,18 +633,184 @@ struct Outcome {
     calls: usize,
     answered: usize,
     faults: usize,
+    transfers: usize,
+    lost_disks: usize,
 }
 
-fn links_of(f: Fault) -> Vec<(u64, u64)> {
+fn links_of(f: Fault, members: &[u64]) -> Vec<(u64, u64)> {
     match f {
         Fault::Hold(a, b) => vec![(a, b)],
         Fault::Split(a, b) => vec![(a, b), (b, a)],
-        Fault::Isolate(n) => (1..=NODES)
-            .filter(|o| *o != n)
-            .flat_map(|o| [(n, o), (o, n)])
+        Fault::Isolate(n) => members
+            .iter()
+            .filter(|o| **o != n)
+            .flat_map(|o| [(n, *o), (*o, n)])
             .collect(),
         _ => vec![],
     }
+}
+
+/// A fault in force: (ends at, the fault, the links it holds).
+type Active = (Instant, Fault, Vec<(u64, u64)>);
+
+/// A node whose disk was lost, from its restart on an empty data dir until
+/// the operator's replacement is in the registry; it counts as down.
+enum Replacing {
+    /// The wiped node started (no peer answered its probe in time): it
+    /// must end refused (asked again, or by the registry); then it is taken
+    /// down.
+    Refusing { lost: u64, since: Instant },
+    /// The operator removes `lost` and adds `joining` (which runs).
+    Operator {
+        lost: u64,
+        joining: u64,
+        op: JoinHandle<Result<(), String>>,
+    },
+}
+
+/// How long a wiped node that started may take to end refused.
+const REFUSE_BOUND: Duration = Duration::from_secs(30);
+/// How long the operator's remove and add may take (each retried).
+const OPERATOR_PATIENCE: Duration = Duration::from_secs(60);
+/// The refusal of a node whose data dir was lost starts with this
+/// (`admit_raft::cluster::LOST_DIR`).
+const LOST_DIR: &str = "data dir lost";
+
+impl Sim {
+    /// Ends fault `f` (holding `links`): a node down comes back; a lost
+    /// disk's replacement starts.
+    async fn end(
+        &mut self,
+        f: Fault,
+        links: Vec<(u64, u64)>,
+        seed: u64,
+    ) -> Option<(Replacing, String)> {
+        match f {
+            Fault::Crash(n) | Fault::PowerCut(n) => self.start(n).await,
+            Fault::LoseDisk(n) => return Some(self.restart_wiped(n, seed).await),
+            _ => self.net.change(|s| {
+                for l in links {
+                    s.held.remove(&l);
+                }
+            }),
+        }
+        None
+    }
+
+    /// `n`'s disk was lost: start it on an empty data dir under its old id.
+    /// admit must refuse it: at once when a peer answers the probe, else
+    /// later ([`Replacing::Refusing`]).
+    async fn restart_wiped(&mut self, n: u64, seed: u64) -> (Replacing, String) {
+        self.wipe(n);
+        match self.try_start(n).await {
+            Err(e) => {
+                assert!(
+                    e.contains(LOST_DIR),
+                    "seed {seed}: node {n} on a wiped data dir failed to start, but not as lost: {e}"
+                );
+                let r = self.replace(n).await;
+                (r, format!("node {n} on a wiped dir: refused at start"))
+            }
+            Ok(()) => (
+                Replacing::Refusing {
+                    lost: n,
+                    since: Instant::now(),
+                },
+                format!("node {n} on a wiped dir: started, not registered"),
+            ),
+        }
+    }
+
+    /// The operator's remedy: a new node on a new data dir, then (in a
+    /// task) `remove_node(lost)` and `add_node(new)`.
+    async fn replace(&mut self, lost: u64) -> Replacing {
+        let joining = self.next_node;
+        self.next_node += 1;
+        self.start(joining).await;
+        let op = tokio::spawn(operator(self.live.clone(), lost, joining));
+        Replacing::Operator { lost, joining, op }
+    }
+
+    /// One step of a replacement: the next state and what happened.
+    async fn advance(&mut self, r: Replacing, seed: u64) -> (Option<Replacing>, Option<String>) {
+        match r {
+            Replacing::Refusing { lost, since } => {
+                let node = lock(&self.live)
+                    .get(&lost)
+                    .cloned()
+                    .expect("wiped node runs");
+                match node.registration() {
+                    admit_raft::Registration::Refused(why) => {
+                        assert!(why.contains(LOST_DIR), "seed {seed}: refused as {why}");
+                        drop(node);
+                        self.down(lost, false).await;
+                        let r = self.replace(lost).await;
+                        let ev = format!("node {lost} on a wiped dir: refused by the registry");
+                        (Some(r), Some(ev))
+                    }
+                    admit_raft::Registration::Done => panic!(
+                        "seed {seed}: node {lost} on a wiped data dir registered under its old id"
+                    ),
+                    admit_raft::Registration::Pending => {
+                        assert!(
+                            since.elapsed() <= REFUSE_BOUND,
+                            "seed {seed}: node {lost} on a wiped data dir not refused within {} s",
+                            REFUSE_BOUND.as_secs()
+                        );
+                        (Some(Replacing::Refusing { lost, since }), None)
+                    }
+                }
+            }
+            Replacing::Operator { lost, joining, op } if op.is_finished() => {
+                if let Err(e) = op.await.expect("operator task") {
+                    panic!("seed {seed}: {e}");
+                }
+                self.members.retain(|m| *m != lost);
+                self.members.push(joining);
+                self.members.sort_unstable();
+                (None, Some(format!("node {joining} replaces node {lost}")))
+            }
+            r @ Replacing::Operator { .. } => (Some(r), None),
+        }
+    }
+}
+
+/// The operator replaces `lost` by `joining` (started): `remove_node`, then
+/// `add_node`, through the running nodes in turn, each retried until done.
+async fn operator(live: Live, lost: u64, joining: u64) -> Result<(), String> {
+    let deadline = Instant::now() + OPERATOR_PATIENCE;
+    let mut removed = false;
+    for attempt in 0usize.. {
+        let via = {
+            let l = lock(&live);
+            let c: Vec<&Node> = l
+                .iter()
+                .filter(|(id, _)| **id != lost && **id != joining)
+                .map(|(_, n)| n)
+                .collect();
+            (!c.is_empty()).then(|| c[attempt % c.len()].clone())
+        };
+        let r = match via {
+            None => Err("no node runs".to_string()),
+            Some(via) if removed => via
+                .add_node(joining, &addr(joining))
+                .await
+                .map_err(|e| e.to_string()),
+            Some(via) => via.remove_node(lost).await.map_err(|e| e.to_string()),
+        };
+        match r {
+            Ok(()) if removed => return Ok(()),
+            Ok(()) => removed = true,
+            Err(e) if Instant::now() > deadline => {
+                let what = if removed { "add_node" } else { "remove_node" };
+                return Err(format!(
+                    "operator: {what} for node {joining} replacing {lost} failed until the end: {e}"
+                ));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    unreachable!()
 }
 
 /// The invariants that hold at every step: no replica holds more than the
@@ -604,13 +854,22 @@ async fn run(seed: u64) -> Outcome {
     let history = Arc::new(Mutex::new(History::default()));
     let next_id = AtomicU64::new(1);
     let mut callers: Vec<JoinHandle<()>> = Vec::new();
-    // faults in force: (ends at, fault)
-    let mut active: Vec<(Instant, Fault)> = Vec::new();
+    let mut active: Vec<Active> = Vec::new();
     let mut next_fault = epoch + Duration::from_millis(300 + rng.below(500));
-    let mut faults = 0;
+    let (mut faults, mut transfers) = (0, 0);
+    // a lost disk is slow (a restart refused, a replacement caught up):
+    // at most one a run
+    let mut disks_left = 1;
+    let mut lost: Vec<u64> = Vec::new();
+    let mut replacing: Option<Replacing> = None;
     let mut t = epoch;
+    let verbose = std::env::var("ADMIT_SIM_EVENTS").is_ok();
     let log = |h: &Arc<Mutex<History>>, at: Instant, what: String| {
-        lock(h).events.push(format!("{} {what}", ms(at)));
+        let line = format!("{} {what}", ms(at));
+        if verbose {
+            println!("seed {seed}: {line}");
+        }
+        lock(h).events.push(line);
     };
 
     let run_for = run_time();
@@ -626,62 +885,104 @@ async fn run(seed: u64) -> Outcome {
                 i += 1;
                 continue;
             }
-            let (_, f) = active.remove(i);
-            match f {
-                Fault::Crash(n) | Fault::PowerCut(n) => sim.start(n).await,
-                _ => {
-                    let links = links_of(f);
-                    sim.net.change(|s| {
-                        for l in links {
-                            s.held.remove(&l);
-                        }
-                    });
-                }
-            }
+            let (_, f, links) = active.remove(i);
             log(&history, now, format!("end {f:?}"));
+            if let Some((r, what)) = sim.end(f, links, seed).await {
+                log(&history, Instant::now(), what);
+                replacing = Some(r);
+            }
+        }
+        // a lost disk's replacement
+        if let Some(r) = replacing.take() {
+            let (r, what) = sim.advance(r, seed).await;
+            replacing = r;
+            if let Some(what) = what {
+                log(&history, Instant::now(), what);
+            }
         }
 
         // a new fault
         if now >= next_fault {
-            let a = 1 + rng.below(NODES);
-            let b = a % NODES + 1 + rng.below(NODES - 1) % (NODES - 1);
-            let b = if b == a { a % NODES + 1 } else { b };
+            let k = sim.members.len() as u64;
+            let i = rng.below(k);
+            let a = sim.members[i as usize];
+            let b = sim.members[((i + 1 + rng.below(k - 1)) % k) as usize];
             let lasts = Duration::from_millis(100 + rng.below(1_500));
-            let someone_down = active
-                .iter()
-                .any(|(_, f)| matches!(f, Fault::Crash(_) | Fault::PowerCut(_)));
-            let f = match rng.below(7) {
+            let someone_down = replacing.is_some()
+                || active.iter().any(|(_, f, _)| {
+                    matches!(f, Fault::Crash(_) | Fault::PowerCut(_) | Fault::LoseDisk(_))
+                });
+            let f = match rng.below(9) {
                 0 => Fault::Hold(a, b),
                 1 => Fault::Split(a, b),
                 2 => Fault::Isolate(a),
                 3 => Fault::Reset(a, b),
-                4 | 5 if !someone_down => Fault::Crash(a),
+                4 | 5 if !someone_down => {
+                    if disks_left > 0 && rng.below(2) == 0 {
+                        disks_left -= 1;
+                        Fault::LoseDisk(a)
+                    } else {
+                        Fault::Crash(a)
+                    }
+                }
                 6 if !someone_down => Fault::PowerCut(a),
+                // to `b`, or `a` if `b` leads
+                7 | 8 => Fault::Transfer(rng.below(SHARDS as u64) as u32, b),
                 _ => Fault::Hold(b, a),
             };
-            log(&history, now, format!("{f:?} for {} ms", lasts.as_millis()));
             faults += 1;
+            let links = links_of(f, &sim.members);
             match f {
                 Fault::Reset(a, b) => sim.net.reset(a, b),
                 Fault::Crash(n) => sim.down(n, false).await,
-                Fault::PowerCut(n) => sim.down(n, true).await,
-                _ => {
-                    let links = links_of(f);
-                    sim.net.change(|s| s.held.extend(links));
+                Fault::PowerCut(n) | Fault::LoseDisk(n) => sim.down(n, true).await,
+                Fault::Transfer(shard, to) => {
+                    // whoever leads the shard now hands it to another member
+                    let nodes: Vec<Node> = lock(&sim.live).values().cloned().collect();
+                    let leader = nodes
+                        .into_iter()
+                        .find(|n| n.leader(shard) == Some(n.node_id()));
+                    let what = match leader {
+                        None => format!("{f:?}: no leader"),
+                        Some(l) => {
+                            let to = if to == l.node_id() { a } else { to };
+                            transfers += 1;
+                            let r = tokio::time::timeout(
+                                Duration::from_secs(1),
+                                l.transfer_leader(shard, to),
+                            )
+                            .await;
+                            let r = match r {
+                                Ok(Ok(())) => "asked",
+                                Ok(Err(_)) => "refused",
+                                Err(_) => "no answer",
+                            };
+                            format!("Transfer({shard}, {to}) from {}: {r}", l.node_id())
+                        }
+                    };
+                    log(&history, now, what);
                 }
+                _ => sim.net.change(|s| s.held.extend(links.iter().copied())),
             }
-            if !matches!(f, Fault::Reset(..)) {
-                active.push((now + lasts, f));
+            if !matches!(f, Fault::Transfer(..)) {
+                log(&history, now, format!("{f:?} for {} ms", lasts.as_millis()));
+            }
+            if let Fault::LoseDisk(n) = f {
+                lost.push(n);
+            }
+            if !matches!(f, Fault::Reset(..) | Fault::Transfer(..)) {
+                active.push((now + lasts, f, links));
             }
             next_fault = now + Duration::from_millis(200 + rng.below(900));
         }
 
         // load: an admission every fourth step (50/s), a fast-path read
         // every third
+        let k = sim.members.len() as u64;
         if rng.below(4) == 0 {
             let scope = rng.below(SCOPES as u64) as u32;
             let id = next_id.fetch_add(1, Ordering::Relaxed);
-            let entry = 1 + rng.below(NODES);
+            let entry = sim.members[rng.below(k) as usize];
             let (live, h) = (sim.live.clone(), history.clone());
             callers.push(tokio::spawn(async move {
                 let c = call(live, epoch, entry, scope, id).await;
@@ -690,7 +991,7 @@ async fn run(seed: u64) -> Outcome {
         }
         if rng.below(3) == 0 {
             let scope = rng.below(SCOPES as u64) as u32;
-            let n = 1 + rng.below(NODES);
+            let n = sim.members[rng.below(k) as usize];
             let node = lock(&sim.live).get(&n).cloned();
             if let Some(node) = node {
                 if node.is_leader_with_lease(shard_of(scope)) {
@@ -710,13 +1011,25 @@ async fn run(seed: u64) -> Outcome {
         check_step(&sim.books(), ms(now), seed);
     }
 
-    // heal: end every fault, bring every node back
-    for (_, f) in std::mem::take(&mut active) {
-        if let Fault::Crash(n) | Fault::PowerCut(n) = f {
-            sim.start(n).await;
+    // heal: end every fault, bring every node back, finish a replacement
+    sim.net.change(|s| s.held.clear());
+    for (_, f, links) in std::mem::take(&mut active) {
+        if let Some((r, what)) = sim.end(f, links, seed).await {
+            log(&history, Instant::now(), what);
+            replacing = Some(r);
         }
     }
-    sim.net.change(|s| s.held.clear());
+    while let Some(r) = replacing.take() {
+        let (r, what) = sim.advance(r, seed).await;
+        replacing = r;
+        if let Some(what) = what {
+            log(&history, Instant::now(), what);
+        }
+        if replacing.is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        check_step(&sim.books(), ms(Instant::now()), seed);
+    }
     let healed = Instant::now();
     log(&history, healed, "healed".into());
     for c in callers {
@@ -733,6 +1046,37 @@ async fn run(seed: u64) -> Outcome {
             healed.elapsed() <= HEAL_BOUND,
             "seed {seed}: a shard has no leader {} ms after healing",
             HEAL_BOUND.as_millis()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // the membership follows the registry: every group's voters are the
+    // members, a lost node's id is retired
+    let members: BTreeSet<u64> = sim.members.iter().copied().collect();
+    loop {
+        let nodes: Vec<Node> = lock(&sim.live).values().cloned().collect();
+        let placed = |g: u32, n: &Node| {
+            let i = if g == SHARDS {
+                n.meta_info()
+            } else {
+                n.shard_infos().swap_remove(g as usize)
+            };
+            i.is_leader_view() && !i.changing && i.voters == members && i.learners.is_empty()
+        };
+        let settled = (0..=SHARDS).all(|g| nodes.iter().any(|n| placed(g, n)))
+            && nodes.iter().all(|n| {
+                let reg = n.nodes();
+                lost.iter().all(|l| {
+                    reg.iter()
+                        .any(|c| c.id == *l && c.state == admit_raft::NodeState::Removed)
+                })
+            });
+        if settled {
+            break;
+        }
+        assert!(
+            healed.elapsed() <= HEAL_BOUND * 3,
+            "seed {seed}: membership not settled on {members:?} (lost: {lost:?}) {} ms after healing",
+            (HEAL_BOUND * 3).as_millis()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -755,7 +1099,7 @@ async fn run(seed: u64) -> Outcome {
                 break;
             }
             assert!(
-                healed.elapsed() <= HEAL_BOUND * 2,
+                healed.elapsed() <= HEAL_BOUND * 4,
                 "seed {seed}: shard {s} gives no linearizable read after healing"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -778,6 +1122,8 @@ async fn run(seed: u64) -> Outcome {
         calls: calls.len(),
         answered: calls.iter().filter(|c| c.answer != Answer::Unknown).count(),
         faults,
+        transfers,
+        lost_disks: lost.len(),
     }
 }
 
@@ -905,15 +1251,18 @@ fn seeds(first: u64, default_count: u64) -> Vec<u64> {
 
 fn run_seeds(seeds: &[u64]) {
     let t0 = std::time::Instant::now();
-    let (mut calls, mut answered, mut faults) = (0, 0, 0);
+    let (mut calls, mut answered, mut faults, mut transfers, mut lost) = (0, 0, 0, 0, 0);
     for seed in seeds {
         let o = run_seed(*seed);
         calls += o.calls;
         answered += o.answered;
         faults += o.faults;
+        transfers += o.transfers;
+        lost += o.lost_disks;
     }
     println!(
-        "{} seeds from {}: {calls} calls ({answered} answered), {faults} faults, in {:.1} s",
+        "{} seeds from {}: {calls} calls ({answered} answered), {faults} faults \
+         ({transfers} leadership transfers, {lost} disks lost), in {:.1} s",
         seeds.len(),
         seeds.first().copied().unwrap_or_default(),
         t0.elapsed().as_secs_f64()

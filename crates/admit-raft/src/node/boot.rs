@@ -194,9 +194,10 @@ impl<A: App> RaftNode<A> {
                 reconciler: Mutex::new(None),
                 transfers: Mutex::new(HashMap::new()),
                 fences: super::fence::Fences::new(shard_count),
-                // A new dir with peers takes no Raft message until its
-                // peers were asked whether its data dir was lost (the probe
-                // in `start`, a moment); then only a refusal closes it.
+                // A new dir with peers takes no Raft message until a peer
+                // answered whether its data dir was lost (the probe in
+                // `start`, repeated while none answers); then only a
+                // refusal closes it.
                 gate: if registered || no_peers {
                     super::identity::Gate::open_all(true)
                 } else {

@@ -8,12 +8,13 @@
 //! and fails with the remedy when one of them knows the node by another
 //! incarnation (so it never votes with an empty log, which could elect a
 //! replica that lacks a committed entry), or uses other Raft timeouts (the
-//! lease assumes that every node uses the same). If no peer could tell, the
-//! registry refuses the registration later and the node then refuses every
-//! Raft message from that moment on. Not done: holding a new dir out of
-//! the groups *until* it is registered (a first version did, and slowed
-//! the formation of new clusters to the point of failing tests; see
-//! docs/design.md).
+//! lease assumes that every node uses the same). If no peer answers, the
+//! node takes no Raft message and asks again until one does; if none could
+//! tell, the registry refuses the registration later and the node then
+//! refuses every Raft message from that moment on. Not done: holding a new
+//! dir out of the groups *until* it is registered (a first version did,
+//! and slowed the formation of new clusters to the point of failing tests;
+//! see docs/design.md).
 //!
 //! Imports the node's facade, the registry types and the transport's
 //! request kinds only.
@@ -163,6 +164,8 @@ impl<A: App> Inner<A> {
 
 /// What the peers said.
 struct Probe {
+    /// At least one peer answered.
+    answered: bool,
     /// A peer knows this node id by another incarnation.
     lost: bool,
     /// A peer that uses other timeouts: (id, its heartbeat, min, max in ms).
@@ -215,6 +218,7 @@ impl<A: App> RaftNode<A> {
         let mine = self.inner.incarnation;
         let timing = self.inner.config.timing_ms();
         Probe {
+            answered: !answers.is_empty(),
             lost: answers
                 .iter()
                 .any(|(_, a)| a.asker_incarnation.is_some_and(|i| i != mine)),
@@ -248,7 +252,12 @@ impl<A: App> RaftNode<A> {
 
     /// At start, for a node with peers: fail at once if a reachable peer
     /// uses other timeouts, or (`registered` false) knows this id by another
-    /// data dir; else a new dir registers in the background.
+    /// data dir; else a new dir registers in the background. A new dir that
+    /// no peer answered stays closed and asks again until one does: opened
+    /// at once, a wiped dir under its old id took appends before its
+    /// refusal, and a leader's openraft core panicked on the log reversion
+    /// ("follower log reversion is not allowed"; seed 1002 of tests/sim.rs),
+    /// leaving its shard without a leader.
     pub(super) async fn check_peers(&self, registered: bool) -> Result<(), StartError> {
         let p = self.probe().await;
         if let Some((peer, [hb, min, max])) = p.other_timing {
@@ -267,7 +276,10 @@ impl<A: App> RaftNode<A> {
             self.refuse(why.clone());
             return Err(StartError::Config(why));
         }
-        self.inner.gate.open();
+        let mut open = p.answered;
+        if open {
+            self.inner.gate.open();
+        }
         let weak = std::sync::Arc::downgrade(&self.inner);
         let mut halt = self.inner.halt.subscribe();
         tokio::spawn(async move {
@@ -279,7 +291,20 @@ impl<A: App> RaftNode<A> {
                 }
                 let Some(inner) = weak.upgrade() else { return };
                 let node = RaftNode { inner };
-                if node.register_once().await {
+                if !open {
+                    let p = node.probe().await;
+                    if p.lost {
+                        node.refuse(node.lost_message());
+                        return;
+                    }
+                    if p.answered {
+                        node.inner.gate.open();
+                        open = true;
+                    }
+                }
+                // registered once open, so that a peer's answer (not the
+                // registry, which may take a while) opens the gate
+                if open && node.register_once().await {
                     return;
                 }
                 drop(node);
