@@ -187,7 +187,12 @@
 //! [`RaftNode::start`] asks the peers (`IDENTITY`) and fails with the remedy
 //! when one of them knows the node by another incarnation, so it never
 //! votes with an empty log (which could elect a replica that lacks an entry
-//! committed with this node's help). If no peer could answer at start, the
+//! committed with this node's help). A peer knows the node's incarnation
+//! from the registry, or, before the node's registration commits, from the
+//! node's answers: every answer on the peer port carries the answerer's
+//! incarnation (`RaftReply.incarnation`), each node keeps the first one of
+//! every peer for its life and refuses that peer's answers from any other.
+//! If no peer could answer at start, the
 //! registry refuses its registration later, and from then on the node
 //! refuses every Raft message ([`RaftNode::registration`]). The remedy:
 //! remove the node (`remove-node`), then start the new dir under a **new**

@@ -31,7 +31,7 @@ use crate::journal::io_err;
 use crate::pb::raft_transport_client::RaftTransportClient;
 use crate::pb::raft_transport_server::RaftTransport;
 use crate::pb::{RaftBatch, RaftFrame, RaftReply, RaftRequest, RaftRpcKind};
-use crate::pipe::{self, Frames, Message, PeerCheck, Pipes, CHUNK};
+use crate::pipe::{self, Frames, Incarnations, Message, PeerCheck, Pipes, CHUNK};
 use crate::sm::GroupRaft;
 use crate::store::{decode, encode};
 use crate::types::{SnapshotMetaT, SnapshotT, VoteT, C};
@@ -75,6 +75,8 @@ struct RouterInner {
     max_message: usize,
     /// This node's cluster id (0: not known yet), stamped on every request.
     cluster: Arc<AtomicU64>,
+    /// The data dir incarnations the peers answered with (see `pipe`).
+    incarnations: Arc<Incarnations>,
     /// The node-pair streams.
     pipes: Pipes,
 }
@@ -113,14 +115,21 @@ impl<A: App> GrpcRouter<A> {
         heartbeat: Duration,
     ) -> Self {
         let cluster = Arc::new(AtomicU64::new(0));
+        let incarnations = Arc::<Incarnations>::default();
         Self {
             inner: Arc::new(RouterInner {
                 peers: Mutex::default(),
                 isolated: Arc::default(),
                 dialer,
                 max_message,
-                pipes: Pipes::new(heartbeat, max_message, cluster.clone()),
+                pipes: Pipes::new(
+                    heartbeat,
+                    max_message,
+                    cluster.clone(),
+                    incarnations.clone(),
+                ),
                 cluster,
+                incarnations,
             }),
             heartbeats: false,
             _app: PhantomData,
@@ -159,6 +168,11 @@ impl<A: App> GrpcRouter<A> {
     /// The isolation switch shared with the gRPC service.
     pub(crate) fn isolated(&self) -> Arc<AtomicBool> {
         self.inner.isolated.clone()
+    }
+
+    /// The data dir incarnations the peers answered with.
+    pub(crate) fn incarnations(&self) -> Arc<Incarnations> {
+        self.inner.incarnations.clone()
     }
 
     /// The cluster id cell stamped on outgoing requests.
@@ -231,6 +245,10 @@ impl<A: App> GrpcRouter<A> {
             Ok(Err(status)) => return Err(RPCError::Unreachable(Unreachable::new(&status))),
             Ok(Ok(r)) => r.into_inner(),
         };
+        self.inner
+            .incarnations
+            .check(target, reply.incarnation)
+            .map_err(|s| RPCError::Unreachable(Unreachable::new(&s)))?;
         let res: Result<Resp, String> =
             decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::Network(NetworkError::new(&io_err(e))))
@@ -454,6 +472,8 @@ pub struct RaftGrpcService<A: App> {
     pub(crate) isolated: Arc<AtomicBool>,
     /// Set when the node stops: incoming node-pair streams end.
     pub(crate) closed: watch::Receiver<bool>,
+    /// This node's data dir incarnation, stamped on every answer.
+    pub(crate) incarnation: u64,
 }
 
 impl<A: App> std::fmt::Debug for RaftGrpcService<A> {
@@ -466,7 +486,10 @@ impl<A: App> std::fmt::Debug for RaftGrpcService<A> {
 
 fn reply<T: Serialize>(r: Result<T, String>) -> Result<tonic::Response<RaftReply>, tonic::Status> {
     let payload = encode(&r).map_err(|e| tonic::Status::internal(e.to_string()))?;
-    Ok(tonic::Response::new(RaftReply { payload }))
+    Ok(tonic::Response::new(RaftReply {
+        payload,
+        incarnation: 0,
+    }))
 }
 
 fn req<T: DeserializeOwned>(b: &[u8]) -> Result<T, tonic::Status> {
@@ -498,10 +521,22 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
             check,
             self.closed.clone(),
             frames,
+            self.incarnation,
         )))
     }
 
     async fn call(
+        &self,
+        request: tonic::Request<RaftRequest>,
+    ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+        let mut r = self.unary(request).await?;
+        r.get_mut().incarnation = self.incarnation;
+        Ok(r)
+    }
+}
+
+impl<A: App> RaftGrpcService<A> {
+    async fn unary(
         &self,
         request: tonic::Request<RaftRequest>,
     ) -> Result<tonic::Response<RaftReply>, tonic::Status> {

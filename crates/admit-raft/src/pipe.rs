@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
+use crate::cluster::LOST_DIR;
 use crate::pb::raft_transport_client::RaftTransportClient;
 use crate::pb::{RaftBatch, RaftFrame, RaftFrameReply, RaftReplyBatch, RaftRpcKind};
 use crate::store::decode;
@@ -81,6 +82,42 @@ impl std::fmt::Debug for PeerCheck {
 }
 
 type Reply = Result<Vec<u8>, Status>;
+
+/// The data dir incarnations this node's peers answered with (a node stamps
+/// its own on every answer it gives). A peer is heard from one data dir
+/// only: the first incarnation it answers with is kept for the life of this
+/// process and answers stamped with another are refused. A peer whose dir
+/// was wiped thus cannot show a leader an empty log under its old id
+/// (openraft stops on such a log reversion, and the entries the peer had
+/// acknowledged are gone), even when the registry never learned the peer's
+/// first incarnation (it lost its dir before its registration committed).
+#[derive(Debug, Default)]
+pub(crate) struct Incarnations {
+    seen: Mutex<HashMap<u64, u64>>,
+}
+
+impl Incarnations {
+    /// The one `node` first answered with, if it answered.
+    pub(crate) fn seen(&self, node: u64) -> Option<u64> {
+        lock(&self.seen).get(&node).copied()
+    }
+
+    /// Checks an answer of `node` stamped with `theirs` (0: a build that
+    /// does not stamp, not checked).
+    pub(crate) fn check(&self, node: u64, theirs: u64) -> Result<(), Status> {
+        if theirs == 0 {
+            return Ok(());
+        }
+        let first = *lock(&self.seen).entry(node).or_insert(theirs);
+        if first == theirs {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "{LOST_DIR}: node {node} answers from data dir {theirs:016x}; it answered from \
+             {first:016x} before, so its log was lost"
+        )))
+    }
+}
 
 /// One Raft message to send: its group and kind, the encoded request, and
 /// whether it is a heartbeat (which may wait for others).
@@ -148,6 +185,7 @@ pub(crate) struct Pipes {
     /// Set when the node stops: pipes close, incoming streams end.
     closed: watch::Sender<bool>,
     cluster: Arc<AtomicU64>,
+    incarnations: Arc<Incarnations>,
     pub(crate) stats: Arc<PipeStats>,
 }
 
@@ -158,7 +196,12 @@ impl std::fmt::Debug for Pipes {
 }
 
 impl Pipes {
-    pub(crate) fn new(heartbeat: Duration, max_message: usize, cluster: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(
+        heartbeat: Duration,
+        max_message: usize,
+        cluster: Arc<AtomicU64>,
+        incarnations: Arc<Incarnations>,
+    ) -> Self {
         Self {
             pipes: Mutex::default(),
             legacy: Arc::default(),
@@ -167,6 +210,7 @@ impl Pipes {
             max_message,
             closed: watch::channel(false).0,
             cluster,
+            incarnations,
             stats: Arc::default(),
         }
     }
@@ -289,6 +333,7 @@ impl Pipes {
             client,
             rx,
             self.legacy.clone(),
+            self.incarnations.clone(),
         ));
         Ok(pipe)
     }
@@ -311,6 +356,7 @@ async fn run(
     mut client: RaftTransportClient<Channel>,
     mut rx: mpsc::UnboundedReceiver<Out>,
     legacy: Arc<Mutex<HashSet<u64>>>,
+    incarnations: Arc<Incarnations>,
 ) {
     // capacity 1: while a batch waits for the stream, the next one grows
     let (btx, brx) = mpsc::channel::<RaftBatch>(1);
@@ -334,7 +380,7 @@ async fn run(
             return;
         }
     };
-    let reader = tokio::spawn(read(w.pipe.clone(), inbound));
+    let reader = tokio::spawn(read(w.pipe.clone(), inbound, w.node, incarnations));
     let why = loop {
         let first = tokio::select! {
             m = rx.recv() => m,
@@ -395,11 +441,22 @@ async fn until_closed(closed: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Hands each reply to the frame waiting for it.
-async fn read(pipe: Arc<Pipe>, mut inbound: Streaming<RaftReplyBatch>) {
+/// Hands each reply to the frame waiting for it; a batch from another data
+/// dir than `node` answered from before breaks the stream instead.
+async fn read(
+    pipe: Arc<Pipe>,
+    mut inbound: Streaming<RaftReplyBatch>,
+    node: u64,
+    incarnations: Arc<Incarnations>,
+) {
     let why = loop {
         match inbound.message().await {
-            Ok(Some(b)) => b.replies.into_iter().for_each(|r| pipe.answer(r)),
+            Ok(Some(b)) => {
+                if let Err(s) = incarnations.check(node, b.incarnation) {
+                    break s;
+                }
+                b.replies.into_iter().for_each(|r| pipe.answer(r));
+            }
             Ok(None) => break Status::unavailable("peer ended the raft stream"),
             Err(s) => break s,
         }
@@ -425,19 +482,21 @@ pub(crate) trait Frames: Send + Sync + 'static {
 /// The reply stream of one incoming node-pair stream.
 pub type ReplyStream = Pin<Box<dyn Stream<Item = Result<RaftReplyBatch, Status>> + Send>>;
 
-/// Serves one incoming stream until the peer ends it or the node stops.
+/// Serves one incoming stream until the peer ends it or the node stops;
+/// every reply batch carries `incarnation` (this node's data dir).
 pub(crate) fn serve(
     inbound: Streaming<RaftBatch>,
     check: Option<PeerCheck>,
     closed: watch::Receiver<bool>,
     frames: Arc<dyn Frames>,
+    incarnation: u64,
 ) -> ReplyStream {
     let (tx, rx) = mpsc::unbounded_channel::<RaftFrameReply>();
     tokio::spawn(receive(inbound, check, closed.clone(), frames, tx));
     // each poll sends every reply ready by then, as one batch
     Box::pin(futures_util::stream::unfold(
         (rx, closed),
-        |(mut rx, mut closed)| async move {
+        move |(mut rx, mut closed)| async move {
             let first = tokio::select! {
                 r = rx.recv() => r?,
                 () = until_closed(&mut closed) => return None,
@@ -446,7 +505,11 @@ pub(crate) fn serve(
             while let Ok(r) = rx.try_recv() {
                 replies.push(r);
             }
-            Some((Ok(RaftReplyBatch { replies }), (rx, closed)))
+            let batch = RaftReplyBatch {
+                replies,
+                incarnation,
+            };
+            Some((Ok(batch), (rx, closed)))
         },
     ))
 }
@@ -591,4 +654,29 @@ fn install_ids(payload: &[u8]) -> Result<(u64, u64), Status> {
     let (ids, _rest): ((u64, u64), &[u8]) =
         postcard::take_from_bytes(payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_heard_from_the_first_data_dir_it_answered_from_only() {
+        let dirs = Incarnations::default();
+        assert_eq!(dirs.seen(3), None);
+        // a build that does not stamp its answers is not checked
+        assert!(dirs.check(3, 0).is_ok());
+        assert_eq!(dirs.seen(3), None);
+        assert!(dirs.check(3, 0xa).is_ok());
+        assert!(dirs.check(3, 0xa).is_ok());
+        assert_eq!(dirs.seen(3), Some(0xa));
+        // node 3 comes back on a wiped dir: refused, and still known by
+        // its first dir (so its probe hears that its log was lost)
+        let refused = dirs.check(3, 0xb).expect_err("another data dir");
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert!(refused.message().starts_with(LOST_DIR), "{refused:?}");
+        assert_eq!(dirs.seen(3), Some(0xa));
+        // other peers are apart
+        assert!(dirs.check(4, 0xb).is_ok());
+    }
 }

@@ -1272,7 +1272,7 @@ fn run_seeds(seeds: &[u64]) {
 // CI's seeds, in two tests so that both cores run them.
 #[test]
 fn seeded_faults_never_over_admit_nor_lose_an_answer() {
-    run_seeds(&seeds(1, 30));
+    run_seeds(&seeds(1, 50));
 }
 
 #[test]
@@ -1282,7 +1282,7 @@ fn seeded_faults_more_seeds() {
         println!("seeds chosen by the environment: run by the test above");
         return;
     }
-    run_seeds(&seeds(1_001, 30));
+    run_seeds(&seeds(1_001, 50));
 }
 
 #[test]

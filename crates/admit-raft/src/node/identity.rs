@@ -6,8 +6,10 @@
 //! on every Raft message and checks on every arrival. A data dir that was
 //! wiped comes back with a new incarnation: `start` asks the peers first
 //! and fails with the remedy when one of them knows the node by another
-//! incarnation (so it never votes with an empty log, which could elect a
-//! replica that lacks a committed entry), or uses other Raft timeouts (the
+//! incarnation (by the registry, or by the incarnation the node's answers
+//! carried before: `pipe::Incarnations`; so it never votes with an empty
+//! log, which could elect a replica that lacks a committed entry), or uses
+//! other Raft timeouts (the
 //! lease assumes that every node uses the same). If no peer answers, the
 //! node takes no Raft message and asks again until one does; if none could
 //! tell, the registry refuses the registration later and the node then
@@ -156,7 +158,13 @@ impl<A: App> Inner<A> {
         let s = self.registry.read();
         Identity {
             cluster: s.cluster,
-            asker_incarnation: s.joined.get(&asker).copied(),
+            // the registry's, else the one the asker answered this node
+            // with (a node that lost its dir before it registered)
+            asker_incarnation: s
+                .joined
+                .get(&asker)
+                .copied()
+                .or_else(|| self.router.incarnations().seen(asker)),
             timing_ms: self.config.timing_ms(),
         }
     }

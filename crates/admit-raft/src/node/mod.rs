@@ -131,6 +131,7 @@ impl<A: App> RaftNode<A> {
             node: Arc::downgrade(&self.inner) as std::sync::Weak<dyn LocalNode>,
             isolated: self.inner.router.isolated(),
             closed: self.inner.router.closed(),
+            incarnation: self.inner.incarnation,
         })
         .max_decoding_message_size(self.inner.config.max_message())
         .max_encoding_message_size(self.inner.config.max_message())
