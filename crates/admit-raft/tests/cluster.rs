@@ -872,6 +872,16 @@ async fn no_lease_answer_while_leadership_is_transferred() {
     })
     .await;
 
+    // a target still catching up ignores the transfer (openraft's check of
+    // its log), and the old leader, which stopped its heartbeats, is then
+    // replaced by an election: wait until every follower has the log
+    eventually("followers caught up", 60, async || {
+        leader_of(&c.live(), 0).is_some_and(|l| {
+            let i = &l.shard_infos()[0];
+            i.replicas.len() == 3 && i.replicas.iter().all(|r| r.matched == i.last_log_index)
+        })
+    })
+    .await;
     let old = await_leader(&c.live(), 0).await;
     let to = (1..=3u64).find(|id| *id != old.node_id()).unwrap();
     let target = c.nodes[&to].clone();
