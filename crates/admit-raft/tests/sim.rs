@@ -24,12 +24,14 @@
 //! must refuse (`start` fails with "data dir lost"; when no peer answered
 //! in time, the node ends `Registration::Refused`); the operator removes it
 //! and adds a new node id (`remove_node`, `add_node`), and the reconcile
-//! loops move the replicas while the faults go on. Instead of a lost disk a
-//! run may have one move: the operator starts a new node id, calls
+//! loops move the replicas while the faults go on. With `ADMIT_SIM_MOVES=1`
+//! (off by default, see [`moves_on`]), instead of a lost disk a run may
+//! have one move: the operator starts a new node id, calls
 //! `add_node(new)`, then `remove_node(n)` for a running member `n` that
 //! keeps its disk and runs on while the reconcile loops move its replicas
 //! away under the faults (no crash or power cut falls on it meanwhile);
-//! once a registry says `Removed`, `n` is shut down cleanly and stays down.
+//! once a registry says `Removed`, `n` is cut off and shut down (`shutdown`;
+//! it leads no group by then) and stays down.
 //! At most one node is down at a time; a lost node counts as down until
 //! its replacement is added (a leaving node never counts: it runs until it
 //! holds no replica, so stopping it costs no group a voter).
@@ -60,6 +62,7 @@
 //! ADMIT_SIM_SEEDS=2000 cargo test --release -p admit-raft --test sim -- --nocapture never_over
 //! ADMIT_SIM_SEED=1234 cargo test -p admit-raft --test sim -- --nocapture   # replay one
 //! ADMIT_SIM_EVENTS=1 ...                    # print each fault and event as it happens
+//! ADMIT_SIM_MOVES=1 ...                     # runs may move a node out (a kept disk)
 //! ```
 
 mod common;
