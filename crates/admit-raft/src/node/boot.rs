@@ -66,6 +66,7 @@ impl<A: App> RaftNode<A> {
             config.dialer.clone(),
             config.max_message(),
             config.heartbeat,
+            config.election_timeout.0,
         );
         for (id, addr) in &config.peers {
             router
