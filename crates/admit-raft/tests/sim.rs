@@ -24,9 +24,9 @@
 //! must refuse (`start` fails with "data dir lost"; when no peer answered
 //! in time, the node ends `Registration::Refused`); the operator removes it
 //! and adds a new node id (`remove_node`, `add_node`), and the reconcile
-//! loops move the replicas while the faults go on. With `ADMIT_SIM_MOVES=1`
-//! (off by default, see [`moves_on`]), instead of a lost disk a run may
-//! have one move: the operator starts a new node id, calls
+//! loops move the replicas while the faults go on. Instead of a lost disk
+//! a run may have one move (on unless `ADMIT_SIM_MOVES=0`, see
+//! [`moves_on`]): the operator starts a new node id, calls
 //! `add_node(new)`, then `remove_node(n)` for a running member `n` that
 //! keeps its disk and runs on while the reconcile loops move its replicas
 //! away under the faults (no crash or power cut falls on it meanwhile);
@@ -55,14 +55,16 @@
 //! nothing refuses it at start), a crash of a leaving node, clock jumps
 //! and skew, admit's own App.
 //! A run's digest (every event, answer and final state) is the same each
-//! time a seed runs; `a_seed_replays_exactly` checks it.
+//! time a seed runs without a move; `a_seed_replays_exactly` checks it
+//! (moves off). A run with a move may not replay exactly (answer times
+//! 1 ms apart after the move began): an open finding, docs/testing.md.
 //!
 //! ```sh
 //! cargo test -p admit-raft --test sim                           # CI's seeds
 //! ADMIT_SIM_SEEDS=2000 cargo test --release -p admit-raft --test sim -- --nocapture never_over
 //! ADMIT_SIM_SEED=1234 cargo test -p admit-raft --test sim -- --nocapture   # replay one
 //! ADMIT_SIM_EVENTS=1 ...                    # print each fault and event as it happens
-//! ADMIT_SIM_MOVES=1 ...                     # runs may move a node out (a kept disk)
+//! ADMIT_SIM_MOVES=0 ...                     # no moves (a kept disk moved out)
 //! ```
 
 mod common;
@@ -102,13 +104,12 @@ fn run_time() -> Duration {
             .unwrap_or(3_000),
     )
 }
-/// Whether a run may move a node out (`ADMIT_SIM_MOVES=1`). Off by default
-/// until two findings of the moves are fixed (see docs/testing.md): a
-/// leaving node whose appends from a leader stalled never learns it is
-/// leaving and keeps leading a shard (seed 1043), and runs with a move do
-/// not replay exactly (seed 24300, `a_seed_replays_exactly`'s).
+/// Whether a run may move a node out (`ADMIT_SIM_MOVES=0` turns it off).
+/// On in CI's seeds since the stalled appends of seed 1043 were fixed;
+/// off in the replay check, because a run with a move does not replay
+/// exactly yet (docs/testing.md).
 fn moves_on() -> bool {
-    std::env::var("ADMIT_SIM_MOVES").is_ok_and(|v| v == "1")
+    std::env::var("ADMIT_SIM_MOVES").map_or(true, |v| v != "0")
 }
 
 /// What shapes a run beside its seed.
@@ -1522,8 +1523,13 @@ fn a_follower_whose_answers_timed_out_is_caught_up_again() {
 #[test]
 fn a_seed_replays_exactly() {
     let seed = seeds(1, 1)[0] ^ 0x5eed;
-    let a = run_seed(seed);
-    let b = run_seed(seed);
+    // without moves: a run with one does not replay exactly yet
+    let knobs = Knobs {
+        moves: false,
+        ..Knobs::from_env()
+    };
+    let a = run_seed_with(seed, knobs);
+    let b = run_seed_with(seed, knobs);
     assert_eq!(a.digest, b.digest, "seed {seed} ran two different ways");
     assert!(a.faults > 0 && a.answered > 0);
 }
