@@ -895,6 +895,34 @@ impl Sim {
         }
     }
 
+    /// One step of the run's lost-disk replacement and of its move, each
+    /// event handed to `log` with its time.
+    async fn advance_changes(
+        &mut self,
+        replacing: &mut Option<Replacing>,
+        moving: &mut Option<Moving>,
+        seed: u64,
+        log: impl Fn(Instant, String),
+    ) {
+        if let Some(r) = replacing.take() {
+            let (r, what) = self.advance(r, seed).await;
+            *replacing = r;
+            if let Some(what) = what {
+                log(Instant::now(), what);
+            }
+        }
+        if let Some(m) = moving.take() {
+            let at = Instant::now();
+            let (m, what) = self.advance_move(m, seed).await;
+            *moving = m;
+            if let Some(what) = what {
+                // when it began: the length of a shutdown varies by a few
+                // ms of virtual time from run to run
+                log(at, what);
+            }
+        }
+    }
+
     /// One step of a replacement: the next state and what happened.
     async fn advance(&mut self, r: Replacing, seed: u64) -> (Option<Replacing>, Option<String>) {
         match r {
@@ -1067,23 +1095,10 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             }
         }
         // a lost disk's replacement, a move
-        if let Some(r) = replacing.take() {
-            let (r, what) = sim.advance(r, seed).await;
-            replacing = r;
-            if let Some(what) = what {
-                log(&history, Instant::now(), what);
-            }
-        }
-        if let Some(m) = moving.take() {
-            let at = Instant::now();
-            let (m, what) = sim.advance_move(m, seed).await;
-            moving = m;
-            if let Some(what) = what {
-                // when it began: the length of a shutdown varies by a few
-                // ms of virtual time from run to run
-                log(&history, at, what);
-            }
-        }
+        sim.advance_changes(&mut replacing, &mut moving, seed, |at, what| {
+            log(&history, at, what)
+        })
+        .await;
 
         // a new fault
         if now >= next_fault {
@@ -1220,23 +1235,10 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
         }
     }
     while replacing.is_some() || moving.is_some() {
-        if let Some(r) = replacing.take() {
-            let (r, what) = sim.advance(r, seed).await;
-            replacing = r;
-            if let Some(what) = what {
-                log(&history, Instant::now(), what);
-            }
-        }
-        if let Some(m) = moving.take() {
-            let at = Instant::now();
-            let (m, what) = sim.advance_move(m, seed).await;
-            moving = m;
-            if let Some(what) = what {
-                // when it began: the length of a shutdown varies by a few
-                // ms of virtual time from run to run
-                log(&history, at, what);
-            }
-        }
+        sim.advance_changes(&mut replacing, &mut moving, seed, |at, what| {
+            log(&history, at, what)
+        })
+        .await;
         if replacing.is_some() || moving.is_some() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
