@@ -86,7 +86,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use admit_core::Ts;
 use admit_raft::{App, Dialer, NodeConfig, RaftNode, WriteError};
+use admit_server::skew::Skew;
 use common::seeded::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
@@ -102,6 +104,22 @@ const SCOPES: u32 = 6;
 fn limit(scope: u32) -> usize {
     4 << scope
 }
+/// Scopes 0 and 1 count admissions in a rolling window of the service
+/// clock (R3.4's 24 h, scaled down); the others count them all run.
+fn windowed(scope: u32) -> bool {
+    scope < 2
+}
+const WINDOW_MS: u64 = 1_000;
+/// How far a node's clock may run ahead of the others' before it stamps
+/// nothing (admit-server's `--max-clock-offset`, scaled down like the
+/// window).
+const MAX_OFFSET: Duration = Duration::from_millis(100);
+/// What the checks allow beyond [`MAX_OFFSET`] for the clocks' sampling
+/// (round trips, samples' age).
+const CLOCK_SLACK_MS: u64 = 50;
+/// The true time at the start of a run, on the service clocks' scale (UTC
+/// ms).
+const CLOCK_BASE_MS: u64 = 1_900_000_000_000;
 /// Virtual time of load and faults per seed (`ADMIT_SIM_RUN_MS`).
 fn run_time() -> Duration {
     Duration::from_millis(
@@ -125,6 +143,8 @@ struct Knobs {
     /// When a crash is drawn, the run's one lost disk or move is taken
     /// with these odds (numerator, denominator) instead.
     change_odds: (u64, u64),
+    /// Runs have clock faults (`ADMIT_SIM_CLOCKS=0` turns them off).
+    clocks: bool,
 }
 
 impl Knobs {
@@ -134,6 +154,7 @@ impl Knobs {
         Self {
             moves: moves_on(),
             change_odds: (1, 2),
+            clocks: std::env::var("ADMIT_SIM_CLOCKS").map_or(true, |v| v != "0"),
         }
     }
 }
@@ -155,6 +176,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Admit {
     scope: u32,
     id: u64,
+    /// The proposer's service clock (ms) when it stamped the command.
+    at: u64,
+    /// The true time then, on the same scale: for the checks only.
+    true_ms: u64,
+}
+
+/// When an id was decided.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct When {
+    /// the true time its command was stamped
+    true_ms: u64,
+    /// the latest true stamp time of the commands applied up to it
+    tau_ms: u64,
+    /// the engine's time it was decided at (a windowed admission is
+    /// dated there, as admit dates a conversation)
+    engine_ms: u64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -165,10 +202,31 @@ struct Book {
     decided: BTreeMap<u64, bool>,
     /// scope -> ids in the order they were first decided
     order: BTreeMap<u32, Vec<u64>>,
+    /// The engine's time: the latest stamp applied (it never goes back,
+    /// as admit's engine clamps a command's time to its own).
+    now_ms: u64,
+    /// The latest true stamp time applied.
+    tau_ms: u64,
+    /// id -> when it was decided
+    when: BTreeMap<u64, When>,
+}
+
+impl Book {
+    /// What `scope` holds now: in a windowed scope, the admissions dated
+    /// within the window that ends at the engine's time.
+    fn held(&self, scope: u32) -> usize {
+        let ids = self.admitted.get(&scope).map(Vec::as_slice).unwrap_or(&[]);
+        if !windowed(scope) {
+            return ids.len();
+        }
+        ids.iter()
+            .filter(|id| self.when[id].engine_ms + WINDOW_MS > self.now_ms)
+            .count()
+    }
 }
 
 /// A limit per scope: an id is admitted while its scope holds fewer than
-/// its [`limit`].
+/// its [`limit`] (in a [`windowed`] scope, within the window).
 #[derive(Debug, Clone, Default)]
 struct Limits(Arc<Mutex<Book>>);
 
@@ -178,15 +236,23 @@ impl App for Limits {
 
     fn apply(&mut self, _index: u64, c: Admit) -> bool {
         let mut b = lock(&self.0);
+        b.now_ms = b.now_ms.max(c.at);
+        b.tau_ms = b.tau_ms.max(c.true_ms);
         if let Some(d) = b.decided.get(&c.id) {
             return *d;
         }
-        let ok = b.admitted.get(&c.scope).map_or(0, Vec::len) < limit(c.scope);
+        let ok = b.held(c.scope) < limit(c.scope);
         if ok {
             b.admitted.entry(c.scope).or_default().push(c.id);
         }
         b.decided.insert(c.id, ok);
         b.order.entry(c.scope).or_default().push(c.id);
+        let when = When {
+            true_ms: c.true_ms,
+            tau_ms: b.tau_ms,
+            engine_ms: b.now_ms,
+        };
+        b.when.insert(c.id, when);
         ok
     }
 
@@ -371,6 +437,68 @@ impl Dialer for SimDialer {
     }
 }
 
+// ------------------------------------------------------------ the clocks
+
+/// A node's service clock: the true time plus an offset the faults set,
+/// never going back (admit's system clock reads a step back as the latest
+/// value it saw). It outlives the node's restarts, like a machine's clock.
+struct NodeClock {
+    epoch: Instant,
+    offset_ms: std::sync::atomic::AtomicI64,
+    last: AtomicU64,
+}
+
+impl NodeClock {
+    fn now_ms(&self) -> u64 {
+        let t = true_ms(self.epoch) as i64 + self.offset_ms.load(Ordering::Relaxed);
+        let t = t.max(0) as u64;
+        self.last.fetch_max(t, Ordering::Relaxed).max(t)
+    }
+}
+
+/// The true time (ms, on the service clocks' scale) of a run whose clocks
+/// started at `epoch`.
+fn true_ms(epoch: Instant) -> u64 {
+    CLOCK_BASE_MS + epoch.elapsed().as_millis() as u64
+}
+
+/// What a running node stamps with: its clock and its view of the other
+/// nodes' (admit-server's [`Skew`], fed by the samples its liveness
+/// answers carry). A restart starts with no samples, as a new process.
+#[derive(Clone)]
+struct Stamper {
+    clock: Arc<NodeClock>,
+    skew: Arc<Skew>,
+    /// stamps refused in the run
+    refused: Arc<AtomicU64>,
+}
+
+impl admit_raft::ServiceClock for Stamper {
+    fn now_ms(&self) -> Option<u64> {
+        Some(self.clock.now_ms())
+    }
+
+    fn sampled(&self, node: u64, clock_ms: u64, rtt: Duration, at: std::time::Instant) {
+        self.skew.record_carried(node, Ts(clock_ms), rtt, at.into());
+    }
+}
+
+impl Stamper {
+    /// The time this node stamps a command with, as admit's proposer
+    /// takes it (its clock, raised when behind a majority's), or `None`
+    /// when its clock runs beyond the bound (admit answers UNAVAILABLE).
+    fn stamp(&self) -> Option<u64> {
+        let at = self.skew.raise(Ts(self.clock.now_ms()));
+        let ok = self.skew.check(at).is_ok();
+        if !ok {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        ok.then_some(at.ms())
+    }
+}
+
+type Stampers = Arc<Mutex<BTreeMap<u64, Stamper>>>;
+
 // ------------------------------------------------------------ the cluster
 
 type Node = RaftNode<Limits>;
@@ -394,6 +522,13 @@ struct Sim {
     dirs: BTreeMap<u64, PathBuf>,
     /// The id of the next node the operator adds.
     next_node: u64,
+    /// Where the true time of the run starts (the clocks' epoch).
+    clock_epoch: Instant,
+    /// node -> its clock (kept across restarts)
+    clocks: BTreeMap<u64, Arc<NodeClock>>,
+    /// the running nodes' stampers
+    stampers: Stampers,
+    refused_stamps: Arc<AtomicU64>,
 }
 
 fn scratch() -> tempfile::TempDir {
@@ -454,6 +589,10 @@ impl Sim {
             members: (1..=NODES).collect(),
             dirs: BTreeMap::new(),
             next_node: NODES + 1,
+            clock_epoch: Instant::now(),
+            clocks: BTreeMap::new(),
+            stampers: Arc::default(),
+            refused_stamps: Arc::default(),
         };
         for id in 1..=NODES {
             sim.start(id).await;
@@ -509,6 +648,25 @@ impl Sim {
                 .await;
         });
         self.servers.insert(id, server);
+        let epoch = self.clock_epoch;
+        let clock = self.clocks.entry(id).or_insert_with(|| {
+            Arc::new(NodeClock {
+                epoch,
+                offset_ms: Default::default(),
+                last: AtomicU64::new(0),
+            })
+        });
+        let stamper = Stamper {
+            clock: clock.clone(),
+            skew: Arc::new(Skew::new(MAX_OFFSET, false)),
+            refused: self.refused_stamps.clone(),
+        };
+        // admit learns the other nodes at its first clock round, one
+        // round trip after start, long before it may win an election
+        let others: Vec<u64> = self.members.iter().copied().filter(|m| *m != id).collect();
+        stamper.skew.set_peers(&others);
+        node.set_service_clock(Arc::new(stamper.clone()));
+        lock(&self.stampers).insert(id, stamper);
         lock(&self.live).insert(id, node);
         Ok(())
     }
@@ -528,6 +686,7 @@ impl Sim {
     /// hand-off; `power_cut` also loses what its journal did not fsync.
     async fn down(&mut self, id: u64, power_cut: bool) {
         let node = lock(&self.live).remove(&id).expect("node is up");
+        lock(&self.stampers).remove(&id);
         self.net.change(|s| {
             s.listeners.remove(&id);
             for other in self.dirs.keys() {
@@ -553,6 +712,7 @@ impl Sim {
     /// varying time (a seed did not replay).
     async fn retire(&mut self, id: u64, seed: u64) {
         let node = lock(&self.live).remove(&id).expect("node is up");
+        lock(&self.stampers).remove(&id);
         self.net.change(|s| {
             s.listeners.remove(&id);
             for other in self.dirs.keys() {
@@ -567,6 +727,11 @@ impl Sim {
             let _ = s.await;
         }
         lock(&self.books).retain(|(n, _), _| *n != id);
+    }
+
+    /// The true time now, on the clocks' scale.
+    fn true_ms(&self) -> u64 {
+        true_ms(self.clock_epoch)
     }
 
     fn up(&self) -> Vec<u64> {
@@ -629,7 +794,13 @@ struct History {
 
 /// Admits `id` through `entry`, following leader hints and retrying
 /// through the other nodes until answered or [`PATIENCE`] runs out.
-async fn call(live: Live, epoch: Instant, mut entry: u64, scope: u32, id: u64) -> Call {
+async fn call(
+    (live, stampers): (Live, Stampers),
+    (epoch, clock_epoch): (Instant, Instant),
+    mut entry: u64,
+    scope: u32,
+    id: u64,
+) -> Call {
     let asked = Instant::now();
     let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
     let mut answer = Answer::Unknown;
@@ -646,7 +817,23 @@ async fn call(live: Live, epoch: Instant, mut entry: u64, scope: u32, id: u64) -
             continue;
         };
         let shard = shard_of(scope);
-        let r = tokio::time::timeout(ATTEMPT, node.write(shard, Admit { scope, id })).await;
+        // stamped by the node it is proposed on (a follower's stamp goes
+        // nowhere: it answers with the leader's id)
+        let stamper = lock(&stampers).get(&entry).cloned();
+        let Some(at) = stamper.and_then(|s| s.stamp()) else {
+            // its clock is beyond the bound: admit answers UNAVAILABLE
+            drop(node);
+            entry = next;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let cmd = Admit {
+            scope,
+            id,
+            at,
+            true_ms: true_ms(clock_epoch),
+        };
+        let r = tokio::time::timeout(ATTEMPT, node.write(shard, cmd)).await;
         drop(node);
         match r {
             Ok(Ok(ok)) => {
@@ -710,6 +897,8 @@ struct Outcome {
     transfers: usize,
     lost_disks: usize,
     moves: usize,
+    clock_faults: usize,
+    refused_stamps: u64,
 }
 
 fn links_of(f: Fault, members: &[u64]) -> Vec<(u64, u64)> {
@@ -1015,16 +1204,23 @@ async fn operator(live: Live, steps: Vec<Step>, avoid: [u64; 2]) -> Result<(), S
 /// The invariants that hold at every step: no replica holds more than the
 /// limit in a scope, and two replicas of a shard never disagree (one's
 /// decisions are a prefix of the other's).
-fn check_step(books: &[(u64, u32, Book)], at_ms: u64, seed: u64) {
+fn check_step(books: &[(u64, u32, Book)], at_ms: u64, true_ms: u64, seed: u64) {
     for (n, s, b) in books {
-        for (scope, ids) in &b.admitted {
+        for scope in b.admitted.keys() {
             assert!(
-                ids.len() <= limit(*scope),
+                b.held(*scope) <= limit(*scope),
                 "seed {seed}, {at_ms} ms: node {n} shard {s} scope {scope} holds {} > {}",
-                ids.len(),
+                b.held(*scope),
                 limit(*scope)
             );
         }
+        // no stamp ran the engine's time further ahead of the true time
+        // than the bound on the clocks allows (issue 11, item 2)
+        let ahead = b.now_ms.saturating_sub(true_ms);
+        assert!(
+            ahead <= MAX_OFFSET.as_millis() as u64 + CLOCK_SLACK_MS,
+            "seed {seed}, {at_ms} ms: node {n} shard {s}'s engine time runs {ahead} ms ahead of the true time"
+        );
     }
     for (i, (n1, s1, b1)) in books.iter().enumerate() {
         for (n2, s2, b2) in &books[i + 1..] {
@@ -1064,6 +1260,12 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
     let mut replacing: Option<Replacing> = None;
     let mut moved: Vec<u64> = Vec::new();
     let mut moving: Option<Moving> = None;
+    // clock faults draw from a generator of their own, so the other
+    // faults of a seed are drawn as without them
+    let mut crng = Rng(seed.wrapping_mul(0xc2b2_ae3d_27d4_eb4f) | 1);
+    let mut next_clock = epoch + Duration::from_millis(200 + crng.below(800));
+    let mut clock_fault: Option<(Instant, u64)> = None;
+    let mut clock_faults = 0;
     let mut t = epoch;
     let verbose = std::env::var("ADMIT_SIM_EVENTS").is_ok();
     let log = |h: &Arc<Mutex<History>>, at: Instant, what: String| {
@@ -1190,6 +1392,41 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             next_fault = now + Duration::from_millis(200 + rng.below(900));
         }
 
+        // a clock off: ahead beyond the bound, ahead within it, or behind;
+        // one node's at a time, so a majority keeps the true time
+        if let Some((end, n)) = clock_fault.filter(|(end, _)| now >= *end) {
+            let _ = end;
+            sim.clocks[&n].offset_ms.store(0, Ordering::Relaxed);
+            log(&history, now, format!("end Clock({n})"));
+            clock_fault = None;
+        }
+        // (a clock set back reads its latest value until the true time
+        // catches up: until then it is off too)
+        let clocks_true = sim.clocks.values().all(|c| c.now_ms() <= sim.true_ms());
+        if knobs.clocks && clock_fault.is_none() && clocks_true && now >= next_clock {
+            let k = sim.members.len() as u64;
+            let n = sim.members[crng.below(k) as usize];
+            let max = MAX_OFFSET.as_millis() as u64;
+            let far = (max * 3 / 2 + crng.below(3_000)) as i64;
+            let offset = match crng.below(3) {
+                0 => far,
+                1 => 1 + crng.below(max / 2) as i64,
+                _ => -far,
+            };
+            let lasts = Duration::from_millis(100 + crng.below(1_500));
+            if let Some(c) = sim.clocks.get(&n) {
+                c.offset_ms.store(offset, Ordering::Relaxed);
+                log(
+                    &history,
+                    now,
+                    format!("Clock({n}, {offset:+} ms) for {} ms", lasts.as_millis()),
+                );
+                clock_fault = Some((now + lasts, n));
+                clock_faults += 1;
+            }
+            next_clock = now + Duration::from_millis(300 + crng.below(1_200));
+        }
+
         // load: an admission every fourth step (50/s), a fast-path read
         // every third
         let k = sim.members.len() as u64;
@@ -1197,9 +1434,10 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             let scope = rng.below(SCOPES as u64) as u32;
             let id = next_id.fetch_add(1, Ordering::Relaxed);
             let entry = sim.members[rng.below(k) as usize];
-            let (live, h) = (sim.live.clone(), history.clone());
+            let nodes = (sim.live.clone(), sim.stampers.clone());
+            let (epochs, h) = ((epoch, sim.clock_epoch), history.clone());
             callers.push(tokio::spawn(async move {
-                let c = call(live, epoch, entry, scope, id).await;
+                let c = call(nodes, epochs, entry, scope, id).await;
                 lock(&h).calls.push(c);
             }));
         }
@@ -1222,12 +1460,15 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                 }
             }
         }
-        check_step(&sim.books(), ms(now), seed);
+        check_step(&sim.books(), ms(now), sim.true_ms(), seed);
     }
 
     // heal: end every fault, bring every node back, finish a replacement
     // or a move
     sim.net.change(|s| s.held.clear());
+    for c in sim.clocks.values() {
+        c.offset_ms.store(0, Ordering::Relaxed);
+    }
     for (_, f, links) in std::mem::take(&mut active) {
         if let Some((r, what)) = sim.end(f, links, seed).await {
             log(&history, Instant::now(), what);
@@ -1242,7 +1483,7 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
         if replacing.is_some() || moving.is_some() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        check_step(&sim.books(), ms(Instant::now()), seed);
+        check_step(&sim.books(), ms(Instant::now()), sim.true_ms(), seed);
     }
     let healed = Instant::now();
     log(&history, healed, "healed".into());
@@ -1320,7 +1561,7 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    check_step(&sim.books(), ms(Instant::now()), seed);
+    check_step(&sim.books(), ms(Instant::now()), sim.true_ms(), seed);
 
     let h = std::mem::take(&mut *lock(&history));
     check_history(&h, &finals, seed);
@@ -1331,6 +1572,8 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
     h.reads.hash(&mut digest);
     h.events.hash(&mut digest);
     finals.hash(&mut digest);
+    let refused_stamps = sim.refused_stamps.load(Ordering::Relaxed);
+    refused_stamps.hash(&mut digest);
     sim.stop().await;
     Outcome {
         digest: digest.finish(),
@@ -1340,6 +1583,8 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
         transfers,
         lost_disks: lost.len(),
         moves: moved.len(),
+        clock_faults,
+        refused_stamps,
     }
 }
 
@@ -1366,11 +1611,43 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
             );
         }
     }
-    for (scope, ids) in finals.values().flat_map(|b| b.admitted.iter()) {
-        assert!(
-            ids.len() <= limit(*scope),
-            "seed {seed}: scope {scope} ends over its limit"
-        );
+    for b in finals.values() {
+        for scope in b.admitted.keys() {
+            assert!(
+                b.held(*scope) <= limit(*scope),
+                "seed {seed}: scope {scope} ends over its limit"
+            );
+        }
+    }
+    // the windows in true time (issue 11, item 2): a decision dates an
+    // admission at the engine's time, which no stamp moves more than the
+    // bound (plus slack) ahead of the true time, and no clock behind moves
+    // more than the slack back; so every admission stamped (true time)
+    // within the window, narrowed by both, before the latest stamp applied
+    // at a later admission is counted by it, and no such stretch of true
+    // time holds more than the limit
+    let reach = WINDOW_MS - MAX_OFFSET.as_millis() as u64 - 2 * CLOCK_SLACK_MS;
+    for b in finals.values() {
+        for (scope, order) in b.order.iter().filter(|(s, _)| windowed(**s)) {
+            let admitted: Vec<(u64, When)> = order
+                .iter()
+                .filter(|id| b.decided[id])
+                .map(|id| (*id, b.when[id]))
+                .collect();
+            for (k, (id, w)) in admitted.iter().enumerate() {
+                let from = w.tau_ms.saturating_sub(reach);
+                let held = admitted[..=k]
+                    .iter()
+                    .filter(|(_, x)| x.true_ms > from)
+                    .count();
+                assert!(
+                    held <= limit(*scope),
+                    "seed {seed}: scope {scope} admitted {held} > {} stamped within {reach} ms {admitted:?}\
+                     of true time up to id {id} ({w:?})",
+                    limit(*scope)
+                );
+            }
+        }
     }
     // real time: an answer given before another call was made is decided first
     let mut answered: Vec<&Call> = h
@@ -1477,8 +1754,11 @@ fn run_seeds(seeds: &[u64]) {
     let t0 = std::time::Instant::now();
     let (mut calls, mut answered, mut faults) = (0, 0, 0);
     let (mut transfers, mut lost, mut moves) = (0, 0, 0);
+    let (mut clock_faults, mut refused) = (0, 0);
     for seed in seeds {
         let o = run_seed(*seed);
+        clock_faults += o.clock_faults;
+        refused += o.refused_stamps;
         calls += o.calls;
         answered += o.answered;
         faults += o.faults;
@@ -1488,7 +1768,8 @@ fn run_seeds(seeds: &[u64]) {
     }
     println!(
         "{} seeds from {}: {calls} calls ({answered} answered), {faults} faults \
-         ({transfers} leadership transfers, {lost} disks lost, {moves} moves), in {:.1} s",
+         ({transfers} leadership transfers, {lost} disks lost, {moves} moves, {clock_faults} \
+         clocks off; {refused} stamps refused), in {:.1} s",
         seeds.len(),
         seeds.first().copied().unwrap_or_default(),
         t0.elapsed().as_secs_f64()
@@ -1526,6 +1807,8 @@ fn a_follower_whose_answers_timed_out_is_caught_up_again() {
         Knobs {
             moves: true,
             change_odds: (3, 4),
+            // as when it was found
+            clocks: false,
         },
     );
     assert_eq!(o.moves, 1, "seed 1043 no longer moves a node: pick another");

@@ -141,7 +141,7 @@ mod telemetry;
 
 pub mod clock;
 // the bound on how far this node's clock may run ahead (issue 11, item 2)
-mod skew;
+pub mod skew;
 pub use skew::DEFAULT_MAX_CLOCK_OFFSET;
 pub mod protect;
 pub mod shed;

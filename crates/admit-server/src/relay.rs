@@ -70,7 +70,7 @@ pub(crate) async fn serve(ctx: &Ctx, req: NodeReq) -> Envelope {
                 Err(e) => Err(ApiError::FailedPrecondition(e.to_string())),
             },
         ),
-        NodeReq::ReadClock => (None, Ok(NodeResp::Clock(routing.now()))),
+        NodeReq::ReadClock => (None, Ok(NodeResp::Clock(routing.clock_now()))),
     };
     Envelope {
         result,
@@ -118,12 +118,14 @@ struct CarriedClock(Weak<Ctx>);
 
 impl admit_raft::ServiceClock for CarriedClock {
     fn now_ms(&self) -> Option<u64> {
-        self.0.upgrade().map(|ctx| ctx.routing.now().ms())
+        self.0.upgrade().map(|ctx| ctx.routing.clock_now().ms())
     }
 
     fn sampled(&self, node: u64, clock_ms: u64, rtt: Duration, at: Instant) {
         if let Some(ctx) = self.0.upgrade() {
-            ctx.routing.skew.record_carried(node, Ts(clock_ms), rtt, at);
+            ctx.routing
+                .skew
+                .record_carried(node, Ts(clock_ms), rtt, at.into());
         }
     }
 }
@@ -159,7 +161,8 @@ pub(crate) async fn watch_clocks(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>)
             continue;
         }
         let nodes = routing.other_nodes();
-        routing.skew.retain(|id| nodes.iter().any(|n| n.id == id));
+        let ids: Vec<u64> = nodes.iter().map(|n| n.id).collect();
+        routing.skew.retain(|id| ids.contains(&id));
         let info = ReqInfo::current().within(SAMPLE_WAIT);
         // peers whose liveness answers carry their clock need no call
         let uncarried: Vec<_> = nodes
@@ -175,10 +178,15 @@ pub(crate) async fn watch_clocks(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>)
         });
         for (id, rtt, r) in join_all(calls).await {
             if let Ok(Ok(NodeResp::Clock(theirs))) = r.map(|env| env.result) {
-                routing.skew.record(id, theirs, rtt, Instant::now());
+                routing
+                    .skew
+                    .record(id, theirs, rtt, tokio::time::Instant::now());
             }
         }
-        let m = routing.skew.measure(routing.now());
+        // after this round's samples: a first round leaves no moment in
+        // which the node expects samples it has not asked for
+        routing.skew.set_peers(&ids);
+        let m = routing.skew.measure(routing.clock_now());
         crate::telemetry::clock_skew(m.skew_ms, &m.peers);
         let beyond = m.skew_ms > routing.skew.max_offset().as_millis() as i64;
         if beyond {

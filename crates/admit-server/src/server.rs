@@ -806,7 +806,7 @@ impl Running {
     /// many other nodes' clocks it has a fresh sample of.
     #[doc(hidden)]
     pub fn clock_skew(&self) -> (i64, usize) {
-        let m = self.ctx.routing.skew.measure(self.ctx.routing.now());
+        let m = self.ctx.routing.skew.measure(self.ctx.routing.clock_now());
         (m.skew_ms, m.peers.len())
     }
 

@@ -33,7 +33,11 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock (std's outside a paused runtime): the Raft layer's
+// simulation runs this on virtual time
+use tokio::time::Instant;
 
 use admit_core::Ts;
 
@@ -55,12 +59,14 @@ pub const STALE_AFTER: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     upper_ms: u64,
+    /// What the clock read: it stood at least there when the answer arrived.
+    lower_ms: u64,
     at: Instant,
 }
 
 /// This node's view of the other nodes' clocks.
 #[derive(Debug)]
-pub(crate) struct Skew {
+pub struct Skew {
     max_offset: Duration,
     /// On the test clock, which moves only when told: a sample never lowers
     /// an estimate (one taken while a cluster-wide set is under way would).
@@ -70,6 +76,9 @@ pub(crate) struct Skew {
     warned: Mutex<Option<Instant>>,
     /// Per peer: when its last sample carried on liveness arrived.
     carried: Mutex<HashMap<u64, Instant>>,
+    /// How many other nodes the cluster has ([`Self::set_peers`]): a
+    /// stamp needs fresh samples of enough of them to make a majority.
+    expected: std::sync::atomic::AtomicUsize,
     /// Unary clock calls sent (the fallback), for tests and benches.
     pub(crate) unary_calls: std::sync::atomic::AtomicU64,
 }
@@ -82,6 +91,7 @@ impl Skew {
             peers: Mutex::new(HashMap::new()),
             warned: Mutex::new(None),
             carried: Mutex::new(HashMap::new()),
+            expected: Default::default(),
             unary_calls: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -95,7 +105,11 @@ impl Skew {
     /// and arriving at `at`.
     pub fn record(&self, peer: u64, theirs: Ts, rtt: Duration, at: Instant) {
         let upper_ms = theirs.ms().saturating_add(rtt.as_millis() as u64);
-        let s = Sample { upper_ms, at };
+        let s = Sample {
+            upper_ms,
+            lower_ms: theirs.ms(),
+            at,
+        };
         let mut peers = self.lock();
         let keep_old = self.test
             && peers.get(&peer).is_some_and(|old| {
@@ -135,10 +149,20 @@ impl Skew {
             if s.upper_ms.saturating_add(elapsed) < now.ms() {
                 *s = Sample {
                     upper_ms: now.ms(),
+                    lower_ms: now.ms(),
                     at,
                 };
             }
         }
+    }
+
+    /// The other nodes of the cluster now: the samples of any other are
+    /// forgotten, and from now on a stamp needs fresh samples of enough of
+    /// these to make a majority with this node.
+    pub fn set_peers(&self, ids: &[u64]) {
+        self.retain(|id| ids.contains(&id));
+        self.expected
+            .store(ids.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Forgets a peer (it left the cluster).
@@ -162,6 +186,42 @@ impl Skew {
             .collect()
     }
 
+    /// The time this node goes by when its clock reads `mine`: `mine`, or,
+    /// when a majority of the nodes' clocks (this one counted) have
+    /// certainly passed it, the latest time they all have passed. A
+    /// command's time and the fast path's `now` come from here.
+    ///
+    /// Why: the engine never goes back, so a leader whose clock runs behind
+    /// stamps nothing new; what it decides is dated at the last time a good
+    /// clock stamped, and ages out early by as long as it led once a good
+    /// clock stamps again (over-admission, found by the Raft layer's
+    /// simulation). Raised, a slow clock dates a decision at most a round
+    /// trip behind the true time. The lower bound of a sample is what the
+    /// peer's clock read (it stood at least there when the answer arrived),
+    /// aged on the monotonic clock; a slow clock is thus never raised past
+    /// what the majority's clocks read, so the raise cannot run ahead.
+    pub fn raise(&self, mine: Ts) -> Ts {
+        // a test clock moves only when told: a sample does not age
+        if self.test {
+            return mine;
+        }
+        let at = Instant::now();
+        let mut lows: Vec<u64> = self
+            .lock()
+            .values()
+            .filter_map(|s| {
+                let age = at.saturating_duration_since(s.at);
+                (age < STALE_AFTER).then(|| s.lower_ms.saturating_add(age.as_millis() as u64))
+            })
+            .collect();
+        if lows.is_empty() {
+            return mine;
+        }
+        lows.push(mine.ms());
+        lows.sort_unstable_by(|a, b| b.cmp(a));
+        Ts(mine.ms().max(lows[lows.len() / 2]))
+    }
+
     /// This node's clock `mine` minus the quorum clock (negative: behind
     /// it), and each counted peer's estimated offset from `mine`.
     pub fn measure(&self, mine: Ts) -> Measured {
@@ -183,7 +243,26 @@ impl Skew {
     /// Whether this node may stamp a command at `mine`: refused, with the
     /// reason, when its clock is beyond the bound.
     pub fn check(&self, mine: Ts) -> Result<(), ApiError> {
-        let skew = self.measure(mine).skew_ms;
+        let m = self.measure(mine);
+        // without a majority's clocks to compare with, a clock far ahead
+        // would go unseen (found by the Raft layer's simulation: a node
+        // restarted with its clock ahead stamped before any sample came);
+        // a node that can reach a majority, as a leader must to commit,
+        // has their samples within a round of liveness or clock calls
+        let expected = self.expected.load(std::sync::atomic::Ordering::Relaxed);
+        let needed = expected.div_ceil(2);
+        if !self.test && m.peers.len() < needed {
+            return Err(ApiError::unavailable(
+                format!(
+                    "this node has fresh samples of {} of the other {expected} nodes' clocks and \
+                     needs {needed} to bound its own: it stamps no command until they come; \
+                     nothing was applied, retry",
+                    m.peers.len()
+                ),
+                RETRY_RAFT_MS,
+            ));
+        }
+        let skew = m.skew_ms;
         let max = self.max_offset.as_millis() as i64;
         if skew <= max {
             return Ok(());
@@ -213,7 +292,7 @@ impl Skew {
 
 /// A measurement of this node's clock against the others.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Measured {
+pub struct Measured {
     /// This node's clock minus the quorum clock.
     pub skew_ms: i64,
     /// Per counted peer: its estimated clock minus this node's.

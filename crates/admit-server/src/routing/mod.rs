@@ -144,7 +144,16 @@ impl Routing {
         }
     }
 
+    /// The time this node goes by: its service clock, raised to what a
+    /// majority of the nodes' clocks have passed when it runs behind
+    /// ([`crate::skew::Skew::raise`]).
     pub fn now(&self) -> Ts {
+        self.skew.raise(self.clock.now())
+    }
+
+    /// This node's service clock as it reads (what the other nodes sample
+    /// and the skew is measured on).
+    pub fn clock_now(&self) -> Ts {
         self.clock.now()
     }
 
