@@ -350,6 +350,58 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_behind_a_majority_is_raised_to_what_they_certainly_passed() {
+        let s = Skew::new(Duration::from_millis(500), false);
+        let now = Instant::now();
+        // node 2 read T (answered within 300 ms), node 3 read T + 100
+        s.record(2, Ts(T), Duration::from_millis(300), now);
+        s.record(3, Ts(T + 100), Duration::ZERO, now);
+        // a majority (this node counted) certainly passed T: what node 2
+        // read, not the 300 ms its answer may have taken
+        let raised = s.raise(Ts(T - 5_000)).ms();
+        assert!((T..T + 50).contains(&raised), "raised to {raised}");
+        // a clock at or ahead of that keeps its own time
+        assert_eq!(s.raise(Ts(T + 10)), Ts(T + 10));
+        assert_eq!(s.raise(Ts(T + 99_000)), Ts(T + 99_000));
+    }
+
+    #[test]
+    fn one_peer_of_two_does_not_raise_a_clock() {
+        let s = Skew::new(Duration::from_millis(500), false);
+        s.record(2, Ts(T), Duration::ZERO, Instant::now());
+        // this node and node 2 are both needed for a majority of two
+        assert_eq!(s.raise(Ts(T - 5_000)), Ts(T - 5_000));
+        // nor does a peer on a test clock (which moves only when told)
+        let t = Skew::new(Duration::from_millis(500), true);
+        t.record(2, Ts(T), Duration::ZERO, Instant::now());
+        t.record(3, Ts(T), Duration::ZERO, Instant::now());
+        assert_eq!(t.raise(Ts(T - 5_000)), Ts(T - 5_000));
+    }
+
+    #[test]
+    fn a_stamp_needs_fresh_samples_of_a_majority() {
+        let s = Skew::new(Duration::from_millis(500), false);
+        // before the first clock round: nothing expected
+        assert!(s.check(Ts(T)).is_ok());
+        s.set_peers(&[2, 3]);
+        let e = s.check(Ts(T)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable);
+        assert!(e.to_string().contains("0 of the other 2"), "{e}");
+        s.record(2, Ts(T), Duration::ZERO, Instant::now());
+        assert!(s.check(Ts(T)).is_ok());
+        // five nodes: two others with this one make the majority
+        s.set_peers(&[2, 3, 4, 5]);
+        assert!(s.check(Ts(T)).is_err());
+        s.record(4, Ts(T), Duration::ZERO, Instant::now());
+        assert!(s.check(Ts(T)).is_ok());
+        // a node that left is forgotten
+        s.set_peers(&[3, 4]);
+        assert!(s.check(Ts(T)).is_ok());
+        s.set_peers(&[3, 5]);
+        assert!(s.check(Ts(T)).is_err());
+    }
+
+    #[test]
     fn stale_samples_are_not_counted() {
         let s = Skew::new(Duration::from_millis(500), false);
         let Some(old) = Instant::now().checked_sub(STALE_AFTER + Duration::from_secs(1)) else {
