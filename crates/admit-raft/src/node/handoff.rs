@@ -52,7 +52,7 @@ impl<A: App> RaftNode<A> {
 
 /// Transfer the leadership of `raft` away from `me` if it leads with other
 /// voters; `Some(handed over within timeout)`, `None` if nothing to do.
-async fn handoff_group<X: App>(
+pub(super) async fn handoff_group<X: App>(
     raft: &GroupRaft<X>,
     me: u64,
     lease: Duration,

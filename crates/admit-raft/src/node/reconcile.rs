@@ -23,6 +23,11 @@ use crate::placement::{placement_table, rendezvous};
 use crate::sm::GroupRaft;
 use crate::App;
 
+/// A node that saw no metadata leader for this many leases hands the
+/// shards it leads over ([`RaftNode::registry_may_be_stale`]): several
+/// elections' worth, so a metadata election or a short cut does not.
+const STALE_REGISTRY_LEASES: u32 = 8;
+
 /// How long one membership command may take before the round moves on.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -35,6 +40,8 @@ impl<A: App> RaftNode<A> {
         let weak = Arc::downgrade(&self.inner);
         let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
+            // when this node last saw a leader of the metadata group
+            let mut meta_seen = Instant::now();
             loop {
                 tokio::select! {
                     _ = &mut stop_rx => break,
@@ -48,7 +55,7 @@ impl<A: App> RaftNode<A> {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::select! {
                     _ = &mut stop_rx => break,
-                    _ = node.reconcile_once() => {}
+                    _ = node.reconcile_once(&mut meta_seen) => {}
                 }
             }
         });
@@ -60,7 +67,32 @@ impl<A: App> RaftNode<A> {
     }
 
     /// One pass of the reconcile loop.
-    async fn reconcile_once(&self) {
+    async fn reconcile_once(&self, meta_seen: &mut Instant) {
+        if self.registry_may_be_stale(meta_seen) {
+            // its targets cannot be trusted: another voter with a current
+            // registry should lead (and move the replicas it must)
+            let me = self.node_id();
+            for (g, raft) in self.inner.groups.iter().enumerate() {
+                if raft.metrics().borrow_watched().current_leader != Some(me) {
+                    continue;
+                }
+                // a quiesced group wakes: the hand-off needs a voter's
+                // fresh acknowledgement
+                self.inner.stir(g);
+                let timeout = self.inner.config.handoff_timeout;
+                let fence = || self.fence_transfer(g as u32);
+                if let Some(done) =
+                    super::handoff::handoff_group(raft, me, self.inner.lease, timeout, fence).await
+                {
+                    tracing::warn!(
+                        shard = g,
+                        done,
+                        "no metadata leader seen for a while: this node's registry may be stale, so it hands the shard's leadership over"
+                    );
+                }
+            }
+            return;
+        }
         let reg = self.inner.registry.read();
         for (id, (addr, st)) in &reg.nodes {
             if *st != NodeState::Removed && *id != self.node_id() {
@@ -121,6 +153,31 @@ impl<A: App> RaftNode<A> {
                 self.reconcile_group(raft, i as u32, facts)
             });
         futures_util::future::join_all(steps).await;
+    }
+
+    /// Whether this node has seen no leader of the metadata group for
+    /// [`STALE_REGISTRY_LEASES`] leases (`meta_seen` is when it last did).
+    ///
+    /// Why: a node can be dropped from the metadata group before it learned
+    /// the registry entries that led to it (its appends held while the
+    /// group changed). It then never learns it is leaving, while it may
+    /// lead shards whose other voters follow it: its targets, from the old
+    /// registry, keep its replicas where they are, and no one else may move
+    /// them (found by the simulation, seed 11197: a node being moved out led
+    /// a shard for good). Such a node keeps campaigning in a metadata group
+    /// that no longer has it, so it sees no leader there.
+    fn registry_may_be_stale(&self, meta_seen: &mut Instant) -> bool {
+        let m = self.inner.meta.metrics().borrow_watched().clone();
+        let alone = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .all(|n| n == self.node_id());
+        if m.current_leader.is_some() || alone {
+            *meta_seen = Instant::now();
+            return false;
+        }
+        meta_seen.elapsed() >= self.inner.lease * STALE_REGISTRY_LEASES
     }
 
     /// Whether no group has `x` as voter or learner, according to each
