@@ -25,11 +25,17 @@
 //! a peer sharing no group with this node) is asked with a unary call
 //! every [`SAMPLE_EVERY`] instead; the estimate rule is the same for both.
 //!
-//! Peers without a sample younger than [`STALE_AFTER`] are not counted (a
-//! single node, or one cut off from the rest, cannot compare and stamps as
-//! before).
+//! Peers without a sample younger than [`STALE_AFTER`] are not counted. A
+//! node needs fresh samples of enough of the other nodes to make a
+//! majority with itself before it stamps ([`Skew::set_peers`]; a single
+//! node has no others and stamps as always).
 //!
-//! May import: `admit_core::Ts`, `crate::error`, `crate::telemetry`, std.
+//! The other way round, a clock *behind* is raised ([`Skew::raise`]): a
+//! node goes by the latest time a majority of the clocks has certainly
+//! passed, so a slow leader does not date its decisions in the past.
+//!
+//! May import: `admit_core::Ts`, `crate::error`, `crate::telemetry`, std,
+//! tokio's clock.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
