@@ -28,9 +28,11 @@
 //! * `telemetry`: the process's metrics recorder and one helper per event
 //!   counted (decisions, latency, shedding, forwarding, snapshots).
 //! * [`clock`]: UTC ms from the system, or the test clock in test mode.
-//! * `skew`: the bound on the service clock: the other nodes' clocks as
-//!   sampled here, and the refusal to stamp a command beyond
-//!   [`DEFAULT_MAX_CLOCK_OFFSET`] (or the configured bound) ahead of them.
+//! * [`skew`]: the bound on the service clock: the other nodes' clocks as
+//!   sampled here, the refusal to stamp a command beyond
+//!   [`DEFAULT_MAX_CLOCK_OFFSET`] (or the configured bound) ahead of them,
+//!   and the raise of a clock behind them. Public so that admit-raft's
+//!   simulation stamps with this code.
 //! * [`protect`]: self-protection, the in-flight bound and per-caller quota
 //!   (R8.4).
 //! * [`auth`]: caller identity (bearer tokens, client certificates), scopes
