@@ -221,10 +221,10 @@ impl Skew {
         };
         // the common case, on the fast path, without allocating: unless a
         // majority (this node counted) certainly passed `mine`, it stands
-        let (fresh, later) = lows().fold((0, 0), |(f, l), low| {
+        let (fresh, later) = lows().fold((0usize, 0usize), |(f, l), low| {
             (f + 1, l + usize::from(low > mine.ms()))
         });
-        if later < (fresh + 1) / 2 + 1 {
+        if later < fresh.div_ceil(2) + 1 {
             return mine;
         }
         let mut lows: Vec<u64> = lows().collect();
