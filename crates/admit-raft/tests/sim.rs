@@ -49,13 +49,20 @@
 //! At most one node is down at a time; a lost node counts as down until
 //! its replacement is added (a leaving node never counts: it runs until it
 //! holds no replica, so stopping it costs no group a voter).
-//! Callers admit ids to scopes with a limit (the App below: the
-//! R3.4 shape, a count that must never pass its limit) through any node,
-//! follow leader hints and retry an unanswered id (a repeat of an id
-//! answers its first decision, like admit's keyed sends), and read counts
-//! on the fast path (a leader with a lease answers from memory).
+//! The App is admit's own ([`Limits`]: admit-server's shard App over
+//! admit-core's engine, one per scope, each scope a number with a small
+//! limit): callers send keyed marketing templates to new customers and,
+//! one call in six, a new customer's STOP (an opt-out), and later send to
+//! customers whose STOP was answered; through any node, following leader
+//! hints and retrying an unanswered call (a repeat answers its first
+//! decision: admit's idempotency keys and delivery keys). A model of the
+//! rules beside the engine (the [`Book`]) says what each decision must be;
+//! callers read counts on the fast path (a leader with a lease answers
+//! from memory: admit's lock-free reader).
 //!
-//! Checked on every step: no replica's scope holds more than the limit;
+//! Checked on every step: every decision of admit's engine is the rule's
+//! (R3.4's count in the window, R7.2's opt-out; a repeat is a replay of
+//! the first decision); no replica's scope holds more than the limit;
 //! the replicas of a shard agree (one's decisions are a prefix of the
 //! other's); no replica's engine time runs more than the bound (plus
 //! [`CLOCK_SLACK_MS`]) ahead of the true time. At the end, after healing: every shard has a leader within
@@ -68,11 +75,13 @@
 //! is `Removed` in every running node's registry; in a windowed scope, no
 //! stretch of true time as long as the window, narrowed by the bound and
 //! the slack, holds more admissions than the limit (by the true times the
-//! commands were stamped, up to the latest stamp applied at each decision).
+//! commands were stamped, up to the latest stamp applied at each decision);
+//! every answered STOP is applied and no send to its customer asked after
+//! the answer was admitted; the leaders' engines count what the rule holds.
 //! Not covered: a removed node restarted on its kept disk (admit does not
 //! define what it does: nothing refuses it at start), a crash of a leaving
-//! node, admit's own App (the engine's rules: the App here has the shape
-//! of R3.4's count in a window).
+//! node, platform events and the rules beyond R3.4 and R7 (admit-core's
+//! own tests cover them on one engine).
 //! A run's digest (every event, answer and final state) is the same each
 //! time a seed runs; `a_seed_replays_exactly` checks it. The seed also
 //! fixes tokio's `select!` order (`Builder::rng_seed`, which needs
@@ -106,8 +115,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use admit_core::Ts;
+use admit_core::{
+    AdmitRequest, Category, Command, Dur, IdempotencyKey, Inbound, InboundKind, Limit, NumberId,
+    NumberRegistration, OptChange, Output, Policy, SendKind, TemplateId, Ts, WaId,
+};
 use admit_raft::{App, Dialer, NodeConfig, RaftNode, WriteError};
+use admit_server::app::{ReaderSlot, ShardApp, Stamped};
 use admit_server::skew::Skew;
 use common::seeded::Rng;
 use serde::{Deserialize, Serialize};
@@ -195,7 +208,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Admit {
     scope: u32,
+    /// The call's key (a repeat is the same call retried).
     id: u64,
+    /// The customer: the call's own id, or one whose STOP was answered.
+    customer: u64,
+    /// The customer's STOP message (an opt-out, R7.1) instead of a send.
+    stop: bool,
     /// The proposer's service clock (ms) when it stamped the command.
     at: u64,
     /// The true time then, on the same scale: for the checks only.
@@ -229,6 +247,12 @@ struct Book {
     tau_ms: u64,
     /// id -> when it was decided
     when: BTreeMap<u64, When>,
+    /// Where admit's engine decided otherwise than the rule ([`Limits`]).
+    disagreements: Vec<String>,
+    /// The ids of the STOP messages applied (in `decided` as `true`).
+    stops: BTreeSet<u64>,
+    /// scope -> the customers who opted out
+    opted_out: BTreeMap<u32, BTreeSet<u64>>,
 }
 
 impl Book {
@@ -245,43 +269,245 @@ impl Book {
     }
 }
 
-/// A limit per scope: an id is admitted while its scope holds fewer than
-/// its [`limit`] (in a [`windowed`] scope, within the window).
-#[derive(Debug, Clone, Default)]
-struct Limits(Arc<Mutex<Book>>);
+/// The sim's App: admit's own shard App ([`ShardApp`], admit-core's
+/// engine) decides, one per scope, and a [`Book`] beside it keeps what
+/// the checks need and what the rule says the decision must be.
+///
+/// Each scope is a phone number registered with its [`limit`] under a
+/// policy of one tier and no upgrades; an admission is a keyed marketing
+/// template to a new customer, so the engine opens (and counts) a
+/// conversation exactly when R3.4 allows one. A windowed scope's engine
+/// runs on a scaled clock ([`engine_ts`]): one [`WINDOW_MS`] of the sim is
+/// its 24 h, so its conversations age out during a run. The engine sees
+/// the time the Book does (the latest stamp applied in the shard), as
+/// admit's engine clamps a command's time to its own.
+///
+/// Where the engine's decision is not the rule's (the Book's count in the
+/// window against the limit), or a repeated key is not answered as a
+/// replay of the first decision, the Book records a disagreement, which
+/// every step's check fails on.
+#[derive(Clone)]
+struct Limits {
+    book: Arc<Mutex<Book>>,
+    /// scope -> admit's App for its number (the shard's scopes only)
+    engines: Arc<Mutex<BTreeMap<u32, ShardApp>>>,
+    /// scope -> the lock-free reader of its engine (the fast path's)
+    readers: Arc<BTreeMap<u32, ReaderSlot>>,
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+/// The engine's time for the sim's time `ms` in `scope`: in a windowed
+/// scope one [`WINDOW_MS`] is 24 h (the origin a minute before the run, so
+/// a clock behind stays after it), elsewhere the same.
+fn engine_ts(scope: u32, ms: u64) -> Ts {
+    if windowed(scope) {
+        let from = CLOCK_BASE_MS - 60_000;
+        Ts(CLOCK_BASE_MS + ms.saturating_sub(from) * (DAY_MS / WINDOW_MS))
+    } else {
+        Ts(ms)
+    }
+}
+
+fn number_of(scope: u32) -> NumberId {
+    NumberId::parse("number", &(1_000 + scope).to_string()).unwrap()
+}
+
+fn customer_of(id: u64) -> WaId {
+    WaId::parse("customer", &(491_500_000_000 + id).to_string()).unwrap()
+}
+
+/// The command of a call: a keyed marketing template to `c.customer`, or
+/// the customer's STOP (the delivery keyed by the call's id).
+fn engine_cmd(c: &Admit) -> Command {
+    if c.stop {
+        return Command::Inbound(Inbound {
+            number: number_of(c.scope),
+            customer: customer_of(c.customer),
+            kind: InboundKind::Message,
+            text: Some("STOP".into()),
+            event_key: Some(format!("m{}", c.id)),
+        });
+    }
+    let id = c.id;
+    Command::Admit(AdmitRequest {
+        number: number_of(c.scope),
+        customer: customer_of(c.customer),
+        kind: SendKind::Template {
+            id: TemplateId::parse("template", "promo").unwrap(),
+            category: Category::Marketing,
+        },
+        idempotency_key: Some(IdempotencyKey::parse("key", &id.to_string()).unwrap()),
+    })
+}
+
+impl Limits {
+    /// A shard's App: its scopes' numbers registered, before any entry.
+    fn new(shard: u32) -> Limits {
+        let (mut engines, mut readers) = (BTreeMap::new(), BTreeMap::new());
+        for scope in (0..SCOPES).filter(|s| shard_of(*s) == shard) {
+            let (mut app, slot) = ShardApp::new();
+            let policy = Policy {
+                name: "sim".into(),
+                ladder: vec![Limit::Capped(limit(scope) as u32)],
+                initial_limit: Limit::Capped(limit(scope) as u32),
+                first_upgrade: None,
+                upgrade: None,
+                flagged_downgrade: false,
+                // a retried key is answered as first decided all run long
+                idempotency_ttl: Dur::days(3_650),
+                ..Policy::seeds()
+            };
+            let registration = NumberRegistration {
+                number: Some(number_of(scope)),
+                profile: Some("sim".into()),
+                limit: Some(Limit::Capped(limit(scope) as u32)),
+                ..Default::default()
+            };
+            let at = Ts(CLOCK_BASE_MS - 10 * DAY_MS);
+            for cmd in [
+                Command::SetPolicy(policy),
+                Command::RegisterNumber(registration),
+            ] {
+                let r = app.apply(0, Stamped { at, cmd, by: None });
+                assert!(r.out.is_ok(), "scope {scope}'s set-up: {:?}", r.out);
+            }
+            engines.insert(scope, app);
+            readers.insert(scope, slot);
+        }
+        Limits {
+            book: Arc::default(),
+            engines: Arc::new(Mutex::new(engines)),
+            readers: Arc::new(readers),
+        }
+    }
+
+    /// What the engine counts in `scope` at the shard's time (the latest
+    /// stamp applied: a scope's engine has seen only its own commands),
+    /// read on the fast path.
+    fn engine_used(&self, scope: u32) -> Option<u32> {
+        let now = engine_ts(scope, lock(&self.book).now_ms);
+        let r = self.readers.get(&scope)?.get();
+        r.number_status(&number_of(scope), now.max(r.engine_now()))
+            .map(|s| s.used)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct LimitsSnapshot {
+    book: Book,
+    /// scope -> its engine's snapshot (admit's own bytes)
+    engines: Vec<(u32, Vec<u8>)>,
+}
 
 impl App for Limits {
     type Command = Admit;
     type Response = bool;
 
-    fn apply(&mut self, _index: u64, c: Admit) -> bool {
-        let mut b = lock(&self.0);
+    fn apply(&mut self, index: u64, c: Admit) -> bool {
+        let mut b = lock(&self.book);
         b.now_ms = b.now_ms.max(c.at);
         b.tau_ms = b.tau_ms.max(c.true_ms);
-        if let Some(d) = b.decided.get(&c.id) {
-            return *d;
-        }
-        let ok = b.held(c.scope) < limit(c.scope);
-        if ok {
-            b.admitted.entry(c.scope).or_default().push(c.id);
-        }
-        b.decided.insert(c.id, ok);
-        b.order.entry(c.scope).or_default().push(c.id);
+        let at = engine_ts(c.scope, b.now_ms);
+        let cmd = engine_cmd(&c);
+        let out = lock(&self.engines)
+            .get_mut(&c.scope)
+            .map(|e| e.apply(index, Stamped { at, cmd, by: None }).out);
+        let first = b.decided.get(&c.id).copied();
         let when = When {
             true_ms: c.true_ms,
             tau_ms: b.tau_ms,
             engine_ms: b.now_ms,
         };
+        if c.stop {
+            // R7.1: the customer opted out, once (a repeat of the delivery
+            // changes nothing)
+            let ok = match &out {
+                Some(Ok(Output::Inbound { opt, duplicate, .. })) => {
+                    first.is_some() || (*opt == Some(OptChange::OptedOut) && !duplicate)
+                }
+                _ => false,
+            };
+            if !ok {
+                b.disagreements
+                    .push(format!("STOP {}: the engine gave {out:?}", c.id));
+            }
+            if first.is_none() {
+                b.decided.insert(c.id, true);
+                b.stops.insert(c.id);
+                b.order.entry(c.scope).or_default().push(c.id);
+                b.when.insert(c.id, when);
+                b.opted_out.entry(c.scope).or_default().insert(c.customer);
+            }
+            return true;
+        }
+        let decision = match out {
+            Some(Ok(Output::Decision(d))) => Some(d),
+            other => {
+                b.disagreements
+                    .push(format!("id {}: the engine gave {other:?}", c.id));
+                None
+            }
+        };
+        if let Some(first) = first {
+            // a repeat of a key: the first decision again, nothing counted
+            if let Some(d) = decision.filter(|d| !(d.replayed && d.allowed == first)) {
+                b.disagreements.push(format!(
+                    "id {}: a repeat first decided {first} was answered {d:?}",
+                    c.id
+                ));
+            }
+            return first;
+        }
+        // the rules: no marketing to a customer who opted out (R7.2), and
+        // a new conversation while the scope holds fewer than its limit
+        // (every admitted customer is a new one)
+        let stopped = b
+            .opted_out
+            .get(&c.scope)
+            .is_some_and(|o| o.contains(&c.customer));
+        let rule = !stopped && b.held(c.scope) < limit(c.scope);
+        let ok = decision.as_ref().map_or(rule, |d| d.allowed);
         b.when.insert(c.id, when);
+        if ok {
+            b.admitted.entry(c.scope).or_default().push(c.id);
+        }
+        if let Some(d) = &decision {
+            let held = b.held(c.scope) as u32;
+            if d.allowed != rule || d.replayed || d.used != held || d.counted != d.allowed {
+                b.disagreements.push(format!(
+                    "id {} in scope {}: the rule says {rule} with {held} held after, the engine {d:?}",
+                    c.id, c.scope
+                ));
+            }
+        }
+        b.decided.insert(c.id, ok);
+        b.order.entry(c.scope).or_default().push(c.id);
         ok
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        postcard::to_allocvec(&*lock(&self.0)).unwrap()
+        let engines = lock(&self.engines)
+            .iter()
+            .map(|(s, e)| (*s, e.snapshot()))
+            .collect();
+        let snap = LimitsSnapshot {
+            book: lock(&self.book).clone(),
+            engines,
+        };
+        postcard::to_allocvec(&snap).unwrap()
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        *lock(&self.0) = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        let snap: LimitsSnapshot = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        let mut engines = lock(&self.engines);
+        for (scope, bytes) in &snap.engines {
+            let e = engines
+                .get_mut(scope)
+                .ok_or_else(|| format!("no scope {scope} in this shard"))?;
+            e.restore(bytes)?;
+        }
+        *lock(&self.book) = snap.book;
         Ok(())
     }
 }
@@ -639,7 +865,7 @@ impl Sim {
         });
         let books = self.books.clone();
         let factory = move |shard| {
-            let app = Limits::default();
+            let app = Limits::new(shard);
             lock(&books).insert((id, shard), app.clone());
             app
         };
@@ -795,7 +1021,7 @@ impl Sim {
     fn books(&self) -> Vec<(u64, u32, Book)> {
         lock(&self.books)
             .iter()
-            .map(|((n, s), app)| (*n, *s, lock(&app.0).clone()))
+            .map(|((n, s), app)| (*n, *s, lock(&app.book).clone()))
             .collect()
     }
 
@@ -824,6 +1050,9 @@ enum Answer {
 struct Call {
     id: u64,
     scope: u32,
+    /// A customer's STOP (answered `Admitted(true)` once applied).
+    stop: bool,
+    customer: u64,
     asked_ms: u64,
     answered_ms: u64,
     answer: Answer,
@@ -852,7 +1081,7 @@ async fn call(
     (epoch, clock_epoch): (Instant, Instant),
     mut entry: u64,
     scope: u32,
-    id: u64,
+    (id, customer, stop): (u64, u64, bool),
 ) -> Call {
     let asked = Instant::now();
     let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
@@ -883,6 +1112,8 @@ async fn call(
         let cmd = Admit {
             scope,
             id,
+            customer,
+            stop,
             at,
             true_ms: true_ms(clock_epoch),
         };
@@ -910,6 +1141,8 @@ async fn call(
     Call {
         id,
         scope,
+        stop,
+        customer,
         asked_ms: ms(asked),
         answered_ms: ms(Instant::now()),
         answer,
@@ -952,6 +1185,9 @@ struct Outcome {
     moves: usize,
     clock_faults: usize,
     refused_stamps: u64,
+    /// STOP messages asked, and sends to customers whose STOP was answered
+    stops: usize,
+    to_stopped: usize,
 }
 
 fn links_of(f: Fault, members: &[u64]) -> Vec<(u64, u64)> {
@@ -1260,6 +1496,11 @@ async fn operator(live: Live, steps: Vec<Step>, avoid: [u64; 2]) -> Result<(), S
 /// decisions are a prefix of the other's).
 fn check_step(books: &[(u64, u32, Book)], at_ms: u64, true_ms: u64, seed: u64) {
     for (n, s, b) in books {
+        assert!(
+            b.disagreements.is_empty(),
+            "seed {seed}, {at_ms} ms: node {n} shard {s}: admit's engine decided otherwise than the rule: {:?}",
+            b.disagreements
+        );
         for scope in b.admitted.keys() {
             assert!(
                 b.held(*scope) <= limit(*scope),
@@ -1302,6 +1543,9 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
     let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
     let history = Arc::new(Mutex::new(History::default()));
     let next_id = AtomicU64::new(1);
+    // the opt-outs' draws, and scope -> the customers whose STOP was answered
+    let mut orng = Rng(seed.wrapping_mul(0x1656_67b1_9e37_79f9) | 1);
+    let stopped: Arc<Mutex<BTreeMap<u32, Vec<u64>>>> = Arc::default();
     let mut callers: Vec<JoinHandle<()>> = Vec::new();
     let mut active: Vec<Active> = Vec::new();
     let mut next_fault = epoch + Duration::from_millis(300 + rng.below(500));
@@ -1495,10 +1739,23 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             let scope = rng.below(SCOPES as u64) as u32;
             let id = next_id.fetch_add(1, Ordering::Relaxed);
             let entry = sim.members[rng.below(k) as usize];
+            // one call in six is a new customer's STOP; one send in four
+            // goes to a customer whose STOP was answered before (from a
+            // generator of their own, so the rest of a seed is as drawn
+            // before opt-outs were added)
+            let stop = orng.below(6) == 0;
+            let customer = match lock(&stopped).get(&scope) {
+                Some(c) if !stop && orng.below(4) == 0 => c[orng.below(c.len() as u64) as usize],
+                _ => id,
+            };
             let nodes = (sim.live.clone(), sim.stampers.clone());
             let (epochs, h) = ((epoch, sim.clock_epoch), history.clone());
+            let stopped = stopped.clone();
             callers.push(tokio::spawn(async move {
-                let c = call(nodes, epochs, entry, scope, id).await;
+                let c = call(nodes, epochs, entry, scope, (id, customer, stop)).await;
+                if c.stop && c.answer != Answer::Unknown {
+                    lock(&stopped).entry(scope).or_default().push(customer);
+                }
                 lock(&h).calls.push(c);
             }));
         }
@@ -1510,7 +1767,12 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                 if node.is_leader_with_lease(shard_of(scope)) {
                     let book = lock(&sim.books).get(&(n, shard_of(scope))).cloned();
                     if let Some(book) = book {
-                        let admitted = lock(&book.0).admitted.get(&scope).map_or(0, Vec::len);
+                        // admit's lock-free reader where the engine counts
+                        // all run, the Book where admissions age out
+                        let admitted = match book.engine_used(scope) {
+                            Some(used) if !windowed(scope) => used as usize,
+                            _ => lock(&book.book).admitted.get(&scope).map_or(0, Vec::len),
+                        };
                         lock(&history).reads.push(Read {
                             node: n,
                             scope,
@@ -1605,9 +1867,21 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             let mut got = None;
             for n in &nodes {
                 if n.ensure_linearizable(s).await.is_ok() {
-                    got = lock(&sim.books)
-                        .get(&(n.node_id(), s))
-                        .map(|b| lock(&b.0).clone());
+                    let app = lock(&sim.books).get(&(n.node_id(), s)).cloned();
+                    if let Some(app) = &app {
+                        // admit's state, however it got there (snapshots,
+                        // restarts), counts what the rule holds
+                        let b = lock(&app.book).clone();
+                        for scope in (0..SCOPES).filter(|c| shard_of(*c) == s) {
+                            assert_eq!(
+                                app.engine_used(scope),
+                                Some(b.held(scope) as u32),
+                                "seed {seed}: node {}'s engine counts otherwise than the rule in scope {scope}",
+                                n.node_id()
+                            );
+                        }
+                    }
+                    got = app.map(|a| lock(&a.book).clone());
                     break;
                 }
             }
@@ -1646,6 +1920,11 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
         moves: moved.len(),
         clock_faults,
         refused_stamps,
+        stops: calls.iter().filter(|c| c.stop).count(),
+        to_stopped: calls
+            .iter()
+            .filter(|c| !c.stop && c.customer != c.id)
+            .count(),
     }
 }
 
@@ -1680,6 +1959,33 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
             );
         }
     }
+    // an answered STOP is applied for good (R7.1), and no send to its
+    // customer asked after the answer is admitted (R7.2)
+    for s in h
+        .calls
+        .iter()
+        .filter(|c| c.stop && c.answer != Answer::Unknown)
+    {
+        let b = book(s.scope);
+        assert!(
+            b.stops.contains(&s.id) && b.opted_out[&s.scope].contains(&s.customer),
+            "seed {seed}: the STOP of customer {} in scope {} answered at {} ms is not applied",
+            s.customer,
+            s.scope,
+            s.answered_ms
+        );
+        for c in h.calls.iter().filter(|c| {
+            !c.stop && c.scope == s.scope && c.customer == s.customer && c.asked_ms > s.answered_ms
+        }) {
+            assert!(
+                c.answer != Answer::Admitted(true) && b.decided.get(&c.id) != Some(&true),
+                "seed {seed}: id {} to customer {} in scope {} was admitted after the customer's STOP was answered",
+                c.id,
+                c.customer,
+                c.scope
+            );
+        }
+    }
     // the windows in true time (issue 11, item 2): a decision dates an
     // admission at the engine's time, which no stamp moves more than the
     // bound (plus slack) ahead of the true time, and no clock behind moves
@@ -1692,7 +1998,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
         for (scope, order) in b.order.iter().filter(|(s, _)| windowed(**s)) {
             let admitted: Vec<(u64, When)> = order
                 .iter()
-                .filter(|id| b.decided[id])
+                .filter(|id| b.decided[id] && !b.stops.contains(id))
                 .map(|id| (*id, b.when[id]))
                 .collect();
             for (k, (id, w)) in admitted.iter().enumerate() {
@@ -1738,7 +2044,10 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
             .calls
             .iter()
             .filter(|c| {
-                c.scope == r.scope && c.answer == Answer::Admitted(true) && c.answered_ms < r.at_ms
+                c.scope == r.scope
+                    && !c.stop
+                    && c.answer == Answer::Admitted(true)
+                    && c.answered_ms < r.at_ms
             })
             .count();
         let may = h
@@ -1746,6 +2055,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
             .iter()
             .filter(|c| {
                 c.scope == r.scope
+                    && !c.stop
                     && c.asked_ms <= r.at_ms
                     && book(c.scope).decided.get(&c.id) == Some(&true)
             })
@@ -1816,8 +2126,11 @@ fn run_seeds(seeds: &[u64]) {
     let (mut calls, mut answered, mut faults) = (0, 0, 0);
     let (mut transfers, mut lost, mut moves) = (0, 0, 0);
     let (mut clock_faults, mut refused) = (0, 0);
+    let (mut stops, mut to_stopped) = (0, 0);
     for seed in seeds {
         let o = run_seed(*seed);
+        stops += o.stops;
+        to_stopped += o.to_stopped;
         clock_faults += o.clock_faults;
         refused += o.refused_stamps;
         calls += o.calls;
@@ -1828,7 +2141,8 @@ fn run_seeds(seeds: &[u64]) {
         moves += o.moves;
     }
     println!(
-        "{} seeds from {}: {calls} calls ({answered} answered), {faults} faults \
+        "{} seeds from {}: {calls} calls ({answered} answered; {stops} STOPs, {to_stopped} \
+         sends to customers who had sent one), {faults} faults \
          ({transfers} leadership transfers, {lost} disks lost, {moves} moves, {clock_faults} \
          clocks off; {refused} stamps refused), in {:.1} s",
         seeds.len(),
