@@ -52,8 +52,10 @@
 //! The App is admit's own ([`Limits`]: admit-server's shard App over
 //! admit-core's engine, one per scope, each scope a number with a small
 //! limit): callers send keyed marketing templates to new customers and,
-//! one call in six, a new customer's STOP (an opt-out), and later send to
-//! customers whose STOP was answered; through any node, following leader
+//! one call in six, a new customer's STOP (an opt-out: an inbound message
+//! or Meta's user-preference event), one in forty Meta's event disabling
+//! one of the two templates, and later send to customers whose STOP was
+//! answered; through any node, following leader
 //! hints and retrying an unanswered call (a repeat answers its first
 //! decision: admit's idempotency keys and delivery keys). A model of the
 //! rules beside the engine (the [`Book`]) says what each decision must be;
@@ -61,8 +63,9 @@
 //! from memory: admit's lock-free reader).
 //!
 //! Checked on every step: every decision of admit's engine is the rule's
-//! (R3.4's count in the window, R7.2's opt-out; a repeat is a replay of
-//! the first decision); no replica's scope holds more than the limit;
+//! (R3.4's count in the window, R7.2's opt-out, R6's disabled template; a
+//! repeat is a replay of the first decision); no replica's scope holds
+//! more than the limit;
 //! the replicas of a shard agree (one's decisions are a prefix of the
 //! other's); no replica's engine time runs more than the bound (plus
 //! [`CLOCK_SLACK_MS`]) ahead of the true time. At the end, after healing: every shard has a leader within
@@ -76,11 +79,12 @@
 //! stretch of true time as long as the window, narrowed by the bound and
 //! the slack, holds more admissions than the limit (by the true times the
 //! commands were stamped, up to the latest stamp applied at each decision);
-//! every answered STOP is applied and no send to its customer asked after
-//! the answer was admitted; the leaders' engines count what the rule holds.
+//! every answered STOP and template event is applied and no send it
+//! denies asked after the answer was admitted; the leaders' engines count
+//! what the rule holds.
 //! Not covered: a removed node restarted on its kept disk (admit does not
 //! define what it does: nothing refuses it at start), a crash of a leaving
-//! node, platform events and the rules beyond R3.4 and R7 (admit-core's
+//! node, the rules beyond R3.4, R6's disabled template and R7 (admit-core's
 //! own tests cover them on one engine).
 //! A run's digest (every event, answer and final state) is the same each
 //! time a seed runs; `a_seed_replays_exactly` checks it. The seed also
@@ -117,7 +121,8 @@ use std::time::Duration;
 
 use admit_core::{
     AdmitRequest, Category, Command, Dur, IdempotencyKey, Inbound, InboundKind, Limit, NumberId,
-    NumberRegistration, OptChange, Output, Policy, SendKind, TemplateId, Ts, WaId,
+    NumberRegistration, OptChange, Output, PlatformEvent, Policy, SendKind, TemplateEvent,
+    TemplateId, Ts, WaId,
 };
 use admit_raft::{App, Dialer, NodeConfig, RaftNode, WriteError};
 use admit_server::app::{ReaderSlot, ShardApp, Stamped};
@@ -212,12 +217,30 @@ struct Admit {
     id: u64,
     /// The customer: the call's own id, or one whose STOP was answered.
     customer: u64,
-    /// The customer's STOP message (an opt-out, R7.1) instead of a send.
-    stop: bool,
+    op: Op,
     /// The proposer's service clock (ms) when it stamped the command.
     at: u64,
     /// The true time then, on the same scale: for the checks only.
     true_ms: u64,
+}
+
+/// What a call asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+enum Op {
+    /// A keyed marketing template to the customer; `alert` is the
+    /// template [`Op::DisableAlert`] disables, `promo` the other.
+    Send { alert: bool },
+    /// The customer opts out (R7.1): its STOP message, or Meta's
+    /// user-preference event (`platform`).
+    Stop { platform: bool },
+    /// Meta's event: the template `alert` is disabled (R6), for good.
+    DisableAlert,
+}
+
+impl Op {
+    fn is_send(self) -> bool {
+        matches!(self, Op::Send { .. })
+    }
 }
 
 /// When an id was decided.
@@ -249,10 +272,13 @@ struct Book {
     when: BTreeMap<u64, When>,
     /// Where admit's engine decided otherwise than the rule ([`Limits`]).
     disagreements: Vec<String>,
-    /// The ids of the STOP messages applied (in `decided` as `true`).
-    stops: BTreeSet<u64>,
+    /// The ids of the calls applied that were not sends (in `decided` as
+    /// `true`).
+    events: BTreeSet<u64>,
     /// scope -> the customers who opted out
     opted_out: BTreeMap<u32, BTreeSet<u64>>,
+    /// The scopes whose template `alert` is disabled.
+    disabled: BTreeSet<u32>,
 }
 
 impl Book {
@@ -317,24 +343,49 @@ fn customer_of(id: u64) -> WaId {
     WaId::parse("customer", &(491_500_000_000 + id).to_string()).unwrap()
 }
 
-/// The command of a call: a keyed marketing template to `c.customer`, or
-/// the customer's STOP (the delivery keyed by the call's id).
+/// The command of a call (a message or event keyed by the call's id).
 fn engine_cmd(c: &Admit) -> Command {
-    if c.stop {
-        return Command::Inbound(Inbound {
-            number: number_of(c.scope),
-            customer: customer_of(c.customer),
-            kind: InboundKind::Message,
-            text: Some("STOP".into()),
-            event_key: Some(format!("m{}", c.id)),
-        });
-    }
+    let (number, customer) = (number_of(c.scope), customer_of(c.customer));
+    let event_key = Some(format!("m{}", c.id));
+    let alert = || TemplateId::parse("template", "alert").unwrap();
+    let template = match c.op {
+        Op::Stop { platform: false } => {
+            return Command::Inbound(Inbound {
+                number,
+                customer,
+                kind: InboundKind::Message,
+                text: Some("STOP".into()),
+                event_key,
+            })
+        }
+        Op::Stop { platform: true } => {
+            return Command::Platform {
+                event: PlatformEvent::UserPreference {
+                    number,
+                    customer,
+                    stop: true,
+                },
+                event_key,
+            }
+        }
+        Op::DisableAlert => {
+            return Command::Platform {
+                event: PlatformEvent::TemplateStatus {
+                    template: alert(),
+                    event: TemplateEvent::Disabled,
+                },
+                event_key,
+            }
+        }
+        Op::Send { alert: true } => alert(),
+        Op::Send { alert: false } => TemplateId::parse("template", "promo").unwrap(),
+    };
     let id = c.id;
     Command::Admit(AdmitRequest {
-        number: number_of(c.scope),
-        customer: customer_of(c.customer),
+        number,
+        customer,
         kind: SendKind::Template {
-            id: TemplateId::parse("template", "promo").unwrap(),
+            id: template,
             category: Category::Marketing,
         },
         idempotency_key: Some(IdempotencyKey::parse("key", &id.to_string()).unwrap()),
@@ -419,25 +470,30 @@ impl App for Limits {
             tau_ms: b.tau_ms,
             engine_ms: b.now_ms,
         };
-        if c.stop {
-            // R7.1: the customer opted out, once (a repeat of the delivery
-            // changes nothing)
-            let ok = match &out {
-                Some(Ok(Output::Inbound { opt, duplicate, .. })) => {
-                    first.is_some() || (*opt == Some(OptChange::OptedOut) && !duplicate)
-                }
+        if !c.op.is_send() {
+            // applied once (a repeat of the delivery changes nothing)
+            let ok = match (&out, c.op) {
+                (
+                    Some(Ok(Output::Inbound { opt, duplicate, .. })),
+                    Op::Stop { platform: false },
+                ) => first.is_some() || (*opt == Some(OptChange::OptedOut) && !duplicate),
+                (Some(Ok(Output::Event { applied, .. })), _) => first.is_some() || *applied,
                 _ => false,
             };
             if !ok {
                 b.disagreements
-                    .push(format!("STOP {}: the engine gave {out:?}", c.id));
+                    .push(format!("{:?} {}: the engine gave {out:?}", c.op, c.id));
             }
             if first.is_none() {
                 b.decided.insert(c.id, true);
-                b.stops.insert(c.id);
+                b.events.insert(c.id);
                 b.order.entry(c.scope).or_default().push(c.id);
                 b.when.insert(c.id, when);
-                b.opted_out.entry(c.scope).or_default().insert(c.customer);
+                if c.op == Op::DisableAlert {
+                    b.disabled.insert(c.scope);
+                } else {
+                    b.opted_out.entry(c.scope).or_default().insert(c.customer);
+                }
             }
             return true;
         }
@@ -459,14 +515,16 @@ impl App for Limits {
             }
             return first;
         }
-        // the rules: no marketing to a customer who opted out (R7.2), and
-        // a new conversation while the scope holds fewer than its limit
-        // (every admitted customer is a new one)
+        // the rules: no marketing to a customer who opted out (R7.2), no
+        // send of a disabled template (R6), and a new conversation while
+        // the scope holds fewer than its limit (every admitted customer is
+        // a new one)
         let stopped = b
             .opted_out
             .get(&c.scope)
             .is_some_and(|o| o.contains(&c.customer));
-        let rule = !stopped && b.held(c.scope) < limit(c.scope);
+        let disabled = c.op == (Op::Send { alert: true }) && b.disabled.contains(&c.scope);
+        let rule = !stopped && !disabled && b.held(c.scope) < limit(c.scope);
         let ok = decision.as_ref().map_or(rule, |d| d.allowed);
         b.when.insert(c.id, when);
         if ok {
@@ -1050,8 +1108,8 @@ enum Answer {
 struct Call {
     id: u64,
     scope: u32,
-    /// A customer's STOP (answered `Admitted(true)` once applied).
-    stop: bool,
+    /// (an event is answered `Admitted(true)` once applied)
+    op: Op,
     customer: u64,
     asked_ms: u64,
     answered_ms: u64,
@@ -1081,7 +1139,7 @@ async fn call(
     (epoch, clock_epoch): (Instant, Instant),
     mut entry: u64,
     scope: u32,
-    (id, customer, stop): (u64, u64, bool),
+    (id, customer, op): (u64, u64, Op),
 ) -> Call {
     let asked = Instant::now();
     let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
@@ -1113,7 +1171,7 @@ async fn call(
             scope,
             id,
             customer,
-            stop,
+            op,
             at,
             true_ms: true_ms(clock_epoch),
         };
@@ -1141,7 +1199,7 @@ async fn call(
     Call {
         id,
         scope,
-        stop,
+        op,
         customer,
         asked_ms: ms(asked),
         answered_ms: ms(Instant::now()),
@@ -1188,6 +1246,8 @@ struct Outcome {
     /// STOP messages asked, and sends to customers whose STOP was answered
     stops: usize,
     to_stopped: usize,
+    /// events disabling a template
+    disables: usize,
 }
 
 fn links_of(f: Fault, members: &[u64]) -> Vec<(u64, u64)> {
@@ -1739,21 +1799,32 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             let scope = rng.below(SCOPES as u64) as u32;
             let id = next_id.fetch_add(1, Ordering::Relaxed);
             let entry = sim.members[rng.below(k) as usize];
-            // one call in six is a new customer's STOP; one send in four
-            // goes to a customer whose STOP was answered before (from a
-            // generator of their own, so the rest of a seed is as drawn
-            // before opt-outs were added)
-            let stop = orng.below(6) == 0;
+            // one call in six is a new customer's STOP (half of them by
+            // Meta's event), one in forty disables the template `alert`;
+            // one send in three is of `alert`, one in four goes to a
+            // customer whose STOP was answered before (from a generator of
+            // their own, so the rest of a seed is as drawn before)
+            let op = match orng.below(120) {
+                0..20 => Op::Stop {
+                    platform: orng.below(2) == 0,
+                },
+                20..23 => Op::DisableAlert,
+                _ => Op::Send {
+                    alert: orng.below(3) == 0,
+                },
+            };
             let customer = match lock(&stopped).get(&scope) {
-                Some(c) if !stop && orng.below(4) == 0 => c[orng.below(c.len() as u64) as usize],
+                Some(c) if op.is_send() && orng.below(4) == 0 => {
+                    c[orng.below(c.len() as u64) as usize]
+                }
                 _ => id,
             };
             let nodes = (sim.live.clone(), sim.stampers.clone());
             let (epochs, h) = ((epoch, sim.clock_epoch), history.clone());
             let stopped = stopped.clone();
             callers.push(tokio::spawn(async move {
-                let c = call(nodes, epochs, entry, scope, (id, customer, stop)).await;
-                if c.stop && c.answer != Answer::Unknown {
+                let c = call(nodes, epochs, entry, scope, (id, customer, op)).await;
+                if matches!(op, Op::Stop { .. }) && c.answer != Answer::Unknown {
                     lock(&stopped).entry(scope).or_default().push(customer);
                 }
                 lock(&h).calls.push(c);
@@ -1920,10 +1991,14 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
         moves: moved.len(),
         clock_faults,
         refused_stamps,
-        stops: calls.iter().filter(|c| c.stop).count(),
+        stops: calls
+            .iter()
+            .filter(|c| matches!(c.op, Op::Stop { .. }))
+            .count(),
+        disables: calls.iter().filter(|c| c.op == Op::DisableAlert).count(),
         to_stopped: calls
             .iter()
-            .filter(|c| !c.stop && c.customer != c.id)
+            .filter(|c| c.op.is_send() && c.customer != c.id)
             .count(),
     }
 }
@@ -1964,24 +2039,52 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
     for s in h
         .calls
         .iter()
-        .filter(|c| c.stop && c.answer != Answer::Unknown)
+        .filter(|c| matches!(c.op, Op::Stop { .. }) && c.answer != Answer::Unknown)
     {
         let b = book(s.scope);
         assert!(
-            b.stops.contains(&s.id) && b.opted_out[&s.scope].contains(&s.customer),
+            b.events.contains(&s.id) && b.opted_out[&s.scope].contains(&s.customer),
             "seed {seed}: the STOP of customer {} in scope {} answered at {} ms is not applied",
             s.customer,
             s.scope,
             s.answered_ms
         );
         for c in h.calls.iter().filter(|c| {
-            !c.stop && c.scope == s.scope && c.customer == s.customer && c.asked_ms > s.answered_ms
+            c.op.is_send()
+                && c.scope == s.scope
+                && c.customer == s.customer
+                && c.asked_ms > s.answered_ms
         }) {
             assert!(
                 c.answer != Answer::Admitted(true) && b.decided.get(&c.id) != Some(&true),
                 "seed {seed}: id {} to customer {} in scope {} was admitted after the customer's STOP was answered",
                 c.id,
                 c.customer,
+                c.scope
+            );
+        }
+    }
+    // an answered event disabling `alert` is applied for good (R6), and
+    // no send of `alert` asked after the answer is admitted
+    for e in h
+        .calls
+        .iter()
+        .filter(|c| c.op == Op::DisableAlert && c.answer != Answer::Unknown)
+    {
+        let b = book(e.scope);
+        assert!(
+            b.events.contains(&e.id) && b.disabled.contains(&e.scope),
+            "seed {seed}: the event disabling `alert` in scope {} answered at {} ms is not applied",
+            e.scope,
+            e.answered_ms
+        );
+        for c in h.calls.iter().filter(|c| {
+            c.op == (Op::Send { alert: true }) && c.scope == e.scope && c.asked_ms > e.answered_ms
+        }) {
+            assert!(
+                c.answer != Answer::Admitted(true) && b.decided.get(&c.id) != Some(&true),
+                "seed {seed}: id {} of `alert` in scope {} was admitted after the template was disabled",
+                c.id,
                 c.scope
             );
         }
@@ -1998,7 +2101,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
         for (scope, order) in b.order.iter().filter(|(s, _)| windowed(**s)) {
             let admitted: Vec<(u64, When)> = order
                 .iter()
-                .filter(|id| b.decided[id] && !b.stops.contains(id))
+                .filter(|id| b.decided[id] && !b.events.contains(id))
                 .map(|id| (*id, b.when[id]))
                 .collect();
             for (k, (id, w)) in admitted.iter().enumerate() {
@@ -2045,7 +2148,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
             .iter()
             .filter(|c| {
                 c.scope == r.scope
-                    && !c.stop
+                    && c.op.is_send()
                     && c.answer == Answer::Admitted(true)
                     && c.answered_ms < r.at_ms
             })
@@ -2055,7 +2158,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
             .iter()
             .filter(|c| {
                 c.scope == r.scope
-                    && !c.stop
+                    && c.op.is_send()
                     && c.asked_ms <= r.at_ms
                     && book(c.scope).decided.get(&c.id) == Some(&true)
             })
@@ -2126,11 +2229,12 @@ fn run_seeds(seeds: &[u64]) {
     let (mut calls, mut answered, mut faults) = (0, 0, 0);
     let (mut transfers, mut lost, mut moves) = (0, 0, 0);
     let (mut clock_faults, mut refused) = (0, 0);
-    let (mut stops, mut to_stopped) = (0, 0);
+    let (mut stops, mut to_stopped, mut disables) = (0, 0, 0);
     for seed in seeds {
         let o = run_seed(*seed);
         stops += o.stops;
         to_stopped += o.to_stopped;
+        disables += o.disables;
         clock_faults += o.clock_faults;
         refused += o.refused_stamps;
         calls += o.calls;
@@ -2142,7 +2246,7 @@ fn run_seeds(seeds: &[u64]) {
     }
     println!(
         "{} seeds from {}: {calls} calls ({answered} answered; {stops} STOPs, {to_stopped} \
-         sends to customers who had sent one), {faults} faults \
+         sends to customers who had sent one, {disables} templates disabled), {faults} faults \
          ({transfers} leadership transfers, {lost} disks lost, {moves} moves, {clock_faults} \
          clocks off; {refused} stamps refused), in {:.1} s",
         seeds.len(),
