@@ -333,6 +333,8 @@ fn apply_cmd(s: &mut RegistryState, cmd: MetaCmd) -> Result<(), String> {
 
 /// Start of the refusal of a node whose data dir was lost.
 pub(crate) const LOST_DIR: &str = "data dir lost";
+/// How a refusal of a removed node's data dir begins.
+pub(crate) const REMOVED: &str = "node removed";
 
 fn s_active_count_except(nodes: &BTreeMap<u64, (String, NodeState)>, id: u64) -> usize {
     nodes
@@ -386,6 +388,9 @@ pub(crate) struct Identity {
     /// The responder's heartbeat and election timeout min/max, in ms: all
     /// nodes must use the same (the lease assumes it).
     pub(crate) timing_ms: [u64; 3],
+    /// The asker's id is `Removed` in the responder's registry: its data
+    /// dir must not serve again (ids are never reused).
+    pub(crate) asker_removed: bool,
 }
 
 /// Outcome of a forwarded metadata write.

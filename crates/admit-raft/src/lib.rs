@@ -215,7 +215,10 @@
 //! format untouched, gives the registry one total order (no 64-way
 //! agreement), and lets it use the same machinery (log, snapshots,
 //! membership changes) as the shards. The registry refuses to register an
-//! id that was removed, so ids are never reused. The metadata leader seeds
+//! id that was removed, so ids are never reused, and a removed node started
+//! again on its kept data dir is refused at start when a peer's registry
+//! says it was removed ("node removed"; with no peer answering, nothing
+//! tells it yet). The metadata leader seeds
 //! the registry from the static peers (one `Seed` entry; later ones are
 //! ignored).
 //!

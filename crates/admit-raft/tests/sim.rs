@@ -81,10 +81,10 @@
 //! commands were stamped, up to the latest stamp applied at each decision);
 //! every answered STOP and template event is applied and no send it
 //! denies asked after the answer was admitted; the leaders' engines count
-//! what the rule holds.
-//! Not covered: a removed node restarted on its kept disk (admit does not
-//! define what it does: nothing refuses it at start), a crash of a leaving
-//! node, the rules beyond R3.4, R6's disabled template and R7 (admit-core's
+//! what the rule holds. After a move, the moved node restarted on its
+//! kept disk is refused at start ("node removed": its peers' registry says
+//! so).
+//! Not covered: a crash of a leaving node, the rules beyond R3.4, R6's disabled template and R7 (admit-core's
 //! own tests cover them on one engine).
 //! A run's digest (every event, answer and final state) is the same each
 //! time a seed runs; `a_seed_replays_exactly` checks it. The seed also
@@ -1929,6 +1929,21 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             (HEAL_BOUND * 3).as_millis()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // a moved node restarted on its kept disk is refused: its id is
+    // `Removed` in the registry, and its groups' logs are stale
+    for n in &moved {
+        match sim.try_start(*n).await {
+            Err(e) if e.contains("node removed") => log(
+                &history,
+                Instant::now(),
+                format!("node {n} restarted on its kept disk: refused"),
+            ),
+            Err(e) => panic!("seed {seed}: node {n}, moved out, restarted on its kept disk: {e}"),
+            Ok(()) => {
+                panic!("seed {seed}: node {n}, moved out, restarted on its kept disk and runs")
+            }
+        }
     }
     // the leaders' state, once each has applied all it committed
     let mut finals: BTreeMap<u32, Book> = BTreeMap::new();

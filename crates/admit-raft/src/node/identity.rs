@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use super::{Inner, RaftNode};
-use crate::cluster::{Identity, MetaCmd, LOST_DIR};
+use crate::cluster::{Identity, MetaCmd, NodeState, LOST_DIR, REMOVED};
 use crate::journal::{io_err, Journal, Ks, Mutation};
 use crate::pb::RaftRpcKind;
 use crate::store::{decode, encode};
@@ -166,6 +166,10 @@ impl<A: App> Inner<A> {
                 .copied()
                 .or_else(|| self.router.incarnations().seen(asker)),
             timing_ms: self.config.timing_ms(),
+            asker_removed: s
+                .nodes
+                .get(&asker)
+                .is_some_and(|(_, st)| *st == NodeState::Removed),
         }
     }
 }
@@ -178,6 +182,8 @@ struct Probe {
     lost: bool,
     /// A peer that uses other timeouts: (id, its heartbeat, min, max in ms).
     other_timing: Option<(u64, [u64; 3])>,
+    /// A peer whose registry says this id was removed.
+    removed_by: Option<u64>,
 }
 
 impl<A: App> RaftNode<A> {
@@ -234,6 +240,10 @@ impl<A: App> RaftNode<A> {
                 .iter()
                 .find(|(_, a)| a.timing_ms != timing)
                 .map(|(id, a)| (*id, a.timing_ms)),
+            removed_by: answers
+                .iter()
+                .find(|(_, a)| a.asker_removed)
+                .map(|(id, _)| *id),
         }
     }
 
@@ -275,6 +285,21 @@ impl<A: App> RaftNode<A> {
                  peer {peer} uses {hb} ms and {min}-{max} ms; every node of a cluster must use \
                  the same (the leader lease assumes it): stop them all to change the timeouts"
             )));
+        }
+        // a removed node restarted on its kept disk would rejoin its old
+        // groups with a stale log and a stale registry: refused, as a lost
+        // dir is (when no peer answers, nothing tells it yet)
+        if let Some(peer) = p.removed_by {
+            let id = self.node_id();
+            let why = format!(
+                "{REMOVED}: node {id} was removed from the cluster (peer {peer}'s registry says \
+                 so) and its id is never used again; this data dir ({}) must not serve. To \
+                 bring the machine back, start it with a new node id on an empty data dir and \
+                 --join",
+                self.inner.config.data_dir.display()
+            );
+            self.refuse(why.clone());
+            return Err(StartError::Config(why));
         }
         if registered {
             return Ok(());
