@@ -1966,8 +1966,8 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                                 n.node_id()
                             );
                         }
+                        got = Some(b);
                     }
-                    got = app.map(|a| lock(&a.book).clone());
                     break;
                 }
             }
@@ -2049,58 +2049,49 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
             );
         }
     }
-    // an answered STOP is applied for good (R7.1), and no send to its
-    // customer asked after the answer is admitted (R7.2)
-    for s in h
-        .calls
-        .iter()
-        .filter(|c| matches!(c.op, Op::Stop { .. }) && c.answer != Answer::Unknown)
-    {
-        let b = book(s.scope);
-        assert!(
-            b.events.contains(&s.id) && b.opted_out[&s.scope].contains(&s.customer),
-            "seed {seed}: the STOP of customer {} in scope {} answered at {} ms is not applied",
-            s.customer,
-            s.scope,
-            s.answered_ms
-        );
-        for c in h.calls.iter().filter(|c| {
-            c.op.is_send()
-                && c.scope == s.scope
-                && c.customer == s.customer
-                && c.asked_ms > s.answered_ms
-        }) {
-            assert!(
-                c.answer != Answer::Admitted(true) && b.decided.get(&c.id) != Some(&true),
-                "seed {seed}: id {} to customer {} in scope {} was admitted after the customer's STOP was answered",
-                c.id,
-                c.customer,
-                c.scope
-            );
-        }
-    }
-    // an answered event disabling `alert` is applied for good (R6), and
-    // no send of `alert` asked after the answer is admitted
+    // an answered event is applied for good: a STOP (R7.1; no send to its
+    // customer asked after the answer is admitted, R7.2) or the event
+    // disabling `alert` (R6; no send of `alert` asked after it is admitted)
     for e in h
         .calls
         .iter()
-        .filter(|c| c.op == Op::DisableAlert && c.answer != Answer::Unknown)
+        .filter(|c| !c.op.is_send() && c.answer != Answer::Unknown)
     {
         let b = book(e.scope);
+        let applied = match e.op {
+            Op::DisableAlert => b.disabled.contains(&e.scope),
+            _ => b
+                .opted_out
+                .get(&e.scope)
+                .is_some_and(|o| o.contains(&e.customer)),
+        };
+        let denies = |c: &Call| match e.op {
+            Op::DisableAlert => c.op == (Op::Send { alert: true }),
+            _ => c.op.is_send() && c.customer == e.customer,
+        };
         assert!(
-            b.events.contains(&e.id) && b.disabled.contains(&e.scope),
-            "seed {seed}: the event disabling `alert` in scope {} answered at {} ms is not applied",
+            b.events.contains(&e.id) && applied,
+            "seed {seed}: {:?} {} (customer {}) in scope {} answered at {} ms is not applied",
+            e.op,
+            e.id,
+            e.customer,
             e.scope,
             e.answered_ms
         );
-        for c in h.calls.iter().filter(|c| {
-            c.op == (Op::Send { alert: true }) && c.scope == e.scope && c.asked_ms > e.answered_ms
-        }) {
+        for c in h
+            .calls
+            .iter()
+            .filter(|c| c.scope == e.scope && c.asked_ms > e.answered_ms && denies(c))
+        {
             assert!(
                 c.answer != Answer::Admitted(true) && b.decided.get(&c.id) != Some(&true),
-                "seed {seed}: id {} of `alert` in scope {} was admitted after the template was disabled",
+                "seed {seed}: id {} ({:?}, customer {}) in scope {} was admitted after {:?} {} was answered",
                 c.id,
-                c.scope
+                c.op,
+                c.customer,
+                c.scope,
+                e.op,
+                e.id
             );
         }
     }
