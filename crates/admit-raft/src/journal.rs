@@ -150,7 +150,10 @@ impl Journal {
         let path = dir.join("journal");
         // fjall may panic on some damaged files: a refusal, not a crash
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Database::builder(&path).manual_journal_persist(true).open()
+            Database::builder(&path)
+                .manual_journal_persist(true)
+                .cache_size(BLOCK_CACHE_BYTES)
+                .open()
         }));
         let db = match opened {
             Ok(Ok(db)) => db,
@@ -190,10 +193,14 @@ impl Journal {
             })
             .map_err(io_err)?;
         let meta = db
-            .keyspace("raft_meta", KeyspaceCreateOptions::default)
+            .keyspace("raft_meta", || {
+                KeyspaceCreateOptions::default().max_memtable_size(SMALL_MEMTABLE_BYTES)
+            })
             .map_err(io_err)?;
         let snaps = db
-            .keyspace("raft_snapshots", KeyspaceCreateOptions::default)
+            .keyspace("raft_snapshots", || {
+                KeyspaceCreateOptions::default().max_memtable_size(SMALL_MEMTABLE_BYTES)
+            })
             .map_err(io_err)?;
         let seq = watermark::parse_seq(meta.get(SEQ_KEY).map_err(io_err)?.as_deref())?;
         let (mark, held) = Mark::open(dir)?;
@@ -511,6 +518,16 @@ const MAX_GROUP: usize = 4096;
 /// 1M open windows (a heap profile, docs/benchmarks.md). Smaller memtables
 /// flush sooner; most entries are purged soon after anyway.
 const LOG_MEMTABLE_BYTES: u64 = 8 << 20;
+
+/// The memtable size of the small keyspaces (votes, marks, snapshot records).
+/// They hold a few keys per group, rewritten on every batch: with fjall's
+/// default each would keep up to 64 MiB of dead versions of them in memory.
+const SMALL_MEMTABLE_BYTES: u64 = 2 << 20;
+
+/// fjall's block cache (its default is 32 MiB). Reads of the journal are rare:
+/// recent entries come from the logs' tail cache (`store.rs`), so the cache
+/// serves mostly the purge's range scans and start-up.
+const BLOCK_CACHE_BYTES: u64 = 8 << 20;
 
 impl Worker {
     fn ks(&self, ks: Ks) -> &Keyspace {

@@ -34,16 +34,26 @@ pub(crate) struct StoredSnapshot<A: App> {
     pub(crate) data: Vec<u8>,
 }
 
-impl<A: App> Clone for StoredSnapshot<A> {
-    fn clone(&self) -> Self {
-        Self {
-            meta: self.meta.clone(),
-            data: self.data.clone(),
+/// The group's latest stored snapshot, as openraft asks for it to send it to a
+/// follower that is behind (rare). Its bytes stay on disk: held in memory, the
+/// snapshots of all groups would be a second copy of the whole state.
+enum CurrentSnap<A: App> {
+    /// Stored as a file (every snapshot since snapshot files).
+    File(SnapRecord<A>),
+    /// Read from an inline record of a data dir from before snapshot files.
+    Inline(StoredSnapshot<A>),
+}
+
+impl<A: App> CurrentSnap<A> {
+    fn meta(&self) -> &SnapshotMetaT<A> {
+        match self {
+            CurrentSnap::File(rec) => &rec.meta,
+            CurrentSnap::Inline(s) => &s.meta,
         }
     }
 }
 
-type Current<A> = Arc<Mutex<Option<Arc<StoredSnapshot<A>>>>>;
+type Current<A> = Arc<Mutex<Option<Arc<CurrentSnap<A>>>>>;
 
 /// The openraft handle of one group running an `A`.
 pub(crate) type GroupRaft<A> = openraft::Raft<C<A>, StateMachine<A>>;
@@ -75,32 +85,34 @@ impl<A: App> StateMachine<A> {
         dir: Arc<SnapDir>,
         applied_index: Arc<AtomicU64>,
     ) -> io::Result<Self> {
-        let (stored, file) = match journal.snaps.get(file_key(shard)).map_err(io_err)? {
+        let current = match journal.snaps.get(file_key(shard)).map_err(io_err)? {
             Some(b) => {
                 let rec: SnapRecord<A> = decode(&b)?;
                 let data = dir.load(shard, &rec)?;
-                let meta = rec.meta;
-                (Some(StoredSnapshot { meta, data }), Some(rec.file))
+                app.restore(&data).map_err(io_err)?;
+                Some(CurrentSnap::File(rec))
             }
             // a data dir from before snapshot files: the bytes inline
-            None => {
-                let inline = journal.snaps.get(inline_key(shard)).map_err(io_err)?;
-                (inline.map(|b| decode(&b)).transpose()?, None)
-            }
+            None => match journal.snaps.get(inline_key(shard)).map_err(io_err)? {
+                Some(b) => {
+                    let s: StoredSnapshot<A> = decode(&b)?;
+                    app.restore(&s.data).map_err(io_err)?;
+                    Some(CurrentSnap::Inline(s))
+                }
+                None => None,
+            },
         };
         // files no record names: a store that a crash cut short
-        dir.remove_other(shard, file.as_deref());
-        let (applied, membership, current) = match stored {
-            Some(s) => {
-                app.restore(&s.data).map_err(io_err)?;
-                (
-                    s.meta.last_log_id,
-                    s.meta.last_membership.clone(),
-                    Some(Arc::new(s)),
-                )
-            }
-            None => (None, StoredMembership::default(), None),
+        let file = match &current {
+            Some(CurrentSnap::File(rec)) => Some(rec.file.as_str()),
+            _ => None,
         };
+        dir.remove_other(shard, file);
+        let (applied, membership) = match &current {
+            Some(c) => (c.meta().last_log_id, c.meta().last_membership.clone()),
+            None => (None, StoredMembership::default()),
+        };
+        let current = current.map(Arc::new);
         applied_index.store(applied.as_ref().map_or(0, |l| l.index), Ordering::Release);
         Ok(Self {
             app,
@@ -146,20 +158,21 @@ pub(crate) struct SnapStore {
 }
 
 impl SnapStore {
-    /// Stores `data` as the group's latest snapshot and returns it once the
-    /// record is durable (only then may the log below it go), with `true`;
-    /// with `false` if a newer snapshot is stored already (a build that an
-    /// install overtook: storing it would put the snapshot behind the purged
-    /// log).
+    /// Stores `data` as the group's latest snapshot, makes it `current`, and
+    /// returns the bytes once the record is durable (only then may the log
+    /// below it go). Does nothing if a newer snapshot is stored already (a
+    /// build that an install overtook: storing it would put the snapshot
+    /// behind the purged log).
     async fn persist<A: App>(
         &self,
         meta: &SnapshotMetaT<A>,
         data: Vec<u8>,
-    ) -> io::Result<(Vec<u8>, bool)> {
+        current: &Current<A>,
+    ) -> io::Result<Vec<u8>> {
         let mut stored = self.stored.lock().await;
         let index = meta.last_log_id.as_ref().map_or(0, |l| l.index);
         if index < *stored {
-            return Ok((data, false));
+            return Ok(data);
         }
         let inline = self.journal.is_inline();
         let (shard, dir) = (self.shard, self.dir.clone());
@@ -185,12 +198,38 @@ impl SnapStore {
             .await?;
         let dir = self.dir.clone();
         *stored = index;
+        // still under `stored`: a reader of the current snapshot holds it too,
+        // so it never names a file removed below
+        *lock(current) = Some(Arc::new(CurrentSnap::File(rec)));
         off_task(inline, move || {
             dir.remove_other(shard, Some(&file));
             Ok(())
         })
         .await?;
-        Ok((data, true))
+        Ok(data)
+    }
+
+    /// The bytes of the current snapshot, read from its file.
+    async fn read_current<A: App>(&self, current: &Current<A>) -> io::Result<Option<SnapshotT<A>>> {
+        let _stored = self.stored.lock().await;
+        let Some(cur) = lock(current).clone() else {
+            return Ok(None);
+        };
+        let data = match &*cur {
+            CurrentSnap::Inline(s) => s.data.clone(),
+            CurrentSnap::File(_) => {
+                let (shard, dir, c) = (self.shard, self.dir.clone(), cur.clone());
+                off_task(self.journal.is_inline(), move || match &*c {
+                    CurrentSnap::File(rec) => dir.load(shard, rec),
+                    CurrentSnap::Inline(s) => Ok(s.data.clone()),
+                })
+                .await?
+            }
+        };
+        Ok(Some(Snapshot {
+            meta: cur.meta().clone(),
+            snapshot: data,
+        }))
     }
 }
 
@@ -212,17 +251,14 @@ impl<A: App> RaftSnapshotBuilder<C<A>> for SnapBuilder<A> {
             .take()
             .ok_or_else(|| io_err("snapshot builder used twice"))?;
         let data = off_task(self.store.journal.is_inline(), move || Ok(job())).await?;
-        let (data, stored) = self.store.persist::<A>(&self.meta, data).await?;
-        let out = Snapshot {
+        let data = self
+            .store
+            .persist::<A>(&self.meta, data, &self.current)
+            .await?;
+        Ok(Snapshot {
             meta: self.meta.clone(),
-            snapshot: data.clone(),
-        };
-        // an older one than what is stored: openraft ignores it too
-        if stored {
-            let meta = self.meta.clone();
-            *lock(&self.current) = Some(Arc::new(StoredSnapshot { meta, data }));
-        }
-        Ok(out)
+            snapshot: data,
+        })
     }
 }
 
@@ -291,20 +327,14 @@ impl<A: App> RaftStateMachine<C<A>> for StateMachine<A> {
             Ordering::Release,
         );
         self.membership = meta.last_membership.clone();
-        let (data, stored) = self.store.persist::<A>(meta, snapshot).await?;
-        if stored {
-            let meta = meta.clone();
-            *lock(&self.current) = Some(Arc::new(StoredSnapshot { meta, data }));
-        }
+        self.store
+            .persist::<A>(meta, snapshot, &self.current)
+            .await?;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotT<A>>, io::Error> {
-        let cur = lock(&self.current).clone();
-        Ok(cur.map(|s| Snapshot {
-            meta: s.meta.clone(),
-            snapshot: s.data.clone(),
-        }))
+        self.store.read_current(&self.current).await
     }
 }
 
@@ -380,15 +410,24 @@ mod tests {
             .await
             .unwrap();
         crate::integrity::check::<Bytes>(&journal, 1, path).unwrap();
-        let sm = open(&journal, &dir).unwrap();
+        let mut sm = open(&journal, &dir).unwrap();
         assert_eq!(sm.app.0, b"old");
+        let cur = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(cur.snapshot, b"old");
 
         let data = sm
             .store
-            .persist::<Bytes>(&meta, b"new".to_vec())
+            .persist::<Bytes>(&meta, b"new".to_vec(), &sm.current)
             .await
             .unwrap();
-        assert_eq!(data, (b"new".to_vec(), true));
+        assert_eq!(data, b"new");
+        // the current snapshot is the file's, read back when asked for
+        assert!(matches!(
+            lock(&sm.current).as_deref(),
+            Some(CurrentSnap::File(_))
+        ));
+        let cur = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(cur.snapshot, b"new");
         assert!(journal.snaps.get(inline_key(0)).unwrap().is_none());
         assert!(journal.snaps.get(file_key(0)).unwrap().is_some());
         let stored = files(path);
@@ -401,12 +440,18 @@ mod tests {
             std::fs::write(path.join("snapshots").join(f), b"x").unwrap();
         }
         crate::integrity::check::<Bytes>(&journal, 1, path).unwrap();
-        let sm = open(&journal, &dir).unwrap();
+        let mut sm = open(&journal, &dir).unwrap();
         assert_eq!(sm.app.0, b"new");
         assert_eq!(files(path), [stored[0].clone(), "1-3-00.snap".to_string()]);
-        drop(sm);
 
         std::fs::write(path.join("snapshots").join(&stored[0]), b"wen").unwrap();
+        // damaged under a running group: sending it is refused, not the bad bytes
+        let e = sm
+            .get_current_snapshot()
+            .await
+            .expect_err("a damaged file is not sent");
+        assert!(e.to_string().contains("checksum"), "{e}");
+        drop(sm);
         let e = open(&journal, &dir)
             .err()
             .expect("a damaged file is refused");

@@ -69,7 +69,13 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> 
 }
 
 /// Entries kept in memory per group (the newest ones).
-pub(crate) const TAIL_CACHE_ENTRIES: usize = 2_048;
+///
+/// Enough for applying (a committed entry is applied right after its commit)
+/// and for followers within a few hundred entries; a follower further behind
+/// reads from the journal. Each entry holds its commands decoded, a few hundred
+/// bytes apiece: 2,048 per group held about 95 MB with 64 groups
+/// (docs/benchmarks.md, the memory profile).
+pub(crate) const TAIL_CACHE_ENTRIES: usize = 256;
 
 struct Pending<A: App> {
     seq: u64,

@@ -98,8 +98,8 @@
 //! ## Concurrency without locks
 //!
 //! [`WindowedSketch::insert`] takes `&self` and uses atomics only; there is no
-//! lock anywhere and no `unsafe` in the crate. Lazily allocated parts (ring
-//! slots, sparse tiers, dense registers) are published with
+//! lock anywhere and no `unsafe` in the crate. Lazily allocated parts (the
+//! ring, its slots, sparse tiers, dense registers) are published with
 //! `once_cell::race::OnceBox`, a compare-and-swap on a pointer: if two threads
 //! race to allocate, one allocation wins and the other is dropped; nobody
 //! waits.
@@ -316,7 +316,9 @@ fn hash_customer(customer: u64) -> u64 {
 /// docs for the design.
 pub struct WindowedSketch {
     cfg: SketchConfig,
-    ring: Box<[OnceBox<Bucket>]>,
+    /// Allocated on the first insert: most scopes of a large deployment may
+    /// never be counted here, and the ring alone is 8 bytes a bucket.
+    ring: OnceBox<Box<[OnceBox<Bucket>]>>,
 }
 
 /// Bounded retries for an insert whose bucket changes state under it.
@@ -363,8 +365,19 @@ impl WindowedSketch {
     fn empty(cfg: SketchConfig) -> Self {
         Self {
             cfg,
-            ring: (0..cfg.buckets).map(|_| OnceBox::new()).collect(),
+            ring: OnceBox::new(),
         }
+    }
+
+    /// The ring's slots; none before the first insert.
+    fn slots(&self) -> &[OnceBox<Bucket>] {
+        self.ring.get().map_or(&[], |r| r)
+    }
+
+    /// The ring's slots, allocated if they were not yet.
+    fn slots_or_init(&self) -> &[OnceBox<Bucket>] {
+        self.ring
+            .get_or_init(|| Box::new((0..self.cfg.buckets).map(|_| OnceBox::new()).collect()))
     }
 
     /// The sketch's config.
@@ -385,7 +398,7 @@ impl WindowedSketch {
         let hash = hash_customer(customer);
         let tag = epoch + 1;
         let slot = (epoch % u64::from(self.cfg.buckets)) as usize;
-        let Some(cell) = self.ring.get(slot) else {
+        let Some(cell) = self.slots_or_init().get(slot) else {
             return;
         };
         let bucket = match cell.get() {
@@ -448,7 +461,7 @@ impl WindowedSketch {
         for epoch in lo..=hi {
             let slot = (epoch % u64::from(self.cfg.buckets)) as usize;
             if let Some(view) = self
-                .ring
+                .slots()
                 .get(slot)
                 .and_then(OnceBox::get)
                 .and_then(|b| b.view(epoch + 1))
@@ -465,10 +478,14 @@ impl WindowedSketch {
     /// buckets in use, their sparse tiers and dense registers (allocator
     /// overhead not included).
     pub fn memory_bytes(&self) -> usize {
+        let slots = self.slots();
         std::mem::size_of::<Self>()
-            + self.ring.len() * std::mem::size_of::<OnceBox<Bucket>>()
             + self
                 .ring
+                .get()
+                .map_or(0, |_| std::mem::size_of::<Box<[()]>>())
+            + std::mem::size_of_val(slots)
+            + slots
                 .iter()
                 .filter_map(OnceBox::get)
                 .map(Bucket::heap_bytes)
@@ -477,7 +494,7 @@ impl WindowedSketch {
 
     /// Number of ring slots holding some epoch's data.
     fn buckets_in_use(&self) -> usize {
-        self.ring
+        self.slots()
             .iter()
             .filter_map(OnceBox::get)
             .filter(|b| b.state() >> TAG_SHIFT != 0)
@@ -486,7 +503,7 @@ impl WindowedSketch {
 
     fn to_repr(&self) -> SketchRepr {
         let mut buckets = Vec::new();
-        for bucket in self.ring.iter().filter_map(OnceBox::get) {
+        for bucket in self.slots().iter().filter_map(OnceBox::get) {
             let mut found = None;
             for _ in 0..MAX_ATTEMPTS {
                 let tag = bucket.state() >> TAG_SHIFT;
@@ -525,7 +542,7 @@ impl WindowedSketch {
                 Contents::Sparse(h) => (h.as_slice(), None),
                 Contents::Dense(r) => (&[][..], Some(r.as_slice())),
             };
-            if let Some(cell) = sketch.ring.get(slot) {
+            if let Some(cell) = sketch.slots_or_init().get(slot) {
                 let _ = cell.set(Box::new(Bucket::restore(
                     b.epoch + 1,
                     hashes,
