@@ -244,7 +244,7 @@ pub(crate) struct Settled<'a> {
     pub policy: Arc<Policy>,
     pub numbers: Vec<NumberState>,
     pub members: Vec<Member>,
-    pub sc: dashmap::mapref::one::Ref<'a, u32, ScopeState>,
+    pub sc: dashmap::mapref::one::Ref<'a, u32, Box<ScopeState>>,
     /// Conversations counted in the rolling 24 h window (exact).
     pub used: u32,
     pub restricted: bool,
@@ -457,7 +457,7 @@ impl Reader {
         let (mut numbers, mut members): (Vec<NumberState>, Vec<Member>) = if numbers {
             let n: Vec<NumberState> = ids
                 .iter()
-                .filter_map(|id| sh.numbers.get(id).map(|n| n.clone()))
+                .filter_map(|id| sh.numbers.get(id).map(|n| NumberState::clone(&n)))
                 .collect();
             let m = n.iter().map(Member::of).collect();
             (n, m)

@@ -321,9 +321,13 @@ impl Engine {
         let sh = &self.shared;
         Frozen {
             w: self.w.clone(),
-            numbers: sh.numbers.iter().map(|n| n.clone()).collect(),
+            numbers: sh.numbers.iter().map(|n| NumberState::clone(&n)).collect(),
             portfolios: entries(&sh.portfolios),
-            scopes: entries(&sh.scopes),
+            scopes: sh
+                .scopes
+                .iter()
+                .map(|e| (*e.key(), ScopeState::clone(&e)))
+                .collect(),
             pairs: entries(&sh.pairs),
             fep: entries(&sh.fep),
             optouts: entries(&sh.optouts),
@@ -519,7 +523,7 @@ impl Engine {
         let sh = Shared::new();
         for mut n in snap.numbers {
             n.policy = link(&n.profile)?;
-            sh.numbers.insert(n.id, n);
+            sh.numbers.insert(n.id, Box::new(n));
         }
         fill(&sh.portfolios, snap.portfolios);
         for (idx, mut s) in snap.scopes {
@@ -531,7 +535,7 @@ impl Engine {
             }
             s.log.rebuild();
             sh.scope_ids.insert(s.key.clone(), idx);
-            sh.scopes.insert(idx, s);
+            sh.scopes.insert(idx, Box::new(s));
         }
         fill(&sh.pairs, snap.pairs);
         fill(&sh.fep, snap.fep);

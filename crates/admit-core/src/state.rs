@@ -236,10 +236,13 @@ pub(crate) struct IdemEntry {
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub numbers: Map<NumberId, NumberState>,
+    /// Numbers and scopes are boxed: their records are a few hundred bytes, and a
+    /// table holds room for more entries than it has (up to twice as many), so
+    /// inline they would cost that room too.
+    pub numbers: Map<NumberId, Box<NumberState>>,
     pub portfolios: Map<PortfolioId, PortfolioState>,
     pub scope_ids: Map<ScopeKey, u32>,
-    pub scopes: Map<u32, ScopeState>,
+    pub scopes: Map<u32, Box<ScopeState>>,
     pub pairs: Map<PairKey, PairWindows>,
     /// R2.3 free entry point windows: end time by (number, customer).
     pub fep: Map<PairKey, Ts>,

@@ -34,12 +34,17 @@ fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
 }
 
+/// Bytes a registered number may hold (its records and its scope's, before any
+/// conversation), measured in `window_entries_are_compact_and_reclaimed`.
+const PER_NUMBER_BYTES: f64 = 1_000.0;
+
 /// One test body so that no other test allocates while this one measures.
 #[test]
 fn window_entries_are_compact_and_reclaimed() {
     const NUMBERS: u64 = 1_000;
     const PER_NUMBER: u64 = 1_000;
     let mut e = Engine::new();
+    let empty = live();
     for n in 0..NUMBERS {
         e.apply(
             Command::RegisterNumber(NumberRegistration {
@@ -52,6 +57,15 @@ fn window_entries_are_compact_and_reclaimed() {
         .unwrap();
     }
     let base = live();
+    // a registered number: its record, its scope's (with the limit's event log) and
+    // their index entries; tables grow by doubling, so this is an average over
+    // tables filled between half and whole
+    let per_number = (base - empty) as f64 / NUMBERS as f64;
+    println!("registered numbers: {NUMBERS}, {per_number:.1} bytes each");
+    assert!(
+        per_number <= PER_NUMBER_BYTES,
+        "{per_number:.1} bytes per number"
+    );
     for n in 0..NUMBERS {
         let number = num(&(10_000 + n).to_string());
         for c in 0..PER_NUMBER {

@@ -29,7 +29,7 @@ impl Engine {
         log.set_long(policy.rule_for(limit).map(|r| r.window), now);
         self.shared.scopes.insert(
             idx,
-            ScopeState {
+            Box::new(ScopeState {
                 key: key.clone(),
                 profile: policy.name.clone(),
                 policy: policy.clone(),
@@ -42,7 +42,7 @@ impl Engine {
                 sketch: WindowedSketch::new(SketchConfig::default()),
                 upgrades: 0,
                 downgrades: 0,
-            },
+            }),
         );
         self.shared.scope_ids.insert(key, idx);
         idx
@@ -180,7 +180,7 @@ impl Engine {
                 self.w.next_number += 1;
                 self.shared.numbers.insert(
                     id,
-                    NumberState {
+                    Box::new(NumberState {
                         id,
                         idx,
                         portfolio: r.portfolio.clone(),
@@ -201,14 +201,12 @@ impl Engine {
                         throughput_mps: None,
                         registered_at: now,
                         display: None,
-                    },
+                    }),
                 );
-                self.shared
-                    .scopes
-                    .get_mut(&scope)
-                    .expect("scope")
-                    .members
-                    .push(id);
+                let mut s = self.shared.scopes.get_mut(&scope).expect("scope");
+                // most scopes are one number's: no room for four (push's first growth)
+                s.members.reserve_exact(1);
+                s.members.push(id);
                 scope
             }
         };
