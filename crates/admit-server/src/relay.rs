@@ -71,6 +71,11 @@ pub(crate) async fn serve(ctx: &Ctx, req: NodeReq) -> Envelope {
             },
         ),
         NodeReq::ReadClock => (None, Ok(NodeResp::Clock(routing.clock_now()))),
+        // the node service unpacks batches; one inside another is refused
+        NodeReq::Batch { .. } => (
+            None,
+            Err(ApiError::invalid("items", "a batch inside a batch")),
+        ),
     };
     Envelope {
         result,

@@ -58,6 +58,19 @@ pub enum NodeReq {
     /// The receiver's service clock, for the bound on stamping
     /// (`crate::skew`); answered with `NodeResp::Clock`, never relayed.
     ReadClock,
+    /// Requests of many callers relayed to one node in one frame (issue 14):
+    /// each with its own deadline and hop count, each answered by its own
+    /// envelope, in order ([`NodeResp::Batch`]). Never nested.
+    Batch { items: Vec<BatchItem> },
+}
+
+/// One request of a [`NodeReq::Batch`]: its bytes (a [`NodeReq`]), what is
+/// left of its deadline when sent, and its hop count.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchItem {
+    pub body: Vec<u8>,
+    pub deadline_ms: u64,
+    pub hops: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,6 +143,8 @@ pub enum NodeResp {
     PortfolioStatus(Option<PortfolioStatus>),
     Policy(Option<Policy>),
     Sweep(SweepResp),
+    /// The answers of a [`NodeReq::Batch`], one per request, in order.
+    Batch(Vec<Envelope>),
 }
 
 /// The body of a response frame.

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
+use futures_util::future::join_all;
 use tonic::{Request, Response, Status};
 
 use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::relay;
 use crate::routing::request::{self, ReqInfo};
-use crate::wire::{self, pb, Envelope, NodeReq};
+use crate::wire::{self, pb, BatchItem, Envelope, NodeReq, NodeResp};
 
 #[derive(Debug, Clone)]
 pub struct NodeService {
@@ -22,31 +23,62 @@ impl pb::node_rpc_server::NodeRpc for NodeService {
         request: Request<pb::NodeFrame>,
     ) -> Result<Response<pb::NodeFrame>, Status> {
         let frame = request.into_inner();
-        let req: NodeReq = match wire::decode(&frame.body) {
-            Ok(r) => r,
-            // a newer node's request (rolling upgrade): said so, distinctly
-            // from damaged bytes, so that the sender can do without it
-            Err(_) if wire::unknown_kind(&frame.body) => {
-                return Err(ApiError::UnknownKind(
-                    "this node's build does not know it (an older build during an upgrade)".into(),
-                )
-                .into());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let info = ReqInfo::relayed(frame.deadline_ms, frame.hops);
+        let req = decode(&frame.body)?;
+        if let NodeReq::Batch { items } = req {
+            // the items run side by side, as the separate calls they replace
+            let answers = join_all(items.into_iter().map(|i| self.item(i))).await;
+            let env = Envelope {
+                result: Ok(NodeResp::Batch(answers)),
+                served_by: None,
+            };
+            return reply(frame.hops, &env);
+        }
+        let env = self.serve(req, frame.deadline_ms, frame.hops).await;
+        reply(frame.hops, &env)
+    }
+}
+
+impl NodeService {
+    /// Serves one relayed request within its deadline and hop count.
+    async fn serve(&self, req: NodeReq, deadline_ms: u64, hops: u32) -> Envelope {
+        let info = ReqInfo::relayed(deadline_ms, hops);
         // relayed work takes an in-flight permit like an API call; the
         // clock messages are the nodes' own upkeep and always answered
         let permit = match req {
             NodeReq::SetClock { .. } | NodeReq::ReadClock => None,
             _ => match self.ctx.protect.enter_relayed() {
                 Ok(p) => Some(p),
-                Err(e) => return reply(frame.hops, &Envelope::refused(e)),
+                Err(e) => return Envelope::refused(e),
             },
         };
         let env = request::scoped_relay(info, relay::serve(&self.ctx, req)).await;
         drop(permit);
-        reply(frame.hops, &env)
+        env
+    }
+
+    /// One request of a batch: what the call would have answered alone,
+    /// failures to read it included.
+    async fn item(&self, item: BatchItem) -> Envelope {
+        match decode(&item.body) {
+            Ok(NodeReq::Batch { .. }) => {
+                Envelope::refused(ApiError::invalid("items", "a batch inside a batch"))
+            }
+            Ok(req) => self.serve(req, item.deadline_ms, item.hops).await,
+            Err(e) => Envelope::refused(e),
+        }
+    }
+}
+
+/// A relayed request's bytes as a request; a kind this build does not know
+/// (a newer node's, during a rolling upgrade) is said so, distinctly from
+/// damaged bytes, so that the sender can do without it.
+fn decode(body: &[u8]) -> Result<NodeReq, ApiError> {
+    match wire::decode(body) {
+        Ok(r) => Ok(r),
+        Err(_) if wire::unknown_kind(body) => Err(ApiError::UnknownKind(
+            "this node's build does not know it (an older build during an upgrade)".into(),
+        )),
+        Err(e) => Err(e),
     }
 }
 
