@@ -18,7 +18,9 @@
 //! * It sends a [`NodeReq`](crate::wire::NodeReq) in a
 //!   `admit.internal.node.NodeRpc/Call` frame over one cached tonic channel
 //!   per peer ([`peers`]; the peer's advertised peer-port address, the port
-//!   public API and the Raft transport).
+//!   public API and the Raft transport). Requests for one peer share its
+//!   lane, which sends what queues while its calls are under way as one
+//!   batch frame (each request keeps its deadline, hops and answer).
 //! * The receiver runs it exactly as if it were the entry node, but it relays
 //!   at most once more: a frame carries its hop count and a node never relays
 //!   a frame with `hops >= MAX_HOPS`; it answers
