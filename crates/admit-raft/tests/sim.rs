@@ -49,7 +49,7 @@
 //! At most one node is down at a time; a lost node counts as down until
 //! its replacement is added (a leaving node never counts: it runs until it
 //! holds no replica, so stopping it costs no group a voter).
-//! The App is admit's own ([`Limits`]: admit-server's shard App over
+//! The App is admit's own ([`AdmitShard`]: admit-server's shard App over
 //! admit-core's engine, one per scope, each scope a number with a small
 //! limit): callers send keyed marketing templates to new customers and,
 //! one call in six, a new customer's STOP (an opt-out: an inbound message
@@ -270,7 +270,7 @@ struct Book {
     tau_ms: u64,
     /// id -> when it was decided
     when: BTreeMap<u64, When>,
-    /// Where admit's engine decided otherwise than the rule ([`Limits`]).
+    /// Where admit's engine decided otherwise than the rule ([`AdmitShard`]).
     disagreements: Vec<String>,
     /// The ids of the calls applied that were not sends (in `decided` as
     /// `true`).
@@ -313,7 +313,7 @@ impl Book {
 /// replay of the first decision, the Book records a disagreement, which
 /// every step's check fails on.
 #[derive(Clone)]
-struct Limits {
+struct AdmitShard {
     book: Arc<Mutex<Book>>,
     /// scope -> admit's App for its number (the shard's scopes only)
     engines: Arc<Mutex<BTreeMap<u32, ShardApp>>>,
@@ -392,9 +392,9 @@ fn engine_cmd(c: &Admit) -> Command {
     })
 }
 
-impl Limits {
+impl AdmitShard {
     /// A shard's App: its scopes' numbers registered, before any entry.
-    fn new(shard: u32) -> Limits {
+    fn new(shard: u32) -> AdmitShard {
         let (mut engines, mut readers) = (BTreeMap::new(), BTreeMap::new());
         for scope in (0..SCOPES).filter(|s| shard_of(*s) == shard) {
             let (mut app, slot) = ShardApp::new();
@@ -426,7 +426,7 @@ impl Limits {
             engines.insert(scope, app);
             readers.insert(scope, slot);
         }
-        Limits {
+        AdmitShard {
             book: Arc::default(),
             engines: Arc::new(Mutex::new(engines)),
             readers: Arc::new(readers),
@@ -445,13 +445,13 @@ impl Limits {
 }
 
 #[derive(Serialize, Deserialize)]
-struct LimitsSnapshot {
+struct AdmitShardSnapshot {
     book: Book,
     /// scope -> its engine's snapshot (admit's own bytes)
     engines: Vec<(u32, Vec<u8>)>,
 }
 
-impl App for Limits {
+impl App for AdmitShard {
     type Command = Admit;
     type Response = bool;
 
@@ -549,7 +549,7 @@ impl App for Limits {
             .iter()
             .map(|(s, e)| (*s, e.snapshot()))
             .collect();
-        let snap = LimitsSnapshot {
+        let snap = AdmitShardSnapshot {
             book: lock(&self.book).clone(),
             engines,
         };
@@ -557,7 +557,7 @@ impl App for Limits {
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let snap: LimitsSnapshot = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+        let snap: AdmitShardSnapshot = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
         let mut engines = lock(&self.engines);
         for (scope, bytes) in &snap.engines {
             let e = engines
@@ -805,7 +805,7 @@ type Stampers = Arc<Mutex<BTreeMap<u64, Stamper>>>;
 
 // ------------------------------------------------------------ the cluster
 
-type Node = RaftNode<Limits>;
+type Node = RaftNode<AdmitShard>;
 
 /// The running nodes, shared with the callers (who look a node up for each
 /// attempt and hold it only for that attempt).
@@ -817,7 +817,7 @@ struct Sim {
     live: Live,
     servers: BTreeMap<u64, JoinHandle<()>>,
     /// (node, shard) -> the App of the node's current run
-    books: Arc<Mutex<BTreeMap<(u64, u32), Limits>>>,
+    books: Arc<Mutex<BTreeMap<(u64, u32), AdmitShard>>>,
     /// The nodes of the cluster (up or down), the targets of faults, load
     /// and reads; a replacement joins once the operator added it.
     members: Vec<u64>,
@@ -923,7 +923,7 @@ impl Sim {
         });
         let books = self.books.clone();
         let factory = move |shard| {
-            let app = Limits::new(shard);
+            let app = AdmitShard::new(shard);
             lock(&books).insert((id, shard), app.clone());
             app
         };
