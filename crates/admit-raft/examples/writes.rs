@@ -5,7 +5,8 @@
 //! cargo run --release -p admit-raft --example writes [-- SECONDS [WRITERS...]]
 //! ```
 //! Data goes to `$ADMIT_BENCH_DIR` (default: the system temp dir);
-//! `ADMIT_BENCH_FSYNC=0` turns fsync off for comparison.
+//! `ADMIT_BENCH_FSYNC=0` turns fsync off for comparison; `ADMIT_BENCH_SHARDS`
+//! sets the number of groups (default 64).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,7 +45,13 @@ impl App for Counts {
     }
 }
 
-const SHARDS: u32 = 64;
+fn shards() -> u32 {
+    std::env::var("ADMIT_BENCH_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(64)
+}
 
 async fn run(
     writers: usize,
@@ -53,7 +60,8 @@ async fn run(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let dir = base.join(format!("admit-raft-bench-{}-{writers}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut cfg = NodeConfig::new(1, &dir, SHARDS);
+    let shards = shards();
+    let mut cfg = NodeConfig::new(1, &dir, shards);
     cfg.fsync = std::env::var("ADMIT_BENCH_FSYNC").map_or(true, |v| v != "0");
     let node = RaftNode::start(cfg, |_| Counts::default()).await?;
 
@@ -68,7 +76,7 @@ async fn run(
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let shard = (w % SHARDS as usize) as u32;
+            let shard = (w % shards as usize) as u32;
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let s = Instant::now();
@@ -102,7 +110,7 @@ async fn run(
     let fsyncs = after.fsyncs - before.fsyncs;
     let ops = after.ops - before.ops;
     println!(
-        "writers={writers:>4}  groups={SHARDS}  committed writes/s={:>9.0}  fsyncs/s={:>7.0}  storage ops/fsync={:>6.1}  p50={:.2}ms p99={:.2}ms",
+        "writers={writers:>4}  groups={shards}  committed writes/s={:>9.0}  fsyncs/s={:>7.0}  storage ops/fsync={:>6.1}  p50={:.2}ms p99={:.2}ms",
         n as f64 / elapsed,
         fsyncs as f64 / elapsed,
         ops as f64 / fsyncs.max(1) as f64,
@@ -127,7 +135,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     println!(
-        "admit-raft write benchmark: {SHARDS} groups, fsync={}, {secs}s per run, dir {}",
+        "admit-raft write benchmark: {} groups, fsync={}, {secs}s per run, dir {}",
+        shards(),
         std::env::var("ADMIT_BENCH_FSYNC").map_or(true, |v| v != "0"),
         base.display()
     );

@@ -4,7 +4,8 @@
 //! request's cost is the service layer and how much is Raft plus the engine.
 //!
 //! `cargo run --release -p admit-server --example replicated -- [SECONDS] [WRITERS...]`
-//! (`ADMIT_BATCH=100` proposes 100 commands at a time, as an AdmitBatch from one number)
+//! (`ADMIT_BATCH=100` proposes 100 commands at a time, as an AdmitBatch from one number;
+//! `ADMIT_BENCH_SHARDS` sets the number of shards, default 64)
 
 use admit_core::*;
 use admit_server::app::{ShardApp, Stamped};
@@ -12,7 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const SHARDS: u32 = 64;
+fn shards() -> u32 {
+    std::env::var("ADMIT_BENCH_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(64)
+}
 
 fn now() -> Ts {
     Ts(SystemTime::now()
@@ -35,17 +42,18 @@ async fn main() {
     };
     let dir =
         tempfile::tempdir_in(std::env::var("ADMIT_BENCH_DIR").unwrap_or("/tmp".into())).unwrap();
+    let shards = shards();
     let node =
-        admit_raft::RaftNode::start(admit_raft::NodeConfig::new(1, dir.path(), SHARDS), |_| {
+        admit_raft::RaftNode::start(admit_raft::NodeConfig::new(1, dir.path(), shards), |_| {
             ShardApp::new().0
         })
         .await
         .expect("raft node starts");
-    let router = admit_server::routing::Router::new(SHARDS);
+    let router = admit_server::routing::Router::new(shards);
     // one number per shard, unlimited, so every writer opens counted conversations
     let mut numbers = Vec::new();
     let mut i = 0u64;
-    while numbers.len() < SHARDS as usize {
+    while numbers.len() < shards as usize {
         let n = NumberId::parse("n", &(7_000_000 + i).to_string()).unwrap();
         i += 1;
         let shard = router.shard_of(&ScopeKey::Number(n));
@@ -76,7 +84,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     println!(
-        "replicated path: {SHARDS} shards, fsync on, {secs}s per run, new conversations, {batch} per proposal"
+        "replicated path: {shards} shards, fsync on, {secs}s per run, new conversations, {batch} per proposal"
     );
     for w in writers {
         let done = Arc::new(AtomicU64::new(0));
