@@ -13,14 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-fn shards() -> u32 {
-    std::env::var("ADMIT_BENCH_SHARDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(64)
-}
-
 fn now() -> Ts {
     Ts(SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -42,7 +34,10 @@ async fn main() {
     };
     let dir =
         tempfile::tempdir_in(std::env::var("ADMIT_BENCH_DIR").unwrap_or("/tmp".into())).unwrap();
-    let shards = shards();
+    let shards: u32 = match std::env::var("ADMIT_BENCH_SHARDS").map(|v| v.parse()) {
+        Ok(Ok(n)) if n > 0 => n,
+        _ => 64,
+    };
     let node =
         admit_raft::RaftNode::start(admit_raft::NodeConfig::new(1, dir.path(), shards), |_| {
             ShardApp::new().0
