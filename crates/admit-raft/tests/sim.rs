@@ -29,9 +29,11 @@
 //! [`moves_on`]): the operator starts a new node id, calls
 //! `add_node(new)`, then `remove_node(n)` for a running member `n` that
 //! keeps its disk and runs on while the reconcile loops move its replicas
-//! away under the faults (no crash or power cut falls on it meanwhile);
-//! once a registry says `Removed`, `n` is cut off and shut down (`shutdown`;
-//! it leads no group by then) and stays down.
+//! away under the faults; once a registry says `Removed`, `n` is cut off
+//! and shut down (`shutdown`; it leads no group by then) and stays down.
+//! The leaving node may itself crash or lose power meanwhile: it comes
+//! back on its disk and drains on, or, when the others completed its
+//! removal while it was down, it stays down.
 //! Clock faults (on unless `ADMIT_SIM_CLOCKS=0`; a generator of their
 //! own, so the other faults of a seed stay as drawn without them): every
 //! node has a service clock, the true time plus an offset, never going
@@ -47,8 +49,8 @@
 //! admissions in a rolling [`WINDOW_MS`] of the engine's time (the
 //! largest stamp applied), as admit counts a conversation in 24 h.
 //! At most one node is down at a time; a lost node counts as down until
-//! its replacement is added (a leaving node never counts: it runs until it
-//! holds no replica, so stopping it costs no group a voter).
+//! its replacement is added (a leaving node counts only while it is down:
+//! its replicas are still voters until they move).
 //! The App is admit's own ([`AdmitShard`]: admit-server's shard App over
 //! admit-core's engine, one per scope, each scope a number with a small
 //! limit): callers send keyed marketing templates to new customers and,
@@ -84,8 +86,8 @@
 //! what the rule holds. After a move, the moved node restarted on its
 //! kept disk is refused at start ("node removed": its peers' registry says
 //! so).
-//! Not covered: a crash of a leaving node, the rules beyond R3.4, R6's disabled template and R7 (admit-core's
-//! own tests cover them on one engine).
+//! Not covered: the rules beyond R3.4, R6's disabled template and R7
+//! (admit-core's own tests cover them on one engine).
 //! A run's digest (every event, answer and final state) is the same each
 //! time a seed runs; `a_seed_replays_exactly` checks it. The seed also
 //! fixes tokio's `select!` order (`Builder::rng_seed`, which needs
@@ -183,6 +185,9 @@ struct Knobs {
     change_odds: (u64, u64),
     /// Runs have clock faults (`ADMIT_SIM_CLOCKS=0` turns them off).
     clocks: bool,
+    /// A node being moved out may crash or lose power while its replicas
+    /// move away (off only for seeds that replay a schedule found before).
+    crash_leaving: bool,
 }
 
 impl Knobs {
@@ -193,6 +198,7 @@ impl Knobs {
             moves: moves_on(),
             change_odds: (1, 2),
             clocks: std::env::var("ADMIT_SIM_CLOCKS").map_or(true, |v| v != "0"),
+            crash_leaving: true,
         }
     }
 }
@@ -833,6 +839,8 @@ struct Sim {
     /// the running nodes' stampers
     stampers: Stampers,
     refused_stamps: Arc<AtomicU64>,
+    /// Nodes moved out whose removal completed while they were down.
+    removed_while_down: usize,
 }
 
 fn scratch() -> tempfile::TempDir {
@@ -897,6 +905,7 @@ impl Sim {
             clocks: BTreeMap::new(),
             stampers: Arc::default(),
             refused_stamps: Arc::default(),
+            removed_while_down: 0,
         };
         for id in 1..=NODES {
             sim.start(id).await;
@@ -1241,6 +1250,10 @@ struct Outcome {
     transfers: usize,
     lost_disks: usize,
     moves: usize,
+    /// crashes and power cuts of a node while it was being moved out
+    leaving_stops: usize,
+    /// nodes moved out that were removed while down (a crash while leaving)
+    removed_while_down: usize,
     clock_faults: usize,
     refused_stamps: u64,
     /// STOP messages asked, and sends to customers whose STOP was answered
@@ -1281,8 +1294,8 @@ enum Replacing {
     },
 }
 
-/// A member moving out (it keeps its disk and runs meanwhile); it never
-/// counts as down, and no crash or power cut falls on it until it is gone.
+/// A member moving out (it keeps its disk and runs meanwhile, unless a
+/// crash or power cut takes it down for a while).
 enum Moving {
     /// The operator adds `joining` (which runs), then removes `leaving`.
     Operator {
@@ -1324,6 +1337,9 @@ impl Sim {
         seed: u64,
     ) -> Option<(Replacing, String)> {
         match f {
+            // a node moved out while it was down stays down (its restart
+            // on the kept disk is refused: checked at the end of the run)
+            Fault::Crash(n) | Fault::PowerCut(n) if !self.members.contains(&n) => {}
             Fault::Crash(n) | Fault::PowerCut(n) => self.start(n).await,
             Fault::LoseDisk(n) => return Some(self.restart_wiped(n, seed).await),
             _ => self.net.change(|s| {
@@ -1427,8 +1443,13 @@ impl Sim {
                     );
                     return (Some(Moving::Draining { leaving, since }), None);
                 }
-                self.retire(leaving, seed).await;
                 self.members.retain(|m| *m != leaving);
+                if !lock(&self.live).contains_key(&leaving) {
+                    // it crashed while leaving and is still down
+                    self.removed_while_down += 1;
+                    return (None, Some(format!("node {leaving} removed while down")));
+                }
+                self.retire(leaving, seed).await;
                 (None, Some(format!("node {leaving} removed: stopping")))
             }
         }
@@ -1609,7 +1630,7 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
     let mut callers: Vec<JoinHandle<()>> = Vec::new();
     let mut active: Vec<Active> = Vec::new();
     let mut next_fault = epoch + Duration::from_millis(300 + rng.below(500));
-    let (mut faults, mut transfers) = (0, 0);
+    let (mut faults, mut transfers, mut leaving_stops) = (0, 0, 0);
     // a lost disk or a move is slow (replicas move, a new node catches
     // up): at most one of them a run
     let mut changes_left = 1;
@@ -1672,8 +1693,11 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                 || active.iter().any(|(_, f, _)| {
                     matches!(f, Fault::Crash(_) | Fault::PowerCut(_) | Fault::LoseDisk(_))
                 });
-            // a leaving node runs until it is removed
-            let may_stop = !someone_down && moving.as_ref().map(Moving::leaving) != Some(a);
+            // a leaving node may crash or lose power (then it is the one
+            // node down); it comes back on its disk and drains on, or,
+            // removed meanwhile, stays down
+            let may_stop = !someone_down
+                && (knobs.crash_leaving || moving.as_ref().map(Moving::leaving) != Some(a));
             let f = match rng.below(9) {
                 0 => Fault::Hold(a, b),
                 1 => Fault::Split(a, b),
@@ -1700,6 +1724,11 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                 _ => Fault::Hold(b, a),
             };
             faults += 1;
+            if let Fault::Crash(n) | Fault::PowerCut(n) = f {
+                if moving.as_ref().map(Moving::leaving) == Some(n) {
+                    leaving_stops += 1;
+                }
+            }
             let links = links_of(f, &sim.members);
             match f {
                 Fault::Reset(a, b) => sim.net.reset(a, b),
@@ -1995,6 +2024,7 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
     finals.hash(&mut digest);
     let refused_stamps = sim.refused_stamps.load(Ordering::Relaxed);
     refused_stamps.hash(&mut digest);
+    let removed_while_down = sim.removed_while_down;
     sim.stop().await;
     Outcome {
         digest: digest.finish(),
@@ -2004,6 +2034,8 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
         transfers,
         lost_disks: lost.len(),
         moves: moved.len(),
+        leaving_stops,
+        removed_while_down,
         clock_faults,
         refused_stamps,
         stops: calls
@@ -2234,6 +2266,7 @@ fn run_seeds(seeds: &[u64]) {
     let t0 = std::time::Instant::now();
     let (mut calls, mut answered, mut faults) = (0, 0, 0);
     let (mut transfers, mut lost, mut moves) = (0, 0, 0);
+    let (mut leaving_stops, mut removed_down) = (0, 0);
     let (mut clock_faults, mut refused) = (0, 0);
     let (mut stops, mut to_stopped, mut disables) = (0, 0, 0);
     for seed in seeds {
@@ -2249,12 +2282,15 @@ fn run_seeds(seeds: &[u64]) {
         transfers += o.transfers;
         lost += o.lost_disks;
         moves += o.moves;
+        leaving_stops += o.leaving_stops;
+        removed_down += o.removed_while_down;
     }
     println!(
         "{} seeds from {}: {calls} calls ({answered} answered; {stops} STOPs, {to_stopped} \
          sends to customers who had sent one, {disables} templates disabled), {faults} faults \
-         ({transfers} leadership transfers, {lost} disks lost, {moves} moves, {clock_faults} \
-         clocks off; {refused} stamps refused), in {:.1} s",
+         ({transfers} leadership transfers, {lost} disks lost, {moves} moves, {leaving_stops} \
+         crashes of a leaving node, {removed_down} removed while down, {clock_faults} clocks off; {refused} stamps refused), \
+         in {:.1} s",
         seeds.len(),
         seeds.first().copied().unwrap_or_default(),
         t0.elapsed().as_secs_f64()
@@ -2294,6 +2330,7 @@ fn a_follower_whose_answers_timed_out_is_caught_up_again() {
             change_odds: (3, 4),
             // as when it was found
             clocks: false,
+            crash_leaving: false,
         },
     );
     assert_eq!(o.moves, 1, "seed 1043 no longer moves a node: pick another");
@@ -2313,12 +2350,42 @@ fn a_node_dropped_from_the_metadata_group_unaware_hands_its_shards_over() {
         moves: true,
         change_odds: (1, 2),
         clocks: true,
+        crash_leaving: false,
     };
     let o = run_seed_with(11197, knobs);
     assert_eq!(
         o.moves, 1,
         "seed 11197 no longer moves a node: pick another"
     );
+}
+
+/// Runs `seed`, which must move a node out and crash it once while it
+/// leaves, `removed_while_down` times completing the removal while it was
+/// down (the run's checks do the rest).
+fn crash_while_leaving(seed: u64, removed_while_down: usize) {
+    let o = run_seed_with(seed, Knobs::from_env());
+    assert_eq!(
+        (o.moves, o.leaving_stops, o.removed_while_down),
+        (1, 1, removed_while_down),
+        "seed {seed} no longer has the crash of a leaving node it was picked for: pick another"
+    );
+}
+
+/// A node being moved out crashes (seed 474: node 2 leaving, down
+/// 1500-2500 ms): it restarts on its kept disk and drains on; nothing
+/// acknowledged is lost, no window over-admits, the move completes and
+/// the node is then refused on its disk.
+#[test]
+fn a_node_that_crashes_while_it_moves_out_restarts_and_drains() {
+    crash_while_leaving(474, 0);
+}
+
+/// A node being moved out crashes and the cluster completes its removal
+/// while it is down (seed 308): the others drop its replicas without it,
+/// it stays down, and its restart on the kept disk is refused.
+#[test]
+fn a_node_that_crashes_while_it_moves_out_is_removed_while_down() {
+    crash_while_leaving(308, 1);
 }
 
 #[test]
