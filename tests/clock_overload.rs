@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use admit_core::Ts;
 use admit_proto::v1 as pb;
 use support::api::{self, util};
-use support::cluster::{one_at_a_time, TestCluster};
+use support::cluster::{one_at_a_time, Configure, TestCluster};
 use support::*;
 use tonic::Code;
 
@@ -59,57 +59,77 @@ async fn new_leader(c: &TestCluster, shard: u32, old: u64) -> u64 {
 /// to a node whose clock is right (then LIMIT_REACHED).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_a_day_ahead_ages_no_conversation_out() {
-    one_at_a_time(120, async {
-        let mut c = TestCluster::start(3, 3, at(1, 9)).await;
-        let number = "100200441";
-        let shard = shard_of(number);
-        let mut a = c.client(1).await;
-        a.register(number, "TIER_250").await;
-        a.open_batch(number, 1, 250).await;
-        let leader = c.leader_of(shard).await.unwrap();
-        let other = (1..=3).find(|i| *i != leader).unwrap();
-        clocks_sampled(&c, leader).await;
-        c.node(leader)
-            .set_own_clock(Ts(at(2, 10) as u64))
-            .expect("the leader's clock moves ahead alone");
-        let (skew, _) = c.node(leader).clock_skew();
-        assert!(skew > 24 * HOUR, "measured skew {skew} ms");
+    one_at_a_time(120, leader_a_day_ahead(true, "100200441")).await;
+}
 
-        let mut l = c.client(leader).await;
-        match l.admit.admit(direct(send(util(number, 1_000)))).await {
-            Ok(r) => {
+/// The same with quiescence off: no liveness messages carry clock samples,
+/// so every sample comes from admit-server's own clock round (a `ReadClock`
+/// call to each peer every 500 ms, `relay::watch_clocks`), and the bound
+/// holds on those alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_liveness_the_clock_round_alone_bounds_a_leader_a_day_ahead() {
+    one_at_a_time(120, leader_a_day_ahead(false, "100200443")).await;
+}
+
+/// A 3-node cluster (quiescence, and so liveness, on or off) whose leader
+/// of `number`'s shard has its clock set 25 h ahead: nothing is admitted
+/// past the limit through any node.
+async fn leader_a_day_ahead(liveness: bool, number: &str) {
+    let configure = (!liveness)
+        .then(|| -> Configure { std::sync::Arc::new(|_, cfg| cfg.quiesce_after = None) });
+    let mut c = TestCluster::start_with(3, 3, at(1, 9), configure).await;
+    let shard = shard_of(number);
+    let mut a = c.client(1).await;
+    a.register(number, "TIER_250").await;
+    a.open_batch(number, 1, 250).await;
+    let leader = c.leader_of(shard).await.unwrap();
+    let other = (1..=3).find(|i| *i != leader).unwrap();
+    clocks_sampled(&c, leader).await;
+    if !liveness {
+        let counters = c.node(leader).idle_counters();
+        let n = |k: &str| counters.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+        assert_eq!(n("liveness_clock_samples"), Some(0), "{counters:?}");
+        assert!(n("unary_clock_calls") >= Some(2), "{counters:?}");
+    }
+    c.node(leader)
+        .set_own_clock(Ts(at(2, 10) as u64))
+        .expect("the leader's clock moves ahead alone");
+    let (skew, _) = c.node(leader).clock_skew();
+    assert!(skew > 24 * HOUR, "measured skew {skew} ms");
+
+    let mut l = c.client(leader).await;
+    match l.admit.admit(direct(send(util(number, 1_000)))).await {
+        Ok(r) => {
+            let d = r.into_inner().decision.unwrap();
+            assert!(
+                !d.allowed,
+                "the skewed leader admitted past the limit: {d:?}"
+            );
+        }
+        Err(e) => {
+            assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+            assert!(e.message().contains("ahead"), "{e:?}");
+        }
+    }
+    // through every node, for a while: nothing is allowed
+    let mut answered = 0;
+    for i in 0..10u64 {
+        for id in 1..=3u64 {
+            let mut cl = c.client(id).await;
+            let mut r = tonic::Request::new(send(util(number, 2_000 + i * 3 + id)));
+            r.set_timeout(Duration::from_secs(3));
+            if let Ok(r) = cl.admit.admit(r).await {
                 let d = r.into_inner().decision.unwrap();
-                assert!(
-                    !d.allowed,
-                    "the skewed leader admitted past the limit: {d:?}"
-                );
-            }
-            Err(e) => {
-                assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-                assert!(e.message().contains("ahead"), "{e:?}");
+                assert!(!d.allowed, "node {id} admitted past the limit: {d:?}");
+                assert_eq!(d.reason(), pb::Reason::LimitReached, "{d:?}");
+                answered += 1;
             }
         }
-        // through every node, for a while: nothing is allowed
-        let mut answered = 0;
-        for i in 0..10u64 {
-            for id in 1..=3u64 {
-                let mut cl = c.client(id).await;
-                let mut r = tonic::Request::new(send(util(number, 2_000 + i * 3 + id)));
-                r.set_timeout(Duration::from_secs(3));
-                if let Ok(r) = cl.admit.admit(r).await {
-                    let d = r.into_inner().decision.unwrap();
-                    assert!(!d.allowed, "node {id} admitted past the limit: {d:?}");
-                    assert_eq!(d.reason(), pb::Reason::LimitReached, "{d:?}");
-                    answered += 1;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        println!("{answered} of 30 sends answered (LIMIT_REACHED), the rest refused");
-        assert_eq!(c.client(other).await.used(number).await, 250);
-        c.stop_all().await;
-    })
-    .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("{answered} of 30 sends answered (LIMIT_REACHED), the rest refused");
+    assert_eq!(c.client(other).await.used(number).await, 250);
+    c.stop_all().await;
 }
 
 /// The fast path decides on the engine's time: the leader stamps a command
