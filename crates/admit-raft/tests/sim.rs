@@ -56,7 +56,9 @@
 //! limit): callers send keyed marketing templates to new customers and,
 //! one call in six, a new customer's STOP (an opt-out: an inbound message
 //! or Meta's user-preference event), one in forty Meta's event disabling
-//! one of the two templates, and later send to customers whose STOP was
+//! one of the two templates, one in forty Meta's restriction of the
+//! number's account (every send denied until lifted) and one in forty its
+//! lift, and later send to customers whose STOP was
 //! answered; through any node, following leader
 //! hints and retrying an unanswered call (a repeat answers its first
 //! decision: admit's idempotency keys and delivery keys). A model of the
@@ -65,8 +67,9 @@
 //! from memory: admit's lock-free reader).
 //!
 //! Checked on every step: every decision of admit's engine is the rule's
-//! (R3.4's count in the window, R7.2's opt-out, R6's disabled template; a
-//! repeat is a replay of the first decision); no replica's scope holds
+//! (R3.4's count in the window, R7.2's opt-out, R6's disabled template,
+//! section 10's account restriction; a repeat is a replay of the first
+//! decision); no replica's scope holds
 //! more than the limit;
 //! the replicas of a shard agree (one's decisions are a prefix of the
 //! other's); no replica's engine time runs more than the bound (plus
@@ -81,13 +84,16 @@
 //! stretch of true time as long as the window, narrowed by the bound and
 //! the slack, holds more admissions than the limit (by the true times the
 //! commands were stamped, up to the latest stamp applied at each decision);
-//! every answered STOP and template event is applied and no send it
-//! denies asked after the answer was admitted; the leaders' engines count
+//! every answered STOP, template event, restriction and lift is applied
+//! and no send it denies asked after the answer was admitted (for a
+//! restriction: unless a lift was decided between them); the leaders'
+//! engines count
 //! what the rule holds. After a move, the moved node restarted on its
 //! kept disk is refused at start ("node removed": its peers' registry says
 //! so).
-//! Not covered: the rules beyond R3.4, R6's disabled template and R7
-//! (admit-core's own tests cover them on one engine).
+//! Not covered: the rules beyond R3.4, R6's disabled template, R7 and
+//! section 10's account restriction (admit-core's own tests cover them on
+//! one engine).
 //! A run's digest (every event, answer and final state) is the same each
 //! time a seed runs; `a_seed_replays_exactly` checks it. The seed also
 //! fixes tokio's `select!` order (`Builder::rng_seed`, which needs
@@ -123,7 +129,7 @@ use std::time::Duration;
 
 use admit_core::{
     AdmitRequest, Category, Command, Dur, IdempotencyKey, Inbound, InboundKind, Limit, NumberId,
-    NumberRegistration, OptChange, Output, PlatformEvent, Policy, SendKind, TemplateEvent,
+    NumberRegistration, OptChange, Output, PlatformEvent, Policy, SendKind, Target, TemplateEvent,
     TemplateId, Ts, WaId,
 };
 use admit_raft::{App, Dialer, NodeConfig, RaftNode, WriteError};
@@ -188,6 +194,9 @@ struct Knobs {
     /// A node being moved out may crash or lose power while its replicas
     /// move away (off only for seeds that replay a schedule found before).
     crash_leaving: bool,
+    /// Callers' calls include Meta's account restrictions and their lifts
+    /// (off only for seeds that replay a schedule found before).
+    restrictions: bool,
 }
 
 impl Knobs {
@@ -199,6 +208,7 @@ impl Knobs {
             change_odds: (1, 2),
             clocks: std::env::var("ADMIT_SIM_CLOCKS").map_or(true, |v| v != "0"),
             crash_leaving: true,
+            restrictions: true,
         }
     }
 }
@@ -241,6 +251,11 @@ enum Op {
     Stop { platform: bool },
     /// Meta's event: the template `alert` is disabled (R6), for good.
     DisableAlert,
+    /// Meta restricts the number's account until lifted, of no type it
+    /// names (section 10: every send denied).
+    Restrict,
+    /// Meta lifts the number's restriction.
+    Lift,
 }
 
 impl Op {
@@ -285,6 +300,8 @@ struct Book {
     opted_out: BTreeMap<u32, BTreeSet<u64>>,
     /// The scopes whose template `alert` is disabled.
     disabled: BTreeSet<u32>,
+    /// The scopes whose number is restricted now.
+    restricted: BTreeSet<u32>,
 }
 
 impl Book {
@@ -379,6 +396,17 @@ fn engine_cmd(c: &Admit) -> Command {
                 event: PlatformEvent::TemplateStatus {
                     template: alert(),
                     event: TemplateEvent::Disabled,
+                },
+                event_key,
+            }
+        }
+        Op::Restrict | Op::Lift => {
+            return Command::Platform {
+                event: PlatformEvent::AccountRestriction {
+                    target: Target::Number(number),
+                    until: None,
+                    lifted: c.op == Op::Lift,
+                    types: vec![],
                 },
                 event_key,
             }
@@ -495,10 +523,19 @@ impl App for AdmitShard {
                 b.events.insert(c.id);
                 b.order.entry(c.scope).or_default().push(c.id);
                 b.when.insert(c.id, when);
-                if c.op == Op::DisableAlert {
-                    b.disabled.insert(c.scope);
-                } else {
-                    b.opted_out.entry(c.scope).or_default().insert(c.customer);
+                match c.op {
+                    Op::DisableAlert => {
+                        b.disabled.insert(c.scope);
+                    }
+                    Op::Restrict => {
+                        b.restricted.insert(c.scope);
+                    }
+                    Op::Lift => {
+                        b.restricted.remove(&c.scope);
+                    }
+                    _ => {
+                        b.opted_out.entry(c.scope).or_default().insert(c.customer);
+                    }
                 }
             }
             return true;
@@ -522,7 +559,8 @@ impl App for AdmitShard {
             return first;
         }
         // the rules: no marketing to a customer who opted out (R7.2), no
-        // send of a disabled template (R6), and a new conversation while
+        // send of a disabled template (R6), none while the number's
+        // account is restricted (section 10), and a new conversation while
         // the scope holds fewer than its limit (every admitted customer is
         // a new one)
         let stopped = b
@@ -530,7 +568,8 @@ impl App for AdmitShard {
             .get(&c.scope)
             .is_some_and(|o| o.contains(&c.customer));
         let disabled = c.op == (Op::Send { alert: true }) && b.disabled.contains(&c.scope);
-        let rule = !stopped && !disabled && b.held(c.scope) < limit(c.scope);
+        let restricted = b.restricted.contains(&c.scope);
+        let rule = !stopped && !disabled && !restricted && b.held(c.scope) < limit(c.scope);
         let ok = decision.as_ref().map_or(rule, |d| d.allowed);
         b.when.insert(c.id, when);
         if ok {
@@ -1261,6 +1300,9 @@ struct Outcome {
     to_stopped: usize,
     /// events disabling a template
     disables: usize,
+    /// account restrictions and lifts
+    restrictions: usize,
+    lifts: usize,
 }
 
 fn links_of(f: Fault, members: &[u64]) -> Vec<(u64, u64)> {
@@ -1838,6 +1880,9 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                     platform: orng.below(2) == 0,
                 },
                 20..23 => Op::DisableAlert,
+                // one in forty restricts the number, one in forty lifts it
+                23..26 if knobs.restrictions => Op::Restrict,
+                26..29 if knobs.restrictions => Op::Lift,
                 _ => Op::Send {
                     alert: orng.below(3) == 0,
                 },
@@ -2043,6 +2088,8 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             .filter(|c| matches!(c.op, Op::Stop { .. }))
             .count(),
         disables: calls.iter().filter(|c| c.op == Op::DisableAlert).count(),
+        restrictions: calls.iter().filter(|c| c.op == Op::Restrict).count(),
+        lifts: calls.iter().filter(|c| c.op == Op::Lift).count(),
         to_stopped: calls
             .iter()
             .filter(|c| c.op.is_send() && c.customer != c.id)
@@ -2082,8 +2129,11 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
         }
     }
     // an answered event is applied for good: a STOP (R7.1; no send to its
-    // customer asked after the answer is admitted, R7.2) or the event
-    // disabling `alert` (R6; no send of `alert` asked after it is admitted)
+    // customer asked after the answer is admitted, R7.2), the event
+    // disabling `alert` (R6; no send of `alert` asked after it is
+    // admitted), an account restriction (no send asked after it is
+    // admitted, unless a lift was decided between them) or its lift
+    let op_of: BTreeMap<u64, Op> = h.calls.iter().map(|c| (c.id, c.op)).collect();
     for e in h
         .calls
         .iter()
@@ -2092,13 +2142,31 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
         let b = book(e.scope);
         let applied = match e.op {
             Op::DisableAlert => b.disabled.contains(&e.scope),
+            Op::Restrict | Op::Lift => true,
             _ => b
                 .opted_out
                 .get(&e.scope)
                 .is_some_and(|o| o.contains(&e.customer)),
         };
+        // where the restriction ends in the scope's order of decisions:
+        // the first lift decided after it
+        let lifted_at = match e.op {
+            Op::Restrict => {
+                let order = b.order.get(&e.scope).map(Vec::as_slice).unwrap_or(&[]);
+                let from = pos(e.scope, e.id).unwrap_or(order.len());
+                order
+                    .iter()
+                    .enumerate()
+                    .skip(from)
+                    .find(|(_, id)| op_of.get(id) == Some(&Op::Lift))
+                    .map_or(usize::MAX, |(i, _)| i)
+            }
+            _ => usize::MAX,
+        };
         let denies = |c: &Call| match e.op {
             Op::DisableAlert => c.op == (Op::Send { alert: true }),
+            Op::Restrict => c.op.is_send() && pos(c.scope, c.id).is_none_or(|p| p < lifted_at),
+            Op::Lift => false,
             _ => c.op.is_send() && c.customer == e.customer,
         };
         assert!(
@@ -2269,11 +2337,14 @@ fn run_seeds(seeds: &[u64]) {
     let (mut leaving_stops, mut removed_down) = (0, 0);
     let (mut clock_faults, mut refused) = (0, 0);
     let (mut stops, mut to_stopped, mut disables) = (0, 0, 0);
+    let (mut restrictions, mut lifts) = (0, 0);
     for seed in seeds {
         let o = run_seed(*seed);
         stops += o.stops;
         to_stopped += o.to_stopped;
         disables += o.disables;
+        restrictions += o.restrictions;
+        lifts += o.lifts;
         clock_faults += o.clock_faults;
         refused += o.refused_stamps;
         calls += o.calls;
@@ -2287,7 +2358,8 @@ fn run_seeds(seeds: &[u64]) {
     }
     println!(
         "{} seeds from {}: {calls} calls ({answered} answered; {stops} STOPs, {to_stopped} \
-         sends to customers who had sent one, {disables} templates disabled), {faults} faults \
+         sends to customers who had sent one, {disables} templates disabled, {restrictions} \
+         accounts restricted, {lifts} lifted), {faults} faults \
          ({transfers} leadership transfers, {lost} disks lost, {moves} moves, {leaving_stops} \
          crashes of a leaving node, {removed_down} removed while down, {clock_faults} clocks off; {refused} stamps refused), \
          in {:.1} s",
@@ -2331,6 +2403,7 @@ fn a_follower_whose_answers_timed_out_is_caught_up_again() {
             // as when it was found
             clocks: false,
             crash_leaving: false,
+            restrictions: false,
         },
     );
     assert_eq!(o.moves, 1, "seed 1043 no longer moves a node: pick another");
@@ -2351,6 +2424,7 @@ fn a_node_dropped_from_the_metadata_group_unaware_hands_its_shards_over() {
         change_odds: (1, 2),
         clocks: true,
         crash_leaving: false,
+        restrictions: false,
     };
     let o = run_seed_with(11197, knobs);
     assert_eq!(
