@@ -11,7 +11,10 @@
 #   Redis             redis-lua (the window-and-limit rule as a Lua script,
 #                     appendonly yes, appendfsync always)
 #   admit, 3 nodes    floor, batch-floor, open, new, campaign, callers spread
-#                     over the nodes (scripts/cluster.sh)
+#                     over the nodes round-robin (scripts/cluster.sh); then
+#                     open, new, campaign again with each number's calls sent
+#                     to its shard's leader (admit-bench --route leader, as
+#                     admit-client routes)
 # and prints the rates side by side with the ratios the issue's targets name.
 # Everything listens on 127.0.0.1; installs etcd-server and redis-server from
 # Debian when missing. Environment: SECONDS_PER (default 5), CONCURRENCY
@@ -87,6 +90,8 @@ admit_cluster() {
     "$ROOT/scripts/cluster.sh" start >/dev/null
   bench admit-3 --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
     --scenarios floor,batch-floor,open,new,campaign
+  bench admit-3r --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
+    --scenarios open,new,campaign --route leader
   stop_all
 }
 
@@ -156,27 +161,31 @@ admit_cluster
 
 new1=$(rate admit-1 new-conversation)
 new3=$(rate admit-3 new-conversation)
+new3r=$(rate admit-3r new-conversation)
 etcd1=$(rate etcd-1 "etcd Put")
 etcd3=$(rate etcd-3 "etcd Put")
 redis=$(rate redis "Redis+Lua")
 echo
 echo "== side by side ($CONC in flight, $SECS s each, $SHARDS shards)"
-printf '%-44s %14s %14s\n' "system, scenario" "1 node/member" "3 nodes/members"
-printf '%-44s %14s %14s\n' "admit: floor (empty unary)" "$(rate admit-1 floor:)" "$(rate admit-3 floor:)"
-printf '%-44s %14s %14s\n' "admit: batch floor (decisions/s)" "$(rate admit-1 "batch floor")" "$(rate admit-3 "batch floor")"
-printf '%-44s %14s %14s\n' "admit: open-window admits" "$(rate admit-1 open-window)" "$(rate admit-3 open-window)"
-printf '%-44s %14s %14s\n' "admit: new conversations" "$new1" "$new3"
-printf '%-44s %14s %14s\n' "admit: AdmitBatch of 100, 1 number (dec./s)" "$(rate admit-1 "AdmitBatch")" "$(rate admit-3 "AdmitBatch")"
-printf '%-44s %14s %14s\n' "etcd: Put, unique keys" "$etcd1" "$etcd3"
-printf '%-44s %14s %14s\n' "Redis+Lua: new conversations (AOF always)" "$redis" "-"
+printf '%-44s %14s %14s %14s\n' "system, scenario" "1 node/member" "3 nodes/members" "3, to leader"
+printf '%-44s %14s %14s %14s\n' "admit: floor (empty unary)" "$(rate admit-1 floor:)" "$(rate admit-3 floor:)" "-"
+printf '%-44s %14s %14s %14s\n' "admit: batch floor (decisions/s)" "$(rate admit-1 "batch floor")" "$(rate admit-3 "batch floor")" "-"
+printf '%-44s %14s %14s %14s\n' "admit: open-window admits" "$(rate admit-1 open-window)" "$(rate admit-3 open-window)" "$(rate admit-3r open-window)"
+printf '%-44s %14s %14s %14s\n' "admit: new conversations" "$new1" "$new3" "$new3r"
+printf '%-44s %14s %14s %14s\n' "admit: AdmitBatch of 100, 1 number (dec./s)" "$(rate admit-1 "AdmitBatch")" "$(rate admit-3 "AdmitBatch")" "$(rate admit-3r "AdmitBatch")"
+printf '%-44s %14s %14s %14s\n' "etcd: Put, unique keys" "$etcd1" "$etcd3" "-"
+printf '%-44s %14s %14s %14s\n' "Redis+Lua: new conversations (AOF always)" "$redis" "-" "-"
 echo
 echo "== ratios (issue 14 targets)"
 printf '%-52s %8s %8s\n' "ratio" "run" "target"
 printf '%-52s %8s %8s\n' "new conversations 3 nodes / etcd Put 3 members" "$(ratio "$new3" "$etcd3")" ">= 1.5"
+printf '%-52s %8s %8s\n' "  the same, calls to the leader" "$(ratio "$new3r" "$etcd3")" ">= 1.5"
 printf '%-52s %8s %8s\n' "new conversations 1 node / etcd Put 1 member" "$(ratio "$new1" "$etcd1")" ">= 1.5"
 printf '%-52s %8s %8s\n' "new conversations 1 node / Redis+Lua" "$(ratio "$new1" "$redis")" ">= 0.7"
 printf '%-52s %8s %8s\n' "open-window admits 3 nodes / floor" "$(ratio "$(rate admit-3 open-window)" "$(rate admit-3 floor:)")" ">= 0.8"
+printf '%-52s %8s %8s\n' "  the same, calls to the leader" "$(ratio "$(rate admit-3r open-window)" "$(rate admit-3 floor:)")" ">= 0.8"
 printf '%-52s %8s %8s\n' "open-window admits 1 node / floor" "$(ratio "$(rate admit-1 open-window)" "$(rate admit-1 floor:)")" "-"
 printf '%-52s %8s %8s\n' "AdmitBatch of 100 1 node / batch floor" "$(ratio "$(rate admit-1 AdmitBatch)" "$(rate admit-1 "batch floor")")" ">= 0.6"
 printf '%-52s %8s %8s\n' "AdmitBatch of 100 3 nodes / batch floor" "$(ratio "$(rate admit-3 AdmitBatch)" "$(rate admit-3 "batch floor")")" ">= 0.6"
+printf '%-52s %8s %8s\n' "  the same, calls to the leader" "$(ratio "$(rate admit-3r AdmitBatch)" "$(rate admit-3 "batch floor")")" ">= 0.6"
 echo "raw results: $RESULTS; logs in $DIR"

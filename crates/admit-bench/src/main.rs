@@ -35,8 +35,16 @@ use tonic::transport::Endpoint;
 mod conn;
 mod overload;
 mod peers;
+mod route;
 mod webhook;
 use conn::Chan;
+use route::Route;
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Routing {
+    Spread,
+    Leader,
+}
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Load generator for admit (gRPC AdmitSend)")]
@@ -90,6 +98,12 @@ struct Args {
     /// first decision is recorded through the log, R3.4).
     #[arg(long)]
     keyed: bool,
+    /// Which node each call goes to: `spread` (the connections round-robin;
+    /// in a cluster most calls are forwarded to their shard's leader) or
+    /// `leader` (each number's calls to the node its last answer named as
+    /// leader, as admit-client routes).
+    #[arg(long, value_enum, default_value_t = Routing::Spread)]
+    route: Routing,
     // --- transport security ---
     /// CA of the server's certificate: speak TLS (the host of --target is
     /// the name verified).
@@ -479,7 +493,7 @@ async fn batches(
     name: &str,
     args: &Args,
     dur: Duration,
-    clients: Arc<Vec<AdmitSendClient<Chan>>>,
+    route: Arc<Route>,
     ids: Arc<Ids>,
     fresh: Arc<AtomicU64>,
     spread: bool,
@@ -487,7 +501,14 @@ async fn batches(
     let size = args.batch as u64;
     let numbers = args.numbers as u64;
     drive(name, args, dur, None, move |w, i| {
-        let mut c = clients[w % clients.len()].clone();
+        // a spread batch names many shards: no one leader to route to
+        let first = (i % numbers) as usize;
+        let mut c = if spread {
+            route.any(w)
+        } else {
+            route.client(w, first)
+        };
+        let route = route.clone();
         let base = fresh.fetch_add(size, Ordering::Relaxed);
         let sends = (0..size)
             .map(|j| pb::Send {
@@ -502,6 +523,9 @@ async fn batches(
                 .admit_batch(pb::AdmitBatchRequest { sends })
                 .await?
                 .into_inner();
+            if !spread {
+                route.learn(first, resp.leader_hint.as_ref());
+            }
             let counted = resp
                 .results
                 .iter()
@@ -703,15 +727,10 @@ async fn main() -> Result<()> {
         // nothing: the most any AdmitBatch server can do here
         let addr = start_floor().await?;
         let chans = connect(&args, &format!("http://{addr}"), args.connections, true).await?;
-        let clients = Arc::new(
-            chans
-                .iter()
-                .map(|c| AdmitSendClient::new(c.clone()))
-                .collect(),
-        );
+        let route = Arc::new(Route::new(&chans, &format!("http://{addr}"), 0));
         let name = format!("batch floor: {} per call", args.batch);
         let fresh = Arc::new(AtomicU64::new(0));
-        let r = batches(&name, &args, dur, clients, ids.clone(), fresh, false).await;
+        let r = batches(&name, &args, dur, route, ids.clone(), fresh, false).await;
         reports.push(r);
     }
 
@@ -733,23 +752,25 @@ async fn main() -> Result<()> {
     if needs_server {
         let chans = connect(&args, &args.target, args.connections, false).await?;
         setup(&args, &chans, &ids).await?;
-        let clients: Arc<Vec<_>> = Arc::new(
-            chans
-                .iter()
-                .map(|c| AdmitSendClient::new(c.clone()))
-                .collect(),
-        );
         let numbers = args.numbers as u64;
+        let routed = if args.route == Routing::Leader {
+            args.numbers as usize
+        } else {
+            0
+        };
+        let clients = Arc::new(Route::new(&chans, &args.target, routed));
         let wc = args.window_customers as u64;
 
         let open = {
             let (clients, ids) = (clients.clone(), ids.clone());
             let keyed = args.keyed;
             move |w: usize, i: u64| {
-                let mut c = clients[w % clients.len()].clone();
+                let n = (i % numbers) as usize;
+                let mut c = clients.client(w, n);
+                let route = clients.clone();
                 let req = pb::AdmitRequest {
                     send: Some(pb::Send {
-                        number_id: ids.number((i % numbers) as u32),
+                        number_id: ids.number(n as u32),
                         customer_id: ids.customer(1, (i / numbers) % wc),
                         kind: free_form(),
                         idempotency_key: if keyed {
@@ -759,7 +780,11 @@ async fn main() -> Result<()> {
                         },
                     }),
                 };
-                async move { c.admit(req).await.map(|_| 1) }
+                async move {
+                    let d = c.admit(req).await?.into_inner();
+                    route.learn(n, d.leader_hint.as_ref());
+                    Ok(1)
+                }
             }
         };
         let mut open_rate = None;
@@ -772,11 +797,13 @@ async fn main() -> Result<()> {
         if wants("new") {
             let (clients, ids, fresh) = (clients.clone(), ids.clone(), fresh.clone());
             let r = drive("new-conversation admits", &args, dur, None, move |w, i| {
-                let mut c = clients[w % clients.len()].clone();
+                let n = (i % numbers) as usize;
+                let mut c = clients.client(w, n);
+                let route = clients.clone();
                 let k = fresh.fetch_add(1, Ordering::Relaxed);
                 let req = pb::AdmitRequest {
                     send: Some(pb::Send {
-                        number_id: ids.number((i % numbers) as u32),
+                        number_id: ids.number(n as u32),
                         customer_id: ids.customer(2, k),
                         kind: template(pb::TemplateCategory::Utility),
                         ..Default::default()
@@ -784,6 +811,7 @@ async fn main() -> Result<()> {
                 };
                 async move {
                     let d = c.admit(req).await?.into_inner();
+                    route.learn(n, d.leader_hint.as_ref());
                     match d.decision {
                         Some(d) if d.counted => Ok(1),
                         _ => Err(tonic::Status::internal(
@@ -835,7 +863,7 @@ async fn main() -> Result<()> {
             while start.elapsed() < dur {
                 let k = fresh.fetch_add(1, Ordering::Relaxed);
                 loop {
-                    let mut c = clients[attempt % clients.len()].clone();
+                    let mut c = clients.any(attempt);
                     let mut req = tonic::Request::new(pb::AdmitRequest {
                         send: Some(pb::Send {
                             number_id: ids.number(0),
@@ -879,7 +907,7 @@ async fn main() -> Result<()> {
         if wants("mixed") {
             let (clients, ids, fresh) = (clients.clone(), ids.clone(), fresh.clone());
             let r = drive("mixed 80/15/5", &args, dur, None, move |w, i| {
-                let mut c = clients[w % clients.len()].clone();
+                let mut c = clients.client(w, (i % numbers) as usize);
                 let number = ids.number((i % numbers) as u32);
                 let ids = ids.clone();
                 let k = fresh.fetch_add(1, Ordering::Relaxed);
@@ -947,7 +975,7 @@ async fn main() -> Result<()> {
                 } else {
                     None
                 };
-                let mut c = clients[w % clients.len()].clone();
+                let mut c = clients.client(w, (i % numbers) as usize);
                 let open = open(w, i);
                 async move {
                     match req {
