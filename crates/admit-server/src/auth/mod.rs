@@ -208,7 +208,19 @@ pub fn hash_token(token: &str) -> String {
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let mut s = String::with_capacity(2 * b.len());
+    push_hex(&mut s, b);
+    s
+}
+
+/// Appends `b` in lower-case hex (every answer's admission id has a tag, so
+/// no allocation per byte).
+pub(crate) fn push_hex(s: &mut String, b: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for x in b {
+        s.push(DIGITS[usize::from(x >> 4)] as char);
+        s.push(DIGITS[usize::from(x & 15)] as char);
+    }
 }
 
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -415,6 +427,16 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_two_lower_case_digits_a_byte_and_unhex_reverses_it() {
+        let bytes = [0x00, 0x0f, 0xa5, 0xff, 0x10];
+        assert_eq!(hex(&bytes), "000fa5ff10");
+        assert_eq!(unhex("000fa5ff10").as_deref(), Some(&bytes[..]));
+        assert_eq!(hex(&[]), "");
+        assert_eq!(unhex("0"), None);
+        assert_eq!(unhex("zz"), None);
+    }
 
     fn caller(name: &str, token: &str, scopes: &[Scope]) -> CallerConfig {
         CallerConfig {
