@@ -58,8 +58,9 @@
 //! or Meta's user-preference event), one in forty Meta's event disabling
 //! one of the two templates, one in forty Meta's restriction of the
 //! number's account (every send denied until lifted) and one in forty its
-//! lift, and later send to customers whose STOP was
-//! answered; through any node, following leader
+//! lift, one in forty an operator's registration halving the number's
+//! limit and one in forty restoring it (R5.6), and later send to customers
+//! whose STOP was answered; through any node, following leader
 //! hints and retrying an unanswered call (a repeat answers its first
 //! decision: admit's idempotency keys and delivery keys). A model of the
 //! rules beside the engine (the [`Book`]) says what each decision must be;
@@ -67,9 +68,9 @@
 //! from memory: admit's lock-free reader).
 //!
 //! Checked on every step: every decision of admit's engine is the rule's
-//! (R3.4's count in the window, R7.2's opt-out, R6's disabled template,
-//! section 10's account restriction; a repeat is a replay of the first
-//! decision); no replica's scope holds
+//! (R3.4's count in the window against the limit last set, R7.2's
+//! opt-out, R6's disabled template, section 10's account restriction; a
+//! repeat is a replay of the first decision); no replica's scope holds
 //! more than the limit;
 //! the replicas of a shard agree (one's decisions are a prefix of the
 //! other's); no replica's engine time runs more than the bound (plus
@@ -88,12 +89,12 @@
 //! and no send it denies asked after the answer was admitted (for a
 //! restriction: unless a lift was decided between them); the leaders'
 //! engines count
-//! what the rule holds. After a move, the moved node restarted on its
+//! what the rule holds and hold the limit last set. After a move, the moved node restarted on its
 //! kept disk is refused at start ("node removed": its peers' registry says
 //! so).
-//! Not covered: the rules beyond R3.4, R6's disabled template, R7 and
-//! section 10's account restriction (admit-core's own tests cover them on
-//! one engine).
+//! Not covered: the rules beyond R3.4, R5.6's limit set from outside,
+//! R6's disabled template, R7 and section 10's account restriction
+//! (admit-core's own tests cover them on one engine).
 //! A run's digest (every event, answer and final state) is the same each
 //! time a seed runs; `a_seed_replays_exactly` checks it. The seed also
 //! fixes tokio's `select!` order (`Builder::rng_seed`, which needs
@@ -197,6 +198,10 @@ struct Knobs {
     /// Callers' calls include Meta's account restrictions and their lifts
     /// (off only for seeds that replay a schedule found before).
     restrictions: bool,
+    /// Callers' calls include an operator's limit changes
+    /// ([`Op::SetLimit`]; off only for seeds that replay a schedule found
+    /// before).
+    limits: bool,
 }
 
 impl Knobs {
@@ -209,6 +214,7 @@ impl Knobs {
             clocks: std::env::var("ADMIT_SIM_CLOCKS").map_or(true, |v| v != "0"),
             crash_leaving: true,
             restrictions: true,
+            limits: true,
         }
     }
 }
@@ -256,6 +262,12 @@ enum Op {
     Restrict,
     /// Meta lifts the number's restriction.
     Lift,
+    /// An operator sets the number's limit (R5.6: it replaces admit's own
+    /// at once), to half of [`limit`] (`low`) or back to it, by
+    /// registering the number again. A registration carries no key: a
+    /// retried one is applied again, in its place in the log, as admit
+    /// applies it.
+    SetLimit { low: bool },
 }
 
 impl Op {
@@ -302,6 +314,11 @@ struct Book {
     disabled: BTreeSet<u32>,
     /// The scopes whose number is restricted now.
     restricted: BTreeSet<u32>,
+    /// scope -> the limit set last ([`Op::SetLimit`]; [`limit`] until one is).
+    limits: BTreeMap<u32, usize>,
+    /// Sends the rule refused only because the limit was lowered (the
+    /// scope held fewer than [`limit`]): shows the changes bind.
+    refused_lowered: u64,
 }
 
 impl Book {
@@ -315,6 +332,20 @@ impl Book {
         ids.iter()
             .filter(|id| self.when[id].engine_ms + WINDOW_MS > self.now_ms)
             .count()
+    }
+
+    /// The limit of `scope` now.
+    fn limit(&self, scope: u32) -> usize {
+        self.limits.get(&scope).copied().unwrap_or(limit(scope))
+    }
+}
+
+/// The limit [`Op::SetLimit`] sets.
+fn set_limit_to(scope: u32, low: bool) -> usize {
+    if low {
+        limit(scope) / 2
+    } else {
+        limit(scope)
     }
 }
 
@@ -411,6 +442,13 @@ fn engine_cmd(c: &Admit) -> Command {
                 event_key,
             }
         }
+        Op::SetLimit { low } => {
+            return Command::RegisterNumber(NumberRegistration {
+                number: Some(number),
+                limit: Some(Limit::Capped(set_limit_to(c.scope, low) as u32)),
+                ..Default::default()
+            })
+        }
         Op::Send { alert: true } => alert(),
         Op::Send { alert: false } => TemplateId::parse("template", "promo").unwrap(),
     };
@@ -476,6 +514,14 @@ impl AdmitShard {
         r.number_status(&number_of(scope), now.max(r.engine_now()))
             .map(|s| s.used)
     }
+
+    /// The limit the engine holds for `scope`, read on the fast path.
+    fn engine_limit(&self, scope: u32) -> Option<Limit> {
+        let now = engine_ts(scope, lock(&self.book).now_ms);
+        let r = self.readers.get(&scope)?.get();
+        r.number_status(&number_of(scope), now.max(r.engine_now()))
+            .map(|s| s.limit)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -512,8 +558,13 @@ impl App for AdmitShard {
                     Op::Stop { platform: false },
                 ) => first.is_some() || (*opt == Some(OptChange::OptedOut) && !duplicate),
                 (Some(Ok(Output::Event { applied, .. })), _) => first.is_some() || *applied,
+                (Some(Ok(Output::Registered)), Op::SetLimit { .. }) => true,
                 _ => false,
             };
+            if let Op::SetLimit { low } = c.op {
+                // every application, a repeat's too: a registration has no key
+                b.limits.insert(c.scope, set_limit_to(c.scope, low));
+            }
             if !ok {
                 b.disagreements
                     .push(format!("{:?} {}: the engine gave {out:?}", c.op, c.id));
@@ -533,6 +584,7 @@ impl App for AdmitShard {
                     Op::Lift => {
                         b.restricted.remove(&c.scope);
                     }
+                    Op::SetLimit { .. } => {}
                     _ => {
                         b.opted_out.entry(c.scope).or_default().insert(c.customer);
                     }
@@ -561,16 +613,19 @@ impl App for AdmitShard {
         // the rules: no marketing to a customer who opted out (R7.2), no
         // send of a disabled template (R6), none while the number's
         // account is restricted (section 10), and a new conversation while
-        // the scope holds fewer than its limit (every admitted customer is
-        // a new one)
+        // the scope holds fewer than its limit as last set (R3.4, R5.6;
+        // every admitted customer is a new one)
         let stopped = b
             .opted_out
             .get(&c.scope)
             .is_some_and(|o| o.contains(&c.customer));
         let disabled = c.op == (Op::Send { alert: true }) && b.disabled.contains(&c.scope);
         let restricted = b.restricted.contains(&c.scope);
-        let rule = !stopped && !disabled && !restricted && b.held(c.scope) < limit(c.scope);
+        let rule = !stopped && !disabled && !restricted && b.held(c.scope) < b.limit(c.scope);
         let ok = decision.as_ref().map_or(rule, |d| d.allowed);
+        if !stopped && !disabled && !restricted && !rule && b.held(c.scope) < limit(c.scope) {
+            b.refused_lowered += 1;
+        }
         b.when.insert(c.id, when);
         if ok {
             b.admitted.entry(c.scope).or_default().push(c.id);
@@ -1303,6 +1358,10 @@ struct Outcome {
     /// account restrictions and lifts
     restrictions: usize,
     lifts: usize,
+    /// limit changes (halved, restored), and sends refused only because
+    /// the limit was lowered
+    limit_changes: usize,
+    refused_lowered: u64,
 }
 
 fn links_of(f: Fault, members: &[u64]) -> Vec<(u64, u64)> {
@@ -1883,6 +1942,9 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                 // one in forty restricts the number, one in forty lifts it
                 23..26 if knobs.restrictions => Op::Restrict,
                 26..29 if knobs.restrictions => Op::Lift,
+                // one in forty halves the limit, one in forty restores it
+                29..32 if knobs.limits => Op::SetLimit { low: true },
+                32..35 if knobs.limits => Op::SetLimit { low: false },
                 _ => Op::Send {
                     alert: orng.below(3) == 0,
                 },
@@ -2039,6 +2101,12 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                                 "seed {seed}: node {}'s engine counts otherwise than the rule in scope {scope}",
                                 n.node_id()
                             );
+                            assert_eq!(
+                                app.engine_limit(scope),
+                                Some(Limit::Capped(b.limit(scope) as u32)),
+                                "seed {seed}: node {}'s engine holds another limit than the last set in scope {scope}",
+                                n.node_id()
+                            );
                         }
                         got = Some(b);
                     }
@@ -2090,6 +2158,11 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
         disables: calls.iter().filter(|c| c.op == Op::DisableAlert).count(),
         restrictions: calls.iter().filter(|c| c.op == Op::Restrict).count(),
         lifts: calls.iter().filter(|c| c.op == Op::Lift).count(),
+        limit_changes: calls
+            .iter()
+            .filter(|c| matches!(c.op, Op::SetLimit { .. }))
+            .count(),
+        refused_lowered: finals.values().map(|b| b.refused_lowered).sum(),
         to_stopped: calls
             .iter()
             .filter(|c| c.op.is_send() && c.customer != c.id)
@@ -2143,6 +2216,9 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
         let applied = match e.op {
             Op::DisableAlert => b.disabled.contains(&e.scope),
             Op::Restrict | Op::Lift => true,
+            // applied: in `events`, checked below; what it set is in the
+            // decisions after it, each checked against the Book's limit
+            Op::SetLimit { .. } => true,
             _ => b
                 .opted_out
                 .get(&e.scope)
@@ -2166,7 +2242,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
         let denies = |c: &Call| match e.op {
             Op::DisableAlert => c.op == (Op::Send { alert: true }),
             Op::Restrict => c.op.is_send() && pos(c.scope, c.id).is_none_or(|p| p < lifted_at),
-            Op::Lift => false,
+            Op::Lift | Op::SetLimit { .. } => false,
             _ => c.op.is_send() && c.customer == e.customer,
         };
         assert!(
@@ -2338,8 +2414,11 @@ fn run_seeds(seeds: &[u64]) {
     let (mut clock_faults, mut refused) = (0, 0);
     let (mut stops, mut to_stopped, mut disables) = (0, 0, 0);
     let (mut restrictions, mut lifts) = (0, 0);
+    let (mut limit_changes, mut refused_lowered) = (0, 0);
     for seed in seeds {
         let o = run_seed(*seed);
+        limit_changes += o.limit_changes;
+        refused_lowered += o.refused_lowered;
         stops += o.stops;
         to_stopped += o.to_stopped;
         disables += o.disables;
@@ -2359,7 +2438,8 @@ fn run_seeds(seeds: &[u64]) {
     println!(
         "{} seeds from {}: {calls} calls ({answered} answered; {stops} STOPs, {to_stopped} \
          sends to customers who had sent one, {disables} templates disabled, {restrictions} \
-         accounts restricted, {lifts} lifted), {faults} faults \
+         accounts restricted, {lifts} lifted, {limit_changes} limits set, {refused_lowered} \
+         sends refused at a lowered limit), {faults} faults \
          ({transfers} leadership transfers, {lost} disks lost, {moves} moves, {leaving_stops} \
          crashes of a leaving node, {removed_down} removed while down, {clock_faults} clocks off; {refused} stamps refused), \
          in {:.1} s",
@@ -2404,6 +2484,7 @@ fn a_follower_whose_answers_timed_out_is_caught_up_again() {
             clocks: false,
             crash_leaving: false,
             restrictions: false,
+            limits: false,
         },
     );
     assert_eq!(o.moves, 1, "seed 1043 no longer moves a node: pick another");
@@ -2425,6 +2506,7 @@ fn a_node_dropped_from_the_metadata_group_unaware_hands_its_shards_over() {
         clocks: true,
         crash_leaving: false,
         restrictions: false,
+        limits: false,
     };
     let o = run_seed_with(11197, knobs);
     assert_eq!(
