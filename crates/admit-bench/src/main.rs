@@ -907,8 +907,10 @@ async fn main() -> Result<()> {
         if wants("mixed") {
             let (clients, ids, fresh) = (clients.clone(), ids.clone(), fresh.clone());
             let r = drive("mixed 80/15/5", &args, dur, None, move |w, i| {
-                let mut c = clients.client(w, (i % numbers) as usize);
-                let number = ids.number((i % numbers) as u32);
+                let n = (i % numbers) as usize;
+                let mut c = clients.client(w, n);
+                let route = clients.clone();
+                let number = ids.number(n as u32);
                 let ids = ids.clone();
                 let k = fresh.fetch_add(1, Ordering::Relaxed);
                 async move {
@@ -923,26 +925,30 @@ async fn main() -> Result<()> {
                             .await?;
                         }
                         1..=3 => {
-                            c.admit(pb::AdmitRequest {
-                                send: Some(pb::Send {
-                                    number_id: number,
-                                    customer_id: ids.customer(2, k),
-                                    kind: template(pb::TemplateCategory::Marketing),
-                                    ..Default::default()
-                                }),
-                            })
-                            .await?;
+                            let d = c
+                                .admit(pb::AdmitRequest {
+                                    send: Some(pb::Send {
+                                        number_id: number,
+                                        customer_id: ids.customer(2, k),
+                                        kind: template(pb::TemplateCategory::Marketing),
+                                        ..Default::default()
+                                    }),
+                                })
+                                .await?;
+                            route.learn(n, d.get_ref().leader_hint.as_ref());
                         }
                         _ => {
-                            c.admit(pb::AdmitRequest {
-                                send: Some(pb::Send {
-                                    number_id: number,
-                                    customer_id: ids.customer(1, (i / numbers) % wc),
-                                    kind: free_form(),
-                                    ..Default::default()
-                                }),
-                            })
-                            .await?;
+                            let d = c
+                                .admit(pb::AdmitRequest {
+                                    send: Some(pb::Send {
+                                        number_id: number,
+                                        customer_id: ids.customer(1, (i / numbers) % wc),
+                                        kind: free_form(),
+                                        ..Default::default()
+                                    }),
+                                })
+                                .await?;
+                            route.learn(n, d.get_ref().leader_hint.as_ref());
                         }
                     }
                     Ok(1)
@@ -975,11 +981,17 @@ async fn main() -> Result<()> {
                 } else {
                     None
                 };
-                let mut c = clients.client(w, (i % numbers) as usize);
+                let n = (i % numbers) as usize;
+                let mut c = clients.client(w, n);
+                let route = clients.clone();
                 let open = open(w, i);
                 async move {
                     match req {
-                        Some(req) => c.admit(req).await.map(|_| 1),
+                        Some(req) => {
+                            let d = c.admit(req).await?;
+                            route.learn(n, d.get_ref().leader_hint.as_ref());
+                            Ok(1)
+                        }
                         None => open.await,
                     }
                 }
