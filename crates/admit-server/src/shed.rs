@@ -195,8 +195,10 @@ impl Lateness {
         true
     }
 
-    fn refusal<RB: Default>(&self, why: &'static str) -> http::Response<RB> {
-        crate::telemetry::shed("late");
+    /// A refusal with its retry hint, counted under `cause` (`late`: the
+    /// sojourn rule, `busy`: the bound on calls under way).
+    fn refusal<RB: Default>(&self, why: &'static str, cause: &'static str) -> http::Response<RB> {
+        crate::telemetry::shed(cause);
         ApiError::unavailable(why, self.retry_ms)
             .into_status()
             .into_http()
@@ -305,8 +307,15 @@ where
         };
         let arrived = Instant::now();
         late.measure(micros(arrived));
-        if late.late_at(arrived) || late.over_budget() {
-            let r = late.refusal(LATE);
+        let cause = if late.late_at(arrived) {
+            Some("late")
+        } else if late.over_budget() {
+            Some("busy")
+        } else {
+            None
+        };
+        if let Some(cause) = cause {
+            let r = late.refusal(LATE, cause);
             return Box::pin(async move { Ok(r) });
         }
         // Created now, polled (and so decoded) only if the call did not
@@ -317,7 +326,7 @@ where
         Box::pin(async move {
             if late.waited_too_long(arrived, Instant::now(), n) {
                 drop(fut);
-                return Ok(late.refusal(LATE));
+                return Ok(late.refusal(LATE, "late"));
             }
             let r = fut.await;
             late.answered.fetch_add(1, Ordering::Relaxed);
@@ -406,7 +415,7 @@ mod tests {
     #[test]
     fn a_refusal_is_unavailable_with_a_retry_hint() {
         let l = Lateness::new(Duration::from_millis(20));
-        let r: http::Response<()> = l.refusal(LATE);
+        let r: http::Response<()> = l.refusal(LATE, "late");
         let h = r.headers();
         assert_eq!(h.get("grpc-status").unwrap(), "14");
         assert_eq!(h.get(crate::error::RETRY_AFTER_MS).unwrap(), "20");
@@ -459,11 +468,44 @@ mod tests {
         r.headers().get("grpc-status").and_then(|v| v.to_str().ok())
     }
 
+    /// Refusals counted under each cause while `f` runs on this thread (a
+    /// current-thread test runtime keeps every poll here).
+    async fn shed_causes<F: Future>(f: F) -> (F::Output, Vec<(String, u64)>) {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let rec = DebuggingRecorder::new();
+        let snap = rec.snapshotter();
+        let out = {
+            let _guard = metrics::set_default_local_recorder(&rec);
+            f.await
+        };
+        let mut causes: Vec<(String, u64)> = snap
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(k, ..)| k.key().name() == "admit_shed_total")
+            .filter_map(|(k, _, _, v)| match v {
+                DebugValue::Counter(n) => {
+                    let cause = k.key().labels().find(|l| l.key() == "cause")?;
+                    Some((cause.value().to_string(), n))
+                }
+                _ => None,
+            })
+            .collect();
+        causes.sort();
+        (out, causes)
+    }
+
     const SEND: &str = "/admit.v1.AdmitSend/Admit";
     const HEALTH: &str = "/grpc.health.v1.Health/Check";
 
     #[tokio::test]
     async fn a_busy_node_refuses_a_late_send_undecoded_then_new_sends_at_once_but_never_health() {
+        let ((), causes) = shed_causes(late_send_then_new_sends()).await;
+        // both refusals are the sojourn rule's
+        assert_eq!(causes, [("late".to_string(), 2)]);
+    }
+
+    async fn late_send_then_new_sends() {
         use tower::{Layer, Service};
         let limit = Duration::from_millis(200);
         let inner = Counting::default();
@@ -491,6 +533,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_send_arriving_with_the_budget_under_way_is_refused_uncalled() {
+        let ((), causes) = shed_causes(budget_under_way_then_one_more()).await;
+        // counted apart from lateness: an operator sees which rule refuses
+        assert_eq!(causes, [("busy".to_string(), 1)]);
+    }
+
+    async fn budget_under_way_then_one_more() {
         use tower::{Layer, Service};
         let inner = Counting::default();
         // a limit no call reaches here: only the budget refuses
