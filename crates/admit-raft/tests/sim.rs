@@ -59,8 +59,9 @@
 //! one of the two templates, one in forty Meta's restriction of the
 //! number's account (every send denied until lifted) and one in forty its
 //! lift, one in forty an operator's registration halving the number's
-//! limit and one in forty restoring it (R5.6), and later send to customers
-//! whose STOP was answered; through any node, following leader
+//! limit and one in forty restoring it (R5.6), one in forty a release
+//! giving back an admission answered before (R3.5), and later send to
+//! customers whose STOP was answered; through any node, following leader
 //! hints and retrying an unanswered call (a repeat answers its first
 //! decision: admit's idempotency keys and delivery keys). A model of the
 //! rules beside the engine (the [`Book`]) says what each decision must be;
@@ -68,9 +69,11 @@
 //! from memory: admit's lock-free reader).
 //!
 //! Checked on every step: every decision of admit's engine is the rule's
-//! (R3.4's count in the window against the limit last set, R7.2's
-//! opt-out, R6's disabled template, section 10's account restriction; a
-//! repeat is a replay of the first decision); no replica's scope holds
+//! (R3.4's count in the window against the limit last set, less what
+//! releases gave back, R7.2's opt-out, R6's disabled template, section
+//! 10's account restriction; a repeat is a replay of the first decision;
+//! a release gives back exactly an admission still counted, R3.5, and
+//! nothing applies a released call again); no replica's scope holds
 //! more than the limit;
 //! the replicas of a shard agree (one's decisions are a prefix of the
 //! other's); no replica's engine time runs more than the bound (plus
@@ -84,7 +87,8 @@
 //! is `Removed` in every running node's registry; in a windowed scope, no
 //! stretch of true time as long as the window, narrowed by the bound and
 //! the slack, holds more admissions than the limit (by the true times the
-//! commands were stamped, up to the latest stamp applied at each decision);
+//! commands were stamped, up to the latest stamp applied at each decision,
+//! leaving out admissions released before it);
 //! every answered STOP, template event, restriction and lift is applied
 //! and no send it denies asked after the answer was admitted (for a
 //! restriction: unless a lift was decided between them); the leaders'
@@ -92,9 +96,11 @@
 //! what the rule holds and hold the limit last set. After a move, the moved node restarted on its
 //! kept disk is refused at start ("node removed": its peers' registry says
 //! so).
-//! Not covered: the rules beyond R3.4, R5.6's limit set from outside,
-//! R6's disabled template, R7 and section 10's account restriction
-//! (admit-core's own tests cover them on one engine).
+//! Fast-path reads count a released admission until its release was
+//! certainly applied, and at least until it may have been.
+//! Not covered: the rules beyond R3.4, R3.5's release, R5.6's limit set
+//! from outside, R6's disabled template, R7 and section 10's account
+//! restriction (admit-core's own tests cover them on one engine).
 //! A run's digest (every event, answer and final state) is the same each
 //! time a seed runs; `a_seed_replays_exactly` checks it. The seed also
 //! fixes tokio's `select!` order (`Builder::rng_seed`, which needs
@@ -129,9 +135,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use admit_core::{
-    AdmitRequest, Category, Command, Dur, IdempotencyKey, Inbound, InboundKind, Limit, NumberId,
-    NumberRegistration, OptChange, Output, PlatformEvent, Policy, SendKind, Target, TemplateEvent,
-    TemplateId, Ts, WaId,
+    AdmissionId, AdmitRequest, Category, Command, Dur, IdempotencyKey, Inbound, InboundKind, Limit,
+    NumberId, NumberRegistration, OptChange, Output, PlatformEvent, Policy, SendKind, Target,
+    TemplateEvent, TemplateId, Ts, WaId,
 };
 use admit_raft::{App, Dialer, NodeConfig, RaftNode, WriteError};
 use admit_server::app::{ReaderSlot, ShardApp, Stamped};
@@ -202,6 +208,9 @@ struct Knobs {
     /// ([`Op::SetLimit`]; off only for seeds that replay a schedule found
     /// before).
     limits: bool,
+    /// Callers' calls include releases ([`Op::Release`]; off only for
+    /// seeds that replay a schedule found before).
+    releases: bool,
 }
 
 impl Knobs {
@@ -215,6 +224,7 @@ impl Knobs {
             crash_leaving: true,
             restrictions: true,
             limits: true,
+            releases: true,
         }
     }
 }
@@ -268,6 +278,13 @@ enum Op {
     /// retried one is applied again, in its place in the log, as admit
     /// applies it.
     SetLimit { low: bool },
+    /// The sender gives back the admission of call `of` (R3.5: its message
+    /// failed before delivery), by the admission id admit answered. A
+    /// release carries no key: a retried one is applied again, and answers
+    /// `released = false` then. `of` is a send answered admitted on its
+    /// one attempt, so no stray copy of it can be applied after the
+    /// release (admit would decide such a copy afresh, as R3.4 says).
+    Release { of: u64 },
 }
 
 impl Op {
@@ -319,6 +336,15 @@ struct Book {
     /// Sends the rule refused only because the limit was lowered (the
     /// scope held fewer than [`limit`]): shows the changes bind.
     refused_lowered: u64,
+    /// id -> the admission id admit answered it with (admitted sends)
+    admissions: BTreeMap<u64, AdmissionId>,
+    /// id of a released admission -> where in its scope's `order` the
+    /// release that gave it back was decided (decisions after it no longer
+    /// count it)
+    released: BTreeMap<u64, usize>,
+    /// Releases applied that found nothing to give back (a repeat, or an
+    /// admission already out of its window).
+    releases_void: u64,
 }
 
 impl Book {
@@ -449,6 +475,9 @@ fn engine_cmd(c: &Admit) -> Command {
                 ..Default::default()
             })
         }
+        Op::Release { of } => {
+            panic!("the release of {of} needs its admission id: AdmitShard::apply")
+        }
         Op::Send { alert: true } => alert(),
         Op::Send { alert: false } => TemplateId::parse("template", "promo").unwrap(),
     };
@@ -540,7 +569,19 @@ impl App for AdmitShard {
         b.now_ms = b.now_ms.max(c.at);
         b.tau_ms = b.tau_ms.max(c.true_ms);
         let at = engine_ts(c.scope, b.now_ms);
-        let cmd = engine_cmd(&c);
+        let cmd = match c.op {
+            // the admission id the call `of` was answered with: applied
+            // here before (the release was asked after that answer)
+            Op::Release { of } => match b.admissions.get(&of) {
+                Some(a) => Command::Release(a.clone()),
+                None => {
+                    b.disagreements
+                        .push(format!("release {}: no admission of id {of}", c.id));
+                    return true;
+                }
+            },
+            _ => engine_cmd(&c),
+        };
         let out = lock(&self.engines)
             .get_mut(&c.scope)
             .map(|e| e.apply(index, Stamped { at, cmd, by: None }).out);
@@ -551,8 +592,23 @@ impl App for AdmitShard {
             engine_ms: b.now_ms,
         };
         if !c.op.is_send() {
+            // R3.5: a release gives the admission back while the scope
+            // counts it (in a windowed scope: while it is in the window
+            // ending now); a repeat, or a release of one already gone,
+            // answers false
+            let releases = match c.op {
+                Op::Release { of } => {
+                    let counted = b.admitted.get(&c.scope).is_some_and(|a| a.contains(&of));
+                    let live = !windowed(c.scope) || b.when[&of].engine_ms + WINDOW_MS > b.now_ms;
+                    counted && live
+                }
+                _ => false,
+            };
             // applied once (a repeat of the delivery changes nothing)
             let ok = match (&out, c.op) {
+                (Some(Ok(Output::Released { released })), Op::Release { .. }) => {
+                    *released == releases
+                }
                 (
                     Some(Ok(Output::Inbound { opt, duplicate, .. })),
                     Op::Stop { platform: false },
@@ -564,6 +620,18 @@ impl App for AdmitShard {
             if let Op::SetLimit { low } = c.op {
                 // every application, a repeat's too: a registration has no key
                 b.limits.insert(c.scope, set_limit_to(c.scope, low));
+            }
+            if let Op::Release { of } = c.op {
+                if releases {
+                    // decided here: its own place in the scope's order
+                    let at = b.order.get(&c.scope).map_or(0, Vec::len);
+                    if let Some(a) = b.admitted.get_mut(&c.scope) {
+                        a.retain(|x| *x != of);
+                    }
+                    b.released.insert(of, at);
+                } else {
+                    b.releases_void += 1;
+                }
             }
             if !ok {
                 b.disagreements
@@ -584,13 +652,21 @@ impl App for AdmitShard {
                     Op::Lift => {
                         b.restricted.remove(&c.scope);
                     }
-                    Op::SetLimit { .. } => {}
+                    Op::SetLimit { .. } | Op::Release { .. } => {}
                     _ => {
                         b.opted_out.entry(c.scope).or_default().insert(c.customer);
                     }
                 }
             }
             return true;
+        }
+        if b.released.contains_key(&c.id) {
+            // released after one attempt: nothing may apply it again
+            b.disagreements.push(format!(
+                "id {}: applied again after its release ({out:?}); its one attempt was applied twice",
+                c.id
+            ));
+            return false;
         }
         let decision = match out {
             Some(Ok(Output::Decision(d))) => Some(d),
@@ -629,6 +705,9 @@ impl App for AdmitShard {
         b.when.insert(c.id, when);
         if ok {
             b.admitted.entry(c.scope).or_default().push(c.id);
+            if let Some(a) = decision.as_ref().and_then(|d| d.admission.clone()) {
+                b.admissions.insert(c.id, a);
+            }
         }
         if let Some(d) = &decision {
             let held = b.held(c.scope) as u32;
@@ -1217,6 +1296,9 @@ struct Call {
     asked_ms: u64,
     answered_ms: u64,
     answer: Answer,
+    /// Writes tried (a node asked to propose it); more than one may leave
+    /// a copy that is applied after the answer.
+    attempts: u32,
 }
 
 #[derive(Debug, Clone, Hash)]
@@ -1247,6 +1329,7 @@ async fn call(
     let asked = Instant::now();
     let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
     let mut answer = Answer::Unknown;
+    let mut attempts = 0;
     while asked.elapsed() < PATIENCE {
         let (node, next) = {
             let l = lock(&live);
@@ -1278,6 +1361,7 @@ async fn call(
             at,
             true_ms: true_ms(clock_epoch),
         };
+        attempts += 1;
         let r = tokio::time::timeout(ATTEMPT, node.write(shard, cmd)).await;
         drop(node);
         match r {
@@ -1307,6 +1391,7 @@ async fn call(
         asked_ms: ms(asked),
         answered_ms: ms(Instant::now()),
         answer,
+        attempts,
     }
 }
 
@@ -1362,6 +1447,10 @@ struct Outcome {
     /// the limit was lowered
     limit_changes: usize,
     refused_lowered: u64,
+    /// releases asked; admissions given back; releases that found none
+    releases: usize,
+    released: usize,
+    releases_void: u64,
 }
 
 fn links_of(f: Fault, members: &[u64]) -> Vec<(u64, u64)> {
@@ -1728,6 +1817,9 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
     // the opt-outs' draws, and scope -> the customers whose STOP was answered
     let mut orng = Rng(seed.wrapping_mul(0x1656_67b1_9e37_79f9) | 1);
     let stopped: Arc<Mutex<BTreeMap<u32, Vec<u64>>>> = Arc::default();
+    // scope -> sends answered admitted on their one attempt (what a
+    // release may name)
+    let once: Arc<Mutex<BTreeMap<u32, Vec<u64>>>> = Arc::default();
     let mut callers: Vec<JoinHandle<()>> = Vec::new();
     let mut active: Vec<Active> = Vec::new();
     let mut next_fault = epoch + Duration::from_millis(300 + rng.below(500));
@@ -1945,6 +2037,15 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                 // one in forty halves the limit, one in forty restores it
                 29..32 if knobs.limits => Op::SetLimit { low: true },
                 32..35 if knobs.limits => Op::SetLimit { low: false },
+                // one in forty gives back an admission answered before
+                35..38 if knobs.releases => match lock(&once).get(&scope) {
+                    Some(ids) => Op::Release {
+                        of: ids[orng.below(ids.len() as u64) as usize],
+                    },
+                    None => Op::Send {
+                        alert: orng.below(3) == 0,
+                    },
+                },
                 _ => Op::Send {
                     alert: orng.below(3) == 0,
                 },
@@ -1957,11 +2058,14 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             };
             let nodes = (sim.live.clone(), sim.stampers.clone());
             let (epochs, h) = ((epoch, sim.clock_epoch), history.clone());
-            let stopped = stopped.clone();
+            let (stopped, once) = (stopped.clone(), once.clone());
             callers.push(tokio::spawn(async move {
                 let c = call(nodes, epochs, entry, scope, (id, customer, op)).await;
                 if matches!(op, Op::Stop { .. }) && c.answer != Answer::Unknown {
                     lock(&stopped).entry(scope).or_default().push(customer);
+                }
+                if op.is_send() && c.answer == Answer::Admitted(true) && c.attempts == 1 {
+                    lock(&once).entry(scope).or_default().push(id);
                 }
                 lock(&h).calls.push(c);
             }));
@@ -2163,6 +2267,12 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             .filter(|c| matches!(c.op, Op::SetLimit { .. }))
             .count(),
         refused_lowered: finals.values().map(|b| b.refused_lowered).sum(),
+        releases: calls
+            .iter()
+            .filter(|c| matches!(c.op, Op::Release { .. }))
+            .count(),
+        released: finals.values().map(|b| b.released.len()).sum(),
+        releases_void: finals.values().map(|b| b.releases_void).sum(),
         to_stopped: calls
             .iter()
             .filter(|c| c.op.is_send() && c.customer != c.id)
@@ -2218,7 +2328,8 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
             Op::Restrict | Op::Lift => true,
             // applied: in `events`, checked below; what it set is in the
             // decisions after it, each checked against the Book's limit
-            Op::SetLimit { .. } => true,
+            // (a release's outcome: against the rule where it was applied)
+            Op::SetLimit { .. } | Op::Release { .. } => true,
             _ => b
                 .opted_out
                 .get(&e.scope)
@@ -2242,7 +2353,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
         let denies = |c: &Call| match e.op {
             Op::DisableAlert => c.op == (Op::Send { alert: true }),
             Op::Restrict => c.op.is_send() && pos(c.scope, c.id).is_none_or(|p| p < lifted_at),
-            Op::Lift | Op::SetLimit { .. } => false,
+            Op::Lift | Op::SetLimit { .. } | Op::Release { .. } => false,
             _ => c.op.is_send() && c.customer == e.customer,
         };
         assert!(
@@ -2281,16 +2392,20 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
     let reach = WINDOW_MS - MAX_OFFSET.as_millis() as u64 - 2 * CLOCK_SLACK_MS;
     for b in finals.values() {
         for (scope, order) in b.order.iter().filter(|(s, _)| windowed(**s)) {
-            let admitted: Vec<(u64, When)> = order
+            // (id, when, its place in the order)
+            let admitted: Vec<(u64, When, usize)> = order
                 .iter()
-                .filter(|id| b.decided[id] && !b.events.contains(id))
-                .map(|id| (*id, b.when[id]))
+                .enumerate()
+                .filter(|(_, id)| b.decided[id] && !b.events.contains(id))
+                .map(|(at, id)| (*id, b.when[id], at))
                 .collect();
-            for (k, (id, w)) in admitted.iter().enumerate() {
+            for (k, (id, w, at)) in admitted.iter().enumerate() {
                 let from = w.tau_ms.saturating_sub(reach);
+                // an admission given back before this decision no longer counts
                 let held = admitted[..=k]
                     .iter()
-                    .filter(|(_, x)| x.true_ms > from)
+                    .filter(|(x, ..)| b.released.get(x).is_none_or(|r| r > at))
+                    .filter(|(_, x, _)| x.true_ms > from)
                     .count();
                 assert!(
                     held <= limit(*scope),
@@ -2323,7 +2438,16 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
             }
         }
     }
-    // fast-path reads: never stale, never ahead of the callers
+    // fast-path reads: never stale, never ahead of the callers. An
+    // admission given back counts until its release may have been applied
+    // (asked before the read) at the least, and until the release was
+    // certainly applied (answered before the read) at the most.
+    let by_id: BTreeMap<u64, &Call> = h.calls.iter().map(|c| (c.id, c)).collect();
+    let release_of = |c: &Call| -> Option<&Call> {
+        let b = book(c.scope);
+        let at = *b.released.get(&c.id)?;
+        by_id.get(b.order.get(&c.scope)?.get(at)?).copied()
+    };
     for r in &h.reads {
         let must = h
             .calls
@@ -2333,6 +2457,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
                     && c.op.is_send()
                     && c.answer == Answer::Admitted(true)
                     && c.answered_ms < r.at_ms
+                    && release_of(c).is_none_or(|x| x.asked_ms > r.at_ms)
             })
             .count();
         let may = h
@@ -2343,6 +2468,8 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
                     && c.op.is_send()
                     && c.asked_ms <= r.at_ms
                     && book(c.scope).decided.get(&c.id) == Some(&true)
+                    && release_of(c)
+                        .is_none_or(|x| x.answer == Answer::Unknown || x.answered_ms >= r.at_ms)
             })
             .count();
         assert!(
@@ -2415,8 +2542,12 @@ fn run_seeds(seeds: &[u64]) {
     let (mut stops, mut to_stopped, mut disables) = (0, 0, 0);
     let (mut restrictions, mut lifts) = (0, 0);
     let (mut limit_changes, mut refused_lowered) = (0, 0);
+    let (mut releases, mut released, mut releases_void) = (0, 0, 0);
     for seed in seeds {
         let o = run_seed(*seed);
+        releases += o.releases;
+        released += o.released;
+        releases_void += o.releases_void;
         limit_changes += o.limit_changes;
         refused_lowered += o.refused_lowered;
         stops += o.stops;
@@ -2439,7 +2570,8 @@ fn run_seeds(seeds: &[u64]) {
         "{} seeds from {}: {calls} calls ({answered} answered; {stops} STOPs, {to_stopped} \
          sends to customers who had sent one, {disables} templates disabled, {restrictions} \
          accounts restricted, {lifts} lifted, {limit_changes} limits set, {refused_lowered} \
-         sends refused at a lowered limit), {faults} faults \
+         sends refused at a lowered limit, {releases} releases: {released} admissions given back, \
+         {releases_void} applications that found none), {faults} faults \
          ({transfers} leadership transfers, {lost} disks lost, {moves} moves, {leaving_stops} \
          crashes of a leaving node, {removed_down} removed while down, {clock_faults} clocks off; {refused} stamps refused), \
          in {:.1} s",
@@ -2485,6 +2617,7 @@ fn a_follower_whose_answers_timed_out_is_caught_up_again() {
             crash_leaving: false,
             restrictions: false,
             limits: false,
+            releases: false,
         },
     );
     assert_eq!(o.moves, 1, "seed 1043 no longer moves a node: pick another");
@@ -2507,6 +2640,7 @@ fn a_node_dropped_from_the_metadata_group_unaware_hands_its_shards_over() {
         crash_leaving: false,
         restrictions: false,
         limits: false,
+        releases: false,
     };
     let o = run_seed_with(11197, knobs);
     assert_eq!(
