@@ -104,9 +104,9 @@ impl Admission {
             Triage::Done(decided) => return Ok(Admitted { decided, now }),
             Triage::Slow(taken) => taken,
         };
-        let reply = self
-            .routing
-            .propose_here(route.shard, Command::Admit(req))
+        // boxed: the write path's state is kilobytes; the fast path above
+        // would otherwise carry (and copy) it on every send
+        let reply = Box::pin(self.routing.propose_here(route.shard, Command::Admit(req)))
             .await
             .and_then(|r| Ok((r.out?, r.replayed)));
         match reply {

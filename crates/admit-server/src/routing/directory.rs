@@ -86,6 +86,13 @@ impl Routing {
         if !self.clustered() {
             return Ok(Resolved::Unknown);
         }
+        // boxed: the sweep's state is large and rarely needed; inline, every
+        // send's future would carry (and copy) it
+        Box::pin(self.resolve_by_sweep(number)).await
+    }
+
+    /// [`Self::resolve`] for a number this node does not know: asks every node.
+    async fn resolve_by_sweep(&self, number: &NumberId) -> Result<Resolved, ApiError> {
         let info = ReqInfo::current();
         let mut retry = Retry::new(info);
         loop {

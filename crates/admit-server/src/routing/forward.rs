@@ -50,7 +50,9 @@ impl Routing {
                     // leader is replaced by then, and the retry (keyed or
                     // known-unapplied requests only) goes to the new one.
                     let attempt = info.within(self.attempt_timeout());
-                    match self.peers.call(&to, &remote, attempt).await {
+                    // boxed: a relayed call's state is kilobytes, and a
+                    // send answered here would carry (and copy) it too
+                    match Box::pin(self.peers.call(&to, &remote, attempt)).await {
                         Ok(env) => {
                             self.learn_leader(shard, env.served_by);
                             env.result
