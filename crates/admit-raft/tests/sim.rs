@@ -60,8 +60,10 @@
 //! number's account (every send denied until lifted) and one in forty its
 //! lift, one in forty an operator's registration halving the number's
 //! limit and one in forty restoring it (R5.6), one in forty a release
-//! giving back an admission answered before (R3.5), and later send to
-//! customers whose STOP was answered; through any node, following leader
+//! giving back an admission answered before and one in twenty the
+//! sender's report of its message, DELIVERED or FAILED (R3.5: a FAILED
+//! report gives the admission back unless DELIVERED came first), and later
+//! send to customers whose STOP was answered; through any node, following leader
 //! hints and retrying an unanswered call (a repeat answers its first
 //! decision: admit's idempotency keys and delivery keys). A model of the
 //! rules beside the engine (the [`Book`]) says what each decision must be;
@@ -72,8 +74,9 @@
 //! (R3.4's count in the window against the limit last set, less what
 //! releases gave back, R7.2's opt-out, R6's disabled template, section
 //! 10's account restriction; a repeat is a replay of the first decision;
-//! a release gives back exactly an admission still counted, R3.5, and
-//! nothing applies a released call again); no replica's scope holds
+//! a release or a FAILED report gives back exactly an admission still
+//! counted and, for a report, not reported DELIVERED, R3.5, and nothing
+//! applies a released call again); no replica's scope holds
 //! more than the limit;
 //! the replicas of a shard agree (one's decisions are a prefix of the
 //! other's); no replica's engine time runs more than the bound (plus
@@ -135,9 +138,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use admit_core::{
-    AdmissionId, AdmitRequest, Category, Command, Dur, IdempotencyKey, Inbound, InboundKind, Limit,
-    NumberId, NumberRegistration, OptChange, Output, PlatformEvent, Policy, SendKind, Target,
-    TemplateEvent, TemplateId, Ts, WaId,
+    AdmissionId, AdmitRequest, Category, Command, DeliveryStatus, Dur, IdempotencyKey, Inbound,
+    InboundKind, Limit, NumberId, NumberRegistration, OptChange, Output, PlatformEvent, Policy,
+    SendKind, Target, TemplateEvent, TemplateId, Ts, WaId,
 };
 use admit_raft::{App, Dialer, NodeConfig, RaftNode, WriteError};
 use admit_server::app::{ReaderSlot, ShardApp, Stamped};
@@ -285,6 +288,11 @@ enum Op {
     /// one attempt, so no stray copy of it can be applied after the
     /// release (admit would decide such a copy afresh, as R3.4 says).
     Release { of: u64 },
+    /// The sender reports how the message of call `of` ended, naming its
+    /// admission, keyed by the report: DELIVERED (`delivered`), or FAILED,
+    /// which gives the admission back unless DELIVERED was reported first
+    /// (R3.5).
+    Report { of: u64, delivered: bool },
 }
 
 impl Op {
@@ -345,6 +353,8 @@ struct Book {
     /// Releases applied that found nothing to give back (a repeat, or an
     /// admission already out of its window).
     releases_void: u64,
+    /// ids whose message was reported DELIVERED
+    delivered: BTreeSet<u64>,
 }
 
 impl Book {
@@ -475,8 +485,8 @@ fn engine_cmd(c: &Admit) -> Command {
                 ..Default::default()
             })
         }
-        Op::Release { of } => {
-            panic!("the release of {of} needs its admission id: AdmitShard::apply")
+        Op::Release { of } | Op::Report { of, .. } => {
+            panic!("the release or report of {of} needs its admission id: AdmitShard::apply")
         }
         Op::Send { alert: true } => alert(),
         Op::Send { alert: false } => TemplateId::parse("template", "promo").unwrap(),
@@ -572,8 +582,24 @@ impl App for AdmitShard {
         let cmd = match c.op {
             // the admission id the call `of` was answered with: applied
             // here before (the release was asked after that answer)
-            Op::Release { of } => match b.admissions.get(&of) {
-                Some(a) => Command::Release(a.clone()),
+            Op::Release { of } | Op::Report { of, .. } => match b.admissions.get(&of) {
+                Some(a) if matches!(c.op, Op::Release { .. }) => Command::Release(a.clone()),
+                Some(a) => Command::Outcome(admit_core::Outcome {
+                    number: number_of(c.scope),
+                    // an admitted send's customer is its own id
+                    customer: customer_of(of),
+                    admission: Some(a.clone()),
+                    status: match c.op {
+                        Op::Report {
+                            delivered: true, ..
+                        } => DeliveryStatus::Delivered,
+                        _ => DeliveryStatus::Failed,
+                    },
+                    error_code: None,
+                    template: None,
+                    event_key: Some(format!("m{}", c.id)),
+                    message_id: None,
+                }),
                 None => {
                     b.disagreements
                         .push(format!("release {}: no admission of id {of}", c.id));
@@ -596,17 +622,28 @@ impl App for AdmitShard {
             // counts it (in a windowed scope: while it is in the window
             // ending now); a repeat, or a release of one already gone,
             // answers false
+            // A FAILED report does the same, once (it is keyed: a repeat
+            // gives nothing back), and not for an admission reported
+            // DELIVERED before.
+            let counted_live = |of: u64| {
+                let counted = b.admitted.get(&c.scope).is_some_and(|a| a.contains(&of));
+                let live = !windowed(c.scope) || b.when[&of].engine_ms + WINDOW_MS > b.now_ms;
+                counted && live
+            };
             let releases = match c.op {
-                Op::Release { of } => {
-                    let counted = b.admitted.get(&c.scope).is_some_and(|a| a.contains(&of));
-                    let live = !windowed(c.scope) || b.when[&of].engine_ms + WINDOW_MS > b.now_ms;
-                    counted && live
-                }
+                Op::Release { of } => counted_live(of),
+                Op::Report {
+                    of,
+                    delivered: false,
+                } => first.is_none() && counted_live(of) && !b.delivered.contains(&of),
                 _ => false,
             };
             // applied once (a repeat of the delivery changes nothing)
             let ok = match (&out, c.op) {
                 (Some(Ok(Output::Released { released })), Op::Release { .. }) => {
+                    *released == releases
+                }
+                (Some(Ok(Output::Outcome { released, .. })), Op::Report { .. }) => {
                     *released == releases
                 }
                 (
@@ -621,7 +658,19 @@ impl App for AdmitShard {
                 // every application, a repeat's too: a registration has no key
                 b.limits.insert(c.scope, set_limit_to(c.scope, low));
             }
-            if let Op::Release { of } = c.op {
+            if let Op::Report {
+                of,
+                delivered: true,
+            } = c.op
+            {
+                b.delivered.insert(of);
+            }
+            if let Op::Release { of }
+            | Op::Report {
+                of,
+                delivered: false,
+            } = c.op
+            {
                 if releases {
                     // decided here: its own place in the scope's order
                     let at = b.order.get(&c.scope).map_or(0, Vec::len);
@@ -652,7 +701,7 @@ impl App for AdmitShard {
                     Op::Lift => {
                         b.restricted.remove(&c.scope);
                     }
-                    Op::SetLimit { .. } | Op::Release { .. } => {}
+                    Op::SetLimit { .. } | Op::Release { .. } | Op::Report { .. } => {}
                     _ => {
                         b.opted_out.entry(c.scope).or_default().insert(c.customer);
                     }
@@ -1447,8 +1496,10 @@ struct Outcome {
     /// the limit was lowered
     limit_changes: usize,
     refused_lowered: u64,
-    /// releases asked; admissions given back; releases that found none
+    /// releases asked (and reports, DELIVERED or FAILED); admissions given
+    /// back; releases and FAILED reports that found none
     releases: usize,
+    reports: usize,
     released: usize,
     releases_void: u64,
 }
@@ -2037,11 +2088,21 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                 // one in forty halves the limit, one in forty restores it
                 29..32 if knobs.limits => Op::SetLimit { low: true },
                 32..35 if knobs.limits => Op::SetLimit { low: false },
-                // one in forty gives back an admission answered before
-                35..38 if knobs.releases => match lock(&once).get(&scope) {
-                    Some(ids) => Op::Release {
-                        of: ids[orng.below(ids.len() as u64) as usize],
-                    },
+                // one in forty gives back an admission answered before, one
+                // in twenty reports how one's message ended (DELIVERED or
+                // FAILED); all of one of the scope's last four admissions,
+                // so that they meet
+                r @ 35..44 if knobs.releases => match lock(&once).get(&scope) {
+                    Some(ids) => {
+                        let of = ids[ids.len() - 1 - orng.below(ids.len().min(4) as u64) as usize];
+                        match r {
+                            35..38 => Op::Release { of },
+                            _ => Op::Report {
+                                of,
+                                delivered: orng.below(2) == 0,
+                            },
+                        }
+                    }
                     None => Op::Send {
                         alert: orng.below(3) == 0,
                     },
@@ -2271,6 +2332,10 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             .iter()
             .filter(|c| matches!(c.op, Op::Release { .. }))
             .count(),
+        reports: calls
+            .iter()
+            .filter(|c| matches!(c.op, Op::Report { .. }))
+            .count(),
         released: finals.values().map(|b| b.released.len()).sum(),
         releases_void: finals.values().map(|b| b.releases_void).sum(),
         to_stopped: calls
@@ -2329,7 +2394,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
             // applied: in `events`, checked below; what it set is in the
             // decisions after it, each checked against the Book's limit
             // (a release's outcome: against the rule where it was applied)
-            Op::SetLimit { .. } | Op::Release { .. } => true,
+            Op::SetLimit { .. } | Op::Release { .. } | Op::Report { .. } => true,
             _ => b
                 .opted_out
                 .get(&e.scope)
@@ -2353,7 +2418,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
         let denies = |c: &Call| match e.op {
             Op::DisableAlert => c.op == (Op::Send { alert: true }),
             Op::Restrict => c.op.is_send() && pos(c.scope, c.id).is_none_or(|p| p < lifted_at),
-            Op::Lift | Op::SetLimit { .. } | Op::Release { .. } => false,
+            Op::Lift | Op::SetLimit { .. } | Op::Release { .. } | Op::Report { .. } => false,
             _ => c.op.is_send() && c.customer == e.customer,
         };
         assert!(
@@ -2542,10 +2607,11 @@ fn run_seeds(seeds: &[u64]) {
     let (mut stops, mut to_stopped, mut disables) = (0, 0, 0);
     let (mut restrictions, mut lifts) = (0, 0);
     let (mut limit_changes, mut refused_lowered) = (0, 0);
-    let (mut releases, mut released, mut releases_void) = (0, 0, 0);
+    let (mut releases, mut released, mut releases_void, mut reports) = (0, 0, 0, 0);
     for seed in seeds {
         let o = run_seed(*seed);
         releases += o.releases;
+        reports += o.reports;
         released += o.released;
         releases_void += o.releases_void;
         limit_changes += o.limit_changes;
@@ -2570,8 +2636,9 @@ fn run_seeds(seeds: &[u64]) {
         "{} seeds from {}: {calls} calls ({answered} answered; {stops} STOPs, {to_stopped} \
          sends to customers who had sent one, {disables} templates disabled, {restrictions} \
          accounts restricted, {lifts} lifted, {limit_changes} limits set, {refused_lowered} \
-         sends refused at a lowered limit, {releases} releases: {released} admissions given back, \
-         {releases_void} applications that found none), {faults} faults \
+         sends refused at a lowered limit, {releases} releases and {reports} delivery reports: \
+         {released} admissions given back, {releases_void} releases and FAILED reports that found \
+         none), {faults} faults \
          ({transfers} leadership transfers, {lost} disks lost, {moves} moves, {leaving_stops} \
          crashes of a leaving node, {removed_down} removed while down, {clock_faults} clocks off; {refused} stamps refused), \
          in {:.1} s",
