@@ -60,9 +60,13 @@
 //! number's account (every send denied until lifted) and one in forty its
 //! lift, one in forty an operator's registration halving the number's
 //! limit and one in forty restoring it (R5.6), one in forty a release
-//! giving back an admission answered before and one in twenty the
+//! giving back an admission answered before, one in twenty the
 //! sender's report of its message, DELIVERED or FAILED (R3.5: a FAILED
-//! report gives the admission back unless DELIVERED came first), and later
+//! report gives the admission back unless DELIVERED came first), one in
+//! forty the sender's SENT report naming the admission and Meta's message
+//! id and one in forty Meta's status naming only the message id (applied
+//! through the message the sender reported, or remembered until that
+//! report when it comes first), and later
 //! send to customers whose STOP was answered; through any node, following leader
 //! hints and retrying an unanswered call (a repeat answers its first
 //! decision: admit's idempotency keys and delivery keys). A model of the
@@ -293,6 +297,28 @@ enum Op {
     /// which gives the admission back unless DELIVERED was reported first
     /// (R3.5).
     Report { of: u64, delivered: bool },
+    /// The sender reports call `of`'s message SENT, naming its admission
+    /// and Meta's message id, keyed by the report: admit remembers the
+    /// message for the conversation's window, and applies a status Meta
+    /// reported for it before (R3.5).
+    Sent { of: u64 },
+    /// Meta's status of call `of`'s message, naming only the message id,
+    /// keyed by the delivery: DELIVERED (`delivered`) or FAILED. For a
+    /// message the sender reported, it acts as a report naming the
+    /// admission; for one not reported yet, a FAILED is remembered (and a
+    /// DELIVERED after it cancels it) until the sender's report.
+    Meta { of: u64, delivered: bool },
+}
+
+/// The sim's time `days` of the engine's days stand for in `scope` (a
+/// windowed scope's day is [`WINDOW_MS`]).
+fn sim_days(scope: u32, days: u64) -> u64 {
+    days * if windowed(scope) { WINDOW_MS } else { DAY_MS }
+}
+
+/// Meta's message id of call `of`'s message.
+fn message_of(of: u64) -> String {
+    format!("w{of}")
 }
 
 impl Op {
@@ -355,6 +381,15 @@ struct Book {
     releases_void: u64,
     /// ids whose message was reported DELIVERED
     delivered: BTreeSet<u64>,
+    /// call id of a keyed report -> until when (sim ms) admit remembers its key
+    seen_until: BTreeMap<u64, u64>,
+    /// id -> until when admit remembers its message (the sender's SENT report)
+    sent_until: BTreeMap<u64, u64>,
+    /// id -> Meta's status of its message before the sender's report: a
+    /// FAILED, cancelled (`true`) by a DELIVERED after it, and until when
+    early: BTreeMap<u64, (bool, u64)>,
+    /// FAILED statuses applied by a later SENT report
+    early_applied: u64,
 }
 
 impl Book {
@@ -485,7 +520,7 @@ fn engine_cmd(c: &Admit) -> Command {
                 ..Default::default()
             })
         }
-        Op::Release { of } | Op::Report { of, .. } => {
+        Op::Release { of } | Op::Report { of, .. } | Op::Sent { of } | Op::Meta { of, .. } => {
             panic!("the release or report of {of} needs its admission id: AdmitShard::apply")
         }
         Op::Send { alert: true } => alert(),
@@ -582,30 +617,38 @@ impl App for AdmitShard {
         let cmd = match c.op {
             // the admission id the call `of` was answered with: applied
             // here before (the release was asked after that answer)
-            Op::Release { of } | Op::Report { of, .. } => match b.admissions.get(&of) {
-                Some(a) if matches!(c.op, Op::Release { .. }) => Command::Release(a.clone()),
-                Some(a) => Command::Outcome(admit_core::Outcome {
-                    number: number_of(c.scope),
-                    // an admitted send's customer is its own id
-                    customer: customer_of(of),
-                    admission: Some(a.clone()),
-                    status: match c.op {
-                        Op::Report {
-                            delivered: true, ..
-                        } => DeliveryStatus::Delivered,
-                        _ => DeliveryStatus::Failed,
-                    },
-                    error_code: None,
-                    template: None,
-                    event_key: Some(format!("m{}", c.id)),
-                    message_id: None,
-                }),
-                None => {
-                    b.disagreements
-                        .push(format!("release {}: no admission of id {of}", c.id));
-                    return true;
+            Op::Release { of } | Op::Report { of, .. } | Op::Sent { of } | Op::Meta { of, .. } => {
+                match b.admissions.get(&of) {
+                    Some(a) if matches!(c.op, Op::Release { .. }) => Command::Release(a.clone()),
+                    Some(a) => Command::Outcome(admit_core::Outcome {
+                        number: number_of(c.scope),
+                        // an admitted send's customer is its own id
+                        customer: customer_of(of),
+                        // Meta's status names only the message
+                        admission: (!matches!(c.op, Op::Meta { .. })).then(|| a.clone()),
+                        status: match c.op {
+                            Op::Report {
+                                delivered: true, ..
+                            }
+                            | Op::Meta {
+                                delivered: true, ..
+                            } => DeliveryStatus::Delivered,
+                            Op::Sent { .. } => DeliveryStatus::Sent,
+                            _ => DeliveryStatus::Failed,
+                        },
+                        error_code: None,
+                        template: None,
+                        event_key: Some(format!("m{}", c.id)),
+                        message_id: matches!(c.op, Op::Sent { .. } | Op::Meta { .. })
+                            .then(|| message_of(of)),
+                    }),
+                    None => {
+                        b.disagreements
+                            .push(format!("release {}: no admission of id {of}", c.id));
+                        return true;
+                    }
                 }
-            },
+            }
             _ => engine_cmd(&c),
         };
         let out = lock(&self.engines)
@@ -625,27 +668,81 @@ impl App for AdmitShard {
             // A FAILED report does the same, once (it is keyed: a repeat
             // gives nothing back), and not for an admission reported
             // DELIVERED before.
-            let counted_live = |of: u64| {
+            let counted_live = |b: &Book, of: u64| {
                 let counted = b.admitted.get(&c.scope).is_some_and(|a| a.contains(&of));
                 let live = !windowed(c.scope) || b.when[&of].engine_ms + WINDOW_MS > b.now_ms;
                 counted && live
             };
-            let releases = match c.op {
-                Op::Release { of } => counted_live(of),
+            // A keyed report is applied once while admit remembers its key
+            // (7 of the engine's days); Meta's status and the sender's
+            // SENT report meet through the message id (see [`Op::Meta`]).
+            let now_ms = b.now_ms;
+            let dup = b.seen_until.get(&c.id).is_some_and(|u| *u > now_ms);
+            let window = sim_days(c.scope, 1);
+            let mut releases = match c.op {
+                Op::Release { of } => counted_live(&b, of),
                 Op::Report {
                     of,
                     delivered: false,
-                } => first.is_none() && counted_live(of) && !b.delivered.contains(&of),
+                } => !dup && counted_live(&b, of) && !b.delivered.contains(&of),
                 _ => false,
             };
+            let mut delivers = matches!(
+                c.op,
+                Op::Report {
+                    delivered: true,
+                    ..
+                }
+            );
+            match c.op {
+                Op::Sent { of } if !dup => {
+                    b.sent_until.insert(of, now_ms + window);
+                    match b.early.remove(&of).filter(|(_, until)| *until > now_ms) {
+                        Some((true, _)) => delivers = true,
+                        Some((false, _)) => {
+                            releases = counted_live(&b, of) && !b.delivered.contains(&of);
+                            b.early_applied += 1;
+                        }
+                        None => {}
+                    }
+                }
+                Op::Meta { of, delivered } if !dup => {
+                    let found = b.sent_until.get(&of).is_some_and(|u| *u > now_ms);
+                    let early = b.early.get(&of).is_some_and(|(_, u)| *u > now_ms);
+                    match (found, delivered, early) {
+                        (true, true, _) => delivers = true,
+                        (true, false, _) => {
+                            releases = counted_live(&b, of) && !b.delivered.contains(&of)
+                        }
+                        (false, true, true) => {
+                            if let Some(e) = b.early.get_mut(&of) {
+                                e.0 = true;
+                            }
+                        }
+                        (false, false, false) => {
+                            b.early.insert(of, (false, now_ms + window));
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+            if matches!(c.op, Op::Report { .. } | Op::Sent { .. } | Op::Meta { .. }) && !dup {
+                b.seen_until.insert(c.id, now_ms + sim_days(c.scope, 7));
+            }
             // applied once (a repeat of the delivery changes nothing)
             let ok = match (&out, c.op) {
                 (Some(Ok(Output::Released { released })), Op::Release { .. }) => {
                     *released == releases
                 }
-                (Some(Ok(Output::Outcome { released, .. })), Op::Report { .. }) => {
-                    *released == releases
-                }
+                (
+                    Some(Ok(Output::Outcome {
+                        released,
+                        duplicate,
+                        ..
+                    })),
+                    Op::Report { .. } | Op::Sent { .. } | Op::Meta { .. },
+                ) => *released == releases && *duplicate == dup,
                 (
                     Some(Ok(Output::Inbound { opt, duplicate, .. })),
                     Op::Stop { platform: false },
@@ -658,10 +755,8 @@ impl App for AdmitShard {
                 // every application, a repeat's too: a registration has no key
                 b.limits.insert(c.scope, set_limit_to(c.scope, low));
             }
-            if let Op::Report {
-                of,
-                delivered: true,
-            } = c.op
+            if let (Op::Report { of, .. } | Op::Sent { of } | Op::Meta { of, .. }, true) =
+                (c.op, delivers)
             {
                 b.delivered.insert(of);
             }
@@ -669,7 +764,9 @@ impl App for AdmitShard {
             | Op::Report {
                 of,
                 delivered: false,
-            } = c.op
+            }
+            | Op::Sent { of }
+            | Op::Meta { of, .. } = c.op
             {
                 if releases {
                     // decided here: its own place in the scope's order
@@ -678,7 +775,7 @@ impl App for AdmitShard {
                         a.retain(|x| *x != of);
                     }
                     b.released.insert(of, at);
-                } else {
+                } else if matches!(c.op, Op::Release { .. } | Op::Report { .. }) {
                     b.releases_void += 1;
                 }
             }
@@ -701,7 +798,11 @@ impl App for AdmitShard {
                     Op::Lift => {
                         b.restricted.remove(&c.scope);
                     }
-                    Op::SetLimit { .. } | Op::Release { .. } | Op::Report { .. } => {}
+                    Op::SetLimit { .. }
+                    | Op::Release { .. }
+                    | Op::Report { .. }
+                    | Op::Sent { .. }
+                    | Op::Meta { .. } => {}
                     _ => {
                         b.opted_out.entry(c.scope).or_default().insert(c.customer);
                     }
@@ -1500,6 +1601,8 @@ struct Outcome {
     /// back; releases and FAILED reports that found none
     releases: usize,
     reports: usize,
+    /// Meta's FAILED statuses applied by the sender's later SENT report
+    early_applied: u64,
     released: usize,
     releases_void: u64,
 }
@@ -2092,12 +2195,19 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                 // in twenty reports how one's message ended (DELIVERED or
                 // FAILED); all of one of the scope's last four admissions,
                 // so that they meet
-                r @ 35..44 if knobs.releases => match lock(&once).get(&scope) {
+                // (and one in forty the sender's SENT report naming the
+                // message id, one in forty Meta's status naming only it)
+                r @ 35..50 if knobs.releases => match lock(&once).get(&scope) {
                     Some(ids) => {
                         let of = ids[ids.len() - 1 - orng.below(ids.len().min(4) as u64) as usize];
                         match r {
                             35..38 => Op::Release { of },
-                            _ => Op::Report {
+                            38..44 => Op::Report {
+                                of,
+                                delivered: orng.below(2) == 0,
+                            },
+                            44..47 => Op::Sent { of },
+                            _ => Op::Meta {
                                 of,
                                 delivered: orng.below(2) == 0,
                             },
@@ -2334,8 +2444,9 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             .count(),
         reports: calls
             .iter()
-            .filter(|c| matches!(c.op, Op::Report { .. }))
+            .filter(|c| matches!(c.op, Op::Report { .. } | Op::Sent { .. } | Op::Meta { .. }))
             .count(),
+        early_applied: finals.values().map(|b| b.early_applied).sum(),
         released: finals.values().map(|b| b.released.len()).sum(),
         releases_void: finals.values().map(|b| b.releases_void).sum(),
         to_stopped: calls
@@ -2394,7 +2505,11 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
             // applied: in `events`, checked below; what it set is in the
             // decisions after it, each checked against the Book's limit
             // (a release's outcome: against the rule where it was applied)
-            Op::SetLimit { .. } | Op::Release { .. } | Op::Report { .. } => true,
+            Op::SetLimit { .. }
+            | Op::Release { .. }
+            | Op::Report { .. }
+            | Op::Sent { .. }
+            | Op::Meta { .. } => true,
             _ => b
                 .opted_out
                 .get(&e.scope)
@@ -2418,7 +2533,12 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
         let denies = |c: &Call| match e.op {
             Op::DisableAlert => c.op == (Op::Send { alert: true }),
             Op::Restrict => c.op.is_send() && pos(c.scope, c.id).is_none_or(|p| p < lifted_at),
-            Op::Lift | Op::SetLimit { .. } | Op::Release { .. } | Op::Report { .. } => false,
+            Op::Lift
+            | Op::SetLimit { .. }
+            | Op::Release { .. }
+            | Op::Report { .. }
+            | Op::Sent { .. }
+            | Op::Meta { .. } => false,
             _ => c.op.is_send() && c.customer == e.customer,
         };
         assert!(
@@ -2608,10 +2728,12 @@ fn run_seeds(seeds: &[u64]) {
     let (mut restrictions, mut lifts) = (0, 0);
     let (mut limit_changes, mut refused_lowered) = (0, 0);
     let (mut releases, mut released, mut releases_void, mut reports) = (0, 0, 0, 0);
+    let mut early_applied = 0;
     for seed in seeds {
         let o = run_seed(*seed);
         releases += o.releases;
         reports += o.reports;
+        early_applied += o.early_applied;
         released += o.released;
         releases_void += o.releases_void;
         limit_changes += o.limit_changes;
@@ -2638,7 +2760,7 @@ fn run_seeds(seeds: &[u64]) {
          accounts restricted, {lifts} lifted, {limit_changes} limits set, {refused_lowered} \
          sends refused at a lowered limit, {releases} releases and {reports} delivery reports: \
          {released} admissions given back, {releases_void} releases and FAILED reports that found \
-         none), {faults} faults \
+         none, {early_applied} early FAILED statuses applied), {faults} faults \
          ({transfers} leadership transfers, {lost} disks lost, {moves} moves, {leaving_stops} \
          crashes of a leaving node, {removed_down} removed while down, {clock_faults} clocks off; {refused} stamps refused), \
          in {:.1} s",
