@@ -105,8 +105,8 @@
 //! so).
 //! Fast-path reads count a released admission until its release was
 //! certainly applied, and at least until it may have been.
-//! Not covered: the rules beyond R3.4, R3.5's release, R5.6's limit set
-//! from outside, R6's disabled template, R7 and section 10's account
+//! Not covered: the rules beyond R3.4, R3.5's release and delivery
+//! reports, R5.6's limit set from outside, R6's disabled template, R7 and section 10's account
 //! restriction (admit-core's own tests cover them on one engine).
 //! A run's digest (every event, answer and final state) is the same each
 //! time a seed runs; `a_seed_replays_exactly` checks it. The seed also
@@ -215,8 +215,10 @@ struct Knobs {
     /// ([`Op::SetLimit`]; off only for seeds that replay a schedule found
     /// before).
     limits: bool,
-    /// Callers' calls include releases ([`Op::Release`]; off only for
-    /// seeds that replay a schedule found before).
+    /// Callers' calls include releases, delivery reports and Meta's
+    /// statuses (R3.5: [`Op::Release`], [`Op::Report`], [`Op::Sent`],
+    /// [`Op::Meta`]; off only for seeds that replay a schedule found
+    /// before).
     releases: bool,
 }
 
