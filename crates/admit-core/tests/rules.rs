@@ -362,6 +362,41 @@ fn seeds_1k() -> H {
     h
 }
 
+/// R3.5 with R5.3: a release after the conversation left the 24 h window answers
+/// `released = false`, yet takes the conversation out of the 7-day count (the message
+/// failed: it opened none), so the next conversation does not reach the threshold.
+#[test]
+fn r3_5_a_release_after_the_24h_window_still_leaves_the_upgrade_count() {
+    // 499 in the 7 days, the last one's admission id kept
+    let setup = || {
+        let mut h = seeds_1k();
+        h.open_many(N, 0, 498, at(1, 9, 0));
+        let d = h.admit(N, 498, util(), at(1, 9, 0));
+        let id = d.admission.clone().expect("a new conversation");
+        assert_eq!(h.status(N, at(2, 9, 0)).upgrade_count, 499);
+        (h, id)
+    };
+    // a millisecond before its window ends it is still counted, and given back
+    let (mut h, id) = setup();
+    let out = h.apply(Command::Release(id), Ts(at(2, 9, 0).0 - 1));
+    assert_eq!(out.unwrap(), Output::Released { released: true });
+    assert_eq!(h.status(N, at(2, 9, 0)).upgrade_count, 498);
+    // at the window's end it no longer counts in the 24 h window: not "released",
+    // yet out of the 7-day count
+    let (mut h, id) = setup();
+    let out = h.apply(Command::Release(id), at(2, 9, 0));
+    assert_eq!(out.unwrap(), Output::Released { released: false });
+    let s = h.status(N, at(2, 9, 0));
+    assert_eq!((s.used, s.upgrade_count), (0, 498));
+    h.open_many(N, 499, 1, at(2, 10, 0));
+    let s = h.status(N, at(2, 10, 0));
+    assert_eq!(
+        (s.upgrade_count, s.upgrade_at),
+        (499, None),
+        "no wait at 499"
+    );
+}
+
 #[test]
 fn r5_3_seed_example_1_upgrade_24h_after_the_500th() {
     let mut h = seeds_1k();

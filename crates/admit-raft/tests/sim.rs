@@ -67,7 +67,12 @@
 //! id and one in forty Meta's status naming only the message id (applied
 //! through the message the sender reported, or remembered until that
 //! report when it comes first), and later
-//! send to customers whose STOP was answered; through any node, following leader
+//! send to customers whose STOP was answered. Scope [`UPGRADING`]'s number
+//! climbs a ladder of tiers ([`ladder`]: its limit, twice and four times
+//! it) by R5.3's rule: a new conversation that finds the 7-day count at
+//! half the limit starts a 24 h wait (1 s of the sim), at whose end the
+//! count is taken again and the limit rises one tier if it still holds;
+//! an operator's limit cancels a wait (R5.6). Calls go through any node, following leader
 //! hints and retrying an unanswered call (a repeat answers its first
 //! decision: admit's idempotency keys and delivery keys). A model of the
 //! rules beside the engine (the [`Book`]) says what each decision must be;
@@ -105,9 +110,14 @@
 //! so).
 //! Fast-path reads count a released admission until its release was
 //! certainly applied, and at least until it may have been.
+//! Every decision by the windows reports the limit the model holds then
+//! (the tier reached, or the limit last set), and the leaders' engines
+//! hold it at the end.
 //! Not covered: the rules beyond R3.4, R3.5's release and delivery
-//! reports, R5.6's limit set from outside, R6's disabled template, R7 and section 10's account
-//! restriction (admit-core's own tests cover them on one engine).
+//! reports, R5.3's upgrade and R5.6's limit set from outside, R6's
+//! disabled template, R7 and section 10's account restriction: R5.5's
+//! downgrade, portfolio scopes, holds and back-offs (section 9) and R8's
+//! leader-local buckets (admit-core's own tests cover them on one engine).
 //! A run's digest (every event, answer and final state) is the same each
 //! time a seed runs; `a_seed_replays_exactly` checks it. The seed also
 //! fixes tokio's `select!` order (`Builder::rng_seed`, which needs
@@ -144,7 +154,7 @@ use std::time::Duration;
 use admit_core::{
     AdmissionId, AdmitRequest, Category, Command, DeliveryStatus, Dur, IdempotencyKey, Inbound,
     InboundKind, Limit, NumberId, NumberRegistration, OptChange, Output, PlatformEvent, Policy,
-    SendKind, Target, TemplateEvent, TemplateId, Ts, WaId,
+    SendKind, Target, TemplateEvent, TemplateId, Threshold, Ts, WaId,
 };
 use admit_raft::{App, Dialer, NodeConfig, RaftNode, WriteError};
 use admit_server::app::{ReaderSlot, ShardApp, Stamped};
@@ -170,6 +180,20 @@ fn windowed(scope: u32) -> bool {
     scope < 2
 }
 const WINDOW_MS: u64 = 1_000;
+/// The scope whose number climbs a ladder of tiers by R5.3's rule (with
+/// [`Knobs::upgrades`]): a windowed scope, so its rule's 7 days and 24 h
+/// wait are 7 and 1 [`WINDOW_MS`] of the sim, and a wait ends in a run.
+const UPGRADING: u32 = 1;
+/// The ladder of [`UPGRADING`]: its [`limit`], twice and four times it.
+fn ladder(scope: u32) -> [usize; 3] {
+    let l = limit(scope);
+    [l, 2 * l, 4 * l]
+}
+/// The first tier of the scope's ladder above `l` (R5.6: a limit set off
+/// the ladder upgrades to the tier above it).
+fn next_tier(scope: u32, l: usize) -> Option<usize> {
+    ladder(scope).into_iter().find(|t| *t > l)
+}
 /// How far a node's clock may run ahead of the others' before it stamps
 /// nothing (admit-server's `--max-clock-offset`, scaled down like the
 /// window).
@@ -220,6 +244,9 @@ struct Knobs {
     /// [`Op::Meta`]; off only for seeds that replay a schedule found
     /// before).
     releases: bool,
+    /// Scope [`UPGRADING`] climbs a ladder of tiers by R5.3's rule (off
+    /// only for seeds that replay a schedule found before).
+    upgrades: bool,
 }
 
 impl Knobs {
@@ -234,6 +261,7 @@ impl Knobs {
             restrictions: true,
             limits: true,
             releases: true,
+            upgrades: true,
         }
     }
 }
@@ -339,6 +367,8 @@ struct When {
     /// the engine's time it was decided at (a windowed admission is
     /// dated there, as admit dates a conversation)
     engine_ms: u64,
+    /// the scope's limit then
+    limit: usize,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -392,6 +422,18 @@ struct Book {
     early: BTreeMap<u64, (bool, u64)>,
     /// FAILED statuses applied by a later SENT report
     early_applied: u64,
+    /// scope -> when (the engine's time) its wait for the next tier ends
+    /// (R5.3)
+    pending_upgrade: BTreeMap<u32, u64>,
+    /// scope -> the highest limit an upgrade gave it
+    peak: BTreeMap<u32, usize>,
+    /// ids whose conversation a release or FAILED report took out of
+    /// admit's log after it left the 24 h window (`released` false): R5.3's
+    /// count no longer has them
+    taken_out: BTreeSet<u64>,
+    /// Waits that ended in an upgrade, and waits that ended without one.
+    upgrades: u64,
+    upgrades_failed: u64,
 }
 
 impl Book {
@@ -410,6 +452,64 @@ impl Book {
     /// The limit of `scope` now.
     fn limit(&self, scope: u32) -> usize {
         self.limits.get(&scope).copied().unwrap_or(limit(scope))
+    }
+
+    /// The highest limit `scope` ever had: no window may hold more.
+    fn cap(&self, scope: u32) -> usize {
+        self.peak
+            .get(&scope)
+            .copied()
+            .unwrap_or(0)
+            .max(limit(scope))
+    }
+
+    /// R5.3's count at `at`: the admissions still counted that were dated
+    /// in the 7 days up to `at` (each is a customer of its own).
+    fn unique_7d(&self, scope: u32, at: u64) -> usize {
+        let from = at.saturating_sub(sim_days(scope, 7));
+        let ids = self.admitted.get(&scope).map(Vec::as_slice).unwrap_or(&[]);
+        ids.iter()
+            .filter(|id| (from + 1..=at).contains(&self.when[id].engine_ms))
+            .filter(|id| !self.taken_out.contains(id))
+            .count()
+    }
+
+    /// R5.3 at `at` for a scope at limit `l`: the tier above `l` when the
+    /// 7 days up to `at` count at least half of `l` (the number is
+    /// Connected, of High quality, its name approved all run).
+    fn upgrade_to(&self, scope: u32, l: usize, at: u64) -> Option<usize> {
+        next_tier(scope, l).filter(|_| self.unique_7d(scope, at) >= l.div_ceil(2))
+    }
+
+    /// The limit of `scope` at the engine's time `now`, with a wait due by
+    /// then ended at its own time (the conditions checked again there),
+    /// and whether that wait upgraded.
+    fn tier_at(&self, scope: u32, now: u64) -> (usize, Option<bool>) {
+        let l = self.limit(scope);
+        match self.pending_upgrade.get(&scope) {
+            Some(due) if *due <= now => match self.upgrade_to(scope, l, *due) {
+                Some(to) => (to, Some(true)),
+                None => (l, Some(false)),
+            },
+            _ => (l, None),
+        }
+    }
+
+    /// Ends `scope`'s wait for the next tier if it is due at the engine's
+    /// time: before a command is decided, as admit runs delayed effects.
+    fn run_due(&mut self, scope: u32) {
+        let (l, ended) = self.tier_at(scope, self.now_ms);
+        match ended {
+            None => return,
+            Some(true) => {
+                self.upgrades += 1;
+                self.limits.insert(scope, l);
+                let peak = self.peak.entry(scope).or_default();
+                *peak = (*peak).max(l);
+            }
+            Some(false) => self.upgrades_failed += 1,
+        }
+        self.pending_upgrade.remove(&scope);
     }
 }
 
@@ -446,6 +546,8 @@ struct AdmitShard {
     engines: Arc<Mutex<BTreeMap<u32, ShardApp>>>,
     /// scope -> the lock-free reader of its engine (the fast path's)
     readers: Arc<BTreeMap<u32, ReaderSlot>>,
+    /// Scope [`UPGRADING`] climbs its [`ladder`] ([`Knobs::upgrades`]).
+    upgrades: bool,
 }
 
 const DAY_MS: u64 = 86_400_000;
@@ -542,16 +644,30 @@ fn engine_cmd(c: &Admit) -> Command {
 
 impl AdmitShard {
     /// A shard's App: its scopes' numbers registered, before any entry.
-    fn new(shard: u32) -> AdmitShard {
+    fn new(shard: u32, upgrades: bool) -> AdmitShard {
         let (mut engines, mut readers) = (BTreeMap::new(), BTreeMap::new());
         for scope in (0..SCOPES).filter(|s| shard_of(*s) == shard) {
             let (mut app, slot) = ShardApp::new();
+            let climbs = upgrades && scope == UPGRADING;
+            // R5.3 as the `seeds` profile has it, which the Book models
+            let rule = Policy::seeds().upgrade.filter(|_| climbs);
+            if let Some(r) = &rule {
+                assert_eq!(
+                    (r.window, r.threshold, r.delay),
+                    (Dur::days(7), Threshold::PercentOfLimit(50), Dur::hours(24)),
+                    "the Book's model of R5.3"
+                );
+            }
             let policy = Policy {
                 name: "sim".into(),
-                ladder: vec![Limit::Capped(limit(scope) as u32)],
+                ladder: if climbs {
+                    ladder(scope).map(|l| Limit::Capped(l as u32)).to_vec()
+                } else {
+                    vec![Limit::Capped(limit(scope) as u32)]
+                },
                 initial_limit: Limit::Capped(limit(scope) as u32),
                 first_upgrade: None,
-                upgrade: None,
+                upgrade: rule,
                 flagged_downgrade: false,
                 // a retried key is answered as first decided all run long
                 idempotency_ttl: Dur::days(3_650),
@@ -578,6 +694,7 @@ impl AdmitShard {
             book: Arc::default(),
             engines: Arc::new(Mutex::new(engines)),
             readers: Arc::new(readers),
+            upgrades,
         }
     }
 
@@ -615,6 +732,7 @@ impl App for AdmitShard {
         let mut b = lock(&self.book);
         b.now_ms = b.now_ms.max(c.at);
         b.tau_ms = b.tau_ms.max(c.true_ms);
+        b.run_due(c.scope);
         let at = engine_ts(c.scope, b.now_ms);
         let cmd = match c.op {
             // the admission id the call `of` was answered with: applied
@@ -661,6 +779,7 @@ impl App for AdmitShard {
             true_ms: c.true_ms,
             tau_ms: b.tau_ms,
             engine_ms: b.now_ms,
+            limit: b.limit(c.scope),
         };
         if !c.op.is_send() {
             // R3.5: a release gives the admission back while the scope
@@ -689,6 +808,17 @@ impl App for AdmitShard {
                 } => !dup && counted_live(&b, of) && !b.delivered.contains(&of),
                 _ => false,
             };
+            // whether admit takes the admission's conversation out of its
+            // log: then it no longer counts for R5.3 either, even when it
+            // was out of the 24 h window already (`released` is false then)
+            let mut takes_out = match c.op {
+                Op::Release { .. } => true,
+                Op::Report {
+                    of,
+                    delivered: false,
+                } => !dup && !b.delivered.contains(&of),
+                _ => false,
+            };
             let mut delivers = matches!(
                 c.op,
                 Op::Report {
@@ -703,6 +833,7 @@ impl App for AdmitShard {
                         Some((true, _)) => delivers = true,
                         Some((false, _)) => {
                             releases = counted_live(&b, of) && !b.delivered.contains(&of);
+                            takes_out = !b.delivered.contains(&of);
                             b.early_applied += 1;
                         }
                         None => {}
@@ -714,7 +845,8 @@ impl App for AdmitShard {
                     match (found, delivered, early) {
                         (true, true, _) => delivers = true,
                         (true, false, _) => {
-                            releases = counted_live(&b, of) && !b.delivered.contains(&of)
+                            releases = counted_live(&b, of) && !b.delivered.contains(&of);
+                            takes_out = !b.delivered.contains(&of);
                         }
                         (false, true, true) => {
                             if let Some(e) = b.early.get_mut(&of) {
@@ -756,6 +888,8 @@ impl App for AdmitShard {
             if let Op::SetLimit { low } = c.op {
                 // every application, a repeat's too: a registration has no key
                 b.limits.insert(c.scope, set_limit_to(c.scope, low));
+                // a limit set from outside cancels a wait (R5.6)
+                b.pending_upgrade.remove(&c.scope);
             }
             if let (Op::Report { of, .. } | Op::Sent { of } | Op::Meta { of, .. }, true) =
                 (c.op, delivers)
@@ -770,6 +904,10 @@ impl App for AdmitShard {
             | Op::Sent { of }
             | Op::Meta { of, .. } = c.op
             {
+                if takes_out && !releases {
+                    // out of the window, still in the 7 days (if admitted)
+                    b.taken_out.insert(of);
+                }
                 if releases {
                     // decided here: its own place in the scope's order
                     let at = b.order.get(&c.scope).map_or(0, Vec::len);
@@ -860,10 +998,29 @@ impl App for AdmitShard {
             if let Some(a) = decision.as_ref().and_then(|d| d.admission.clone()) {
                 b.admissions.insert(c.id, a);
             }
+            // R5.3: a new conversation that finds the count at half the
+            // limit starts the wait for the next tier, unless one runs
+            let (l, now) = (b.limit(c.scope), b.now_ms);
+            if self.upgrades
+                && c.scope == UPGRADING
+                && !b.pending_upgrade.contains_key(&c.scope)
+                && b.upgrade_to(c.scope, l, now).is_some()
+            {
+                b.pending_upgrade
+                    .insert(c.scope, now + sim_days(c.scope, 1));
+            }
         }
         if let Some(d) = &decision {
             let held = b.held(c.scope) as u32;
-            if d.allowed != rule || d.replayed || d.used != held || d.counted != d.allowed {
+            // a decision by the windows reports the limit it was taken at
+            let windows = !stopped && !disabled && !restricted;
+            let limit_seen = d.limit == Some(Limit::Capped(b.limit(c.scope) as u32));
+            if d.allowed != rule
+                || d.replayed
+                || d.used != held
+                || d.counted != d.allowed
+                || (windows && !limit_seen)
+            {
                 b.disagreements.push(format!(
                     "id {} in scope {}: the rule says {rule} with {held} held after, the engine {d:?}",
                     c.id, c.scope
@@ -1166,6 +1323,8 @@ struct Sim {
     refused_stamps: Arc<AtomicU64>,
     /// Nodes moved out whose removal completed while they were down.
     removed_while_down: usize,
+    /// The Apps' scope [`UPGRADING`] climbs its ladder.
+    upgrades: bool,
 }
 
 fn scratch() -> tempfile::TempDir {
@@ -1216,7 +1375,7 @@ impl Sim {
         c
     }
 
-    async fn new() -> Sim {
+    async fn new(upgrades: bool) -> Sim {
         let mut sim = Sim {
             net: Arc::default(),
             root: scratch(),
@@ -1231,6 +1390,7 @@ impl Sim {
             stampers: Arc::default(),
             refused_stamps: Arc::default(),
             removed_while_down: 0,
+            upgrades,
         };
         for id in 1..=NODES {
             sim.start(id).await;
@@ -1256,8 +1416,9 @@ impl Sim {
             s.listeners.insert(id, tx);
         });
         let books = self.books.clone();
+        let upgrades = self.upgrades;
         let factory = move |shard| {
-            let app = AdmitShard::new(shard);
+            let app = AdmitShard::new(shard, upgrades);
             lock(&books).insert((id, shard), app.clone());
             app
         };
@@ -1607,6 +1768,10 @@ struct Outcome {
     early_applied: u64,
     released: usize,
     releases_void: u64,
+    /// waits for the next tier that ended in an upgrade, and without one
+    /// (R5.3)
+    upgrades: u64,
+    upgrades_failed: u64,
 }
 
 fn links_of(f: Fault, members: &[u64]) -> Vec<(u64, u64)> {
@@ -1930,10 +2095,10 @@ fn check_step(books: &[(u64, u32, Book)], at_ms: u64, true_ms: u64, seed: u64) {
         );
         for scope in b.admitted.keys() {
             assert!(
-                b.held(*scope) <= limit(*scope),
+                b.held(*scope) <= b.cap(*scope),
                 "seed {seed}, {at_ms} ms: node {n} shard {s} scope {scope} holds {} > {}",
                 b.held(*scope),
-                limit(*scope)
+                b.cap(*scope)
             );
         }
         // no stamp ran the engine's time further ahead of the true time
@@ -1965,7 +2130,7 @@ fn check_step(books: &[(u64, u32, Book)], at_ms: u64, true_ms: u64, seed: u64) {
 async fn run(seed: u64, knobs: Knobs) -> Outcome {
     admit_raft::seed_draws(seed);
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let mut sim = Sim::new().await;
+    let mut sim = Sim::new(knobs.upgrades).await;
     let epoch = Instant::now();
     let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
     let history = Arc::new(Mutex::new(History::default()));
@@ -2378,9 +2543,11 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                                 "seed {seed}: node {}'s engine counts otherwise than the rule in scope {scope}",
                                 n.node_id()
                             );
+                            // (a wait due by the shard's time ended there:
+                            // the reader settles it as the writer will)
                             assert_eq!(
                                 app.engine_limit(scope),
-                                Some(Limit::Capped(b.limit(scope) as u32)),
+                                Some(Limit::Capped(b.tier_at(scope, b.now_ms).0 as u32)),
                                 "seed {seed}: node {}'s engine holds another limit than the last set in scope {scope}",
                                 n.node_id()
                             );
@@ -2450,6 +2617,8 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             .count(),
         early_applied: finals.values().map(|b| b.early_applied).sum(),
         released: finals.values().map(|b| b.released.len()).sum(),
+        upgrades: finals.values().map(|b| b.upgrades).sum(),
+        upgrades_failed: finals.values().map(|b| b.upgrades_failed).sum(),
         releases_void: finals.values().map(|b| b.releases_void).sum(),
         to_stopped: calls
             .iter()
@@ -2484,7 +2653,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
     for b in finals.values() {
         for scope in b.admitted.keys() {
             assert!(
-                b.held(*scope) <= limit(*scope),
+                b.held(*scope) <= b.cap(*scope),
                 "seed {seed}: scope {scope} ends over its limit"
             );
         }
@@ -2575,7 +2744,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
     // more than the slack back; so every admission stamped (true time)
     // within the window, narrowed by both, before the latest stamp applied
     // at a later admission is counted by it, and no such stretch of true
-    // time holds more than the limit
+    // time holds more than the limit that admission was decided under
     let reach = WINDOW_MS - MAX_OFFSET.as_millis() as u64 - 2 * CLOCK_SLACK_MS;
     for b in finals.values() {
         for (scope, order) in b.order.iter().filter(|(s, _)| windowed(**s)) {
@@ -2595,10 +2764,10 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
                     .filter(|(_, x, _)| x.true_ms > from)
                     .count();
                 assert!(
-                    held <= limit(*scope),
+                    held <= w.limit,
                     "seed {seed}: scope {scope} admitted {held} > {} stamped within {reach} ms {admitted:?}\
                      of true time up to id {id} ({w:?})",
-                    limit(*scope)
+                    w.limit
                 );
             }
         }
@@ -2730,9 +2899,11 @@ fn run_seeds(seeds: &[u64]) {
     let (mut restrictions, mut lifts) = (0, 0);
     let (mut limit_changes, mut refused_lowered) = (0, 0);
     let (mut releases, mut released, mut releases_void, mut reports) = (0, 0, 0, 0);
-    let mut early_applied = 0;
+    let (mut early_applied, mut upgrades, mut upgrades_failed) = (0, 0, 0);
     for seed in seeds {
         let o = run_seed(*seed);
+        upgrades += o.upgrades;
+        upgrades_failed += o.upgrades_failed;
         releases += o.releases;
         reports += o.reports;
         early_applied += o.early_applied;
@@ -2762,7 +2933,8 @@ fn run_seeds(seeds: &[u64]) {
          accounts restricted, {lifts} lifted, {limit_changes} limits set, {refused_lowered} \
          sends refused at a lowered limit, {releases} releases and {reports} delivery reports: \
          {released} admissions given back, {releases_void} releases and FAILED reports that found \
-         none, {early_applied} early FAILED statuses applied), {faults} faults \
+         none, {early_applied} early FAILED statuses applied; {upgrades} tier upgrades, \
+         {upgrades_failed} waits ended without one), {faults} faults \
          ({transfers} leadership transfers, {lost} disks lost, {moves} moves, {leaving_stops} \
          crashes of a leaving node, {removed_down} removed while down, {clock_faults} clocks off; {refused} stamps refused), \
          in {:.1} s",
@@ -2809,6 +2981,7 @@ fn a_follower_whose_answers_timed_out_is_caught_up_again() {
             restrictions: false,
             limits: false,
             releases: false,
+            upgrades: false,
         },
     );
     assert_eq!(o.moves, 1, "seed 1043 no longer moves a node: pick another");
@@ -2832,6 +3005,7 @@ fn a_node_dropped_from_the_metadata_group_unaware_hands_its_shards_over() {
         restrictions: false,
         limits: false,
         releases: false,
+        upgrades: false,
     };
     let o = run_seed_with(11197, knobs);
     assert_eq!(
