@@ -72,7 +72,13 @@
 //! it) by R5.3's rule: a new conversation that finds the 7-day count at
 //! half the limit starts a 24 h wait (1 s of the sim), at whose end the
 //! count is taken again and the limit rises one tier if it still holds;
-//! an operator's limit cancels a wait (R5.6). Calls go through any node, following leader
+//! an operator's limit cancels a wait (R5.6). Scope [`PORTFOLIO`] is a
+//! portfolio of two numbers under one limit: one call in ten there is
+//! the second number's template to a customer of one of the first's last
+//! admissions ([`Op::Also`]), which the portfolio counts once while
+//! either conversation is in the window (R3.1), so it is admitted at the
+//! limit and not counted again; a release of either then gives nothing
+//! back until both are gone. Calls go through any node, following leader
 //! hints and retrying an unanswered call (a repeat answers its first
 //! decision: admit's idempotency keys and delivery keys). A model of the
 //! rules beside the engine (the [`Book`]) says what each decision must be;
@@ -113,10 +119,10 @@
 //! Every decision by the windows reports the limit the model holds then
 //! (the tier reached, or the limit last set), and the leaders' engines
 //! hold it at the end.
-//! Not covered: the rules beyond R3.4, R3.5's release and delivery
-//! reports, R5.3's upgrade and R5.6's limit set from outside, R6's
+//! Not covered: the rules beyond R3.1's portfolio, R3.4, R3.5's release
+//! and delivery reports, R5.3's upgrade and R5.6's limit set from outside, R6's
 //! disabled template, R7 and section 10's account restriction: R5.5's
-//! downgrade, portfolio scopes, holds and back-offs (section 9) and R8's
+//! downgrade, holds and back-offs (section 9) and R8's
 //! leader-local buckets (admit-core's own tests cover them on one engine).
 //! A run's digest (every event, answer and final state) is the same each
 //! time a seed runs; `a_seed_replays_exactly` checks it. The seed also
@@ -154,7 +160,7 @@ use std::time::Duration;
 use admit_core::{
     AdmissionId, AdmitRequest, Category, Command, DeliveryStatus, Dur, IdempotencyKey, Inbound,
     InboundKind, Limit, NumberId, NumberRegistration, OptChange, Output, PlatformEvent, Policy,
-    SendKind, Target, TemplateEvent, TemplateId, Threshold, Ts, WaId,
+    PortfolioId, ScopeKind, SendKind, Target, TemplateEvent, TemplateId, Threshold, Ts, WaId,
 };
 use admit_raft::{App, Dialer, NodeConfig, RaftNode, WriteError};
 use admit_server::app::{ReaderSlot, ShardApp, Stamped};
@@ -184,6 +190,9 @@ const WINDOW_MS: u64 = 1_000;
 /// [`Knobs::upgrades`]): a windowed scope, so its rule's 7 days and 24 h
 /// wait are 7 and 1 [`WINDOW_MS`] of the sim, and a wait ends in a run.
 const UPGRADING: u32 = 1;
+/// The scope that is a portfolio of two numbers under one limit (R3.1,
+/// with [`Knobs::portfolios`]): [`number_of`] and [`second_number`].
+const PORTFOLIO: u32 = 0;
 /// The ladder of [`UPGRADING`]: its [`limit`], twice and four times it.
 fn ladder(scope: u32) -> [usize; 3] {
     let l = limit(scope);
@@ -247,6 +256,10 @@ struct Knobs {
     /// Scope [`UPGRADING`] climbs a ladder of tiers by R5.3's rule (off
     /// only for seeds that replay a schedule found before).
     upgrades: bool,
+    /// Scope [`PORTFOLIO`] is a portfolio of two numbers sharing one limit
+    /// ([`Op::Also`]; off only for seeds that replay a schedule found
+    /// before).
+    portfolios: bool,
 }
 
 impl Knobs {
@@ -262,6 +275,7 @@ impl Knobs {
             limits: true,
             releases: true,
             upgrades: true,
+            portfolios: true,
         }
     }
 }
@@ -338,6 +352,11 @@ enum Op {
     /// admission; for one not reported yet, a FAILED is remembered (and a
     /// DELIVERED after it cancels it) until the sender's report.
     Meta { of: u64, delivered: bool },
+    /// A keyed marketing template (`promo`) from the portfolio's second
+    /// number to the customer of call `of`, an admission of the first
+    /// number: the portfolio counts that customer once while either
+    /// number's conversation with them is in the window (R3.1, R3.2).
+    Also { of: u64 },
 }
 
 /// The sim's time `days` of the engine's days stand for in `scope` (a
@@ -353,7 +372,7 @@ fn message_of(of: u64) -> String {
 
 impl Op {
     fn is_send(self) -> bool {
-        matches!(self, Op::Send { .. })
+        matches!(self, Op::Send { .. } | Op::Also { .. })
     }
 }
 
@@ -431,6 +450,12 @@ struct Book {
     /// admit's log after it left the 24 h window (`released` false): R5.3's
     /// count no longer has them
     taken_out: BTreeSet<u64>,
+    /// id -> its customer, for admitted sends to another customer than the
+    /// call's own id ([`Op::Also`])
+    cust: BTreeMap<u64, u64>,
+    /// Admissions that counted no one ([`Op::Also`]: the portfolio
+    /// counted the customer already)
+    uncounted: BTreeSet<u64>,
     /// Waits that ended in an upgrade, and waits that ended without one.
     upgrades: u64,
     upgrades_failed: u64,
@@ -440,13 +465,32 @@ impl Book {
     /// What `scope` holds now: in a windowed scope, the admissions dated
     /// within the window that ends at the engine's time.
     fn held(&self, scope: u32) -> usize {
+        self.live(scope)
+            .map(|id| self.customer(id))
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    /// The admissions `scope` counts now: in a windowed scope, those dated
+    /// within the window that ends at the engine's time.
+    fn live(&self, scope: u32) -> impl Iterator<Item = u64> + '_ {
         let ids = self.admitted.get(&scope).map(Vec::as_slice).unwrap_or(&[]);
-        if !windowed(scope) {
-            return ids.len();
-        }
         ids.iter()
-            .filter(|id| self.when[id].engine_ms + WINDOW_MS > self.now_ms)
-            .count()
+            .filter(move |id| !windowed(scope) || self.when[id].engine_ms + WINDOW_MS > self.now_ms)
+            .copied()
+    }
+
+    /// The customer of an admitted send.
+    fn customer(&self, id: u64) -> u64 {
+        self.cust.get(&id).copied().unwrap_or(id)
+    }
+
+    /// Whether `scope` counts `customer` now by an admission other than
+    /// `but` (R3.1: a portfolio counts a customer once, while any of its
+    /// numbers' conversations with them is in the window).
+    fn counts(&self, scope: u32, customer: u64, but: Option<u64>) -> bool {
+        self.live(scope)
+            .any(|id| Some(id) != but && self.customer(id) == customer)
     }
 
     /// The limit of `scope` now.
@@ -548,6 +592,9 @@ struct AdmitShard {
     readers: Arc<BTreeMap<u32, ReaderSlot>>,
     /// Scope [`UPGRADING`] climbs its [`ladder`] ([`Knobs::upgrades`]).
     upgrades: bool,
+    /// Scope [`PORTFOLIO`] is a portfolio of two numbers
+    /// ([`Knobs::portfolios`]).
+    portfolios: bool,
 }
 
 const DAY_MS: u64 = 86_400_000;
@@ -568,13 +615,23 @@ fn number_of(scope: u32) -> NumberId {
     NumberId::parse("number", &(1_000 + scope).to_string()).unwrap()
 }
 
+/// The second number of scope [`PORTFOLIO`]'s portfolio.
+fn second_number(scope: u32) -> NumberId {
+    NumberId::parse("number", &(2_000 + scope).to_string()).unwrap()
+}
+
+fn portfolio_of(scope: u32) -> PortfolioId {
+    PortfolioId::parse("portfolio", &format!("p{scope}")).unwrap()
+}
+
 fn customer_of(id: u64) -> WaId {
     WaId::parse("customer", &(491_500_000_000 + id).to_string()).unwrap()
 }
 
-/// The command of a call (a message or event keyed by the call's id).
-fn engine_cmd(c: &Admit) -> Command {
-    let (number, customer) = (number_of(c.scope), customer_of(c.customer));
+/// The command of a call (a message or event keyed by the call's id);
+/// `portfolio`: the scope is a portfolio ([`Knobs::portfolios`]).
+fn engine_cmd(c: &Admit, portfolio: bool) -> Command {
+    let (mut number, customer) = (number_of(c.scope), customer_of(c.customer));
     let event_key = Some(format!("m{}", c.id));
     let alert = || TemplateId::parse("template", "alert").unwrap();
     let template = match c.op {
@@ -620,15 +677,21 @@ fn engine_cmd(c: &Admit) -> Command {
         Op::SetLimit { low } => {
             return Command::RegisterNumber(NumberRegistration {
                 number: Some(number),
+                // the number's scope is the portfolio's: its limit
+                portfolio: portfolio.then(|| portfolio_of(c.scope)),
                 limit: Some(Limit::Capped(set_limit_to(c.scope, low) as u32)),
                 ..Default::default()
-            })
+            });
         }
         Op::Release { of } | Op::Report { of, .. } | Op::Sent { of } | Op::Meta { of, .. } => {
             panic!("the release or report of {of} needs its admission id: AdmitShard::apply")
         }
         Op::Send { alert: true } => alert(),
         Op::Send { alert: false } => TemplateId::parse("template", "promo").unwrap(),
+        Op::Also { .. } => {
+            number = second_number(c.scope);
+            TemplateId::parse("template", "promo").unwrap()
+        }
     };
     let id = c.id;
     Command::Admit(AdmitRequest {
@@ -644,7 +707,7 @@ fn engine_cmd(c: &Admit) -> Command {
 
 impl AdmitShard {
     /// A shard's App: its scopes' numbers registered, before any entry.
-    fn new(shard: u32, upgrades: bool) -> AdmitShard {
+    fn new(shard: u32, upgrades: bool, portfolios: bool) -> AdmitShard {
         let (mut engines, mut readers) = (BTreeMap::new(), BTreeMap::new());
         for scope in (0..SCOPES).filter(|s| shard_of(*s) == shard) {
             let (mut app, slot) = ShardApp::new();
@@ -673,17 +736,31 @@ impl AdmitShard {
                 idempotency_ttl: Dur::days(3_650),
                 ..Policy::seeds()
             };
-            let registration = NumberRegistration {
-                number: Some(number_of(scope)),
-                profile: Some("sim".into()),
-                limit: Some(Limit::Capped(limit(scope) as u32)),
-                ..Default::default()
+            // a portfolio: the limit and the opt-outs are the portfolio's
+            let shared = portfolios && scope == PORTFOLIO;
+            let policy = Policy {
+                scope: if shared {
+                    ScopeKind::Portfolio
+                } else {
+                    ScopeKind::Number
+                },
+                ..policy
+            };
+            let registration = |number| {
+                Command::RegisterNumber(NumberRegistration {
+                    number: Some(number),
+                    portfolio: shared.then(|| portfolio_of(scope)),
+                    profile: Some("sim".into()),
+                    limit: Some(Limit::Capped(limit(scope) as u32)),
+                    ..Default::default()
+                })
             };
             let at = Ts(CLOCK_BASE_MS - 10 * DAY_MS);
-            for cmd in [
-                Command::SetPolicy(policy),
-                Command::RegisterNumber(registration),
-            ] {
+            let mut cmds = vec![Command::SetPolicy(policy), registration(number_of(scope))];
+            if shared {
+                cmds.push(registration(second_number(scope)));
+            }
+            for cmd in cmds {
                 let r = app.apply(0, Stamped { at, cmd, by: None });
                 assert!(r.out.is_ok(), "scope {scope}'s set-up: {:?}", r.out);
             }
@@ -695,6 +772,7 @@ impl AdmitShard {
             engines: Arc::new(Mutex::new(engines)),
             readers: Arc::new(readers),
             upgrades,
+            portfolios,
         }
     }
 
@@ -769,7 +847,7 @@ impl App for AdmitShard {
                     }
                 }
             }
-            _ => engine_cmd(&c),
+            _ => engine_cmd(&c, self.portfolios && c.scope == PORTFOLIO),
         };
         let out = lock(&self.engines)
             .get_mut(&c.scope)
@@ -861,6 +939,17 @@ impl App for AdmitShard {
                 }
                 _ => {}
             }
+            // taken out of the count; in a portfolio another number's
+            // conversation may still count the customer: then nothing is
+            // given back (`released` false)
+            let removes = releases;
+            if let (
+                true,
+                Op::Release { of } | Op::Report { of, .. } | Op::Sent { of } | Op::Meta { of, .. },
+            ) = (releases, c.op)
+            {
+                releases = !b.counts(c.scope, b.customer(of), Some(of));
+            }
             if matches!(c.op, Op::Report { .. } | Op::Sent { .. } | Op::Meta { .. }) && !dup {
                 b.seen_until.insert(c.id, now_ms + sim_days(c.scope, 7));
             }
@@ -904,18 +993,19 @@ impl App for AdmitShard {
             | Op::Sent { of }
             | Op::Meta { of, .. } = c.op
             {
-                if takes_out && !releases {
+                if takes_out && !removes {
                     // out of the window, still in the 7 days (if admitted)
                     b.taken_out.insert(of);
                 }
-                if releases {
+                if removes {
                     // decided here: its own place in the scope's order
                     let at = b.order.get(&c.scope).map_or(0, Vec::len);
                     if let Some(a) = b.admitted.get_mut(&c.scope) {
                         a.retain(|x| *x != of);
                     }
                     b.released.insert(of, at);
-                } else if matches!(c.op, Op::Release { .. } | Op::Report { .. }) {
+                }
+                if !releases && matches!(c.op, Op::Release { .. } | Op::Report { .. }) {
                     b.releases_void += 1;
                 }
             }
@@ -986,8 +1076,14 @@ impl App for AdmitShard {
             .get(&c.scope)
             .is_some_and(|o| o.contains(&c.customer));
         let disabled = c.op == (Op::Send { alert: true }) && b.disabled.contains(&c.scope);
-        let restricted = b.restricted.contains(&c.scope);
-        let rule = !stopped && !disabled && !restricted && b.held(c.scope) < b.limit(c.scope);
+        // the restriction names the first number; the portfolio's second
+        // number is not restricted
+        let restricted = b.restricted.contains(&c.scope) && matches!(c.op, Op::Send { .. });
+        // R3.2: a customer the portfolio counts already opens a
+        // conversation at any count, and is not counted again
+        let already = b.counts(c.scope, c.customer, None);
+        let rule =
+            !stopped && !disabled && !restricted && (already || b.held(c.scope) < b.limit(c.scope));
         let ok = decision.as_ref().map_or(rule, |d| d.allowed);
         if !stopped && !disabled && !restricted && !rule && b.held(c.scope) < limit(c.scope) {
             b.refused_lowered += 1;
@@ -995,6 +1091,12 @@ impl App for AdmitShard {
         b.when.insert(c.id, when);
         if ok {
             b.admitted.entry(c.scope).or_default().push(c.id);
+            if c.customer != c.id {
+                b.cust.insert(c.id, c.customer);
+            }
+            if already {
+                b.uncounted.insert(c.id);
+            }
             if let Some(a) = decision.as_ref().and_then(|d| d.admission.clone()) {
                 b.admissions.insert(c.id, a);
             }
@@ -1018,7 +1120,7 @@ impl App for AdmitShard {
             if d.allowed != rule
                 || d.replayed
                 || d.used != held
-                || d.counted != d.allowed
+                || d.counted != (d.allowed && !already)
                 || (windows && !limit_seen)
             {
                 b.disagreements.push(format!(
@@ -1325,6 +1427,8 @@ struct Sim {
     removed_while_down: usize,
     /// The Apps' scope [`UPGRADING`] climbs its ladder.
     upgrades: bool,
+    /// The Apps' scope [`PORTFOLIO`] is a portfolio of two numbers.
+    portfolios: bool,
 }
 
 fn scratch() -> tempfile::TempDir {
@@ -1375,7 +1479,7 @@ impl Sim {
         c
     }
 
-    async fn new(upgrades: bool) -> Sim {
+    async fn new(upgrades: bool, portfolios: bool) -> Sim {
         let mut sim = Sim {
             net: Arc::default(),
             root: scratch(),
@@ -1391,6 +1495,7 @@ impl Sim {
             refused_stamps: Arc::default(),
             removed_while_down: 0,
             upgrades,
+            portfolios,
         };
         for id in 1..=NODES {
             sim.start(id).await;
@@ -1416,9 +1521,9 @@ impl Sim {
             s.listeners.insert(id, tx);
         });
         let books = self.books.clone();
-        let upgrades = self.upgrades;
+        let (upgrades, portfolios) = (self.upgrades, self.portfolios);
         let factory = move |shard| {
-            let app = AdmitShard::new(shard, upgrades);
+            let app = AdmitShard::new(shard, upgrades, portfolios);
             lock(&books).insert((id, shard), app.clone());
             app
         };
@@ -1772,6 +1877,10 @@ struct Outcome {
     /// (R5.3)
     upgrades: u64,
     upgrades_failed: u64,
+    /// the portfolio's second number's sends ([`Op::Also`]), and those
+    /// admitted without counting (the customer was counted already)
+    also: usize,
+    also_uncounted: usize,
 }
 
 fn links_of(f: Fault, members: &[u64]) -> Vec<(u64, u64)> {
@@ -2130,7 +2239,7 @@ fn check_step(books: &[(u64, u32, Book)], at_ms: u64, true_ms: u64, seed: u64) {
 async fn run(seed: u64, knobs: Knobs) -> Outcome {
     admit_raft::seed_draws(seed);
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let mut sim = Sim::new(knobs.upgrades).await;
+    let mut sim = Sim::new(knobs.upgrades, knobs.portfolios).await;
     let epoch = Instant::now();
     let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
     let history = Arc::new(Mutex::new(History::default()));
@@ -2141,6 +2250,8 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
     // scope -> sends answered admitted on their one attempt (what a
     // release may name)
     let once: Arc<Mutex<BTreeMap<u32, Vec<u64>>>> = Arc::default();
+    // the admissions an [`Op::Also`] named
+    let also_used: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     let mut callers: Vec<JoinHandle<()>> = Vec::new();
     let mut active: Vec<Active> = Vec::new();
     let mut next_fault = epoch + Duration::from_millis(300 + rng.below(500));
@@ -2384,12 +2495,29 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                         alert: orng.below(3) == 0,
                     },
                 },
+                // in the portfolio, one in ten: the second number writes to
+                // a customer of one of the first's last four admissions
+                // (once each, so that it opens a conversation)
+                50..62 if knobs.portfolios && scope == PORTFOLIO => {
+                    let ids = lock(&once).get(&scope).cloned().unwrap_or_default();
+                    let mut used = lock(&also_used);
+                    match ids.iter().rev().take(4).find(|of| !used.contains(*of)) {
+                        Some(of) => {
+                            used.insert(*of);
+                            Op::Also { of: *of }
+                        }
+                        None => Op::Send {
+                            alert: orng.below(3) == 0,
+                        },
+                    }
+                }
                 _ => Op::Send {
                     alert: orng.below(3) == 0,
                 },
             };
-            let customer = match lock(&stopped).get(&scope) {
-                Some(c) if op.is_send() && orng.below(4) == 0 => {
+            let customer = match (op, lock(&stopped).get(&scope)) {
+                (Op::Also { of }, _) => of,
+                (Op::Send { .. }, Some(c)) if orng.below(4) == 0 => {
                     c[orng.below(c.len() as u64) as usize]
                 }
                 _ => id,
@@ -2402,7 +2530,11 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                 if matches!(op, Op::Stop { .. }) && c.answer != Answer::Unknown {
                     lock(&stopped).entry(scope).or_default().push(customer);
                 }
-                if op.is_send() && c.answer == Answer::Admitted(true) && c.attempts == 1 {
+                // (the first number's: releases and reports name them)
+                if matches!(op, Op::Send { .. })
+                    && c.answer == Answer::Admitted(true)
+                    && c.attempts == 1
+                {
                     lock(&once).entry(scope).or_default().push(id);
                 }
                 lock(&h).calls.push(c);
@@ -2619,6 +2751,11 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
         released: finals.values().map(|b| b.released.len()).sum(),
         upgrades: finals.values().map(|b| b.upgrades).sum(),
         upgrades_failed: finals.values().map(|b| b.upgrades_failed).sum(),
+        also: calls
+            .iter()
+            .filter(|c| matches!(c.op, Op::Also { .. }))
+            .count(),
+        also_uncounted: finals.values().map(|b| b.uncounted.len()).sum(),
         releases_void: finals.values().map(|b| b.releases_void).sum(),
         to_stopped: calls
             .iter()
@@ -2703,7 +2840,10 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
         };
         let denies = |c: &Call| match e.op {
             Op::DisableAlert => c.op == (Op::Send { alert: true }),
-            Op::Restrict => c.op.is_send() && pos(c.scope, c.id).is_none_or(|p| p < lifted_at),
+            // (the restriction names the portfolio's first number)
+            Op::Restrict => {
+                matches!(c.op, Op::Send { .. }) && pos(c.scope, c.id).is_none_or(|p| p < lifted_at)
+            }
             Op::Lift
             | Op::SetLimit { .. }
             | Op::Release { .. }
@@ -2756,13 +2896,20 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
                 .map(|(at, id)| (*id, b.when[id], at))
                 .collect();
             for (k, (id, w, at)) in admitted.iter().enumerate() {
+                if b.uncounted.contains(id) {
+                    // admitted at any count: its customer was counted
+                    continue;
+                }
                 let from = w.tau_ms.saturating_sub(reach);
-                // an admission given back before this decision no longer counts
+                // an admission given back before this decision no longer
+                // counts; a portfolio counts a customer once (R3.1)
                 let held = admitted[..=k]
                     .iter()
                     .filter(|(x, ..)| b.released.get(x).is_none_or(|r| r > at))
                     .filter(|(_, x, _)| x.true_ms > from)
-                    .count();
+                    .map(|(x, ..)| b.customer(*x))
+                    .collect::<BTreeSet<_>>()
+                    .len();
                 assert!(
                     held <= w.limit,
                     "seed {seed}: scope {scope} admitted {held} > {} stamped within {reach} ms {admitted:?}\
@@ -2900,9 +3047,12 @@ fn run_seeds(seeds: &[u64]) {
     let (mut limit_changes, mut refused_lowered) = (0, 0);
     let (mut releases, mut released, mut releases_void, mut reports) = (0, 0, 0, 0);
     let (mut early_applied, mut upgrades, mut upgrades_failed) = (0, 0, 0);
+    let (mut also, mut also_uncounted) = (0, 0);
     for seed in seeds {
         let o = run_seed(*seed);
         upgrades += o.upgrades;
+        also += o.also;
+        also_uncounted += o.also_uncounted;
         upgrades_failed += o.upgrades_failed;
         releases += o.releases;
         reports += o.reports;
@@ -2934,7 +3084,8 @@ fn run_seeds(seeds: &[u64]) {
          sends refused at a lowered limit, {releases} releases and {reports} delivery reports: \
          {released} admissions given back, {releases_void} releases and FAILED reports that found \
          none, {early_applied} early FAILED statuses applied; {upgrades} tier upgrades, \
-         {upgrades_failed} waits ended without one), {faults} faults \
+         {upgrades_failed} waits ended without one; {also} sends from a portfolio's second \
+         number, {also_uncounted} of them to a customer counted already), {faults} faults \
          ({transfers} leadership transfers, {lost} disks lost, {moves} moves, {leaving_stops} \
          crashes of a leaving node, {removed_down} removed while down, {clock_faults} clocks off; {refused} stamps refused), \
          in {:.1} s",
@@ -2982,6 +3133,7 @@ fn a_follower_whose_answers_timed_out_is_caught_up_again() {
             limits: false,
             releases: false,
             upgrades: false,
+            portfolios: false,
         },
     );
     assert_eq!(o.moves, 1, "seed 1043 no longer moves a node: pick another");
@@ -3006,6 +3158,7 @@ fn a_node_dropped_from_the_metadata_group_unaware_hands_its_shards_over() {
         limits: false,
         releases: false,
         upgrades: false,
+        portfolios: false,
     };
     let o = run_seed_with(11197, knobs);
     assert_eq!(
