@@ -462,8 +462,8 @@ struct Book {
 }
 
 impl Book {
-    /// What `scope` holds now: in a windowed scope, the admissions dated
-    /// within the window that ends at the engine's time.
+    /// What `scope` holds now: the customers of the admissions it counts
+    /// ([`Book::live`]), each once (R3.1).
     fn held(&self, scope: u32) -> usize {
         self.live(scope)
             .map(|id| self.customer(id))
@@ -721,8 +721,15 @@ impl AdmitShard {
                     "the Book's model of R5.3"
                 );
             }
+            // a portfolio: the limit and the opt-outs are the portfolio's
+            let shared = portfolios && scope == PORTFOLIO;
             let policy = Policy {
                 name: "sim".into(),
+                scope: if shared {
+                    ScopeKind::Portfolio
+                } else {
+                    ScopeKind::Number
+                },
                 ladder: if climbs {
                     ladder(scope).map(|l| Limit::Capped(l as u32)).to_vec()
                 } else {
@@ -735,16 +742,6 @@ impl AdmitShard {
                 // a retried key is answered as first decided all run long
                 idempotency_ttl: Dur::days(3_650),
                 ..Policy::seeds()
-            };
-            // a portfolio: the limit and the opt-outs are the portfolio's
-            let shared = portfolios && scope == PORTFOLIO;
-            let policy = Policy {
-                scope: if shared {
-                    ScopeKind::Portfolio
-                } else {
-                    ScopeKind::Number
-                },
-                ..policy
             };
             let registration = |number| {
                 Command::RegisterNumber(NumberRegistration {
