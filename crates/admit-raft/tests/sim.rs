@@ -78,7 +78,17 @@
 //! admissions ([`Op::Also`]), which the portfolio counts once while
 //! either conversation is in the window (R3.1), so it is admitted at the
 //! limit and not counted again; a release of either then gives nothing
-//! back until both are gone. Calls go through any node, following leader
+//! back until both are gone. One call in twenty is a FAILED report
+//! carrying one of Meta's codes of section 9 (131049: no marketing to the
+//! customer in the scope for 24 h; 131048: the number's new conversations
+//! held for 6 h; 131056: the pair backs off 1 s x 4 per report in a row,
+//! capped, forgotten after a quiet period or at the pair's next SENT or
+//! DELIVERED; 130429: the number backs off the same way, forgotten at any
+//! of its pairs' next SENT or DELIVERED), and one in twenty a template again to the customer of one
+//! of the scope's last four admissions ([`Op::Again`]): denied while a
+//! hold or back-off covers it, through the open conversation otherwise
+//! (even while new ones are held), else a new conversation; the holds'
+//! lengths end within a run ([`cooldowns`]). Calls go through any node, following leader
 //! hints and retrying an unanswered call (a repeat answers its first
 //! decision: admit's idempotency keys and delivery keys). A model of the
 //! rules beside the engine (the [`Book`]) says what each decision must be;
@@ -119,11 +129,14 @@
 //! Every decision by the windows reports the limit the model holds then
 //! (the tier reached, or the limit last set), and the leaders' engines
 //! hold it at the end.
+//! A hold's denial names its rule and its end; a report answers the end of
+//! the hold or back-off it started; no marketing send to a customer under
+//! an answered 131049 hold is admitted before the hold ends.
 //! Not covered: the rules beyond R3.1's portfolio, R3.4, R3.5's release
 //! and delivery reports, R5.3's upgrade and R5.6's limit set from outside, R6's
-//! disabled template, R7 and section 10's account restriction: R5.5's
-//! downgrade, holds and back-offs (section 9) and R8's
-//! leader-local buckets (admit-core's own tests cover them on one engine).
+//! disabled template, R7, section 9's holds and back-offs and section
+//! 10's account restriction: R5.5's downgrade and R8's leader-local
+//! buckets (admit-core's own tests cover them on one engine).
 //! A run's digest (every event, answer and final state) is the same each
 //! time a seed runs; `a_seed_replays_exactly` checks it. The seed also
 //! fixes tokio's `select!` order (`Builder::rng_seed`, which needs
@@ -160,7 +173,8 @@ use std::time::Duration;
 use admit_core::{
     AdmissionId, AdmitRequest, Category, Command, DeliveryStatus, Dur, IdempotencyKey, Inbound,
     InboundKind, Limit, NumberId, NumberRegistration, OptChange, Output, PlatformEvent, Policy,
-    PortfolioId, ScopeKind, SendKind, Target, TemplateEvent, TemplateId, Threshold, Ts, WaId,
+    PortfolioId, Reason, ScopeKind, SendKind, Target, TemplateEvent, TemplateId, Threshold, Ts,
+    WaId,
 };
 use admit_raft::{App, Dialer, NodeConfig, RaftNode, WriteError};
 use admit_server::app::{ReaderSlot, ShardApp, Stamped};
@@ -260,6 +274,12 @@ struct Knobs {
     /// ([`Op::Also`]; off only for seeds that replay a schedule found
     /// before).
     portfolios: bool,
+    /// Callers' FAILED reports carry Meta's error codes of section 9
+    /// (131049, 131048, 131056, 130429) and callers send again to customers of
+    /// earlier admissions ([`Op::Again`]), which the holds and back-offs
+    /// those codes start deny (off only for seeds that replay a schedule
+    /// found before).
+    holds: bool,
 }
 
 impl Knobs {
@@ -276,6 +296,7 @@ impl Knobs {
             releases: true,
             upgrades: true,
             portfolios: true,
+            holds: true,
         }
     }
 }
@@ -339,8 +360,16 @@ enum Op {
     /// The sender reports how the message of call `of` ended, naming its
     /// admission, keyed by the report: DELIVERED (`delivered`), or FAILED,
     /// which gives the admission back unless DELIVERED was reported first
-    /// (R3.5).
-    Report { of: u64, delivered: bool },
+    /// (R3.5). A FAILED report may carry Meta's error `code` (section 9):
+    /// [`MARKETING_LIMIT`] holds marketing to the customer in the scope,
+    /// [`SPAM_RATE`] holds the number's new conversations, [`PAIR_RATE`]
+    /// backs the pair off and [`THROUGHPUT`] the number, longer at each
+    /// report in a row.
+    Report {
+        of: u64,
+        delivered: bool,
+        code: Option<u32>,
+    },
     /// The sender reports call `of`'s message SENT, naming its admission
     /// and Meta's message id, keyed by the report: admit remembers the
     /// message for the conversation's window, and applies a status Meta
@@ -357,6 +386,61 @@ enum Op {
     /// number: the portfolio counts that customer once while either
     /// number's conversation with them is in the window (R3.1, R3.2).
     Also { of: u64 },
+    /// A keyed marketing template (`promo`) from the number to the customer
+    /// of its admission `of` again: answered through the open conversation
+    /// while that is open (even under a [`SPAM_RATE`] hold), denied while
+    /// a hold or back-off of [`Op::Report`]'s codes covers the customer,
+    /// else a new conversation (section 9, R3.2).
+    Again { of: u64 },
+}
+
+/// Meta's error codes a FAILED [`Op::Report`] carries (section 9).
+const MARKETING_LIMIT: u32 = 131_049;
+const SPAM_RATE: u32 = 131_048;
+const PAIR_RATE: u32 = 131_056;
+const THROUGHPUT: u32 = 130_429;
+
+/// Section 9's lengths in `scope`'s policy, in the engine's ms: a windowed
+/// scope keeps the seeds' (its engine's day is one [`WINDOW_MS`], so the
+/// spam hold is 250 ms of the sim and the marketing hold 1 s); the others,
+/// whose engine runs on the sim's time, get lengths that end in a run.
+#[derive(Clone, Copy)]
+struct Cooldowns {
+    spam: u64,
+    marketing: u64,
+    pair_base: u64,
+    pair_max: u64,
+    pair_reset_after: u64,
+    throughput_base: u64,
+    throughput_max: u64,
+    throughput_reset_after: u64,
+}
+
+fn cooldowns(scope: u32) -> Cooldowns {
+    let seeds = Policy::seeds();
+    if windowed(scope) {
+        Cooldowns {
+            spam: seeds.spam_cooldown.ms(),
+            marketing: seeds.marketing_hold.ms(),
+            pair_base: seeds.pair_backoff_base.ms(),
+            pair_max: seeds.pair_backoff_max.ms(),
+            pair_reset_after: seeds.pair_backoff_reset_after.ms(),
+            throughput_base: seeds.throughput_backoff_base.ms(),
+            throughput_max: seeds.throughput_backoff_max.ms(),
+            throughput_reset_after: seeds.throughput_backoff_reset_after.ms(),
+        }
+    } else {
+        Cooldowns {
+            spam: 300,
+            marketing: 1_000,
+            pair_base: seeds.pair_backoff_base.ms(),
+            pair_max: 1_500,
+            pair_reset_after: 1_000,
+            throughput_base: seeds.throughput_backoff_base.ms(),
+            throughput_max: 1_500,
+            throughput_reset_after: 1_000,
+        }
+    }
 }
 
 /// The sim's time `days` of the engine's days stand for in `scope` (a
@@ -372,7 +456,7 @@ fn message_of(of: u64) -> String {
 
 impl Op {
     fn is_send(self) -> bool {
-        matches!(self, Op::Send { .. } | Op::Also { .. })
+        matches!(self, Op::Send { .. } | Op::Also { .. } | Op::Again { .. })
     }
 }
 
@@ -459,6 +543,25 @@ struct Book {
     /// Waits that ended in an upgrade, and waits that ended without one.
     upgrades: u64,
     upgrades_failed: u64,
+    /// (scope, customer) -> when (the engine's ms) its [`MARKETING_LIMIT`]
+    /// hold ends
+    holds: BTreeMap<(u32, u64), u64>,
+    /// scope -> when (the engine's ms) its number's [`SPAM_RATE`] hold on
+    /// new conversations ends
+    spam: BTreeMap<u32, u64>,
+    /// (scope, customer) -> the number's [`PAIR_RATE`] back-off with the
+    /// customer: when it ends (the engine's ms), and the reports in a row
+    backoffs: BTreeMap<(u32, u64), (u64, u32)>,
+    /// scope -> its number's [`THROUGHPUT`] back-off: when it ends, and
+    /// the reports in a row
+    throttled: BTreeMap<u32, (u64, u32)>,
+    /// ids of the portfolio's second number's admissions ([`Op::Also`])
+    second: BTreeSet<u64>,
+    /// Sends admitted through their customer's open conversation
+    /// ([`Op::Again`]): nothing counted, nothing opened.
+    through_open: BTreeSet<u64>,
+    /// Sends the rule denied by a hold or back-off of section 9.
+    hold_denials: u64,
 }
 
 impl Book {
@@ -478,6 +581,53 @@ impl Book {
         ids.iter()
             .filter(move |id| !windowed(scope) || self.when[id].engine_ms + WINDOW_MS > self.now_ms)
             .copied()
+    }
+
+    /// Whether the number (the portfolio's first) has a conversation open
+    /// with `customer` (R3.2 step 2).
+    fn open_with(&self, scope: u32, customer: u64) -> bool {
+        self.live(scope)
+            .any(|id| self.customer(id) == customer && !self.second.contains(&id))
+    }
+
+    /// Section 9's effect of a FAILED report with Meta's `code` naming the
+    /// number's conversation with `customer`, applied at the engine's time
+    /// `now`: the hold's or back-off's end, as admit answers it.
+    fn hold(&mut self, scope: u32, customer: u64, code: u32, now: u64) -> Option<u64> {
+        let cd = cooldowns(scope);
+        match code {
+            MARKETING_LIMIT => {
+                self.holds.insert((scope, customer), now + cd.marketing);
+                Some(now + cd.marketing)
+            }
+            SPAM_RATE => {
+                self.spam.insert(scope, now + cd.spam);
+                Some(now + cd.spam)
+            }
+            PAIR_RATE | THROUGHPUT => {
+                let (b, base, max, reset_after) = if code == PAIR_RATE {
+                    let b = self.backoffs.entry((scope, customer)).or_default();
+                    (b, cd.pair_base, cd.pair_max, cd.pair_reset_after)
+                } else {
+                    let b = self.throttled.entry(scope).or_default();
+                    (
+                        b,
+                        cd.throughput_base,
+                        cd.throughput_max,
+                        cd.throughput_reset_after,
+                    )
+                };
+                // the reports in a row are forgotten after a quiet period
+                if b.1 > 0 && b.0 + reset_after <= now {
+                    *b = (0, 0);
+                }
+                let factor = 4u64.saturating_pow(b.1.min(31));
+                b.0 = now + base.saturating_mul(factor).min(max);
+                b.1 += 1;
+                Some(b.0)
+            }
+            _ => None,
+        }
     }
 
     /// The customer of an admitted send.
@@ -507,15 +657,18 @@ impl Book {
             .max(limit(scope))
     }
 
-    /// R5.3's count at `at`: the admissions still counted that were dated
-    /// in the 7 days up to `at` (each is a customer of its own).
+    /// R5.3's count at `at`: the customers of the admissions still counted
+    /// that were dated in the 7 days up to `at`, each once (a customer
+    /// written to again after a conversation ended counts once).
     fn unique_7d(&self, scope: u32, at: u64) -> usize {
         let from = at.saturating_sub(sim_days(scope, 7));
         let ids = self.admitted.get(&scope).map(Vec::as_slice).unwrap_or(&[]);
         ids.iter()
             .filter(|id| (from + 1..=at).contains(&self.when[id].engine_ms))
             .filter(|id| !self.taken_out.contains(id))
-            .count()
+            .map(|id| self.customer(*id))
+            .collect::<BTreeSet<_>>()
+            .len()
     }
 
     /// R5.3 at `at` for a scope at limit `l`: the tier above `l` when the
@@ -692,6 +845,7 @@ fn engine_cmd(c: &Admit, portfolio: bool) -> Command {
             number = second_number(c.scope);
             TemplateId::parse("template", "promo").unwrap()
         }
+        Op::Again { .. } => TemplateId::parse("template", "promo").unwrap(),
     };
     let id = c.id;
     Command::Admit(AdmitRequest {
@@ -723,6 +877,7 @@ impl AdmitShard {
             }
             // a portfolio: the limit and the opt-outs are the portfolio's
             let shared = portfolios && scope == PORTFOLIO;
+            let cd = cooldowns(scope);
             let policy = Policy {
                 name: "sim".into(),
                 scope: if shared {
@@ -741,6 +896,15 @@ impl AdmitShard {
                 flagged_downgrade: false,
                 // a retried key is answered as first decided all run long
                 idempotency_ttl: Dur::days(3_650),
+                // section 9's holds end within a run ([`cooldowns`])
+                spam_cooldown: Dur(cd.spam),
+                marketing_hold: Dur(cd.marketing),
+                pair_backoff_base: Dur(cd.pair_base),
+                pair_backoff_max: Dur(cd.pair_max),
+                pair_backoff_reset_after: Dur(cd.pair_reset_after),
+                throughput_backoff_base: Dur(cd.throughput_base),
+                throughput_backoff_max: Dur(cd.throughput_max),
+                throughput_backoff_reset_after: Dur(cd.throughput_reset_after),
                 ..Policy::seeds()
             };
             let registration = |number| {
@@ -831,7 +995,10 @@ impl App for AdmitShard {
                             Op::Sent { .. } => DeliveryStatus::Sent,
                             _ => DeliveryStatus::Failed,
                         },
-                        error_code: None,
+                        error_code: match c.op {
+                            Op::Report { code, .. } => code,
+                            _ => None,
+                        },
                         template: None,
                         event_key: Some(format!("m{}", c.id)),
                         message_id: matches!(c.op, Op::Sent { .. } | Op::Meta { .. })
@@ -880,6 +1047,7 @@ impl App for AdmitShard {
                 Op::Report {
                     of,
                     delivered: false,
+                    ..
                 } => !dup && counted_live(&b, of) && !b.delivered.contains(&of),
                 _ => false,
             };
@@ -891,6 +1059,7 @@ impl App for AdmitShard {
                 Op::Report {
                     of,
                     delivered: false,
+                    ..
                 } => !dup && !b.delivered.contains(&of),
                 _ => false,
             };
@@ -950,6 +1119,34 @@ impl App for AdmitShard {
             if matches!(c.op, Op::Report { .. } | Op::Sent { .. } | Op::Meta { .. }) && !dup {
                 b.seen_until.insert(c.id, now_ms + sim_days(c.scope, 7));
             }
+            // section 9: a FAILED report's code starts a hold or a
+            // back-off (a repeat of the report changes nothing); any other
+            // outcome of the pair (SENT, DELIVERED) ends its back-off
+            let mut hold_until = None;
+            if !dup {
+                let e_now = engine_ts(c.scope, now_ms).0;
+                match c.op {
+                    Op::Report {
+                        of,
+                        delivered: false,
+                        code: Some(code),
+                    } => hold_until = b.hold(c.scope, of, code, e_now),
+                    Op::Report {
+                        of,
+                        delivered: true,
+                        ..
+                    }
+                    | Op::Sent { of }
+                    | Op::Meta {
+                        of,
+                        delivered: true,
+                    } => {
+                        b.backoffs.remove(&(c.scope, of));
+                        b.throttled.remove(&c.scope);
+                    }
+                    _ => {}
+                }
+            }
             // applied once (a repeat of the delivery changes nothing)
             let ok = match (&out, c.op) {
                 (Some(Ok(Output::Released { released })), Op::Release { .. }) => {
@@ -959,10 +1156,10 @@ impl App for AdmitShard {
                     Some(Ok(Output::Outcome {
                         released,
                         duplicate,
-                        ..
+                        hold_until: until,
                     })),
                     Op::Report { .. } | Op::Sent { .. } | Op::Meta { .. },
-                ) => *released == releases && *duplicate == dup,
+                ) => *released == releases && *duplicate == dup && *until == hold_until.map(Ts),
                 (
                     Some(Ok(Output::Inbound { opt, duplicate, .. })),
                     Op::Stop { platform: false },
@@ -986,6 +1183,7 @@ impl App for AdmitShard {
             | Op::Report {
                 of,
                 delivered: false,
+                ..
             }
             | Op::Sent { of }
             | Op::Meta { of, .. } = c.op
@@ -1075,19 +1273,57 @@ impl App for AdmitShard {
         let disabled = c.op == (Op::Send { alert: true }) && b.disabled.contains(&c.scope);
         // the restriction names the first number; the portfolio's second
         // number is not restricted
-        let restricted = b.restricted.contains(&c.scope) && matches!(c.op, Op::Send { .. });
+        let restricted =
+            b.restricted.contains(&c.scope) && matches!(c.op, Op::Send { .. } | Op::Again { .. });
+        // section 9 in admit's order, after those: the customer's
+        // marketing hold in the scope, the pair's back-off (the number's
+        // own conversations: reports name them), then the conversation
+        // open with the customer (R3.2 step 2), and only a new one is held
+        // by the number's spam hold
+        let first_number = !matches!(c.op, Op::Also { .. });
+        let e_now = engine_ts(c.scope, b.now_ms).0;
+        let running = |u: Option<u64>| u.filter(|u| *u > e_now);
+        let open = first_number && b.open_with(c.scope, c.customer);
+        let held_back = if stopped || disabled || restricted {
+            None
+        } else {
+            let marketing = b.holds.get(&(c.scope, c.customer)).copied();
+            let pair = b.backoffs.get(&(c.scope, c.customer)).map(|b| b.0);
+            let spam = b.spam.get(&c.scope).copied();
+            let throttled = b.throttled.get(&c.scope).map(|b| b.0);
+            running(marketing)
+                .map(|u| (Reason::MarketingHold, u))
+                .or(running(pair)
+                    .filter(|_| first_number)
+                    .map(|u| (Reason::PairRateLimited, u)))
+                .or(running(throttled)
+                    .filter(|_| first_number)
+                    .map(|u| (Reason::ThroughputLimited, u)))
+                .or(running(spam)
+                    .filter(|_| first_number && !open)
+                    .map(|u| (Reason::SpamCooldown, u)))
+        };
+        let pre = !stopped && !disabled && !restricted && held_back.is_none();
+        if held_back.is_some() {
+            b.hold_denials += 1;
+        }
         // R3.2: a customer the portfolio counts already opens a
         // conversation at any count, and is not counted again
         let already = b.counts(c.scope, c.customer, None);
-        let rule =
-            !stopped && !disabled && !restricted && (already || b.held(c.scope) < b.limit(c.scope));
+        let rule = pre && (open || already || b.held(c.scope) < b.limit(c.scope));
         let ok = decision.as_ref().map_or(rule, |d| d.allowed);
-        if !stopped && !disabled && !restricted && !rule && b.held(c.scope) < limit(c.scope) {
+        if pre && !rule && b.held(c.scope) < limit(c.scope) {
             b.refused_lowered += 1;
         }
         b.when.insert(c.id, when);
-        if ok {
+        if ok && open {
+            // nothing counted, no conversation opened
+            b.through_open.insert(c.id);
+        } else if ok {
             b.admitted.entry(c.scope).or_default().push(c.id);
+            if !first_number {
+                b.second.insert(c.id);
+            }
             if c.customer != c.id {
                 b.cust.insert(c.id, c.customer);
             }
@@ -1112,18 +1348,35 @@ impl App for AdmitShard {
         if let Some(d) = &decision {
             let held = b.held(c.scope) as u32;
             // a decision by the windows reports the limit it was taken at
-            let windows = !stopped && !disabled && !restricted;
             let limit_seen = d.limit == Some(Limit::Capped(b.limit(c.scope) as u32));
+            // a hold names itself and its end; the open conversation too
+            let reason_seen = match held_back {
+                Some((r, u)) => d.reason == r && d.retry_at == Some(Ts(u)),
+                None => !(open && pre) || d.reason == Reason::OpenConversation,
+            };
             if d.allowed != rule
                 || d.replayed
                 || d.used != held
                 || d.counted != (d.allowed && !already)
-                || (windows && !limit_seen)
+                || (pre && !limit_seen)
+                || !reason_seen
             {
-                b.disagreements.push(format!(
-                    "id {} in scope {}: the rule says {rule} with {held} held after, the engine {d:?}",
-                    c.id, c.scope
-                ));
+                // the customer's admissions the model holds, for the story
+                let with: Vec<(u64, When)> = b
+                    .admitted
+                    .get(&c.scope)
+                    .into_iter()
+                    .flatten()
+                    .filter(|id| b.customer(**id) == c.customer)
+                    .map(|id| (*id, b.when[id]))
+                    .collect();
+                let story = format!(
+                    "id {} ({:?}, customer {}) in scope {} at {} ms: the rule says {rule} \
+                     (held back: {held_back:?}, open: {open}) with {held} held after, the \
+                     engine {d:?}; the customer's admissions: {with:?}",
+                    c.id, c.op, c.customer, c.scope, b.now_ms
+                );
+                b.disagreements.push(story);
             }
         }
         b.decided.insert(c.id, ok);
@@ -1878,6 +2131,13 @@ struct Outcome {
     /// admitted without counting (the customer was counted already)
     also: usize,
     also_uncounted: usize,
+    /// FAILED reports with a code of section 9, sends again to a customer
+    /// ([`Op::Again`]), sends a hold or back-off denied, and sends admitted
+    /// through an open conversation
+    coded: usize,
+    again: usize,
+    hold_denials: u64,
+    through_open: usize,
 }
 
 fn links_of(f: Fault, members: &[u64]) -> Vec<(u64, u64)> {
@@ -2480,6 +2740,7 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                             38..44 => Op::Report {
                                 of,
                                 delivered: orng.below(2) == 0,
+                                code: None,
                             },
                             44..47 => Op::Sent { of },
                             _ => Op::Meta {
@@ -2508,12 +2769,33 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                         },
                     }
                 }
+                // one in twenty: a FAILED report with one of section 9's
+                // codes; one in twenty: a send again to the customer of one
+                // of the scope's last four admissions
+                r @ 62..74 if knobs.holds => match lock(&once).get(&scope) {
+                    Some(ids) => {
+                        let of = ids[ids.len() - 1 - orng.below(ids.len().min(4) as u64) as usize];
+                        if r < 68 {
+                            let codes = [MARKETING_LIMIT, SPAM_RATE, PAIR_RATE, THROUGHPUT];
+                            Op::Report {
+                                of,
+                                delivered: false,
+                                code: Some(codes[orng.below(4) as usize]),
+                            }
+                        } else {
+                            Op::Again { of }
+                        }
+                    }
+                    None => Op::Send {
+                        alert: orng.below(3) == 0,
+                    },
+                },
                 _ => Op::Send {
                     alert: orng.below(3) == 0,
                 },
             };
             let customer = match (op, lock(&stopped).get(&scope)) {
-                (Op::Also { of }, _) => of,
+                (Op::Also { of } | Op::Again { of }, _) => of,
                 (Op::Send { .. }, Some(c)) if orng.below(4) == 0 => {
                     c[orng.below(c.len() as u64) as usize]
                 }
@@ -2753,10 +3035,20 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             .filter(|c| matches!(c.op, Op::Also { .. }))
             .count(),
         also_uncounted: finals.values().map(|b| b.uncounted.len()).sum(),
+        coded: calls
+            .iter()
+            .filter(|c| matches!(c.op, Op::Report { code: Some(_), .. }))
+            .count(),
+        again: calls
+            .iter()
+            .filter(|c| matches!(c.op, Op::Again { .. }))
+            .count(),
+        hold_denials: finals.values().map(|b| b.hold_denials).sum(),
+        through_open: finals.values().map(|b| b.through_open.len()).sum(),
         releases_void: finals.values().map(|b| b.releases_void).sum(),
         to_stopped: calls
             .iter()
-            .filter(|c| c.op.is_send() && c.customer != c.id)
+            .filter(|c| matches!(c.op, Op::Send { .. }) && c.customer != c.id)
             .count(),
     }
 }
@@ -2839,7 +3131,23 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
             Op::DisableAlert => c.op == (Op::Send { alert: true }),
             // (the restriction names the portfolio's first number)
             Op::Restrict => {
-                matches!(c.op, Op::Send { .. }) && pos(c.scope, c.id).is_none_or(|p| p < lifted_at)
+                matches!(c.op, Op::Send { .. } | Op::Again { .. })
+                    && pos(c.scope, c.id).is_none_or(|p| p < lifted_at)
+            }
+            // a marketing hold: no marketing send to the customer in the
+            // scope decided before it ends (section 9)
+            Op::Report {
+                of,
+                code: Some(MARKETING_LIMIT),
+                ..
+            } => {
+                let end =
+                    engine_ts(e.scope, b.when[&e.id].engine_ms).0 + cooldowns(e.scope).marketing;
+                c.op.is_send()
+                    && c.customer == of
+                    && b.when
+                        .get(&c.id)
+                        .is_some_and(|w| engine_ts(c.scope, w.engine_ms).0 < end)
             }
             Op::Lift
             | Op::SetLimit { .. }
@@ -2890,6 +3198,8 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
                 .iter()
                 .enumerate()
                 .filter(|(_, id)| b.decided[id] && !b.events.contains(id))
+                // (admitted through an open conversation: nothing counted)
+                .filter(|(_, id)| !b.through_open.contains(id))
                 .map(|(at, id)| (*id, b.when[id], at))
                 .collect();
             for (k, (id, w, at)) in admitted.iter().enumerate() {
@@ -2955,6 +3265,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
             .filter(|c| {
                 c.scope == r.scope
                     && c.op.is_send()
+                    && !book(c.scope).through_open.contains(&c.id)
                     && c.answer == Answer::Admitted(true)
                     && c.answered_ms < r.at_ms
                     && release_of(c).is_none_or(|x| x.asked_ms > r.at_ms)
@@ -2966,6 +3277,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
             .filter(|c| {
                 c.scope == r.scope
                     && c.op.is_send()
+                    && !book(c.scope).through_open.contains(&c.id)
                     && c.asked_ms <= r.at_ms
                     && book(c.scope).decided.get(&c.id) == Some(&true)
                     && release_of(c)
@@ -3045,11 +3357,16 @@ fn run_seeds(seeds: &[u64]) {
     let (mut releases, mut released, mut releases_void, mut reports) = (0, 0, 0, 0);
     let (mut early_applied, mut upgrades, mut upgrades_failed) = (0, 0, 0);
     let (mut also, mut also_uncounted) = (0, 0);
+    let (mut coded, mut again, mut hold_denials, mut through_open) = (0, 0, 0, 0);
     for seed in seeds {
         let o = run_seed(*seed);
         upgrades += o.upgrades;
         also += o.also;
         also_uncounted += o.also_uncounted;
+        coded += o.coded;
+        again += o.again;
+        hold_denials += o.hold_denials;
+        through_open += o.through_open;
         upgrades_failed += o.upgrades_failed;
         releases += o.releases;
         reports += o.reports;
@@ -3082,7 +3399,10 @@ fn run_seeds(seeds: &[u64]) {
          {released} admissions given back, {releases_void} releases and FAILED reports that found \
          none, {early_applied} early FAILED statuses applied; {upgrades} tier upgrades, \
          {upgrades_failed} waits ended without one; {also} sends from a portfolio's second \
-         number, {also_uncounted} of them to a customer counted already), {faults} faults \
+         number, {also_uncounted} of them to a customer counted already; {coded} FAILED \
+         reports with a code of section 9, {again} sends again to a customer, {hold_denials} \
+         sends denied by a hold or back-off, {through_open} admitted through an open \
+         conversation), {faults} faults \
          ({transfers} leadership transfers, {lost} disks lost, {moves} moves, {leaving_stops} \
          crashes of a leaving node, {removed_down} removed while down, {clock_faults} clocks off; {refused} stamps refused), \
          in {:.1} s",
@@ -3131,6 +3451,7 @@ fn a_follower_whose_answers_timed_out_is_caught_up_again() {
             releases: false,
             upgrades: false,
             portfolios: false,
+            holds: false,
         },
     );
     assert_eq!(o.moves, 1, "seed 1043 no longer moves a node: pick another");
@@ -3156,6 +3477,7 @@ fn a_node_dropped_from_the_metadata_group_unaware_hands_its_shards_over() {
         releases: false,
         upgrades: false,
         portfolios: false,
+        holds: false,
     };
     let o = run_seed_with(11197, knobs);
     assert_eq!(
