@@ -72,7 +72,12 @@
 //! it) by R5.3's rule: a new conversation that finds the 7-day count at
 //! half the limit starts a 24 h wait (1 s of the sim), at whose end the
 //! count is taken again and the limit rises one tier if it still holds;
-//! an operator's limit cancels a wait (R5.6). Scope [`PORTFOLIO`] is a
+//! an operator's limit cancels a wait (R5.6). One call in ten there is
+//! Meta's quality rating of the number, Low or High (R5.5, with a flag
+//! period of half a sim day, [`FLAG_PERIOD`]): Low flags it, a tier down
+//! when it stays Low the period (and a new period from there), High the
+//! period makes it Connected again, and no upgrade while it is Flagged or
+//! rated Low. Scope [`PORTFOLIO`] is a
 //! portfolio of two numbers under one limit: one call in ten there is
 //! the second number's template to a customer of one of the first's last
 //! admissions ([`Op::Also`]), which the portfolio counts once while
@@ -133,10 +138,11 @@
 //! the hold or back-off it started; no marketing send to a customer under
 //! an answered 131049 hold is admitted before the hold ends.
 //! Not covered: the rules beyond R3.1's portfolio, R3.4, R3.5's release
-//! and delivery reports, R5.3's upgrade and R5.6's limit set from outside, R6's
-//! disabled template, R7, section 9's holds and back-offs and section
-//! 10's account restriction: R5.5's downgrade and R8's leader-local
-//! buckets (admit-core's own tests cover them on one engine).
+//! and delivery reports, R5.3's upgrade, R5.5's Flagged downgrade, R5.6's
+//! limit set from outside, R6's disabled template, R7, section 9's holds
+//! and back-offs and section 10's account restriction: R8's leader-local
+//! buckets (admit-core's own tests cover them on one engine; they are not
+//! replicated, so faults change nothing of theirs but who holds them).
 //! A run's digest (every event, answer and final state) is the same each
 //! time a seed runs; `a_seed_replays_exactly` checks it. The seed also
 //! fixes tokio's `select!` order (`Builder::rng_seed`, which needs
@@ -173,8 +179,8 @@ use std::time::Duration;
 use admit_core::{
     AdmissionId, AdmitRequest, Category, Command, DeliveryStatus, Dur, IdempotencyKey, Inbound,
     InboundKind, Limit, NumberId, NumberRegistration, OptChange, Output, PlatformEvent, Policy,
-    PortfolioId, Reason, ScopeKind, SendKind, Target, TemplateEvent, TemplateId, Threshold, Ts,
-    WaId,
+    PortfolioId, Quality, Reason, ScopeKind, SendKind, Target, TemplateEvent, TemplateId,
+    Threshold, Ts, WaId,
 };
 use admit_raft::{App, Dialer, NodeConfig, RaftNode, WriteError};
 use admit_server::app::{ReaderSlot, ShardApp, Stamped};
@@ -280,6 +286,11 @@ struct Knobs {
     /// those codes start deny (off only for seeds that replay a schedule
     /// found before).
     holds: bool,
+    /// Scope [`UPGRADING`]'s number gets Meta's quality ratings
+    /// ([`Op::Quality`]) and R5.5's Flagged downgrade, with a flag period
+    /// of half a sim day (on with [`Knobs::upgrades`]; off only for seeds
+    /// that replay a schedule found before).
+    flags: bool,
 }
 
 impl Knobs {
@@ -297,6 +308,7 @@ impl Knobs {
             upgrades: true,
             portfolios: true,
             holds: true,
+            flags: true,
         }
     }
 }
@@ -392,7 +404,15 @@ enum Op {
     /// a hold or back-off of [`Op::Report`]'s codes covers the customer,
     /// else a new conversation (section 9, R3.2).
     Again { of: u64 },
+    /// Meta rates the number's quality Low (`low`) or High (R5.5, R6.1):
+    /// Low flags it (a tier down if it stays Low for the flag period, no
+    /// upgrade meanwhile), High for the period makes it Connected again.
+    Quality { low: bool },
 }
+
+/// R5.5's 7 days in the sim's policy of [`UPGRADING`] ([`Knobs::flags`]):
+/// half of its engine's day, so 500 ms of the sim.
+const FLAG_PERIOD: Dur = Dur::hours(12);
 
 /// Meta's error codes a FAILED [`Op::Report`] carries (section 9).
 const MARKETING_LIMIT: u32 = 131_049;
@@ -562,6 +582,11 @@ struct Book {
     through_open: BTreeSet<u64>,
     /// Sends the rule denied by a hold or back-off of section 9.
     hold_denials: u64,
+    /// scope -> its number's R5.5 state ([`Op::Quality`])
+    flags: BTreeMap<u32, Flag>,
+    /// R5.5's downgrades, and the numbers Connected again
+    downgrades: u64,
+    recoveries: u64,
 }
 
 impl Book {
@@ -672,41 +697,116 @@ impl Book {
     }
 
     /// R5.3 at `at` for a scope at limit `l`: the tier above `l` when the
-    /// 7 days up to `at` count at least half of `l` (the number is
-    /// Connected, of High quality, its name approved all run).
+    /// 7 days up to `at` count at least half of `l` and the number is not
+    /// Flagged nor rated Low (R5.5; it is Connected and its name approved
+    /// otherwise all run).
     fn upgrade_to(&self, scope: u32, l: usize, at: u64) -> Option<usize> {
-        next_tier(scope, l).filter(|_| self.unique_7d(scope, at) >= l.div_ceil(2))
+        let f = self.flags.get(&scope).copied().unwrap_or_default();
+        next_tier(scope, l).filter(|_| {
+            self.unique_7d(scope, at) >= l.div_ceil(2) && f.flagged_since.is_none() && !f.low
+        })
     }
 
-    /// The limit of `scope` at the engine's time `now`, with a wait due by
-    /// then ended at its own time (the conditions checked again there),
-    /// and whether that wait upgraded.
-    fn tier_at(&self, scope: u32, now: u64) -> (usize, Option<bool>) {
-        let l = self.limit(scope);
-        match self.pending_upgrade.get(&scope) {
-            Some(due) if *due <= now => match self.upgrade_to(scope, l, *due) {
-                Some(to) => (to, Some(true)),
-                None => (l, Some(false)),
-            },
-            _ => (l, None),
-        }
+    /// The limit of `scope` at the engine's time `now`, with every delayed
+    /// effect due by then run at its own time ([`Book::settle`]).
+    fn limit_at(&self, scope: u32, now: u64) -> usize {
+        let mut b = self.clone();
+        b.settle(scope, now);
+        b.limit(scope)
     }
 
-    /// Ends `scope`'s wait for the next tier if it is due at the engine's
-    /// time: before a command is decided, as admit runs delayed effects.
+    /// Ends `scope`'s delayed effects due at the engine's time: before a
+    /// command is decided, as admit runs them.
     fn run_due(&mut self, scope: u32) {
-        let (l, ended) = self.tier_at(scope, self.now_ms);
-        match ended {
-            None => return,
-            Some(true) => {
-                self.upgrades += 1;
-                self.limits.insert(scope, l);
-                let peak = self.peak.entry(scope).or_default();
-                *peak = (*peak).max(l);
+        self.settle(scope, self.now_ms);
+    }
+
+    /// Runs `scope`'s delayed effects due by `now`, each at its own time,
+    /// in time order, a Flagged deadline first at equal times (R5.5 before
+    /// R5.3: an upgrade needs the number unflagged).
+    fn settle(&mut self, scope: u32, now: u64) {
+        loop {
+            let f = self.flags.get(&scope).copied().unwrap_or_default();
+            let flag = f.deadline();
+            let up = self.pending_upgrade.get(&scope).copied();
+            let next = match (flag, up) {
+                (Some(d), Some(u)) if u < d.0 => Err(u),
+                (Some(d), _) => Ok(d),
+                (None, Some(u)) => Err(u),
+                (None, None) => return,
+            };
+            match next {
+                Ok((t, _)) | Err(t) if t > now => return,
+                Ok((t, true)) => {
+                    // Low all the period: a tier down, a new period from here
+                    let l = self.limit(scope);
+                    let to = ladder(scope)
+                        .into_iter()
+                        .rev()
+                        .find(|x| *x < l)
+                        .unwrap_or(l);
+                    self.limits.insert(scope, to);
+                    self.downgrades += 1;
+                    self.flags.entry(scope).or_default().flagged_since = Some(t);
+                }
+                Ok((_, false)) => {
+                    // High all the period: Connected again
+                    let f = self.flags.entry(scope).or_default();
+                    (f.flagged_since, f.recovering_since) = (None, None);
+                    self.recoveries += 1;
+                }
+                Err(t) => {
+                    self.pending_upgrade.remove(&scope);
+                    let l = self.limit(scope);
+                    match self.upgrade_to(scope, l, t) {
+                        Some(to) => {
+                            self.upgrades += 1;
+                            self.limits.insert(scope, to);
+                            let peak = self.peak.entry(scope).or_default();
+                            *peak = (*peak).max(to);
+                        }
+                        None => self.upgrades_failed += 1,
+                    }
+                }
             }
-            Some(false) => self.upgrades_failed += 1,
         }
-        self.pending_upgrade.remove(&scope);
+    }
+}
+
+/// A number's R5.5 state in the model (the sim's ms).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct Flag {
+    /// rated Low last
+    low: bool,
+    /// Flagged since (the period of Low days runs from here)
+    flagged_since: Option<u64>,
+    /// Flagged and rated High or Medium since
+    recovering_since: Option<u64>,
+}
+
+impl Flag {
+    /// The next deadline of R5.5 and whether it is a downgrade.
+    fn deadline(&self) -> Option<(u64, bool)> {
+        // (a windowed scope's engine day is one WINDOW_MS)
+        let period = FLAG_PERIOD.ms() * WINDOW_MS / DAY_MS;
+        match (self.flagged_since, self.recovering_since) {
+            (_, Some(r)) => Some((r + period, false)),
+            (Some(f), None) => Some((f + period, true)),
+            _ => None,
+        }
+    }
+
+    /// A rating from Meta at `now`.
+    fn rate(&mut self, low: bool, now: u64) {
+        self.low = low;
+        match (low, self.flagged_since, self.recovering_since) {
+            // flagged, or its Low days start again after a rise
+            (true, None, _) | (true, Some(_), Some(_)) => {
+                (self.flagged_since, self.recovering_since) = (Some(now), None)
+            }
+            (false, Some(_), None) => self.recovering_since = Some(now),
+            _ => {}
+        }
     }
 }
 
@@ -816,6 +916,15 @@ fn engine_cmd(c: &Admit, portfolio: bool) -> Command {
                 event_key,
             }
         }
+        Op::Quality { low } => {
+            return Command::Platform {
+                event: PlatformEvent::NumberQuality {
+                    number,
+                    quality: if low { Quality::Low } else { Quality::High },
+                },
+                event_key,
+            }
+        }
         Op::Restrict | Op::Lift => {
             return Command::Platform {
                 event: PlatformEvent::AccountRestriction {
@@ -861,7 +970,13 @@ fn engine_cmd(c: &Admit, portfolio: bool) -> Command {
 
 impl AdmitShard {
     /// A shard's App: its scopes' numbers registered, before any entry.
-    fn new(shard: u32, upgrades: bool, portfolios: bool) -> AdmitShard {
+    fn new(shard: u32, knobs: Knobs) -> AdmitShard {
+        let Knobs {
+            upgrades,
+            portfolios,
+            flags,
+            ..
+        } = knobs;
         let (mut engines, mut readers) = (BTreeMap::new(), BTreeMap::new());
         for scope in (0..SCOPES).filter(|s| shard_of(*s) == shard) {
             let (mut app, slot) = ShardApp::new();
@@ -893,7 +1008,9 @@ impl AdmitShard {
                 initial_limit: Limit::Capped(limit(scope) as u32),
                 first_upgrade: None,
                 upgrade: rule,
-                flagged_downgrade: false,
+                // R5.5 on the climbing number, its 7 days half a sim day
+                flagged_downgrade: climbs && flags,
+                flag_period: FLAG_PERIOD,
                 // a retried key is answered as first decided all run long
                 idempotency_ttl: Dur::days(3_650),
                 // section 9's holds end within a run ([`cooldowns`])
@@ -1222,6 +1339,10 @@ impl App for AdmitShard {
                     }
                     Op::Lift => {
                         b.restricted.remove(&c.scope);
+                    }
+                    Op::Quality { low } => {
+                        let now = b.now_ms;
+                        b.flags.entry(c.scope).or_default().rate(low, now);
                     }
                     Op::SetLimit { .. }
                     | Op::Release { .. }
@@ -1675,10 +1796,8 @@ struct Sim {
     refused_stamps: Arc<AtomicU64>,
     /// Nodes moved out whose removal completed while they were down.
     removed_while_down: usize,
-    /// The Apps' scope [`UPGRADING`] climbs its ladder.
-    upgrades: bool,
-    /// The Apps' scope [`PORTFOLIO`] is a portfolio of two numbers.
-    portfolios: bool,
+    /// What shapes the Apps ([`AdmitShard::new`]).
+    knobs: Knobs,
 }
 
 fn scratch() -> tempfile::TempDir {
@@ -1729,7 +1848,7 @@ impl Sim {
         c
     }
 
-    async fn new(upgrades: bool, portfolios: bool) -> Sim {
+    async fn new(knobs: Knobs) -> Sim {
         let mut sim = Sim {
             net: Arc::default(),
             root: scratch(),
@@ -1744,8 +1863,7 @@ impl Sim {
             stampers: Arc::default(),
             refused_stamps: Arc::default(),
             removed_while_down: 0,
-            upgrades,
-            portfolios,
+            knobs,
         };
         for id in 1..=NODES {
             sim.start(id).await;
@@ -1771,9 +1889,9 @@ impl Sim {
             s.listeners.insert(id, tx);
         });
         let books = self.books.clone();
-        let (upgrades, portfolios) = (self.upgrades, self.portfolios);
+        let knobs = self.knobs;
         let factory = move |shard| {
-            let app = AdmitShard::new(shard, upgrades, portfolios);
+            let app = AdmitShard::new(shard, knobs);
             lock(&books).insert((id, shard), app.clone());
             app
         };
@@ -2138,6 +2256,10 @@ struct Outcome {
     again: usize,
     hold_denials: u64,
     through_open: usize,
+    /// Meta's quality ratings, R5.5's downgrades and recoveries
+    ratings: usize,
+    downgrades: u64,
+    recoveries: u64,
 }
 
 fn links_of(f: Fault, members: &[u64]) -> Vec<(u64, u64)> {
@@ -2496,7 +2618,7 @@ fn check_step(books: &[(u64, u32, Book)], at_ms: u64, true_ms: u64, seed: u64) {
 async fn run(seed: u64, knobs: Knobs) -> Outcome {
     admit_raft::seed_draws(seed);
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let mut sim = Sim::new(knobs.upgrades, knobs.portfolios).await;
+    let mut sim = Sim::new(knobs).await;
     let epoch = Instant::now();
     let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
     let history = Arc::new(Mutex::new(History::default()));
@@ -2772,6 +2894,11 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                 // one in twenty: a FAILED report with one of section 9's
                 // codes; one in twenty: a send again to the customer of one
                 // of the scope's last four admissions
+                // on the climbing number, one in ten: Meta's quality
+                // rating, Low or High (R5.5)
+                74..86 if knobs.flags && knobs.upgrades && scope == UPGRADING => Op::Quality {
+                    low: orng.below(2) == 0,
+                },
                 r @ 62..74 if knobs.holds => match lock(&once).get(&scope) {
                     Some(ids) => {
                         let of = ids[ids.len() - 1 - orng.below(ids.len().min(4) as u64) as usize];
@@ -2958,7 +3085,7 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
                             // the reader settles it as the writer will)
                             assert_eq!(
                                 app.engine_limit(scope),
-                                Some(Limit::Capped(b.tier_at(scope, b.now_ms).0 as u32)),
+                                Some(Limit::Capped(b.limit_at(scope, b.now_ms) as u32)),
                                 "seed {seed}: node {}'s engine holds another limit than the last set in scope {scope}",
                                 n.node_id()
                             );
@@ -3045,6 +3172,12 @@ async fn run(seed: u64, knobs: Knobs) -> Outcome {
             .count(),
         hold_denials: finals.values().map(|b| b.hold_denials).sum(),
         through_open: finals.values().map(|b| b.through_open.len()).sum(),
+        ratings: calls
+            .iter()
+            .filter(|c| matches!(c.op, Op::Quality { .. }))
+            .count(),
+        downgrades: finals.values().map(|b| b.downgrades).sum(),
+        recoveries: finals.values().map(|b| b.recoveries).sum(),
         releases_void: finals.values().map(|b| b.releases_void).sum(),
         to_stopped: calls
             .iter()
@@ -3098,7 +3231,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
         let b = book(e.scope);
         let applied = match e.op {
             Op::DisableAlert => b.disabled.contains(&e.scope),
-            Op::Restrict | Op::Lift => true,
+            Op::Restrict | Op::Lift | Op::Quality { .. } => true,
             // applied: in `events`, checked below; what it set is in the
             // decisions after it, each checked against the Book's limit
             // (a release's outcome: against the rule where it was applied)
@@ -3150,6 +3283,7 @@ fn check_history(h: &History, finals: &BTreeMap<u32, Book>, seed: u64) {
                         .is_some_and(|w| engine_ts(c.scope, w.engine_ms).0 < end)
             }
             Op::Lift
+            | Op::Quality { .. }
             | Op::SetLimit { .. }
             | Op::Release { .. }
             | Op::Report { .. }
@@ -3358,6 +3492,7 @@ fn run_seeds(seeds: &[u64]) {
     let (mut early_applied, mut upgrades, mut upgrades_failed) = (0, 0, 0);
     let (mut also, mut also_uncounted) = (0, 0);
     let (mut coded, mut again, mut hold_denials, mut through_open) = (0, 0, 0, 0);
+    let (mut ratings, mut downgrades, mut recoveries) = (0, 0, 0);
     for seed in seeds {
         let o = run_seed(*seed);
         upgrades += o.upgrades;
@@ -3367,6 +3502,9 @@ fn run_seeds(seeds: &[u64]) {
         again += o.again;
         hold_denials += o.hold_denials;
         through_open += o.through_open;
+        ratings += o.ratings;
+        downgrades += o.downgrades;
+        recoveries += o.recoveries;
         upgrades_failed += o.upgrades_failed;
         releases += o.releases;
         reports += o.reports;
@@ -3402,7 +3540,8 @@ fn run_seeds(seeds: &[u64]) {
          number, {also_uncounted} of them to a customer counted already; {coded} FAILED \
          reports with a code of section 9, {again} sends again to a customer, {hold_denials} \
          sends denied by a hold or back-off, {through_open} admitted through an open \
-         conversation), {faults} faults \
+         conversation; {ratings} quality ratings, {downgrades} Flagged downgrades, {recoveries} \
+         numbers Connected again), {faults} faults \
          ({transfers} leadership transfers, {lost} disks lost, {moves} moves, {leaving_stops} \
          crashes of a leaving node, {removed_down} removed while down, {clock_faults} clocks off; {refused} stamps refused), \
          in {:.1} s",
@@ -3452,6 +3591,7 @@ fn a_follower_whose_answers_timed_out_is_caught_up_again() {
             upgrades: false,
             portfolios: false,
             holds: false,
+            flags: false,
         },
     );
     assert_eq!(o.moves, 1, "seed 1043 no longer moves a node: pick another");
@@ -3478,6 +3618,7 @@ fn a_node_dropped_from_the_metadata_group_unaware_hands_its_shards_over() {
         upgrades: false,
         portfolios: false,
         holds: false,
+        flags: false,
     };
     let o = run_seed_with(11197, knobs);
     assert_eq!(
