@@ -627,6 +627,60 @@ fn r5_5_no_upgrade_while_flagged() {
     assert_eq!((s.upgrade_at, s.upgrade_eligible), (None, false));
 }
 
+/// R5.5 by itself: under R5.2's rule (no Connected status asked for, High quality) a
+/// Flagged number rated High again is recovering, and every other condition holds; the
+/// Flagged status alone keeps it at 250 until the recovery's 7 days end.
+#[test]
+fn r5_5_no_first_upgrade_while_flagged_even_when_rated_high_again() {
+    let mut h = H::new();
+    h.register(N, None, T0);
+    low(&mut h, Quality::Low, at(1, 0, 0));
+    low(&mut h, Quality::High, at(1, 1, 0));
+    for day in 1..=4 {
+        h.open_many(N, (day - 1) * 250, 250, at(day, 9, 0));
+    }
+    let s = h.status(N, at(4, 9, 0));
+    assert_eq!(s.numbers[0].status, NumberStatus::Flagged);
+    assert_eq!(
+        (s.limit, s.upgrade_at, s.upgrade_eligible),
+        (Limit::Capped(250), None, false)
+    );
+    // recovered at day 8 01:00: the next conversation crosses with the 1,000 still counted
+    assert_eq!(
+        h.status(N, at(8, 1, 0)).numbers[0].status,
+        NumberStatus::Connected
+    );
+    h.open_many(N, 1_000, 1, at(8, 2, 0));
+    assert_eq!(h.status(N, at(8, 2, 0)).limit, Limit::Capped(1_000));
+}
+
+/// The same under R5.3's rule in a profile that does not ask for Connected status: a
+/// recovering (Flagged, High) number starts no wait and gets no upgrade.
+#[test]
+fn r5_5_no_upgrade_while_flagged_under_a_rule_without_connected() {
+    let mut h = H::new();
+    let mut p = Policy::seeds();
+    p.name = "noconnected".into();
+    p.upgrade.as_mut().unwrap().require_connected = false;
+    h.apply(Command::SetPolicy(p), T0).unwrap();
+    h.register_with(
+        NumberRegistration {
+            number: Some(num(N)),
+            limit: Some(Limit::Capped(1_000)),
+            profile: Some("noconnected".into()),
+            ..Default::default()
+        },
+        T0,
+    );
+    low(&mut h, Quality::Low, at(1, 0, 0));
+    low(&mut h, Quality::High, at(1, 1, 0));
+    h.open_many(N, 0, 500, at(1, 15, 0));
+    let s = h.status(N, at(1, 15, 0));
+    assert_eq!(s.numbers[0].status, NumberStatus::Flagged);
+    assert_eq!((s.upgrade_at, s.upgrade_eligible), (None, false));
+    assert_eq!(h.status(N, at(2, 15, 0)).limit, Limit::Capped(1_000));
+}
+
 #[test]
 fn r5_6_platform_tiers_are_authoritative_in_every_form() {
     let mut h = h_with(250);

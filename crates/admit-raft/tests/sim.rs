@@ -180,7 +180,7 @@ use admit_core::{
     AdmissionId, AdmitRequest, Category, Command, DeliveryStatus, Dur, IdempotencyKey, Inbound,
     InboundKind, Limit, NumberId, NumberRegistration, OptChange, Output, PlatformEvent, Policy,
     PortfolioId, Quality, Reason, ScopeKind, SendKind, Target, TemplateEvent, TemplateId,
-    Threshold, Ts, WaId,
+    Threshold, Ts, UpgradeRule, WaId,
 };
 use admit_raft::{App, Dialer, NodeConfig, RaftNode, WriteError};
 use admit_server::app::{ReaderSlot, ShardApp, Stamped};
@@ -981,8 +981,19 @@ impl AdmitShard {
         for scope in (0..SCOPES).filter(|s| shard_of(*s) == shard) {
             let (mut app, slot) = ShardApp::new();
             let climbs = upgrades && scope == UPGRADING;
-            // R5.3 as the `seeds` profile has it, which the Book models
-            let rule = Policy::seeds().upgrade.filter(|_| climbs);
+            // R5.3 as the `seeds` profile has it, which the Book models,
+            // except that it does not ask for Connected status: with
+            // flags on, a Flagged number rated High again (recovering)
+            // then passes every other condition, so R5.5's own "no
+            // upgrade while Flagged" is what keeps it down (the Book asks
+            // for the number unflagged either way)
+            let rule = Policy::seeds()
+                .upgrade
+                .filter(|_| climbs)
+                .map(|r| UpgradeRule {
+                    require_connected: false,
+                    ..r
+                });
             if let Some(r) = &rule {
                 assert_eq!(
                     (r.window, r.threshold, r.delay),
