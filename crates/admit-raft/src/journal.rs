@@ -1,8 +1,16 @@
 //! One fjall database per node, shared by every Raft group, with a single
 //! writer thread that group-commits: all mutations that arrive while the
-//! previous fsync is running are written as separate atomic batches into the
-//! journal and then made durable by **one** `persist(SyncData)`, after which
-//! all of their completion callbacks fire.
+//! previous fsync is running are written into the journal and then made
+//! durable by **one** `persist(SyncData)`, after which all of their
+//! completion callbacks fire.
+//!
+//! Each op is atomic. Consecutive ops share one fjall batch (every batch
+//! costs a journal lock, a sequence number and memtable checks whatever it
+//! holds, and with 64 groups most ops are one small log entry), except that
+//! an op that removes a range goes alone (its range is read from what is
+//! written before it) and a key is written at most once per batch (the
+//! items of a batch share one sequence number, so two writes of one key in
+//! it would not be ordered).
 //!
 //! For durability tests the writer can also remember, for every key changed
 //! since the last fsync, its value before that change, and on request
@@ -22,7 +30,8 @@
 //! test switch makes the next writes fail as a full disk would.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -508,6 +517,42 @@ struct Worker {
 /// Key -> its value before the first change since the last fsync.
 type Unsynced = HashMap<(Ks, Vec<u8>), Option<Vec<u8>>>;
 
+/// Ops gathered to be written as one batch.
+#[derive(Default)]
+struct Pending {
+    muts: Vec<Mutation>,
+    /// Hashes of the keys `muts` puts: a key already in the batch starts
+    /// another (a hash collision only starts one needlessly).
+    keys: HashSet<u64>,
+    calls: Vec<(Option<Visible>, Option<Done>)>,
+}
+
+impl Pending {
+    fn key(ks: Ks, k: &[u8]) -> u64 {
+        let mut h = std::hash::DefaultHasher::new();
+        (ks, k).hash(&mut h);
+        h.finish()
+    }
+
+    /// Whether `muts` puts no key the batch already holds.
+    fn fits(&self, muts: &[Mutation]) -> bool {
+        muts.iter().all(|m| match m {
+            Mutation::Put(ks, k, _) => !self.keys.contains(&Self::key(*ks, k)),
+            Mutation::DelRange(..) => true,
+        })
+    }
+
+    fn add(&mut self, op: Op) {
+        for m in &op.muts {
+            if let Mutation::Put(ks, k, _) = m {
+                self.keys.insert(Self::key(*ks, k));
+            }
+        }
+        self.muts.extend(op.muts);
+        self.calls.push((op.visible, op.done));
+    }
+}
+
 /// Upper bound on ops committed under one fsync, to bound latency.
 const MAX_GROUP: usize = 4096;
 
@@ -576,23 +621,24 @@ impl Worker {
         }
     }
 
-    /// Writes each op of `group` as an atomic batch (readable, not durable);
-    /// their callbacks wait for [`Self::persist_written`].
+    /// Writes the ops of `group` (readable, not durable), consecutive ops in
+    /// one batch as the module docs say; their callbacks wait for
+    /// [`Self::persist_written`].
     fn write_group(&mut self, group: Vec<Msg>) -> Written {
         let mut stop = false;
+        let mut pending = Pending::default();
         let mut group = group.into_iter();
         while let Some(msg) = group.next() {
             match msg {
                 Msg::Op(op) => {
                     self.written += 1;
-                    let res = self.write(op.muts);
-                    if res.is_ok() {
-                        if let Some(v) = op.visible {
-                            v();
-                        }
+                    let ranged = op.muts.iter().any(|m| matches!(m, Mutation::DelRange(..)));
+                    if ranged || !pending.fits(&op.muts) {
+                        self.write_pending(&mut pending);
                     }
-                    if let Some(d) = op.done {
-                        self.dones.push((d, res.err()));
+                    pending.add(op);
+                    if ranged {
+                        self.write_pending(&mut pending);
                     }
                 }
                 Msg::Sync(d) => self.dones.push((d, None)),
@@ -600,8 +646,10 @@ impl Worker {
                 Msg::PowerCut(reply) => {
                     // Nothing written since the last fsync was synced: it
                     // is lost with the rest, and so are the ops queued
-                    // after the cut. Their callbacks are dropped, never
-                    // called: a process that loses power reports nothing.
+                    // after the cut (those not written yet with them).
+                    // Their callbacks are dropped, never called: a process
+                    // that loses power reports nothing.
+                    drop(pending);
                     self.dones.clear();
                     for m in group.by_ref() {
                         if let Msg::PowerCut(d) = m {
@@ -613,10 +661,35 @@ impl Worker {
                 }
             }
         }
+        self.write_pending(&mut pending);
         if stop {
             Written::Stop
         } else {
             Written::More
+        }
+    }
+
+    /// Writes the ops gathered in `pending` as one batch, then runs their
+    /// `visible` hooks and queues their callbacks for the fsync.
+    fn write_pending(&mut self, pending: &mut Pending) {
+        if pending.calls.is_empty() {
+            return;
+        }
+        let Pending { muts, calls, .. } = std::mem::take(pending);
+        let res = self.write(muts);
+        for (visible, done) in calls {
+            if res.is_ok() {
+                if let Some(v) = visible {
+                    v();
+                }
+            }
+            if let Some(d) = done {
+                let err = res
+                    .as_ref()
+                    .err()
+                    .map(|e| io::Error::new(e.kind(), e.to_string()));
+                self.dones.push((d, err));
+            }
         }
     }
 
@@ -672,8 +745,8 @@ impl Worker {
         }
     }
 
-    /// Write one op as one atomic batch (journal buffer + memtable, no
-    /// fsync), numbered with the next write sequence. After a failed write
+    /// Write one batch of ops' mutations atomically (journal buffer +
+    /// memtable, no fsync), numbered with the next write sequence. After a failed write
     /// nothing is written any more.
     fn write(&mut self, mut muts: Vec<Mutation>) -> io::Result<()> {
         if let Some(why) = self.failure.get() {
@@ -749,5 +822,85 @@ impl Worker {
         }
         batch.commit().map_err(io_err)?;
         self.db.persist(PersistMode::SyncAll).map_err(io_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: u8, v: &str) -> Mutation {
+        Mutation::Put(Ks::Logs, vec![k], v.as_bytes().to_vec())
+    }
+
+    /// An op whose callbacks record, in `log`, that they ran.
+    fn op(muts: Vec<Mutation>, log: &Arc<Mutex<Vec<String>>>, name: &str) -> Msg {
+        let (l1, l2, n1, n2) = (log.clone(), log.clone(), name.to_string(), name.to_string());
+        Msg::Op(Op {
+            muts,
+            visible: Some(Box::new(move || lock(&l1).push(format!("{n1} visible")))),
+            done: Some(Box::new(move |r| {
+                lock(&l2).push(format!("{n2} {}", r.is_ok()))
+            })),
+        })
+    }
+
+    fn read(j: &Journal, k: u8) -> Option<String> {
+        j.logs
+            .get([k])
+            .unwrap()
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+    }
+
+    /// Ops of one group share batches, yet each reads as written in order:
+    /// a key put twice holds the later value, and a range removed after
+    /// puts in the same group removes them.
+    #[test]
+    fn a_group_s_ops_share_batches_and_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), true, Duration::ZERO, false, true).unwrap();
+        let mut w = lock(&j.inline.as_ref().unwrap().worker).take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let seq = w.seq;
+        let group = vec![
+            op(vec![put(1, "a"), put(2, "a")], &log, "op1"),
+            op(vec![put(3, "a")], &log, "op2"),
+            op(vec![put(4, "a")], &log, "op3"),
+        ];
+        assert_eq!(w.write_group(group), Written::More);
+        assert_eq!(w.seq, seq + 1, "three ops, one batch");
+        // written and readable, not acknowledged before the fsync
+        assert_eq!(
+            *lock(&log),
+            ["op1 visible", "op2 visible", "op3 visible"].map(String::from)
+        );
+        w.persist_written();
+        assert_eq!(
+            lock(&log)[3..],
+            ["op1 true", "op2 true", "op3 true"].map(String::from)
+        );
+
+        lock(&log).clear();
+        let group = vec![
+            op(vec![put(5, "a")], &log, "op4"),
+            // the same key again: the later value holds
+            op(vec![put(5, "b"), put(6, "b")], &log, "op5"),
+            // a range over keys written in this group and before it
+            op(
+                vec![Mutation::DelRange(Ks::Logs, vec![2], vec![6])],
+                &log,
+                "op6",
+            ),
+            op(vec![put(3, "c")], &log, "op7"),
+        ];
+        assert_eq!(w.write_group(group), Written::More);
+        // op4 | op5 (key 5 again) | op6 (a range goes alone) | op7
+        assert_eq!(w.seq, seq + 5, "a repeated key and a range start batches");
+        w.persist_written();
+        let got: Vec<_> = (1..=6).map(|k| read(&j, k)).collect();
+        let want = [Some("a"), None, Some("c"), None, None, Some("b")];
+        assert_eq!(got, want.map(|v| v.map(String::from)));
+        assert_eq!(lock(&log).len(), 8, "every op visible and acknowledged");
+        assert!(lock(&log).iter().all(|l| !l.ends_with("false")));
     }
 }
