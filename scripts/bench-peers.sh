@@ -18,7 +18,7 @@
 # and prints the rates side by side with the ratios the issue's targets name.
 # Everything listens on 127.0.0.1; installs etcd-server and redis-server from
 # Debian when missing. Environment: SECONDS_PER (default 5), CONCURRENCY
-# (128), CONNECTIONS (6), SHARDS (64), BENCH_DIR (/tmp/admit-bench-peers),
+# (128), CONNECTIONS (6), SHARDS (16), BENCH_DIR (/tmp/admit-bench-peers),
 # SKIP_BUILD=1 to use the binaries in target/release as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,7 @@ ROOT=$(pwd)
 SECS=${SECONDS_PER:-5}
 CONC=${CONCURRENCY:-128}
 CONNS=${CONNECTIONS:-6}
-SHARDS=${SHARDS:-64}
+SHARDS=${SHARDS:-16}
 DIR=${BENCH_DIR:-/tmp/admit-bench-peers}
 BIN=$ROOT/target/release
 RESULTS=$DIR/results.tsv

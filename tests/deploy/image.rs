@@ -320,7 +320,7 @@ fn production_pod_bootstraps_as_node_1_non_root_on_a_read_only_root() {
                     .to_string(),
             ),
             ("ADMIT_METRICS_LISTEN", "127.0.0.1:0".into()),
-            // fewer groups than the real 64, for this 2-core test machine
+            // fewer groups than the real 16, for this 2-core test machine
             ("ADMIT_SHARDS", "8".into()),
         ],
     );

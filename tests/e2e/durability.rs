@@ -318,10 +318,26 @@ fn trim_journals(dir: &std::path::Path) {
 /// shard hash or of the stored format fails here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_0_1_data_dir_opens_with_its_state() {
+    open_the_release_data_dir(|_| {}).await;
+}
+
+/// The same data dir opened as `admitd` opens it when no shard count is
+/// configured: the default (16) is for new data dirs, this one keeps its 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_keeps_its_shard_count_when_none_is_configured() {
+    assert_ne!(admit_server::DEFAULT_SHARDS, 8);
+    open_the_release_data_dir(|cfg| {
+        cfg.shards = admit_server::DEFAULT_SHARDS;
+        cfg.shards_from_data_dir = true;
+    })
+    .await;
+}
+
+async fn open_the_release_data_dir(tweak: impl FnOnce(&mut admit_server::ServerConfig)) {
     bounded(120, async {
         let copy = tempfile::tempdir().unwrap();
         copy_dir(std::path::Path::new(RELEASE_DATA_DIR), copy.path());
-        let (srv, mut c) = InProcess::open(copy, RELEASE_AT + HOUR, |_| {}).await;
+        let (srv, mut c) = InProcess::open(copy, RELEASE_AT + HOUR, tweak).await;
         for (i, (n, tier, limit, opened)) in RELEASE_NUMBERS.into_iter().enumerate() {
             let s = c.status(n).await;
             let usage = s.usage.unwrap();

@@ -41,6 +41,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Number of Raft groups (shards). Fixed for the lifetime of `data_dir`.
     pub shards: u32,
+    /// `shards` is only a default: a data dir created with another count
+    /// keeps its own (set by callers whose operator gave no count). `false`:
+    /// a data dir with another count is refused.
+    pub shards_from_data_dir: bool,
     /// Address other nodes use to reach this node's Raft transport
     /// (`host:port`), recorded in group membership.
     pub advertise_addr: String,
@@ -155,6 +159,7 @@ impl NodeConfig {
             node_id,
             data_dir: data_dir.into(),
             shards,
+            shards_from_data_dir: false,
             advertise_addr: "127.0.0.1:0".to_string(),
             listen_addr: None,
             bootstrap: true,

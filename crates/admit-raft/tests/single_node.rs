@@ -176,10 +176,59 @@ async fn restart_recovers_identical_state() {
     // And it keeps working.
     node.write(0, add("after", 1)).await.unwrap();
     node.shutdown().await.unwrap();
+    drop(node); // its journal's lock goes with it
 
-    // A different shard count on the same data dir is refused.
-    let err = RaftNode::start(config(dir.path(), 5), |_| Counters::default()).await;
-    assert!(err.is_err());
+    // Unless the count was only a default (no count configured): the data dir
+    // keeps the 3 shards it was created with, and its state.
+    let node = start_with_default_count(dir.path(), 5).await;
+    assert_eq!(node.shards(), 3);
+    let mut again = before.clone();
+    again[0] = states(&node).await[0].clone();
+    assert_eq!(
+        states(&node).await,
+        again,
+        "shards 1 and 2 as before the restarts"
+    );
+    assert_ne!(
+        again[0], before[0],
+        "shard 0 has the write made after the first restart"
+    );
+    node.write(2, add("default", 2)).await.unwrap();
+    node.shutdown().await.unwrap();
+    drop(node);
+
+    // A different shard count on the same data dir is refused when configured.
+    assert_refused(dir.path(), 5, 3).await;
+}
+
+/// Starts a node whose shard count is only a default.
+async fn start_with_default_count(dir: &std::path::Path, shards: u32) -> RaftNode<Counters> {
+    let mut cfg = config(dir, shards);
+    cfg.shards_from_data_dir = true;
+    RaftNode::start(cfg, |_| Counters::default()).await.unwrap()
+}
+
+/// A count given explicitly must be the data dir's.
+async fn assert_refused(dir: &std::path::Path, shards: u32, created_with: u32) {
+    match RaftNode::start(config(dir, shards), |_| Counters::default()).await {
+        Err(e) => assert!(
+            format!("{e:?}").contains(&format!("{created_with} shards")),
+            "{e:?}"
+        ),
+        Ok(_) => panic!("a data dir of {created_with} shards opened with {shards}"),
+    }
+}
+
+/// A new data dir takes the configured count even when it is only a default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_data_dir_takes_the_default_shard_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_with_default_count(dir.path(), 2).await;
+    assert_eq!(node.shards(), 2);
+    node.write(1, add("k", 1)).await.unwrap();
+    node.shutdown().await.unwrap();
+    drop(node);
+    assert_refused(dir.path(), 4, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,4 +186,4 @@ mod hostile;
 
 pub use auth::{Auth, AuthConfig};
 pub use protect::Quota;
-pub use server::{start, Running, ServerConfig, StartError};
+pub use server::{start, Running, ServerConfig, StartError, DEFAULT_SHARDS};

@@ -32,6 +32,16 @@ use crate::transport::listen::{incoming, ConnInfo, TrackLayer};
 use crate::transport::tls::{Reloading, Role};
 use crate::transport::{check_plaintext, split_peer_entry, Limits, Transport};
 
+/// Shards (Raft groups) of a new data dir unless configured. Every group has
+/// fixed costs (openraft's preallocated queues, about 2 MiB; its heartbeats;
+/// a log entry's work is paid per group) and concurrent writes share a log
+/// entry only within a group, so fewer groups carry more per entry: 16 gave
+/// one node about twice the new conversations of 64, a 3-node cluster 1.5-2x,
+/// and 40 B less per open window (docs/benchmarks.md, "How many shards by
+/// default"). 16 still spreads leaders over clusters of up to about 8 nodes;
+/// a cluster meant to grow further is created with more.
+pub const DEFAULT_SHARDS: u32 = 16;
+
 /// Everything a node needs to start. [`ServerConfig::new`] gives the defaults.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -46,6 +56,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Raft groups (shards); fixed for the life of the data dir.
     pub shards: u32,
+    /// `shards` applies to a new data dir only: an existing one keeps the count
+    /// it was created with (admitd sets this when the operator gave no count).
+    pub shards_from_data_dir: bool,
     /// Start with the controllable test clock (TestClock RPCs accepted).
     pub test_clock: bool,
     /// Where the test clock starts (default: the system time).
@@ -130,7 +143,8 @@ impl ServerConfig {
             listen,
             advertise: None,
             data_dir: data_dir.into(),
-            shards: 64,
+            shards: DEFAULT_SHARDS,
+            shards_from_data_dir: false,
             test_clock: false,
             test_clock_start: None,
             tick_interval: Duration::from_secs(10),
@@ -264,6 +278,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     };
 
     let mut nc = NodeConfig::new(cfg.node_id, &cfg.data_dir, cfg.shards);
+    nc.shards_from_data_dir = cfg.shards_from_data_dir;
     nc.advertise_addr = peer_advertise.clone();
     nc.listen_addr = None;
     nc.api_addr = advertise.clone();
@@ -289,13 +304,20 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         // own deadline is usually shorter
         nc.write_timeout = Some(Duration::from_secs(10));
     }
-    let slots: Mutex<Vec<Option<ReaderSlot>>> = Mutex::new(vec![None; cfg.shards as usize]);
+    // sized as the groups are built: the data dir may hold another count
+    // than `cfg.shards` (`shards_from_data_dir`)
+    let slots: Mutex<Vec<Option<ReaderSlot>>> = Mutex::new(Vec::new());
     let raft = RaftNode::start(nc, |shard| {
         let (app, slot) = ShardApp::new();
-        slots.lock().unwrap_or_else(|p| p.into_inner())[shard as usize] = Some(slot);
+        let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.len() <= shard as usize {
+            slots.resize(shard as usize + 1, None);
+        }
+        slots[shard as usize] = Some(slot);
         app
     })
     .await?;
+    let shards = raft.shards();
     let slots: Vec<ReaderSlot> = slots
         .into_inner()
         .unwrap_or_else(|p| p.into_inner())
@@ -311,7 +333,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let routing = Routing::new(
         raft.clone(),
         slots,
-        Router::new(cfg.shards),
+        Router::new(shards),
         clock,
         Membership {
             peer_advertise: peer_advertise.clone(),
@@ -437,7 +459,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     crate::relay::carry_clocks(&ctx);
     let clocks = tokio::spawn(crate::relay::watch_clocks(ctx.clone(), stop_rx.clone()));
     let ticker = tokio::spawn(tick_loop(ctx.clone(), cfg.tick_interval, stop_rx));
-    tracing::info!(%addr, %peer_addr, node_id = cfg.node_id, shards = cfg.shards, test_clock = cfg.test_clock, peers = cfg.peers.len(), api_tls = api_tls.is_some(), peer_tls = peer_tls.is_some(), "admit node serving");
+    tracing::info!(%addr, %peer_addr, node_id = cfg.node_id, shards, test_clock = cfg.test_clock, peers = cfg.peers.len(), api_tls = api_tls.is_some(), peer_tls = peer_tls.is_some(), "admit node serving");
     if let Some(via) = &cfg.join {
         // TLS to the member's API port when this node's API port has TLS
         // (a cluster's nodes are alike), with the node certificate

@@ -99,7 +99,9 @@ pub struct Flags {
     /// Raft node id [default: 1].
     #[arg(long, env = "ADMIT_NODE_ID")]
     pub node_id: Option<u64>,
-    /// Number of shards (Raft groups), fixed for a data dir [default: 64].
+    /// Number of shards (Raft groups) of a new data dir [default: 16]; an
+    /// existing data dir keeps its own count unless one is given here or in
+    /// the config file (then a different count is refused).
     #[arg(long, env = "ADMIT_SHARDS")]
     pub shards: Option<u32>,
     /// Run on the controllable test clock (TestClock RPCs accepted).
@@ -227,7 +229,9 @@ pub fn resolve(file: FileConfig, flags: &Flags) -> Result<ServerConfig, String> 
     if c.node_id == 0 {
         return Err(bad("node_id", "must be at least 1"));
     }
-    c.shards = flags.shards.or(file.shards).unwrap_or(64);
+    let shards = flags.shards.or(file.shards);
+    c.shards = shards.unwrap_or(admit_server::DEFAULT_SHARDS);
+    c.shards_from_data_dir = shards.is_none();
     if !(1..=4_096).contains(&c.shards) {
         return Err(bad("shards", "must be 1 to 4096"));
     }
@@ -473,7 +477,11 @@ mod tests {
         let c = resolve(FileConfig::default(), &Flags::default()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(c.data_dir, PathBuf::from("./admit-data"));
-        assert_eq!(c.shards, 64);
+        assert_eq!(c.shards, 16);
+        assert!(
+            c.shards_from_data_dir,
+            "no count given: a data dir keeps its own"
+        );
         assert!(!c.test_clock);
         assert_eq!(
             c.shed_when_late,
@@ -644,6 +652,10 @@ mod tests {
         };
         let c = resolve(f, &flags).unwrap();
         assert_eq!(c.shards, 4);
+        assert!(
+            !c.shards_from_data_dir,
+            "a count given is checked against the data dir"
+        );
         assert_eq!(c.listen.port(), 1);
         assert!(c.test_clock);
     }

@@ -40,7 +40,7 @@ impl<A: App> RaftNode<A> {
     /// elected itself leader (groups shared with peers recover in the
     /// background; guard reads with [`Self::ensure_linearizable`]).
     pub async fn start(
-        config: NodeConfig,
+        mut config: NodeConfig,
         app_factory: impl Fn(u32) -> A,
     ) -> Result<Self, StartError> {
         if config.shards == 0 {
@@ -56,7 +56,7 @@ impl<A: App> RaftNode<A> {
             config.inline_journal,
         )
         .map_err(StartError::Storage)?;
-        check_node_info(&journal, &config).await?;
+        check_node_info(&journal, &mut config).await?;
         // a log with a hole is refused before any group reads it
         crate::integrity::check::<A>(&journal, config.shards + 1, &config.data_dir)
             .map_err(StartError::Storage)?;
@@ -269,7 +269,10 @@ struct DirInfo {
     shards: u32,
 }
 
-async fn check_node_info(journal: &Journal, config: &NodeConfig) -> Result<(), StartError> {
+/// Check that the data dir belongs to this node (or claim a new one). With
+/// `shards_from_data_dir`, an existing dir's shard count replaces the
+/// configured default: a node created under an older default keeps working.
+async fn check_node_info(journal: &Journal, config: &mut NodeConfig) -> Result<(), StartError> {
     let existing = journal
         .meta
         .get(NODE_INFO_KEY)
@@ -277,6 +280,9 @@ async fn check_node_info(journal: &Journal, config: &NodeConfig) -> Result<(), S
     match existing {
         Some(b) => {
             let info: DirInfo = decode(&b).map_err(StartError::Storage)?;
+            if config.shards_from_data_dir && info.shards != 0 {
+                config.shards = info.shards;
+            }
             if info.node_id != config.node_id || info.shards != config.shards {
                 return Err(StartError::Config(format!(
                     "data dir belongs to node {} with {} shards, config says node {} with {} shards",
