@@ -157,6 +157,22 @@ impl Journal {
     ) -> io::Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("journal");
+        // damage fjall would read unchecked and abort on (crate::archives)
+        if let Some((version, current)) = crate::archives::find_damaged_version(&path)? {
+            return Err(io_err(format!(
+                "{}: the journal's files are damaged (the checksum in {} does not match); \
+                 {REBUILD}",
+                version.display(),
+                current.display()
+            )));
+        }
+        if let Some((file, count)) = crate::archives::find_impossible_count(&path)? {
+            return Err(io_err(format!(
+                "{}: the journal's files are damaged (its table of contents claims {count} \
+                 entries, more than the file holds); {REBUILD}",
+                file.display()
+            )));
+        }
         // fjall may panic on some damaged files: a refusal, not a crash
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Database::builder(&path)

@@ -350,6 +350,7 @@
 //   config       NodeConfig
 //   node/        RaftNode: boot, data path, reconcile, registry, infos,
 //                hand-off
+mod archives;
 mod cluster;
 mod codec;
 mod config;

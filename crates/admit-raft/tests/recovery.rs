@@ -279,6 +279,44 @@ async fn a_flipped_byte_in_older_data_is_refused() {
     );
 }
 
+/// A flipped byte in the entry count of an archive's table of contents
+/// (fjall's version files and tables): the reader reserved room for the
+/// count it read, up to ~140 GB, and the process aborted. Now refused,
+/// naming the file. (Found by `random_damage_never_panics_...` in CI.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_archive_count_is_refused_not_an_abort() {
+    let d = Damaged::write().await;
+    let (copy, _) = d.copy();
+    let mut all = Vec::new();
+    files(copy.path(), &mut all);
+    all.sort();
+    let mut damaged = 0;
+    for file in &all {
+        let mut bytes = std::fs::read(file).unwrap();
+        let n = bytes.len();
+        if n < 38 || &bytes[n - 38..n - 34] != b"SFA!" {
+            continue;
+        }
+        let toc = u64::from_le_bytes(bytes[n - 16..n - 8].try_into().unwrap()) as usize;
+        assert_eq!(&bytes[toc..toc + 4], b"TOC!", "{}", file.display());
+        bytes[toc + 7] ^= 0x80; // the count's top byte: 2^31 more entries
+        std::fs::write(file, &bytes).unwrap();
+        damaged += 1;
+        let e = start(copy.path()).await.expect_err("refused");
+        assert_refusal(&e, copy.path());
+        // a version file's own checksum (in its tree's `current`) finds it first
+        assert!(e.to_string().contains(&file.display().to_string()), "{e}");
+        println!("{}: refused: {e}", file.display());
+        bytes[toc + 7] ^= 0x80;
+        std::fs::write(file, &bytes).unwrap();
+    }
+    assert!(damaged > 0, "the data dir holds archives");
+    // and undamaged again, it opens with every write
+    let node = start(copy.path()).await.unwrap();
+    assert_eq!(applied(&node).await, (0..ALL).collect::<Vec<_>>());
+    node.shutdown().await.unwrap();
+}
+
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
