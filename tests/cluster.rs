@@ -288,11 +288,20 @@ async fn restart_every_node_from_disk() {
 /// Add a 4th node while admits stream in (replicas move onto it, spread
 /// evenly), then remove node 1 (its replicas move away first, then it is
 /// REMOVED). No acknowledged admission is lost and every shard has a leader
-/// at the end.
+/// at the end. The 4th node is given no shard count (admitd's default,
+/// another than the cluster's): it takes the cluster's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn add_a_fourth_node_then_remove_one() {
     one_at_a_time(300, async {
-        let mut c = TestCluster::start(3, 3, at(1, 9)).await;
+        let joiner_counts_by_default: support::cluster::Configure =
+            std::sync::Arc::new(|id, cfg: &mut admit_server::ServerConfig| {
+                if id == 4 {
+                    cfg.shards = admit_server::DEFAULT_SHARDS;
+                    cfg.shards_from_data_dir = true;
+                }
+            });
+        let mut c = TestCluster::start_with(3, 3, at(1, 9), Some(joiner_counts_by_default)).await;
+        assert_ne!(c.opts.shards, admit_server::DEFAULT_SHARDS);
         let number = "100200321";
         c.client(1).await.register(number, "TIER_1K").await;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -370,10 +379,29 @@ async fn add_a_fourth_node_then_remove_one() {
                 node_id: 1,
                 address: "127.0.0.1:1".into(),
                 peer_address: "127.0.0.1:2".into(),
+                shards: 0,
             })
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition);
+        // a node with another shard count is refused, and not registered
+        let held = c.shards(Some(3)).await.len() as u32;
+        let e = cc
+            .add_node(pb::AddNodeRequest {
+                node_id: 9,
+                address: "127.0.0.1:3".into(),
+                peer_address: "127.0.0.1:4".into(),
+                shards: held * 2,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(
+            e.message()
+                .contains(&format!("this cluster has {held} shards")),
+            "{e:?}"
+        );
+        assert!(c.nodes_view(3).await.iter().all(|n| n.node_id != 9));
 
         stop.store(true, Ordering::Relaxed);
         streamer.await.unwrap();

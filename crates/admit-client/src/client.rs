@@ -421,6 +421,9 @@ impl Client {
             node_id,
             address: address.to_owned(),
             peer_address: String::new(),
+            // an operator adding a node by hand: its count is checked when
+            // it joins by itself (admitd --join)
+            shards: 0,
         };
         let r = self
             .conn

@@ -277,7 +277,24 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         tls: peer_tls.clone(),
     };
 
-    let mut nc = NodeConfig::new(cfg.node_id, &cfg.data_dir, cfg.shards);
+    // TLS to the member's API port when this node's API port has TLS (a
+    // cluster's nodes are alike), with the node certificate
+    let join_channel = match &cfg.join {
+        Some(via) => Some(
+            crate::transport::dial::api_channel(via, api_tls.as_ref().and(peer_tls.as_ref()))
+                .map_err(StartError::Config)?,
+        ),
+        None => None,
+    };
+    let mut shards = cfg.shards;
+    if let (Some(ch), true) = (&join_channel, cfg.shards_from_data_dir) {
+        // a joining node given no count takes the cluster's (a data dir that
+        // exists keeps its own either way)
+        if let Some(n) = cluster_shards(ch.clone(), cfg.join_token.as_ref()).await {
+            shards = n;
+        }
+    }
+    let mut nc = NodeConfig::new(cfg.node_id, &cfg.data_dir, shards);
     nc.shards_from_data_dir = cfg.shards_from_data_dir;
     nc.advertise_addr = peer_advertise.clone();
     nc.listen_addr = None;
@@ -460,17 +477,13 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let clocks = tokio::spawn(crate::relay::watch_clocks(ctx.clone(), stop_rx.clone()));
     let ticker = tokio::spawn(tick_loop(ctx.clone(), cfg.tick_interval, stop_rx));
     tracing::info!(%addr, %peer_addr, node_id = cfg.node_id, shards, test_clock = cfg.test_clock, peers = cfg.peers.len(), api_tls = api_tls.is_some(), peer_tls = peer_tls.is_some(), "admit node serving");
-    if let Some(via) = &cfg.join {
-        // TLS to the member's API port when this node's API port has TLS
-        // (a cluster's nodes are alike), with the node certificate
-        let tls = api_tls.as_ref().and(peer_tls.as_ref());
-        let ch = crate::transport::dial::api_channel(via, tls).map_err(StartError::Config)?;
+    if let (Some(via), Some(ch)) = (&cfg.join, join_channel) {
         let members = join(
             ch,
             via,
             cfg.node_id,
-            &advertise,
-            &peer_advertise,
+            (&advertise, &peer_advertise),
+            shards,
             cfg.join_token.as_ref(),
         )
         .await;
@@ -676,6 +689,41 @@ fn peer_guard(
     Ok(req)
 }
 
+/// The cluster's shard count as the member behind `ch` holds it
+/// (`Cluster.ListShards`, this node's view), retrying for up to 30 s while
+/// it cannot be reached; `None` if it could not tell (then `Cluster.AddNode`
+/// still refuses a node with another count).
+async fn cluster_shards(
+    ch: tonic::transport::Channel,
+    token: Option<&crate::auth::Token>,
+) -> Option<u32> {
+    use admit_proto::v1::cluster_client::ClusterClient;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut req = tonic::Request::new(admit_proto::v1::ListShardsRequest { local_only: true });
+        if let Some(t) = token {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {}", t.0).parse().ok()?);
+        }
+        req.set_timeout(Duration::from_secs(2));
+        match ClusterClient::new(ch.clone()).list_shards(req).await {
+            Ok(r) => {
+                let n = u32::try_from(r.into_inner().shards.len()).ok()?;
+                return (n > 0).then_some(n);
+            }
+            Err(s)
+                if s.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(s) => {
+                tracing::warn!(error = %s.message(), "join: could not learn the cluster's shard count");
+                return None;
+            }
+        }
+    }
+}
+
 /// Registers this node with the cluster through `via` (`Cluster.AddNode`),
 /// retrying for up to 60 s; the cluster's non-removed members the answer
 /// names. Failure is logged, not fatal: a restarted node that joined before
@@ -684,8 +732,8 @@ async fn join(
     ch: tonic::transport::Channel,
     via: &str,
     node_id: u64,
-    advertise: &str,
-    peer_advertise: &str,
+    (advertise, peer_advertise): (&str, &str),
+    shards: u32,
     token: Option<&crate::auth::Token>,
 ) -> Option<std::collections::BTreeSet<u64>> {
     use admit_proto::v1::cluster_client::ClusterClient;
@@ -697,6 +745,7 @@ async fn join(
                 node_id,
                 address: advertise.to_string(),
                 peer_address: peer_advertise.to_string(),
+                shards,
             });
             if let Some(t) = token {
                 let v = format!("Bearer {}", t.0)

@@ -302,6 +302,7 @@ async fn callers_stay_inside_their_scopes_and_grants() {
                         node_id: 9,
                         address: "10.0.0.9:50051".into(),
                         peer_address: String::new(),
+                        shards: 0,
                     },
                     Some(who),
                 ))

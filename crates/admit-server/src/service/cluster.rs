@@ -220,6 +220,17 @@ impl Cluster for ClusterService {
                 ));
             }
             let raft = &self.ctx.routing.raft;
+            // a node with another count would run groups that share nothing
+            // with the cluster's (a shard is hash % count)
+            if r.shards != 0 && r.shards != raft.shards() {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "shards: this cluster has {} shards, the joining node {}; start it \
+                     from an empty data dir with --shards {}",
+                    raft.shards(),
+                    r.shards,
+                    raft.shards()
+                )));
+            }
             raft.add_node(r.node_id, &peer).await.map_err(admin_err)?;
             raft.set_api_addr(r.node_id, &r.address)
                 .await
