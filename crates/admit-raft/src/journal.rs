@@ -145,6 +145,12 @@ pub(crate) fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// Whether `dir` holds no journal yet: a node started there creates its data
+/// dir, with the shard count it is given.
+pub fn is_new_data_dir(dir: &Path) -> bool {
+    !dir.join("journal").exists()
+}
+
 impl Journal {
     /// `track_unsynced` enables [`Self::power_cut`] (for tests: it costs a
     /// read per written key).

@@ -223,7 +223,9 @@ async fn assert_refused(dir: &std::path::Path, shards: u32, created_with: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_data_dir_takes_the_default_shard_count() {
     let dir = tempfile::tempdir().unwrap();
+    assert!(admit_raft::is_new_data_dir(dir.path()));
     let node = start_with_default_count(dir.path(), 2).await;
+    assert!(!admit_raft::is_new_data_dir(dir.path()));
     assert_eq!(node.shards(), 2);
     node.write(1, add("k", 1)).await.unwrap();
     node.shutdown().await.unwrap();

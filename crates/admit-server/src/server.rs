@@ -287,9 +287,10 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         None => None,
     };
     let mut shards = cfg.shards;
-    if let (Some(ch), true) = (&join_channel, cfg.shards_from_data_dir) {
+    let new_dir = admit_raft::is_new_data_dir(&cfg.data_dir);
+    if let (Some(ch), true) = (&join_channel, cfg.shards_from_data_dir && new_dir) {
         // a joining node given no count takes the cluster's (a data dir that
-        // exists keeps its own either way)
+        // exists keeps its own: not asked, so a restart never waits on it)
         if let Some(n) = cluster_shards(ch.clone(), cfg.join_token.as_ref()).await {
             shards = n;
         }
