@@ -29,11 +29,38 @@ fn all_digits(s: &str) -> bool {
 /// A WhatsApp business phone number id: 1-32 decimal digits (section 1, docs/rules.md).
 ///
 /// Stored as a number plus its digit count so that it is `Copy`, hashes fast and keeps
-/// leading zeros distinct ("07" is not "7").
+/// leading zeros distinct ("07" is not "7"). The number is two `u64` halves, not a
+/// `u128`: 8-byte alignment makes the id 24 bytes instead of 32, and it sits in every
+/// number's record, scope key and registry table. Field order keeps the derived order
+/// that of (value, digits); serde sees `{ value: u128, digits: u8 }`, the stored form.
 #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(from = "NumberIdRepr", into = "NumberIdRepr")]
 pub struct NumberId {
+    hi: u64,
+    lo: u64,
+    digits: u8,
+}
+
+/// The stored form of a [`NumberId`] (snapshots and the log are written with it).
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "NumberId")]
+struct NumberIdRepr {
     value: u128,
     digits: u8,
+}
+
+impl From<NumberIdRepr> for NumberId {
+    fn from(r: NumberIdRepr) -> Self {
+        NumberId::from_parts(r.value, r.digits)
+    }
+}
+impl From<NumberId> for NumberIdRepr {
+    fn from(n: NumberId) -> Self {
+        NumberIdRepr {
+            value: n.value(),
+            digits: n.digits,
+        }
+    }
 }
 
 impl NumberId {
@@ -41,22 +68,30 @@ impl NumberId {
         if !all_digits(s) || s.len() > 32 {
             return Err(FieldError::new(field, "must be 1 to 32 decimal digits"));
         }
-        Ok(NumberId {
-            value: s.parse().expect("32 digits fit in u128"),
-            digits: s.len() as u8,
-        })
+        Ok(NumberId::from_parts(
+            s.parse().expect("32 digits fit in u128"),
+            s.len() as u8,
+        ))
+    }
+    fn from_parts(value: u128, digits: u8) -> Self {
+        NumberId {
+            hi: (value >> 64) as u64,
+            lo: value as u64,
+            digits,
+        }
+    }
+    fn value(&self) -> u128 {
+        (u128::from(self.hi) << 64) | u128::from(self.lo)
     }
     /// A stable 64-bit hash for shard routing (not `Hash`, which may be randomized).
     pub fn stable_hash(&self) -> u64 {
-        crate::hash::mix64(
-            self.value as u64 ^ (self.value >> 64) as u64 ^ (self.digits as u64) << 56,
-        )
+        crate::hash::mix64(self.lo ^ self.hi ^ (self.digits as u64) << 56)
     }
 }
 
 impl fmt::Display for NumberId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:0width$}", self.value, width = self.digits as usize)
+        write!(f, "{:0width$}", self.value(), width = self.digits as usize)
     }
 }
 impl fmt::Debug for NumberId {
@@ -197,6 +232,47 @@ mod tests {
         assert_eq!(e.field, "number");
         assert!(NumberId::parse("number", "").is_err());
         assert!(NumberId::parse("number", "12a").is_err());
+    }
+
+    #[test]
+    fn number_ids_keep_their_stored_form_and_order() {
+        // the form snapshots and the log hold: a u128 then the digit count
+        #[derive(serde::Serialize)]
+        struct Stored {
+            value: u128,
+            digits: u8,
+        }
+        let samples = [
+            "0",
+            "7",
+            "007",
+            "18446744073709551615",
+            "18446744073709551616",
+        ];
+        let long = "9".repeat(32);
+        let mut ids = Vec::new();
+        for s in samples.iter().copied().chain([long.as_str()]) {
+            let id = NumberId::parse("number", s).unwrap();
+            let stored = Stored {
+                value: s.parse().unwrap(),
+                digits: s.len() as u8,
+            };
+            let bytes = postcard::to_allocvec(&id).unwrap();
+            assert_eq!(bytes, postcard::to_allocvec(&stored).unwrap(), "{s}");
+            assert_eq!(postcard::from_bytes::<NumberId>(&bytes).unwrap(), id);
+            assert_eq!(id.to_string(), s);
+            // routing: a number stays on the shard it was placed on
+            let (v, d) = (stored.value, stored.digits as u64);
+            let old = crate::hash::mix64(v as u64 ^ (v >> 64) as u64 ^ d << 56);
+            assert_eq!(id.stable_hash(), old, "{s}");
+            ids.push((id, (stored.value, stored.digits)));
+        }
+        for (a, ka) in &ids {
+            for (b, kb) in &ids {
+                assert_eq!(a.cmp(b), ka.cmp(kb), "{a} vs {b}");
+            }
+        }
+        assert_eq!(std::mem::size_of::<NumberId>(), 24);
     }
 
     #[test]

@@ -527,7 +527,7 @@ impl Reader {
             .collect::<Vec<_>>();
         Some(ScopeStatus {
             scope: sc.key.clone(),
-            profile: sc.profile.clone(),
+            profile: sc.profile.to_string(),
             limit: tier.limit,
             used,
             headroom: tier.limit.headroom(used),

@@ -31,7 +31,7 @@ impl Engine {
             idx,
             Box::new(ScopeState {
                 key: key.clone(),
-                profile: policy.name.clone(),
+                profile: policy.name.as_str().into(),
                 policy: policy.clone(),
                 limit,
                 model_limit: limit,
@@ -138,7 +138,7 @@ impl Engine {
                 drop(n);
                 if policy.scope == ScopeKind::Number {
                     let mut sc = self.shared.scopes.get_mut(&scope).expect("scope");
-                    sc.profile = new_profile;
+                    sc.profile = new_profile.into();
                     sc.policy = policy;
                 }
                 scope
@@ -293,7 +293,7 @@ impl Engine {
             .shared
             .scopes
             .iter_mut()
-            .filter(|s| s.profile == p.name)
+            .filter(|s| *s.profile == *p.name)
             .map(|mut s| {
                 s.policy = arc.clone();
                 *s.key()
