@@ -265,9 +265,10 @@ pub(crate) struct Shared {
     /// Each number's `display` is derived from it on restore.
     pub displays: Map<String, (NumberId, Ts)>,
     /// Numbers' limit scopes as claimed on this shard, their home shard, before a
-    /// first registration (`Command::ClaimScope`). Never removed: a claim is a
-    /// number id and a scope key, and numbers are registered by admins (few, and
-    /// never deleted), so the table stays about as large as the number list.
+    /// first registration (`Command::ClaimScope`). Removed when the number
+    /// registers on this shard (its record then answers claims); kept for a number
+    /// registered on another shard (a portfolio's), so the table stays at most as
+    /// large as the number list (numbers are never deleted).
     pub claims: Map<NumberId, ScopeKey>,
     /// The engine's time (the latest command time applied, UTC ms), published for
     /// readers: a decision from memory must not run on a clock behind it.

@@ -9,8 +9,9 @@ use super::*;
 
 impl Engine {
     /// [`Command::ClaimScope`]: the scope that holds for `number`. In order: the claim
-    /// already made, the scope of the number registered on this shard (numbers
-    /// registered before claims existed), else `scope`, which is claimed now.
+    /// already made, the scope of the number registered on this shard (its claim was
+    /// dropped at registration, or it registered before claims existed), else
+    /// `scope`, which is claimed now.
     pub(super) fn claim_scope(
         &mut self,
         number: NumberId,
@@ -29,13 +30,14 @@ impl Engine {
                 scope: held.clone(),
             });
         }
-        let held = self
-            .shared
-            .numbers
-            .get(&number)
-            .map_or(scope, |n| n.scope_key.clone());
-        self.shared.claims.insert(number, held.clone());
-        Ok(Output::Claimed { scope: held })
+        if let Some(n) = self.shared.numbers.get(&number) {
+            // registered here: the record answers (no claim kept beside it)
+            return Ok(Output::Claimed {
+                scope: n.scope_key.clone(),
+            });
+        }
+        self.shared.claims.insert(number, scope.clone());
+        Ok(Output::Claimed { scope })
     }
 
     /// A claim on this shard for another scope than `key`: creating `number` in `key`
@@ -117,6 +119,23 @@ mod tests {
         let mut e = Engine::new();
         register(&mut e, n, "seeds", None).unwrap();
         assert_eq!(claim(&mut e, n, acme).unwrap(), by_number);
+    }
+
+    /// A claim followed by the registration it allowed, on the same shard: the
+    /// registration answers later claims, so the claim itself is dropped (a table
+    /// entry a number less); a rival claim still gets the registered scope.
+    #[test]
+    fn a_registration_on_the_claiming_shard_replaces_its_claim() {
+        let (n, by_number, acme, _) = ids();
+        let mut e = Engine::new();
+        assert_eq!(claim(&mut e, n, by_number.clone()).unwrap(), by_number);
+        assert_eq!(e.shared.claims.len(), 1);
+        register(&mut e, n, "seeds", None).unwrap();
+        assert_eq!(e.shared.claims.len(), 0);
+        assert_eq!(e.reader().scope_of(&n), Some(by_number.clone()));
+        assert_eq!(claim(&mut e, n, acme).unwrap(), by_number);
+        // answering from the record wrote no claim back
+        assert_eq!(e.shared.claims.len(), 0);
     }
 
     /// On the home shard, a number-scoped registration of a number claimed for a

@@ -203,6 +203,11 @@ impl Engine {
                         display: None,
                     }),
                 );
+                // Registered here, the number answers a claim itself (`claim_scope`
+                // falls back to its record), so a claim on this shard says nothing
+                // more: dropped, it stops costing a table entry a number. Removed
+                // after the insert, so a reader never finds neither.
+                self.shared.claims.remove(&id);
                 let mut s = self.shared.scopes.get_mut(&scope).expect("scope");
                 // most scopes are one number's: no room for four (push's first growth)
                 s.members.reserve_exact(1);
