@@ -380,6 +380,25 @@ fn per_scope(tops: &[&ScopeSummary], now: Ts, p: &mut Page) {
 /// `stop` (polling: a change undone within one period is missed). While
 /// every group here is quiesced no leader changes without a group waking,
 /// so the loop waits for that instead (`crate::quiet`).
+/// How often histogram samples are folded into their buckets without a scrape.
+const FOLD_EVERY: Duration = Duration::from_secs(5);
+
+/// The recorder keeps each histogram sample (8 bytes) until an upkeep folds it
+/// into the histogram's buckets, and only a scrape runs one: a node nobody
+/// scrapes, or scrapes rarely, would hold every sample of every call, without
+/// bound. Fold them every few seconds. Not paused while the groups are quiet:
+/// open-window sends are answered (and timed) without any Raft traffic.
+async fn fold_samples(mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(FOLD_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => crate::telemetry::recorder().run_upkeep(),
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
 pub(crate) async fn watch_leaders(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let raft = ctx.routing.raft.clone();
     let mut last: Vec<Option<u64>> = vec![None; raft.shards() as usize];
@@ -434,7 +453,8 @@ impl Endpoint {
         let addr = listener.local_addr()?;
         let tasks = vec![
             tokio::spawn(http::serve(listener, ctx.clone(), top, stop.clone())),
-            tokio::spawn(watch_leaders(ctx, stop)),
+            tokio::spawn(watch_leaders(ctx, stop.clone())),
+            tokio::spawn(fold_samples(stop)),
         ];
         tracing::info!(%addr, top_scopes = top, "metrics at http://{addr}/metrics");
         Ok(Endpoint { addr, tasks })
