@@ -32,7 +32,7 @@
 //! * State (`state` module) sits in sharded concurrent maps: each reader takes the read
 //!   lock of the one shard holding the entry it needs; the writer changes one entry at a
 //!   time and never waits on one entry while holding another. Per-customer window entries
-//!   are 28 bytes (12-byte key, two packed timestamps).
+//!   are 24 bytes (12-byte key, two timestamps packed in 48 bits each).
 //! * Exact counts: each limit scope keeps its counted conversations in an event log with
 //!   sliding windows (`log` module): the 24 h limit window (R3.1) and the 7- or 30-day
 //!   upgrade window (R5.2-R5.4) are counted exactly. HyperLogLog sketches

@@ -105,7 +105,7 @@ pub(crate) fn precheck(sh: &Shared, ns: &NumberState, req: &AdmitRequest, now: T
     }
     // the windows (R3.2 steps 1-2)
     let w = sh.pairs.get(&pair).map(|w| *w).unwrap_or_default();
-    if let Some(t) = w.csw.get() {
+    if let Some(t) = w.csw() {
         if window_open(t, p.service_window, now) {
             return Final(Decision::allow(
                 Reason::ServiceWindow,
@@ -118,7 +118,7 @@ pub(crate) fn precheck(sh: &Shared, ns: &NumberState, req: &AdmitRequest, now: T
             return Final(Decision::allow(Reason::FreeEntryPoint, until));
         }
     }
-    if let Some(t) = w.bic.get() {
+    if let Some(t) = w.bic() {
         if window_open(t, p.conversation_window, now) {
             return Final(Decision::allow(
                 Reason::OpenConversation,
@@ -140,7 +140,7 @@ pub(crate) fn precheck(sh: &Shared, ns: &NumberState, req: &AdmitRequest, now: T
 /// Whether a send to the pair would be a reply: inside an open customer service window
 /// or free entry point window (R3.2 step 1, R2.3).
 fn in_reply_window(sh: &Shared, p: &Policy, pair: PairKey, now: Ts) -> bool {
-    let csw = sh.pairs.get(&pair).and_then(|w| w.csw.get());
+    let csw = sh.pairs.get(&pair).and_then(|w| w.csw());
     csw.is_some_and(|t| window_open(t, p.service_window, now))
         || sh.fep.get(&pair).is_some_and(|until| now < *until)
 }

@@ -153,11 +153,7 @@ impl Reader {
         }
         for e in sh.pairs.iter() {
             if let Some((count, len)) = windows.get_mut(&e.key().owner()) {
-                if e.value()
-                    .csw
-                    .get()
-                    .is_some_and(|t| window_open(t, *len, now))
-                {
+                if e.value().csw().is_some_and(|t| window_open(t, *len, now)) {
                     *count += 1;
                 }
             }

@@ -74,25 +74,3 @@ impl fmt::Debug for Dur {
         write!(f, "{}ms", self.0)
     }
 }
-
-/// A timestamp packed into two `u32`s so that per-customer entries stay 4-byte aligned and
-/// small (see [`crate::windows`]). Zero means "none": no real event happens at the epoch.
-#[derive(Copy, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub(crate) struct PackedTs([u32; 2]);
-
-impl PackedTs {
-    pub const NONE: PackedTs = PackedTs([0, 0]);
-    pub fn new(ts: Ts) -> Self {
-        PackedTs([(ts.0 >> 32) as u32, ts.0 as u32])
-    }
-    pub fn get(self) -> Option<Ts> {
-        let v = ((self.0[0] as u64) << 32) | self.0[1] as u64;
-        (v != 0).then_some(Ts(v))
-    }
-}
-
-impl fmt::Debug for PackedTs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.get())
-    }
-}

@@ -90,7 +90,7 @@ impl Engine {
                         .pairs
                         .entry(PairKey::new(idx, customer))
                         .or_default()
-                        .bic = PackedTs::new(now);
+                        .set_bic(Some(now));
                     d
                 }
             }
@@ -192,8 +192,8 @@ impl Engine {
             .pairs
             .get_mut(&PairKey::new(e.number, e.customer))
         {
-            if w.bic.get() == Some(e.ts) {
-                w.bic = PackedTs::NONE;
+            if w.bic() == Some(e.ts) {
+                w.set_bic(None);
             }
         }
         // R3.4/R3.5: the recorded "allowed" no longer stands for a counted send, so it

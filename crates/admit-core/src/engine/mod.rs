@@ -21,7 +21,7 @@ use crate::meta_error::MetaError;
 use crate::policy::{Limit, Policy, ScopeKind, TierMeaning};
 use crate::rules::{self, Member, Pre, Tier};
 use crate::state::*;
-use crate::time::{Dur, PackedTs, Ts};
+use crate::time::{Dur, Ts};
 use crate::Reader;
 use admit_sketch::{SketchConfig, WindowedSketch};
 use serde::{Deserialize, Serialize};
@@ -155,7 +155,7 @@ impl Engine {
                             .shared
                             .pairs
                             .get(&PairKey::new(n.idx, i.customer.get()))
-                            .and_then(|w| w.csw.get());
+                            .and_then(|w| w.csw());
                         Output::Inbound {
                             window_end: csw.map_or(now, |t| t.plus(n.policy.service_window)),
                             opt: None,

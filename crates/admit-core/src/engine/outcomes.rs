@@ -11,7 +11,7 @@ impl Engine {
             .pairs
             .entry(PairKey::new(idx, customer))
             .or_default()
-            .csw = PackedTs::new(now);
+            .set_csw(Some(now));
         let opt = i.text.as_deref().and_then(|t| keyword(&policy, t));
         if let Some(o) = opt {
             self.set_opt(scope, customer, o);
@@ -139,7 +139,7 @@ impl Engine {
             Some(MetaError::UserStopped) => self.set_opt(scope, customer, OptChange::OptedOut),
             Some(MetaError::WindowClosed) => {
                 if let Some(mut w) = self.shared.pairs.get_mut(&pair) {
-                    w.csw = PackedTs::NONE;
+                    w.set_csw(None);
                 }
             }
             Some(e @ (MetaError::TemplatePaused | MetaError::TemplateDisabled)) => {

@@ -22,8 +22,7 @@ impl Engine {
         let ended = |t: Option<Ts>| t.is_none_or(|t| t.plus(longest) <= now);
         let sh = &self.shared;
         let before = sh.pairs.len();
-        sh.pairs
-            .retain(|_, w| !(ended(w.csw.get()) && ended(w.bic.get())));
+        sh.pairs.retain(|_, w| !(ended(w.csw()) && ended(w.bic())));
         reclaimed += (before - sh.pairs.len()) as u64;
         for m in [&sh.fep, &sh.marketing_holds] {
             let before = m.len();
