@@ -583,8 +583,10 @@ const MAX_GROUP: usize = 4096;
 /// tombstone beside them, and the skiplist costs more than the bytes counted:
 /// with the default, the logs' memtables held about 250 MB of the heap with
 /// 1M open windows (a heap profile, docs/benchmarks.md). Smaller memtables
-/// flush sooner; most entries are purged soon after anyway.
-const LOG_MEMTABLE_BYTES: u64 = 8 << 20;
+/// flush sooner; most entries are purged soon after anyway. 4 MiB held about
+/// 12 MiB less than 8 MiB after the memory scenario, for a few percent of the
+/// batches' throughput (docs/benchmarks.md, session 25).
+const LOG_MEMTABLE_BYTES: u64 = 4 << 20;
 
 /// The memtable size of the small keyspaces (votes, marks, snapshot records).
 /// They hold a few keys per group, rewritten on every batch: with fjall's
