@@ -91,7 +91,13 @@ impl NumberId {
 
 impl fmt::Display for NumberId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:0width$}", self.value(), width = self.digits as usize)
+        // u128 formatting divides in 128 bits; ids of up to 19 digits fit a u64
+        // (admission ids print one per admitted send)
+        let width = self.digits as usize;
+        match self.hi {
+            0 => write!(f, "{:0width$}", self.lo),
+            _ => write!(f, "{:0width$}", self.value()),
+        }
     }
 }
 impl fmt::Debug for NumberId {

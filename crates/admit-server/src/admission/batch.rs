@@ -29,7 +29,6 @@ pub(crate) struct BatchAdmitted {
 /// A send of the batch bound for its shard's log.
 struct Slow {
     index: usize,
-    req: AdmitRequest,
     taken: Option<Taken>,
     scope: Option<ScopeKey>,
 }
@@ -60,8 +59,12 @@ impl Admission {
     ) -> BatchAdmitted {
         let now = self.routing.now();
         let mut results: Vec<Option<Result<Decided, ApiError>>> = Vec::with_capacity(items.len());
-        let mut slow: BTreeMap<u32, Vec<Slow>> = BTreeMap::new();
-        let mut slow_pairs: HashSet<(NumberId, WaId)> = HashSet::new();
+        // each shard's sends to write, and their requests (moved into the
+        // commands, not copied)
+        let mut slow: BTreeMap<u32, (Vec<Slow>, Vec<AdmitRequest>)> = BTreeMap::new();
+        let mut slow_pairs: HashSet<(NumberId, WaId), ahash::RandomState> =
+            HashSet::with_capacity_and_hasher(items.len(), ahash::RandomState::new());
+        let total = items.len();
         for (index, item) in items.into_iter().enumerate() {
             let req = match item {
                 Ok(r) => r,
@@ -78,26 +81,32 @@ impl Admission {
                 Triage::Slow(taken) => {
                     results.push(None);
                     slow_pairs.insert(pair);
-                    slow.entry(route.shard).or_default().push(Slow {
+                    // room for the rest of the batch, up to 32: a campaign's
+                    // batch is all one shard's
+                    let (group, reqs) = slow.entry(route.shard).or_insert_with(|| {
+                        let room = (total - index).min(32);
+                        (Vec::with_capacity(room), Vec::with_capacity(room))
+                    });
+                    group.push(Slow {
                         index,
-                        req,
                         taken,
                         scope: route.scope,
                     });
+                    reqs.push(req);
                 }
             }
         }
-        let writes = slow.into_iter().map(|(shard, group)| async move {
+        let writes = slow.into_iter().map(|(shard, (group, reqs))| async move {
             let at = self.routing.now();
             // a clock too far ahead of the others' must not stamp (crate::skew)
             if let Err(e) = self.routing.skew.check(at) {
                 return (group, Err(e));
             }
-            let cmds = group
-                .iter()
-                .map(|s| Stamped {
+            let cmds = reqs
+                .into_iter()
+                .map(|req| Stamped {
                     at,
-                    cmd: Command::Admit(s.req.clone()),
+                    cmd: Command::Admit(req),
                     by: None,
                 })
                 .collect();

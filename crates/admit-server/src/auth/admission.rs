@@ -84,9 +84,11 @@ impl AdmissionKey {
 
     /// The id as callers see it.
     pub fn seal(&self, id: &AdmissionId) -> String {
-        let mut sealed = id.to_string();
+        use std::fmt::Write;
+        // room for the longest name and its tag: one allocation, no regrowth
+        let mut sealed = String::with_capacity(96);
+        let _ = write!(sealed, "{id}");
         let tag = self.mac(&sealed).finalize().into_bytes();
-        sealed.reserve(1 + 2 * TAG);
         sealed.push('.');
         super::push_hex(&mut sealed, &tag[..TAG]);
         sealed
