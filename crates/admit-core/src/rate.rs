@@ -6,6 +6,10 @@
 //! microseconds inside so that 80 messages/s (12.5 ms apart) stays exact. R8.3: a leader
 //! change starts these from full, which the docs state.
 
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
+
 use crate::ids::{NumberId, WaId};
 use crate::state::{new_map, Map};
 use crate::time::{Dur, Ts};
@@ -68,18 +72,88 @@ pub struct Taken {
 }
 
 /// The leader's token buckets for every number and (number, customer) pair.
+///
+/// The pairs live inside their number's entry, keyed by the customer alone: a
+/// send takes one lock and hashes 8 bytes for its pair, and a pair bucket in a
+/// number's table is 16 bytes, not 40 (a campaign adds one for every new
+/// customer, held for R8.2's interval, so these tables grow large and every
+/// insert misses the cache). A number's first pair is kept in its entry, so a
+/// portfolio of numbers with one recent customer each allocates no tables.
 #[derive(Debug)]
 pub struct RateLimiter {
-    numbers: Map<NumberId, u64>,
-    pairs: Map<(NumberId, WaId), u64>,
+    numbers: Map<NumberId, Buckets>,
+}
+
+/// One number's throughput bucket and its pairs' buckets. `tat == 0`: the
+/// number's bucket is full (swept, or never taken), kept only for its pairs.
+#[derive(Debug, Default)]
+struct Buckets {
+    tat: u64,
+    first: Option<(WaId, u64)>,
+    more: HashMap<WaId, u64, PairHasher>,
+}
+
+impl Buckets {
+    fn pair_bucket(&mut self, customer: WaId) -> Option<&mut u64> {
+        match &mut self.first {
+            Some((c, tat)) if *c == customer => Some(tat),
+            _ => self.more.get_mut(&customer),
+        }
+    }
+
+    /// The pair's bucket, a full one added if it has none (never a second
+    /// one for a pair already held).
+    fn pair_or_new(&mut self, customer: WaId) -> &mut u64 {
+        match self.first {
+            Some((c, _)) if c == customer => {
+                return &mut self.first.as_mut().expect("matched above").1;
+            }
+            None if !self.more.contains_key(&customer) => {
+                return &mut self.first.insert((customer, 0)).1;
+            }
+            _ => {}
+        }
+        self.more.entry(customer).or_insert(0)
+    }
+
+    fn pairs(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    /// Forgets the buckets full again at `now_us`; true if any is left.
+    fn sweep(&mut self, now_us: u64) -> bool {
+        if self.tat <= now_us {
+            self.tat = 0;
+        }
+        if self.first.is_some_and(|(_, tat)| tat <= now_us) {
+            self.first = None;
+        }
+        self.more.retain(|_, tat| *tat > now_us);
+        if self.more.capacity() > 64 && self.more.len() * 4 < self.more.capacity() {
+            // a burst's table is given back once a quarter of it is used
+            self.more.shrink_to_fit();
+        }
+        self.tat > 0 || self.pairs() > 0
+    }
 }
 
 impl Default for RateLimiter {
     fn default() -> Self {
-        RateLimiter {
-            numbers: new_map(),
-            pairs: new_map(),
-        }
+        RateLimiter { numbers: new_map() }
+    }
+}
+
+/// The pair tables' hasher: one random key for the process (callers choose the
+/// customers, so the key must not be guessable), kept in no table, so a number's
+/// table holds no hasher state of its own.
+#[derive(Clone, Copy, Default, Debug)]
+struct PairHasher;
+
+impl BuildHasher for PairHasher {
+    type Hasher = ahash::AHasher;
+    fn build_hasher(&self) -> ahash::AHasher {
+        static KEY: OnceLock<ahash::RandomState> = OnceLock::new();
+        KEY.get_or_init(ahash::RandomState::new).build_hasher()
     }
 }
 
@@ -102,14 +176,14 @@ impl RateLimiter {
         now: Ts,
     ) -> Result<Taken, RateDenial> {
         let now_us = us(now);
-        let mut n = self.numbers.entry(number).or_insert(0);
-        let before = *n;
-        take(&mut n, number_rate, now_us).map_err(|at| RateDenial::Throughput {
+        let mut entry = self.numbers.entry(number).or_default();
+        let b = &mut *entry;
+        let before = b.tat;
+        take(&mut b.tat, number_rate, now_us).map_err(|at| RateDenial::Throughput {
             retry_at: ceil_ms(at),
         })?;
-        let mut p = self.pairs.entry((number, customer)).or_insert(0);
-        if let Err(at) = take(&mut p, pair_rate, now_us) {
-            *n = before;
+        if let Err(at) = take(b.pair_or_new(customer), pair_rate, now_us) {
+            b.tat = before;
             return Err(RateDenial::Pair {
                 retry_at: ceil_ms(at),
             });
@@ -125,23 +199,31 @@ impl RateLimiter {
     /// Gives back cells taken for a send that was then denied (R3.6: a denied send uses
     /// up nothing).
     pub fn give_back(&self, t: Taken) {
-        if let Some(mut n) = self.numbers.get_mut(&t.number) {
-            *n = n.saturating_sub(t.number_rate.interval_us);
-        }
-        if let Some(mut p) = self.pairs.get_mut(&(t.number, t.customer)) {
-            *p = p.saturating_sub(t.pair_rate.interval_us);
+        if let Some(mut b) = self.numbers.get_mut(&t.number) {
+            b.tat = b.tat.saturating_sub(t.number_rate.interval_us);
+            if let Some(p) = b.pair_bucket(t.customer) {
+                *p = p.saturating_sub(t.pair_rate.interval_us);
+            }
         }
     }
 
-    /// Forgets keys whose bucket is full again at `now` (they behave as absent ones).
+    /// Forgets buckets that are full again at `now` (they behave as absent ones), and
+    /// numbers left with none.
     pub fn sweep(&self, now: Ts) {
         let now_us = us(now);
-        self.numbers.retain(|_, tat| *tat > now_us);
-        self.pairs.retain(|_, tat| *tat > now_us);
+        self.numbers.retain(|_, b| b.sweep(now_us));
+        // the table a burst of numbers grew is given back too
+        if self.numbers.len() * 4 < self.numbers.capacity() {
+            self.numbers.shrink_to_fit();
+        }
     }
 
+    /// Buckets held: the numbers' that are not full, and the pairs'.
     pub fn len(&self) -> usize {
-        self.numbers.len() + self.pairs.len()
+        self.numbers
+            .iter()
+            .map(|b| usize::from(b.tat > 0) + b.pairs())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -205,6 +287,37 @@ mod tests {
         rl.give_back(t);
         assert!(rl.try_take(n, c, tp, pr, Ts(16_000)).is_ok());
         rl.sweep(Ts(10_000_000));
+        assert!(rl.is_empty());
+    }
+
+    #[test]
+    fn r8_2_a_pair_in_the_table_keeps_its_bucket_when_the_first_slot_frees() {
+        // customer a takes the number's first slot, b goes to its table; a's
+        // bucket is full again first and the sweep frees the slot: b's next
+        // sends must still meet b's bucket, not a new full one in the slot
+        let (n, a) = ids();
+        let b = WaId::parse("c", "4915155555").unwrap();
+        let rl = RateLimiter::default();
+        let tp = Rate::per_second(1_000);
+        let pr = Rate::every(Dur::secs(6), 2);
+        rl.try_take(n, a, tp, pr, Ts(10_000)).unwrap();
+        for _ in 0..2 {
+            rl.try_take(n, b, tp, pr, Ts(12_000)).unwrap();
+        }
+        assert_eq!(rl.len(), 3);
+        rl.sweep(Ts(16_000)); // a full again at 16,000; b at 24,000
+        assert_eq!(rl.len(), 1);
+        assert_eq!(
+            rl.try_take(n, b, tp, pr, Ts(16_000)).unwrap_err(),
+            RateDenial::Pair {
+                retry_at: Ts(18_000)
+            }
+        );
+        rl.try_take(n, b, tp, pr, Ts(18_000)).unwrap();
+        assert_eq!(rl.len(), 2, "b held once, and the number's bucket");
+        rl.sweep(Ts(29_999));
+        assert_eq!(rl.len(), 1);
+        rl.sweep(Ts(30_000));
         assert!(rl.is_empty());
     }
 

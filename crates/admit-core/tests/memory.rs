@@ -128,4 +128,36 @@ fn window_entries_are_compact_and_reclaimed() {
         after < 64 * 1024,
         "{after} bytes still held after every conversation ended"
     );
+
+    r8_buckets();
+}
+
+/// R8's leader-local buckets: bytes per pair bucket with many numbers of one
+/// recent customer each (sends spread over a portfolio) and with one number of
+/// many (a campaign), and nothing left once a sweep finds them all full again.
+fn r8_buckets() {
+    use admit_core::rate::{Rate, RateLimiter};
+    let throughput = Rate::per_second(1_000_000);
+    let pair = Rate::every(Dur::secs(6), 45);
+    let cases: [(u64, u64, f64); 2] = [(100_000, 1, 200.0), (1, 200_000, 48.0)];
+    for (numbers, customers, bound) in cases {
+        let base = live();
+        let rl = RateLimiter::default();
+        for n in 0..numbers {
+            let number = num(&(20_000_000 + n).to_string());
+            for c in 0..customers {
+                rl.try_take(number, cust(c), throughput, pair, T0).unwrap();
+            }
+        }
+        assert_eq!(rl.len() as u64, numbers * (customers + 1));
+        let per_pair = (live() - base) as f64 / (numbers * customers) as f64;
+        println!(
+            "R8 buckets: {numbers} numbers x {customers} customers, {per_pair:.1} bytes a pair"
+        );
+        assert!(per_pair <= bound, "{per_pair:.1} bytes a pair bucket");
+        rl.sweep(Ts(T0.0 + 6_000));
+        assert!(rl.is_empty());
+        let after = live() - base;
+        assert!(after < 64 * 1024, "{after} bytes held after the sweep");
+    }
 }
