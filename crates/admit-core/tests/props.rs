@@ -838,4 +838,20 @@ proptest! {
         let rest = replay(&a.log[cut..], restored);
         prop_assert_eq!(rest.snapshot(), a.e.snapshot());
     }
+
+    /// A replica applies an entry its log still shares from a reference
+    /// (`apply_ref`): every answer and the state must be those of a copy.
+    #[test]
+    fn applying_a_shared_command_is_applying_a_copy(ops in prop::collection::vec(op(), 1..60)) {
+        let a = run(&ops, false);
+        let (mut by_value, mut by_ref) = (Engine::new(), Engine::new());
+        setup(&mut by_value);
+        setup(&mut by_ref);
+        for (c, t) in &a.log {
+            let x = by_value.apply(c.clone(), *t);
+            let y = by_ref.apply_ref(c, *t);
+            prop_assert_eq!(format!("{x:?}"), format!("{y:?}"));
+        }
+        prop_assert_eq!(by_value.snapshot(), by_ref.snapshot());
+    }
 }

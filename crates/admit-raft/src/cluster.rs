@@ -404,7 +404,7 @@ pub(crate) enum MetaFwd {
 
 /// Propose `cmd` to the metadata group `meta` if this node leads it.
 pub(crate) async fn meta_write_local(meta: &GroupRaft<Registry>, cmd: MetaCmd) -> MetaFwd {
-    match meta.client_write(CmdData(vec![cmd])).await {
+    match meta.client_write(CmdData::new(vec![cmd])).await {
         Ok(r) => MetaFwd::Done(r.data.0.into_iter().next().and_then(|r| r.err)),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             MetaFwd::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr)))

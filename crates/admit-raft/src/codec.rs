@@ -39,7 +39,7 @@ const VERSIONED: u64 = 0;
 
 impl<A: App> Serialize for CmdData<A> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (VERSIONED, A::layout_of(&self.0), &self.0).serialize(s)
+        (VERSIONED, A::layout_of(&self.0), self.0.as_slice()).serialize(s)
     }
 }
 
@@ -47,7 +47,7 @@ impl<'de, A: App> Deserialize<'de> for CmdData<A> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // a tuple of unknown length: postcard reads its elements in turn
         d.deserialize_tuple(usize::MAX, WireVisitor::<A>(PhantomData))
-            .map(CmdData)
+            .map(CmdData::new)
     }
 }
 
@@ -199,7 +199,7 @@ pub(crate) fn decode_entry<A: App>(bytes: &[u8]) -> io::Result<EntryT<A>> {
     let (variant, rest) = postcard::take_from_bytes::<u32>(rest).map_err(io_err)?;
     let payload = match variant {
         0 => EntryPayload::Blank,
-        1 => EntryPayload::Normal(CmdData(decode_payload::<A>(rest).map_err(io_err)?)),
+        1 => EntryPayload::Normal(CmdData::new(decode_payload::<A>(rest).map_err(io_err)?)),
         2 => EntryPayload::Membership(postcard::from_bytes(rest).map_err(io_err)?),
         v => return Err(io_err(format!("log entry payload of unknown kind {v}"))),
     };
@@ -211,7 +211,7 @@ pub(crate) fn decode_entry<A: App>(bytes: &[u8]) -> io::Result<EntryT<A>> {
 /// old logs, and tools.
 pub fn decode_log_entry<A: App>(bytes: &[u8]) -> Result<Vec<A::Command>, String> {
     match decode_entry::<A>(bytes).map_err(|e| e.to_string())?.payload {
-        EntryPayload::Normal(c) => Ok(c.0),
+        EntryPayload::Normal(c) => Ok(std::sync::Arc::unwrap_or_clone(c.0)),
         _ => Ok(Vec::new()),
     }
 }
@@ -225,7 +225,7 @@ pub fn encode_log_entry<A: App>(term: u64, index: u64, cmds: Vec<A::Command>) ->
     );
     let e: EntryT<A> = openraft::Entry {
         log_id,
-        payload: EntryPayload::Normal(CmdData(cmds)),
+        payload: EntryPayload::Normal(CmdData::new(cmds)),
     };
     postcard::to_allocvec(&e).unwrap_or_default()
 }

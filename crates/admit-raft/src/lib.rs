@@ -449,6 +449,13 @@ pub trait App: Send + Sync + 'static {
     /// share its index: it is non-decreasing, not unique, per command.
     fn apply(&mut self, index: u64, cmd: Self::Command) -> Self::Response;
 
+    /// [`App::apply`] for a command that stays shared (the log's cache and
+    /// replication still hold its entry). Must answer and change the state
+    /// exactly as `apply` of a copy would; the default applies a copy.
+    fn apply_ref(&mut self, index: u64, cmd: &Self::Command) -> Self::Response {
+        self.apply(index, cmd.clone())
+    }
+
     /// Deterministic bytes of the whole state.
     fn snapshot(&self) -> Vec<u8>;
 

@@ -142,7 +142,10 @@ async fn run<A: App>(
             };
             deliver::<A>(res, waiters);
         });
-        if let Err(fatal) = raft.client_write_ff(CmdData(cmds), Some(responder)).await {
+        if let Err(fatal) = raft
+            .client_write_ff(CmdData::new(cmds), Some(responder))
+            .await
+        {
             // the responder was dropped unanswered: its waiters see the
             // closed channel as "outcome unknown"
             tracing::warn!(error = %fatal, "group stopped; proposal not submitted");

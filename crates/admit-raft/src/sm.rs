@@ -280,12 +280,18 @@ impl<A: App> RaftStateMachine<C<A>> for StateMachine<A> {
             let log_id = entry.log_id();
             let resp = match entry.payload {
                 EntryPayload::Blank => RespData(Vec::new()),
-                EntryPayload::Normal(cmds) => RespData(
-                    cmds.0
+                // the log's cache usually still shares the commands: applied
+                // from a reference then, not copied
+                EntryPayload::Normal(cmds) => RespData(match Arc::try_unwrap(cmds.0) {
+                    Ok(cmds) => cmds
                         .into_iter()
                         .map(|cmd| self.app.apply(log_id.index, cmd))
                         .collect(),
-                ),
+                    Err(shared) => shared
+                        .iter()
+                        .map(|cmd| self.app.apply_ref(log_id.index, cmd))
+                        .collect(),
+                }),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(log_id), m);
                     RespData(Vec::new())

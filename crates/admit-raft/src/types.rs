@@ -3,6 +3,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,11 +15,21 @@ use crate::App;
 /// append, one journal op, one replication message and one apply call per
 /// batch instead of per command. Written with the App's command layout in
 /// front (see `codec.rs`, which holds its serde impls).
-pub struct CmdData<A: App>(pub Vec<A::Command>);
+///
+/// Shared, not copied: the log's cache, the apply and every follower's
+/// replication read the same entry, and a clone is a count, not a copy of
+/// its commands.
+pub struct CmdData<A: App>(pub Arc<Vec<A::Command>>);
+
+impl<A: App> CmdData<A> {
+    pub fn new(cmds: Vec<A::Command>) -> Self {
+        Self(Arc::new(cmds))
+    }
+}
 
 impl<A: App> Clone for CmdData<A> {
     fn clone(&self) -> Self {
-        Self(self.0.clone())
+        Self(Arc::clone(&self.0))
     }
 }
 

@@ -1141,9 +1141,10 @@ impl App for AdmitShard {
             }
             _ => engine_cmd(&c, self.portfolios && c.scope == PORTFOLIO),
         };
+        // as a replica applies an entry its log still shares (the usual case)
         let out = lock(&self.engines)
             .get_mut(&c.scope)
-            .map(|e| e.apply(index, Stamped { at, cmd, by: None }).out);
+            .map(|e| e.apply_ref(index, &Stamped { at, cmd, by: None }).out);
         let first = b.decided.get(&c.id).copied();
         let when = When {
             true_ms: c.true_ms,

@@ -91,6 +91,24 @@ impl ShardApp {
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
+
+    /// After a command's apply: the audit line of a change a caller made,
+    /// and the applied index the reader slot reports.
+    fn applied(
+        &self,
+        index: u64,
+        by: Option<&str>,
+        summary: Option<String>,
+        out: Result<Output, CoreError>,
+    ) -> Reply {
+        if let (Some(by), Some(summary)) = (by, &summary) {
+            let result = out.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            crate::auth::audit::applied(by, index, summary, result);
+        }
+        let replayed = matches!(&out, Ok(Output::Decision(d)) if d.replayed);
+        self.slot.applied.store(index, Ordering::Release);
+        Reply { out, replayed }
+    }
 }
 
 impl admit_raft::App for ShardApp {
@@ -116,13 +134,16 @@ impl admit_raft::App for ShardApp {
         let Stamped { at, cmd, by } = cmd;
         let summary = by.as_ref().map(|_| crate::auth::audit::summary(&cmd));
         let out = self.engine.apply(cmd, at);
-        if let (Some(by), Some(summary)) = (&by, &summary) {
-            let result = out.as_ref().map(|_| ()).map_err(|e| e.to_string());
-            crate::auth::audit::applied(by, index, summary, result);
-        }
-        let replayed = matches!(&out, Ok(Output::Decision(d)) if d.replayed);
-        self.slot.applied.store(index, Ordering::Release);
-        Reply { out, replayed }
+        self.applied(index, by.as_deref(), summary, out)
+    }
+
+    fn apply_ref(&mut self, index: u64, cmd: &Stamped) -> Reply {
+        let summary = cmd
+            .by
+            .as_ref()
+            .map(|_| crate::auth::audit::summary(&cmd.cmd));
+        let out = self.engine.apply_ref(&cmd.cmd, cmd.at);
+        self.applied(index, cmd.by.as_deref(), summary, out)
     }
 
     fn snapshot(&self) -> Vec<u8> {

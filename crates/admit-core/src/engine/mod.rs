@@ -139,10 +139,7 @@ impl Engine {
     /// give the same outputs and state on every replica. A `now` earlier than a previous
     /// command's is taken as that previous time.
     pub fn apply(&mut self, cmd: Command, now: Ts) -> Result<Output, CoreError> {
-        let now = now.max(self.w.last_now);
-        self.w.last_now = now;
-        self.publish_now();
-        self.w.applied += 1;
+        let now = self.begin(now);
         match cmd {
             Command::Admit(req) => self.admit(&req, now).map(Output::Decision),
             Command::Release(id) => Ok(Output::Released {
@@ -188,6 +185,28 @@ impl Engine {
             }),
             Command::ClaimScope { number, scope } => self.claim_scope(number, scope),
         }
+    }
+
+    /// [`Engine::apply`] of a command the caller keeps (a log entry that its
+    /// cache and replication still share): a send, most of the log, is decided
+    /// from the reference; the other commands are applied as copies.
+    pub fn apply_ref(&mut self, cmd: &Command, now: Ts) -> Result<Output, CoreError> {
+        match cmd {
+            Command::Admit(req) => {
+                let now = self.begin(now);
+                self.admit(req, now).map(Output::Decision)
+            }
+            other => self.apply(other.clone(), now),
+        }
+    }
+
+    /// What every command does first: the engine's time never goes back.
+    fn begin(&mut self, now: Ts) -> Ts {
+        let now = now.max(self.w.last_now);
+        self.w.last_now = now;
+        self.publish_now();
+        self.w.applied += 1;
+        now
     }
 
     /// A registered number, as the writer's jobs need it.
