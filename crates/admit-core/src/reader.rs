@@ -5,7 +5,7 @@ use crate::decision::{Decision, Reason, ScopeKey};
 use crate::engine::tier_of;
 use crate::ids::{NumberId, PortfolioId};
 use crate::policy::{Limit, Policy, Quality};
-use crate::rate::RateDenial;
+use crate::rate::{Rate, RateDenial};
 use crate::rules::{self, Member, Pre, Tier};
 use crate::state::{NumberState, ScopeState, Shared};
 use crate::time::{Dur, Ts};
@@ -354,6 +354,17 @@ impl Reader {
             .numbers
             .get(number)
             .map(|n| n.throughput_mps.unwrap_or(n.policy.throughput_mps))
+    }
+
+    /// R8.1 and R8.2 together, as the token buckets take them (one lookup of
+    /// the number for both): its throughput and its pair rate.
+    pub fn rates(&self, number: &NumberId) -> Option<(Rate, Rate)> {
+        self.shared.numbers.get(number).map(|n| {
+            (
+                Rate::per_second(n.throughput_mps.unwrap_or(n.policy.throughput_mps)),
+                Rate::every(n.policy.pair_interval, n.policy.pair_burst),
+            )
+        })
     }
 
     /// R8.2: the pair rate of the number's profile: (interval, burst).

@@ -1432,6 +1432,9 @@ fn r8_3_a_leader_change_resets_the_token_buckets_and_nothing_else() {
     let mps = r.throughput_mps(&num(N)).unwrap();
     let (every, burst) = r.pair_rate(&num(N)).unwrap();
     assert_eq!((mps, every, burst), (80, Dur::secs(6), 45));
+    // the buckets' rates in one lookup are the same
+    let rates = (Rate::per_second(mps), Rate::every(every, burst));
+    assert_eq!(r.rates(&num(N)), Some(rates));
     let take = |rl: &RateLimiter, c: u64| {
         rl.try_take(
             num(N),

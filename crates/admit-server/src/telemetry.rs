@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use admit_core::Decision;
+use admit_core::{Decision, Reason};
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
 };
@@ -116,15 +116,42 @@ fn describe() {
 
 /// A send decision answered to a caller (on the node that took the call).
 pub(crate) fn decided(d: &Decision, replayed: bool) {
-    let decision = if d.reason.allows() {
-        "allowed"
-    } else {
-        "denied"
-    };
-    counter!("admit_decisions_total", "decision" => decision, "reason" => d.reason.as_str())
-        .increment(1);
-    if replayed {
-        counter!("admit_idempotent_replays_total").increment(1);
+    decided_n(d.reason, 1, u64::from(replayed));
+}
+
+fn decided_n(reason: Reason, n: u64, replayed: u64) {
+    let decision = if reason.allows() { "allowed" } else { "denied" };
+    counter!("admit_decisions_total", "decision" => decision, "reason" => reason.as_str())
+        .increment(n);
+    if replayed > 0 {
+        counter!("admit_idempotent_replays_total").increment(replayed);
+    }
+}
+
+/// A batch's decisions, counted by reason and recorded once: each counter
+/// update looks its labelled series up in the recorder's registry, which
+/// costs more than the update itself (a campaign's batch is one or two
+/// reasons).
+#[derive(Default)]
+pub(crate) struct Decisions {
+    by_reason: Vec<(Reason, u64)>,
+    replayed: u64,
+}
+
+impl Decisions {
+    pub fn add(&mut self, d: &Decision, replayed: bool) {
+        self.replayed += u64::from(replayed);
+        match self.by_reason.iter_mut().find(|(r, _)| *r == d.reason) {
+            Some((_, n)) => *n += 1,
+            None => self.by_reason.push((d.reason, 1)),
+        }
+    }
+
+    pub fn record(self) {
+        let mut replayed = self.replayed;
+        for (reason, n) in self.by_reason {
+            decided_n(reason, n, std::mem::take(&mut replayed));
+        }
     }
 }
 
@@ -191,5 +218,69 @@ pub(crate) fn code_name(code: tonic::Code) -> &'static str {
         Unavailable => "UNAVAILABLE",
         DataLoss => "DATA_LOSS",
         Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use admit_core::Ts;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    /// The counters a batch's tally leaves, by (decision, reason), and the
+    /// replays.
+    fn counted(tally: Decisions) -> (Vec<(String, String, u64)>, Option<u64>) {
+        let rec = DebuggingRecorder::new();
+        let snap = rec.snapshotter();
+        metrics::with_local_recorder(&rec, || tally.record());
+        let mut decisions = Vec::new();
+        let mut replays = None;
+        for (k, _, _, v) in snap.snapshot().into_vec() {
+            let DebugValue::Counter(n) = v else { continue };
+            let label = |name: &str| {
+                k.key()
+                    .labels()
+                    .find(|l| l.key() == name)
+                    .map(|l| l.value().to_owned())
+                    .unwrap_or_default()
+            };
+            match k.key().name() {
+                "admit_decisions_total" => decisions.push((label("decision"), label("reason"), n)),
+                "admit_idempotent_replays_total" => replays = Some(n),
+                _ => {}
+            }
+        }
+        decisions.sort();
+        (decisions, replays)
+    }
+
+    #[test]
+    fn a_batch_counts_every_decision_under_its_reason_and_each_replay_once() {
+        let denied = Decision::deny(Reason::LimitReached, Some(Ts(5)));
+        let mut allowed = denied.clone();
+        allowed.allowed = true;
+        allowed.reason = Reason::NewConversation;
+        let mut tally = Decisions::default();
+        for (d, replayed) in [
+            (&allowed, false),
+            (&denied, false),
+            (&allowed, true),
+            (&allowed, false),
+            (&denied, true),
+        ] {
+            tally.add(d, replayed);
+        }
+        let (decisions, replays) = counted(tally);
+        let row = |d: &str, r: &str, n| (d.to_owned(), r.to_owned(), n);
+        assert_eq!(
+            decisions,
+            [
+                row("allowed", "NEW_CONVERSATION", 3),
+                row("denied", "LIMIT_REACHED", 2)
+            ]
+        );
+        assert_eq!(replays, Some(2));
+        // nothing decided, nothing counted
+        assert_eq!(counted(Decisions::default()), (vec![], None));
     }
 }

@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use super::{unknown_number, Admission, Triage};
 use crate::app::Stamped;
 use crate::error::ApiError;
-use crate::routing::directory::Resolved;
+use crate::routing::directory::{Resolved, Route};
 use crate::routing::leader::Target;
 use crate::routing::request::ReqInfo;
 use crate::routing::retry::Retry;
@@ -65,6 +65,13 @@ impl Admission {
         let mut slow_pairs: HashSet<(NumberId, WaId), ahash::RandomState> =
             HashSet::with_capacity_and_hasher(items.len(), ahash::RandomState::new());
         let total = items.len();
+        // One route per run of items of one number and one lease check per
+        // shard for the whole batch (a campaign's batch is one number): the
+        // loop never awaits and holds at most MAX_BATCH items, so it ends far
+        // inside the half-lease margin a check keeps, as a single send's read
+        // follows its check; a number's scope, once known, never changes.
+        let mut last: Option<(NumberId, Route)> = None;
+        let mut leases: Vec<Option<bool>> = vec![None; self.routing.shards() as usize];
         for (index, item) in items.into_iter().enumerate() {
             let req = match item {
                 Ok(r) => r,
@@ -73,10 +80,22 @@ impl Admission {
                     continue;
                 }
             };
-            let route = self.routing.route(&req.number);
+            let route = match &last {
+                Some((number, route)) if *number == req.number => route.clone(),
+                _ => {
+                    let route = self.routing.route(&req.number);
+                    last = Some((req.number, route.clone()));
+                    route
+                }
+            };
+            let lease = match leases.get_mut(route.shard as usize) {
+                Some(Some(lease)) => *lease,
+                Some(slot) => *slot.insert(self.routing.raft.is_leader_with_lease(route.shard)),
+                None => self.routing.raft.is_leader_with_lease(route.shard),
+            };
             let pair = (req.number, req.customer);
             let after_slow = !slow_pairs.is_empty() && slow_pairs.contains(&pair);
-            match self.triage(&route, &req, now, after_slow) {
+            match self.triage(&route, lease, &req, now, after_slow) {
                 Triage::Done(d) => results.push(Some(Ok(d))),
                 Triage::Slow(taken) => {
                     results.push(None);

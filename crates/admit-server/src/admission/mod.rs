@@ -100,7 +100,8 @@ impl Admission {
     pub async fn admit_here(&self, req: AdmitRequest) -> Result<Admitted, ApiError> {
         let now = self.routing.now();
         let route = self.routing.route(&req.number);
-        let taken = match self.triage(&route, &req, now, false) {
+        let lease = self.routing.raft.is_leader_with_lease(route.shard);
+        let taken = match self.triage(&route, lease, &req, now, false) {
             Triage::Done(decided) => return Ok(Admitted { decided, now }),
             Triage::Slow(taken) => taken,
         };

@@ -2,7 +2,7 @@
 //! (a check that denies, an R8 token-bucket denial, the fast path, a replay)
 //! or bound for the log with the rate cells it took.
 
-use admit_core::rate::{Rate, Taken};
+use admit_core::rate::Taken;
 use admit_core::{AdmitRequest, Decision, Reader, Reason, Ts};
 
 use super::{unknown_number, Admission, Triage};
@@ -21,19 +21,13 @@ impl Admission {
         req: &AdmitRequest,
         now: Ts,
     ) -> Result<Option<Taken>, Decision> {
-        let (Some(mps), Some((interval, burst))) = (
-            reader.throughput_mps(&req.number),
-            reader.pair_rate(&req.number),
-        ) else {
+        let Some((number_rate, pair_rate)) = reader.rates(&req.number) else {
             return Ok(None);
         };
-        match self.rates.try_take(
-            req.number,
-            req.customer,
-            Rate::per_second(mps),
-            Rate::every(interval, burst),
-            now,
-        ) {
+        match self
+            .rates
+            .try_take(req.number, req.customer, number_rate, pair_rate, now)
+        {
             Ok(t) => Ok(Some(t)),
             // the core's decision: it carries the scope's usage like any denial
             Err(denial) => Err(reader.rate_denial(&req.number, denial, now)),
@@ -61,16 +55,18 @@ impl Admission {
     /// unless it replays a recorded decision: its first decision must be
     /// recorded under its key (R3.4), which only the log does. `after_slow`:
     /// an earlier item of the same batch for this pair went to the log, so
-    /// this one must follow it there (as if by consecutive calls).
+    /// this one must follow it there (as if by consecutive calls). `lease`:
+    /// this node leads the route's shard with a lease, as checked just before
+    /// (`RaftNode::is_leader_with_lease`).
     pub(crate) fn triage(
         &self,
         route: &Route,
+        lease: bool,
         req: &AdmitRequest,
         now: Ts,
         after_slow: bool,
     ) -> Triage {
         let raft = &self.routing.raft;
-        let lease = raft.is_leader_with_lease(route.shard);
         let Some(scope) = route.scope.clone() else {
             // not registered on any local shard: if this node leads every
             // shard with a lease, no shard holds it, so the core's answer is

@@ -5,6 +5,7 @@ use admit_proto::v1 as pb;
 
 use super::scalar::ms;
 use super::tier::tier_out;
+use crate::auth::admission::AdmissionKey;
 use crate::error::ApiError;
 
 pub(crate) fn reason_out(r: Reason) -> pb::Reason {
@@ -34,13 +35,16 @@ pub(crate) fn scope_out(k: &ScopeKey) -> (i32, String) {
     }
 }
 
-/// A core decision as the API shows it, decided at `now` for `scope`.
-/// `replayed`: a recorded decision returned again for its idempotency key.
+/// A core decision as the API shows it, decided at `now` for `scope`, its
+/// admission id sealed with `key` so that it cannot be guessed
+/// (`auth::admission`). `replayed`: a recorded decision returned again for its
+/// idempotency key.
 pub(crate) fn decision_out(
     d: &Decision,
     scope: Option<&ScopeKey>,
     now: Ts,
     replayed: bool,
+    key: &AdmissionKey,
 ) -> pb::Decision {
     // a replay carries the time it was first decided; the wait runs from now
     let decided_at = if d.decided_at == Ts::ZERO {
@@ -81,7 +85,7 @@ pub(crate) fn decision_out(
         admission_id: d
             .admission
             .as_ref()
-            .map(|a| a.to_string())
+            .map(|a| key.seal(a))
             .unwrap_or_default(),
         counted: d.counted && !replayed,
         replayed,

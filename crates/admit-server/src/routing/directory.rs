@@ -33,6 +33,7 @@ pub(crate) struct Located {
 
 /// What a send needs routed, as this node knows it: its scope (if
 /// registered on a local replica) and shard.
+#[derive(Clone)]
 pub(crate) struct Route {
     pub scope: Option<ScopeKey>,
     pub shard: u32,

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use admit_core::{AdmissionId, Command, MetaError, Outcome, Output, PlatformEvent};
+use admit_core::{Command, MetaError, Outcome, Output, PlatformEvent};
 use admit_proto::v1 as pb;
 use admit_proto::v1::admit_send_server::AdmitSend;
 use tonic::{Request, Response, Status};
@@ -21,15 +21,6 @@ pub const MAX_BATCH: usize = 1_000;
 #[derive(Debug, Clone)]
 pub struct AdmitService {
     pub(crate) ctx: Arc<Ctx>,
-}
-
-/// A decision as the caller sees it: its admission id sealed
-/// (`auth::admission`), so it cannot be guessed.
-fn sealed(ctx: &Ctx, mut d: pb::Decision, id: Option<&AdmissionId>) -> pb::Decision {
-    if let Some(id) = id {
-        d.admission_id = ctx.access.admission_key.seal(id);
-    }
-    d
 }
 
 fn unexpected(out: Output) -> ApiError {
@@ -52,10 +43,12 @@ impl AdmitSend for AdmitService {
             crate::telemetry::decided(&d.decision, d.replayed);
             let shard = d.scope.as_ref().map(|s| self.ctx.routing.shard_of(s));
             Ok(pb::AdmitResponse {
-                decision: Some(sealed(
-                    &self.ctx,
-                    convert::decision_out(&d.decision, d.scope.as_ref(), a.now, d.replayed),
-                    d.decision.admission.as_ref(),
+                decision: Some(convert::decision_out(
+                    &d.decision,
+                    d.scope.as_ref(),
+                    a.now,
+                    d.replayed,
+                    &self.ctx.access.admission_key,
                 )),
                 leader_hint: shard.and_then(|s| leader_hint(&self.ctx, s)),
             })
@@ -74,9 +67,10 @@ impl AdmitSend for AdmitService {
             if sends.is_empty() || sends.len() > MAX_BATCH {
                 return Err(ApiError::invalid("sends", "must hold 1 to 1000 items"));
             }
-            let items = sends.iter().map(|s| convert::send(Some(s))).collect();
+            let items = convert::sends(sends);
             let batch = self.ctx.admission.admit_many(items).await;
             let mut shards = BTreeSet::new();
+            let mut decisions = crate::telemetry::Decisions::default();
             let results = batch
                 .results
                 .into_iter()
@@ -85,25 +79,23 @@ impl AdmitSend for AdmitService {
                     index: i as u32,
                     result: Some(match r {
                         Ok(d) => {
-                            crate::telemetry::decided(&d.decision, d.replayed);
+                            decisions.add(&d.decision, d.replayed);
                             if let Some(s) = &d.scope {
                                 shards.insert(self.ctx.routing.shard_of(s));
                             }
-                            pb::admit_batch_result::Result::Decision(sealed(
-                                &self.ctx,
-                                convert::decision_out(
-                                    &d.decision,
-                                    d.scope.as_ref(),
-                                    batch.now,
-                                    d.replayed,
-                                ),
-                                d.decision.admission.as_ref(),
+                            pb::admit_batch_result::Result::Decision(convert::decision_out(
+                                &d.decision,
+                                d.scope.as_ref(),
+                                batch.now,
+                                d.replayed,
+                                &self.ctx.access.admission_key,
                             ))
                         }
                         Err(e) => pb::admit_batch_result::Result::Error(convert::item_error(&e)),
                     }),
                 })
                 .collect();
+            decisions.record();
             let leader_hint = match shards.len() {
                 1 => shards.first().and_then(|s| leader_hint(&self.ctx, *s)),
                 _ => None,
