@@ -342,11 +342,17 @@ async fn callers_stay_inside_their_scopes_and_grants() {
             Code::PermissionDenied,
             "unregistered number",
         );
-        // a batch with one item outside the grant is refused whole
+        // a batch with one item outside the grant is refused whole, wherever
+        // it sits among the granted number's items
         let r = sender
             .admit_batch(req(
                 pb::AdmitBatchRequest {
-                    sends: vec![send(N_ALICE, 3), send(N_BOB, 3)],
+                    sends: vec![
+                        send(N_ALICE, 3),
+                        send(N_ALICE, 4),
+                        send(N_BOB, 3),
+                        send(N_ALICE, 5),
+                    ],
                 },
                 Some(ALICE),
             ))
