@@ -5,19 +5,20 @@
 #   scripts/bench-peers.sh            # build (release), run, print the table
 #
 # Runs, one after another, each server started fresh and stopped after:
-#   admit, 1 node     floor, batch-floor, open, new, campaign
+#   admit, 1 node     open, new, campaign, with the floors (the empty call,
+#                     AdmitBatch deciding nothing) served by a process of
+#                     their own and measured before and after
 #   etcd, 1 member    etcd-put (unique key per call, fsync per commit: default)
 #   etcd, 3 members   etcd-put, callers spread over the members
 #   Redis             redis-lua (the window-and-limit rule as a Lua script,
 #                     appendonly yes, appendfsync always)
-#   admit, 3 nodes    floor, batch-floor, open, new, campaign, callers spread
+#   admit, 3 nodes    the floors, open, new, campaign, callers spread
 #                     over the nodes round-robin (scripts/cluster.sh); then
 #                     open, new, campaign again with each number's calls sent
 #                     to its shard's leader (admit-bench --route leader, as
 #                     admit-client routes)
-# After each admit run the floors are measured again with no server running;
-# the ratios to a floor use the mean of the two (the machine's speed drifts
-# over a run), and the table shows both.
+# The ratios to a floor use the mean of the floors measured before and after
+# each admit run (the machine's speed drifts over a run); the table shows both.
 # It prints the rates side by side with the ratios the issue's targets name.
 # Everything listens on 127.0.0.1; installs etcd-server and redis-server from
 # Debian when missing. Environment: SECONDS_PER (default 5), CONCURRENCY
@@ -78,28 +79,41 @@ bench() {
   grep '^result' "$DIR/$label.out" >>"$RESULTS"
 }
 
+# floors LABEL: the empty-call and AdmitBatch floors, served by an admit-bench
+# process of their own (admitd is a process of its own too; served inside the
+# load generator, on its threads, a floor can be beaten), then stopped
+floors() {
+  "$BIN/admit-bench" --serve-floor 127.0.0.1:50190 2>"$DIR/$1-server.log" &
+  PIDS+=($!)
+  wait_for bash -c 'echo >/dev/tcp/127.0.0.1/50190'
+  bench "$1" --scenarios floor,batch-floor --floor-target http://127.0.0.1:50190
+  stop_all
+}
+
 admit_single() {
+  floors floor-1
   mkdir -p "$DIR/admit1"
   "$BIN/admitd" --node-id 1 --listen 127.0.0.1:50151 --peer-listen 127.0.0.1:50161 \
     --shards "$SHARDS" --data-dir "$DIR/admit1" >"$DIR/admit1.log" 2>&1 &
   PIDS+=($!)
   wait_for "$BIN/admitctl" --addr 127.0.0.1:50151 shards --check
-  bench admit-1 --target http://127.0.0.1:50151 --scenarios floor,batch-floor,open,new,campaign
+  bench admit-1 --target http://127.0.0.1:50151 --scenarios open,new,campaign
   stop_all
   # the floors again once the node is gone: the machine's speed drifts over a
   # run, so the ratios use the mean of the floors measured before and after
-  bench admit-1f --scenarios floor,batch-floor
+  floors floor-1f
 }
 
 admit_cluster() {
+  floors floor-3
   NO_BUILD=1 ADMIT_CLUSTER_DIR=$DIR/cluster ADMIT_SHARDS=$SHARDS CARGO_PROFILE=release \
     "$ROOT/scripts/cluster.sh" start >/dev/null
   bench admit-3 --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
-    --scenarios floor,batch-floor,open,new,campaign
+    --scenarios open,new,campaign
   bench admit-3r --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
     --scenarios open,new,campaign --route leader
   stop_all
-  bench admit-3f --scenarios floor,batch-floor
+  floors floor-3f
 }
 
 # etcd_start NAME CLIENT PEER CLUSTER
@@ -182,17 +196,17 @@ new3r=$(rate admit-3r new-conversation)
 etcd1=$(rate etcd-1 "etcd Put")
 etcd3=$(rate etcd-3 "etcd Put")
 redis=$(rate redis "Redis+Lua")
-floor1=$(floor floor: admit-1 admit-1f)
-floor3=$(floor floor: admit-3 admit-3f)
-bfloor1=$(floor "batch floor" admit-1 admit-1f)
-bfloor3=$(floor "batch floor" admit-3 admit-3f)
+floor1=$(floor floor: floor-1 floor-1f)
+floor3=$(floor floor: floor-3 floor-3f)
+bfloor1=$(floor "batch floor" floor-1 floor-1f)
+bfloor3=$(floor "batch floor" floor-3 floor-3f)
 echo
 echo "== side by side ($CONC in flight, $SECS s each, $SHARDS shards)"
 printf '%-44s %14s %14s %14s\n' "system, scenario" "1 node/member" "3 nodes/members" "3, to leader"
 printf '%-44s %14s %14s %14s\n' "admit: floor (empty unary), mean" "$floor1" "$floor3" "-"
-printf '%-44s %14s %14s %14s\n' "  before / after the admit runs" "$(both admit-1 admit-1f floor:)" "$(both admit-3 admit-3f floor:)" "-"
+printf '%-44s %14s %14s %14s\n' "  before / after the admit runs" "$(both floor-1 floor-1f floor:)" "$(both floor-3 floor-3f floor:)" "-"
 printf '%-44s %14s %14s %14s\n' "admit: batch floor (decisions/s), mean" "$bfloor1" "$bfloor3" "-"
-printf '%-44s %14s %14s %14s\n' "  before / after the admit runs" "$(both admit-1 admit-1f "batch floor")" "$(both admit-3 admit-3f "batch floor")" "-"
+printf '%-44s %14s %14s %14s\n' "  before / after the admit runs" "$(both floor-1 floor-1f "batch floor")" "$(both floor-3 floor-3f "batch floor")" "-"
 printf '%-44s %14s %14s %14s\n' "admit: open-window admits" "$(rate admit-1 open-window)" "$(rate admit-3 open-window)" "$(rate admit-3r open-window)"
 printf '%-44s %14s %14s %14s\n' "admit: new conversations" "$new1" "$new3" "$new3r"
 printf '%-44s %14s %14s %14s\n' "admit: AdmitBatch of 100, 1 number (dec./s)" "$(rate admit-1 "AdmitBatch")" "$(rate admit-3 "AdmitBatch")" "$(rate admit-3r "AdmitBatch")"

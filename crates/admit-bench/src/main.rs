@@ -118,6 +118,16 @@ struct Args {
     /// Bearer token sent as `authorization: Bearer <token>` on every call.
     #[arg(long, env = "ADMIT_TOKEN")]
     token: Option<String>,
+    /// `floor` and `batch-floor`: the floor server's address, as served by
+    /// another `admit-bench --serve-floor` process. Without it the floors
+    /// are served inside this process, on the load generator's own threads,
+    /// where a server in its own process (admitd) can beat them.
+    #[arg(long)]
+    floor_target: Option<String>,
+    /// Serve the floors (the empty unary call and the AdmitBatch service
+    /// that decides nothing) on this address until killed; no scenario runs.
+    #[arg(long)]
+    serve_floor: Option<SocketAddr>,
     // --- peer systems (scripts/bench-peers.sh) ---
     /// `etcd-put`: etcd client URLs, comma-separated (callers spread over them).
     #[arg(long, default_value = "http://127.0.0.1:2379")]
@@ -549,21 +559,29 @@ async fn batches(
 const WINDOW_CONN: u32 = 8 << 20;
 const WINDOW_STREAM: u32 = 1 << 20;
 
-async fn start_floor() -> Result<SocketAddr> {
+/// The floors' URL: `--floor-target`, or a floor server started in this
+/// process.
+async fn floor_url(args: &Args) -> Result<String> {
+    if let Some(url) = &args.floor_target {
+        return Ok(url.clone());
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    tokio::spawn(serve_floor(listener));
+    Ok(format!("http://{addr}"))
+}
+
+async fn serve_floor(listener: tokio::net::TcpListener) -> Result<()> {
     let (_reporter, health) = tonic_health::server::health_reporter();
-    tokio::spawn(async move {
-        let incoming = tokio_stream_incoming(listener);
-        let _ = tonic::transport::Server::builder()
-            .initial_connection_window_size(WINDOW_CONN)
-            .initial_stream_window_size(WINDOW_STREAM)
-            .add_service(health)
-            .add_service(pb::admit_send_server::AdmitSendServer::new(BatchFloor))
-            .serve_with_incoming(incoming)
-            .await;
-    });
-    Ok(addr)
+    let incoming = tokio_stream_incoming(listener);
+    tonic::transport::Server::builder()
+        .initial_connection_window_size(WINDOW_CONN)
+        .initial_stream_window_size(WINDOW_STREAM)
+        .add_service(health)
+        .add_service(pb::admit_send_server::AdmitSendServer::new(BatchFloor))
+        .serve_with_incoming(incoming)
+        .await?;
+    Ok(())
 }
 
 fn tokio_stream_incoming(
@@ -685,6 +703,11 @@ async fn main() -> Result<()> {
     if args.concurrency == 0 || args.seconds == 0 || args.numbers == 0 || args.batch == 0 {
         bail!("--concurrency, --seconds, --numbers and --batch must be at least 1");
     }
+    if let Some(addr) = args.serve_floor {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        eprintln!("serving the floors on {}", listener.local_addr()?);
+        return serve_floor(listener).await;
+    }
     let dur = Duration::from_secs(args.seconds);
     let run = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64 % 1_000_000;
     let ids = Arc::new(Ids { run });
@@ -694,8 +717,8 @@ async fn main() -> Result<()> {
     let mut overloads: Vec<(String, f64)> = Vec::new();
 
     if wants("floor") {
-        let addr = start_floor().await?;
-        let chans = connect(&args, &format!("http://{addr}"), args.connections, true).await?;
+        let url = floor_url(&args).await?;
+        let chans = connect(&args, &url, args.connections, true).await?;
         let clients: Vec<_> = chans
             .iter()
             .map(|c| tonic_health::pb::health_client::HealthClient::new(c.clone()))
@@ -725,9 +748,9 @@ async fn main() -> Result<()> {
     if wants("batch-floor") {
         // campaign-shaped batches against an AdmitBatch service that decides
         // nothing: the most any AdmitBatch server can do here
-        let addr = start_floor().await?;
-        let chans = connect(&args, &format!("http://{addr}"), args.connections, true).await?;
-        let route = Arc::new(Route::new(&chans, &format!("http://{addr}"), 0));
+        let url = floor_url(&args).await?;
+        let chans = connect(&args, &url, args.connections, true).await?;
+        let route = Arc::new(Route::new(&chans, &url, 0));
         let name = format!("batch floor: {} per call", args.batch);
         let fresh = Arc::new(AtomicU64::new(0));
         let r = batches(&name, &args, dur, route, ids.clone(), fresh, false).await;
