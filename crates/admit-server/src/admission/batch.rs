@@ -65,14 +65,19 @@ impl Admission {
         let mut slow_pairs: HashSet<(NumberId, WaId), ahash::RandomState> =
             HashSet::with_capacity_and_hasher(items.len(), ahash::RandomState::new());
         let total = items.len();
-        // One route per run of items of one number and one lease check per
-        // shard for the whole batch (a campaign's batch is one number): the
-        // loop never awaits and holds at most MAX_BATCH items, so it ends far
-        // inside the half-lease margin a check keeps, as a single send's read
-        // follows its check; a number's scope, once known, never changes.
+        // One route per run of items of one number (a campaign's batch is one
+        // number; a number's scope, once known, never changes) and one lease
+        // check per shard for every LEASE_ITEMS items: the loop never awaits,
+        // so a check is as fresh for the items after it as a single send's
+        // is for its read, give or take the few microseconds each item takes
+        // (a leadership transfer's fence is seen within that many items).
+        const LEASE_ITEMS: usize = 32;
         let mut last: Option<(NumberId, Route)> = None;
         let mut leases: Vec<Option<bool>> = vec![None; self.routing.shards() as usize];
         for (index, item) in items.into_iter().enumerate() {
+            if index % LEASE_ITEMS == 0 {
+                leases.fill(None);
+            }
             let req = match item {
                 Ok(r) => r,
                 Err(e) => {
