@@ -28,9 +28,12 @@ pub(crate) enum Need {
 pub(crate) trait Guarded: std::fmt::Debug {
     const METHOD: &'static str;
     fn need(&self) -> Need;
+}
+
+impl Need {
     /// Changes are written to the audit log.
-    fn audited(&self) -> bool {
-        matches!(self.need(), Need::Scope(Scope::Admin | Scope::Cluster))
+    pub(crate) fn audited(&self) -> bool {
+        matches!(self, Need::Scope(Scope::Admin | Scope::Cluster))
     }
 }
 

@@ -25,6 +25,7 @@ mod guard;
 pub mod node;
 
 pub(crate) use guard::Guarded;
+use guard::Need;
 
 /// The entry of every public handler: runs `body` with the request's
 /// deadline and hop count, once self-protection let the request in (R8.4,
@@ -76,13 +77,19 @@ async fn handle_boxed<T: Guarded, R>(
             )
         };
     }
-    let span = if request.get_ref().audited() {
+    // what the request needs of its caller, worked out once (a batch names
+    // a number per item): the span's level, the audit and the grant check
+    let need = request.get_ref().need();
+    let audited = need.audited();
+    let span = if audited {
         rpc_span!(info_span)
     } else {
         rpc_span!(debug_span)
     };
     let started = std::time::Instant::now();
-    let r = entry(ctx, request, body).instrument(span.clone()).await;
+    let r = entry(ctx, request, need, audited, body)
+        .instrument(span.clone())
+        .await;
     let code = r.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
     telemetry::rpc_done(method, code, started.elapsed().as_secs_f64());
     span.in_scope(|| tracing::debug!(code = telemetry::code_name(code), "rpc done"));
@@ -94,6 +101,8 @@ async fn handle_boxed<T: Guarded, R>(
 async fn entry<T: Guarded, R>(
     ctx: &Ctx,
     request: &Request<T>,
+    need: Need,
+    audited: bool,
     body: Body<'_, R>,
 ) -> Result<Response<R>, Status> {
     let caller = match &ctx.access.auth {
@@ -108,7 +117,6 @@ async fn entry<T: Guarded, R>(
             None => None,
         },
     };
-    let audited = request.get_ref().audited();
     let who = caller.as_deref().map_or("anonymous", |c| c.name.as_str());
     // an audited change carries its caller into the log: each replica's
     // audit line names it (`app`)
@@ -118,7 +126,7 @@ async fn entry<T: Guarded, R>(
             .protect
             .enter(request, caller.as_deref().map(|c| c.name.as_str()))?;
         if let Some(c) = &caller {
-            guard::check(ctx, c, T::METHOD, request.get_ref().need()).await?;
+            guard::check(ctx, c, T::METHOD, need).await?;
         }
         Ok(Response::new(body.await?))
     })
