@@ -144,6 +144,16 @@ async fn a_scope_is_exported_by_exactly_one_node_its_shard_leader() {
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        // the node-pair streams' counters are on every page; every batch
+        // carries at least one frame, and the leaders' appends went out
+        let mut sent = 0.0;
+        for (id, page) in pages(&c.nodes).await {
+            let b = value(&page, "admit_raft_stream_batches_total", &[]).expect("batches");
+            let f = value(&page, "admit_raft_stream_frames_total", &[]).expect("frames");
+            assert!(f >= b, "node {id}: {b} batches but {f} frames");
+            sent += b;
+        }
+        assert!(sent > 0.0, "no node sent on its Raft streams");
         c.stop_all().await;
     })
     .await;

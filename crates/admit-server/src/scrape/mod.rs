@@ -54,6 +54,18 @@ fn node(ctx: &Ctx, p: &mut Page) {
             &[("version", env!("CARGO_PKG_VERSION")), ("node_id", &id)],
             1.0,
         );
+    // frames per batch says how much the node-pair streams gather
+    let (batches, frames) = raft.stream_counters();
+    p.counter(
+        "admit_raft_stream_batches_total",
+        "Batches this node sent on its node-pair Raft streams.",
+    )
+    .sample(&[], batches as f64);
+    p.counter(
+        "admit_raft_stream_frames_total",
+        "Raft messages this node sent on its node-pair Raft streams (all groups).",
+    )
+    .sample(&[], frames as f64);
     let infos = raft.shard_infos();
     let mine: Vec<_> = infos
         .iter()

@@ -79,6 +79,16 @@ impl Page {
         }
     }
 
+    /// A counter family (`name` ends in `_total`), read at scrape time from
+    /// counts the node keeps itself.
+    pub fn counter(&mut self, name: &'static str, help: &str) -> Family<'_> {
+        self.head(name, help, "counter");
+        Family {
+            name,
+            out: &mut self.out,
+        }
+    }
+
     /// A histogram per `kind` label, from cumulative bucket counts.
     pub fn histogram(
         &mut self,
