@@ -148,6 +148,14 @@
 //! destination node is shared by every group (openraft-multi's
 //! `GroupNetworkAdapter` binds (target, group) onto it). Payloads are
 //! postcard-encoded openraft messages; the proto only routes them.
+//! Replication is pipelined: a group's leader queues its next appends to a
+//! follower on the node-pair stream before the last is answered (up to 16),
+//! and the follower hands each group's appends to openraft's
+//! `Raft::stream_append` in the order they came, which answers them in
+//! order. openraft's default sends one append and waits for its answer,
+//! the follower's fsync included, so a busy group's entries queued behind
+//! round trips (`network::GroupNet`; docs/benchmarks.md, "Pipelined
+//! replication").
 //!
 //! ## Cluster
 //!

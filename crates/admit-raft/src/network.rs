@@ -12,12 +12,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::impls::BasicNode;
-use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::network::RaftNetworkV2;
+use openraft::network::{stream_append_sequential, RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::OptionalSend;
 use openraft_multi::{GroupNetworkAdapter, GroupRouter};
@@ -30,7 +32,7 @@ use crate::cluster::{meta_write_local, Identity, MetaCmd, MetaFwd, Registry, Sha
 use crate::journal::io_err;
 use crate::pb::raft_transport_client::RaftTransportClient;
 use crate::pb::raft_transport_server::RaftTransport;
-use crate::pb::{RaftBatch, RaftFrame, RaftReply, RaftRequest, RaftRpcKind};
+use crate::pb::{RaftBatch, RaftFrame, RaftFrameReply, RaftReply, RaftRequest, RaftRpcKind};
 use crate::pipe::{self, Frames, Incarnations, Message, PeerCheck, Pipes, CHUNK};
 use crate::sm::GroupRaft;
 use crate::store::{decode, encode};
@@ -82,6 +84,13 @@ struct RouterInner {
     incarnations: Arc<Incarnations>,
     /// The node-pair streams.
     pipes: Pipes,
+    /// Peers that refused a pipelined append (an older build): replication
+    /// to them sends one append at a time.
+    one_at_a_time: Mutex<std::collections::HashSet<u64>>,
+    /// Pipelined appends sent, and the most one session had unanswered at
+    /// once.
+    pipelined: AtomicU64,
+    pipelined_peak: AtomicU64,
 }
 
 /// Connection pool shared by all groups of a node.
@@ -136,6 +145,9 @@ impl<A: App> GrpcRouter<A> {
                 cluster,
                 retry: retry_pauses(heartbeat, election_min),
                 incarnations,
+                one_at_a_time: Mutex::default(),
+                pipelined: AtomicU64::new(0),
+                pipelined_peak: AtomicU64::new(0),
             }),
             heartbeats: false,
             _app: PhantomData,
@@ -146,6 +158,15 @@ impl<A: App> GrpcRouter<A> {
     /// messages sent after this fail.
     pub(crate) fn close(&self) {
         self.inner.pipes.close();
+    }
+
+    /// Pipelined appends sent so far, and the most one replication session
+    /// had unanswered at once.
+    pub(crate) fn pipelined_counts(&self) -> (u64, u64) {
+        (
+            self.inner.pipelined.load(Ordering::Relaxed),
+            self.inner.pipelined_peak.load(Ordering::Relaxed),
+        )
     }
 
     /// Batches and frames sent on the node-pair streams so far.
@@ -443,6 +464,197 @@ impl<A: App> GroupRouter<C<A>, u32> for GrpcRouter<A> {
     }
 }
 
+/// A pipelined append's answer, as openraft's replication takes it.
+type Answer<A> = Result<StreamAppendResult<C<A>>, RPCError<C<A>>>;
+
+/// Replication messages in flight at once to one follower of one group.
+const PIPELINE: usize = 16;
+
+/// What openraft uses to reach one peer for one group: openraft-multi's
+/// adapter for every message, except that replication is pipelined on the
+/// node-pair stream. openraft's default sends one append and waits for its
+/// answer (the follower's fsync included) before the next, and every commit
+/// is followed by an append that only carries the commit index, so a busy
+/// group's entries waited in line behind round trips.
+pub(crate) struct GroupNet<A: App> {
+    inner: GroupNetworkAdapter<C<A>, u32, GrpcRouter<A>>,
+    router: GrpcRouter<A>,
+    target: u64,
+    group: u32,
+}
+
+impl<A: App> RaftNetworkV2<C<A>> for GroupNet<A> {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C<A>>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C<A>>, RPCError<C<A>>> {
+        self.inner.append_entries(rpc, option).await
+    }
+
+    /// Each request is queued on the stream as soon as openraft gives it
+    /// (so frames leave in its order), up to [`PIPELINE`] unanswered; the
+    /// receiver hands them to the group in that order (`AppendSessions`)
+    /// and the answers come back in it. The stream ends after the first
+    /// answer that is not a full success, as openraft's sequential version
+    /// does. A peer without a stream, or one that refuses the frame kind,
+    /// gets that sequential version.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<C<A>>, RPCError<C<A>>>>, RPCError<C<A>>>,
+    >
+    where
+        S: futures_util::Stream<Item = AppendEntriesRequest<C<A>>> + OptionalSend + Unpin + 'static,
+    {
+        let target = self.target;
+        if self.router.heartbeats
+            || self.router.inner.pipes.legacy(target)
+            || lock(&self.router.inner.one_at_a_time).contains(&target)
+        {
+            return stream_append_sequential(self, input, option);
+        }
+        let (router, group, ttl) = (self.router.clone(), self.group, option.hard_ttl());
+        Box::pin(async move {
+            use futures_util::StreamExt;
+            let unanswered = Arc::new(AtomicU64::new(0));
+            let answers = input
+                .map(move |rpc| {
+                    // the last log id the append covers (openraft's
+                    // `log_id_range().last`, which is crate-private)
+                    let last = rpc
+                        .entries
+                        .last()
+                        .map(openraft::entry::RaftEntry::log_id)
+                        .or(rpc.prev_log_id);
+                    let answer = router.post_append(target, group, &rpc, ttl);
+                    let now = unanswered.fetch_add(1, Ordering::Relaxed) + 1;
+                    let stats = &router.inner;
+                    stats.pipelined.fetch_add(1, Ordering::Relaxed);
+                    stats.pipelined_peak.fetch_max(now, Ordering::Relaxed);
+                    let unanswered = unanswered.clone();
+                    async move {
+                        let answer = answer.await;
+                        unanswered.fetch_sub(1, Ordering::Relaxed);
+                        (last, answer)
+                    }
+                })
+                .buffered(PIPELINE)
+                .scan(true, |going, (last, answer)| {
+                    if !*going {
+                        return std::future::ready(None);
+                    }
+                    let out = match answer {
+                        Ok(r) => {
+                            // a partial success also ends the session
+                            *going = matches!(&r, Ok(got) if *got == last);
+                            Ok(r)
+                        }
+                        Err(e) => {
+                            *going = false;
+                            Err(e)
+                        }
+                    };
+                    std::future::ready(Some(out))
+                });
+            let answers: BoxStream<'s, _> = Box::pin(answers);
+            Ok(answers)
+        })
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<C<A>>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C<A>>, RPCError<C<A>>> {
+        self.inner.vote(rpc, option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C<A>>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C<A>>, RPCError<C<A>>> {
+        self.inner.pre_vote(rpc, option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteT<A>,
+        snapshot: SnapshotT<A>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<C<A>>, StreamingError<C<A>>> {
+        self.inner
+            .full_snapshot(vote, snapshot, cancel, option)
+            .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C<A>>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C<A>>, RPCError<C<A>>> {
+        self.inner.transfer_leader(req, option).await
+    }
+
+    fn backoff(&self) -> Option<openraft::network::Backoff> {
+        RaftNetworkV2::backoff(&self.inner)
+    }
+}
+
+impl<A: App> GrpcRouter<A> {
+    /// Queues one pipelined append for `target` now and returns the wait
+    /// for its answer.
+    fn post_append(
+        &self,
+        target: u64,
+        group: u32,
+        rpc: &AppendEntriesRequest<C<A>>,
+        ttl: Duration,
+    ) -> BoxFuture<'static, Answer<A>> {
+        // checked before anything is queued: an isolated node sends nothing
+        let isolated = self.inner.isolated.load(Ordering::Relaxed);
+        let queued = encode(rpc).map(|payload| {
+            if isolated {
+                return None;
+            }
+            let msg = Message {
+                group,
+                kind: RaftRpcKind::StreamAppend,
+                payload,
+                heartbeat: false,
+            };
+            let client = || self.client(target).ok();
+            Some(self.inner.pipes.post(target, client, msg, ttl))
+        });
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let wait = queued.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            let Some(wait) = wait else {
+                return Err(RPCError::Unreachable(Unreachable::new(&io_err(
+                    "node isolated (test switch)",
+                ))));
+            };
+            let reply = wait.await.map_err(|s| {
+                if s.code() == tonic::Code::InvalidArgument {
+                    // a build that does not know the kind: one at a time
+                    lock(&inner.one_at_a_time).insert(target);
+                }
+                RPCError::Unreachable(Unreachable::new(&s))
+            })?;
+            let res: Result<StreamAppendResult<C<A>>, String> =
+                decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            res.map_err(|e| RPCError::Network(NetworkError::new(&io_err(e))))
+        })
+    }
+}
+
 /// Per-group network factory handed to openraft.
 pub(crate) struct NetFactory<A> {
     pub(crate) router: GrpcRouter<A>,
@@ -450,13 +662,18 @@ pub(crate) struct NetFactory<A> {
 }
 
 impl<A: App> RaftNetworkFactory<C<A>> for NetFactory<A> {
-    type Network = GroupNetworkAdapter<C<A>, u32, GrpcRouter<A>>;
+    type Network = GroupNet<A>;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
         if let Err(e) = self.router.set_addr(target, &node.addr) {
             tracing::warn!(target, addr = %node.addr, error = %e, "bad raft peer address");
         }
-        GroupNetworkAdapter::new(self.router.clone(), target, self.group)
+        GroupNet {
+            inner: GroupNetworkAdapter::new(self.router.clone(), target, self.group),
+            router: self.router.clone(),
+            target,
+            group: self.group,
+        }
     }
 
     /// Heartbeats and lease probes: the same stream, marked so that the
@@ -465,7 +682,12 @@ impl<A: App> RaftNetworkFactory<C<A>> for NetFactory<A> {
         let mut router = self.router.clone();
         router.heartbeats = true;
         let _ = self.new_client(target, node).await;
-        GroupNetworkAdapter::new(router, target, self.group)
+        GroupNet {
+            inner: GroupNetworkAdapter::new(router.clone(), target, self.group),
+            router,
+            target,
+            group: self.group,
+        }
     }
 }
 
@@ -673,7 +895,10 @@ async fn dispatch<X: App>(
             | RaftRpcKind::Identity
             | RaftRpcKind::SnapshotChunk
             | RaftRpcKind::SnapshotInstall
-            | RaftRpcKind::Liveness => Err(tonic::Status::invalid_argument("unexpected rpc kind")),
+            | RaftRpcKind::Liveness
+            | RaftRpcKind::StreamAppend => {
+                Err(tonic::Status::invalid_argument("unexpected rpc kind"))
+            }
         }
     }
 }
@@ -687,7 +912,133 @@ struct StreamFrames<A: App> {
     isolated: Arc<AtomicBool>,
 }
 
+/// The pipelined appends of one incoming stream: each group's frames go,
+/// in the order they came, into one openraft `stream_append` session of
+/// that group, which hands them to the group's core in that order and
+/// answers them in it. A session ends at its first answer that is not a
+/// success (as the sender's does) or with the stream; a later frame of the
+/// group opens a new one.
+struct AppendSessions<A: App> {
+    groups: Arc<Vec<GroupRaft<A>>>,
+    meta: GroupRaft<Registry>,
+    node: Weak<dyn LocalNode>,
+    replies: tokio::sync::mpsc::UnboundedSender<RaftFrameReply>,
+    open: HashMap<u32, tokio::sync::mpsc::UnboundedSender<(u64, Vec<u8>)>>,
+}
+
+impl<A: App> pipe::Ordered for AppendSessions<A> {
+    fn push(&mut self, cluster: u64, frame: RaftFrame) {
+        let (id, group) = (frame.id, frame.group);
+        let refuse = |s: tonic::Status| {
+            let _ = self.replies.send(pipe::refused(id, &s));
+        };
+        let Some(node) = self.node.upgrade() else {
+            return refuse(tonic::Status::unavailable("node stopped"));
+        };
+        if let Err(s) = node.admit_message(group, cluster) {
+            return refuse(s);
+        }
+        let mut item = (id, frame.payload);
+        if let Some(session) = self.open.get(&group) {
+            match session.send(item) {
+                Ok(()) => return,
+                Err(back) => item = back.0,
+            }
+        }
+        let (replies, node) = (self.replies.clone(), self.node.clone());
+        let session = if group as usize == self.groups.len() {
+            append_session(self.meta.clone(), group, replies, node)
+        } else if let Some(raft) = self.groups.get(group as usize) {
+            append_session(raft.clone(), group, replies, node)
+        } else {
+            return refuse(tonic::Status::not_found(format!("no raft group {group}")));
+        };
+        let _ = session.send(item);
+        self.open.insert(group, session);
+    }
+}
+
+/// One group's pipelined appends from one stream (see [`AppendSessions`]):
+/// frames in, answers out, both in order.
+fn append_session<X: App>(
+    raft: GroupRaft<X>,
+    group: u32,
+    replies: tokio::sync::mpsc::UnboundedSender<RaftFrameReply>,
+    node: Weak<dyn LocalNode>,
+) -> tokio::sync::mpsc::UnboundedSender<(u64, Vec<u8>)> {
+    use futures_util::StreamExt;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Vec<u8>)>();
+    tokio::spawn(async move {
+        let (to_raft, input) = tokio::sync::mpsc::unbounded_channel::<AppendEntriesRequest<C<X>>>();
+        let input = futures_util::stream::unfold(input, |mut rx| async move {
+            rx.recv().await.map(|r| (r, rx))
+        });
+        let answers = raft.stream_append(input);
+        futures_util::pin_mut!(answers);
+        // the frames given to openraft and not answered yet, in order
+        let mut given = std::collections::VecDeque::new();
+        loop {
+            // biased: a simulation replays a seed exactly, so no random pick
+            tokio::select! {
+                biased;
+                frame = rx.recv() => {
+                    let Some((id, payload)) = frame else { break };
+                    match decode::<AppendEntriesRequest<C<X>>>(&payload) {
+                        Ok(rpc) => {
+                            given.push_back(id);
+                            let _ = to_raft.send(rpc);
+                        }
+                        Err(e) => {
+                            let s = tonic::Status::invalid_argument(e.to_string());
+                            let _ = replies.send(pipe::refused(id, &s));
+                        }
+                    }
+                }
+                answer = answers.next() => {
+                    let Some(answer) = answer else { break };
+                    let Some(id) = given.pop_front() else { break };
+                    let success = matches!(answer, Ok(Ok(_)));
+                    let answer = answer.map_err(|fatal| fatal.to_string());
+                    let _ = replies.send(pipe::reply(id, encode(&answer).map_err(|e| tonic::Status::internal(e.to_string()))));
+                    // as after a unary append: a quiesced follower's
+                    // election timer starts from this contact
+                    if let Some(n) = node.upgrade() {
+                        n.stirred(group);
+                    }
+                    if !success {
+                        break;
+                    }
+                }
+            }
+        }
+        // over: frames still here or given and unanswered are refused, so
+        // their sender retries at once; the next frame opens a new session
+        rx.close();
+        let why = tonic::Status::unavailable("append session ended; retry");
+        for id in given.drain(..) {
+            let _ = replies.send(pipe::refused(id, &why));
+        }
+        while let Ok((id, _)) = rx.try_recv() {
+            let _ = replies.send(pipe::refused(id, &why));
+        }
+    });
+    tx
+}
+
 impl<A: App> Frames for StreamFrames<A> {
+    fn ordered(
+        &self,
+        replies: tokio::sync::mpsc::UnboundedSender<RaftFrameReply>,
+    ) -> Box<dyn pipe::Ordered> {
+        Box::new(AppendSessions {
+            groups: self.groups.clone(),
+            meta: self.meta.clone(),
+            node: self.node.clone(),
+            replies,
+            open: HashMap::new(),
+        })
+    }
+
     fn gate(&self) -> Result<(), tonic::Status> {
         if self.isolated.load(Ordering::Relaxed) {
             return Err(tonic::Status::unavailable("node isolated (test switch)"));

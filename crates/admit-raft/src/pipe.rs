@@ -20,7 +20,9 @@
 //!   sender still a member: [`PeerCheck`]; the node not stopped or cut off:
 //!   [`Frames::gate`]), every frame on its own (cluster id, group:
 //!   [`Frames::handle`]); frames run concurrently and replies go back
-//!   batched the same way.
+//!   batched the same way, except pipelined appends, which must reach
+//!   their group in the order sent: the receive loop hands them, in
+//!   arrival order, to the stream's [`Ordered`] part.
 //!
 //! A peer that does not serve `Stream` (an older build) is spoken to with
 //! one unary `Call` per message, as before ([`Pipes::legacy`]).
@@ -255,6 +257,44 @@ impl Pipes {
         msg: Message,
         ttl: Duration,
     ) -> Reply {
+        self.post(node, client, msg, ttl).await
+    }
+
+    /// Queues `msg` for `node` at once, so frames posted one after another
+    /// leave in that order, and returns the wait (at most `ttl`) for its
+    /// reply: pipelined appends post their next frame before the last is
+    /// answered.
+    pub(crate) fn post(
+        &self,
+        node: u64,
+        client: impl FnOnce() -> Option<RaftTransportClient<Channel>>,
+        msg: Message,
+        ttl: Duration,
+    ) -> Pin<Box<dyn Future<Output = Reply> + Send + 'static>> {
+        let queued = self.queue(node, client, msg);
+        Box::pin(async move {
+            let (pipe, id, rx) = queued?;
+            // a wait given up (timed out, or dropped: a pipelined session
+            // that stopped at an earlier answer) forgets its frame
+            let _forget = Forget { pipe, id };
+            match tokio::time::timeout(ttl, rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(Status::unavailable(format!("stream to node {node} closed"))),
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "raft message to node {node} not answered within {ttl:?}"
+                ))),
+            }
+        })
+    }
+
+    /// Puts `msg` on the pipe to `node`: the pipe, the frame's id and where
+    /// its reply will come.
+    fn queue(
+        &self,
+        node: u64,
+        client: impl FnOnce() -> Option<RaftTransportClient<Channel>>,
+        msg: Message,
+    ) -> Result<(Arc<Pipe>, u64, oneshot::Receiver<Reply>), Status> {
         let Message {
             group,
             kind,
@@ -289,18 +329,7 @@ impl Pipes {
                 "stream to node {node} closed"
             )));
         }
-        match tokio::time::timeout(ttl, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Status::unavailable(format!("stream to node {node} closed"))),
-            Err(_) => {
-                if let Some(w) = lock(&pipe.waiting).as_mut() {
-                    w.remove(&id);
-                }
-                Err(Status::deadline_exceeded(format!(
-                    "raft message to node {node} not answered within {ttl:?}"
-                )))
-            }
-        }
+        Ok((pipe, id, rx))
     }
 
     /// The live pipe to `node`, opening one if there is none.
@@ -336,6 +365,21 @@ impl Pipes {
             self.incarnations.clone(),
         ));
         Ok(pipe)
+    }
+}
+
+/// Removes a frame's reply slot when its wait ends, however it ends (an
+/// answered frame's slot is already gone).
+struct Forget {
+    pipe: Arc<Pipe>,
+    id: u64,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        if let Some(w) = lock(&self.pipe.waiting).as_mut() {
+            w.remove(&self.id);
+        }
     }
 }
 
@@ -477,6 +521,17 @@ pub(crate) trait Frames: Send + Sync + 'static {
         frame: RaftFrame,
         snapshot: Option<Vec<u8>>,
     ) -> Pin<Box<dyn Future<Output = Reply> + Send>>;
+    /// What serves the frames of one incoming stream that must reach their
+    /// group in the order they came ([`RaftRpcKind::StreamAppend`]); their
+    /// replies go to `replies`, each when it is ready.
+    fn ordered(&self, replies: mpsc::UnboundedSender<RaftFrameReply>) -> Box<dyn Ordered>;
+}
+
+/// The in-order part of one incoming stream (see [`Frames::ordered`]).
+pub(crate) trait Ordered: Send {
+    /// Serves `frame` after every earlier frame of its group on this
+    /// stream. Called in the order the frames arrived.
+    fn push(&mut self, cluster: u64, frame: RaftFrame);
 }
 
 /// The reply stream of one incoming node-pair stream.
@@ -514,7 +569,7 @@ pub(crate) fn serve(
     ))
 }
 
-fn refused(id: u64, s: &Status) -> RaftFrameReply {
+pub(crate) fn refused(id: u64, s: &Status) -> RaftFrameReply {
     RaftFrameReply {
         id,
         payload: Vec::new(),
@@ -534,6 +589,7 @@ async fn receive(
     tx: mpsc::UnboundedSender<RaftFrameReply>,
 ) {
     let mut pieces = Pieces::new();
+    let mut ordered = frames.ordered(tx.clone());
     loop {
         let batch = tokio::select! {
             b = inbound.message() => b,
@@ -556,6 +612,11 @@ async fn receive(
         for f in batch.frames {
             let id = f.id;
             let kind = RaftRpcKind::try_from(f.kind).unwrap_or(RaftRpcKind::Unspecified);
+            if kind == RaftRpcKind::StreamAppend {
+                // here, in arrival order, not in a task of its own
+                ordered.push(batch.cluster, f);
+                continue;
+            }
             let snapshot = match kind {
                 // pieces are taken in order, here, not in their own tasks
                 RaftRpcKind::SnapshotChunk => {
@@ -582,7 +643,7 @@ async fn receive(
     }
 }
 
-fn reply(id: u64, r: Reply) -> RaftFrameReply {
+pub(crate) fn reply(id: u64, r: Reply) -> RaftFrameReply {
     match r {
         Ok(payload) => RaftFrameReply {
             id,

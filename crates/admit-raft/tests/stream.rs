@@ -188,6 +188,60 @@ async fn heartbeats_of_many_groups_share_batches() {
     t.stop().await;
 }
 
+/// A busy group's replication is pipelined: with 64 writers on one group
+/// (fsync on, so a follower's answer takes a disk flush), the leader sends
+/// its next appends before the last is answered, and every write is on
+/// every node afterwards, once, in each writer's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_groups_appends_are_pipelined() {
+    let _serial = SERIAL.lock().await;
+    let t = Trio::start(1, |c| c.fsync = true).await;
+    eventually("a leader", 30, async || t.leader(0).is_some()).await;
+    let t = Arc::new(t);
+    let writers: Vec<_> = (0..64u64)
+        .map(|w| {
+            let t = t.clone();
+            tokio::spawn(async move {
+                for i in 0..10u64 {
+                    t.write(0, format!("k{w}"), w * 10 + i).await;
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let (sent, peak) = t
+        .live()
+        .iter()
+        .map(|n| n.pipelined_counters())
+        .fold((0, 0), |(s, p), (ns, np)| (s + ns, p.max(np)));
+    eprintln!("{sent} pipelined appends, at most {peak} unanswered at once");
+    assert!(sent > 0, "no append was pipelined");
+    assert!(
+        peak >= 2,
+        "never more than {peak} append unanswered: not pipelined"
+    );
+    for n in t.live() {
+        eventually("every node holds all 640 writes", 30, async || {
+            n.with_app(0, |a: &Counters| {
+                let st = a.state.lock().unwrap();
+                // each writer's ten, once each, in the order written
+                !st.index_went_back
+                    && (0..64u64).all(|w| {
+                        let ids: Vec<u64> = (w * 10..w * 10 + 10).collect();
+                        st.counters.get(&format!("k{w}")) == Some(&(10, ids))
+                    })
+            })
+            .await
+            .unwrap_or(false)
+        })
+        .await;
+    }
+    let mut t = Arc::try_unwrap(t).ok().expect("writers done");
+    t.stop().await;
+}
+
 /// One node serving its Raft service behind a guard that lets a stream
 /// open and then asks `allowed` again for every batch.
 async fn guarded(allowed: Arc<AtomicBool>) -> (Node, tempfile::TempDir, SocketAddr) {

@@ -439,6 +439,12 @@ impl<A: App> RaftNode<A> {
         self.inner.router.stream_counts()
     }
 
+    /// Replication on the node-pair streams: `(appends sent pipelined, the
+    /// most one session to a follower had unanswered at once)`.
+    pub fn pipelined_counters(&self) -> (u64, u64) {
+        self.inner.router.pipelined_counts()
+    }
+
     /// Group-commit counters of the journal.
     pub fn journal_counters(&self) -> JournalCounters {
         JournalCounters {
