@@ -989,7 +989,9 @@ fn append_session<X: App>(
                             let _ = to_raft.send(rpc);
                         }
                         Err(e) => {
-                            let s = tonic::Status::invalid_argument(e.to_string());
+                            // damaged bytes are INTERNAL: INVALID_ARGUMENT
+                            // tells the sender this build lacks the kind
+                            let s = tonic::Status::internal(format!("decode: {e}"));
                             let _ = replies.send(pipe::refused(id, &s));
                         }
                     }
