@@ -642,8 +642,7 @@ impl<A: App> GrpcRouter<A> {
                 ))));
             };
             let reply = wait.await.map_err(|s| {
-                if s.code() == tonic::Code::InvalidArgument {
-                    // a build that does not know the kind: one at a time
+                if lacks_kind(&s) {
                     lock(&inner.one_at_a_time).insert(target);
                 }
                 RPCError::Unreachable(Unreachable::new(&s))
@@ -653,6 +652,15 @@ impl<A: App> GrpcRouter<A> {
             res.map_err(|e| RPCError::Network(NetworkError::new(&io_err(e))))
         })
     }
+}
+
+/// Whether a frame was refused because the peer's build does not know its
+/// kind: such a build answers INVALID_ARGUMENT naming the rpc kind ("unknown
+/// raft rpc kind", "this rpc kind is not sent on the raft stream"), where
+/// bytes it cannot decode are INVALID_ARGUMENT too but with the decoder's
+/// text, which must not turn pipelining off.
+fn lacks_kind(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::InvalidArgument && s.message().contains("rpc kind")
 }
 
 /// Per-group network factory handed to openraft.
@@ -989,9 +997,7 @@ fn append_session<X: App>(
                             let _ = to_raft.send(rpc);
                         }
                         Err(e) => {
-                            // damaged bytes are INTERNAL: INVALID_ARGUMENT
-                            // tells the sender this build lacks the kind
-                            let s = tonic::Status::internal(format!("decode: {e}"));
+                            let s = tonic::Status::invalid_argument(e.to_string());
                             let _ = replies.send(pipe::refused(id, &s));
                         }
                     }
@@ -1116,5 +1122,28 @@ async fn serve_frame<X: App>(
         _ => Err(tonic::Status::invalid_argument(
             "this rpc kind is not sent on the raft stream",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lacks_kind;
+    use tonic::Status;
+
+    /// What turns pipelining off for a peer: an older build's refusal of the
+    /// frame kind (both texts it may answer with), not damaged bytes.
+    #[test]
+    fn only_an_unknown_kind_turns_pipelining_off() {
+        assert!(lacks_kind(&Status::invalid_argument(
+            "unknown raft rpc kind"
+        )));
+        assert!(lacks_kind(&Status::invalid_argument(
+            "this rpc kind is not sent on the raft stream"
+        )));
+        let damaged = crate::store::decode::<(u64, u64)>(&[0xff])
+            .map(|_: (u64, u64)| ())
+            .unwrap_err();
+        assert!(!lacks_kind(&Status::invalid_argument(damaged.to_string())));
+        assert!(!lacks_kind(&Status::unavailable("unknown raft rpc kind")));
     }
 }
