@@ -71,6 +71,9 @@ struct RouterInner {
     peers: Mutex<HashMap<u64, (String, RaftTransportClient<Channel>)>>,
     /// Test switch: drop every outgoing and incoming RPC of this node.
     isolated: Arc<AtomicBool>,
+    /// Test switch: refuse incoming pipelined appends as a build without
+    /// them does (a rolling upgrade's older peer).
+    no_pipelined: Arc<AtomicBool>,
     /// Opens channels to peers (mutual TLS); `None`: plain.
     dialer: Option<Arc<dyn Dialer>>,
     /// Largest message sent or received.
@@ -134,6 +137,7 @@ impl<A: App> GrpcRouter<A> {
             inner: Arc::new(RouterInner {
                 peers: Mutex::default(),
                 isolated: Arc::default(),
+                no_pipelined: Arc::default(),
                 dialer,
                 max_message,
                 pipes: Pipes::new(
@@ -195,6 +199,19 @@ impl<A: App> GrpcRouter<A> {
     /// The isolation switch shared with the gRPC service.
     pub(crate) fn isolated(&self) -> Arc<AtomicBool> {
         self.inner.isolated.clone()
+    }
+
+    /// The switch that makes this node refuse pipelined appends.
+    pub(crate) fn no_pipelined(&self) -> Arc<AtomicBool> {
+        self.inner.no_pipelined.clone()
+    }
+
+    /// Peers that are sent one append at a time, having refused a
+    /// pipelined one.
+    pub(crate) fn one_at_a_time(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = lock(&self.inner.one_at_a_time).iter().copied().collect();
+        v.sort_unstable();
+        v
     }
 
     /// The data dir incarnations the peers answered with.
@@ -727,6 +744,8 @@ pub struct RaftGrpcService<A: App> {
     pub(crate) meta: GroupRaft<Registry>,
     pub(crate) node: Weak<dyn LocalNode>,
     pub(crate) isolated: Arc<AtomicBool>,
+    /// Test switch: pipelined appends are refused as an older build does.
+    pub(crate) no_pipelined: Arc<AtomicBool>,
     /// Set when the node stops: incoming node-pair streams end.
     pub(crate) closed: watch::Receiver<bool>,
     /// This node's data dir incarnation, stamped on every answer.
@@ -772,6 +791,7 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
             meta: self.meta.clone(),
             node: self.node.clone(),
             isolated: self.isolated.clone(),
+            no_pipelined: self.no_pipelined.clone(),
         });
         Ok(tonic::Response::new(pipe::serve(
             request.into_inner(),
@@ -918,6 +938,7 @@ struct StreamFrames<A: App> {
     meta: GroupRaft<Registry>,
     node: Weak<dyn LocalNode>,
     isolated: Arc<AtomicBool>,
+    no_pipelined: Arc<AtomicBool>,
 }
 
 /// The pipelined appends of one incoming stream: each group's frames go,
@@ -1034,6 +1055,10 @@ fn append_session<X: App>(
 }
 
 impl<A: App> Frames for StreamFrames<A> {
+    fn takes_pipelined(&self) -> bool {
+        !self.no_pipelined.load(Ordering::Relaxed)
+    }
+
     fn ordered(
         &self,
         replies: tokio::sync::mpsc::UnboundedSender<RaftFrameReply>,
@@ -1066,7 +1091,12 @@ impl<A: App> Frames for StreamFrames<A> {
         let (groups, meta, node) = (self.groups.clone(), self.meta.clone(), self.node.clone());
         Box::pin(async move {
             let kind = RaftRpcKind::try_from(frame.kind)
-                .map_err(|_| tonic::Status::invalid_argument("unknown raft rpc kind"))?;
+                .ok()
+                // a pipelined append comes here only from a node that does
+                // not take them (test switch): refused as a build without
+                // them refuses it, first
+                .filter(|k| *k != RaftRpcKind::StreamAppend)
+                .ok_or_else(|| tonic::Status::invalid_argument("unknown raft rpc kind"))?;
             let node = node
                 .upgrade()
                 .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;

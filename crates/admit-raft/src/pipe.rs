@@ -513,6 +513,12 @@ pub(crate) trait Frames: Send + Sync + 'static {
     /// Whether any frame may be served now (the node runs and is not cut
     /// off by the test switch).
     fn gate(&self) -> Result<(), Status>;
+    /// Whether pipelined appends are served ([`Frames::ordered`]); if not,
+    /// they go to [`Frames::handle`], which refuses their kind as a build
+    /// without them does (a test switch).
+    fn takes_pipelined(&self) -> bool {
+        true
+    }
     /// Serves one frame of a batch stamped with `cluster`; a snapshot
     /// install comes with the pieces assembled before it.
     fn handle(
@@ -612,7 +618,7 @@ async fn receive(
         for f in batch.frames {
             let id = f.id;
             let kind = RaftRpcKind::try_from(f.kind).unwrap_or(RaftRpcKind::Unspecified);
-            if kind == RaftRpcKind::StreamAppend {
+            if kind == RaftRpcKind::StreamAppend && frames.takes_pipelined() {
                 // here, in arrival order, not in a task of its own
                 ordered.push(batch.cluster, f);
                 continue;

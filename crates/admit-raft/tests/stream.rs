@@ -188,6 +188,44 @@ async fn heartbeats_of_many_groups_share_batches() {
     t.stop().await;
 }
 
+/// `writers` concurrent writers on group 0, ten writes each to a key of
+/// their own, each acknowledged before the next.
+async fn write_ten_each(t: &Arc<Trio>, writers: u64) {
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let t = t.clone();
+            tokio::spawn(async move {
+                for i in 0..10u64 {
+                    t.write(0, format!("k{w}"), w * 10 + i).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// Every node comes to hold each writer's ten writes of
+/// [`write_ten_each`], once each, in the order written.
+async fn every_node_holds_all(t: &Trio, writers: u64) {
+    for n in t.live() {
+        eventually("every node holds all the writes", 30, async || {
+            n.with_app(0, move |a: &Counters| {
+                let st = a.state.lock().unwrap();
+                !st.index_went_back
+                    && (0..writers).all(|w| {
+                        let ids: Vec<u64> = (w * 10..w * 10 + 10).collect();
+                        st.counters.get(&format!("k{w}")) == Some(&(10, ids))
+                    })
+            })
+            .await
+            .unwrap_or(false)
+        })
+        .await;
+    }
+}
+
 /// A busy group's replication is pipelined: with 64 writers on one group
 /// (fsync on, so a follower's answer takes a disk flush), the leader sends
 /// its next appends before the last is answered, and every write is on
@@ -198,19 +236,7 @@ async fn a_busy_groups_appends_are_pipelined() {
     let t = Trio::start(1, |c| c.fsync = true).await;
     eventually("a leader", 30, async || t.leader(0).is_some()).await;
     let t = Arc::new(t);
-    let writers: Vec<_> = (0..64u64)
-        .map(|w| {
-            let t = t.clone();
-            tokio::spawn(async move {
-                for i in 0..10u64 {
-                    t.write(0, format!("k{w}"), w * 10 + i).await;
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.await.unwrap();
-    }
+    write_ten_each(&t, 64).await;
     let (sent, peak) = t
         .live()
         .iter()
@@ -222,22 +248,36 @@ async fn a_busy_groups_appends_are_pipelined() {
         peak >= 2,
         "never more than {peak} append unanswered: not pipelined"
     );
-    for n in t.live() {
-        eventually("every node holds all 640 writes", 30, async || {
-            n.with_app(0, |a: &Counters| {
-                let st = a.state.lock().unwrap();
-                // each writer's ten, once each, in the order written
-                !st.index_went_back
-                    && (0..64u64).all(|w| {
-                        let ids: Vec<u64> = (w * 10..w * 10 + 10).collect();
-                        st.counters.get(&format!("k{w}")) == Some(&(10, ids))
-                    })
-            })
-            .await
-            .unwrap_or(false)
-        })
-        .await;
-    }
+    every_node_holds_all(&t, 64).await;
+    let mut t = Arc::try_unwrap(t).ok().expect("writers done");
+    t.stop().await;
+}
+
+/// A rolling upgrade: a follower of a build without pipelined appends
+/// refuses their frame kind; the leader then replicates to it one append at
+/// a time (and to it alone: the other follower keeps its pipeline), and
+/// every write reaches every node once, in each writer's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_peer_is_sent_one_append_at_a_time() {
+    let _serial = SERIAL.lock().await;
+    let t = Trio::start(1, |c| c.fsync = true).await;
+    eventually("a leader", 30, async || t.leader(0).is_some()).await;
+    let leader = t.leader(0).unwrap();
+    let older = t
+        .live()
+        .into_iter()
+        .find(|n| n.node_id() != leader.node_id())
+        .unwrap();
+    older.set_refuse_pipelined(true);
+    let t = Arc::new(t);
+    write_ten_each(&t, 32).await;
+    assert_eq!(
+        leader.peers_without_pipelining(),
+        vec![older.node_id()],
+        "only the older peer falls back"
+    );
+    every_node_holds_all(&t, 32).await;
+    drop((leader, older));
     let mut t = Arc::try_unwrap(t).ok().expect("writers done");
     t.stop().await;
 }

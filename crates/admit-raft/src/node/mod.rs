@@ -130,6 +130,7 @@ impl<A: App> RaftNode<A> {
             meta: self.inner.meta.clone(),
             node: Arc::downgrade(&self.inner) as std::sync::Weak<dyn LocalNode>,
             isolated: self.inner.router.isolated(),
+            no_pipelined: self.inner.router.no_pipelined(),
             closed: self.inner.router.closed(),
             incarnation: self.inner.incarnation,
         })
@@ -445,6 +446,12 @@ impl<A: App> RaftNode<A> {
         self.inner.router.pipelined_counts()
     }
 
+    /// The peers this node replicates to one append at a time because they
+    /// refused a pipelined one (an older build), in id order.
+    pub fn peers_without_pipelining(&self) -> Vec<u64> {
+        self.inner.router.one_at_a_time()
+    }
+
     /// Group-commit counters of the journal.
     pub fn journal_counters(&self) -> JournalCounters {
         JournalCounters {
@@ -545,6 +552,17 @@ impl<A: App> RaftNode<A> {
             .router
             .isolated()
             .store(isolated, Ordering::Relaxed);
+    }
+
+    /// Test switch: refuse pipelined appends from now on, as a build
+    /// without them does (an older peer during a rolling upgrade). Not
+    /// for production use.
+    #[doc(hidden)]
+    pub fn set_refuse_pipelined(&self, refuse: bool) {
+        self.inner
+            .router
+            .no_pipelined()
+            .store(refuse, Ordering::Relaxed);
     }
 }
 
