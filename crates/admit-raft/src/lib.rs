@@ -155,7 +155,10 @@
 //! order. openraft's default sends one append and waits for its answer,
 //! the follower's fsync included, so a busy group's entries queued behind
 //! round trips (`network::GroupNet`; docs/benchmarks.md, "Pipelined
-//! replication").
+//! replication"). An append that only carries a new commit index is held
+//! back 2 ms for the group's next append, which carries it too, and dropped
+//! if one comes (`fold_commit_notes`): in a busy group these notes were
+//! nearly half of all appends.
 //!
 //! ## Cluster
 //!
