@@ -87,9 +87,6 @@ struct RouterInner {
     incarnations: Arc<Incarnations>,
     /// The node-pair streams.
     pipes: Pipes,
-    /// Peers that refused a pipelined append (an older build): replication
-    /// to them sends one append at a time.
-    one_at_a_time: Mutex<std::collections::HashSet<u64>>,
     /// Pipelined appends sent, and the most one session had unanswered at
     /// once.
     pipelined: AtomicU64,
@@ -149,7 +146,6 @@ impl<A: App> GrpcRouter<A> {
                 cluster,
                 retry: retry_pauses(heartbeat, election_min),
                 incarnations,
-                one_at_a_time: Mutex::default(),
                 pipelined: AtomicU64::new(0),
                 pipelined_peak: AtomicU64::new(0),
             }),
@@ -209,9 +205,7 @@ impl<A: App> GrpcRouter<A> {
     /// Peers that are sent one append at a time, having refused a
     /// pipelined one.
     pub(crate) fn one_at_a_time(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = lock(&self.inner.one_at_a_time).iter().copied().collect();
-        v.sort_unstable();
-        v
+        self.inner.pipes.one_at_a_time_peers()
     }
 
     /// The data dir incarnations the peers answered with.
@@ -582,7 +576,7 @@ impl<A: App> RaftNetworkV2<C<A>> for GroupNet<A> {
         let target = self.target;
         if self.router.heartbeats
             || self.router.inner.pipes.legacy(target)
-            || lock(&self.router.inner.one_at_a_time).contains(&target)
+            || self.router.inner.pipes.one_at_a_time(target)
         {
             return stream_append_sequential(self, input, option);
         }
@@ -710,7 +704,7 @@ impl<A: App> GrpcRouter<A> {
             };
             let reply = wait.await.map_err(|s| {
                 if lacks_kind(&s) {
-                    lock(&inner.one_at_a_time).insert(target);
+                    inner.pipes.refused_pipelining(target);
                 }
                 RPCError::Unreachable(Unreachable::new(&s))
             })?;

@@ -180,6 +180,10 @@ pub(crate) struct Pipes {
     pipes: Mutex<HashMap<u64, Arc<Pipe>>>,
     /// Peers that do not serve `Stream`: unary calls.
     legacy: Arc<Mutex<HashSet<u64>>>,
+    /// Peers that refused a pipelined append (an older build): replication
+    /// to them sends one append at a time. Forgotten when a new stream to
+    /// the peer opens: a peer restarts (perhaps upgraded) on a new one.
+    one_at_a_time: Arc<Mutex<HashSet<u64>>>,
     next_id: AtomicU64,
     /// How long heartbeats wait for company.
     linger: Duration,
@@ -207,6 +211,7 @@ impl Pipes {
         Self {
             pipes: Mutex::default(),
             legacy: Arc::default(),
+            one_at_a_time: Arc::default(),
             next_id: AtomicU64::new(1),
             linger: heartbeat / 2,
             max_message,
@@ -222,9 +227,28 @@ impl Pipes {
         lock(&self.legacy).contains(&node)
     }
 
+    /// Whether replication to `node` sends one append at a time.
+    pub(crate) fn one_at_a_time(&self, node: u64) -> bool {
+        lock(&self.one_at_a_time).contains(&node)
+    }
+
+    /// `node` refused a pipelined append: one at a time until a new stream
+    /// to it opens.
+    pub(crate) fn refused_pipelining(&self, node: u64) {
+        lock(&self.one_at_a_time).insert(node);
+    }
+
+    /// The peers sent one append at a time, in id order.
+    pub(crate) fn one_at_a_time_peers(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = lock(&self.one_at_a_time).iter().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Forgets what is known of `node`'s stream (its address changed).
     pub(crate) fn reset(&self, node: u64) {
         lock(&self.legacy).remove(&node);
+        lock(&self.one_at_a_time).remove(&node);
         if let Some(p) = lock(&self.pipes).remove(&node) {
             p.kill(&Status::unavailable("peer address changed"));
         }
@@ -361,7 +385,10 @@ impl Pipes {
             },
             client,
             rx,
-            self.legacy.clone(),
+            Marks {
+                legacy: self.legacy.clone(),
+                one_at_a_time: self.one_at_a_time.clone(),
+            },
             self.incarnations.clone(),
         ));
         Ok(pipe)
@@ -393,13 +420,19 @@ struct Writer {
     stats: Arc<PipeStats>,
 }
 
+/// What a node knows of its peers' builds (see [`Pipes`]).
+struct Marks {
+    legacy: Arc<Mutex<HashSet<u64>>>,
+    one_at_a_time: Arc<Mutex<HashSet<u64>>>,
+}
+
 /// A pipe's life: open the stream, then form and send batches until the
 /// stream breaks or the node stops; replies are read by a task of their own.
 async fn run(
     mut w: Writer,
     mut client: RaftTransportClient<Channel>,
     mut rx: mpsc::UnboundedReceiver<Out>,
-    legacy: Arc<Mutex<HashSet<u64>>>,
+    marks: Marks,
     incarnations: Arc<Incarnations>,
 ) {
     // capacity 1: while a batch waits for the stream, the next one grows
@@ -418,12 +451,15 @@ async fn run(
         Err(s) => {
             if s.code() == Code::Unimplemented {
                 tracing::info!(node = w.node, "peer has no raft stream; using unary calls");
-                lock(&legacy).insert(w.node);
+                lock(&marks.legacy).insert(w.node);
             }
             w.pipe.kill(&s);
             return;
         }
     };
+    // a new stream: the peer may have restarted as a newer build, so
+    // pipelined appends are tried again (one refusal puts the mark back)
+    lock(&marks.one_at_a_time).remove(&w.node);
     let reader = tokio::spawn(read(w.pipe.clone(), inbound, w.node, incarnations));
     let why = loop {
         let first = tokio::select! {

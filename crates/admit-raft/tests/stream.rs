@@ -256,7 +256,8 @@ async fn a_busy_groups_appends_are_pipelined() {
 /// A rolling upgrade: a follower of a build without pipelined appends
 /// refuses their frame kind; the leader then replicates to it one append at
 /// a time (and to it alone: the other follower keeps its pipeline), and
-/// every write reaches every node once, in each writer's order.
+/// every write reaches every node once, in each writer's order. Once that
+/// follower restarts as a newer build, it is sent pipelined appends again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_peer_is_sent_one_append_at_a_time() {
     let _serial = SERIAL.lock().await;
@@ -277,8 +278,21 @@ async fn an_older_peer_is_sent_one_append_at_a_time() {
         "only the older peer falls back"
     );
     every_node_holds_all(&t, 32).await;
-    drop((leader, older));
+    // the older peer is upgraded: it restarts without the switch, on a new
+    // stream, and is sent pipelined appends again
+    let i = older.node_id() as usize - 1;
+    drop(older);
     let mut t = Arc::try_unwrap(t).ok().expect("writers done");
+    t.nodes[i].take().unwrap().shutdown().await.unwrap();
+    t.up(i).await;
+    let t = Arc::new(t);
+    eventually("pipelining to the upgraded peer again", 30, async || {
+        t.write(0, "after".into(), 1_000).await;
+        leader.peers_without_pipelining().is_empty()
+    })
+    .await;
+    drop(leader);
+    let mut t = Arc::try_unwrap(t).ok().expect("no writer left");
     t.stop().await;
 }
 
