@@ -152,6 +152,20 @@ async fn a_scope_is_exported_by_exactly_one_node_its_shard_leader() {
             let f = value(&page, "admit_raft_stream_frames_total", &[]).expect("frames");
             assert!(f >= b, "node {id}: {b} batches but {f} frames");
             sent += b;
+            for counter in [
+                "admit_raft_appends_pipelined_total",
+                "admit_raft_commit_notes_folded_total",
+            ] {
+                let v =
+                    value(&page, counter, &[]).unwrap_or_else(|| panic!("node {id}: {counter}"));
+                assert!(v >= 0.0, "node {id}: {counter} {v}");
+            }
+            // one build: no peer is sent one append at a time
+            assert_eq!(
+                value(&page, "admit_raft_peers_one_append_at_a_time", &[]),
+                Some(0.0),
+                "node {id}"
+            );
         }
         assert!(sent > 0.0, "no node sent on its Raft streams");
         c.stop_all().await;

@@ -91,6 +91,8 @@ struct RouterInner {
     /// once.
     pipelined: AtomicU64,
     pipelined_peak: AtomicU64,
+    /// Commit notes not sent: folded into the next append.
+    notes_folded: Arc<AtomicU64>,
 }
 
 /// Connection pool shared by all groups of a node.
@@ -147,6 +149,7 @@ impl<A: App> GrpcRouter<A> {
                 retry: retry_pauses(heartbeat, election_min),
                 incarnations,
                 pipelined: AtomicU64::new(0),
+                notes_folded: Arc::default(),
                 pipelined_peak: AtomicU64::new(0),
             }),
             heartbeats: false,
@@ -167,6 +170,11 @@ impl<A: App> GrpcRouter<A> {
             self.inner.pipelined.load(Ordering::Relaxed),
             self.inner.pipelined_peak.load(Ordering::Relaxed),
         )
+    }
+
+    /// Commit notes folded into a later append so far.
+    pub(crate) fn notes_folded(&self) -> u64 {
+        self.inner.notes_folded.load(Ordering::Relaxed)
     }
 
     /// Batches and frames sent on the node-pair streams so far.
@@ -501,31 +509,47 @@ const COMMIT_NOTE_HOLD: Duration = Duration::from_millis(2);
 /// applies later); the leader's own commit and answers do not wait, and
 /// since openraft times an acknowledgement from when it produced the
 /// request, the lease an answer grants is never longer for the hold.
+/// `folded` counts the notes dropped.
 fn fold_commit_notes<A: App, S>(
     input: S,
     hold: Duration,
+    folded: Arc<AtomicU64>,
 ) -> impl futures_util::Stream<Item = AppendEntriesRequest<C<A>>>
 where
     S: futures_util::Stream<Item = AppendEntriesRequest<C<A>>> + Unpin,
 {
     use futures_util::StreamExt;
-    futures_util::stream::unfold((input.fuse(), true), move |(mut input, first)| async move {
-        let mut held: Option<AppendEntriesRequest<C<A>>> = None;
-        loop {
-            let next = match &held {
-                None => input.next().await,
-                Some(_) => match tokio::time::timeout(hold, input.next()).await {
-                    Ok(next) => next,
-                    // nothing followed in time: the note goes
-                    Err(_) => return held.map(|note| (note, (input, false))),
-                },
-            };
-            match next {
-                // a later note replaces the held one
-                Some(rpc) if rpc.entries.is_empty() && !first => held = Some(rpc),
-                // the held note, if any, is dropped: `rpc` carries its news
-                Some(rpc) => return Some((rpc, (input, false))),
-                None => return held.map(|note| (note, (input, false))),
+    futures_util::stream::unfold((input.fuse(), true), move |(mut input, first)| {
+        let folded = folded.clone();
+        async move {
+            let mut held: Option<AppendEntriesRequest<C<A>>> = None;
+            loop {
+                let next = match &held {
+                    None => input.next().await,
+                    Some(_) => match tokio::time::timeout(hold, input.next()).await {
+                        Ok(next) => next,
+                        // nothing followed in time: the note goes
+                        Err(_) => return held.map(|note| (note, (input, false))),
+                    },
+                };
+                let fold = |held: &Option<_>| {
+                    if held.is_some() {
+                        folded.fetch_add(1, Ordering::Relaxed);
+                    }
+                };
+                match next {
+                    // a later note replaces the held one
+                    Some(rpc) if rpc.entries.is_empty() && !first => {
+                        fold(&held);
+                        held = Some(rpc);
+                    }
+                    // the held note, if any, is dropped: `rpc` carries its news
+                    Some(rpc) => {
+                        fold(&held);
+                        return Some((rpc, (input, false)));
+                    }
+                    None => return held.map(|note| (note, (input, false))),
+                }
             }
         }
     })
@@ -584,7 +608,8 @@ impl<A: App> RaftNetworkV2<C<A>> for GroupNet<A> {
         Box::pin(async move {
             use futures_util::StreamExt;
             let unanswered = Arc::new(AtomicU64::new(0));
-            let answers = Box::pin(fold_commit_notes::<A, S>(input, COMMIT_NOTE_HOLD))
+            let folded = router.inner.notes_folded.clone();
+            let answers = Box::pin(fold_commit_notes::<A, S>(input, COMMIT_NOTE_HOLD, folded))
                 .map(move |rpc| {
                     // the last log id the append covers (openraft's
                     // `log_id_range().last`, which is crate-private)
@@ -1231,6 +1256,9 @@ mod fold_tests {
     use openraft::raft::AppendEntriesRequest;
     use openraft::{Entry, EntryPayload, LogId};
 
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
     use super::fold_commit_notes;
     use crate::cluster::Registry;
     use crate::types::C;
@@ -1285,9 +1313,11 @@ mod fold_tests {
             append(7, 1, 7),
             append(8, 0, 8), // the last note: nothing follows
         ]);
+        let folded = Arc::new(AtomicU64::new(0));
         let out: Vec<Req> = Box::pin(fold_commit_notes::<Registry, _>(
             input,
             Duration::from_millis(2),
+            folded.clone(),
         ))
         .collect()
         .await;
@@ -1295,6 +1325,7 @@ mod fold_tests {
             shape(&out),
             vec![(5, 0, 5), (5, 2, 5), (7, 1, 7), (8, 0, 8)]
         );
+        assert_eq!(folded.load(Ordering::Relaxed), 2, "two notes not sent");
     }
 
     /// A note that nothing follows within the hold goes when the hold ends,
@@ -1305,6 +1336,7 @@ mod fold_tests {
         let mut out = Box::pin(fold_commit_notes::<Registry, _>(
             tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
             Duration::from_millis(2),
+            Arc::default(),
         ));
         tx.send(append(3, 1, 3)).unwrap();
         assert_eq!(shape(&[out.next().await.unwrap()]), vec![(3, 1, 3)]);

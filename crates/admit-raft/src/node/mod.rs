@@ -446,6 +446,12 @@ impl<A: App> RaftNode<A> {
         self.inner.router.pipelined_counts()
     }
 
+    /// Appends without entries (a new commit index only) that were not
+    /// sent because the group's next append carried the index.
+    pub fn commit_notes_folded(&self) -> u64 {
+        self.inner.router.notes_folded()
+    }
+
     /// The peers this node replicates to one append at a time because they
     /// refused a pipelined one (an older build), in id order.
     pub fn peers_without_pipelining(&self) -> Vec<u64> {

@@ -66,6 +66,23 @@ fn node(ctx: &Ctx, p: &mut Page) {
         "Raft messages this node sent on its node-pair Raft streams (all groups).",
     )
     .sample(&[], frames as f64);
+    let (pipelined, _) = raft.pipelined_counters();
+    p.counter(
+        "admit_raft_appends_pipelined_total",
+        "Appends this node's shard leaders sent without waiting for the answer to the last.",
+    )
+    .sample(&[], pipelined as f64);
+    p.counter(
+        "admit_raft_commit_notes_folded_total",
+        "Appends carrying only a new commit index that were not sent: the shard's next append carried it.",
+    )
+    .sample(&[], raft.commit_notes_folded() as f64);
+    // nonzero outside a rolling upgrade: a peer runs an older build
+    p.gauge(
+        "admit_raft_peers_one_append_at_a_time",
+        "Peers this node replicates to one append at a time (they refused pipelined appends).",
+    )
+    .sample(&[], raft.peers_without_pipelining().len() as f64);
     let infos = raft.shard_infos();
     let mine: Vec<_> = infos
         .iter()
