@@ -1249,15 +1249,14 @@ mod tests {
 
 #[cfg(test)]
 mod fold_tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
     use std::time::Duration;
 
     use futures_util::StreamExt;
     use openraft::impls::leader_id_adv::LeaderId;
     use openraft::raft::AppendEntriesRequest;
     use openraft::{Entry, EntryPayload, LogId};
-
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
 
     use super::fold_commit_notes;
     use crate::cluster::Registry;
