@@ -17,6 +17,11 @@
 #                     open, new, campaign again with each number's calls sent
 #                     to its shard's leader (admit-bench --route leader, as
 #                     admit-client routes)
+#   admit, 3 nodes,   new conversations both ways again on a cluster with
+#   a shard a node    one shard a node (--shards 3): every shard is a Raft
+#                     group, and concurrent commands share a log entry only
+#                     within one, so fewer groups carry more commands per
+#                     entry (docs/design.md, "Choosing the count")
 # The ratios to a floor use the mean of the floors measured before and after
 # each admit run (the machine's speed drifts over a run); the table shows both.
 # It prints the rates side by side with the ratios the issue's targets name.
@@ -56,7 +61,9 @@ stop_all() {
     kill -9 "$p" 2>/dev/null || true
   done
   PIDS=()
-  ADMIT_CLUSTER_DIR=$DIR/cluster CARGO_PROFILE=release "$ROOT/scripts/cluster.sh" stop >/dev/null 2>&1 || true
+  for c in cluster cluster-per-node; do
+    ADMIT_CLUSTER_DIR=$DIR/$c CARGO_PROFILE=release "$ROOT/scripts/cluster.sh" stop >/dev/null 2>&1 || true
+  done
 }
 trap stop_all EXIT
 
@@ -114,6 +121,18 @@ admit_cluster() {
     --scenarios open,new,campaign --route leader
   stop_all
   floors floor-3f
+}
+
+# the same cluster sized one shard a node, new conversations only
+admit_cluster_per_node() {
+  local dir=$DIR/cluster-per-node
+  NO_BUILD=1 ADMIT_CLUSTER_DIR=$dir ADMIT_SHARDS=3 CARGO_PROFILE=release \
+    "$ROOT/scripts/cluster.sh" start >/dev/null
+  bench admit-3s --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
+    --scenarios new
+  bench admit-3sr --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
+    --scenarios new --route leader
+  stop_all
 }
 
 # etcd_start NAME CLIENT PEER CLUSTER
@@ -189,10 +208,13 @@ etcd_single
 etcd_three
 redis_lua
 admit_cluster
+admit_cluster_per_node
 
 new1=$(rate admit-1 new-conversation)
 new3=$(rate admit-3 new-conversation)
 new3r=$(rate admit-3r new-conversation)
+new3s=$(rate admit-3s new-conversation)
+new3sr=$(rate admit-3sr new-conversation)
 etcd1=$(rate etcd-1 "etcd Put")
 etcd3=$(rate etcd-3 "etcd Put")
 redis=$(rate redis "Redis+Lua")
@@ -209,6 +231,7 @@ printf '%-44s %14s %14s %14s\n' "admit: batch floor (decisions/s), mean" "$bfloo
 printf '%-44s %14s %14s %14s\n' "  before / after the admit runs" "$(both floor-1 floor-1f "batch floor")" "$(both floor-3 floor-3f "batch floor")" "-"
 printf '%-44s %14s %14s %14s\n' "admit: open-window admits" "$(rate admit-1 open-window)" "$(rate admit-3 open-window)" "$(rate admit-3r open-window)"
 printf '%-44s %14s %14s %14s\n' "admit: new conversations" "$new1" "$new3" "$new3r"
+printf '%-44s %14s %14s %14s\n' "  the same, 3 shards (one a node)" "-" "$new3s" "$new3sr"
 printf '%-44s %14s %14s %14s\n' "admit: AdmitBatch of 100, 1 number (dec./s)" "$(rate admit-1 "AdmitBatch")" "$(rate admit-3 "AdmitBatch")" "$(rate admit-3r "AdmitBatch")"
 printf '%-44s %14s %14s %14s\n' "etcd: Put, unique keys" "$etcd1" "$etcd3" "-"
 printf '%-44s %14s %14s %14s\n' "Redis+Lua: new conversations (AOF always)" "$redis" "-" "-"
@@ -217,6 +240,8 @@ echo "== ratios (issue 14 targets)"
 printf '%-52s %8s %8s\n' "ratio" "run" "target"
 printf '%-52s %8s %8s\n' "new conversations 3 nodes / etcd Put 3 members" "$(ratio "$new3" "$etcd3")" ">= 1.5"
 printf '%-52s %8s %8s\n' "  the same, calls to the leader" "$(ratio "$new3r" "$etcd3")" ">= 1.5"
+printf '%-52s %8s %8s\n' "  the same, 3 shards (one a node), spread" "$(ratio "$new3s" "$etcd3")" ">= 1.5"
+printf '%-52s %8s %8s\n' "  3 shards (one a node), to the leader" "$(ratio "$new3sr" "$etcd3")" ">= 1.5"
 printf '%-52s %8s %8s\n' "new conversations 1 node / etcd Put 1 member" "$(ratio "$new1" "$etcd1")" ">= 1.5"
 printf '%-52s %8s %8s\n' "new conversations 1 node / Redis+Lua" "$(ratio "$new1" "$redis")" ">= 0.7"
 printf '%-52s %8s %8s\n' "open-window admits 3 nodes / floor" "$(ratio "$(rate admit-3 open-window)" "$floor3")" ">= 0.8"
