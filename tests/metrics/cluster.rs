@@ -160,12 +160,14 @@ async fn a_scope_is_exported_by_exactly_one_node_its_shard_leader() {
                     value(&page, counter, &[]).unwrap_or_else(|| panic!("node {id}: {counter}"));
                 assert!(v >= 0.0, "node {id}: {counter} {v}");
             }
-            // one build: no peer is sent one append at a time
-            assert_eq!(
-                value(&page, "admit_raft_peers_one_append_at_a_time", &[]),
-                Some(0.0),
-                "node {id}"
-            );
+            // one build: no peer is sent one append at a time, nor
+            // spoken to without the stream
+            for gauge in [
+                "admit_raft_peers_one_append_at_a_time",
+                "admit_raft_peers_on_unary_calls",
+            ] {
+                assert_eq!(value(&page, gauge, &[]), Some(0.0), "node {id}: {gauge}");
+            }
         }
         assert!(sent > 0.0, "no node sent on its Raft streams");
         c.stop_all().await;

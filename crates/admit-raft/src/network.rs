@@ -74,6 +74,8 @@ struct RouterInner {
     /// Test switch: refuse incoming pipelined appends as a build without
     /// them does (a rolling upgrade's older peer).
     no_pipelined: Arc<AtomicBool>,
+    /// Test switch: serve no node-pair stream, as a build without one does.
+    no_stream: Arc<AtomicBool>,
     /// Opens channels to peers (mutual TLS); `None`: plain.
     dialer: Option<Arc<dyn Dialer>>,
     /// Largest message sent or received.
@@ -137,6 +139,7 @@ impl<A: App> GrpcRouter<A> {
                 peers: Mutex::default(),
                 isolated: Arc::default(),
                 no_pipelined: Arc::default(),
+                no_stream: Arc::default(),
                 dialer,
                 max_message,
                 pipes: Pipes::new(
@@ -208,6 +211,22 @@ impl<A: App> GrpcRouter<A> {
     /// The switch that makes this node refuse pipelined appends.
     pub(crate) fn no_pipelined(&self) -> Arc<AtomicBool> {
         self.inner.no_pipelined.clone()
+    }
+
+    /// The switch that makes this node serve no node-pair stream.
+    pub(crate) fn no_stream(&self) -> Arc<AtomicBool> {
+        self.inner.no_stream.clone()
+    }
+
+    /// Peers spoken to with unary calls (they serve no node-pair stream).
+    pub(crate) fn on_unary_calls(&self) -> Vec<u64> {
+        self.inner.pipes.legacy_peers()
+    }
+
+    /// How long a peer without a stream gets unary calls before a stream
+    /// is tried again.
+    pub(crate) fn set_stream_retry(&self, after: Duration) {
+        self.inner.pipes.set_stream_retry(after);
     }
 
     /// Peers that are sent one append at a time, having refused a
@@ -327,12 +346,23 @@ impl<A: App> GrpcRouter<A> {
             heartbeat,
         };
         let client = || self.client(target).ok();
-        let reply = self
-            .inner
-            .pipes
-            .send(target, client, msg, ttl)
-            .await
-            .map_err(|s| RPCError::Unreachable(Unreachable::new(&s)))?;
+        let reply = match self.inner.pipes.send(target, client, msg, ttl).await {
+            Ok(r) => r,
+            // trying the stream again found the peer still without one: this
+            // message goes as a unary call, as the next ones will (pieces of
+            // a snapshot cannot: the snapshot is sent again, whole)
+            Err(s)
+                if s.code() == tonic::Code::Unimplemented
+                    && self.inner.pipes.legacy(target)
+                    && !matches!(
+                        kind,
+                        RaftRpcKind::SnapshotChunk | RaftRpcKind::SnapshotInstall
+                    ) =>
+            {
+                return self.call(target, group, kind, req, ttl).await;
+            }
+            Err(s) => return Err(RPCError::Unreachable(Unreachable::new(&s))),
+        };
         let res: Result<Resp, String> =
             decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::Network(NetworkError::new(&io_err(e))))
@@ -745,6 +775,11 @@ impl<A: App> GrpcRouter<A> {
 /// raft rpc kind", "this rpc kind is not sent on the raft stream"), where
 /// bytes it cannot decode are INVALID_ARGUMENT too but with the decoder's
 /// text, which must not turn pipelining off.
+/// What a build without the node-pair stream answers when one is opened.
+fn no_stream() -> tonic::Status {
+    tonic::Status::unimplemented("no raft stream (test switch)")
+}
+
 fn lacks_kind(s: &tonic::Status) -> bool {
     s.code() == tonic::Code::InvalidArgument && s.message().contains("rpc kind")
 }
@@ -815,6 +850,8 @@ pub struct RaftGrpcService<A: App> {
     pub(crate) isolated: Arc<AtomicBool>,
     /// Test switch: pipelined appends are refused as an older build does.
     pub(crate) no_pipelined: Arc<AtomicBool>,
+    /// Test switch: no node-pair stream is served, as an older build.
+    pub(crate) no_stream: Arc<AtomicBool>,
     /// Set when the node stops: incoming node-pair streams end.
     pub(crate) closed: watch::Receiver<bool>,
     /// This node's data dir incarnation, stamped on every answer.
@@ -852,6 +889,9 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
         if self.isolated.load(Ordering::Relaxed) {
             return Err(tonic::Status::unavailable("node isolated (test switch)"));
         }
+        if self.no_stream.load(Ordering::Relaxed) {
+            return Err(no_stream());
+        }
         // the peer port's guard checked the sender when the stream opened;
         // its check runs again for every batch
         let check = request.extensions().get::<PeerCheck>().cloned();
@@ -861,6 +901,7 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
             node: self.node.clone(),
             isolated: self.isolated.clone(),
             no_pipelined: self.no_pipelined.clone(),
+            no_stream: self.no_stream.clone(),
         });
         Ok(tonic::Response::new(pipe::serve(
             request.into_inner(),
@@ -1008,6 +1049,7 @@ struct StreamFrames<A: App> {
     node: Weak<dyn LocalNode>,
     isolated: Arc<AtomicBool>,
     no_pipelined: Arc<AtomicBool>,
+    no_stream: Arc<AtomicBool>,
 }
 
 /// The pipelined appends of one incoming stream: each group's frames go,
@@ -1144,6 +1186,10 @@ impl<A: App> Frames for StreamFrames<A> {
     fn gate(&self) -> Result<(), tonic::Status> {
         if self.isolated.load(Ordering::Relaxed) {
             return Err(tonic::Status::unavailable("node isolated (test switch)"));
+        }
+        if self.no_stream.load(Ordering::Relaxed) {
+            // streams opened before the switch end at their next batch
+            return Err(no_stream());
         }
         if self.node.strong_count() == 0 {
             return Err(tonic::Status::unavailable("node stopped"));

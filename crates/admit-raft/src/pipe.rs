@@ -25,7 +25,9 @@
 //!   arrival order, to the stream's [`Ordered`] part.
 //!
 //! A peer that does not serve `Stream` (an older build) is spoken to with
-//! one unary `Call` per message, as before ([`Pipes::legacy`]).
+//! one unary `Call` per message, as before ([`Pipes::legacy`]), and offered
+//! a stream again once [`STREAM_RETRY`] has passed: in a rolling upgrade it
+//! comes back a newer build.
 //!
 //! Imports: tonic, the generated `admit.internal.raft` types, `store`'s
 //! postcard helpers. It knows nothing of openraft or of the groups: the
@@ -40,6 +42,7 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
@@ -47,6 +50,10 @@ use crate::cluster::LOST_DIR;
 use crate::pb::raft_transport_client::RaftTransportClient;
 use crate::pb::{RaftBatch, RaftFrame, RaftFrameReply, RaftReplyBatch, RaftRpcKind};
 use crate::store::decode;
+
+/// How long a peer found without a node-pair stream (an older build) is
+/// spoken to with unary calls before a stream is tried again.
+pub(crate) const STREAM_RETRY: Duration = Duration::from_secs(60);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -178,8 +185,10 @@ pub(crate) struct PipeStats {
 /// The sending side: one pipe per peer node, shared by all groups.
 pub(crate) struct Pipes {
     pipes: Mutex<HashMap<u64, Arc<Pipe>>>,
-    /// Peers that do not serve `Stream`: unary calls.
-    legacy: Arc<Mutex<HashSet<u64>>>,
+    /// Peers that do not serve `Stream`, and when that was found: unary
+    /// calls until `stream_retry` has passed.
+    legacy: Arc<Mutex<HashMap<u64, Instant>>>,
+    stream_retry: Mutex<Duration>,
     /// Peers that refused a pipelined append (an older build): replication
     /// to them sends one append at a time. Forgotten when a new stream to
     /// the peer opens: a peer restarts (perhaps upgraded) on a new one.
@@ -211,6 +220,7 @@ impl Pipes {
         Self {
             pipes: Mutex::default(),
             legacy: Arc::default(),
+            stream_retry: Mutex::new(STREAM_RETRY),
             one_at_a_time: Arc::default(),
             next_id: AtomicU64::new(1),
             linger: heartbeat / 2,
@@ -222,9 +232,32 @@ impl Pipes {
         }
     }
 
-    /// Whether `node` is spoken to with unary calls.
+    /// Whether `node` is spoken to with unary calls. Once the retry
+    /// interval has passed the mark goes, so the next message opens a
+    /// stream (a peer still without one is marked again).
     pub(crate) fn legacy(&self, node: u64) -> bool {
-        lock(&self.legacy).contains(&node)
+        let mut legacy = lock(&self.legacy);
+        let Some(since) = legacy.get(&node) else {
+            return false;
+        };
+        if since.elapsed() < *lock(&self.stream_retry) {
+            return true;
+        }
+        legacy.remove(&node);
+        false
+    }
+
+    /// The peers spoken to with unary calls, in id order.
+    pub(crate) fn legacy_peers(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = lock(&self.legacy).keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// How long a peer without a stream is spoken to with unary calls
+    /// before a stream is tried again.
+    pub(crate) fn set_stream_retry(&self, after: Duration) {
+        *lock(&self.stream_retry) = after;
     }
 
     /// Whether replication to `node` sends one append at a time.
@@ -422,7 +455,7 @@ struct Writer {
 
 /// What a node knows of its peers' builds (see [`Pipes`]).
 struct Marks {
-    legacy: Arc<Mutex<HashSet<u64>>>,
+    legacy: Arc<Mutex<HashMap<u64, Instant>>>,
     one_at_a_time: Arc<Mutex<HashSet<u64>>>,
 }
 
@@ -451,7 +484,7 @@ async fn run(
         Err(s) => {
             if s.code() == Code::Unimplemented {
                 tracing::info!(node = w.node, "peer has no raft stream; using unary calls");
-                lock(&marks.legacy).insert(w.node);
+                lock(&marks.legacy).insert(w.node, Instant::now());
             }
             w.pipe.kill(&s);
             return;
@@ -645,8 +678,9 @@ async fn receive(
             for f in &batch.frames {
                 let _ = tx.send(refused(f.id, &s));
             }
-            if s.code() == Code::PermissionDenied {
-                // no longer a member: end the stream
+            if matches!(s.code(), Code::PermissionDenied | Code::Unimplemented) {
+                // no longer a member, or (a test switch) a build without
+                // streams: end the stream
                 return;
             }
             continue;

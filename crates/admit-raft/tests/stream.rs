@@ -206,6 +206,18 @@ async fn write_ten_each(t: &Arc<Trio>, writers: u64) {
     }
 }
 
+/// Shard 0's leader, once there is one, and one of its followers.
+async fn leader_and_follower(t: &Trio) -> (Node, Node) {
+    eventually("a leader", 30, async || t.leader(0).is_some()).await;
+    let leader = t.leader(0).unwrap();
+    let follower = t
+        .live()
+        .into_iter()
+        .find(|n| n.node_id() != leader.node_id())
+        .unwrap();
+    (leader, follower)
+}
+
 /// Every node comes to hold each writer's ten writes of
 /// [`write_ten_each`], once each, in the order written.
 async fn every_node_holds_all(t: &Trio, writers: u64) {
@@ -262,13 +274,7 @@ async fn a_busy_groups_appends_are_pipelined() {
 async fn an_older_peer_is_sent_one_append_at_a_time() {
     let _serial = SERIAL.lock().await;
     let t = Trio::start(1, |c| c.fsync = true).await;
-    eventually("a leader", 30, async || t.leader(0).is_some()).await;
-    let leader = t.leader(0).unwrap();
-    let older = t
-        .live()
-        .into_iter()
-        .find(|n| n.node_id() != leader.node_id())
-        .unwrap();
+    let (leader, older) = leader_and_follower(&t).await;
     older.set_refuse_pipelined(true);
     let t = Arc::new(t);
     write_ten_each(&t, 32).await;
@@ -292,6 +298,61 @@ async fn an_older_peer_is_sent_one_append_at_a_time() {
     })
     .await;
     drop(leader);
+    let mut t = Arc::try_unwrap(t).ok().expect("no writer left");
+    t.stop().await;
+}
+
+/// A follower that serves no node-pair stream (a build from before it) is
+/// replicated to with one unary call a message, and every write reaches
+/// it; the leader offers a stream again once the retry interval has passed,
+/// so a peer still without one stays on unary calls and one that serves it
+/// again (upgraded) is back on the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_the_stream_gets_unary_calls_and_the_stream_again() {
+    let _serial = SERIAL.lock().await;
+    let t = Trio::start(1, |c| c.fsync = true).await;
+    let (leader, older) = leader_and_follower(&t).await;
+    leader.set_stream_retry(Duration::from_millis(300));
+    // its open streams end at their next batch; new ones are refused
+    older.set_refuse_streams(true);
+    let t = Arc::new(t);
+    eventually("the older peer on unary calls", 30, async || {
+        t.write(0, "probe".into(), 1_000).await;
+        leader.peers_on_unary_calls() == vec![older.node_id()]
+    })
+    .await;
+    write_ten_each(&t, 16).await;
+    every_node_holds_all(&t, 16).await;
+    // past the retry interval the stream is tried again, refused again,
+    // and the peer stays on unary calls, still sent every write
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    eventually("the retried peer still on unary calls", 30, async || {
+        t.write(0, "again".into(), 1_001).await;
+        leader.peers_on_unary_calls() == vec![older.node_id()]
+    })
+    .await;
+    eventually(
+        "the older peer sent the writes after the retry",
+        30,
+        async || {
+            older
+                .with_app(0, |a: &Counters| {
+                    a.state.lock().unwrap().counters.contains_key("again")
+                })
+                .await
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    // upgraded: it serves the stream, and the leader comes back to it
+    older.set_refuse_streams(false);
+    eventually("the upgraded peer back on the stream", 30, async || {
+        t.write(0, "after".into(), 1_003).await;
+        leader.peers_on_unary_calls().is_empty()
+    })
+    .await;
+    every_node_holds_all(&t, 16).await;
+    drop((leader, older));
     let mut t = Arc::try_unwrap(t).ok().expect("no writer left");
     t.stop().await;
 }

@@ -131,6 +131,7 @@ impl<A: App> RaftNode<A> {
             node: Arc::downgrade(&self.inner) as std::sync::Weak<dyn LocalNode>,
             isolated: self.inner.router.isolated(),
             no_pipelined: self.inner.router.no_pipelined(),
+            no_stream: self.inner.router.no_stream(),
             closed: self.inner.router.closed(),
             incarnation: self.inner.incarnation,
         })
@@ -458,6 +459,14 @@ impl<A: App> RaftNode<A> {
         self.inner.router.one_at_a_time()
     }
 
+    /// The peers this node speaks to with one unary call a message because
+    /// they serve no node-pair stream (an older build), in id order. Each
+    /// is tried on a stream again after [`RaftNode::set_stream_retry`]'s
+    /// interval (a minute by default).
+    pub fn peers_on_unary_calls(&self) -> Vec<u64> {
+        self.inner.router.on_unary_calls()
+    }
+
     /// Group-commit counters of the journal.
     pub fn journal_counters(&self) -> JournalCounters {
         JournalCounters {
@@ -569,6 +578,25 @@ impl<A: App> RaftNode<A> {
             .router
             .no_pipelined()
             .store(refuse, Ordering::Relaxed);
+    }
+
+    /// Test switch: serve no node-pair stream from now on (open ones end
+    /// at their next batch), as a build without one does. Not for
+    /// production use.
+    #[doc(hidden)]
+    pub fn set_refuse_streams(&self, refuse: bool) {
+        self.inner
+            .router
+            .no_stream()
+            .store(refuse, Ordering::Relaxed);
+    }
+
+    /// How long a peer found without a node-pair stream is spoken to with
+    /// unary calls before the stream is tried again (a minute by default;
+    /// tests shorten it).
+    #[doc(hidden)]
+    pub fn set_stream_retry(&self, after: std::time::Duration) {
+        self.inner.router.set_stream_retry(after);
     }
 }
 

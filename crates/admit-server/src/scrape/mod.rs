@@ -83,6 +83,13 @@ fn node(ctx: &Ctx, p: &mut Page) {
         "Peers this node replicates to one append at a time (they refused pipelined appends).",
     )
     .sample(&[], raft.peers_without_pipelining().len() as f64);
+    // nonzero outside a rolling upgrade: a peer runs a build without the
+    // node-pair stream
+    p.gauge(
+        "admit_raft_peers_on_unary_calls",
+        "Peers this node sends one unary call a Raft message (they serve no node-pair stream).",
+    )
+    .sample(&[], raft.peers_on_unary_calls().len() as f64);
     let infos = raft.shard_infos();
     let mine: Vec<_> = infos
         .iter()
