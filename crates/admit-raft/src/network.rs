@@ -770,16 +770,16 @@ impl<A: App> GrpcRouter<A> {
     }
 }
 
-/// Whether a frame was refused because the peer's build does not know its
-/// kind: such a build answers INVALID_ARGUMENT naming the rpc kind ("unknown
-/// raft rpc kind", "this rpc kind is not sent on the raft stream"), where
-/// bytes it cannot decode are INVALID_ARGUMENT too but with the decoder's
-/// text, which must not turn pipelining off.
 /// What a build without the node-pair stream answers when one is opened.
 fn no_stream() -> tonic::Status {
     tonic::Status::unimplemented("no raft stream (test switch)")
 }
 
+/// Whether a frame was refused because the peer's build does not know its
+/// kind: such a build answers INVALID_ARGUMENT naming the rpc kind ("unknown
+/// raft rpc kind", "this rpc kind is not sent on the raft stream"), where
+/// bytes it cannot decode are INVALID_ARGUMENT too but with the decoder's
+/// text, which must not turn pipelining off.
 fn lacks_kind(s: &tonic::Status) -> bool {
     s.code() == tonic::Code::InvalidArgument && s.message().contains("rpc kind")
 }
@@ -876,6 +876,36 @@ fn reply<T: Serialize>(r: Result<T, String>) -> Result<tonic::Response<RaftReply
 
 fn req<T: DeserializeOwned>(b: &[u8]) -> Result<T, tonic::Status> {
     decode(b).map_err(|e| tonic::Status::invalid_argument(e.to_string()))
+}
+
+/// An append that decoded but that no leader sends is refused here, before
+/// openraft, whose core assumes what a leader's append always holds: a
+/// committed (granted) vote, and entries that follow `prev_log_id` one
+/// index after another with log ids that only grow and none from a term
+/// past the vote's.
+fn well_formed<X: App>(rpc: &AppendEntriesRequest<C<X>>) -> Result<(), tonic::Status> {
+    use openraft::entry::RaftEntry;
+    let bad = |why: &str| {
+        Err(tonic::Status::invalid_argument(format!(
+            "append entries: {why}"
+        )))
+    };
+    if !rpc.vote.is_committed() {
+        return bad("the vote is not a leader's (not committed)");
+    }
+    let mut last = rpc.prev_log_id;
+    for e in &rpc.entries {
+        let id = e.log_id();
+        let next = last.as_ref().map_or(0, |l| l.index + 1);
+        if id.index != next || Some(&id) < last.as_ref() {
+            return bad("entries do not follow prev_log_id one index after another");
+        }
+        if id.committed_leader_id().term > rpc.vote.leader_id().term {
+            return bad("an entry of a term after the vote's");
+        }
+        last = Some(id);
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -997,6 +1027,7 @@ async fn dispatch<X: App>(
         match kind {
             RaftRpcKind::AppendEntries => {
                 let rpc: AppendEntriesRequest<C<X>> = req(payload)?;
+                well_formed::<X>(&rpc)?;
                 reply(raft.append_entries(rpc).await.map_err(|e| e.to_string()))
             }
             RaftRpcKind::Vote => {
@@ -1123,13 +1154,14 @@ fn append_session<X: App>(
                 biased;
                 frame = rx.recv() => {
                     let Some((id, payload)) = frame else { break };
-                    match decode::<AppendEntriesRequest<C<X>>>(&payload) {
+                    match req::<AppendEntriesRequest<C<X>>>(&payload)
+                        .and_then(|rpc| well_formed::<X>(&rpc).map(|()| rpc))
+                    {
                         Ok(rpc) => {
                             given.push_back(id);
                             let _ = to_raft.send(rpc);
                         }
-                        Err(e) => {
-                            let s = tonic::Status::invalid_argument(e.to_string());
+                        Err(s) => {
                             let _ = replies.send(pipe::refused(id, &s));
                         }
                     }
@@ -1332,6 +1364,38 @@ mod fold_tests {
                     payload: EntryPayload::Blank,
                 })
                 .collect(),
+        }
+    }
+
+    /// What no leader sends is refused before openraft sees it (its core
+    /// assumes otherwise): a vote not committed, entries that skip an index
+    /// or do not start right after `prev_log_id`, a log id that goes back a
+    /// term, an entry from a term after the vote's. A leader's own passes.
+    #[test]
+    fn appends_no_leader_sends_are_refused() {
+        let check = super::well_formed::<Registry>;
+        assert!(check(&append(4, 3, 4)).is_ok());
+        assert!(check(&append(4, 0, 4)).is_ok());
+        let at = |term: u64, index: u64| LogId::new(LeaderId { term, node_id: 1 }, index);
+        let mut uncommitted = append(4, 3, 4);
+        uncommitted.vote = openraft::impls::Vote::new(1, 1);
+        let mut gap = append(4, 3, 4);
+        gap.entries.remove(1);
+        let mut not_after_prev = append(4, 3, 4);
+        not_after_prev.prev_log_id = Some(lid(2));
+        let mut back_a_term = append(4, 3, 4);
+        back_a_term.entries[2].log_id = at(0, 7);
+        let mut after_the_vote = append(4, 3, 4);
+        after_the_vote.entries[2].log_id = at(2, 7);
+        for (name, r) in [
+            ("uncommitted", uncommitted),
+            ("gap", gap),
+            ("not after prev", not_after_prev),
+            ("back a term", back_a_term),
+            ("after the vote", after_the_vote),
+        ] {
+            let e = check(&r).expect_err(name);
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}");
         }
     }
 
