@@ -43,6 +43,11 @@ impl App for Counts {
         self.0 = v.into_iter().collect();
         Ok(())
     }
+    fn check_snapshot(bytes: &[u8]) -> Result<(), String> {
+        postcard::from_bytes::<Vec<(u64, u64)>>(bytes)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
 }
 
 fn shards() -> u32 {

@@ -359,21 +359,30 @@ impl App for Registry {
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let st: RegistryState = match postcard::from_bytes(bytes) {
-            Ok(st) => st,
-            Err(e) => {
-                let old: RegistryStateV0 = postcard::from_bytes(bytes)
-                    .map_err(|e0| format!("registry snapshot: {e}; as the old form: {e0}"))?;
-                RegistryState {
-                    seeded: old.seeded,
-                    nodes: old.nodes,
-                    ..RegistryState::default()
-                }
-            }
-        };
+        let st = registry_snapshot(bytes)?;
         self.publish(&st);
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = st;
         Ok(())
+    }
+
+    fn check_snapshot(bytes: &[u8]) -> Result<(), String> {
+        registry_snapshot(bytes).map(drop)
+    }
+}
+
+/// A registry snapshot's state, of this form or the old one.
+fn registry_snapshot(bytes: &[u8]) -> Result<RegistryState, String> {
+    match postcard::from_bytes(bytes) {
+        Ok(st) => Ok(st),
+        Err(e) => {
+            let old: RegistryStateV0 = postcard::from_bytes(bytes)
+                .map_err(|e0| format!("registry snapshot: {e}; as the old form: {e0}"))?;
+            Ok(RegistryState {
+                seeded: old.seeded,
+                nodes: old.nodes,
+                ..RegistryState::default()
+            })
+        }
     }
 }
 

@@ -362,6 +362,7 @@
 //   node/        RaftNode: boot, data path, reconcile, registry, infos,
 //                hand-off
 mod archives;
+mod checks;
 mod cluster;
 mod codec;
 mod config;
@@ -483,6 +484,13 @@ pub trait App: Send + Sync + 'static {
 
     /// Replace the whole state by the state encoded in `bytes`.
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;
+
+    /// Whether [`App::restore`] takes `bytes`, changing nothing. A snapshot
+    /// received from a peer is checked with it before openraft installs it:
+    /// a restore that fails there stops the group on this node (openraft
+    /// takes any state-machine error as fatal), so bytes that would fail
+    /// are refused at the transport instead.
+    fn check_snapshot(bytes: &[u8]) -> Result<(), String>;
 }
 
 /// Why a write was not (known to be) applied.

@@ -368,6 +368,10 @@ mod tests {
             self.0 = bytes.to_vec();
             Ok(())
         }
+
+        fn check_snapshot(_: &[u8]) -> Result<(), String> {
+            Ok(()) // any bytes are a state
+        }
     }
 
     fn open(journal: &Arc<Journal>, dir: &Arc<SnapDir>) -> io::Result<StateMachine<Bytes>> {

@@ -214,3 +214,172 @@ async fn random_raft_frames_never_panic_and_the_node_keeps_serving() {
     );
     node.shutdown().await.ok();
 }
+
+/// Messages only a forger sends, each well formed as bytes, sent by a peer
+/// (holding the cluster's credentials) to a follower of a 3-node cluster:
+/// a vote request carrying a leader's (committed) vote that names the
+/// follower itself, which would make it leader with no election and no
+/// check of its log; a candidate's vote naming the follower; an append
+/// whose leader is the follower; a snapshot whose last entry is from a term
+/// after its sender's vote, and one that claims to be newer than the
+/// follower's committed log while ending at or before its index (both trip
+/// openraft's asserts, killing the group's core); a snapshot whose bytes
+/// the App cannot restore (openraft takes the failed restore as fatal and
+/// stops the group). Each is refused with
+/// INVALID_ARGUMENT, nothing panics, the leader stays leader, and the group
+/// still takes writes on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_leader_messages_are_refused() {
+    use admit_raft::TypeConfig;
+    use openraft::impls::leader_id_adv::LeaderId;
+    use openraft::impls::Vote;
+    use openraft::raft::{AppendEntriesRequest, VoteRequest};
+    use openraft::{LogId, Membership, SnapshotMeta, StoredMembership};
+    type Cfg = TypeConfig<Counters>;
+    type V = Vote<LeaderId<u64, u64>>;
+
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        hook(info);
+    }));
+    let mut t = common::trio::Trio::start(1, |_| {}).await;
+    for id in 1..=3 {
+        t.write(0, "k".into(), id).await;
+    }
+    let leader = t.leader(0).expect("a leader").node_id();
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    // the follower holds the writes as committed: the snapshot "behind the
+    // commit" below ends before its committed index
+    let f = t.nodes[follower as usize - 1].clone().unwrap();
+    common::eventually("the follower applied the writes", 30, async || {
+        ids(&f, 0, "k").await.contains(&3)
+    })
+    .await;
+    let addr = t.addrs[follower as usize - 1];
+    let mut client = RaftTransportClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let at = |term: u64, node_id: u64, index: u64| LogId::new(LeaderId { term, node_id }, index);
+    let big = 1_000_000;
+
+    let vote_as_leader = VoteRequest::<Cfg> {
+        vote: Vote::new_committed(big, follower),
+        last_log_id: Some(at(big, follower, big)),
+        leadership_transfer: true,
+    };
+    let vote_for_itself = VoteRequest::<Cfg> {
+        vote: Vote::new(big + 1, follower),
+        last_log_id: Some(at(big, follower, big)),
+        leadership_transfer: true,
+    };
+    let append_from_itself = AppendEntriesRequest::<Cfg> {
+        vote: Vote::new_committed(big + 2, follower),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: vec![],
+    };
+    let members = || {
+        StoredMembership::new(
+            Some(at(1, leader, 1)),
+            Membership::<u64, openraft::impls::BasicNode>::new_with_defaults(
+                vec![[1, 2, 3].into()],
+                [],
+            ),
+        )
+    };
+    let snapshot_past_its_vote = (
+        V::new_committed(big + 3, leader),
+        SnapshotMeta {
+            last_log_id: Some(at(big + 9, leader, big)),
+            last_membership: members(),
+        },
+        Vec::<u8>::new(),
+    );
+    let snapshot_behind_the_commit = (
+        V::new_committed(big + 4, leader),
+        SnapshotMeta {
+            last_log_id: Some(at(big + 4, leader, 1)),
+            last_membership: members(),
+        },
+        // a state the App takes: only the log ids are wrong
+        enc(&common::State::default()),
+    );
+    // ahead of everything, from the leader, but its bytes are no state
+    let snapshot_of_garbage = (
+        V::new_committed(big + 5, leader),
+        SnapshotMeta {
+            last_log_id: Some(at(big + 5, leader, big)),
+            last_membership: members(),
+        },
+        b"no state at all".to_vec(),
+    );
+    let forged: [(&str, RaftRpcKind, Vec<u8>); 6] = [
+        ("vote as leader", RaftRpcKind::Vote, enc(&vote_as_leader)),
+        ("vote for itself", RaftRpcKind::Vote, enc(&vote_for_itself)),
+        (
+            "append from itself",
+            RaftRpcKind::AppendEntries,
+            enc(&append_from_itself),
+        ),
+        (
+            "snapshot past its vote",
+            RaftRpcKind::FullSnapshot,
+            enc(&snapshot_past_its_vote),
+        ),
+        (
+            "snapshot behind the commit",
+            RaftRpcKind::FullSnapshot,
+            enc(&snapshot_behind_the_commit),
+        ),
+        (
+            "snapshot of garbage",
+            RaftRpcKind::FullSnapshot,
+            enc(&snapshot_of_garbage),
+        ),
+    ];
+    for (name, kind, payload) in forged {
+        let req = RaftRequest {
+            group: 0,
+            kind: kind as i32,
+            payload,
+            cluster: 0,
+        };
+        // a node takes Raft messages once it is registered, shortly after
+        // its first writes
+        let t0 = Instant::now();
+        let e = loop {
+            let r = tokio::time::timeout(Duration::from_secs(20), client.call(req.clone()))
+                .await
+                .expect("a forged message was not answered within 20 s");
+            match r {
+                Err(e) if e.code() == tonic::Code::Unavailable && t0.elapsed().as_secs() < 30 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                r => break r.expect_err(name),
+            }
+        };
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}: {e:?}");
+        assert_eq!(PANICS.load(Ordering::SeqCst), 0, "{name} panicked");
+    }
+    // the leader still leads, and every node takes the group's writes
+    assert_eq!(t.leader(0).map(|n| n.node_id()), Some(leader));
+    t.write(0, "k".into(), 4).await;
+    for n in t.live() {
+        common::eventually("every node applied the write", 30, async || {
+            ids(&n, 0, "k").await.contains(&4)
+        })
+        .await;
+    }
+    assert_eq!(
+        PANICS.load(Ordering::SeqCst),
+        0,
+        "a forged message panicked"
+    );
+    t.stop().await;
+}
+
+/// A payload as the Raft transport encodes it (postcard).
+fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).unwrap()
+}

@@ -1541,6 +1541,12 @@ impl App for AdmitShard {
         *lock(&self.book) = snap.book;
         Ok(())
     }
+
+    fn check_snapshot(bytes: &[u8]) -> Result<(), String> {
+        postcard::from_bytes::<AdmitShardSnapshot>(bytes)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
 }
 
 fn shard_of(scope: u32) -> u32 {

@@ -95,6 +95,10 @@ impl App for Gated {
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.inner.restore(bytes)
     }
+
+    fn check_snapshot(bytes: &[u8]) -> Result<(), String> {
+        Counters::check_snapshot(bytes)
+    }
 }
 
 type Node = RaftNode<Gated>;

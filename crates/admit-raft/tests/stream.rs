@@ -8,92 +8,19 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use admit_raft::pb::raft_transport_client::RaftTransportClient;
 use admit_raft::pb::{RaftBatch, RaftFrame, RaftReplyBatch, RaftRpcKind};
 use admit_raft::{NodeConfig, PeerCheck, RaftNode};
-use common::{config, eventually, Add, Counters};
+use common::{config, eventually, Counters};
 use tonic::Code;
 
 type Node = RaftNode<Counters>;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-use common::ports::free_addr;
-
-/// Three nodes on loopback, each serving its own Raft port.
-struct Trio {
-    dirs: Vec<tempfile::TempDir>,
-    addrs: Vec<SocketAddr>,
-    nodes: Vec<Option<Node>>,
-    shards: u32,
-    tweak: fn(&mut NodeConfig),
-}
-
-impl Trio {
-    async fn start(shards: u32, tweak: fn(&mut NodeConfig)) -> Trio {
-        let mut t = Trio {
-            dirs: (0..3).map(|_| tempfile::tempdir().unwrap()).collect(),
-            addrs: (0..3).map(|_| free_addr()).collect(),
-            nodes: vec![None, None, None],
-            shards,
-            tweak,
-        };
-        for i in 0..3 {
-            t.up(i).await;
-        }
-        t
-    }
-
-    async fn up(&mut self, i: usize) {
-        let mut c = config(self.dirs[i].path(), self.shards);
-        c.node_id = i as u64 + 1;
-        c.advertise_addr = self.addrs[i].to_string();
-        c.listen_addr = Some(self.addrs[i]);
-        c.fsync = false;
-        c.peers = (0..3)
-            .map(|j| (j as u64 + 1, self.addrs[j].to_string()))
-            .collect();
-        c.write_timeout = Some(Duration::from_secs(3));
-        (self.tweak)(&mut c);
-        self.nodes[i] = Some(RaftNode::start(c, |_| Counters::default()).await.unwrap());
-    }
-
-    fn live(&self) -> Vec<Node> {
-        self.nodes.iter().flatten().cloned().collect()
-    }
-
-    fn leader(&self, shard: u32) -> Option<Node> {
-        self.live()
-            .into_iter()
-            .find(|n| n.leader(shard) == Some(n.node_id()) && n.is_leader_with_lease(shard))
-    }
-
-    async fn write(&self, shard: u32, key: String, id: u64) {
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(20) {
-            if let Some(l) = self.leader(shard) {
-                let cmd = Add {
-                    key: key.clone(),
-                    id,
-                    by: 1,
-                };
-                if l.write(shard, cmd).await.is_ok() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("write {id} to shard {shard} not acknowledged within 20 s");
-    }
-
-    async fn stop(&mut self) {
-        for n in self.nodes.iter_mut().filter_map(Option::take) {
-            n.shutdown().await.unwrap();
-        }
-    }
-}
+use common::trio::Trio;
 
 /// Messages at most 128 KiB; snapshots after every 20 entries, no log
 /// kept behind them.

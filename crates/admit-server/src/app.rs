@@ -179,4 +179,12 @@ impl admit_raft::App for ShardApp {
         *self.slot.reader.write().unwrap_or_else(|p| p.into_inner()) = self.engine.reader();
         Ok(())
     }
+
+    fn check_snapshot(bytes: &[u8]) -> Result<(), String> {
+        // a whole decode: a snapshot crosses the network rarely (a replica
+        // far behind), and one restore would fail on is refused before it
+        admit_core::Engine::restore(bytes)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
 }

@@ -601,6 +601,10 @@ impl<A: App> RaftNode<A> {
 }
 
 impl<A: App> LocalNode for Inner<A> {
+    fn id(&self) -> u64 {
+        self.config.node_id
+    }
+
     fn infos(&self) -> Vec<ShardInfo> {
         let mut v = self.shard_infos();
         v.push(self.meta_info());

@@ -6,6 +6,9 @@
 pub mod ports;
 #[path = "../../../../tests/support/seeded.rs"]
 pub mod seeded;
+// the helper binaries (tests/bin) include this module without dev-dependencies
+#[cfg(test)]
+pub mod trio;
 #[allow(unused_imports)] // used by the hostile tests only
 pub use seeded::Rng;
 
@@ -75,6 +78,12 @@ impl App for Counters {
         let s: State = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
         *self.state.lock().unwrap() = s;
         Ok(())
+    }
+
+    fn check_snapshot(bytes: &[u8]) -> Result<(), String> {
+        postcard::from_bytes::<State>(bytes)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -1,0 +1,327 @@
+//! What a Raft message must hold before openraft sees it.
+//!
+//! openraft's core assumes what a peer that follows the protocol always
+//! sends, and asserts it: a message that breaks those assumptions panics
+//! the group's core (and with it the group on this node), or worse, is
+//! obeyed: a vote request carrying a leader's vote that names the receiver
+//! makes it leader with no election and no check of its log. A message that
+//! decodes but that no such peer sends (a bug, random bytes, a forger who
+//! holds the cluster's credentials) is refused here with INVALID_ARGUMENT,
+//! on unary calls and on the node-pair stream alike.
+//!
+//! `me` is the receiving node: no peer sends a message in its name (a node
+//! never sends Raft messages to itself).
+//!
+//! Functions of the message alone (a snapshot's bytes are decoded by the
+//! App's own [`App::check_snapshot`]), except [`snapshot_is_ahead`], which
+//! reads the group's committed log id.
+
+use openraft::entry::RaftEntry;
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+
+use crate::sm::GroupRaft;
+use crate::types::{SnapshotMetaT, VoteT, C};
+use crate::App;
+
+fn bad<T>(what: &str, why: &str) -> Result<T, tonic::Status> {
+    Err(tonic::Status::invalid_argument(format!("{what}: {why}")))
+}
+
+/// A vote only an established leader sends: committed (granted by a
+/// quorum), and not in the receiver's name.
+fn leaders<X: App>(vote: &VoteT<X>, me: u64, what: &str) -> Result<(), tonic::Status> {
+    if !vote.is_committed() {
+        return bad(what, "the vote is not a leader's (not committed)");
+    }
+    if vote.leader_id().node_id == me {
+        return bad(what, "the vote names the receiving node as leader");
+    }
+    Ok(())
+}
+
+/// An append: a leader's vote; entries that follow `prev_log_id` one index
+/// after another, log ids that only grow, none from a leader after the
+/// vote's.
+pub(crate) fn append<X: App>(
+    rpc: &AppendEntriesRequest<C<X>>,
+    me: u64,
+) -> Result<(), tonic::Status> {
+    const WHAT: &str = "append entries";
+    leaders::<X>(&rpc.vote, me, WHAT)?;
+    let mut last = rpc.prev_log_id;
+    for e in &rpc.entries {
+        let id = e.log_id();
+        let next = last.as_ref().map_or(0, |l| l.index + 1);
+        if id.index != next || Some(&id) < last.as_ref() {
+            return bad(
+                WHAT,
+                "entries do not follow prev_log_id one index after another",
+            );
+        }
+        if id.committed_leader_id() > rpc.vote.leader_id() {
+            return bad(WHAT, "an entry of a leader after the vote's");
+        }
+        last = Some(id);
+    }
+    Ok(())
+}
+
+/// A vote or pre-vote request: a candidate's vote (not committed: a leader
+/// never asks for votes), for a candidate other than the receiver, whose
+/// last log entry is from no leader after the candidate's own.
+pub(crate) fn vote<X: App>(rpc: &VoteRequest<C<X>>, me: u64) -> Result<(), tonic::Status> {
+    const WHAT: &str = "vote request";
+    if rpc.vote.is_committed() {
+        return bad(WHAT, "a candidate's vote is never committed");
+    }
+    if rpc.vote.leader_id().node_id == me {
+        return bad(WHAT, "the candidate is the receiving node");
+    }
+    if let Some(l) = &rpc.last_log_id {
+        if l.committed_leader_id() > rpc.vote.leader_id() {
+            return bad(WHAT, "the last log id is from a leader after the vote's");
+        }
+    }
+    Ok(())
+}
+
+/// A snapshot: a leader's vote; a last log id from no leader after the
+/// vote's; a membership from an entry the snapshot holds, with a voter.
+pub(crate) fn snapshot<X: App>(
+    vote: &VoteT<X>,
+    meta: &SnapshotMetaT<X>,
+    me: u64,
+) -> Result<(), tonic::Status> {
+    const WHAT: &str = "snapshot";
+    leaders::<X>(vote, me, WHAT)?;
+    if let Some(l) = &meta.last_log_id {
+        if l.committed_leader_id() > vote.leader_id() {
+            return bad(WHAT, "the last log id is from a leader after the vote's");
+        }
+    }
+    if meta.last_membership.log_id() > &meta.last_log_id {
+        return bad(
+            WHAT,
+            "the membership is from an entry after the snapshot's last",
+        );
+    }
+    if meta
+        .last_membership
+        .membership()
+        .voter_ids()
+        .next()
+        .is_none()
+    {
+        return bad(WHAT, "the membership has no voter");
+    }
+    Ok(())
+}
+
+/// A snapshot newer than the group's committed log must end at a greater
+/// index: a leader's snapshot ending at or before the committed index holds
+/// that committed entry, so it is not newer (openraft ignores it). One that
+/// claims otherwise contradicts committed entries, which openraft asserts
+/// never happens.
+///
+/// The committed log id is read just before the install; it can only grow
+/// in between, which a leader's snapshot never trips (see above). A forged
+/// one racing a commit within that gap is the case left open.
+pub(crate) async fn snapshot_is_ahead<X: App>(
+    raft: &GroupRaft<X>,
+    meta: &SnapshotMetaT<X>,
+) -> Result<(), tonic::Status> {
+    let Some(last) = meta.last_log_id else {
+        return Ok(());
+    };
+    let committed = raft
+        .with_raft_state(|st| st.local_committed().cloned())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    match committed {
+        Some(c) if Some(last) > Some(c) && last.index <= c.index => bad(
+            "snapshot",
+            "newer than the committed log but not past its index",
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// A snapshot's bytes: what the group's [`App::restore`] takes
+/// ([`App::check_snapshot`]); bytes it would refuse would stop the group.
+pub(crate) fn snapshot_data<X: App>(bytes: &[u8]) -> Result<(), tonic::Status> {
+    X::check_snapshot(bytes)
+        .or_else(|e| bad("snapshot", &format!("the data does not restore: {e}")))
+}
+
+/// A leadership transfer: from a leader's vote that is not the receiver's.
+pub(crate) fn transfer<X: App>(
+    rpc: &TransferLeaderRequest<C<X>>,
+    me: u64,
+) -> Result<(), tonic::Status> {
+    leaders::<X>(rpc.from_leader(), me, "transfer leader")
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::impls::leader_id_adv::LeaderId;
+    use openraft::impls::{BasicNode, Vote};
+    use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+    use openraft::{Entry, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership};
+
+    use crate::cluster::Registry;
+    use crate::types::C;
+
+    /// The receiving node; the leader (or candidate) is node 1.
+    const ME: u64 = 2;
+
+    fn at(term: u64, index: u64) -> LogId<LeaderId<u64, u64>> {
+        LogId::new(LeaderId { term, node_id: 1 }, index)
+    }
+
+    fn refused(r: Result<(), tonic::Status>, name: &str) {
+        let e = r.expect_err(name);
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}");
+        assert!(!e.message().is_empty(), "{name}");
+    }
+
+    /// Node 1's append at term 3 after entry 4 with 3 entries.
+    fn leader_append() -> AppendEntriesRequest<C<Registry>> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: Some(at(2, 4)),
+            leader_commit: Some(at(2, 4)),
+            entries: (5..=7)
+                .map(|i| Entry {
+                    log_id: at(3, i),
+                    payload: EntryPayload::Blank,
+                })
+                .collect(),
+        }
+    }
+
+    /// An append no leader sends: a vote not committed or in the receiver's
+    /// name, entries that skip an index or do not start right after
+    /// `prev_log_id`, a log id that goes back a term, an entry from a leader
+    /// after the vote's. A leader's own passes, with entries or without.
+    #[test]
+    fn appends_no_leader_sends_are_refused() {
+        let check = |r: &AppendEntriesRequest<C<Registry>>| super::append::<Registry>(r, ME);
+        assert!(check(&leader_append()).is_ok());
+        let mut heartbeat = leader_append();
+        heartbeat.entries.clear();
+        assert!(check(&heartbeat).is_ok());
+        let mut uncommitted = leader_append();
+        uncommitted.vote = Vote::new(3, 1);
+        let mut in_my_name = leader_append();
+        in_my_name.vote = Vote::new_committed(3, ME);
+        let mut gap = leader_append();
+        gap.entries.remove(1);
+        let mut not_after_prev = leader_append();
+        not_after_prev.prev_log_id = Some(at(2, 2));
+        let mut back_a_term = leader_append();
+        back_a_term.entries[2].log_id = at(1, 7);
+        let mut after_the_vote = leader_append();
+        after_the_vote.entries[2].log_id = at(4, 7);
+        let mut later_node_same_term = leader_append();
+        later_node_same_term.entries[2].log_id = LogId::new(
+            LeaderId {
+                term: 3,
+                node_id: 3,
+            },
+            7,
+        );
+        for (name, r) in [
+            ("uncommitted", uncommitted),
+            ("in my name", in_my_name),
+            ("gap", gap),
+            ("not after prev", not_after_prev),
+            ("back a term", back_a_term),
+            ("after the vote", after_the_vote),
+            ("a later leader of the same term", later_node_same_term),
+        ] {
+            refused(check(&r), name);
+        }
+    }
+
+    /// A vote request no candidate sends: a leader's (committed) vote, one
+    /// naming the receiver, a last log entry from after the candidate's
+    /// term. A candidate's own passes, with or without a log.
+    #[test]
+    fn votes_no_candidate_asks_for_are_refused() {
+        let check = |r: &VoteRequest<C<Registry>>| super::vote::<Registry>(r, ME);
+        let ask = |vote, last| VoteRequest::<C<Registry>> {
+            vote,
+            last_log_id: last,
+            leadership_transfer: false,
+        };
+        assert!(check(&ask(Vote::new(5, 1), Some(at(4, 9)))).is_ok());
+        assert!(check(&ask(Vote::new(1, 1), None)).is_ok());
+        refused(
+            check(&ask(Vote::new_committed(5, 1), Some(at(4, 9)))),
+            "committed",
+        );
+        refused(check(&ask(Vote::new(5, ME), None)), "in my name");
+        refused(
+            check(&ask(Vote::new(5, 1), Some(at(6, 9)))),
+            "log after the vote",
+        );
+    }
+
+    /// A snapshot no leader sends: a vote not a leader's or in the
+    /// receiver's name, a last entry from after the vote's leader, a
+    /// membership from after the last entry or without a voter.
+    #[test]
+    fn snapshots_no_leader_sends_are_refused() {
+        let check = |v: &Vote<LeaderId<u64, u64>>, m: &SnapshotMeta<_, _, _>| {
+            super::snapshot::<Registry>(v, m, ME)
+        };
+        let meta =
+            |last: Option<LogId<_>>, members: Option<LogId<_>>, voters: Vec<u64>| SnapshotMeta {
+                last_log_id: last,
+                last_membership: StoredMembership::new(
+                    members,
+                    Membership::<u64, BasicNode>::new_with_defaults(
+                        vec![voters.into_iter().collect()],
+                        [],
+                    ),
+                ),
+            };
+        let leader = Vote::new_committed(3, 1);
+        let good = meta(Some(at(3, 20)), Some(at(1, 2)), vec![1, 2, 3]);
+        assert!(check(&leader, &good).is_ok());
+        refused(check(&Vote::new(3, 1), &good), "uncommitted");
+        refused(check(&Vote::new_committed(3, ME), &good), "in my name");
+        refused(
+            check(
+                &leader,
+                &meta(Some(at(4, 20)), Some(at(1, 2)), vec![1, 2, 3]),
+            ),
+            "last entry after the vote",
+        );
+        refused(
+            check(
+                &leader,
+                &meta(Some(at(3, 20)), Some(at(3, 21)), vec![1, 2, 3]),
+            ),
+            "membership after the last entry",
+        );
+        refused(
+            check(&leader, &meta(Some(at(3, 20)), Some(at(1, 2)), vec![])),
+            "no voter",
+        );
+    }
+
+    /// A transfer comes from a leader's vote, never the receiver's.
+    #[test]
+    fn transfers_come_from_a_leader() {
+        let check = |from| {
+            super::transfer::<Registry>(
+                &TransferLeaderRequest::<C<Registry>>::new(from, 3, Some(at(3, 9))),
+                ME,
+            )
+        };
+        assert!(check(Vote::new_committed(3, 1)).is_ok());
+        refused(check(Vote::new(3, 1)), "uncommitted");
+        refused(check(Vote::new_committed(3, ME)), "in my name");
+    }
+}
