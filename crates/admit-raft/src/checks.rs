@@ -9,8 +9,11 @@
 //! holds the cluster's credentials) is refused here with INVALID_ARGUMENT,
 //! on unary calls and on the node-pair stream alike.
 //!
-//! `me` is the receiving node: no peer sends a message in its name (a node
-//! never sends Raft messages to itself).
+//! [`Who`] names the receiving node (no peer sends a message in its name:
+//! a node never sends Raft messages to itself) and, when the peer port
+//! authenticated it, the sending node ([`crate::PeerNode`]): a leader's or
+//! candidate's vote must then be the sender's own. Without mutual TLS the
+//! sender is unknown and any member may claim any vote.
 //!
 //! Functions of the message alone (a snapshot's bytes are decoded by the
 //! App's own [`App::check_snapshot`]), except [`snapshot_is_ahead`], which
@@ -23,20 +26,41 @@ use crate::sm::GroupRaft;
 use crate::types::{SnapshotMetaT, VoteT, C};
 use crate::App;
 
+/// Who a message is for, and who it comes from when that is known.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Who {
+    pub me: u64,
+    pub sender: Option<u64>,
+}
+
+impl Who {
+    /// A vote naming `node` as leader or candidate may come only from it
+    /// (when the sender is known) and never names the receiver.
+    fn speaks_for(self, node: u64, what: &str) -> Result<(), tonic::Status> {
+        if node == self.me {
+            return bad(what, "the vote names the receiving node");
+        }
+        match self.sender {
+            Some(s) if s != node => bad(
+                what,
+                &format!("the vote names node {node}; the message comes from node {s}"),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn bad<T>(what: &str, why: &str) -> Result<T, tonic::Status> {
     Err(tonic::Status::invalid_argument(format!("{what}: {why}")))
 }
 
 /// A vote only an established leader sends: committed (granted by a
-/// quorum), and not in the receiver's name.
-fn leaders<X: App>(vote: &VoteT<X>, me: u64, what: &str) -> Result<(), tonic::Status> {
+/// quorum), the sender's own, not in the receiver's name.
+fn leaders<X: App>(vote: &VoteT<X>, who: Who, what: &str) -> Result<(), tonic::Status> {
     if !vote.is_committed() {
         return bad(what, "the vote is not a leader's (not committed)");
     }
-    if vote.leader_id().node_id == me {
-        return bad(what, "the vote names the receiving node as leader");
-    }
-    Ok(())
+    who.speaks_for(vote.leader_id().node_id, what)
 }
 
 /// An append: a leader's vote; entries that follow `prev_log_id` one index
@@ -44,10 +68,10 @@ fn leaders<X: App>(vote: &VoteT<X>, me: u64, what: &str) -> Result<(), tonic::St
 /// vote's.
 pub(crate) fn append<X: App>(
     rpc: &AppendEntriesRequest<C<X>>,
-    me: u64,
+    who: Who,
 ) -> Result<(), tonic::Status> {
     const WHAT: &str = "append entries";
-    leaders::<X>(&rpc.vote, me, WHAT)?;
+    leaders::<X>(&rpc.vote, who, WHAT)?;
     let mut last = rpc.prev_log_id;
     for e in &rpc.entries {
         let id = e.log_id();
@@ -67,16 +91,14 @@ pub(crate) fn append<X: App>(
 }
 
 /// A vote or pre-vote request: a candidate's vote (not committed: a leader
-/// never asks for votes), for a candidate other than the receiver, whose
-/// last log entry is from no leader after the candidate's own.
-pub(crate) fn vote<X: App>(rpc: &VoteRequest<C<X>>, me: u64) -> Result<(), tonic::Status> {
+/// never asks for votes), the sender's own, for a candidate other than the
+/// receiver, whose last log entry is from no leader after the candidate's.
+pub(crate) fn vote<X: App>(rpc: &VoteRequest<C<X>>, who: Who) -> Result<(), tonic::Status> {
     const WHAT: &str = "vote request";
     if rpc.vote.is_committed() {
         return bad(WHAT, "a candidate's vote is never committed");
     }
-    if rpc.vote.leader_id().node_id == me {
-        return bad(WHAT, "the candidate is the receiving node");
-    }
+    who.speaks_for(rpc.vote.leader_id().node_id, WHAT)?;
     if let Some(l) = &rpc.last_log_id {
         if l.committed_leader_id() > rpc.vote.leader_id() {
             return bad(WHAT, "the last log id is from a leader after the vote's");
@@ -90,10 +112,10 @@ pub(crate) fn vote<X: App>(rpc: &VoteRequest<C<X>>, me: u64) -> Result<(), tonic
 pub(crate) fn snapshot<X: App>(
     vote: &VoteT<X>,
     meta: &SnapshotMetaT<X>,
-    me: u64,
+    who: Who,
 ) -> Result<(), tonic::Status> {
     const WHAT: &str = "snapshot";
-    leaders::<X>(vote, me, WHAT)?;
+    leaders::<X>(vote, who, WHAT)?;
     if let Some(l) = &meta.last_log_id {
         if l.committed_leader_id() > vote.leader_id() {
             return bad(WHAT, "the last log id is from a leader after the vote's");
@@ -153,12 +175,12 @@ pub(crate) fn snapshot_data<X: App>(bytes: &[u8]) -> Result<(), tonic::Status> {
         .or_else(|e| bad("snapshot", &format!("the data does not restore: {e}")))
 }
 
-/// A leadership transfer: from a leader's vote that is not the receiver's.
+/// A leadership transfer: from the sender's leader vote, not the receiver's.
 pub(crate) fn transfer<X: App>(
     rpc: &TransferLeaderRequest<C<X>>,
-    me: u64,
+    who: Who,
 ) -> Result<(), tonic::Status> {
-    leaders::<X>(rpc.from_leader(), me, "transfer leader")
+    leaders::<X>(rpc.from_leader(), who, "transfer leader")
 }
 
 #[cfg(test)]
@@ -173,6 +195,11 @@ mod tests {
 
     /// The receiving node; the leader (or candidate) is node 1.
     const ME: u64 = 2;
+    /// Received by `ME` from node 1, the sender known (mutual TLS).
+    const WHO: super::Who = super::Who {
+        me: ME,
+        sender: Some(1),
+    };
 
     fn at(term: u64, index: u64) -> LogId<LeaderId<u64, u64>> {
         LogId::new(LeaderId { term, node_id: 1 }, index)
@@ -205,7 +232,7 @@ mod tests {
     /// after the vote's. A leader's own passes, with entries or without.
     #[test]
     fn appends_no_leader_sends_are_refused() {
-        let check = |r: &AppendEntriesRequest<C<Registry>>| super::append::<Registry>(r, ME);
+        let check = |r: &AppendEntriesRequest<C<Registry>>| super::append::<Registry>(r, WHO);
         assert!(check(&leader_append()).is_ok());
         let mut heartbeat = leader_append();
         heartbeat.entries.clear();
@@ -248,7 +275,7 @@ mod tests {
     /// term. A candidate's own passes, with or without a log.
     #[test]
     fn votes_no_candidate_asks_for_are_refused() {
-        let check = |r: &VoteRequest<C<Registry>>| super::vote::<Registry>(r, ME);
+        let check = |r: &VoteRequest<C<Registry>>| super::vote::<Registry>(r, WHO);
         let ask = |vote, last| VoteRequest::<C<Registry>> {
             vote,
             last_log_id: last,
@@ -273,7 +300,7 @@ mod tests {
     #[test]
     fn snapshots_no_leader_sends_are_refused() {
         let check = |v: &Vote<LeaderId<u64, u64>>, m: &SnapshotMeta<_, _, _>| {
-            super::snapshot::<Registry>(v, m, ME)
+            super::snapshot::<Registry>(v, m, WHO)
         };
         let meta =
             |last: Option<LogId<_>>, members: Option<LogId<_>>, voters: Vec<u64>| SnapshotMeta {
@@ -311,13 +338,48 @@ mod tests {
         );
     }
 
+    /// With the sender known, a leader's or candidate's vote must be its
+    /// own; with it unknown (plain text), any member's passes.
+    #[test]
+    fn a_known_sender_speaks_only_for_itself() {
+        let from_3 = super::Who {
+            me: ME,
+            sender: Some(3),
+        };
+        let unknown = super::Who {
+            me: ME,
+            sender: None,
+        };
+        // node 1's append and candidacy, sent by node 3
+        let e = super::append::<Registry>(&leader_append(), from_3).expect_err("append");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().contains("node 1") && e.message().contains("node 3"),
+            "{e:?}"
+        );
+        let ask = VoteRequest::<C<Registry>> {
+            vote: Vote::new(5, 1),
+            last_log_id: None,
+            leadership_transfer: false,
+        };
+        refused(super::vote::<Registry>(&ask, from_3), "vote for another");
+        // the same, sender unknown: passes
+        assert!(super::append::<Registry>(&leader_append(), unknown).is_ok());
+        assert!(super::vote::<Registry>(&ask, unknown).is_ok());
+        // node 3's own: passes
+        let mut own = leader_append();
+        own.vote = Vote::new_committed(3, 3);
+        own.entries.clear();
+        assert!(super::append::<Registry>(&own, from_3).is_ok());
+    }
+
     /// A transfer comes from a leader's vote, never the receiver's.
     #[test]
     fn transfers_come_from_a_leader() {
         let check = |from| {
             super::transfer::<Registry>(
                 &TransferLeaderRequest::<C<Registry>>::new(from, 3, Some(at(3, 9))),
-                ME,
+                WHO,
             )
         };
         assert!(check(Vote::new_committed(3, 1)).is_ok());

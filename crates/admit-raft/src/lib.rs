@@ -393,7 +393,7 @@ pub use config::{
 pub use journal::is_new_data_dir;
 pub use network::{Dialer, RaftGrpcService};
 pub use node::{IdleCounters, JournalCounters, RaftNode, Registration, ServiceClock};
-pub use pipe::PeerCheck;
+pub use pipe::{PeerCheck, PeerNode};
 #[doc(hidden)]
 pub use rt::seed_draws;
 pub use types::{CmdData, RespData, TypeConfig};

@@ -28,16 +28,17 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::checks::{self, Who};
 use crate::cluster::{meta_write_local, Identity, MetaCmd, MetaFwd, Registry, ShardInfo};
 use crate::journal::io_err;
 use crate::pb::raft_transport_client::RaftTransportClient;
 use crate::pb::raft_transport_server::RaftTransport;
 use crate::pb::{RaftBatch, RaftFrame, RaftFrameReply, RaftReply, RaftRequest, RaftRpcKind};
-use crate::pipe::{self, Frames, Incarnations, Message, PeerCheck, Pipes, CHUNK};
+use crate::pipe::{self, Frames, Incarnations, Message, PeerCheck, PeerNode, Pipes, CHUNK};
 use crate::sm::GroupRaft;
 use crate::store::{decode, encode};
 use crate::types::{SnapshotMetaT, SnapshotT, VoteT, C};
-use crate::{checks, App};
+use crate::App;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -897,7 +898,9 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
         // the peer port's guard checked the sender when the stream opened;
         // its check runs again for every batch
         let check = request.extensions().get::<PeerCheck>().cloned();
+        let sender = request.extensions().get::<PeerNode>().map(|p| p.0);
         let frames = Arc::new(StreamFrames {
+            sender,
             groups: self.groups.clone(),
             meta: self.meta.clone(),
             node: self.node.clone(),
@@ -932,6 +935,7 @@ impl<A: App> RaftGrpcService<A> {
         if self.isolated.load(Ordering::Relaxed) {
             return Err(tonic::Status::unavailable("node isolated (test switch)"));
         }
+        let sender = request.extensions().get::<PeerNode>().map(|p| p.0);
         let r = request.into_inner();
         let kind = RaftRpcKind::try_from(r.kind)
             .map_err(|_| tonic::Status::invalid_argument("unknown raft rpc kind"))?;
@@ -974,14 +978,18 @@ impl<A: App> RaftGrpcService<A> {
             .upgrade()
             .ok_or_else(|| tonic::Status::unavailable("node stopped"))?;
         node.admit_message(r.group, r.cluster)?;
+        let who = Who {
+            me: node.id(),
+            sender,
+        };
         let out = if r.group as usize == self.groups.len() {
-            dispatch(&self.meta, node.id(), kind, &r.payload).await
+            dispatch(&self.meta, who, kind, &r.payload).await
         } else {
             let raft = self
                 .groups
                 .get(r.group as usize)
                 .ok_or_else(|| tonic::Status::not_found(format!("no raft group {}", r.group)))?;
-            dispatch(raft, node.id(), kind, &r.payload).await
+            dispatch(raft, who, kind, &r.payload).await
         };
         // after the message is handled: a quiesced follower's election
         // timer then starts from this contact with its leader
@@ -990,11 +998,11 @@ impl<A: App> RaftGrpcService<A> {
     }
 }
 
-/// One Raft message for `raft` on node `me`: checked ([`checks`]), then
+/// One Raft message for `raft` from and to `who`: checked ([`checks`]), then
 /// handed to openraft.
 async fn dispatch<X: App>(
     raft: &GroupRaft<X>,
-    me: u64,
+    who: Who,
     kind: RaftRpcKind,
     payload: &[u8],
 ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
@@ -1002,22 +1010,22 @@ async fn dispatch<X: App>(
         match kind {
             RaftRpcKind::AppendEntries => {
                 let rpc: AppendEntriesRequest<C<X>> = req(payload)?;
-                checks::append::<X>(&rpc, me)?;
+                checks::append::<X>(&rpc, who)?;
                 reply(raft.append_entries(rpc).await.map_err(|e| e.to_string()))
             }
             RaftRpcKind::Vote => {
                 let rpc: VoteRequest<C<X>> = req(payload)?;
-                checks::vote::<X>(&rpc, me)?;
+                checks::vote::<X>(&rpc, who)?;
                 reply(raft.vote(rpc).await.map_err(|e| e.to_string()))
             }
             RaftRpcKind::PreVote => {
                 let rpc: VoteRequest<C<X>> = req(payload)?;
-                checks::vote::<X>(&rpc, me)?;
+                checks::vote::<X>(&rpc, who)?;
                 reply(raft.pre_vote(rpc).await.map_err(|e| e.to_string()))
             }
             RaftRpcKind::FullSnapshot => {
                 let (vote, meta, data): (VoteT<X>, SnapshotMetaT<X>, Vec<u8>) = req(payload)?;
-                checks::snapshot::<X>(&vote, &meta, me)?;
+                checks::snapshot::<X>(&vote, &meta, who)?;
                 checks::snapshot_is_ahead(raft, &meta).await?;
                 checks::snapshot_data::<X>(&data)?;
                 let snapshot = openraft::storage::Snapshot {
@@ -1032,7 +1040,7 @@ async fn dispatch<X: App>(
             }
             RaftRpcKind::TransferLeader => {
                 let rpc: TransferLeaderRequest<C<X>> = req(payload)?;
-                checks::transfer::<X>(&rpc, me)?;
+                checks::transfer::<X>(&rpc, who)?;
                 reply(
                     raft.handle_transfer_leader(rpc)
                         .await
@@ -1056,6 +1064,8 @@ async fn dispatch<X: App>(
 /// The receiving side of node-pair streams: the groups, and the same
 /// checks a unary call passes.
 struct StreamFrames<A: App> {
+    /// The node the peer port authenticated as the stream's sender.
+    sender: Option<u64>,
     groups: Arc<Vec<GroupRaft<A>>>,
     meta: GroupRaft<Registry>,
     node: Weak<dyn LocalNode>,
@@ -1071,6 +1081,7 @@ struct StreamFrames<A: App> {
 /// success (as the sender's does) or with the stream; a later frame of the
 /// group opens a new one.
 struct AppendSessions<A: App> {
+    sender: Option<u64>,
     groups: Arc<Vec<GroupRaft<A>>>,
     meta: GroupRaft<Registry>,
     node: Weak<dyn LocalNode>,
@@ -1090,7 +1101,10 @@ impl<A: App> pipe::Ordered for AppendSessions<A> {
         if let Err(s) = node.admit_message(group, cluster) {
             return refuse(s);
         }
-        let me = node.id();
+        let who = Who {
+            me: node.id(),
+            sender: self.sender,
+        };
         let mut item = (id, frame.payload);
         if let Some(session) = self.open.get(&group) {
             match session.send(item) {
@@ -1100,9 +1114,9 @@ impl<A: App> pipe::Ordered for AppendSessions<A> {
         }
         let (replies, node) = (self.replies.clone(), self.node.clone());
         let session = if group as usize == self.groups.len() {
-            append_session(self.meta.clone(), group, replies, node, me)
+            append_session(self.meta.clone(), group, replies, node, who)
         } else if let Some(raft) = self.groups.get(group as usize) {
-            append_session(raft.clone(), group, replies, node, me)
+            append_session(raft.clone(), group, replies, node, who)
         } else {
             return refuse(tonic::Status::not_found(format!("no raft group {group}")));
         };
@@ -1118,7 +1132,7 @@ fn append_session<X: App>(
     group: u32,
     replies: tokio::sync::mpsc::UnboundedSender<RaftFrameReply>,
     node: Weak<dyn LocalNode>,
-    me: u64,
+    who: Who,
 ) -> tokio::sync::mpsc::UnboundedSender<(u64, Vec<u8>)> {
     use futures_util::StreamExt;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Vec<u8>)>();
@@ -1138,7 +1152,7 @@ fn append_session<X: App>(
                 frame = rx.recv() => {
                     let Some((id, payload)) = frame else { break };
                     match req::<AppendEntriesRequest<C<X>>>(&payload)
-                        .and_then(|rpc| checks::append::<X>(&rpc, me).map(|()| rpc))
+                        .and_then(|rpc| checks::append::<X>(&rpc, who).map(|()| rpc))
                     {
                         Ok(rpc) => {
                             given.push_back(id);
@@ -1190,6 +1204,7 @@ impl<A: App> Frames for StreamFrames<A> {
         replies: tokio::sync::mpsc::UnboundedSender<RaftFrameReply>,
     ) -> Box<dyn pipe::Ordered> {
         Box::new(AppendSessions {
+            sender: self.sender,
             groups: self.groups.clone(),
             meta: self.meta.clone(),
             node: self.node.clone(),
@@ -1219,6 +1234,7 @@ impl<A: App> Frames for StreamFrames<A> {
         snapshot: Option<Vec<u8>>,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<u8>, tonic::Status>> + Send>> {
         let (groups, meta, node) = (self.groups.clone(), self.meta.clone(), self.node.clone());
+        let sender = self.sender;
         Box::pin(async move {
             let kind = RaftRpcKind::try_from(frame.kind)
                 .ok()
@@ -1237,13 +1253,17 @@ impl<A: App> Frames for StreamFrames<A> {
                     .map_err(|e| tonic::Status::internal(e.to_string()));
             }
             node.admit_message(frame.group, cluster)?;
+            let who = Who {
+                me: node.id(),
+                sender,
+            };
             let out = if frame.group as usize == groups.len() {
-                serve_frame(&meta, node.id(), kind, &frame.payload, snapshot).await
+                serve_frame(&meta, who, kind, &frame.payload, snapshot).await
             } else {
                 let raft = groups.get(frame.group as usize).ok_or_else(|| {
                     tonic::Status::not_found(format!("no raft group {}", frame.group))
                 })?;
-                serve_frame(raft, node.id(), kind, &frame.payload, snapshot).await
+                serve_frame(raft, who, kind, &frame.payload, snapshot).await
             };
             // as on the unary path: a quiesced follower's election timer
             // starts from this contact with its leader (node/quiesce.rs)
@@ -1256,7 +1276,7 @@ impl<A: App> Frames for StreamFrames<A> {
 /// One Raft message of a node-pair stream; the reply's payload.
 async fn serve_frame<X: App>(
     raft: &GroupRaft<X>,
-    me: u64,
+    who: Who,
     kind: RaftRpcKind,
     payload: &[u8],
     snapshot: Option<Vec<u8>>,
@@ -1264,7 +1284,7 @@ async fn serve_frame<X: App>(
     match kind {
         RaftRpcKind::SnapshotInstall => {
             let (_ids, vote, meta): ((u64, u64), VoteT<X>, SnapshotMetaT<X>) = req(payload)?;
-            checks::snapshot::<X>(&vote, &meta, me)?;
+            checks::snapshot::<X>(&vote, &meta, who)?;
             checks::snapshot_is_ahead(raft, &meta).await?;
             let snapshot = snapshot.unwrap_or_default();
             checks::snapshot_data::<X>(&snapshot)?;
@@ -1278,7 +1298,7 @@ async fn serve_frame<X: App>(
         RaftRpcKind::AppendEntries
         | RaftRpcKind::Vote
         | RaftRpcKind::PreVote
-        | RaftRpcKind::TransferLeader => dispatch(raft, me, kind, payload)
+        | RaftRpcKind::TransferLeader => dispatch(raft, who, kind, payload)
             .await
             .map(|r| r.into_inner().payload),
         _ => Err(tonic::Status::invalid_argument(

@@ -69,6 +69,15 @@ const MAX_SNAPSHOT: u64 = 16 << 30;
 /// Room for a frame's own fields around its payload.
 const FRAME_OVERHEAD: usize = 64;
 
+/// The node a peer port authenticated as the sender of a request (mutual
+/// TLS: the node its certificate names). The server's peer-port guard puts
+/// it into the request's extensions; with it, a Raft message may speak only
+/// for its sender: a leader's vote on an append, snapshot or transfer, and
+/// a candidate's on a vote request, must name that node
+/// (`checks.rs`). Without it (plain text) the sender is unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerNode(pub u64);
+
 /// Re-checks, for every batch on a long-lived peer stream, that the node
 /// that opened it may still speak to this one (a node removed from the
 /// membership loses its stream at its next batch, as it would lose its

@@ -379,6 +379,133 @@ async fn forged_leader_messages_are_refused() {
     t.stop().await;
 }
 
+/// With the sender known (a peer port with mutual TLS names it), a Raft
+/// message speaks only for its sender: node 2's connection carrying node
+/// 3's leadership (an append, on a unary call and on the node-pair stream)
+/// or candidacy is refused INVALID_ARGUMENT naming both, and node 1 keeps
+/// leading and writing; node 2's own candidacy (an old term: not granted)
+/// passes the check to openraft.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_sender_speaks_only_for_itself() {
+    use admit_raft::{PeerNode, TypeConfig};
+    use openraft::impls::leader_id_adv::LeaderId;
+    use openraft::impls::Vote;
+    use openraft::raft::{AppendEntriesRequest, VoteRequest};
+    use openraft::LogId;
+    type Cfg = TypeConfig<Counters>;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 2);
+    cfg.fsync = false;
+    let node = RaftNode::start(cfg, |_| Counters::default()).await.unwrap();
+    let write = |id: u64| {
+        let node = node.clone();
+        async move {
+            common::eventually("a write", 30, async || {
+                let cmd = Add {
+                    key: "k".into(),
+                    id,
+                    by: 1,
+                };
+                node.write(0, cmd).await.is_ok()
+            })
+            .await
+        }
+    };
+    write(1).await;
+    let addr = common::serve_behind(&node, |mut req: tonic::Request<()>| {
+        req.extensions_mut().insert(PeerNode(2));
+        Ok(req)
+    })
+    .await;
+    let mut client = RaftTransportClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let big = 1_000_000;
+    let append_for_3 = enc(&AppendEntriesRequest::<Cfg> {
+        vote: Vote::new_committed(big, 3),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: vec![],
+    });
+    let candidate_3 = enc(&VoteRequest::<Cfg> {
+        vote: Vote::new(big, 3),
+        last_log_id: Some(LogId::new(
+            LeaderId {
+                term: big,
+                node_id: 3,
+            },
+            big,
+        )),
+        leadership_transfer: true,
+    });
+    let call = |kind: RaftRpcKind, payload: Vec<u8>| RaftRequest {
+        group: 0,
+        kind: kind as i32,
+        payload,
+        cluster: 0,
+    };
+    for (name, req) in [
+        (
+            "append for node 3",
+            call(RaftRpcKind::AppendEntries, append_for_3.clone()),
+        ),
+        ("candidate node 3", call(RaftRpcKind::Vote, candidate_3)),
+    ] {
+        let e = client.call(req).await.expect_err(name);
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}: {e:?}");
+        assert!(
+            e.message().contains("node 3") && e.message().contains("node 2"),
+            "{name}: {e:?}"
+        );
+    }
+    // the same append on the node-pair stream
+    let batch = RaftBatch {
+        frames: vec![RaftFrame {
+            id: 7,
+            group: 0,
+            kind: RaftRpcKind::AppendEntries as i32,
+            payload: append_for_3,
+        }],
+        cluster: 0,
+    };
+    let mut replies = client
+        .stream(futures_util::stream::iter(vec![batch]))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = tokio::time::timeout(Duration::from_secs(10), replies.message())
+        .await
+        .expect("a stream reply within 10 s")
+        .unwrap()
+        .expect("a reply batch");
+    let r = &b.replies[0];
+    assert_eq!(r.id, 7);
+    assert_eq!(
+        tonic::Code::from(r.refused_code),
+        tonic::Code::InvalidArgument,
+        "{}",
+        r.refused_message
+    );
+    // node 2's own candidacy reaches openraft, which does not grant it
+    let own = enc(&VoteRequest::<Cfg> {
+        vote: Vote::new(1, 2),
+        last_log_id: None,
+        leadership_transfer: false,
+    });
+    client
+        .call(call(RaftRpcKind::Vote, own))
+        .await
+        .expect("node 2's own vote request is answered");
+    // node 1 still leads and writes
+    assert_eq!(node.leader(0), Some(1));
+    write(2).await;
+    let mut got = ids(&node, 0, "k").await;
+    got.dedup();
+    assert_eq!(got, vec![1, 2]);
+    node.shutdown().await.ok();
+}
+
 /// A payload as the Raft transport encodes it (postcard).
 fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
     postcard::to_allocvec(v).unwrap()

@@ -291,28 +291,18 @@ async fn guarded(allowed: Arc<AtomicBool>) -> (Node, tempfile::TempDir, SocketAd
     let mut c = config(dir.path(), 2);
     c.fsync = false;
     let node = RaftNode::start(c, |_| Counters::default()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let svc = tonic::service::interceptor::InterceptedService::new(
-        node.grpc_service(),
-        move |mut req: tonic::Request<()>| {
-            let allowed = allowed.clone();
-            req.extensions_mut().insert(PeerCheck::new(move || {
-                if allowed.load(Ordering::SeqCst) {
-                    Ok(())
-                } else {
-                    Err(tonic::Status::permission_denied("not a member any more"))
-                }
-            }));
-            Ok(req)
-        },
-    );
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(incoming),
-    );
+    let addr = common::serve_behind(&node, move |mut req: tonic::Request<()>| {
+        let allowed = allowed.clone();
+        req.extensions_mut().insert(PeerCheck::new(move || {
+            if allowed.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(tonic::Status::permission_denied("not a member any more"))
+            }
+        }));
+        Ok(req)
+    })
+    .await;
     (node, dir, addr)
 }
 

@@ -646,7 +646,8 @@ fn server_builder(
 
 /// The peer port's check of every request: with mutual TLS, the
 /// certificate must name a node of the membership (PERMISSION_DENIED
-/// otherwise, with the reason).
+/// otherwise, with the reason), and the request carries that node
+/// (`admit_raft::PeerNode`): its Raft messages speak only for it.
 #[allow(clippy::result_large_err)]
 fn peer_guard(
     ctx: &std::sync::Weak<Ctx>,
@@ -681,6 +682,8 @@ fn peer_guard(
     allowed(&ctx)?;
     // a long-lived Raft stream is checked again for every batch (issue 14)
     let mut req = req;
+    // its Raft messages may speak only for the node the certificate names
+    req.extensions_mut().insert(admit_raft::PeerNode(id));
     let weak = Arc::downgrade(&ctx);
     req.extensions_mut()
         .insert(admit_raft::PeerCheck::new(move || match weak.upgrade() {

@@ -151,3 +151,25 @@ pub async fn eventually(
     }
     panic!("timed out after {secs}s waiting for {what}");
 }
+
+/// Serves `node`'s Raft service on a loopback port behind `guard`, as a
+/// peer port's guard does (it may add a `PeerCheck` or a `PeerNode`).
+pub async fn serve_behind<F>(node: &RaftNode<Counters>, guard: F) -> std::net::SocketAddr
+where
+    F: FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = tonic::service::interceptor::InterceptedService::new(node.grpc_service(), guard);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(incoming),
+    );
+    addr
+}
