@@ -170,10 +170,21 @@ pub(crate) async fn snapshot_is_ahead<X: App>(
 
 /// A snapshot's bytes: what the group's [`App::restore`] takes
 /// ([`App::check_snapshot`]); bytes it would refuse would stop the group.
-pub(crate) fn snapshot_data<X: App>(bytes: &[u8]) -> Result<(), tonic::Status> {
-    X::check_snapshot(bytes)
-        .or_else(|e| bad("snapshot", &format!("the data does not restore: {e}")))
+/// Checking decodes them: above [`CHECK_INLINE`] bytes that runs on a
+/// blocking thread, off the runtime's workers. The bytes come back.
+pub(crate) async fn snapshot_data<X: App>(bytes: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    let refused = |e: String| bad("snapshot", &format!("the data does not restore: {e}"));
+    if bytes.len() <= CHECK_INLINE {
+        return X::check_snapshot(&bytes).map(|()| bytes).or_else(refused);
+    }
+    let (r, bytes) = tokio::task::spawn_blocking(move || (X::check_snapshot(&bytes), bytes))
+        .await
+        .map_err(|e| tonic::Status::internal(format!("snapshot check: {e}")))?;
+    r.map(|()| bytes).or_else(refused)
 }
+
+/// Snapshots up to this size are checked on the task that received them.
+const CHECK_INLINE: usize = 1 << 20;
 
 /// A leadership transfer: from the sender's leader vote, not the receiver's.
 pub(crate) fn transfer<X: App>(
@@ -371,6 +382,40 @@ mod tests {
         own.vote = Vote::new_committed(3, 3);
         own.entries.clear();
         assert!(super::append::<Registry>(&own, from_3).is_ok());
+    }
+
+    /// A snapshot's bytes are refused when the App would not restore them,
+    /// and handed back when it would, small ones checked in place and large
+    /// ones (over `CHECK_INLINE`) on a blocking thread.
+    #[tokio::test]
+    async fn snapshot_bytes_the_app_would_not_restore_are_refused() {
+        use crate::cluster::{NodeState, RegistryState};
+        let mut big = RegistryState::default();
+        for id in 0..40_000u64 {
+            big.nodes.insert(
+                id,
+                (
+                    format!("node-{id}.example.internal:50051"),
+                    NodeState::Active,
+                ),
+            );
+        }
+        let big = postcard::to_allocvec(&big).unwrap();
+        assert!(big.len() > super::CHECK_INLINE);
+        let small = postcard::to_allocvec(&RegistryState::default()).unwrap();
+        for good in [small, big.clone()] {
+            let back = super::snapshot_data::<Registry>(good.clone())
+                .await
+                .unwrap();
+            assert_eq!(back, good);
+        }
+        let mut cut = big;
+        cut.truncate(super::CHECK_INLINE + 10);
+        for (name, bad) in [("cut", cut), ("garbage", vec![0xff; 64])] {
+            let e = super::snapshot_data::<Registry>(bad).await.expect_err(name);
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}");
+            assert!(e.message().contains("does not restore"), "{name}: {e:?}");
+        }
     }
 
     /// A transfer comes from a leader's vote, never the receiver's.

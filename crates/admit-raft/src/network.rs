@@ -1027,7 +1027,7 @@ async fn dispatch<X: App>(
                 let (vote, meta, data): (VoteT<X>, SnapshotMetaT<X>, Vec<u8>) = req(payload)?;
                 checks::snapshot::<X>(&vote, &meta, who)?;
                 checks::snapshot_is_ahead(raft, &meta).await?;
-                checks::snapshot_data::<X>(&data)?;
+                let data = checks::snapshot_data::<X>(data).await?;
                 let snapshot = openraft::storage::Snapshot {
                     meta,
                     snapshot: data,
@@ -1286,8 +1286,7 @@ async fn serve_frame<X: App>(
             let (_ids, vote, meta): ((u64, u64), VoteT<X>, SnapshotMetaT<X>) = req(payload)?;
             checks::snapshot::<X>(&vote, &meta, who)?;
             checks::snapshot_is_ahead(raft, &meta).await?;
-            let snapshot = snapshot.unwrap_or_default();
-            checks::snapshot_data::<X>(&snapshot)?;
+            let snapshot = checks::snapshot_data::<X>(snapshot.unwrap_or_default()).await?;
             let snapshot = openraft::storage::Snapshot { meta, snapshot };
             let r = raft
                 .install_full_snapshot(vote, snapshot)
