@@ -147,7 +147,10 @@
 //! `admit.internal.raft.RaftTransport`): one lazily connected HTTP/2 channel per
 //! destination node is shared by every group (openraft-multi's
 //! `GroupNetworkAdapter` binds (target, group) onto it). Payloads are
-//! postcard-encoded openraft messages; the proto only routes them.
+//! postcard-encoded openraft messages; the proto only routes them. Each is
+//! checked before openraft sees it (`checks.rs`): what openraft assumes of a
+//! peer that follows the protocol (and asserts), a message must hold, or it
+//! is refused with INVALID_ARGUMENT.
 //! Replication is pipelined: a group's leader queues its next appends to a
 //! follower on the node-pair stream before the last is answered (up to 16),
 //! and the follower hands each group's appends to openraft's
