@@ -139,6 +139,22 @@ pub(crate) fn snapshot<X: App>(
     Ok(())
 }
 
+/// Every check of a snapshot about to be installed in `raft`, whole or
+/// assembled from pieces: its vote and metadata ([`snapshot`]), its place
+/// against the committed log ([`snapshot_is_ahead`]), its bytes
+/// ([`snapshot_data`], which hands them back).
+pub(crate) async fn snapshot_install<X: App>(
+    raft: &GroupRaft<X>,
+    vote: &VoteT<X>,
+    meta: &SnapshotMetaT<X>,
+    data: Vec<u8>,
+    who: Who,
+) -> Result<Vec<u8>, tonic::Status> {
+    snapshot::<X>(vote, meta, who)?;
+    snapshot_is_ahead(raft, meta).await?;
+    snapshot_data::<X>(data).await
+}
+
 /// A snapshot newer than the group's committed log must end at a greater
 /// index: a leader's snapshot ending at or before the committed index holds
 /// that committed entry, so it is not newer (openraft ignores it). One that

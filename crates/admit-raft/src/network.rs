@@ -1025,9 +1025,7 @@ async fn dispatch<X: App>(
             }
             RaftRpcKind::FullSnapshot => {
                 let (vote, meta, data): (VoteT<X>, SnapshotMetaT<X>, Vec<u8>) = req(payload)?;
-                checks::snapshot::<X>(&vote, &meta, who)?;
-                checks::snapshot_is_ahead(raft, &meta).await?;
-                let data = checks::snapshot_data::<X>(data).await?;
+                let data = checks::snapshot_install(raft, &vote, &meta, data, who).await?;
                 let snapshot = openraft::storage::Snapshot {
                     meta,
                     snapshot: data,
@@ -1284,9 +1282,8 @@ async fn serve_frame<X: App>(
     match kind {
         RaftRpcKind::SnapshotInstall => {
             let (_ids, vote, meta): ((u64, u64), VoteT<X>, SnapshotMetaT<X>) = req(payload)?;
-            checks::snapshot::<X>(&vote, &meta, who)?;
-            checks::snapshot_is_ahead(raft, &meta).await?;
-            let snapshot = checks::snapshot_data::<X>(snapshot.unwrap_or_default()).await?;
+            let data = snapshot.unwrap_or_default();
+            let snapshot = checks::snapshot_install(raft, &vote, &meta, data, who).await?;
             let snapshot = openraft::storage::Snapshot { meta, snapshot };
             let r = raft
                 .install_full_snapshot(vote, snapshot)
