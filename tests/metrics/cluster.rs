@@ -170,6 +170,28 @@ async fn a_scope_is_exported_by_exactly_one_node_its_shard_leader() {
             }
         }
         assert!(sent > 0.0, "no node sent on its Raft streams");
+        // where a write's time goes: the leaders' proposals and entries, the
+        // appends' round trips and the followers' part of them (the nodes of
+        // this test share one process's recorder, so every page has them all)
+        let (_, page) = &pages(&c.nodes).await[0];
+        for h in [
+            "admit_raft_proposal_wait_seconds",
+            "admit_raft_commands_per_entry",
+            "admit_raft_entry_round_seconds",
+            "admit_raft_append_round_trip_seconds",
+            "admit_raft_append_service_seconds",
+        ] {
+            let n = value(page, &format!("{h}_count"), &[]).unwrap_or(0.0);
+            assert!(n > 0.0, "{h}: {n} samples after the writes");
+        }
+        // the writes entered at node 1; those of shards led elsewhere were
+        // relayed, and each relay was timed
+        let relayed = value(page, "admit_forwarded_total", &[]).unwrap_or(0.0);
+        let timed = value(page, "admit_forward_duration_seconds_count", &[]).unwrap_or(0.0);
+        assert!(
+            relayed == 0.0 || timed > 0.0,
+            "{relayed} requests relayed, {timed} relays timed"
+        );
         c.stop_all().await;
     })
     .await;

@@ -189,7 +189,7 @@ fn conventions(page: &str) {
             ),
             "gauge" => assert!(!name.ends_with("_total"), "gauge {name} ends in _total"),
             "histogram" => assert!(
-                ["_seconds", "_bytes", "_ratio", "_per_fsync"]
+                ["_seconds", "_bytes", "_ratio", "_per_fsync", "_per_entry"]
                     .iter()
                     .any(|u| name.ends_with(u)),
                 "histogram {name} names its unit"

@@ -655,8 +655,14 @@ impl<A: App> RaftNetworkV2<C<A>> for GroupNet<A> {
                     stats.pipelined.fetch_add(1, Ordering::Relaxed);
                     stats.pipelined_peak.fetch_max(now, Ordering::Relaxed);
                     let unanswered = unanswered.clone();
+                    // docs/metrics.md: an append's way to the follower and back
+                    let timed = (!rpc.entries.is_empty()).then(std::time::Instant::now);
                     async move {
                         let answer = answer.await;
+                        if let Some(t) = timed {
+                            metrics::histogram!("admit_raft_append_round_trip_seconds")
+                                .record(t.elapsed().as_secs_f64());
+                        }
                         unanswered.fetch_sub(1, Ordering::Relaxed);
                         (last, answer)
                     }
@@ -1084,7 +1090,7 @@ struct AppendSessions<A: App> {
     meta: GroupRaft<Registry>,
     node: Weak<dyn LocalNode>,
     replies: tokio::sync::mpsc::UnboundedSender<RaftFrameReply>,
-    open: HashMap<u32, tokio::sync::mpsc::UnboundedSender<(u64, Vec<u8>)>>,
+    open: HashMap<u32, tokio::sync::mpsc::UnboundedSender<Arrived>>,
 }
 
 impl<A: App> pipe::Ordered for AppendSessions<A> {
@@ -1103,7 +1109,7 @@ impl<A: App> pipe::Ordered for AppendSessions<A> {
             me: node.id(),
             sender: self.sender,
         };
-        let mut item = (id, frame.payload);
+        let mut item = (id, frame.payload, std::time::Instant::now());
         if let Some(session) = self.open.get(&group) {
             match session.send(item) {
                 Ok(()) => return,
@@ -1123,6 +1129,10 @@ impl<A: App> pipe::Ordered for AppendSessions<A> {
     }
 }
 
+/// A pipelined append's frame as the stream's receive loop got it: its id,
+/// its bytes and when it arrived.
+type Arrived = (u64, Vec<u8>, std::time::Instant);
+
 /// One group's pipelined appends from one stream (see [`AppendSessions`]):
 /// frames in, answers out, both in order.
 fn append_session<X: App>(
@@ -1131,9 +1141,9 @@ fn append_session<X: App>(
     replies: tokio::sync::mpsc::UnboundedSender<RaftFrameReply>,
     node: Weak<dyn LocalNode>,
     who: Who,
-) -> tokio::sync::mpsc::UnboundedSender<(u64, Vec<u8>)> {
+) -> tokio::sync::mpsc::UnboundedSender<Arrived> {
     use futures_util::StreamExt;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Vec<u8>)>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arrived>();
     tokio::spawn(async move {
         let (to_raft, input) = tokio::sync::mpsc::unbounded_channel::<AppendEntriesRequest<C<X>>>();
         let input = futures_util::stream::unfold(input, |mut rx| async move {
@@ -1148,12 +1158,12 @@ fn append_session<X: App>(
             tokio::select! {
                 biased;
                 frame = rx.recv() => {
-                    let Some((id, payload)) = frame else { break };
+                    let Some((id, payload, at)) = frame else { break };
                     match req::<AppendEntriesRequest<C<X>>>(&payload)
                         .and_then(|rpc| checks::append::<X>(&rpc, who).map(|()| rpc))
                     {
                         Ok(rpc) => {
-                            given.push_back(id);
+                            given.push_back((id, (!rpc.entries.is_empty()).then_some(at)));
                             let _ = to_raft.send(rpc);
                         }
                         Err(s) => {
@@ -1163,7 +1173,12 @@ fn append_session<X: App>(
                 }
                 answer = answers.next() => {
                     let Some(answer) = answer else { break };
-                    let Some(id) = given.pop_front() else { break };
+                    let Some((id, at)) = given.pop_front() else { break };
+                    // docs/metrics.md: the follower's own part of an append's round trip
+                    if let Some(at) = at {
+                        metrics::histogram!("admit_raft_append_service_seconds")
+                            .record(at.elapsed().as_secs_f64());
+                    }
                     let success = matches!(answer, Ok(Ok(_)));
                     let answer = answer.map_err(|fatal| fatal.to_string());
                     let _ = replies.send(pipe::reply(id, encode(&answer).map_err(|e| tonic::Status::internal(e.to_string()))));
@@ -1182,10 +1197,10 @@ fn append_session<X: App>(
         // their sender retries at once; the next frame opens a new session
         rx.close();
         let why = tonic::Status::unavailable("append session ended; retry");
-        for id in given.drain(..) {
+        for (id, _) in given.drain(..) {
             let _ = replies.send(pipe::refused(id, &why));
         }
-        while let Ok((id, _)) = rx.try_recv() {
+        while let Ok((id, _, _)) = rx.try_recv() {
             let _ = replies.send(pipe::refused(id, &why));
         }
     });

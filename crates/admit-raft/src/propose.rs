@@ -23,7 +23,7 @@
 //! the callers still waiting.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::ClientWriteResult;
@@ -39,6 +39,8 @@ type Reply<A> = Result<Vec<<A as App>::Response>, WriteError>;
 struct Unit<A: App> {
     cmds: Vec<A::Command>,
     tx: oneshot::Sender<Reply<A>>,
+    /// When it was submitted (its wait for an entry is a metric).
+    at: Instant,
 }
 
 /// The submission side of one group's proposer.
@@ -76,12 +78,18 @@ impl<A: App> Proposer<A> {
         timeout: Option<Duration>,
     ) -> Reply<A> {
         let (tx, rx) = oneshot::channel();
-        self.tx.try_send(Unit { cmds, tx }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => WriteError::Overloaded { queued: self.queue },
-            mpsc::error::TrySendError::Closed(_) => {
-                WriteError::Unavailable("the node is shutting down".into())
-            }
-        })?;
+        self.tx
+            .try_send(Unit {
+                cmds,
+                tx,
+                at: Instant::now(),
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => WriteError::Overloaded { queued: self.queue },
+                mpsc::error::TrySendError::Closed(_) => {
+                    WriteError::Unavailable("the node is shutting down".into())
+                }
+            })?;
         let closed = || WriteError::Unavailable("the proposal was dropped; outcome unknown".into());
         match timeout {
             None => rx.await.map_err(|_| closed())?,
@@ -130,11 +138,18 @@ async fn run<A: App>(
         }
         let mut cmds = Vec::with_capacity(n);
         let mut waiters = Vec::with_capacity(units.len());
+        let formed = Instant::now();
         for u in units {
+            // docs/metrics.md: where a write waits, before its entry and in it
+            metrics::histogram!("admit_raft_proposal_wait_seconds")
+                .record(formed.saturating_duration_since(u.at).as_secs_f64());
             waiters.push((u.cmds.len(), u.tx));
             cmds.extend(u.cmds);
         }
+        metrics::histogram!("admit_raft_commands_per_entry").record(cmds.len() as f64);
         let responder = CallbackResponder::new(move |res: ClientWriteResult<C<A>>| {
+            metrics::histogram!("admit_raft_entry_round_seconds")
+                .record(formed.elapsed().as_secs_f64());
             drop(slot);
             let res = match res {
                 Ok(r) => Ok(r.data.0),

@@ -36,6 +36,10 @@ pub(crate) fn recorder() -> &'static PrometheusHandle {
                     FSYNC_ENTRIES_BUCKETS,
                 )?
                 .set_buckets_for_metric(
+                    Matcher::Full("admit_raft_commands_per_entry".into()),
+                    FSYNC_ENTRIES_BUCKETS,
+                )?
+                .set_buckets_for_metric(
                     Matcher::Full("admit_snapshot_size_bytes".into()),
                     BYTES_BUCKETS,
                 )
@@ -90,6 +94,35 @@ fn describe() {
     describe_histogram!(
         "admit_journal_entries_per_fsync",
         "Storage operations covered by one journal fsync (group commit size)."
+    );
+    describe_histogram!(
+        "admit_raft_proposal_wait_seconds",
+        Unit::Seconds,
+        "A write's wait in its shard's proposer on the leader, until it joined a log entry."
+    );
+    describe_histogram!(
+        "admit_raft_commands_per_entry",
+        "Commands in one log entry a shard leader on this node formed."
+    );
+    describe_histogram!(
+        "admit_raft_entry_round_seconds",
+        Unit::Seconds,
+        "A log entry from its hand-over to the shard's Raft group to its answer (committed and applied here)."
+    );
+    describe_histogram!(
+        "admit_raft_append_round_trip_seconds",
+        Unit::Seconds,
+        "A pipelined append carrying entries, from queued for a follower to its answer."
+    );
+    describe_histogram!(
+        "admit_raft_append_service_seconds",
+        Unit::Seconds,
+        "A pipelined append carrying entries, on the follower: from received to answered by the shard's group (its log write included)."
+    );
+    describe_histogram!(
+        "admit_forward_duration_seconds",
+        Unit::Seconds,
+        "A request this node relayed to another node, from sent to answered."
     );
     describe_histogram!(
         "admit_snapshot_duration_seconds",
@@ -171,6 +204,11 @@ pub(crate) fn clock_skew(skew_ms: i64, peers: &[(u64, i64)]) {
 
 pub(crate) fn forwarded() {
     counter!("admit_forwarded_total").increment(1);
+}
+
+/// docs/metrics.md: how long a relayed request took, lane wait included.
+pub(crate) fn forward_took(d: std::time::Duration) {
+    histogram!("admit_forward_duration_seconds").record(d.as_secs_f64());
 }
 
 pub(crate) fn retried() {

@@ -131,6 +131,20 @@ impl Peers {
         if matches!(req, NodeReq::SetClock { .. } | NodeReq::ReadClock) {
             return direct(self.client(node)?, &node.addr, body, hops, left).await;
         }
+        let started = Instant::now();
+        let r = self.relay(node, body, hops, left).await;
+        crate::telemetry::forward_took(started.elapsed());
+        r
+    }
+
+    /// A relayed request through the peer's lane (alone when the lane is full).
+    async fn relay(
+        &self,
+        node: &NodeRef,
+        body: Vec<u8>,
+        hops: u32,
+        left: Duration,
+    ) -> Result<Envelope, ApiError> {
         let (tx, rx) = oneshot::channel();
         let job = Job {
             body,
