@@ -77,6 +77,20 @@ wait_for() {
   return 1
 }
 
+# ports_free PORT...: waits (up to 60 s) until no socket but one in TIME-WAIT
+# holds any of the ports on 127.0.0.1. They sit in the kernel's ephemeral range:
+# the connections of a peer just stopped (etcd's between its members) can still
+# hold one as their local port, and a node that binds it then fails to start.
+ports_free() {
+  local pat
+  pat=$(printf '|%s' "$@")
+  pat="127\.0\.0\.1:(${pat:1})\$"
+  wait_for bash -c "! ss -Htan | awk '\$1 != \"TIME-WAIT\" {print \$4;}' | grep -Eq '$pat'"
+}
+
+# the 3-node cluster's API and peer ports (scripts/cluster.sh)
+CLUSTER_PORTS=(50051 50052 50053 50061 50062 50063)
+
 bench() {
   local label=$1
   shift
@@ -113,8 +127,10 @@ admit_single() {
 
 admit_cluster() {
   floors floor-3
+  ports_free "${CLUSTER_PORTS[@]}"
   NO_BUILD=1 ADMIT_CLUSTER_DIR=$DIR/cluster ADMIT_SHARDS=$SHARDS CARGO_PROFILE=release \
     "$ROOT/scripts/cluster.sh" start >/dev/null
+  wait_for "$BIN/admitctl" --addr 127.0.0.1:50051 shards --check
   bench admit-3 --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
     --scenarios open,new,campaign
   bench admit-3r --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
@@ -126,8 +142,10 @@ admit_cluster() {
 # the same cluster sized one shard a node, new conversations only
 admit_cluster_per_node() {
   local dir=$DIR/cluster-per-node
+  ports_free "${CLUSTER_PORTS[@]}"
   NO_BUILD=1 ADMIT_CLUSTER_DIR=$dir ADMIT_SHARDS=3 CARGO_PROFILE=release \
     "$ROOT/scripts/cluster.sh" start >/dev/null
+  wait_for "$BIN/admitctl" --addr 127.0.0.1:50051 shards --check
   bench admit-3s --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
     --scenarios new
   bench admit-3sr --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
