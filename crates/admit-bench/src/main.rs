@@ -36,6 +36,7 @@ mod conn;
 mod overload;
 mod peers;
 mod route;
+mod split;
 mod webhook;
 use conn::Chan;
 use route::Route;
@@ -53,6 +54,11 @@ struct Args {
     /// (the nodes of a cluster) share the connections round-robin.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     target: String,
+    /// The nodes' metrics URLs (`http://host:port/metrics`, comma-separated):
+    /// after each closed-loop scenario, the means of their write-path
+    /// histograms over the scenario (docs/metrics.md): where the time went.
+    #[arg(long, value_delimiter = ',')]
+    metrics: Vec<String>,
     /// Concurrent callers (each one request in flight at a time).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -294,6 +300,7 @@ where
 {
     let call = Arc::new(call);
     let seq = Arc::new(AtomicU64::new(0));
+    let before = split::scrape(&args.metrics).await;
     let start = Instant::now();
     let deadline = start + dur;
     let mut tasks = Vec::new();
@@ -332,12 +339,16 @@ where
         calls += c;
         errors += e;
     }
+    let elapsed = start.elapsed();
+    if !args.metrics.is_empty() {
+        split::print(name, &before, &split::scrape(&args.metrics).await);
+    }
     Report {
         name: name.to_owned(),
         decisions,
         calls,
         errors,
-        elapsed: start.elapsed(),
+        elapsed,
         hist,
     }
 }
