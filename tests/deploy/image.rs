@@ -320,6 +320,9 @@ fn production_pod_bootstraps_as_node_1_non_root_on_a_read_only_root() {
                     .to_string(),
             ),
             ("ADMIT_METRICS_LISTEN", "127.0.0.1:0".into()),
+            // the config's fixed peer port (50052) lies in the kernel's
+            // ephemeral range: another test's connection can hold it
+            ("ADMIT_PEER_LISTEN", "127.0.0.1:0".into()),
             // fewer groups than the real 16, for this 2-core test machine
             ("ADMIT_SHARDS", "8".into()),
         ],
