@@ -5,12 +5,14 @@
 //! the entry's round, an append's round trip and the follower's part of it,
 //! a relayed request's round trip, the journal's fsync.
 //!
-//! May import: tokio's TCP stream (a plain HTTP/1.0 GET: the scrape needs
-//! no client library).
+//! May import: hyper's HTTP/1.1 client connection (as the webhook scenario
+//! uses it), tokio's TCP stream.
 
 use std::collections::BTreeMap;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
 
 /// The histograms read, as documented in docs/metrics.md.
 const HISTOGRAMS: &[&str] = &[
@@ -37,19 +39,30 @@ fn split_url(url: &str) -> (&str, &str) {
     }
 }
 
-async fn get(url: &str) -> std::io::Result<String> {
+async fn get(url: &str) -> Result<String, String> {
     let (host, path) = split_url(url);
-    let mut s = tokio::net::TcpStream::connect(host).await?;
-    // HTTP/1.0: the answer is never chunked and ends with the connection
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await?;
-    let mut body = Vec::new();
-    s.read_to_end(&mut body).await?;
-    let text = String::from_utf8_lossy(&body).into_owned();
-    Ok(match text.split_once("\r\n\r\n") {
-        Some((_, b)) => b.to_owned(),
-        None => text,
-    })
+    let tcp = tokio::net::TcpStream::connect(host)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, host)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("answered {}", resp.status()));
+    }
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Adds `page`'s samples of the histograms' `_sum` and `_count` to `into`.
