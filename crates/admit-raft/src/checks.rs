@@ -16,8 +16,10 @@
 //! sender is unknown and any member may claim any vote.
 //!
 //! Functions of the message alone (a snapshot's bytes are decoded by the
-//! App's own [`App::check_snapshot`]), except [`snapshot_is_ahead`], which
-//! reads the group's committed log id.
+//! App's own [`App::check_snapshot`]), except [`snapshot_install`], which
+//! reads the group's committed log id after handing the group the
+//! snapshot's vote ([`adopt_vote`]), so that the reading holds until the
+//! install.
 
 use openraft::entry::RaftEntry;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
@@ -141,18 +143,95 @@ pub(crate) fn snapshot<X: App>(
 
 /// Every check of a snapshot about to be installed in `raft`, whole or
 /// assembled from pieces: its vote and metadata ([`snapshot`]), its place
-/// against the committed log ([`snapshot_is_ahead`]), its bytes
-/// ([`snapshot_data`], which hands them back).
+/// against the committed log ([`snapshot_is_ahead`], read after
+/// [`adopt_vote`]), its bytes ([`snapshot_data`], which hands them back).
+/// `hold` is a test switch that stops an install between its checks and
+/// openraft.
 pub(crate) async fn snapshot_install<X: App>(
     raft: &GroupRaft<X>,
     vote: &VoteT<X>,
     meta: &SnapshotMetaT<X>,
     data: Vec<u8>,
     who: Who,
+    hold: &InstallHold,
 ) -> Result<Vec<u8>, tonic::Status> {
     snapshot::<X>(vote, meta, who)?;
+    adopt_vote(raft, vote).await?;
     snapshot_is_ahead(raft, meta).await?;
-    snapshot_data::<X>(data).await
+    let data = snapshot_data::<X>(data).await?;
+    hold.pass().await;
+    Ok(data)
+}
+
+/// The snapshot's vote is handed to the group first, as an empty append
+/// (a heartbeat's shape: no entries, nothing committed), before the
+/// committed log is read for [`snapshot_is_ahead`].
+///
+/// Why: openraft asserts that a snapshot newer than the committed log ends
+/// past its index, and the committed log grows while the bytes are checked.
+/// Once the group holds the snapshot's vote, only that vote's leader can move
+/// its committed log: a lower leader's appends are refused, and a higher
+/// vote (a newer leader, or this node leading again) makes openraft refuse
+/// the install before it looks at the log. That leader's own commits are in
+/// its term, and a snapshot whose last entry is from a later leader than
+/// its vote's is refused ([`snapshot`]), so no commit between the reading
+/// and the install can make the snapshot contradict it. A real leader's
+/// install loses nothing: the group takes its vote at the install anyway,
+/// and an empty append from the group's own leader changes nothing.
+async fn adopt_vote<X: App>(raft: &GroupRaft<X>, vote: &VoteT<X>) -> Result<(), tonic::Status> {
+    let heartbeat = AppendEntriesRequest::<C<X>> {
+        vote: *vote,
+        prev_log_id: None,
+        leader_commit: None,
+        entries: Vec::new(),
+    };
+    // a higher vote here answers "higher vote": the install is then refused
+    // by openraft with that vote, which tells the sender
+    raft.append_entries(heartbeat)
+        .await
+        .map(drop)
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))
+}
+
+/// Test switch: while held, snapshot installs wait between their checks and
+/// openraft, so a test can put a commit in that gap.
+#[derive(Default)]
+pub(crate) struct InstallHold {
+    held: std::sync::atomic::AtomicBool,
+    waiting: std::sync::atomic::AtomicUsize,
+    released: tokio::sync::Notify,
+}
+
+impl InstallHold {
+    pub(crate) fn set(&self, held: bool) {
+        self.held.store(held, std::sync::atomic::Ordering::SeqCst);
+        if !held {
+            self.released.notify_waiters();
+        }
+    }
+
+    /// Installs waiting now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn pass(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !self.held.load(SeqCst) {
+            return;
+        }
+        self.waiting.fetch_add(1, SeqCst);
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.held.load(SeqCst) {
+                break;
+            }
+            released.await;
+        }
+        self.waiting.fetch_sub(1, SeqCst);
+    }
 }
 
 /// A snapshot newer than the group's committed log must end at a greater
@@ -161,9 +240,8 @@ pub(crate) async fn snapshot_install<X: App>(
 /// claims otherwise contradicts committed entries, which openraft asserts
 /// never happens.
 ///
-/// The committed log id is read just before the install; it can only grow
-/// in between, which a leader's snapshot never trips (see above). A forged
-/// one racing a commit within that gap is the case left open.
+/// Read after [`adopt_vote`], the committed log id holds until the install
+/// as far as this check is concerned (see there).
 pub(crate) async fn snapshot_is_ahead<X: App>(
     raft: &GroupRaft<X>,
     meta: &SnapshotMetaT<X>,

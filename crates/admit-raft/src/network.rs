@@ -846,6 +846,8 @@ pub(crate) trait LocalNode: Send + Sync + 'static {
     /// A message for `group` was handled (or a metadata write arrived): a
     /// quiesced group wakes.
     fn stirred(&self, group: u32);
+    /// Test switch of snapshot installs ([`checks::InstallHold`]).
+    fn install_hold(&self) -> &checks::InstallHold;
 }
 
 /// gRPC service that receives Raft RPCs for every group of this node.
@@ -989,13 +991,13 @@ impl<A: App> RaftGrpcService<A> {
             sender,
         };
         let out = if r.group as usize == self.groups.len() {
-            dispatch(&self.meta, who, kind, &r.payload).await
+            dispatch(&self.meta, who, kind, &r.payload, node.install_hold()).await
         } else {
             let raft = self
                 .groups
                 .get(r.group as usize)
                 .ok_or_else(|| tonic::Status::not_found(format!("no raft group {}", r.group)))?;
-            dispatch(raft, who, kind, &r.payload).await
+            dispatch(raft, who, kind, &r.payload, node.install_hold()).await
         };
         // after the message is handled: a quiesced follower's election
         // timer then starts from this contact with its leader
@@ -1011,6 +1013,7 @@ async fn dispatch<X: App>(
     who: Who,
     kind: RaftRpcKind,
     payload: &[u8],
+    hold: &checks::InstallHold,
 ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
     {
         match kind {
@@ -1031,7 +1034,7 @@ async fn dispatch<X: App>(
             }
             RaftRpcKind::FullSnapshot => {
                 let (vote, meta, data): (VoteT<X>, SnapshotMetaT<X>, Vec<u8>) = req(payload)?;
-                let data = checks::snapshot_install(raft, &vote, &meta, data, who).await?;
+                let data = checks::snapshot_install(raft, &vote, &meta, data, who, hold).await?;
                 let snapshot = openraft::storage::Snapshot {
                     meta,
                     snapshot: data,
@@ -1270,13 +1273,14 @@ impl<A: App> Frames for StreamFrames<A> {
                 me: node.id(),
                 sender,
             };
+            let hold = node.install_hold();
             let out = if frame.group as usize == groups.len() {
-                serve_frame(&meta, who, kind, &frame.payload, snapshot).await
+                serve_frame(&meta, who, kind, &frame.payload, snapshot, hold).await
             } else {
                 let raft = groups.get(frame.group as usize).ok_or_else(|| {
                     tonic::Status::not_found(format!("no raft group {}", frame.group))
                 })?;
-                serve_frame(raft, who, kind, &frame.payload, snapshot).await
+                serve_frame(raft, who, kind, &frame.payload, snapshot, hold).await
             };
             // as on the unary path: a quiesced follower's election timer
             // starts from this contact with its leader (node/quiesce.rs)
@@ -1293,12 +1297,13 @@ async fn serve_frame<X: App>(
     kind: RaftRpcKind,
     payload: &[u8],
     snapshot: Option<Vec<u8>>,
+    hold: &checks::InstallHold,
 ) -> Result<Vec<u8>, tonic::Status> {
     match kind {
         RaftRpcKind::SnapshotInstall => {
             let (_ids, vote, meta): ((u64, u64), VoteT<X>, SnapshotMetaT<X>) = req(payload)?;
             let data = snapshot.unwrap_or_default();
-            let snapshot = checks::snapshot_install(raft, &vote, &meta, data, who).await?;
+            let snapshot = checks::snapshot_install(raft, &vote, &meta, data, who, hold).await?;
             let snapshot = openraft::storage::Snapshot { meta, snapshot };
             let r = raft
                 .install_full_snapshot(vote, snapshot)
@@ -1309,7 +1314,7 @@ async fn serve_frame<X: App>(
         RaftRpcKind::AppendEntries
         | RaftRpcKind::Vote
         | RaftRpcKind::PreVote
-        | RaftRpcKind::TransferLeader => dispatch(raft, who, kind, payload)
+        | RaftRpcKind::TransferLeader => dispatch(raft, who, kind, payload, hold)
             .await
             .map(|r| r.into_inner().payload),
         _ => Err(tonic::Status::invalid_argument(

@@ -215,6 +215,28 @@ async fn random_raft_frames_never_panic_and_the_node_keeps_serving() {
     node.shutdown().await.ok();
 }
 
+/// Panics counted from here on; a 3-node cluster whose group 0 committed
+/// three writes; its leader, and a follower (id and node) that applied them.
+async fn follower_of_three_writes() -> (common::trio::Trio, u64, u64, common::trio::Node) {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        hook(info);
+    }));
+    let t = common::trio::Trio::start(1, |_| {}).await;
+    for id in 1..=3 {
+        t.write(0, "k".into(), id).await;
+    }
+    let leader = t.leader(0).expect("a leader").node_id();
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    let f = t.nodes[follower as usize - 1].clone().unwrap();
+    common::eventually("the follower applied the writes", 30, async || {
+        ids(&f, 0, "k").await.contains(&3)
+    })
+    .await;
+    (t, leader, follower, f)
+}
+
 /// Messages only a forger sends, each well formed as bytes, sent by a peer
 /// (holding the cluster's credentials) to a follower of a 3-node cluster:
 /// a vote request carrying a leader's (committed) vote that names the
@@ -238,24 +260,9 @@ async fn forged_leader_messages_are_refused() {
     type Cfg = TypeConfig<Counters>;
     type V = Vote<LeaderId<u64, u64>>;
 
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        PANICS.fetch_add(1, Ordering::SeqCst);
-        hook(info);
-    }));
-    let mut t = common::trio::Trio::start(1, |_| {}).await;
-    for id in 1..=3 {
-        t.write(0, "k".into(), id).await;
-    }
-    let leader = t.leader(0).expect("a leader").node_id();
-    let follower = (1..=3).find(|n| *n != leader).unwrap();
     // the follower holds the writes as committed: the snapshot "behind the
     // commit" below ends before its committed index
-    let f = t.nodes[follower as usize - 1].clone().unwrap();
-    common::eventually("the follower applied the writes", 30, async || {
-        ids(&f, 0, "k").await.contains(&3)
-    })
-    .await;
+    let (mut t, leader, follower, _) = follower_of_three_writes().await;
     let addr = t.addrs[follower as usize - 1];
     let mut client = RaftTransportClient::connect(format!("http://{addr}"))
         .await
@@ -376,6 +383,98 @@ async fn forged_leader_messages_are_refused() {
         0,
         "a forged message panicked"
     );
+    t.stop().await;
+}
+
+/// A forged snapshot that passes every check against the follower's
+/// committed log when it arrives, and that a commit made while its bytes
+/// are checked would contradict: newer than the committed log (its last
+/// entry from a later leader) and ending three entries past the committed
+/// index. The test holds the install between its checks and openraft
+/// (`hold_snapshot_installs`) while the real leader commits five more
+/// writes. Before the group took the snapshot's vote ahead of the check,
+/// the follower applied those writes in the gap and openraft's assert that a
+/// snapshot never contradicts the committed log panicked the group's core.
+/// Now the follower holds the forged vote before the check, refuses the
+/// old leader's appends, and nothing panics; the group elects a leader again
+/// and takes writes on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_snapshot_cannot_race_a_commit_past_its_check() {
+    use openraft::impls::leader_id_adv::LeaderId;
+    use openraft::impls::Vote;
+    use openraft::{LogId, Membership, SnapshotMeta, StoredMembership};
+    type V = Vote<LeaderId<u64, u64>>;
+
+    let (mut t, leader, follower, f) = follower_of_three_writes().await;
+    let committed = f.last_log_index(0).expect("the follower's log");
+    let at = |term: u64, node_id: u64, index: u64| LogId::new(LeaderId { term, node_id }, index);
+    let big = 1_000_000;
+    let forged = (
+        V::new_committed(big, leader),
+        SnapshotMeta {
+            last_log_id: Some(at(big - 1, leader, committed + 3)),
+            last_membership: StoredMembership::new(
+                Some(at(1, leader, 1)),
+                Membership::<u64, openraft::impls::BasicNode>::new_with_defaults(
+                    vec![[1, 2, 3].into()],
+                    [],
+                ),
+            ),
+        },
+        enc(&common::State::default()),
+    );
+    f.hold_snapshot_installs(true);
+    let addr = t.addrs[follower as usize - 1];
+    let install = tokio::spawn(async move {
+        let mut client = RaftTransportClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let req = RaftRequest {
+            group: 0,
+            kind: RaftRpcKind::FullSnapshot as i32,
+            payload: enc(&forged),
+            cluster: 0,
+        };
+        tokio::time::timeout(Duration::from_secs(60), client.call(req))
+            .await
+            .expect("the forged snapshot was not answered within 60 s")
+    });
+    common::eventually("the install to wait after its checks", 30, async || {
+        f.snapshot_installs_held() == 1
+    })
+    .await;
+    // the real leader commits past the snapshot's last index; the follower
+    // took them before the fix (not after it: it follows the forged vote)
+    for id in 4..=8 {
+        if let Some(l) = t.leader(0) {
+            let cmd = Add {
+                key: "k".into(),
+                id,
+                by: 1,
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), l.write(0, cmd)).await;
+        }
+    }
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(5) && !ids(&f, 0, "k").await.contains(&8) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f.hold_snapshot_installs(false);
+    let answered = install.await.unwrap();
+    assert_eq!(
+        PANICS.load(Ordering::SeqCst),
+        0,
+        "the forged snapshot panicked the follower's group ({answered:?})"
+    );
+    // the group elects a leader again and every node takes its writes
+    t.write(0, "k".into(), 9).await;
+    for n in t.live() {
+        common::eventually("every node applied the write", 30, async || {
+            ids(&n, 0, "k").await.contains(&9)
+        })
+        .await;
+    }
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a node panicked");
     t.stop().await;
 }
 

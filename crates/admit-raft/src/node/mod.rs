@@ -84,6 +84,8 @@ pub(crate) struct Inner<A: App> {
     /// node (a registration retrying `meta_write`) ends at once, or a
     /// stopped node's journal would stay open until its deadline.
     halt: tokio::sync::watch::Sender<bool>,
+    /// Test switch: snapshot installs wait between their checks and openraft.
+    install_hold: crate::checks::InstallHold,
 }
 
 pub use identity::Registration;
@@ -591,6 +593,20 @@ impl<A: App> RaftNode<A> {
             .store(refuse, Ordering::Relaxed);
     }
 
+    /// Test switch: while `hold` is set, a snapshot sent to this node waits
+    /// after its checks and before openraft installs it (a test puts a
+    /// commit in that gap). Not for production use.
+    #[doc(hidden)]
+    pub fn hold_snapshot_installs(&self, hold: bool) {
+        self.inner.install_hold.set(hold);
+    }
+
+    /// Snapshot installs waiting on [`Self::hold_snapshot_installs`].
+    #[doc(hidden)]
+    pub fn snapshot_installs_held(&self) -> usize {
+        self.inner.install_hold.waiting()
+    }
+
     /// How long a peer found without a node-pair stream is spoken to with
     /// unary calls before the stream is tried again (a minute by default;
     /// tests shorten it).
@@ -621,6 +637,10 @@ impl<A: App> LocalNode for Inner<A> {
 
     fn liveness(&self, payload: &[u8]) -> Result<Option<u64>, String> {
         self.on_liveness(payload)
+    }
+
+    fn install_hold(&self) -> &crate::checks::InstallHold {
+        &self.install_hold
     }
 
     fn stirred(&self, group: u32) {
