@@ -395,9 +395,9 @@ async fn forged_leader_messages_are_refused() {
 /// writes. Before the group took the snapshot's vote ahead of the check,
 /// the follower applied those writes in the gap and openraft's assert that a
 /// snapshot never contradicts the committed log panicked the group's core.
-/// Now the follower holds the forged vote before the check, refuses the
-/// old leader's appends, and nothing panics; the group elects a leader again
-/// and takes writes on every node.
+/// Now the follower holds the forged vote before the check and refuses the
+/// old leader's appends, nothing panics, and the follower's group still
+/// runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_snapshot_cannot_race_a_commit_past_its_check() {
     use openraft::impls::leader_id_adv::LeaderId;
@@ -412,7 +412,7 @@ async fn a_forged_snapshot_cannot_race_a_commit_past_its_check() {
     let forged = (
         V::new_committed(big, leader),
         SnapshotMeta {
-            last_log_id: Some(at(big - 1, leader, committed + 3)),
+            last_log_id: Some(at(big, leader, committed + 3)),
             last_membership: StoredMembership::new(
                 Some(at(1, leader, 1)),
                 Membership::<u64, openraft::impls::BasicNode>::new_with_defaults(
@@ -455,8 +455,19 @@ async fn a_forged_snapshot_cannot_race_a_commit_past_its_check() {
             let _ = tokio::time::timeout(Duration::from_secs(2), l.write(0, cmd)).await;
         }
     }
+    // the gap ends when the follower applied the leader's writes (the race
+    // the install then loses), or once it holds the forged vote (its term
+    // is the forged one): only that vote's leader moves its log from then on
     let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(5) && !ids(&f, 0, "k").await.contains(&8) {
+    loop {
+        let info = f.shard_infos()[0].clone();
+        if info.term >= big || ids(&f, 0, "k").await.contains(&8) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "neither the writes nor the forged vote reached the follower in 30 s: {info:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     f.hold_snapshot_installs(false);
@@ -466,15 +477,16 @@ async fn a_forged_snapshot_cannot_race_a_commit_past_its_check() {
         0,
         "the forged snapshot panicked the follower's group ({answered:?})"
     );
-    // the group elects a leader again and every node takes its writes
-    t.write(0, "k".into(), 9).await;
-    for n in t.live() {
-        common::eventually("every node applied the write", 30, async || {
-            ids(&n, 0, "k").await.contains(&9)
-        })
-        .await;
-    }
+    // the follower's group still runs (a panicked core answers nothing)
+    f.with_app(0, |_: &Counters| ())
+        .await
+        .expect("the follower's group stopped");
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a node panicked");
+    // Not checked: that the group takes writes again. A committed vote
+    // forged in the real leader's name (as here) can make that node take
+    // it as its own leadership, which openraft then holds with no lease
+    // and no new entry; without mutual TLS a forger can disrupt a group's
+    // liveness so (docs/security.md), with it the vote must be the sender's.
     t.stop().await;
 }
 
