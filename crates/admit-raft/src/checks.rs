@@ -156,9 +156,11 @@ pub(crate) async fn snapshot_install<X: App>(
     hold: &InstallHold,
 ) -> Result<Vec<u8>, tonic::Status> {
     snapshot::<X>(vote, meta, who)?;
+    // the bytes first: decoding a large snapshot takes long, and the
+    // committed log is read as close to the install as it can be
+    let data = snapshot_data::<X>(data).await?;
     adopt_vote(raft, vote).await?;
     snapshot_is_ahead(raft, meta).await?;
-    let data = snapshot_data::<X>(data).await?;
     hold.pass().await;
     Ok(data)
 }
@@ -178,6 +180,13 @@ pub(crate) async fn snapshot_install<X: App>(
 /// and the install can make the snapshot contradict it. A real leader's
 /// install loses nothing: the group takes its vote at the install anyway,
 /// and an empty append from the group's own leader changes nothing.
+///
+/// Left open: a committed vote forged in another node's name (possible
+/// only without mutual TLS, where the vote must be the sender's own) that
+/// reaches that node makes openraft there take it as its own leadership,
+/// and its appends under that vote can carry commits from its earlier
+/// term. Those can still land between the reading and the install, which
+/// the order above keeps to two messages to the group's core.
 async fn adopt_vote<X: App>(raft: &GroupRaft<X>, vote: &VoteT<X>) -> Result<(), tonic::Status> {
     let heartbeat = AppendEntriesRequest::<C<X>> {
         vote: *vote,
