@@ -846,8 +846,9 @@ pub(crate) trait LocalNode: Send + Sync + 'static {
     /// A message for `group` was handled (or a metadata write arrived): a
     /// quiesced group wakes.
     fn stirred(&self, group: u32);
-    /// Test switch of snapshot installs ([`checks::InstallHold`]).
-    fn install_hold(&self) -> &checks::InstallHold;
+    /// The gates of the groups' inbound appends during snapshot installs,
+    /// and the test switch that holds installs ([`checks::Installs`]).
+    fn installs(&self) -> &checks::Installs;
 }
 
 /// gRPC service that receives Raft RPCs for every group of this node.
@@ -991,13 +992,13 @@ impl<A: App> RaftGrpcService<A> {
             sender,
         };
         let out = if r.group as usize == self.groups.len() {
-            dispatch(&self.meta, who, kind, &r.payload, node.install_hold()).await
+            dispatch(&self.meta, who, kind, &r.payload, node.installs(), r.group).await
         } else {
             let raft = self
                 .groups
                 .get(r.group as usize)
                 .ok_or_else(|| tonic::Status::not_found(format!("no raft group {}", r.group)))?;
-            dispatch(raft, who, kind, &r.payload, node.install_hold()).await
+            dispatch(raft, who, kind, &r.payload, node.installs(), r.group).await
         };
         // after the message is handled: a quiesced follower's election
         // timer then starts from this contact with its leader
@@ -1006,20 +1007,29 @@ impl<A: App> RaftGrpcService<A> {
     }
 }
 
-/// One Raft message for `raft` from and to `who`: checked ([`checks`]), then
-/// handed to openraft.
+/// The gate of `group`'s appends ([`checks::GroupGate`]).
+fn gate_of(installs: &checks::Installs, group: u32) -> Result<&checks::GroupGate, tonic::Status> {
+    installs
+        .gate(group)
+        .ok_or_else(|| tonic::Status::not_found(format!("no raft group {group}")))
+}
+
+/// One Raft message for `raft` (group `group`) from and to `who`: checked
+/// ([`checks`]), then handed to openraft.
 async fn dispatch<X: App>(
     raft: &GroupRaft<X>,
     who: Who,
     kind: RaftRpcKind,
     payload: &[u8],
-    hold: &checks::InstallHold,
+    installs: &checks::Installs,
+    group: u32,
 ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
     {
         match kind {
             RaftRpcKind::AppendEntries => {
                 let rpc: AppendEntriesRequest<C<X>> = req(payload)?;
                 checks::append::<X>(&rpc, who)?;
+                let _pass = gate_of(installs, group)?.pass().await;
                 reply(raft.append_entries(rpc).await.map_err(|e| e.to_string()))
             }
             RaftRpcKind::Vote => {
@@ -1034,16 +1044,16 @@ async fn dispatch<X: App>(
             }
             RaftRpcKind::FullSnapshot => {
                 let (vote, meta, data): (VoteT<X>, SnapshotMetaT<X>, Vec<u8>) = req(payload)?;
-                let data = checks::snapshot_install(raft, &vote, &meta, data, who, hold).await?;
+                let gate = gate_of(installs, group)?;
+                let (data, held) =
+                    checks::snapshot_install(raft, &vote, &meta, data, who, installs, gate).await?;
                 let snapshot = openraft::storage::Snapshot {
                     meta,
                     snapshot: data,
                 };
-                reply(
-                    raft.install_full_snapshot(vote, snapshot)
-                        .await
-                        .map_err(|e| e.to_string()),
-                )
+                let r = raft.install_full_snapshot(vote, snapshot).await;
+                drop(held);
+                reply(r.map_err(|e| e.to_string()))
             }
             RaftRpcKind::TransferLeader => {
                 let rpc: TransferLeaderRequest<C<X>> = req(payload)?;
@@ -1119,11 +1129,14 @@ impl<A: App> pipe::Ordered for AppendSessions<A> {
                 Err(back) => item = back.0,
             }
         }
+        let Some(gate) = node.installs().gate(group).cloned() else {
+            return refuse(tonic::Status::not_found(format!("no raft group {group}")));
+        };
         let (replies, node) = (self.replies.clone(), self.node.clone());
         let session = if group as usize == self.groups.len() {
-            append_session(self.meta.clone(), group, replies, node, who)
+            append_session(self.meta.clone(), group, gate, replies, node, who)
         } else if let Some(raft) = self.groups.get(group as usize) {
-            append_session(raft.clone(), group, replies, node, who)
+            append_session(raft.clone(), group, gate, replies, node, who)
         } else {
             return refuse(tonic::Status::not_found(format!("no raft group {group}")));
         };
@@ -1137,10 +1150,14 @@ impl<A: App> pipe::Ordered for AppendSessions<A> {
 type Arrived = (u64, Vec<u8>, std::time::Instant);
 
 /// One group's pipelined appends from one stream (see [`AppendSessions`]):
-/// frames in, answers out, both in order.
+/// frames in, answers out, both in order. Each frame passes the group's
+/// gate ([`checks::GroupGate`]) before openraft takes it and keeps its pass
+/// until answered; frames behind a snapshot install wait here, in order,
+/// while the answers of those openraft has go on.
 fn append_session<X: App>(
     raft: GroupRaft<X>,
     group: u32,
+    gate: checks::GroupGate,
     replies: tokio::sync::mpsc::UnboundedSender<RaftFrameReply>,
     node: Weak<dyn LocalNode>,
     who: Who,
@@ -1154,8 +1171,11 @@ fn append_session<X: App>(
         });
         let answers = raft.stream_append(input);
         futures_util::pin_mut!(answers);
-        // the frames given to openraft and not answered yet, in order
+        // the frames given to openraft and not answered yet, in order,
+        // each with its pass of the gate
         let mut given = std::collections::VecDeque::new();
+        // checked frames waiting for the gate, in order
+        let mut waiting = std::collections::VecDeque::new();
         loop {
             // biased: a simulation replays a seed exactly, so no random pick
             tokio::select! {
@@ -1166,17 +1186,29 @@ fn append_session<X: App>(
                         .and_then(|rpc| checks::append::<X>(&rpc, who).map(|()| rpc))
                     {
                         Ok(rpc) => {
-                            given.push_back((id, (!rpc.entries.is_empty()).then_some(at)));
-                            let _ = to_raft.send(rpc);
+                            let at = (!rpc.entries.is_empty()).then_some(at);
+                            match waiting.is_empty().then(|| gate.try_pass()).flatten() {
+                                Some(pass) => {
+                                    given.push_back((id, at, pass));
+                                    let _ = to_raft.send(rpc);
+                                }
+                                None => waiting.push_back((id, at, rpc)),
+                            }
                         }
                         Err(s) => {
                             let _ = replies.send(pipe::refused(id, &s));
                         }
                     }
                 }
+                pass = gate.pass(), if !waiting.is_empty() => {
+                    if let Some((id, at, rpc)) = waiting.pop_front() {
+                        given.push_back((id, at, pass));
+                        let _ = to_raft.send(rpc);
+                    }
+                }
                 answer = answers.next() => {
                     let Some(answer) = answer else { break };
-                    let Some((id, at)) = given.pop_front() else { break };
+                    let Some((id, at, _pass)) = given.pop_front() else { break };
                     // docs/metrics.md: the follower's own part of an append's round trip
                     if let Some(at) = at {
                         metrics::histogram!("admit_raft_append_service_seconds")
@@ -1200,7 +1232,10 @@ fn append_session<X: App>(
         // their sender retries at once; the next frame opens a new session
         rx.close();
         let why = tonic::Status::unavailable("append session ended; retry");
-        for (id, _) in given.drain(..) {
+        for (id, _, _) in given.drain(..) {
+            let _ = replies.send(pipe::refused(id, &why));
+        }
+        for (id, _, _) in waiting.drain(..) {
             let _ = replies.send(pipe::refused(id, &why));
         }
         while let Ok((id, _, _)) = rx.try_recv() {
@@ -1273,14 +1308,14 @@ impl<A: App> Frames for StreamFrames<A> {
                 me: node.id(),
                 sender,
             };
-            let hold = node.install_hold();
-            let out = if frame.group as usize == groups.len() {
-                serve_frame(&meta, who, kind, &frame.payload, snapshot, hold).await
+            let (installs, group) = (node.installs(), frame.group);
+            let out = if group as usize == groups.len() {
+                serve_frame(&meta, who, kind, &frame.payload, snapshot, installs, group).await
             } else {
-                let raft = groups.get(frame.group as usize).ok_or_else(|| {
-                    tonic::Status::not_found(format!("no raft group {}", frame.group))
-                })?;
-                serve_frame(raft, who, kind, &frame.payload, snapshot, hold).await
+                let raft = groups
+                    .get(group as usize)
+                    .ok_or_else(|| tonic::Status::not_found(format!("no raft group {group}")))?;
+                serve_frame(raft, who, kind, &frame.payload, snapshot, installs, group).await
             };
             // as on the unary path: a quiesced follower's election timer
             // starts from this contact with its leader (node/quiesce.rs)
@@ -1297,24 +1332,28 @@ async fn serve_frame<X: App>(
     kind: RaftRpcKind,
     payload: &[u8],
     snapshot: Option<Vec<u8>>,
-    hold: &checks::InstallHold,
+    installs: &checks::Installs,
+    group: u32,
 ) -> Result<Vec<u8>, tonic::Status> {
     match kind {
         RaftRpcKind::SnapshotInstall => {
             let (_ids, vote, meta): ((u64, u64), VoteT<X>, SnapshotMetaT<X>) = req(payload)?;
             let data = snapshot.unwrap_or_default();
-            let snapshot = checks::snapshot_install(raft, &vote, &meta, data, who, hold).await?;
+            let gate = gate_of(installs, group)?;
+            let (snapshot, held) =
+                checks::snapshot_install(raft, &vote, &meta, data, who, installs, gate).await?;
             let snapshot = openraft::storage::Snapshot { meta, snapshot };
             let r = raft
                 .install_full_snapshot(vote, snapshot)
                 .await
                 .map_err(|e| e.to_string());
+            drop(held);
             encode(&r).map_err(|e| tonic::Status::internal(e.to_string()))
         }
         RaftRpcKind::AppendEntries
         | RaftRpcKind::Vote
         | RaftRpcKind::PreVote
-        | RaftRpcKind::TransferLeader => dispatch(raft, who, kind, payload, hold)
+        | RaftRpcKind::TransferLeader => dispatch(raft, who, kind, payload, installs, group)
             .await
             .map(|r| r.into_inner().payload),
         _ => Err(tonic::Status::invalid_argument(

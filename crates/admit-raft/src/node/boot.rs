@@ -208,7 +208,7 @@ impl<A: App> RaftNode<A> {
                 quiet: super::quiesce::Quiet::new(shard_count + 1, config.quiesce_after),
                 quiescer: Mutex::new(None),
                 halt: tokio::sync::watch::Sender::new(false),
-                install_hold: Default::default(),
+                installs: crate::checks::Installs::new(shard_count + 1),
                 config,
             }),
         };

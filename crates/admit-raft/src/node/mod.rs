@@ -84,8 +84,9 @@ pub(crate) struct Inner<A: App> {
     /// node (a registration retrying `meta_write`) ends at once, or a
     /// stopped node's journal would stay open until its deadline.
     halt: tokio::sync::watch::Sender<bool>,
-    /// Test switch: snapshot installs wait between their checks and openraft.
-    install_hold: crate::checks::InstallHold,
+    /// The gates of inbound appends during snapshot installs, and the test
+    /// switch that holds installs between their checks and openraft.
+    installs: crate::checks::Installs,
 }
 
 pub use identity::Registration;
@@ -598,13 +599,19 @@ impl<A: App> RaftNode<A> {
     /// commit in that gap). Not for production use.
     #[doc(hidden)]
     pub fn hold_snapshot_installs(&self, hold: bool) {
-        self.inner.install_hold.set(hold);
+        self.inner.installs.hold.set(hold);
     }
 
     /// Snapshot installs waiting on [`Self::hold_snapshot_installs`].
     #[doc(hidden)]
     pub fn snapshot_installs_held(&self) -> usize {
-        self.inner.install_hold.waiting()
+        self.inner.installs.hold.waiting()
+    }
+
+    /// Inbound appends waiting now behind a snapshot install of their group.
+    #[doc(hidden)]
+    pub fn appends_held_by_installs(&self) -> usize {
+        self.inner.installs.appends_waiting()
     }
 
     /// How long a peer found without a node-pair stream is spoken to with
@@ -639,8 +646,8 @@ impl<A: App> LocalNode for Inner<A> {
         self.on_liveness(payload)
     }
 
-    fn install_hold(&self) -> &crate::checks::InstallHold {
-        &self.install_hold
+    fn installs(&self) -> &crate::checks::Installs {
+        &self.installs
     }
 
     fn stirred(&self, group: u32) {
