@@ -69,6 +69,13 @@ pub struct NodeConfig {
     /// Extra time the journal writer waits to gather more ops into one fsync
     /// (zero: group only what arrives while the previous fsync runs).
     pub group_commit_linger: Duration,
+    /// How long the journal writer, with nothing left to write, keeps
+    /// looking for the next op (yielding its core between looks) before it
+    /// sleeps. Under load the next op then finds it awake: handing an op to
+    /// a sleeping writer costs the sender a thread wake-up, the largest cost
+    /// a log entry adds on small machines (docs/benchmarks.md, "A journal
+    /// writer that looks before it sleeps"). Zero: sleep at once.
+    pub journal_poll: Duration,
     /// Commands per log entry at most when concurrent proposals to a group
     /// are batched.
     pub batch_max_commands: usize,
@@ -170,6 +177,7 @@ impl NodeConfig {
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
             group_commit_linger: Duration::ZERO,
+            journal_poll: Duration::from_micros(10),
             batch_max_commands: 1_024,
             batch_inflight: 2,
             proposal_queue: DEFAULT_PROPOSAL_QUEUE,

@@ -158,6 +158,7 @@ impl Journal {
         dir: &Path,
         fsync: bool,
         linger: Duration,
+        poll: Duration,
         track_unsynced: bool,
         inline: bool,
     ) -> io::Result<Arc<Self>> {
@@ -256,6 +257,7 @@ impl Journal {
             rx,
             fsync,
             linger,
+            poll,
             stats: stats.clone(),
             unsynced: track_unsynced.then(HashMap::new),
             seq,
@@ -520,6 +522,8 @@ struct Worker {
     rx: mpsc::Receiver<Msg>,
     fsync: bool,
     linger: Duration,
+    /// `NodeConfig::journal_poll`.
+    poll: Duration,
     stats: Arc<JournalStats>,
     /// With the power-cut test switch: the value of every key changed since
     /// the last fsync, as it was before (`None`: absent).
@@ -609,10 +613,7 @@ impl Worker {
 
     fn run(mut self) {
         loop {
-            let first = match self.rx.recv() {
-                Ok(m) => m,
-                Err(_) => break,
-            };
+            let Some(first) = self.next() else { break };
             let mut group = vec![first];
             if !self.linger.is_zero() {
                 std::thread::sleep(self.linger);
@@ -627,6 +628,27 @@ impl Worker {
                 break;
             }
         }
+    }
+
+    /// The next message, looked for during `poll` before waiting for it:
+    /// a message sent while this thread sleeps costs its sender a wake-up.
+    /// `None` once every sender is gone.
+    fn next(&self) -> Option<Msg> {
+        if !self.poll.is_zero() {
+            let t0 = std::time::Instant::now();
+            loop {
+                match self.rx.try_recv() {
+                    Ok(m) => return Some(m),
+                    Err(mpsc::TryRecvError::Disconnected) => return None,
+                    // yielding lets the threads that send run meanwhile
+                    Err(mpsc::TryRecvError::Empty) if t0.elapsed() < self.poll => {
+                        std::thread::yield_now()
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                }
+            }
+        }
+        self.rx.recv().ok()
     }
 
     /// Writes one group of messages, each op as an atomic batch, then makes
@@ -882,7 +904,15 @@ mod tests {
     #[test]
     fn a_group_s_ops_share_batches_and_keep_their_order() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(dir.path(), true, Duration::ZERO, false, true).unwrap();
+        let j = Journal::open(
+            dir.path(),
+            true,
+            Duration::ZERO,
+            Duration::ZERO,
+            false,
+            true,
+        )
+        .unwrap();
         let mut w = lock(&j.inline.as_ref().unwrap().worker).take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let seq = w.seq;

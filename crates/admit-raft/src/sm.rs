@@ -401,7 +401,15 @@ mod tests {
     async fn inline_records_still_restore_and_files_follow_their_record() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path();
-        let journal = Journal::open(path, true, std::time::Duration::ZERO, false, false).unwrap();
+        let journal = Journal::open(
+            path,
+            true,
+            std::time::Duration::ZERO,
+            std::time::Duration::ZERO,
+            false,
+            false,
+        )
+        .unwrap();
         let dir = Arc::new(SnapDir::open(path, true, None).unwrap());
         let meta = SnapshotMetaT::<Bytes> {
             last_log_id: None,

@@ -52,6 +52,7 @@ impl<A: App> RaftNode<A> {
             &config.data_dir,
             config.fsync,
             config.group_commit_linger,
+            config.journal_poll,
             config.simulate_power_loss,
             config.inline_journal,
         )
