@@ -69,9 +69,31 @@ pub(crate) struct StateMachine<A: App> {
     membership: StoredMembershipT<A>,
     store: Arc<SnapStore>,
     current: Current<A>,
-    /// Index of the last applied entry, published before its responses are
-    /// sent (see [`crate::RaftNode::is_leader_with_lease`]).
-    applied_index: Arc<AtomicU64>,
+    /// The last applied entry, published before its responses are sent
+    /// (see [`crate::RaftNode::is_leader_with_lease`]).
+    published: Arc<Applied>,
+}
+
+/// The term of a group's last applied entry, published by its state
+/// machine for readers that may not wait for the state-machine task (the
+/// fast path's lease check), before the entry's responses are sent: a
+/// reader that sees term `t` knows every entry up to an entry of term `t`
+/// is applied (entries are applied in log order).
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    term: AtomicU64,
+}
+
+impl Applied {
+    fn set_log_id<A: App>(&self, log_id: Option<&LogIdT<A>>) {
+        let term = log_id.map_or(0, |l| l.leader_id.term);
+        self.term.store(term, Ordering::Release);
+    }
+
+    /// Term of the last applied entry (0: none).
+    pub(crate) fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
 }
 
 impl<A: App> StateMachine<A> {
@@ -83,7 +105,7 @@ impl<A: App> StateMachine<A> {
         mut app: A,
         journal: Arc<Journal>,
         dir: Arc<SnapDir>,
-        applied_index: Arc<AtomicU64>,
+        published: Arc<Applied>,
     ) -> io::Result<Self> {
         let current = match journal.snaps.get(file_key(shard)).map_err(io_err)? {
             Some(b) => {
@@ -113,10 +135,10 @@ impl<A: App> StateMachine<A> {
             None => (None, StoredMembership::default()),
         };
         let current = current.map(Arc::new);
-        applied_index.store(applied.as_ref().map_or(0, |l| l.index), Ordering::Release);
+        published.set_log_id::<A>(applied.as_ref());
         Ok(Self {
             app,
-            applied_index,
+            published,
             applied,
             membership,
             store: Arc::new(SnapStore {
@@ -297,8 +319,8 @@ impl<A: App> RaftStateMachine<C<A>> for StateMachine<A> {
                     RespData(Vec::new())
                 }
             };
+            self.published.set_log_id::<A>(Some(&log_id));
             self.applied = Some(log_id);
-            self.applied_index.store(log_id.index, Ordering::Release);
             if let Some(r) = responder {
                 r.send(resp);
             }
@@ -328,10 +350,7 @@ impl<A: App> RaftStateMachine<C<A>> for StateMachine<A> {
     ) -> Result<(), io::Error> {
         self.app.restore(&snapshot).map_err(io_err)?;
         self.applied = meta.last_log_id;
-        self.applied_index.store(
-            meta.last_log_id.as_ref().map_or(0, |l| l.index),
-            Ordering::Release,
-        );
+        self.published.set_log_id::<A>(meta.last_log_id.as_ref());
         self.membership = meta.last_membership.clone();
         self.store
             .persist::<A>(meta, snapshot, &self.current)
@@ -380,7 +399,7 @@ mod tests {
             Bytes::default(),
             journal.clone(),
             dir.clone(),
-            Arc::new(AtomicU64::new(0)),
+            Arc::new(Applied::default()),
         )
     }
 

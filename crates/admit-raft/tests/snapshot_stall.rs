@@ -12,54 +12,17 @@
 mod common;
 
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use admit_raft::{App, NodeConfig, RaftNode, SnapshotHook, SnapshotJob};
+use common::gate::{Gate, OpenOnDrop};
 use common::{config, eventually, Add, Counters, State};
 
 /// How long a write may take while a snapshot is held up.
 const LIVE: Duration = Duration::from_secs(10);
-
-/// A gate a blocking thread waits at until the test opens it.
-#[derive(Debug, Default)]
-struct Gate {
-    /// (open, threads that reached it)
-    state: Mutex<(bool, usize)>,
-    cv: Condvar,
-}
-
-impl Gate {
-    fn pass(&self) {
-        let mut s = self.state.lock().unwrap();
-        s.1 += 1;
-        self.cv.notify_all();
-        while !s.0 {
-            s = self.cv.wait(s).unwrap();
-        }
-    }
-
-    fn reached(&self) -> usize {
-        self.state.lock().unwrap().1
-    }
-
-    fn open(&self) {
-        self.state.lock().unwrap().0 = true;
-        self.cv.notify_all();
-    }
-}
-
-/// Opens the gate when dropped, so a failing test does not leave a thread
-/// waiting at it.
-struct OpenOnDrop(Arc<Gate>);
-
-impl Drop for OpenOnDrop {
-    fn drop(&mut self) {
-        self.0.open();
-    }
-}
 
 /// [`Counters`] whose snapshot job waits at a gate before it hands over
 /// the bytes it copied.

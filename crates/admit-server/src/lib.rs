@@ -92,7 +92,8 @@
 //!      opt-out, holds; R3.2): their denial, without taking rate cells
 //!   -> R8 token buckets (leader-local): THROUGHPUT_LIMITED / PAIR_RATE_LIMITED
 //!   -> fast path: this node leads the shard with a valid lease and has applied
-//!      everything committed, the send has no idempotency key, and
+//!      an entry of its term (so every answered write), the send has no
+//!      idempotency key, and
 //!      Reader::try_fast decides (open service window / conversation):
 //!      answer from memory, no log write
 //!   -> else replicated path: propose Command::Admit through the shard's Raft
@@ -115,10 +116,12 @@
 //! guarantees it is not stale: this node is the leader of the shard's current
 //! term, a quorum acknowledged it less than half a lease ago (the lease is
 //! shorter than any follower's election timeout, so no other leader can have
-//! been elected meanwhile), its term's first entry is committed and it has
-//! applied everything committed. Every write that completed before the
-//! request arrived was committed by this leader and applied to the state the
-//! reader sees, so a fast answer is linearizable. When the check fails the
+//! been elected meanwhile), and it has applied an entry of its own term. Every
+//! write that completed before the request arrived was either answered by this
+//! leader, after its apply here, or answered in an earlier term and so comes
+//! before this term's first entry: it is in the state the reader sees, so a
+//! fast answer is linearizable. An entry committed but not yet applied has
+//! been answered to no one; the read is ordered before it. When the check fails the
 //! send simply takes the replicated path.
 //!
 //! ## Idempotency

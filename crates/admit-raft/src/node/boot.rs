@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use crate::journal::{io_err, Journal, Ks, Mutation};
 use crate::network::{GrpcRouter, NetFactory};
 use crate::placement::{placement_table, rendezvous};
 use crate::propose::{BatchConfig, Proposer};
-use crate::sm::{GroupRaft, StateMachine};
+use crate::sm::{Applied, GroupRaft, StateMachine};
 use crate::snapfile::SnapDir;
 use crate::store::{decode, encode, LogStore};
 use crate::{App, StartError};
@@ -89,8 +88,8 @@ impl<A: App> RaftNode<A> {
             .map_err(StartError::Storage)?,
         );
         let mut groups = Vec::with_capacity(config.shards as usize);
-        let applied: Vec<Arc<AtomicU64>> = (0..config.shards)
-            .map(|_| Arc::new(AtomicU64::new(0)))
+        let applied: Vec<Arc<Applied>> = (0..config.shards)
+            .map(|_| Arc::new(Applied::default()))
             .collect();
         for shard in 0..config.shards {
             let log = LogStore::<A>::open(shard, journal.clone()).map_err(StartError::Storage)?;
@@ -121,7 +120,7 @@ impl<A: App> RaftNode<A> {
                 registry.clone(),
                 journal.clone(),
                 snap_dir.clone(),
-                Arc::new(AtomicU64::new(0)),
+                Arc::new(Applied::default()),
             )
             .map_err(StartError::Storage)?;
             let net = NetFactory {

@@ -23,7 +23,7 @@ mod reconcile;
 mod registry;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ use crate::journal::Journal;
 use crate::network::{GrpcRouter, LocalNode, RaftGrpcService};
 use crate::pb::raft_transport_server::RaftTransportServer;
 use crate::propose::Proposer;
-use crate::sm::{GroupRaft, StateMachine};
+use crate::sm::{Applied, GroupRaft, StateMachine};
 use crate::{AdminError, App, ReadError, WriteError};
 
 /// Rendezvous key of the cluster-metadata group's placement.
@@ -59,8 +59,8 @@ pub(crate) struct Inner<A: App> {
     groups: Arc<Vec<GroupRaft<A>>>,
     /// One batching proposer per group (same order as `groups`).
     proposers: Vec<Proposer<A>>,
-    /// Last applied log index per group, as the state machine publishes it.
-    applied: Vec<Arc<AtomicU64>>,
+    /// Last applied log id per group, as the state machine publishes it.
+    applied: Vec<Arc<Applied>>,
     /// The cluster-metadata group (group id `shards`): the node registry.
     meta: GroupRaft<Registry>,
     registry: Registry,
@@ -258,8 +258,9 @@ impl<A: App> RaftNode<A> {
 
     /// Synchronous, conservative check from the group's latest metrics: this
     /// node is leader of `shard`, a quorum acknowledged it less than a lease
-    /// ago (single-voter groups need no acknowledgement), and everything
-    /// committed is applied. `false` means "use [`Self::ensure_linearizable`]
+    /// ago (single-voter groups need no acknowledgement), and an entry of its
+    /// current term is applied (so is every write answered before the call).
+    /// `false` means "use [`Self::ensure_linearizable`]
     /// or forward"; it never wrongly says `true` unless metrics lag the core by
     /// more than the lease margin.
     pub fn is_leader_with_lease(&self, shard: u32) -> bool {
@@ -274,30 +275,23 @@ impl<A: App> RaftNode<A> {
         // A lease check is activity: a quiesced group wakes to renew its
         // lease (the answer below is from the acknowledgements so far).
         self.inner.stir(shard as usize);
-        // Everything committed must be applied. The state machine's own
-        // index is used, not the metrics' `last_applied`: the metrics follow
-        // an apply by a moment, and under a steady write load they would
-        // nearly always lag and turn fast reads away. The committed index may
-        // lag too, but only towards entries not yet acknowledged to anyone
-        // (a write is answered after its apply, which published the index).
-        let applied = self
+        // Every write answered before this read must be applied. Those this
+        // leader answered were applied here before their answers went out;
+        // those answered in earlier terms (by any leader) come before this
+        // term's first entry in the log. So an applied entry of the current
+        // term is enough, and also shows that the leader's first entry of its
+        // term is committed. The state machine's own record is used, not the
+        // metrics' `last_applied`, which follows an apply by a moment. An
+        // entry committed but not yet applied has been answered to no one:
+        // a read may be ordered before it, so it need not wait (waiting, or
+        // sending the read through the log, turned a steady share of reads
+        // into log writes whenever writes were flowing).
+        let applied_term = self
             .inner
             .applied
             .get(shard as usize)
-            .map_or(0, |a| a.load(Ordering::Acquire));
-        if m.local_committed
-            .as_ref()
-            .is_some_and(|c| c.index > applied)
-        {
-            return false;
-        }
-        // The leader's first entry of its term must be committed (and so
-        // applied) before its reads are safe.
-        let term_committed = m
-            .local_committed
-            .as_ref()
-            .is_some_and(|c| c.leader_id.term == m.current_term);
-        if !term_committed {
+            .map_or(0, |a| a.term());
+        if applied_term != m.current_term {
             return false;
         }
         let sole = m

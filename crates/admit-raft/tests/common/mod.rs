@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+#[cfg(test)]
+pub mod gate;
 #[path = "../../../../tests/support/ports.rs"]
 pub mod ports;
 #[path = "../../../../tests/support/seeded.rs"]
