@@ -285,9 +285,9 @@
 //! and applied (so every write answered before, by this leader or in an
 //! earlier term, is applied; an entry committed but not yet applied was
 //! answered to no one, and a read may be ordered before it). The half-lease
-//! margin absorbs clock *rate* drift between nodes (monotonic clocks; up to a 2× rate difference
-//! would still be safe), scheduling delay and metrics lag. The
-//! assumption is bounded drift, not synchronized clocks. Pre-vote is enabled,
+//! margin absorbs clock *rate* drift between nodes (monotonic clocks; up to
+//! a 2× rate difference would still be safe), scheduling delay and metrics
+//! lag. The assumption is bounded drift, not synchronized clocks. Pre-vote is enabled,
 //! so a node that was cut off cannot inflate its term and depose a healthy
 //! leader when it returns.
 //!

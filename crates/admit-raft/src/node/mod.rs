@@ -59,7 +59,8 @@ pub(crate) struct Inner<A: App> {
     groups: Arc<Vec<GroupRaft<A>>>,
     /// One batching proposer per group (same order as `groups`).
     proposers: Vec<Proposer<A>>,
-    /// Last applied log id per group, as the state machine publishes it.
+    /// The term of the last applied entry per group, as the state machine
+    /// publishes it (the lease check's).
     applied: Vec<Arc<Applied>>,
     /// The cluster-metadata group (group id `shards`): the node registry.
     meta: GroupRaft<Registry>,
@@ -260,9 +261,9 @@ impl<A: App> RaftNode<A> {
     /// node is leader of `shard`, a quorum acknowledged it less than a lease
     /// ago (single-voter groups need no acknowledgement), and an entry of its
     /// current term is applied (so is every write answered before the call).
-    /// `false` means "use [`Self::ensure_linearizable`]
-    /// or forward"; it never wrongly says `true` unless metrics lag the core by
-    /// more than the lease margin.
+    /// `false` means "use [`Self::ensure_linearizable`] or forward"; it never
+    /// wrongly says `true` unless metrics lag the core by more than the lease
+    /// margin.
     pub fn is_leader_with_lease(&self, shard: u32) -> bool {
         let Some(raft) = self.group(shard) else {
             return false;
