@@ -225,6 +225,15 @@ impl Registry {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// How many nodes are registered, without copying the state.
+    pub(crate) fn node_count(&self) -> usize {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .nodes
+            .len()
+    }
+
     fn publish(&self, s: &RegistryState) {
         self.cluster.store(s.cluster, Ordering::Release);
     }

@@ -319,6 +319,8 @@ async fn bootstrap_failover_and_restart() {
             .all(|n| n.nodes().len() == 3 && n.nodes().iter().all(|x| x.state == NodeState::Active))
     })
     .await;
+    // the count the API asks on every call is the registry's
+    assert!(c.live().iter().all(|n| n.node_count() == 3));
 
     // Continuous writes to shard 0 while its leader is killed.
     let writer = Writer::start(c.live(), S, Duration::from_millis(1));

@@ -24,6 +24,12 @@ impl<A: App> RaftNode<A> {
         self.inner.registry.read().list()
     }
 
+    /// How many nodes the registry holds (as [`Self::nodes`]`().len()`,
+    /// without copying it: the API asks on every call).
+    pub fn node_count(&self) -> usize {
+        self.inner.registry.node_count()
+    }
+
     /// Learner ids of `shard` as known here.
     pub fn learners(&self, shard: u32) -> BTreeSet<u64> {
         self.group(shard)

@@ -181,7 +181,7 @@ impl Routing {
     /// More than one node: requests may need forwarding, numbers may live on
     /// shards without a local replica.
     pub fn clustered(&self) -> bool {
-        self.cluster_cfg || self.raft.nodes().len() > 1
+        self.cluster_cfg || self.raft.node_count() > 1
     }
 }
 
