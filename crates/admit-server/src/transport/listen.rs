@@ -1,8 +1,8 @@
 //! The accept loop of one listener: a bound on open connections (one more
 //! is closed at once), the TLS handshake under a timeout, and connections
 //! that are closed once idle (no request in flight for the idle timeout),
-//! and answers that finish together sent in one socket write ([`Conn`]'s
-//! gathering: on this path a write per answer cost more than the answer).
+//! and answers that finish together sent in one socket write
+//! ([`Gather`]).
 //! What a handler learns of its connection is [`ConnInfo`], in the
 //! request's extensions.
 
@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tonic::codegen::http;
 use tonic::transport::server::Connected;
 
+use super::gather::Gather;
 use super::tls::Reloading;
 use super::Limits;
 
@@ -93,7 +94,7 @@ pub(crate) struct Conn {
     info: ConnInfo,
     idle_timeout: Duration,
     idle: Pin<Box<tokio::time::Sleep>>,
-    /// Writes held back to gather answers ([`Conn::gather`]).
+    /// Writes held back to gather answers ([`Gather`]).
     gather: Gather,
     _permit: OwnedSemaphorePermit,
 }
@@ -112,67 +113,6 @@ impl Conn {
             }
             let next = tokio::time::Instant::now() + (self.idle_timeout - idle);
             self.idle.as_mut().reset(next);
-        }
-    }
-}
-
-/// Holding the first write after a flush back for one turn of the
-/// scheduler, while that pays.
-#[derive(Debug, Default)]
-struct Gather {
-    /// Written since the last flush.
-    wrote: bool,
-    /// A flush of written bytes happened since the last write.
-    armed: bool,
-    /// The bytes the held-back write had; its retry compares.
-    held: Option<usize>,
-    /// Flushes left before the next try, after a hold gathered nothing.
-    skip: u8,
-}
-
-/// Flushes of writes made at once after a hold that gathered nothing,
-/// before the next hold tries again.
-const GATHER_SKIP: u8 = 8;
-
-impl Conn {
-    /// The connection writes when a handler finishes, and handlers finish
-    /// in bursts (an entry's commit answers all its writers at once, a read
-    /// of the socket brings many fast-path requests): so the first write
-    /// after a flush waits one turn of the scheduler (the task wakes itself
-    /// and goes to the back of the run queue), and the answers finished
-    /// meanwhile leave in the same socket write. Where nothing joins (one
-    /// call at a time), the turn only costs; so a hold that gathered nothing
-    /// turns holding off for the next [`GATHER_SKIP`] flushes.
-    fn gather(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<()> {
-        if self.gather.hold(len) {
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        Poll::Ready(())
-    }
-}
-
-impl Gather {
-    /// Before a write of `len` bytes: whether to hold it back for a turn.
-    fn hold(&mut self, len: usize) -> bool {
-        if let Some(held) = self.held.take() {
-            // the retry of a held write: did anything join it?
-            if len <= held {
-                self.skip = GATHER_SKIP;
-            }
-        } else if std::mem::take(&mut self.armed) && self.skip == 0 {
-            self.held = Some(len);
-            return true;
-        }
-        self.wrote = true;
-        false
-    }
-
-    /// After a completed flush.
-    fn flushed(&mut self) {
-        if std::mem::take(&mut self.wrote) {
-            self.armed = true;
-            self.skip = self.skip.saturating_sub(1);
         }
     }
 }
@@ -212,7 +152,7 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        std::task::ready!(self.gather(cx, buf.len()));
+        std::task::ready!(self.gather.poll_hold(cx, buf.len()));
         match &mut self.io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -225,7 +165,7 @@ impl AsyncWrite for Conn {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let len = bufs.iter().map(|b| b.len()).sum();
-        std::task::ready!(self.gather(cx, len));
+        std::task::ready!(self.gather.poll_hold(cx, len));
         match &mut self.io {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
@@ -387,53 +327,5 @@ where
             drop(guard);
             r
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Gather, GATHER_SKIP};
-
-    /// One write and the flush after it.
-    fn write(g: &mut Gather, len: usize) -> bool {
-        let held = g.hold(len);
-        if !held {
-            g.flushed();
-        }
-        held
-    }
-
-    #[test]
-    fn the_first_write_after_a_flush_waits_a_turn_while_answers_join_it() {
-        let mut g = Gather::default();
-        // nothing written yet: nothing to gather behind
-        assert!(!write(&mut g, 100));
-        for _ in 0..3 {
-            // held back; its retry carries more (answers joined it) and goes
-            assert!(g.hold(100));
-            assert!(!g.hold(300));
-            g.flushed();
-        }
-        // a flush with nothing written leaves the hold as it was
-        g.flushed();
-        assert!(g.hold(100));
-    }
-
-    #[test]
-    fn a_hold_that_gathers_nothing_stops_holding_for_the_next_flushes() {
-        let mut g = Gather::default();
-        assert!(!write(&mut g, 100));
-        assert!(g.hold(100));
-        // the retry carries what the held write had: nothing joined
-        assert!(!g.hold(100));
-        g.flushed();
-        // the next GATHER_SKIP - 1 writes go at once (the retry's flush
-        // counted as the first of the GATHER_SKIP)
-        for _ in 1..GATHER_SKIP {
-            assert!(!write(&mut g, 100));
-        }
-        // then holding tries again
-        assert!(g.hold(100));
-        assert!(!g.hold(200));
     }
 }

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub(crate) mod dial;
+pub(crate) mod gather;
 pub mod https;
 pub(crate) mod listen;
 pub mod tls;
