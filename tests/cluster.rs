@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use admit_proto::v1 as pb;
 use support::api::util;
-use support::cluster::{admit_until_answered, one_at_a_time, TestCluster};
+use support::cluster::{admit_until_answered, one_at_a_time, ClusterOptions, TestCluster};
 use support::*;
 use tonic::Code;
 
@@ -615,6 +615,134 @@ async fn calls_forwarded_to_a_frozen_leader_are_retried_on_the_new_one() {
         c.stop_all().await;
     })
     .await;
+}
+
+/// R8.1 and R8.3 in a cluster: a number's throughput bucket is its shard
+/// leader's, whichever node takes the call, so callers spread over the
+/// nodes share one bucket, not one a node (4 messages a second: a burst of
+/// 4, then one every 250 ms, to the millisecond). When the leader crashes,
+/// the new leader's bucket starts full (R8.3): one burst more at the same
+/// instant, and no more than one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r8_throughput_is_the_leaders_whichever_node_takes_the_call() {
+    one_at_a_time(120, async {
+        // steady timers: a leader change in the middle would start the
+        // bucket from full again (R8.3) and is checked for, not hoped away
+        let t0 = at(1, 9);
+        let mut c = TestCluster::start_opts(ClusterOptions::new(3, 3, t0).steady()).await;
+        let number = "100200341";
+        let shard = shard_of(number);
+        let mut reg = plain_number(number, "waba-1", "TIER_250");
+        reg.throughput_mps = Some(4);
+        let mut a = c.client(1).await;
+        let deadline = Instant::now() + c.opts.leader_bound();
+        while let Err(e) = a.admin.register_number(reg.clone()).await {
+            assert!(
+                e.code() == Code::Unavailable && Instant::now() < deadline,
+                "register: {e:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let leader = c.await_leader(shard).await;
+        let mut via: BTreeMap<u64, Clients> = BTreeMap::new();
+        for id in 1..=3 {
+            via.insert(id, c.client(id).await);
+        }
+        // the burst, spread over the three nodes
+        for customer in 0..4 {
+            let node = customer % 3 + 1;
+            let d = decide_via(&mut via, number, node, customer).await;
+            assert_eq!(
+                d.0,
+                pb::Reason::NewConversation,
+                "send {customer} via node {node}"
+            );
+        }
+        // the bucket is empty whichever node is asked: the next cell at +250 ms
+        limited_everywhere(&mut via, number, 10, 250, "empty").await;
+        a.set_clock(t0 + 249).await;
+        limited_everywhere(&mut via, number, 20, 1, "1 ms early").await;
+        a.set_clock(t0 + 250).await;
+        let follower = (1..=3).find(|n| *n != leader).unwrap();
+        let d = decide_via(&mut via, number, follower, 30).await;
+        assert_eq!(
+            d.0,
+            pb::Reason::NewConversation,
+            "at the cell's time, via node {follower}"
+        );
+        limited_everywhere(&mut via, number, 40, 250, "then empty").await;
+        assert_eq!(
+            c.leader_of(shard).await,
+            Some(leader),
+            "the shard's leader moved during the test: its bucket started full again"
+        );
+        // throttled sends use up nothing (R3.6): 5 conversations counted
+        assert_eq!(a.used(number).await, 5);
+
+        // R8.3: the leader crashes; its successor's bucket starts full
+        c.crash(leader).await;
+        let next = c.await_leader(shard).await;
+        let survivors: Vec<(u64, Clients)> = {
+            let mut v = Vec::new();
+            for id in (1..=3).filter(|n| *n != leader) {
+                v.push((id, c.client(id).await));
+            }
+            v
+        };
+        let mut decisions = Vec::new();
+        for i in 0..5u64 {
+            let send = keyed(util(number, 100 + i), &format!("r8-{i}"));
+            let (d, _) = admit_until_answered(&survivors, send, i as usize).await;
+            decisions.push((d.reason(), d.retry_after_ms));
+        }
+        let mut want = vec![(pb::Reason::NewConversation, None); 4];
+        want.push((pb::Reason::ThroughputLimited, Some(250)));
+        assert_eq!(
+            decisions, want,
+            "one burst more after the leader change, no more"
+        );
+        assert_eq!(
+            c.leader_of(shard).await,
+            Some(next),
+            "the shard's leader moved again during the test"
+        );
+        println!("R8.1: node {leader} led shard {shard}; after its crash node {next}");
+        c.stop_all().await;
+    })
+    .await;
+}
+
+/// One utility send to `customer` through `node`: its reason and retry time.
+async fn decide_via(
+    via: &mut BTreeMap<u64, Clients>,
+    number: &str,
+    node: u64,
+    customer: u64,
+) -> (pb::Reason, Option<i64>) {
+    let d = via
+        .get_mut(&node)
+        .unwrap()
+        .admit(util(number, customer))
+        .await;
+    let d = d.unwrap_or_else(|e| panic!("customer {customer} via node {node}: {e:?}"));
+    (d.reason(), d.retry_after_ms)
+}
+
+/// A send through each node is THROUGHPUT_LIMITED, retry in `after` ms.
+async fn limited_everywhere(
+    via: &mut BTreeMap<u64, Clients>,
+    number: &str,
+    first_customer: u64,
+    after: i64,
+    what: &str,
+) {
+    for node in 1..=3 {
+        assert_eq!(
+            decide_via(via, number, node, first_customer + node).await,
+            (pb::Reason::ThroughputLimited, Some(after)),
+            "{what}, via node {node}"
+        );
+    }
 }
 
 /// The cluster tests take turns: two tests entering `one_at_a_time`
