@@ -617,14 +617,15 @@ async fn calls_forwarded_to_a_frozen_leader_are_retried_on_the_new_one() {
     .await;
 }
 
-/// R8.1 and R8.3 in a cluster: a number's throughput bucket is its shard
-/// leader's, whichever node takes the call, so callers spread over the
-/// nodes share one bucket, not one a node (4 messages a second: a burst of
-/// 4, then one every 250 ms, to the millisecond). When the leader crashes,
+/// R8 in a cluster: a number's throughput bucket (R8.1) and a pair's
+/// bucket (R8.2) are their shard leader's, whichever node takes the call,
+/// so callers spread over the nodes share one bucket, not one a node (4
+/// messages a second: a burst of 4, then one every 250 ms; a pair: 45, then
+/// one every 6 s; each to the millisecond). When the leader crashes,
 /// the new leader's bucket starts full (R8.3): one burst more at the same
 /// instant, and no more than one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn r8_throughput_is_the_leaders_whichever_node_takes_the_call() {
+async fn r8_buckets_are_the_leaders_whichever_node_takes_the_call() {
     one_at_a_time(120, async {
         // steady timers: a leader change in the middle would start the
         // bucket from full again (R8.3) and is checked for, not hoped away
@@ -651,7 +652,7 @@ async fn r8_throughput_is_the_leaders_whichever_node_takes_the_call() {
         // the burst, spread over the three nodes
         for customer in 0..4 {
             let node = customer % 3 + 1;
-            let d = decide_via(&mut via, number, node, customer).await;
+            let d = decide_via(&mut via, node, util(number, customer)).await;
             assert_eq!(
                 d.0,
                 pb::Reason::NewConversation,
@@ -659,18 +660,20 @@ async fn r8_throughput_is_the_leaders_whichever_node_takes_the_call() {
             );
         }
         // the bucket is empty whichever node is asked: the next cell at +250 ms
-        limited_everywhere(&mut via, number, 10, 250, "empty").await;
+        let throttled = pb::Reason::ThroughputLimited;
+        let other = |base: u64| move |node: u64| util(number, base + node);
+        refused_everywhere(&mut via, other(10), throttled, 250, "empty").await;
         a.set_clock(t0 + 249).await;
-        limited_everywhere(&mut via, number, 20, 1, "1 ms early").await;
+        refused_everywhere(&mut via, other(20), throttled, 1, "1 ms early").await;
         a.set_clock(t0 + 250).await;
         let follower = (1..=3).find(|n| *n != leader).unwrap();
-        let d = decide_via(&mut via, number, follower, 30).await;
+        let d = decide_via(&mut via, follower, util(number, 30)).await;
         assert_eq!(
             d.0,
             pb::Reason::NewConversation,
             "at the cell's time, via node {follower}"
         );
-        limited_everywhere(&mut via, number, 40, 250, "then empty").await;
+        refused_everywhere(&mut via, other(40), throttled, 250, "then empty").await;
         assert_eq!(
             c.leader_of(shard).await,
             Some(leader),
@@ -678,6 +681,45 @@ async fn r8_throughput_is_the_leaders_whichever_node_takes_the_call() {
         );
         // throttled sends use up nothing (R3.6): 5 conversations counted
         assert_eq!(a.used(number).await, 5);
+
+        // R8.2 the same way: a pair's bucket (45 sends, then one every 6 s)
+        // is the leader's whichever node takes the call
+        let pairs = "100200342";
+        a.register(pairs, "TIER_250").await;
+        let pairs_leader = c.await_leader(shard_of(pairs)).await;
+        let t1 = t0 + 250;
+        for i in 0..45 {
+            let node = i % 3 + 1;
+            let d = decide_via(&mut via, node, util(pairs, 7)).await;
+            assert!(
+                matches!(
+                    d.0,
+                    pb::Reason::NewConversation | pb::Reason::OpenConversation
+                ),
+                "send {i} to the pair via node {node}: {d:?}"
+            );
+        }
+        let pair = |_node: u64| util(pairs, 7);
+        let pair_limited = pb::Reason::PairRateLimited;
+        refused_everywhere(&mut via, pair, pair_limited, 6_000, "the pair's burst used").await;
+        // the number's other customers are not held back by that pair
+        let d = decide_via(&mut via, follower, util(pairs, 8)).await;
+        assert_eq!(d.0, pb::Reason::NewConversation, "another customer");
+        a.set_clock(t1 + 5_999).await;
+        refused_everywhere(&mut via, pair, pair_limited, 1, "the pair 1 ms early").await;
+        a.set_clock(t1 + 6_000).await;
+        let d = decide_via(&mut via, follower, util(pairs, 7)).await;
+        assert_eq!(
+            d.0,
+            pb::Reason::OpenConversation,
+            "the pair at its cell's time"
+        );
+        refused_everywhere(&mut via, pair, pair_limited, 6_000, "the pair then").await;
+        assert_eq!(
+            c.leader_of(shard_of(pairs)).await,
+            Some(pairs_leader),
+            "the pair's shard leader moved during the test"
+        );
 
         // R8.3: the leader crashes; its successor's bucket starts full
         c.crash(leader).await;
@@ -712,34 +754,30 @@ async fn r8_throughput_is_the_leaders_whichever_node_takes_the_call() {
     .await;
 }
 
-/// One utility send to `customer` through `node`: its reason and retry time.
+/// `send` through `node`: its reason and retry time.
 async fn decide_via(
     via: &mut BTreeMap<u64, Clients>,
-    number: &str,
     node: u64,
-    customer: u64,
+    send: pb::Send,
 ) -> (pb::Reason, Option<i64>) {
-    let d = via
-        .get_mut(&node)
-        .unwrap()
-        .admit(util(number, customer))
-        .await;
-    let d = d.unwrap_or_else(|e| panic!("customer {customer} via node {node}: {e:?}"));
+    let d = via.get_mut(&node).unwrap().admit(send).await;
+    let d = d.unwrap_or_else(|e| panic!("via node {node}: {e:?}"));
     (d.reason(), d.retry_after_ms)
 }
 
-/// A send through each node is THROUGHPUT_LIMITED, retry in `after` ms.
-async fn limited_everywhere(
+/// The send `send(node)` through each node is refused for `reason`, retry
+/// in `after` ms.
+async fn refused_everywhere(
     via: &mut BTreeMap<u64, Clients>,
-    number: &str,
-    first_customer: u64,
+    send: impl Fn(u64) -> pb::Send,
+    reason: pb::Reason,
     after: i64,
     what: &str,
 ) {
     for node in 1..=3 {
         assert_eq!(
-            decide_via(via, number, node, first_customer + node).await,
-            (pb::Reason::ThroughputLimited, Some(after)),
+            decide_via(via, node, send(node)).await,
+            (reason, Some(after)),
             "{what}, via node {node}"
         );
     }
