@@ -687,6 +687,7 @@ async fn r8_buckets_are_the_leaders_whichever_node_takes_the_call() {
         let pairs = "100200342";
         a.register(pairs, "TIER_250").await;
         let pairs_leader = c.await_leader(shard_of(pairs)).await;
+        let pairs_follower = (1..=3).find(|n| *n != pairs_leader).unwrap();
         let t1 = t0 + 250;
         for i in 0..45 {
             let node = i % 3 + 1;
@@ -703,12 +704,12 @@ async fn r8_buckets_are_the_leaders_whichever_node_takes_the_call() {
         let pair_limited = pb::Reason::PairRateLimited;
         refused_everywhere(&mut via, pair, pair_limited, 6_000, "the pair's burst used").await;
         // the number's other customers are not held back by that pair
-        let d = decide_via(&mut via, follower, util(pairs, 8)).await;
+        let d = decide_via(&mut via, pairs_follower, util(pairs, 8)).await;
         assert_eq!(d.0, pb::Reason::NewConversation, "another customer");
         a.set_clock(t1 + 5_999).await;
         refused_everywhere(&mut via, pair, pair_limited, 1, "the pair 1 ms early").await;
         a.set_clock(t1 + 6_000).await;
-        let d = decide_via(&mut via, follower, util(pairs, 7)).await;
+        let d = decide_via(&mut via, pairs_follower, util(pairs, 7)).await;
         assert_eq!(
             d.0,
             pb::Reason::OpenConversation,
