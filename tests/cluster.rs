@@ -636,14 +636,7 @@ async fn r8_buckets_are_the_leaders_whichever_node_takes_the_call() {
         let mut reg = plain_number(number, "waba-1", "TIER_250");
         reg.throughput_mps = Some(4);
         let mut a = c.client(1).await;
-        let deadline = Instant::now() + c.opts.leader_bound();
-        while let Err(e) = a.admin.register_number(reg.clone()).await {
-            assert!(
-                e.code() == Code::Unavailable && Instant::now() < deadline,
-                "register: {e:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        a.register_as(reg).await;
         let leader = c.await_leader(shard).await;
         let mut via: BTreeMap<u64, Clients> = BTreeMap::new();
         for id in 1..=3 {

@@ -148,7 +148,15 @@ impl Clients {
     /// a caller is told to (an earlier try applied after all then answers
     /// ALREADY_EXISTS); any other error fails the test.
     pub async fn register(&mut self, number: &str, tier: &str) -> pb::RegisterNumberResponse {
-        let req = plain_number(number, "waba-1", tier);
+        self.register_as(plain_number(number, "waba-1", tier)).await
+    }
+
+    /// [`Self::register`] with a registration of the caller's own.
+    pub async fn register_as(
+        &mut self,
+        req: pb::RegisterNumberRequest,
+    ) -> pb::RegisterNumberResponse {
+        let number = req.number_id.clone();
         for attempt in 0..50 {
             match self.admin.register_number(req.clone()).await {
                 Ok(r) => return r.into_inner(),
