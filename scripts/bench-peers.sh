@@ -33,7 +33,10 @@
 # Everything listens on 127.0.0.1; installs etcd-server and redis-server from
 # Debian when missing. Environment: SECONDS_PER (default 5), CONCURRENCY
 # (128), CONNECTIONS (6), SHARDS (16), BENCH_DIR (/tmp/admit-bench-peers),
-# SKIP_BUILD=1 to use the binaries in target/release as they are.
+# SKIP_BUILD=1 to use the binaries in target/release as they are, ADMITD_DIR to
+# take admitd and admitctl from another build (the load generator stays
+# target/release's, so two builds are measured by the same callers).
+# The ratios are also written to $BENCH_DIR/ratios.tsv (name, value, target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -43,6 +46,7 @@ CONNS=${CONNECTIONS:-6}
 SHARDS=${SHARDS:-16}
 DIR=${BENCH_DIR:-/tmp/admit-bench-peers}
 BIN=$ROOT/target/release
+SRV=${ADMITD_DIR:-$BIN}
 RESULTS=$DIR/results.tsv
 
 need() {
@@ -67,20 +71,14 @@ stop_all() {
   done
   PIDS=()
   for c in cluster cluster-per-node; do
-    ADMIT_CLUSTER_DIR=$DIR/$c CARGO_PROFILE=release "$ROOT/scripts/cluster.sh" stop >/dev/null 2>&1 || true
+    ADMITD_DIR=$SRV ADMIT_CLUSTER_DIR=$DIR/$c CARGO_PROFILE=release "$ROOT/scripts/cluster.sh" stop >/dev/null 2>&1 || true
   done
 }
 trap stop_all EXIT
 
-# wait_for CMD...: retries CMD for up to 60 s
-wait_for() {
-  for _ in $(seq 1 120); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.5
-  done
-  echo "timed out waiting for: $*" >&2
-  return 1
-}
+# wait_for, all_running
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 
 # ports_free PORT...: waits (up to 60 s) until no socket but one in TIME-WAIT
 # holds any of the ports on 127.0.0.1. They sit in the kernel's ephemeral range:
@@ -100,9 +98,10 @@ bench() {
   local label=$1
   shift
   echo "== $label"
+  # a failed run leaves its rates out (printed as "-") rather than the table
   "$BIN/admit-bench" --seconds "$SECS" --concurrency "$CONC" --connections "$CONNS" \
-    --label "$label" "$@" | tee "$DIR/$label.out"
-  grep '^result' "$DIR/$label.out" >>"$RESULTS"
+    --label "$label" "$@" | tee "$DIR/$label.out" || echo "== $label: admit-bench failed"
+  grep '^result' "$DIR/$label.out" >>"$RESULTS" || true
 }
 
 # floors LABEL: the empty-call and AdmitBatch floors, served by an admit-bench
@@ -129,10 +128,10 @@ floors() {
 admit_single() {
   floors floor-1
   mkdir -p "$DIR/admit1"
-  "$BIN/admitd" --node-id 1 --listen 127.0.0.1:50151 --peer-listen 127.0.0.1:50161 \
+  "$SRV/admitd" --node-id 1 --listen 127.0.0.1:50151 --peer-listen 127.0.0.1:50161 \
     --shards "$SHARDS" --data-dir "$DIR/admit1" >"$DIR/admit1.log" 2>&1 &
   PIDS+=($!)
-  wait_for "$BIN/admitctl" --addr 127.0.0.1:50151 shards --check
+  wait_for "$SRV/admitctl" --addr 127.0.0.1:50151 shards --check
   bench admit-1 --target http://127.0.0.1:50151 --scenarios open,new,campaign
   stop_all
   # the floors again once the node is gone: the machine's speed drifts over a
@@ -140,14 +139,31 @@ admit_single() {
   floors floor-1f
 }
 
+# cluster_up DIR SHARDS: a fresh 3-node cluster with every node running and
+# every shard led. The cluster's ports lie in the kernel's ephemeral range, so
+# another process's connection can take one between ports_free and the bind
+# (a node then fails to start while two still elect leaders): started again.
+cluster_up() {
+  local dir=$1 shards=$2
+  for _ in 1 2 3; do
+    ports_free "${CLUSTER_PORTS[@]}"
+    NO_BUILD=1 ADMITD_DIR=$SRV ADMIT_CLUSTER_DIR=$dir ADMIT_SHARDS=$shards CARGO_PROFILE=release \
+      "$ROOT/scripts/cluster.sh" start >/dev/null
+    if wait_for "$SRV/admitctl" --addr 127.0.0.1:50051 shards --check && all_running "$dir"; then
+      return 0
+    fi
+    echo "a node of $dir did not start; starting the cluster again" >&2
+    ADMITD_DIR=$SRV ADMIT_CLUSTER_DIR=$dir "$ROOT/scripts/cluster.sh" stop >/dev/null 2>&1 || true
+    rm -rf "$dir"
+  done
+  return 1
+}
+
 admit_cluster() {
   floors floor-3
   # the floors in the cluster's shape too: three server processes
   floors floor-3p 50190 50191 50192
-  ports_free "${CLUSTER_PORTS[@]}"
-  NO_BUILD=1 ADMIT_CLUSTER_DIR=$DIR/cluster ADMIT_SHARDS=$SHARDS CARGO_PROFILE=release \
-    "$ROOT/scripts/cluster.sh" start >/dev/null
-  wait_for "$BIN/admitctl" --addr 127.0.0.1:50051 shards --check
+  cluster_up "$DIR/cluster" "$SHARDS"
   bench admit-3 --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
     --scenarios open,new,campaign
   bench admit-3r --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
@@ -160,10 +176,7 @@ admit_cluster() {
 # the same cluster sized one shard a node, new conversations only
 admit_cluster_per_node() {
   local dir=$DIR/cluster-per-node
-  ports_free "${CLUSTER_PORTS[@]}"
-  NO_BUILD=1 ADMIT_CLUSTER_DIR=$dir ADMIT_SHARDS=3 CARGO_PROFILE=release \
-    "$ROOT/scripts/cluster.sh" start >/dev/null
-  wait_for "$BIN/admitctl" --addr 127.0.0.1:50051 shards --check
+  cluster_up "$dir" 3
   bench admit-3s --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
     --scenarios new
   bench admit-3sr --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
@@ -276,21 +289,27 @@ printf '%-44s %14s %14s %14s\n' "admit: AdmitBatch of 100, 1 number (dec./s)" "$
 printf '%-44s %14s %14s %14s\n' "etcd: Put, unique keys" "$etcd1" "$etcd3" "-"
 printf '%-44s %14s %14s %14s\n' "Redis+Lua: new conversations (AOF always)" "$redis" "-" "-"
 echo
+# show NAME VALUE TARGET: a line of the ratio table, also kept in ratios.tsv
+show() {
+  printf '%-52s %8s %8s\n' "$1" "$2" "$3"
+  printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$DIR/ratios.tsv"
+}
 echo "== ratios (issue 14 targets)"
 printf '%-52s %8s %8s\n' "ratio" "run" "target"
-printf '%-52s %8s %8s\n' "new conversations 3 nodes / etcd Put 3 members" "$(ratio "$new3" "$etcd3")" ">= 1.5"
-printf '%-52s %8s %8s\n' "  the same, calls to the leader" "$(ratio "$new3r" "$etcd3")" ">= 1.5"
-printf '%-52s %8s %8s\n' "  the same, 3 shards (one a node), spread" "$(ratio "$new3s" "$etcd3")" ">= 1.5"
-printf '%-52s %8s %8s\n' "  3 shards (one a node), to the leader" "$(ratio "$new3sr" "$etcd3")" ">= 1.5"
-printf '%-52s %8s %8s\n' "new conversations 1 node / etcd Put 1 member" "$(ratio "$new1" "$etcd1")" ">= 1.5"
-printf '%-52s %8s %8s\n' "new conversations 1 node / Redis+Lua" "$(ratio "$new1" "$redis")" ">= 0.7"
-printf '%-52s %8s %8s\n' "open-window admits 3 nodes / floor" "$(ratio "$(rate admit-3 open-window)" "$floor3")" ">= 0.8"
-printf '%-52s %8s %8s\n' "  the same, calls to the leader" "$(ratio "$(rate admit-3r open-window)" "$floor3")" ">= 0.8"
-printf '%-52s %8s %8s\n' "  spread, / floor over 3 processes (information)" "$(ratio "$(rate admit-3 open-window)" "$floor3p")" "-"
-printf '%-52s %8s %8s\n' "  to the leader, / floor over 3 processes" "$(ratio "$(rate admit-3r open-window)" "$floor3p")" "-"
-printf '%-52s %8s %8s\n' "open-window admits 1 node / floor" "$(ratio "$(rate admit-1 open-window)" "$floor1")" "-"
-printf '%-52s %8s %8s\n' "AdmitBatch of 100 1 node / batch floor" "$(ratio "$(rate admit-1 AdmitBatch)" "$bfloor1")" ">= 0.6"
-printf '%-52s %8s %8s\n' "AdmitBatch of 100 3 nodes / batch floor" "$(ratio "$(rate admit-3 AdmitBatch)" "$bfloor3")" ">= 0.6"
-printf '%-52s %8s %8s\n' "  the same, calls to the leader" "$(ratio "$(rate admit-3r AdmitBatch)" "$bfloor3")" ">= 0.6"
-printf '%-52s %8s %8s\n' "  to the leader, / batch floor over 3 processes" "$(ratio "$(rate admit-3r AdmitBatch)" "$bfloor3p")" "-"
+: >"$DIR/ratios.tsv"
+show "new conversations 3 nodes / etcd Put 3 members" "$(ratio "$new3" "$etcd3")" ">= 1.5"
+show "  new conversations to the leader / etcd 3 members" "$(ratio "$new3r" "$etcd3")" ">= 1.5"
+show "  3 shards (one a node), spread / etcd 3 members" "$(ratio "$new3s" "$etcd3")" ">= 1.5"
+show "  3 shards (one a node), to the leader / etcd 3" "$(ratio "$new3sr" "$etcd3")" ">= 1.5"
+show "new conversations 1 node / etcd Put 1 member" "$(ratio "$new1" "$etcd1")" ">= 1.5"
+show "new conversations 1 node / Redis+Lua" "$(ratio "$new1" "$redis")" ">= 0.7"
+show "open-window admits 3 nodes / floor" "$(ratio "$(rate admit-3 open-window)" "$floor3")" ">= 0.8"
+show "  open-window to the leader / floor" "$(ratio "$(rate admit-3r open-window)" "$floor3")" ">= 0.8"
+show "  open-window spread / floor over 3 processes" "$(ratio "$(rate admit-3 open-window)" "$floor3p")" "-"
+show "  open-window to the leader / floor over 3 processes" "$(ratio "$(rate admit-3r open-window)" "$floor3p")" "-"
+show "open-window admits 1 node / floor" "$(ratio "$(rate admit-1 open-window)" "$floor1")" "-"
+show "AdmitBatch of 100 1 node / batch floor" "$(ratio "$(rate admit-1 AdmitBatch)" "$bfloor1")" ">= 0.6"
+show "AdmitBatch of 100 3 nodes / batch floor" "$(ratio "$(rate admit-3 AdmitBatch)" "$bfloor3")" ">= 0.6"
+show "  AdmitBatch to the leader / batch floor" "$(ratio "$(rate admit-3r AdmitBatch)" "$bfloor3")" ">= 0.6"
+show "  AdmitBatch to the leader / batch floor, 3 processes" "$(ratio "$(rate admit-3r AdmitBatch)" "$bfloor3p")" "-"
 echo "raw results: $RESULTS; logs in $DIR"

@@ -11,7 +11,9 @@
 # Node N serves its API on 127.0.0.1:5005N and Raft and forwarding on its
 # peer port 127.0.0.1:5006N (plain text: loopback only), keeps its data in ./admit-cluster/nodeN and logs to
 # ./admit-cluster/nodeN.log. Environment: ADMIT_SHARDS (default 16),
-# ADMIT_REPLICAS (default 3), CARGO_PROFILE (release), EXTRA_ARGS, NO_BUILD=1.
+# ADMIT_REPLICAS (default 3), CARGO_PROFILE (release), EXTRA_ARGS, NO_BUILD=1,
+# ADMITD_DIR (where admitd and admitctl are taken from; default target/PROFILE:
+# another build's, to compare builds with scripts/bench-targets.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${ADMIT_CLUSTER_DIR:-./admit-cluster}
@@ -20,7 +22,7 @@ SHARDS=${ADMIT_SHARDS:-16}
 REPLICAS=${ADMIT_REPLICAS:-3}
 # API ports 5005N, peer ports (Raft, node-to-node) 5006N
 PEERS="1=127.0.0.1:50051/127.0.0.1:50061,2=127.0.0.1:50052/127.0.0.1:50062,3=127.0.0.1:50053/127.0.0.1:50063"
-BIN=target/$PROFILE
+BIN=${ADMITD_DIR:-target/$PROFILE}
 
 # The same package set as scripts/bench-peers.sh and scripts/idle-cpu.sh, so
 # that cargo unifies features alike and one script's build is the other's.

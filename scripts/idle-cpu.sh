@@ -13,7 +13,8 @@
 # Environment: ADMIT_SHARDS (64), ADMIT_REPLICAS (3), IDLE_SECS (60),
 # SAMPLE_SECS (10), PORT_BASE (51000: API ports PORT_BASE+N, peer ports
 # PORT_BASE+10+N, metrics ports PORT_BASE+20+N), CARGO_PROFILE (release),
-# NO_BUILD=1 to skip the build, EXTRA_ARGS (passed to every admitd), PERF_OUT=FILE
+# NO_BUILD=1 to skip the build, ADMITD_DIR (admitd and admitctl from there,
+# another build's; default target/PROFILE), EXTRA_ARGS (passed to every admitd), PERF_OUT=FILE
 # to record node 1 with `perf record -g` over the sample window (where its time goes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ REPLICAS=${ADMIT_REPLICAS:-3}
 IDLE=${IDLE_SECS:-60}
 SAMPLE=${SAMPLE_SECS:-10}
 BASE=${PORT_BASE:-51000}
-BIN=target/$PROFILE
+BIN=${ADMITD_DIR:-target/$PROFILE}
 DIR=$(mktemp -d /tmp/admit-idle.XXXXXX)
 
 if [ -z "${NO_BUILD:-}" ]; then
