@@ -76,23 +76,9 @@ stop_all() {
 }
 trap stop_all EXIT
 
-# wait_for, all_running
+# wait_for, ports_free, cluster_up
 # shellcheck source=scripts/bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
-
-# ports_free PORT...: waits (up to 60 s) until no socket but one in TIME-WAIT
-# holds any of the ports on 127.0.0.1. They sit in the kernel's ephemeral range:
-# the connections of a peer just stopped (etcd's between its members) can still
-# hold one as their local port, and a node that binds it then fails to start.
-ports_free() {
-  local pat
-  pat=$(printf '|%s' "$@")
-  pat="127\.0\.0\.1:(${pat:1})\$"
-  wait_for bash -c "! ss -Htan | awk '\$1 != \"TIME-WAIT\" {print \$4;}' | grep -Eq '$pat'"
-}
-
-# the 3-node cluster's API and peer ports (scripts/cluster.sh)
-CLUSTER_PORTS=(50051 50052 50053 50061 50062 50063)
 
 bench() {
   local label=$1
@@ -139,31 +125,11 @@ admit_single() {
   floors floor-1f
 }
 
-# cluster_up DIR SHARDS: a fresh 3-node cluster with every node running and
-# every shard led. The cluster's ports lie in the kernel's ephemeral range, so
-# another process's connection can take one between ports_free and the bind
-# (a node then fails to start while two still elect leaders): started again.
-cluster_up() {
-  local dir=$1 shards=$2
-  for _ in 1 2 3; do
-    ports_free "${CLUSTER_PORTS[@]}"
-    NO_BUILD=1 ADMITD_DIR=$SRV ADMIT_CLUSTER_DIR=$dir ADMIT_SHARDS=$shards CARGO_PROFILE=release \
-      "$ROOT/scripts/cluster.sh" start >/dev/null
-    if wait_for "$SRV/admitctl" --addr 127.0.0.1:50051 shards --check && all_running "$dir"; then
-      return 0
-    fi
-    echo "a node of $dir did not start; starting the cluster again" >&2
-    ADMITD_DIR=$SRV ADMIT_CLUSTER_DIR=$dir "$ROOT/scripts/cluster.sh" stop >/dev/null 2>&1 || true
-    rm -rf "$dir"
-  done
-  return 1
-}
-
 admit_cluster() {
   floors floor-3
   # the floors in the cluster's shape too: three server processes
   floors floor-3p 50190 50191 50192
-  cluster_up "$DIR/cluster" "$SHARDS"
+  cluster_up "$DIR/cluster" "$SHARDS" "$SRV"
   bench admit-3 --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
     --scenarios open,new,campaign
   bench admit-3r --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
@@ -176,7 +142,7 @@ admit_cluster() {
 # the same cluster sized one shard a node, new conversations only
 admit_cluster_per_node() {
   local dir=$DIR/cluster-per-node
-  cluster_up "$dir" 3
+  cluster_up "$dir" 3 "$SRV"
   bench admit-3s --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \
     --scenarios new
   bench admit-3sr --target http://127.0.0.1:50051,http://127.0.0.1:50052,http://127.0.0.1:50053 \

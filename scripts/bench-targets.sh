@@ -45,7 +45,7 @@ mkdir -p "$DIR"
 
 wants() { [[ ",$PARTS," == *",$1,"* ]]; }
 
-# wait_for, all_running
+# wait_for, cluster_up
 # shellcheck source=scripts/bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
 
@@ -95,21 +95,7 @@ failover_once() {
 
 failover() {
   local srv=$1 out=$2 gap='' cdir=$2/cluster
-  local up=
-  for _ in 1 2 3; do
-    NO_BUILD=1 ADMITD_DIR=$srv ADMIT_CLUSTER_DIR=$cdir ADMIT_SHARDS=16 CARGO_PROFILE=release \
-      "$ROOT/scripts/cluster.sh" start >/dev/null
-    # a node whose port another connection took meanwhile fails to start
-    # while the other two elect leaders: start the cluster again
-    if wait_for "$srv/admitctl" --addr 127.0.0.1:50051 shards --check && all_running "$cdir"; then
-      up=1
-      break
-    fi
-    ADMITD_DIR=$srv ADMIT_CLUSTER_DIR=$cdir "$ROOT/scripts/cluster.sh" stop >/dev/null 2>&1 || true
-    rm -rf "$cdir"
-    sleep 5
-  done
-  if [ -z "$up" ]; then
+  if ! cluster_up "$cdir" 16 "$srv"; then
     put "$out" "failover: longest time without an answer (ms)" -
     return 0
   fi
