@@ -49,6 +49,18 @@ wants() { [[ ",$PARTS," == *",$1,"* ]]; }
 # shellcheck source=scripts/bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
 
+# what an interrupted run leaves behind is stopped: the memory part's node, a
+# failover cluster
+NODE=
+CLUSTER=
+cleanup() {
+  if [ -n "$NODE" ]; then kill -TERM "$NODE" 2>/dev/null || true; fi
+  if [ -n "$CLUSTER" ]; then
+    ADMIT_CLUSTER_DIR=$CLUSTER "$ROOT/scripts/cluster.sh" stop >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
 # put OUT KEY VALUE: one figure of a build's run
 put() { printf '%s\t%s\n' "$2" "$3" >>"$1/targets.tsv"; }
 
@@ -95,6 +107,7 @@ failover_once() {
 
 failover() {
   local srv=$1 out=$2 gap='' cdir=$2/cluster
+  CLUSTER=$cdir
   if ! cluster_up "$cdir" 16 "$srv"; then
     put "$out" "failover: longest time without an answer (ms)" -
     return 0
@@ -106,6 +119,7 @@ failover() {
   done
   ADMITD_DIR=$srv ADMIT_CLUSTER_DIR=$cdir "$ROOT/scripts/cluster.sh" stop >/dev/null 2>&1 || true
   rm -rf "$cdir"
+  CLUSTER=
   [ "$gap" = leader ] && gap=
   put "$out" "failover: longest time without an answer (ms)" "${gap:--}"
 }
@@ -117,6 +131,7 @@ memory() {
   "$srv/admitd" --data-dir "$data" --listen 127.0.0.1:50191 --metrics-listen 127.0.0.1:50192 \
     >"$out/memory-node.log" 2>&1 &
   local pid=$!
+  NODE=$pid
   wait_for grep -q 'admitd listening' "$out/memory-node.log"
   "$BIN/admit-bench" --target http://127.0.0.1:50191 --scenarios memory --server-pid "$pid" \
     --concurrency 128 >"$out/memory.out" 2>&1 || true
@@ -131,6 +146,7 @@ memory() {
   "$srv/admitd" --data-dir "$data" --listen 127.0.0.1:50191 --metrics-listen 127.0.0.1:50192 \
     >"$out/memory-restart.log" 2>&1 &
   pid=$!
+  NODE=$pid
   for _ in $(seq 1 600); do
     grep -q 'admitd listening' "$out/memory-restart.log" && break
     sleep 0.05
@@ -141,6 +157,7 @@ memory() {
   put "$out" "memory: RSS 3 s after the restart (MiB)" "$(awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$pid/status")"
   kill -TERM "$pid"
   wait "$pid" 2>/dev/null || true
+  NODE=
   rm -rf "$data"
 }
 
