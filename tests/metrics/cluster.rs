@@ -196,3 +196,79 @@ async fn a_scope_is_exported_by_exactly_one_node_its_shard_leader() {
     })
     .await;
 }
+
+/// A request relayed to its shard's leader travels on the node-pair stream
+/// that the two nodes already keep for their Raft messages (issue 14,
+/// item 3), batched with them, not as a node-to-node call of its own:
+/// sends entering a node that does not lead their shard are counted under
+/// `admit_forward_relays_total{way="stream"}`, and none under `way="call"`
+/// once the stream is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_sends_ride_the_node_pair_stream() {
+    one_at_a_time(240, async {
+        let mut c =
+            TestCluster::start_opts(ClusterOptions::new(3, 3, DAY1).steady().any_leader()).await;
+        c.wait_any_leaders(Duration::from_secs(90)).await;
+        let n = numbers_on_distinct_shards("4917", 1).remove(0);
+        let leader = c.await_leader(shard_of(&n)).await;
+        let entry = (1..=3).find(|id| *id != leader).unwrap();
+        let mut cl = c.client(entry).await;
+        register(&mut cl, &n).await;
+        // the nodes of this test share one process's recorder: one page
+        // holds every node's relays
+        let counts = async |c: &TestCluster| {
+            let page = scrape(c.node(1).metrics_addr().expect("metrics served")).await;
+            let way = |w: &str| value(&page, "admit_forward_relays_total", &[("way", w)]);
+            (
+                way("stream").unwrap_or(0.0),
+                way("call").unwrap_or(0.0),
+                value(&page, "admit_forwarded_total", &[]).unwrap_or(0.0),
+            )
+        };
+        let send = |customer: u64| {
+            let cl = cl.clone();
+            let req = keyed(
+                template(&n, customer, "t-util", pb::TemplateCategory::Utility),
+                &format!("k-{n}-{customer}"),
+            );
+            async move {
+                until_answered(|| {
+                    let mut cl = cl.clone();
+                    let req = req.clone();
+                    async move { cl.admit(req).await }
+                })
+                .await
+            }
+        };
+        // the entry node's stream to the leader opens with their first
+        // Raft message; until then a relay goes as a call
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut customer = 0;
+        loop {
+            let (s0, ..) = counts(&c).await;
+            send(customer).await;
+            customer += 1;
+            if counts(&c).await.0 > s0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no relay went on the stream");
+        }
+        let (s0, c0, f0) = counts(&c).await;
+        for _ in 0..20 {
+            send(customer).await;
+            customer += 1;
+        }
+        let (s1, c1, f1) = counts(&c).await;
+        eprintln!(
+            "20 sends through node {entry} (shard led by {leader}): {} relayed, {} on the stream, {} as calls",
+            f1 - f0,
+            s1 - s0,
+            c1 - c0
+        );
+        assert!(f1 - f0 >= 1.0, "nothing relayed: leadership moved to node {entry}?");
+        assert_eq!(s1 - s0, f1 - f0, "every relay on the stream");
+        assert_eq!(c1 - c0, 0.0, "no relay as a call of its own");
+        c.stop_all().await;
+    })
+    .await;
+}

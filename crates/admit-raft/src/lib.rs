@@ -396,7 +396,7 @@ pub use config::{
     NodeConfig, SnapshotHook, DEFAULT_PROPOSAL_QUEUE, DEFAULT_QUIESCE_AFTER, DEFAULT_WRITE_TIMEOUT,
 };
 pub use journal::is_new_data_dir;
-pub use network::{Dialer, RaftGrpcService};
+pub use network::{AppCallError, AppFrames, Dialer, RaftGrpcService};
 pub use node::{IdleCounters, JournalCounters, RaftNode, Registration, ServiceClock};
 pub use pipe::{PeerCheck, PeerNode};
 #[doc(hidden)]

@@ -161,6 +161,34 @@ impl<A: App> GrpcRouter<A> {
         }
     }
 
+    /// A request of the service above (`RaftRpcKind::App`) to `target` on
+    /// the node-pair stream, and its answer (see [`AppCallError`]).
+    pub(crate) async fn app_call(
+        &self,
+        target: u64,
+        payload: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Vec<u8>, AppCallError> {
+        if self.inner.isolated.load(Ordering::Relaxed) || self.inner.pipes.legacy(target) {
+            return Err(AppCallError::NotSent);
+        }
+        let msg = Message {
+            group: 0,
+            kind: RaftRpcKind::App,
+            payload,
+            heartbeat: false,
+        };
+        let Some(wait) = self.inner.pipes.post_established(target, msg, ttl) else {
+            return Err(AppCallError::NotSent);
+        };
+        match wait.await {
+            Ok(r) => Ok(r),
+            // an older peer refused the kind before doing anything
+            Err(s) if lacks_kind(&s) => Err(AppCallError::NotSent),
+            Err(s) => Err(AppCallError::Failed(s)),
+        }
+    }
+
     /// Closes the node-pair streams both ways (the node stops); Raft
     /// messages sent after this fail.
     pub(crate) fn close(&self) {
@@ -827,6 +855,31 @@ impl<A: App> RaftNetworkFactory<C<A>> for NetFactory<A> {
     }
 }
 
+/// Why a request of the service above did not come back answered on the
+/// node-pair stream ([`RaftNode::app_call`](crate::RaftNode::app_call)).
+#[derive(Debug)]
+pub enum AppCallError {
+    /// Nothing reached the peer's service: no stream to it is open now, it
+    /// is an older build without the kind, or this node is cut off (a test
+    /// switch). The caller may send the request its own way.
+    NotSent,
+    /// The frame may have reached the peer and been served: the stream broke,
+    /// the wait ran out, or the peer refused the frame (the status says
+    /// which). Whether the request took effect is unknown.
+    Failed(tonic::Status),
+}
+
+/// Serves the requests of the service above that peers send on the
+/// node-pair stream ([`RaftNode::serve_app_frames`](crate::RaftNode::serve_app_frames)).
+pub trait AppFrames: Send + Sync + 'static {
+    /// Serves one request (the peer's `payload`); the answer's bytes, or a
+    /// status the sender sees as [`AppCallError::Failed`].
+    fn serve(
+        &self,
+        payload: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<u8>, tonic::Status>> + Send>>;
+}
+
 /// What the transport asks of the node it serves, beyond its groups. The
 /// node implements it, so this module does not import the node's.
 pub(crate) trait LocalNode: Send + Sync + 'static {
@@ -849,6 +902,8 @@ pub(crate) trait LocalNode: Send + Sync + 'static {
     /// The gates of the groups' inbound appends during snapshot installs,
     /// and the test switch that holds installs ([`checks::Installs`]).
     fn installs(&self) -> &checks::Installs;
+    /// The service's server of [`RaftRpcKind::App`] frames, once it set one.
+    fn app_frames(&self) -> Option<Arc<dyn AppFrames>>;
 }
 
 /// gRPC service that receives Raft RPCs for every group of this node.
@@ -1071,9 +1126,8 @@ async fn dispatch<X: App>(
             | RaftRpcKind::SnapshotChunk
             | RaftRpcKind::SnapshotInstall
             | RaftRpcKind::Liveness
-            | RaftRpcKind::StreamAppend => {
-                Err(tonic::Status::invalid_argument("unexpected rpc kind"))
-            }
+            | RaftRpcKind::StreamAppend
+            | RaftRpcKind::App => Err(tonic::Status::invalid_argument("unexpected rpc kind")),
         }
     }
 }
@@ -1302,6 +1356,16 @@ impl<A: App> Frames for StreamFrames<A> {
                 node.admit_message(0, cluster)?;
                 return encode(&node.liveness(&frame.payload))
                     .map_err(|e| tonic::Status::internal(e.to_string()));
+            }
+            if kind == RaftRpcKind::App {
+                // the service's request, as its own peer call would bring
+                // it (the stream passed the same peer check)
+                node.admit_message(0, cluster)?;
+                let serve = node
+                    .app_frames()
+                    .ok_or_else(|| tonic::Status::unavailable("the service is not serving yet"))?;
+                drop(node);
+                return serve.serve(frame.payload).await;
             }
             node.admit_message(frame.group, cluster)?;
             let who = Who {

@@ -157,6 +157,9 @@ struct Pipe {
     tx: mpsc::UnboundedSender<Out>,
     /// Frames sent or queued, by id; `None` once the stream broke.
     waiting: Mutex<Option<HashMap<u64, oneshot::Sender<Reply>>>>,
+    /// The peer accepted the stream (its answer's headers came): frames
+    /// queued now are on their way to a node that was up a moment ago.
+    established: std::sync::atomic::AtomicBool,
 }
 
 impl Pipe {
@@ -353,6 +356,28 @@ impl Pipes {
         })
     }
 
+    /// Like [`Self::post`], but only on a stream to `node` that is open now
+    /// (the peer accepted it and it has not broken since): `None`, with
+    /// nothing sent, when there is none. For requests of the service above,
+    /// which have a way of their own to a peer: a stream still opening may
+    /// lead to a node that is down, and then whether a frame left would be
+    /// unknown, where the service's own call learns "connection refused".
+    pub(crate) fn post_established(
+        &self,
+        node: u64,
+        msg: Message,
+        ttl: Duration,
+    ) -> Option<Pin<Box<dyn Future<Output = Reply> + Send + 'static>>> {
+        // what `queue` would refuse before sending is not sent here either
+        if *self.closed.borrow() || msg.payload.len() + FRAME_OVERHEAD > self.max_message {
+            return None;
+        }
+        let open = lock(&self.pipes)
+            .get(&node)
+            .is_some_and(|p| !p.dead() && p.established.load(Ordering::Acquire));
+        open.then(|| self.post(node, || None, msg, ttl))
+    }
+
     /// Puts `msg` on the pipe to `node`: the pipe, the frame's id and where
     /// its reply will come.
     fn queue(
@@ -414,6 +439,7 @@ impl Pipes {
         let pipe = Arc::new(Pipe {
             tx,
             waiting: Mutex::new(Some(HashMap::new())),
+            established: std::sync::atomic::AtomicBool::new(false),
         });
         pipes.insert(node, pipe.clone());
         tokio::spawn(run(
@@ -499,6 +525,7 @@ async fn run(
             return;
         }
     };
+    w.pipe.established.store(true, Ordering::Release);
     // a new stream: the peer may have restarted as a newer build, so
     // pipelined appends are tried again (one refusal puts the mark back)
     lock(&marks.one_at_a_time).remove(&w.node);

@@ -6,13 +6,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use admit_raft::pb::raft_transport_client::RaftTransportClient;
 use admit_raft::pb::{RaftBatch, RaftFrame, RaftReplyBatch, RaftRpcKind};
-use admit_raft::{NodeConfig, PeerCheck, RaftNode};
+use admit_raft::{AppCallError, NodeConfig, PeerCheck, RaftNode};
 use common::{config, eventually, Counters};
 use tonic::Code;
 
@@ -281,6 +281,89 @@ async fn a_peer_without_the_stream_gets_unary_calls_and_the_stream_again() {
     every_node_holds_all(&t, 16).await;
     drop((leader, older));
     let mut t = Arc::try_unwrap(t).ok().expect("no writer left");
+    t.stop().await;
+}
+
+/// A follower's service in the tests below: answers "NODE:REQUEST" and
+/// counts what it served.
+struct Echo {
+    node: u64,
+    served: AtomicU64,
+}
+
+impl admit_raft::AppFrames for Echo {
+    fn serve(
+        &self,
+        payload: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, tonic::Status>> + Send>>
+    {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        let mut answer = format!("{}:", self.node).into_bytes();
+        answer.extend_from_slice(&payload);
+        Box::pin(async move { Ok(answer) })
+    }
+}
+
+/// Requests of the service above travel on the stream the leader already
+/// keeps to a follower and come back with the follower service's answer;
+/// where no stream is open, or the peer is a build without streams, the
+/// call says that nothing was sent (the service then uses its own call)
+/// and the peer served nothing; a peer whose service serves none yet
+/// refuses, and the caller learns that the outcome is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_requests_ride_the_stream_or_are_not_sent() {
+    let _serial = SERIAL.lock().await;
+    let t = Trio::start(1, |_| {}).await;
+    let (leader, follower) = leader_and_follower(&t).await;
+    let other = t
+        .live()
+        .into_iter()
+        .find(|n| n.node_id() != leader.node_id() && n.node_id() != follower.node_id())
+        .unwrap();
+    let echo = Arc::new(Echo {
+        node: follower.node_id(),
+        served: AtomicU64::new(0),
+    });
+    follower.serve_app_frames(echo.clone());
+    let ttl = Duration::from_secs(5);
+    // no node 99: nothing to send it on
+    assert!(matches!(
+        leader.app_call(99, b"x".to_vec(), ttl).await,
+        Err(AppCallError::NotSent)
+    ));
+    // the leader's appends open its streams to the followers
+    t.write(0, "k".into(), 1).await;
+    let want = format!("{}:ping", follower.node_id()).into_bytes();
+    eventually("the request answered on the stream", 30, async || {
+        matches!(leader.app_call(follower.node_id(), b"ping".to_vec(), ttl).await, Ok(a) if a == want)
+    })
+    .await;
+    assert!(echo.served.load(Ordering::Relaxed) >= 1);
+    match leader
+        .app_call(other.node_id(), b"ping".to_vec(), ttl)
+        .await
+    {
+        Err(AppCallError::Failed(s)) => assert_eq!(s.code(), Code::Unavailable, "{s:?}"),
+        r => panic!("a peer without a service: {r:?}"),
+    }
+    // an older build: no stream, so the request is not sent at all
+    leader.set_stream_retry(Duration::from_secs(600));
+    follower.set_refuse_streams(true);
+    eventually("the older peer on unary calls", 30, async || {
+        t.write(0, "probe".into(), 2).await;
+        leader.peers_on_unary_calls() == vec![follower.node_id()]
+    })
+    .await;
+    let before = echo.served.load(Ordering::Relaxed);
+    assert!(matches!(
+        leader
+            .app_call(follower.node_id(), b"ping".to_vec(), ttl)
+            .await,
+        Err(AppCallError::NotSent)
+    ));
+    assert_eq!(echo.served.load(Ordering::Relaxed), before);
+    drop((leader, follower, other));
+    let mut t = t;
     t.stop().await;
 }
 

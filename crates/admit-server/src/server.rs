@@ -422,6 +422,10 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         let mtls = peer_tls.is_some();
         move |req: tonic::Request<()>| peer_guard(&ctx, mtls, req)
     };
+    // relayed requests may also come on the node-pair streams
+    raft.serve_app_frames(Arc::new(crate::service::node::StreamRelays {
+        ctx: Arc::downgrade(&ctx),
+    }));
     let node_max = t.peer_limits.max_message_bytes;
     let peer_router = server_builder(&t.peer_limits)
         .add_service(tonic::service::interceptor::InterceptedService::new(

@@ -71,6 +71,10 @@ fn describe() {
         "Requests this node relayed to another node (the shard's leader)."
     );
     describe_counter!(
+        "admit_forward_relays_total",
+        "Requests this node relayed to another node, by way: stream (on the node-pair stream) or call."
+    );
+    describe_counter!(
         "admit_forward_retries_total",
         "Retries of routed requests (no leader yet, leader moved)."
     );
@@ -204,6 +208,12 @@ pub(crate) fn clock_skew(skew_ms: i64, peers: &[(u64, i64)]) {
 
 pub(crate) fn forwarded() {
     counter!("admit_forwarded_total").increment(1);
+}
+
+/// docs/metrics.md: a request relayed to another node, by the way it went
+/// (`stream`: on the node-pair stream; `call`: a call of its own).
+pub(crate) fn relayed_by(way: &'static str) {
+    counter!("admit_forward_relays_total", "way" => way).increment(1);
 }
 
 /// docs/metrics.md: how long a relayed request took, lane wait included.

@@ -209,6 +209,7 @@ impl<A: App> RaftNode<A> {
                 quiescer: Mutex::new(None),
                 halt: tokio::sync::watch::Sender::new(false),
                 installs: crate::checks::Installs::new(shard_count + 1),
+                app_frames: std::sync::OnceLock::new(),
                 config,
             }),
         };

@@ -88,6 +88,9 @@ pub(crate) struct Inner<A: App> {
     /// The gates of inbound appends during snapshot installs, and the test
     /// switch that holds installs between their checks and openraft.
     installs: crate::checks::Installs,
+    /// What serves the service's requests that peers send on the node-pair
+    /// streams (set once the service runs).
+    app_frames: std::sync::OnceLock<Arc<dyn crate::network::AppFrames>>,
 }
 
 pub use identity::Registration;
@@ -557,6 +560,27 @@ impl<A: App> RaftNode<A> {
         self.inner.journal.failure.get()
     }
 
+    /// Serves, from now on, the requests of the service above that peers
+    /// send on the node-pair streams ([`Self::app_call`]); the first one set
+    /// stays. Until then such a request is refused UNAVAILABLE.
+    pub fn serve_app_frames(&self, serve: Arc<dyn crate::network::AppFrames>) {
+        let _ = self.inner.app_frames.set(serve);
+    }
+
+    /// Sends a request of the service above to node `target` on the stream
+    /// that carries this node's Raft messages to it (batched with them, no
+    /// HTTP/2 request of its own), and waits at most `ttl` for the answer
+    /// its [`crate::network::AppFrames`] gives. Only on a stream open now:
+    /// otherwise nothing is sent ([`crate::network::AppCallError::NotSent`]).
+    pub async fn app_call(
+        &self,
+        target: u64,
+        payload: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Vec<u8>, crate::network::AppCallError> {
+        self.inner.router.app_call(target, payload, ttl).await
+    }
+
     /// Test switch: drop every Raft RPC this node sends or receives (a
     /// network partition around it). Not for production use.
     #[doc(hidden)]
@@ -647,5 +671,9 @@ impl<A: App> LocalNode for Inner<A> {
 
     fn stirred(&self, group: u32) {
         self.stir(group as usize);
+    }
+
+    fn app_frames(&self) -> Option<Arc<dyn crate::network::AppFrames>> {
+        self.app_frames.get().cloned()
     }
 }

@@ -15,12 +15,14 @@
 //!   group when it holds a replica, else from a hint learned from an earlier
 //!   answer, else the shard's placement (the preferred leader first; a
 //!   replica that is not the leader relays once more).
-//! * It sends a [`NodeReq`](crate::wire::NodeReq) in a
-//!   `admit.internal.node.NodeRpc/Call` frame over one cached tonic channel
-//!   per peer ([`peers`]; the peer's advertised peer-port address, the port
-//!   public API and the Raft transport). Requests for one peer share its
-//!   lane, which sends what queues while its calls are under way as one
-//!   batch frame (each request keeps its deadline, hops and answer).
+//! * It sends a [`NodeReq`](crate::wire::NodeReq) as a frame on the
+//!   node-pair stream that carries the two nodes' Raft messages, when one is
+//!   open ([`peers`]); else in a `admit.internal.node.NodeRpc/Call` frame
+//!   over one cached tonic channel per peer (the peer's advertised
+//!   peer-port address, the port of the Raft transport too). Requests for
+//!   one peer that go as calls share its lane, which sends what queues
+//!   while its calls are under way as one batch frame (each request keeps
+//!   its deadline, hops and answer).
 //! * The receiver runs it exactly as if it were the entry node, but it relays
 //!   at most once more: a frame carries its hop count and a node never relays
 //!   a frame with `hops >= MAX_HOPS`; it answers

@@ -1,6 +1,8 @@
 //! `admit.internal.node.NodeRpc`: requests relayed by other nodes.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
 
 use futures_util::future::join_all;
 use tonic::{Request, Response, Status};
@@ -23,22 +25,51 @@ impl pb::node_rpc_server::NodeRpc for NodeService {
         request: Request<pb::NodeFrame>,
     ) -> Result<Response<pb::NodeFrame>, Status> {
         let frame = request.into_inner();
-        let req = decode(&frame.body)?;
-        if let NodeReq::Batch { items } = req {
-            // the items run side by side, as the separate calls they replace
-            let answers = join_all(items.into_iter().map(|i| self.item(i))).await;
-            let env = Envelope {
-                result: Ok(NodeResp::Batch(answers)),
-                served_by: None,
-            };
-            return reply(frame.hops, &env);
-        }
-        let env = self.serve(req, frame.deadline_ms, frame.hops).await;
+        let env = self.frame(&frame).await?;
         reply(frame.hops, &env)
     }
 }
 
+/// Relayed requests that come on the node-pair stream
+/// ([`admit_raft::RaftNode::app_call`]): the same frame as a `NodeRpc.Call`
+/// carries, prost-encoded, served the same way; the answer is the encoded
+/// envelope. The stream passed the peer port's check as the call does.
+pub(crate) struct StreamRelays {
+    /// Weak: the Raft node holds this, and the context holds the node.
+    pub(crate) ctx: Weak<Ctx>,
+}
+
+impl admit_raft::AppFrames for StreamRelays {
+    fn serve(
+        &self,
+        payload: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send>> {
+        let ctx = self.ctx.upgrade();
+        Box::pin(async move {
+            let ctx = ctx.ok_or_else(|| Status::unavailable("node stopping"))?;
+            let frame = <pb::NodeFrame as prost::Message>::decode(payload.as_slice())
+                .map_err(|e| Status::invalid_argument(format!("relayed frame: {e}")))?;
+            let env = NodeService { ctx }.frame(&frame).await?;
+            Ok(wire::encode(&env)?)
+        })
+    }
+}
+
 impl NodeService {
+    /// Serves one relayed frame: a request, or a batch of them.
+    async fn frame(&self, frame: &pb::NodeFrame) -> Result<Envelope, Status> {
+        let req = decode(&frame.body)?;
+        if let NodeReq::Batch { items } = req {
+            // the items run side by side, as the separate calls they replace
+            let answers = join_all(items.into_iter().map(|i| self.item(i))).await;
+            return Ok(Envelope {
+                result: Ok(NodeResp::Batch(answers)),
+                served_by: None,
+            });
+        }
+        Ok(self.serve(req, frame.deadline_ms, frame.hops).await)
+    }
+
     /// Serves one relayed request within its deadline and hop count.
     async fn serve(&self, req: NodeReq, deadline_ms: u64, hops: u32) -> Envelope {
         let info = ReqInfo::relayed(deadline_ms, hops);
