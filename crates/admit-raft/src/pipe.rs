@@ -340,20 +340,11 @@ impl Pipes {
         msg: Message,
         ttl: Duration,
     ) -> Pin<Box<dyn Future<Output = Reply> + Send + 'static>> {
-        let queued = self.queue(node, client, msg);
-        Box::pin(async move {
-            let (pipe, id, rx) = queued?;
-            // a wait given up (timed out, or dropped: a pipelined session
-            // that stopped at an earlier answer) forgets its frame
-            let _forget = Forget { pipe, id };
-            match tokio::time::timeout(ttl, rx).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => Err(Status::unavailable(format!("stream to node {node} closed"))),
-                Err(_) => Err(Status::deadline_exceeded(format!(
-                    "raft message to node {node} not answered within {ttl:?}"
-                ))),
-            }
-        })
+        let queued = self
+            .refuse(&msg)
+            .and_then(|()| self.pipe(node, client))
+            .and_then(|pipe| self.queue(pipe, node, msg));
+        wait(node, ttl, queued)
     }
 
     /// Like [`Self::post`], but only on a stream to `node` that is open now
@@ -368,22 +359,35 @@ impl Pipes {
         msg: Message,
         ttl: Duration,
     ) -> Option<Pin<Box<dyn Future<Output = Reply> + Send + 'static>>> {
-        // what `queue` would refuse before sending is not sent here either
-        if *self.closed.borrow() || msg.payload.len() + FRAME_OVERHEAD > self.max_message {
-            return None;
-        }
-        let open = lock(&self.pipes)
+        self.refuse(&msg).ok()?;
+        let pipe = lock(&self.pipes)
             .get(&node)
-            .is_some_and(|p| !p.dead() && p.established.load(Ordering::Acquire));
-        open.then(|| self.post(node, || None, msg, ttl))
+            .filter(|p| !p.dead() && p.established.load(Ordering::Acquire))
+            .cloned()?;
+        Some(wait(node, ttl, self.queue(pipe, node, msg)))
     }
 
-    /// Puts `msg` on the pipe to `node`: the pipe, the frame's id and where
-    /// its reply will come.
+    /// Why `msg` may not be sent at all (the node stops, or it is too large).
+    fn refuse(&self, msg: &Message) -> Result<(), Status> {
+        if *self.closed.borrow() {
+            return Err(Status::unavailable("node stopping"));
+        }
+        if msg.payload.len() + FRAME_OVERHEAD > self.max_message {
+            return Err(Status::resource_exhausted(format!(
+                "raft message of {} bytes is above the {} byte limit",
+                msg.payload.len(),
+                self.max_message
+            )));
+        }
+        Ok(())
+    }
+
+    /// Puts `msg` on `pipe` (the pipe to `node`): the pipe, the frame's id
+    /// and where its reply will come.
     fn queue(
         &self,
+        pipe: Arc<Pipe>,
         node: u64,
-        client: impl FnOnce() -> Option<RaftTransportClient<Channel>>,
         msg: Message,
     ) -> Result<(Arc<Pipe>, u64, oneshot::Receiver<Reply>), Status> {
         let Message {
@@ -392,17 +396,6 @@ impl Pipes {
             payload,
             heartbeat,
         } = msg;
-        if *self.closed.borrow() {
-            return Err(Status::unavailable("node stopping"));
-        }
-        if payload.len() + FRAME_OVERHEAD > self.max_message {
-            return Err(Status::resource_exhausted(format!(
-                "raft message of {} bytes is above the {} byte limit",
-                payload.len(),
-                self.max_message
-            )));
-        }
-        let pipe = self.pipe(node, client)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         match lock(&pipe.waiting).as_mut() {
@@ -461,6 +454,27 @@ impl Pipes {
         ));
         Ok(pipe)
     }
+}
+
+/// The wait, at most `ttl`, for the reply to a frame `queued` for `node`.
+fn wait(
+    node: u64,
+    ttl: Duration,
+    queued: Result<(Arc<Pipe>, u64, oneshot::Receiver<Reply>), Status>,
+) -> Pin<Box<dyn Future<Output = Reply> + Send + 'static>> {
+    Box::pin(async move {
+        let (pipe, id, rx) = queued?;
+        // a wait given up (timed out, or dropped: a pipelined session
+        // that stopped at an earlier answer) forgets its frame
+        let _forget = Forget { pipe, id };
+        match tokio::time::timeout(ttl, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Status::unavailable(format!("stream to node {node} closed"))),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "raft message to node {node} not answered within {ttl:?}"
+            ))),
+        }
+    })
 }
 
 /// Removes a frame's reply slot when its wait ends, however it ends (an

@@ -339,13 +339,23 @@ async fn the_services_requests_ride_the_stream_or_are_not_sent() {
     })
     .await;
     assert!(echo.served.load(Ordering::Relaxed) >= 1);
-    match leader
-        .app_call(other.node_id(), b"ping".to_vec(), ttl)
-        .await
-    {
-        Err(AppCallError::Failed(s)) => assert_eq!(s.code(), Code::Unavailable, "{s:?}"),
-        r => panic!("a peer without a service: {r:?}"),
-    }
+    // (until the leader's stream to it is open, NotSent)
+    eventually(
+        "the peer without a service refuses",
+        30,
+        async || match leader
+            .app_call(other.node_id(), b"ping".to_vec(), ttl)
+            .await
+        {
+            Err(AppCallError::Failed(s)) => {
+                assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+                true
+            }
+            Err(AppCallError::NotSent) => false,
+            r => panic!("a peer without a service: {r:?}"),
+        },
+    )
+    .await;
     // an older build: no stream, so the request is not sent at all
     leader.set_stream_retry(Duration::from_secs(600));
     follower.set_refuse_streams(true);
