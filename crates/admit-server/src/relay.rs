@@ -95,15 +95,7 @@ pub(crate) async fn set_clock_everywhere(routing: &Routing, now: Ts) -> Result<(
     let req = NodeReq::SetClock { now };
     let calls = routing.other_nodes().into_iter().map(|node| {
         let req = &req;
-        async move {
-            (
-                node.id,
-                routing
-                    .peers
-                    .call(&node, req, info, Some(&routing.raft))
-                    .await,
-            )
-        }
+        async move { (node.id, routing.peers.call(&node, req, info).await) }
     });
     for (id, r) in join_all(calls).await {
         if let Err(e) = r.and_then(|env| env.result) {
@@ -186,10 +178,7 @@ pub(crate) async fn watch_clocks(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>)
         let calls = uncarried.into_iter().map(|node| async move {
             routing.skew.unary_calls.fetch_add(1, Ordering::Relaxed);
             let sent = Instant::now();
-            let r = routing
-                .peers
-                .call(&node, &NodeReq::ReadClock, info, None)
-                .await;
+            let r = routing.peers.call(&node, &NodeReq::ReadClock, info).await;
             (node.id, sent.elapsed(), r)
         });
         for (id, rtt, r) in join_all(calls).await {

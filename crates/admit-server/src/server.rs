@@ -357,7 +357,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             peer_advertise: peer_advertise.clone(),
             advertise: advertise.clone(),
             static_apis,
-            peers: Peers::new(dialer, t.peer_limits.max_message_bytes),
+            peers: Peers::new(dialer, t.peer_limits.max_message_bytes, Some(raft.clone())),
             clustered: cfg.clustered(),
             static_peers,
             replicas: cfg.replicas,

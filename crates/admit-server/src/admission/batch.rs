@@ -254,11 +254,7 @@ impl Admission {
                 let req = NodeReq::Admit {
                     reqs: group.iter().map(|p| p.req.clone()).collect(),
                 };
-                let out = match routing
-                    .peers
-                    .call(&to, &req, info, Some(&routing.raft))
-                    .await
-                {
+                let out = match routing.peers.call(&to, &req, info).await {
                     Ok(env) => match env.result {
                         Ok(NodeResp::Admitted(v)) if v.len() == group.len() => v,
                         Ok(other) => vec![Err(unexpected(other)); group.len()],

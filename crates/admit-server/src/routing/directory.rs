@@ -172,7 +172,7 @@ impl Routing {
         let calls = self.other_nodes().into_iter().map(|node| {
             let req = &req;
             async move {
-                match self.peers.call(&node, req, short, Some(&self.raft)).await {
+                match self.peers.call(&node, req, short).await {
                     Ok(env) => match env.result {
                         Ok(NodeResp::Sweep(s)) => Ok(Some(s)),
                         _ => Ok(None),

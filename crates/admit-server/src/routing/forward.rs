@@ -52,7 +52,7 @@ impl Routing {
                     let attempt = info.within(self.attempt_timeout());
                     // boxed: a relayed call's state is kilobytes, and a
                     // send answered here would carry (and copy) it too
-                    match Box::pin(self.peers.call(&to, &remote, attempt, Some(&self.raft))).await {
+                    match Box::pin(self.peers.call(&to, &remote, attempt)).await {
                         Ok(env) => {
                             self.learn_leader(shard, env.served_by);
                             env.result

@@ -60,6 +60,9 @@ pub struct Peers {
     dialer: PeerDialer,
     /// The largest node-to-node frame (a forwarded batch and its answers).
     max_frame: usize,
+    /// This node's Raft node, whose node-pair streams carry relays when
+    /// open (`None`: calls only).
+    stream: Option<RaftNode<ShardApp>>,
 }
 
 /// A request waiting in a lane.
@@ -72,12 +75,17 @@ struct Job {
 }
 
 impl Peers {
-    pub(crate) fn new(dialer: PeerDialer, max_frame: usize) -> Peers {
+    pub(crate) fn new(
+        dialer: PeerDialer,
+        max_frame: usize,
+        stream: Option<RaftNode<ShardApp>>,
+    ) -> Peers {
         Peers {
             clients: Mutex::default(),
             lanes: Mutex::default(),
             dialer,
             max_frame,
+            stream,
         }
     }
 
@@ -126,8 +134,8 @@ impl Peers {
     }
 
     /// Sends `req` to the node at `addr` as one more hop of the current
-    /// request: on the node-pair stream that `stream`'s node keeps to it
-    /// when one is open, else through the peer's lane. Transport failures:
+    /// request: on the node-pair stream this node keeps to it when one is
+    /// open, else through the peer's lane. Transport failures:
     /// a refused connection is [`ApiError::NotLeader`] (certainly not
     /// applied); anything else is an unknown outcome
     /// ([`ApiError::Unavailable`]).
@@ -136,7 +144,6 @@ impl Peers {
         node: &NodeRef,
         req: &NodeReq,
         info: ReqInfo,
-        stream: Option<&RaftNode<ShardApp>>,
     ) -> Result<Envelope, ApiError> {
         let left = info.left();
         if left.is_zero() {
@@ -151,7 +158,7 @@ impl Peers {
             return direct(self.client(node)?, &node.addr, body, hops, left).await;
         }
         let started = Instant::now();
-        let body = match stream {
+        let body = match &self.stream {
             Some(raft) => match on_the_stream(raft, node, body, hops, left).await {
                 Ok(r) => {
                     crate::telemetry::relayed_by("stream");
@@ -516,7 +523,7 @@ mod tests {
                 .add_service(pb::node_rpc_server::NodeRpcServer::new(mock))
                 .serve_with_incoming(conns),
         );
-        let peers = Arc::new(Peers::new(PeerDialer { tls: None }, 4 << 20));
+        let peers = Arc::new(Peers::new(PeerDialer { tls: None }, 4 << 20, None));
         let node = NodeRef { id: 2, addr };
         let calls = (0..n).map(|shard| {
             let (peers, node) = (peers.clone(), node.clone());
@@ -526,7 +533,7 @@ mod tests {
                     read: crate::wire::ReadReq::Policy { name: "p".into() },
                 };
                 let info = ReqInfo::current().within(Duration::from_secs(10));
-                match peers.call(&node, &req, info, None).await.unwrap().result {
+                match peers.call(&node, &req, info).await.unwrap().result {
                     Ok(NodeResp::Clock(t)) => t.0,
                     other => panic!("shard {shard}: {other:?}"),
                 }
@@ -579,13 +586,13 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().to_string()
         };
-        let peers = Peers::new(PeerDialer { tls: None }, 4 << 20);
+        let peers = Peers::new(PeerDialer { tls: None }, 4 << 20, None);
         let req = NodeReq::SetClock {
             now: admit_core::Ts(0),
         };
         let info = ReqInfo::current().within(std::time::Duration::from_secs(5));
         let node = NodeRef { id: 2, addr };
-        let r = peers.call(&node, &req, info, None).await;
+        let r = peers.call(&node, &req, info).await;
         assert!(
             matches!(r, Err(ApiError::NotLeader { .. })),
             "{:?}",
