@@ -34,7 +34,9 @@ use crate::journal::io_err;
 use crate::pb::raft_transport_client::RaftTransportClient;
 use crate::pb::raft_transport_server::RaftTransport;
 use crate::pb::{RaftBatch, RaftFrame, RaftFrameReply, RaftReply, RaftRequest, RaftRpcKind};
-use crate::pipe::{self, Frames, Incarnations, Message, PeerCheck, PeerNode, Pipes, CHUNK};
+use crate::pipe::{
+    self, lacks_kind, Frames, Incarnations, Message, PeerCheck, PeerNode, Pipes, CHUNK,
+};
 use crate::sm::GroupRaft;
 use crate::store::{decode, encode};
 use crate::types::{SnapshotMetaT, SnapshotT, VoteT, C};
@@ -77,6 +79,7 @@ struct RouterInner {
     no_pipelined: Arc<AtomicBool>,
     /// Test switch: serve no node-pair stream, as a build without one does.
     no_stream: Arc<AtomicBool>,
+    no_app: Arc<AtomicBool>,
     /// Opens channels to peers (mutual TLS); `None`: plain.
     dialer: Option<Arc<dyn Dialer>>,
     /// Largest message sent or received.
@@ -141,6 +144,7 @@ impl<A: App> GrpcRouter<A> {
                 isolated: Arc::default(),
                 no_pipelined: Arc::default(),
                 no_stream: Arc::default(),
+                no_app: Arc::default(),
                 dialer,
                 max_message,
                 pipes: Pipes::new(
@@ -183,7 +187,8 @@ impl<A: App> GrpcRouter<A> {
         };
         match wait.await {
             Ok(r) => Ok(r),
-            // an older peer refused the kind before doing anything
+            // an older peer refused the kind before doing anything (its
+            // stream remembers: `Pipes::post_established`)
             Err(s) if lacks_kind(&s) => Err(AppCallError::NotSent),
             Err(s) => Err(AppCallError::Failed(s)),
         }
@@ -245,6 +250,16 @@ impl<A: App> GrpcRouter<A> {
     /// The switch that makes this node serve no node-pair stream.
     pub(crate) fn no_stream(&self) -> Arc<AtomicBool> {
         self.inner.no_stream.clone()
+    }
+
+    pub(crate) fn no_app(&self) -> Arc<AtomicBool> {
+        self.inner.no_app.clone()
+    }
+
+    /// The peers whose open stream refused a request of the service above
+    /// (an older build), in id order.
+    pub(crate) fn refusing_app(&self) -> Vec<u64> {
+        self.inner.pipes.refusing_app()
     }
 
     /// Peers spoken to with unary calls (they serve no node-pair stream).
@@ -810,15 +825,6 @@ fn no_stream() -> tonic::Status {
     tonic::Status::unimplemented("no raft stream (test switch)")
 }
 
-/// Whether a frame was refused because the peer's build does not know its
-/// kind: such a build answers INVALID_ARGUMENT naming the rpc kind ("unknown
-/// raft rpc kind", "this rpc kind is not sent on the raft stream"), where
-/// bytes it cannot decode are INVALID_ARGUMENT too but with the decoder's
-/// text, which must not turn pipelining off.
-fn lacks_kind(s: &tonic::Status) -> bool {
-    s.code() == tonic::Code::InvalidArgument && s.message().contains("rpc kind")
-}
-
 /// Per-group network factory handed to openraft.
 pub(crate) struct NetFactory<A> {
     pub(crate) router: GrpcRouter<A>,
@@ -919,6 +925,9 @@ pub struct RaftGrpcService<A: App> {
     pub(crate) no_pipelined: Arc<AtomicBool>,
     /// Test switch: no node-pair stream is served, as an older build.
     pub(crate) no_stream: Arc<AtomicBool>,
+    /// Test switch: requests of the service above are refused as a build
+    /// without them refuses them.
+    pub(crate) no_app: Arc<AtomicBool>,
     /// Set when the node stops: incoming node-pair streams end.
     pub(crate) closed: watch::Receiver<bool>,
     /// This node's data dir incarnation, stamped on every answer.
@@ -971,6 +980,7 @@ impl<A: App> RaftTransport for RaftGrpcService<A> {
             isolated: self.isolated.clone(),
             no_pipelined: self.no_pipelined.clone(),
             no_stream: self.no_stream.clone(),
+            no_app: self.no_app.clone(),
         });
         Ok(tonic::Response::new(pipe::serve(
             request.into_inner(),
@@ -1143,6 +1153,7 @@ struct StreamFrames<A: App> {
     isolated: Arc<AtomicBool>,
     no_pipelined: Arc<AtomicBool>,
     no_stream: Arc<AtomicBool>,
+    no_app: Arc<AtomicBool>,
 }
 
 /// The pipelined appends of one incoming stream: each group's frames go,
@@ -1340,6 +1351,7 @@ impl<A: App> Frames for StreamFrames<A> {
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<u8>, tonic::Status>> + Send>> {
         let (groups, meta, node) = (self.groups.clone(), self.meta.clone(), self.node.clone());
         let sender = self.sender;
+        let no_app = self.no_app.load(Ordering::Relaxed);
         Box::pin(async move {
             let kind = RaftRpcKind::try_from(frame.kind)
                 .ok()
@@ -1358,6 +1370,9 @@ impl<A: App> Frames for StreamFrames<A> {
                     .map_err(|e| tonic::Status::internal(e.to_string()));
             }
             if kind == RaftRpcKind::App {
+                if no_app {
+                    return Err(tonic::Status::invalid_argument("unknown raft rpc kind"));
+                }
                 // the service's request, as its own peer call would bring
                 // it (the stream passed the same peer check)
                 node.admit_message(0, cluster)?;

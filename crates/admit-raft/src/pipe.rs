@@ -160,6 +160,10 @@ struct Pipe {
     /// The peer accepted the stream (its answer's headers came): frames
     /// queued now are on their way to a node that was up a moment ago.
     established: std::sync::atomic::AtomicBool,
+    /// The peer refused a request of the service above on this stream (a
+    /// build without them): none is sent on it again. A new stream, as a
+    /// restarted (perhaps upgraded) peer gets, starts without the mark.
+    refuses_app: std::sync::atomic::AtomicBool,
 }
 
 impl Pipe {
@@ -257,6 +261,18 @@ impl Pipes {
         }
         legacy.remove(&node);
         false
+    }
+
+    /// The peers whose open stream refused a request of the service above,
+    /// in id order.
+    pub(crate) fn refusing_app(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = lock(&self.pipes)
+            .iter()
+            .filter(|(_, p)| !p.dead() && p.refuses_app.load(Ordering::Relaxed))
+            .map(|(n, _)| *n)
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// The peers spoken to with unary calls, in id order.
@@ -362,9 +378,23 @@ impl Pipes {
         self.refuse(&msg).ok()?;
         let pipe = lock(&self.pipes)
             .get(&node)
-            .filter(|p| !p.dead() && p.established.load(Ordering::Acquire))
+            .filter(|p| {
+                !p.dead()
+                    && p.established.load(Ordering::Acquire)
+                    && !p.refuses_app.load(Ordering::Relaxed)
+            })
             .cloned()?;
-        Some(wait(node, ttl, self.queue(pipe, node, msg)))
+        let stream = pipe.clone();
+        let reply = wait(node, ttl, self.queue(pipe, node, msg));
+        Some(Box::pin(async move {
+            let r = reply.await;
+            if matches!(&r, Err(s) if lacks_kind(s)) {
+                // this stream's peer is a build without the kind: the next
+                // request goes the service's own way at once
+                stream.refuses_app.store(true, Ordering::Relaxed);
+            }
+            r
+        }))
     }
 
     /// Why `msg` may not be sent at all (the node stops, or it is too large).
@@ -433,6 +463,7 @@ impl Pipes {
             tx,
             waiting: Mutex::new(Some(HashMap::new())),
             established: std::sync::atomic::AtomicBool::new(false),
+            refuses_app: std::sync::atomic::AtomicBool::new(false),
         });
         pipes.insert(node, pipe.clone());
         tokio::spawn(run(
@@ -454,6 +485,15 @@ impl Pipes {
         ));
         Ok(pipe)
     }
+}
+
+/// Whether a frame was refused because the peer's build does not know its
+/// kind: such a build answers INVALID_ARGUMENT naming the rpc kind ("unknown
+/// raft rpc kind", "this rpc kind is not sent on the raft stream"), where
+/// bytes it cannot decode are INVALID_ARGUMENT too but with the decoder's
+/// text, which must not turn a feature off.
+pub(crate) fn lacks_kind(s: &Status) -> bool {
+    s.code() == Code::InvalidArgument && s.message().contains("rpc kind")
 }
 
 /// The wait, at most `ttl`, for the reply to a frame `queued` for `node`.

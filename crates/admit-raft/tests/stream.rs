@@ -377,6 +377,70 @@ async fn the_services_requests_ride_the_stream_or_are_not_sent() {
     t.stop().await;
 }
 
+/// A peer of a build that has the node-pair stream but not the service's
+/// requests on it (a rolling upgrade) refuses the first one, which comes
+/// back "not sent"; the stream remembers, so later requests are not put on
+/// it at all (here the peer would answer them again, and does not get
+/// them), until a new stream to the peer opens, as a restarted, perhaps
+/// upgraded, peer gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_refused_a_request_of_the_service_carries_no_more() {
+    let _serial = SERIAL.lock().await;
+    let t = Trio::start(1, |_| {}).await;
+    let (leader, follower) = leader_and_follower(&t).await;
+    let echo = Arc::new(Echo {
+        node: follower.node_id(),
+        served: AtomicU64::new(0),
+    });
+    follower.serve_app_frames(echo.clone());
+    let ttl = Duration::from_secs(5);
+    let want = format!("{}:ping", follower.node_id()).into_bytes();
+    t.write(0, "k".into(), 1).await;
+    eventually("the request answered on the stream", 30, async || {
+        matches!(leader.app_call(follower.node_id(), b"ping".to_vec(), ttl).await, Ok(a) if a == want)
+    })
+    .await;
+    assert!(leader.peers_refusing_app_frames().is_empty());
+
+    // the older build: refused, nothing served, and remembered
+    follower.set_refuse_app_frames(true);
+    let served = echo.served.load(Ordering::Relaxed);
+    let r = leader
+        .app_call(follower.node_id(), b"ping".to_vec(), ttl)
+        .await;
+    assert!(matches!(r, Err(AppCallError::NotSent)), "{r:?}");
+    assert_eq!(echo.served.load(Ordering::Relaxed), served);
+    assert_eq!(leader.peers_refusing_app_frames(), vec![follower.node_id()]);
+    // the peer would serve it now; the stream that refused does not ask
+    follower.set_refuse_app_frames(false);
+    for _ in 0..3 {
+        let r = leader
+            .app_call(follower.node_id(), b"ping".to_vec(), ttl)
+            .await;
+        assert!(matches!(r, Err(AppCallError::NotSent)), "{r:?}");
+    }
+    assert_eq!(echo.served.load(Ordering::Relaxed), served);
+
+    // the peer "restarts": its stream ends, a new one opens without the mark
+    leader.set_stream_retry(Duration::from_millis(100));
+    follower.set_refuse_streams(true);
+    eventually("the stream to the peer ended", 30, async || {
+        t.write(0, "probe".into(), 2).await;
+        leader.peers_on_unary_calls() == vec![follower.node_id()]
+    })
+    .await;
+    follower.set_refuse_streams(false);
+    eventually("the request answered on the new stream", 30, async || {
+        t.write(0, "probe".into(), 3).await;
+        matches!(leader.app_call(follower.node_id(), b"ping".to_vec(), ttl).await, Ok(a) if a == want)
+    })
+    .await;
+    assert!(leader.peers_refusing_app_frames().is_empty());
+    drop((leader, follower));
+    let mut t = t;
+    t.stop().await;
+}
+
 /// One node serving its Raft service behind a guard that lets a stream
 /// open and then asks `allowed` again for every batch.
 async fn guarded(allowed: Arc<AtomicBool>) -> (Node, tempfile::TempDir, SocketAddr) {

@@ -139,6 +139,7 @@ impl<A: App> RaftNode<A> {
             isolated: self.inner.router.isolated(),
             no_pipelined: self.inner.router.no_pipelined(),
             no_stream: self.inner.router.no_stream(),
+            no_app: self.inner.router.no_app(),
             closed: self.inner.router.closed(),
             incarnation: self.inner.incarnation,
         })
@@ -468,6 +469,14 @@ impl<A: App> RaftNode<A> {
         self.inner.router.on_unary_calls()
     }
 
+    /// The peers whose open stream refused a request of the service above
+    /// (an older build), in id order: [`Self::app_call`] sends them none
+    /// until a new stream to them opens (the peer restarted, perhaps
+    /// upgraded).
+    pub fn peers_refusing_app_frames(&self) -> Vec<u64> {
+        self.inner.router.refusing_app()
+    }
+
     /// Group-commit counters of the journal.
     pub fn journal_counters(&self) -> JournalCounters {
         JournalCounters {
@@ -611,6 +620,14 @@ impl<A: App> RaftNode<A> {
             .router
             .no_stream()
             .store(refuse, Ordering::Relaxed);
+    }
+
+    /// Test switch: refuse the requests of the service above on node-pair
+    /// streams from now on ([`Self::app_call`]), as a build without them
+    /// does. Not for production use.
+    #[doc(hidden)]
+    pub fn set_refuse_app_frames(&self, refuse: bool) {
+        self.inner.router.no_app().store(refuse, Ordering::Relaxed);
     }
 
     /// Test switch: while `hold` is set, a snapshot sent to this node waits
