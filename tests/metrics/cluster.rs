@@ -165,6 +165,7 @@ async fn a_scope_is_exported_by_exactly_one_node_its_shard_leader() {
             for gauge in [
                 "admit_raft_peers_one_append_at_a_time",
                 "admit_raft_peers_on_unary_calls",
+                "admit_raft_peers_refusing_relays",
             ] {
                 assert_eq!(value(&page, gauge, &[]), Some(0.0), "node {id}: {gauge}");
             }

@@ -90,6 +90,13 @@ fn node(ctx: &Ctx, p: &mut Page) {
         "Peers this node sends one unary call a Raft message (they serve no node-pair stream).",
     )
     .sample(&[], raft.peers_on_unary_calls().len() as f64);
+    // nonzero outside a rolling upgrade: a peer runs a build that does not
+    // take relayed requests on the stream
+    p.gauge(
+        "admit_raft_peers_refusing_relays",
+        "Peers whose open node-pair stream refused a relayed request (they take relays only as calls).",
+    )
+    .sample(&[], raft.peers_refusing_app_frames().len() as f64);
     let infos = raft.shard_infos();
     let mine: Vec<_> = infos
         .iter()
