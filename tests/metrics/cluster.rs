@@ -203,7 +203,9 @@ async fn a_scope_is_exported_by_exactly_one_node_its_shard_leader() {
 /// item 3), batched with them, not as a node-to-node call of its own:
 /// sends entering a node that does not lead their shard are counted under
 /// `admit_forward_relays_total{way="stream"}`, and none under `way="call"`
-/// once the stream is open.
+/// once the stream is open. Relays to a node of an older build, which
+/// refuses them on the stream, are answered as calls, and the entry node
+/// stops offering them on that stream (`admit_raft_peers_refusing_relays`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_sends_ride_the_node_pair_stream() {
     one_at_a_time(240, async {
@@ -269,6 +271,29 @@ async fn relayed_sends_ride_the_node_pair_stream() {
         assert!(f1 - f0 >= 1.0, "nothing relayed: leadership moved to node {entry}?");
         assert_eq!(s1 - s0, f1 - f0, "every relay on the stream");
         assert_eq!(c1 - c0, 0.0, "no relay as a call of its own");
+
+        // the other nodes now run a build that takes relays only as calls (a
+        // rolling upgrade; both, as leadership may move between them):
+        // every send is still answered, the first relay refused on a
+        // stream goes as a call, and the entry node sends no more on that
+        // stream (its gauge counts the peers)
+        for id in (1..=3).filter(|id| *id != entry) {
+            c.node(id).set_refuse_relays_on_stream(true);
+        }
+        for _ in 0..20 {
+            send(customer).await;
+            customer += 1;
+        }
+        let (s2, c2, f2) = counts(&c).await;
+        assert_eq!(s2, s1, "a relay answered on the stream of a peer that refuses them");
+        assert_eq!(c2 - c1, f2 - f1, "every relay to the older build as a call");
+        assert!(f2 - f1 >= 1.0, "nothing relayed: leadership moved to node {entry}?");
+        let page = scrape(c.node(entry).metrics_addr().expect("metrics served")).await;
+        let refusing = value(&page, "admit_raft_peers_refusing_relays", &[]).unwrap_or(0.0);
+        assert!(
+            (1.0..=2.0).contains(&refusing),
+            "node {entry} knows {refusing} peers that refuse relays on the stream"
+        );
         c.stop_all().await;
     })
     .await;

@@ -834,6 +834,14 @@ impl Running {
         self.ctx.routing.raft.set_isolated(isolated);
     }
 
+    /// Test switch: refuse relayed requests on the node-pair streams from
+    /// now on, as a build from before they rode there does (a rolling
+    /// upgrade); peers then relay to this node with calls.
+    #[doc(hidden)]
+    pub fn set_refuse_relays_on_stream(&self, refuse: bool) {
+        self.ctx.routing.raft.set_refuse_app_frames(refuse);
+    }
+
     /// Test helper: stop like a crash: Raft is cut and stopped at once (no
     /// leadership handoff), requests in flight fail, the port closes.
     #[doc(hidden)]
