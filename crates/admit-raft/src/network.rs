@@ -79,6 +79,8 @@ struct RouterInner {
     no_pipelined: Arc<AtomicBool>,
     /// Test switch: serve no node-pair stream, as a build without one does.
     no_stream: Arc<AtomicBool>,
+    /// Test switch: refuse the service's requests on the stream, as a build
+    /// without them does.
     no_app: Arc<AtomicBool>,
     /// Opens channels to peers (mutual TLS); `None`: plain.
     dialer: Option<Arc<dyn Dialer>>,
