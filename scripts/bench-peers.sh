@@ -114,9 +114,17 @@ floors() {
 admit_single() {
   floors floor-1
   mkdir -p "$DIR/admit1"
+  ports_free 50151 50161
   "$SRV/admitd" --node-id 1 --listen 127.0.0.1:50151 --peer-listen 127.0.0.1:50161 \
     --shards "$SHARDS" --data-dir "$DIR/admit1" >"$DIR/admit1.log" 2>&1 &
-  PIDS+=($!)
+  local pid=$!
+  PIDS+=("$pid")
+  # this node's own log, not only an answer on the port: a server left
+  # running there would answer in its place
+  if ! wait_for grep -q 'admitd listening' "$DIR/admit1.log" || ! kill -0 "$pid" 2>/dev/null; then
+    echo "admitd did not start; see $DIR/admit1.log" >&2
+    exit 1
+  fi
   wait_for "$SRV/admitctl" --addr 127.0.0.1:50151 shards --check
   bench admit-1 --target http://127.0.0.1:50151 --scenarios open,new,campaign
   stop_all
