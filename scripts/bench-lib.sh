@@ -50,6 +50,11 @@ cluster_up() {
       return 0
     fi
     echo "a node of $dir did not start; starting the cluster again" >&2
+    local n
+    for n in 1 2 3; do
+      kill -0 "$(cat "$dir/node$n.pid" 2>/dev/null)" 2>/dev/null ||
+        tail -n 3 "$dir/node$n.log" 2>/dev/null | sed "s/^/  node $n: /" >&2
+    done
     ADMITD_DIR=$srv ADMIT_CLUSTER_DIR=$dir "$ROOT/scripts/cluster.sh" stop >/dev/null 2>&1 || true
     rm -rf "$dir"
   done
