@@ -360,7 +360,7 @@ impl Pipes {
             .refuse(&msg)
             .and_then(|()| self.pipe(node, client))
             .and_then(|pipe| self.queue(pipe, node, msg));
-        wait(node, ttl, queued)
+        wait(node, ttl, queued, false)
     }
 
     /// Like [`Self::post`], but only on a stream to `node` that is open now
@@ -384,17 +384,7 @@ impl Pipes {
                     && !p.refuses_app.load(Ordering::Relaxed)
             })
             .cloned()?;
-        let stream = pipe.clone();
-        let reply = wait(node, ttl, self.queue(pipe, node, msg));
-        Some(Box::pin(async move {
-            let r = reply.await;
-            if matches!(&r, Err(s) if lacks_kind(s)) {
-                // this stream's peer is a build without the kind: the next
-                // request goes the service's own way at once
-                stream.refuses_app.store(true, Ordering::Relaxed);
-            }
-            r
-        }))
+        Some(wait(node, ttl, self.queue(pipe, node, msg), true))
     }
 
     /// Why `msg` may not be sent at all (the node stops, or it is too large).
@@ -497,23 +487,32 @@ pub(crate) fn lacks_kind(s: &Status) -> bool {
 }
 
 /// The wait, at most `ttl`, for the reply to a frame `queued` for `node`.
+/// `app`: a request of the service above, whose refusal as an unknown kind
+/// marks the stream ([`Pipe::refuses_app`]).
 fn wait(
     node: u64,
     ttl: Duration,
     queued: Result<(Arc<Pipe>, u64, oneshot::Receiver<Reply>), Status>,
+    app: bool,
 ) -> Pin<Box<dyn Future<Output = Reply> + Send + 'static>> {
     Box::pin(async move {
         let (pipe, id, rx) = queued?;
         // a wait given up (timed out, or dropped: a pipelined session
         // that stopped at an earlier answer) forgets its frame
-        let _forget = Forget { pipe, id };
-        match tokio::time::timeout(ttl, rx).await {
+        let forget = Forget { pipe, id };
+        let r = match tokio::time::timeout(ttl, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(Status::unavailable(format!("stream to node {node} closed"))),
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "raft message to node {node} not answered within {ttl:?}"
             ))),
+        };
+        if app && matches!(&r, Err(s) if lacks_kind(s)) {
+            // this stream's peer is a build without the kind: the next
+            // request goes the service's own way at once
+            forget.pipe.refuses_app.store(true, Ordering::Relaxed);
         }
+        r
     })
 }
 
