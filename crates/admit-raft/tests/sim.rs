@@ -151,6 +151,7 @@
 //! ```sh
 //! cargo test -p admit-raft --test sim                           # CI's seeds
 //! ADMIT_SIM_SEEDS=2000 cargo test --release -p admit-raft --test sim -- --nocapture never_over
+//!                                           # (a line each 100 seeds passed)
 //! ADMIT_SIM_SEED=1234 cargo test -p admit-raft --test sim -- --nocapture   # replay one
 //! ADMIT_SIM_EVENTS=1 ...                    # print each fault and event as it happens
 //! ADMIT_SIM_MOVES=0 ...                     # no moves (a kept disk moved out)
@@ -3511,8 +3512,17 @@ fn run_seeds(seeds: &[u64]) {
     let (mut also, mut also_uncounted) = (0, 0);
     let (mut coded, mut again, mut hold_denials, mut through_open) = (0, 0, 0, 0);
     let (mut ratings, mut downgrades, mut recoveries) = (0, 0, 0);
-    for seed in seeds {
+    for (i, seed) in seeds.iter().enumerate() {
         let o = run_seed(*seed);
+        // a long sweep cut short by a timeout still says how far it got
+        if (i + 1) % 100 == 0 {
+            println!(
+                "{} of {} seeds passed (through seed {seed}, {:.0} s)",
+                i + 1,
+                seeds.len(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
         upgrades += o.upgrades;
         also += o.also;
         also_uncounted += o.also_uncounted;
