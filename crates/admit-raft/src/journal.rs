@@ -183,6 +183,7 @@ impl Journal {
         // fjall may panic on some damaged files: a refusal, not a crash
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Database::builder(&path)
+                .worker_threads(JOURNAL_WORKERS)
                 .manual_journal_persist(true)
                 .cache_size(BLOCK_CACHE_BYTES)
                 .open()
@@ -591,6 +592,17 @@ const MAX_GROUP: usize = 4096;
 /// 12 MiB less than 8 MiB after the memory scenario, for a few percent of the
 /// batches' throughput (docs/benchmarks.md, session 25).
 const LOG_MEMTABLE_BYTES: u64 = 4 << 20;
+
+/// fjall's background threads, which flush memtables and compact tables.
+/// One: with two or more (fjall's default is one per core, up to 4), the
+/// first worker hands every compaction request back to the queue so that it
+/// stays free for flushes, and while the other workers are busy it takes the
+/// same request again at once: it spins for as long as a compaction runs.
+/// With this journal's small memtables (frequent flushes, frequent
+/// compactions) that was 15 % of a node's CPU under a minute of campaign
+/// batches; one worker flushes and compacts in turn and keeps up (docs/benchmarks.md, "The journal's background
+/// threads").
+const JOURNAL_WORKERS: usize = 1;
 
 /// The memtable size of the small keyspaces (votes, marks, snapshot records).
 /// They hold a few keys per group, rewritten on every batch: with fjall's
