@@ -600,8 +600,8 @@ const LOG_MEMTABLE_BYTES: u64 = 4 << 20;
 /// same request again at once: it spins for as long as a compaction runs.
 /// With this journal's small memtables (frequent flushes, frequent
 /// compactions) that was 15 % of a node's CPU under a minute of campaign
-/// batches; one worker flushes and compacts in turn and keeps up (docs/benchmarks.md, "The journal's background
-/// threads").
+/// batches; one worker flushes and compacts in turn and keeps up
+/// (docs/benchmarks.md, "The journal's background threads").
 const JOURNAL_WORKERS: usize = 1;
 
 /// The memtable size of the small keyspaces (votes, marks, snapshot records).
