@@ -21,7 +21,7 @@ pub const NOT_APPLIED: &str = "admit-not-applied";
 pub enum Error {
     /// The server refused the request as malformed (INVALID_ARGUMENT);
     /// `field` names the request field at fault when the server said.
-    #[error("invalid argument{}: {message}", field.as_ref().map(|f| format!(" {f}")).unwrap_or_default())]
+    #[error("{}", invalid_text(field.as_deref(), message))]
     InvalidArgument {
         field: Option<String>,
         message: String,
@@ -111,6 +111,15 @@ impl Error {
     }
 }
 
+/// An INVALID_ARGUMENT's text, naming the field once: the server's own
+/// message ("invalid FIELD: PROBLEM") already names it.
+fn invalid_text(field: Option<&str>, message: &str) -> String {
+    match field {
+        Some(f) if !message.contains(f) => format!("invalid argument {f}: {message}"),
+        _ => format!("invalid argument: {message}"),
+    }
+}
+
 /// The server writes bad input as "invalid FIELD: PROBLEM".
 fn field_of(message: &str) -> Option<String> {
     let rest = message.strip_prefix("invalid ")?;
@@ -171,6 +180,20 @@ mod tests {
             Some("send.customer_id")
         );
         assert_eq!(field_of("something else"), None);
+    }
+
+    #[test]
+    fn an_invalid_argument_names_its_field_once() {
+        let s = Status::invalid_argument("invalid send.customer_id: 6-15 digits");
+        assert_eq!(
+            Error::from_status(&s).to_string(),
+            "invalid argument: invalid send.customer_id: 6-15 digits"
+        );
+        let local = Error::InvalidArgument {
+            field: Some("items[3]".into()),
+            message: "bad category".into(),
+        };
+        assert_eq!(local.to_string(), "invalid argument items[3]: bad category");
     }
 
     #[test]
