@@ -111,12 +111,13 @@ impl Error {
     }
 }
 
-/// An INVALID_ARGUMENT's text, naming the field once: the server's own
-/// message ("invalid FIELD: PROBLEM") already names it.
+/// An INVALID_ARGUMENT's text: the server's own message when it already
+/// says "invalid FIELD: PROBLEM", so the field is named once.
 fn invalid_text(field: Option<&str>, message: &str) -> String {
     match field {
-        Some(f) if !message.contains(f) => format!("invalid argument {f}: {message}"),
-        _ => format!("invalid argument: {message}"),
+        Some(f) if field_of(message).as_deref() == Some(f) => message.to_owned(),
+        Some(f) => format!("invalid argument {f}: {message}"),
+        None => format!("invalid argument: {message}"),
     }
 }
 
@@ -187,7 +188,12 @@ mod tests {
         let s = Status::invalid_argument("invalid send.customer_id: 6-15 digits");
         assert_eq!(
             Error::from_status(&s).to_string(),
-            "invalid argument: invalid send.customer_id: 6-15 digits"
+            "invalid send.customer_id: 6-15 digits"
+        );
+        let s = Status::invalid_argument("too many items");
+        assert_eq!(
+            Error::from_status(&s).to_string(),
+            "invalid argument: too many items"
         );
         let local = Error::InvalidArgument {
             field: Some("items[3]".into()),
