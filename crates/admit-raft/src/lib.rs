@@ -9,11 +9,10 @@
 //! strict order (see the list above `mod cluster`); the only pure ones,
 //! `placement` and `membership`, do no I/O and read no clock.
 //!
-//! admit shards its state into `S` Raft groups (one per shard, e.g. 64) that
-//! all live on the same nodes. This crate runs those groups on
-//! [openraft](https://docs.rs/openraft) `0.10.0-alpha.37` with durable storage
-//! on [fjall](https://docs.rs/fjall) 3, and hides openraft behind a small,
-//! domain-agnostic API:
+//! admit shards its state into `S` Raft groups (one per shard, 16 by
+//! default) that all live on the same nodes. This crate runs those groups on
+//! openraft `0.10.0-alpha.37` with durable storage on fjall 3, and hides
+//! openraft behind a small, domain-agnostic API:
 //!
 //! * the server implements [`App`] (a deterministic state machine over its own
 //!   `Command`/`Response` types) and starts a [`RaftNode`] with
