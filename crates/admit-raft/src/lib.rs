@@ -90,7 +90,7 @@
 //!
 //! **Why fjall rather than redb.** fjall is an LSM tree whose keyspaces all
 //! write into *one* write-ahead journal, and a write batch spanning keyspaces
-//! is atomic in that journal. So the appends of all 64 groups (plus votes,
+//! is atomic in that journal. So the appends of all the groups (plus votes,
 //! purge markers, snapshots) become sequential appends to one file, and *one*
 //! `fsync` of that file makes all of them durable. redb is a copy-on-write
 //! B-tree: every durable commit rewrites tree pages and the root and costs its
@@ -336,11 +336,14 @@
 //! ### Limits
 //!
 //! Forwarding client writes to the leader is left to the server
-//! ([`WriteError::ForwardToLeader`] carries the leader's address). Snapshots
-//! are sent whole in one RPC (fine for MB-sized states, not for GB).
-//! Heartbeats of active groups are per group (64 groups × followers), not
-//! coalesced per node pair; idle groups quiesce (below). A crashed node stays `Active` (its groups run on the remaining
-//! majority) until an operator calls `remove_node`. There is no automatic
+//! ([`WriteError::ForwardToLeader`] carries the leader's address). Every
+//! message between two nodes, of every group, travels on their one
+//! node-pair stream (`pipe`): snapshots in pieces of at most 1 MiB, and the
+//! heartbeats of active groups gathered for up to half a heartbeat into
+//! one batch per pair; idle groups quiesce (below). A snapshot is still
+//! built whole in memory on both ends. A crashed node stays `Active` (its
+//! groups run on the remaining majority) until an operator calls
+//! `remove_node`. There is no automatic
 //! failure detector that re-replicates. All groups may move at once when a
 //! node joins: no rate limit on concurrent snapshot transfers.
 
