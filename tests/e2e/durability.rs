@@ -360,3 +360,34 @@ async fn open_the_release_data_dir(tweak: impl FnOnce(&mut admit_server::ServerC
     })
     .await;
 }
+
+/// SIGTERM while the node is still starting ends in a clean shutdown, not in
+/// the signal's default action (death by signal 15): the handlers are in
+/// place before the data dir is opened. The node then restarts on that dir
+/// and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_start_up_shuts_down_cleanly() {
+    let bin = tokio::task::spawn_blocking(admitd_path).await.unwrap();
+    bounded(120, async move {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let t0 = at(1, 8);
+        let mut child = Daemon::spawn(&bin, &data, t0);
+        // the signal goes as soon as start-up has begun writing the data dir
+        let begun = std::time::Instant::now();
+        while std::fs::read_dir(&data).map_or(true, |mut d| d.next().is_none()) {
+            assert!(child.try_wait().unwrap().is_none(), "admitd exited early");
+            assert!(
+                begun.elapsed() < std::time::Duration::from_secs(60),
+                "no data dir"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        terminate(&mut child);
+        let (d, mut c) = Daemon::connected(&bin, &data, t0).await;
+        c.register(N, "TIER_1K").await;
+        drop(c);
+        d.terminate();
+    })
+    .await;
+}

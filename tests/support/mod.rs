@@ -382,8 +382,10 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn start(bin: &Path, data: &Path, clock_start: i64) -> Daemon {
-        let mut child = Command::new(bin)
+    /// Spawns `admitd` on `data` (test clock at `clock_start`, ports picked
+    /// by the OS) without waiting for it; its stdout is piped.
+    pub fn spawn(bin: &Path, data: &Path, clock_start: i64) -> Child {
+        Command::new(bin)
             .args(["--listen", "127.0.0.1:0", "--shards", "8", "--test-clock"])
             .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--test-clock-start-ms")
@@ -394,7 +396,11 @@ impl Daemon {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn admitd");
+            .expect("spawn admitd")
+    }
+
+    pub fn start(bin: &Path, data: &Path, clock_start: i64) -> Daemon {
+        let mut child = Daemon::spawn(bin, data, clock_start);
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -434,21 +440,26 @@ impl Daemon {
 
     /// SIGTERM, then wait for a clean exit.
     pub fn terminate(mut self) {
-        let st = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("send SIGTERM");
-        assert!(st.success());
-        for _ in 0..300 {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                assert!(st.success(), "admitd exited with {st}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        panic!("admitd did not stop within 30 s of SIGTERM");
+        terminate(&mut self.child);
     }
+}
+
+/// SIGTERM to `child`, then wait for a clean exit (status 0 within 30 s).
+pub fn terminate(child: &mut Child) {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(st.success());
+    for _ in 0..300 {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "admitd exited with {st}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("admitd did not stop within 30 s of SIGTERM");
 }
 
 impl Drop for Daemon {

@@ -59,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let flags = config::Flags::parse();
     init_logs(&flags);
+    // before anything is opened: a signal during start-up must end in the
+    // clean shutdown below, not in the signal's default action
+    let stop = shutdown_signal().context("admitd: installing the signal handlers")?;
     let cfg = match config::load(&flags) {
         Ok(c) => c,
         Err(e) => {
@@ -101,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(m) = running.metrics_addr() {
         println!("admitd metrics on http://{m}/metrics");
     }
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutdown requested; draining");
     if let Some(r) = receiver {
         r.shutdown().await;
@@ -132,24 +135,27 @@ fn init_logs(flags: &config::Flags) {
     }
 }
 
-/// SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// SIGINT (Ctrl-C) or SIGTERM. The handlers are installed by this call,
+/// not by the first poll of what it returns, so a signal that comes before
+/// the node awaits it is kept, not left to its default action (the end of
+/// the process).
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
+    })
+}
+
+/// Ctrl-C, where there are no Unix signals.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
