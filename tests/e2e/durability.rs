@@ -361,7 +361,20 @@ async fn open_the_release_data_dir(tweak: impl FnOnce(&mut admit_server::ServerC
     .await;
 }
 
-/// SIGTERM while the node is still starting ends in a clean shutdown, not in
+/// Waits until start-up has begun writing `data` (the child still running).
+fn wait_for_data_dir(child: &mut std::process::Child, data: &std::path::Path) {
+    let begun = std::time::Instant::now();
+    while std::fs::read_dir(data).map_or(true, |mut d| d.next().is_none()) {
+        assert!(child.try_wait().unwrap().is_none(), "admitd exited early");
+        assert!(
+            begun.elapsed() < std::time::Duration::from_secs(60),
+            "no data dir"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// SIGTERM while the node is still starting stops it with status 0, not by
 /// the signal's default action (death by signal 15): the handlers are in
 /// place before the data dir is opened. The node then restarts on that dir
 /// and serves.
@@ -373,16 +386,7 @@ async fn sigterm_during_start_up_shuts_down_cleanly() {
         let data = dir.path().join("data");
         let t0 = at(1, 8);
         let mut child = Daemon::spawn(&bin, &data, t0);
-        // the signal goes as soon as start-up has begun writing the data dir
-        let begun = std::time::Instant::now();
-        while std::fs::read_dir(&data).map_or(true, |mut d| d.next().is_none()) {
-            assert!(child.try_wait().unwrap().is_none(), "admitd exited early");
-            assert!(
-                begun.elapsed() < std::time::Duration::from_secs(60),
-                "no data dir"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        wait_for_data_dir(&mut child, &data);
         terminate(&mut child);
         let (d, mut c) = Daemon::connected(&bin, &data, t0).await;
         c.register(N, "TIER_1K").await;
@@ -390,4 +394,34 @@ async fn sigterm_during_start_up_shuts_down_cleanly() {
         d.terminate();
     })
     .await;
+}
+
+/// A node told to join through an address where nothing answers waits in
+/// its start; SIGTERM still stops it (status 0, within `terminate`'s 30 s).
+#[test]
+fn sigterm_stops_a_node_still_waiting_to_join() {
+    let bin = admitd_path();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // a port bound here and closed: nothing listens on it
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = std::process::Command::new(&bin)
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+        .arg("--join")
+        .arg(nobody.to_string())
+        .arg("--data-dir")
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn admitd");
+    wait_for_data_dir(&mut child, &data);
+    // well into the wait for the join's answer
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(child.try_wait().unwrap().is_none(), "admitd exited early");
+    terminate(&mut child);
 }

@@ -59,9 +59,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let flags = config::Flags::parse();
     init_logs(&flags);
-    // before anything is opened: a signal during start-up must end in the
-    // clean shutdown below, not in the signal's default action
+    // before anything is opened, so that no signal meets the default action
+    // (the end of the process, with no shutdown)
     let stop = shutdown_signal().context("admitd: installing the signal handlers")?;
+    tokio::pin!(stop);
     let cfg = match config::load(&flags) {
         Ok(c) => c,
         Err(e) => {
@@ -78,9 +79,16 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let running = admit_server::start(cfg)
-        .await
-        .context("admitd failed to start")?;
+    // a start can wait without end (`--join` through a node that never
+    // answers), so a signal stops it; what it had written is as safe as
+    // after a crash (every write is synced before it is acknowledged)
+    let running = tokio::select! {
+        r = admit_server::start(cfg) => r.context("admitd failed to start")?,
+        _ = &mut stop => {
+            tracing::info!("shutdown requested during start-up; stopping");
+            return Ok(());
+        }
+    };
     let receiver = match webhook_cfg {
         Some(c) => match admit_webhook::serve(c, running.in_process()).await {
             Ok(r) => {
